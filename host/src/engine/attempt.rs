@@ -1,0 +1,389 @@
+//! One attempt: a fresh store and instance, the limits, the interruption check, and the
+//! classification of how it ended.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::contract::{Level, WitTaskError};
+use super::limits::MemoryLimiter;
+use super::output::TailPipe;
+use super::plugin::{Plugin, Task};
+use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
+
+/// Prefix of the log line the Rust SDK's panic hook sends before the guest traps.
+const PANIC_PREFIX: &str = "panicked at ";
+
+/// The interruption handle of one attempt, shared between the runner and whoever may stop it.
+///
+/// The engine's epoch callback checks it every tick, so a cancellation or a passed deadline
+/// stops the guest within one tick even if it never calls the host.
+#[derive(Debug)]
+pub struct AttemptControl {
+    cancelled: AtomicBool,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+}
+
+impl AttemptControl {
+    /// A control whose deadline is `timeout` from now.
+    pub fn new(timeout: Option<Duration>) -> Arc<Self> {
+        Arc::new(Self {
+            cancelled: AtomicBool::new(false),
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+            timeout,
+        })
+    }
+
+    /// Asks the attempt to stop; it is recorded as cancelled.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Whether the deadline has passed.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// The per-attempt timeout this control enforces.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// True once the attempt should stop for either reason.
+    pub fn should_stop(&self) -> bool {
+        self.is_cancelled() || self.deadline_passed()
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// The task returned this JSON value.
+    Succeeded(serde_json::Value),
+    /// The task failed.
+    Failed(TaskFailure),
+    /// The attempt was cancelled before it produced an outcome.
+    Cancelled,
+}
+
+/// Everything one attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptReport {
+    /// The outcome.
+    pub outcome: AttemptOutcome,
+    /// Fuel the attempt consumed.
+    pub fuel_consumed: Option<u64>,
+    /// Captured stdout (tail).
+    pub stdout: Option<CapturedOutput>,
+    /// Captured stderr (tail).
+    pub stderr: Option<CapturedOutput>,
+}
+
+impl AttemptReport {
+    pub(crate) fn failed(failure: TaskFailure) -> Self {
+        Self {
+            outcome: AttemptOutcome::Failed(failure),
+            fuel_consumed: None,
+            stdout: None,
+            stderr: None,
+        }
+    }
+}
+
+/// Callback for progress reports: `(done, total)`.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Per-store state of one attempt.
+pub(crate) struct AttemptState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    pub(crate) control: Arc<AttemptControl>,
+    pub(crate) attempt: u32,
+    task: Arc<str>,
+    plugin: Arc<str>,
+    panic_message: Option<String>,
+    progress: Option<ProgressFn>,
+}
+
+impl AttemptState {
+    pub(crate) fn log(&mut self, level: Level, message: String) {
+        if matches!(level, Level::Error) && message.starts_with(PANIC_PREFIX) {
+            self.panic_message = Some(message.clone());
+        }
+        let (plugin, task) = (&*self.plugin, &*self.task);
+        match level {
+            Level::Trace => tracing::trace!(target: "osiiso::guest", plugin, task, "{message}"),
+            Level::Debug => tracing::debug!(target: "osiiso::guest", plugin, task, "{message}"),
+            Level::Info => tracing::info!(target: "osiiso::guest", plugin, task, "{message}"),
+            Level::Warn => tracing::warn!(target: "osiiso::guest", plugin, task, "{message}"),
+            Level::Error => tracing::error!(target: "osiiso::guest", plugin, task, "{message}"),
+        }
+    }
+
+    pub(crate) fn progress(&mut self, done: u64, total: u64) {
+        tracing::trace!(target: "osiiso::guest", task = &*self.task, done, total, "progress");
+        if let Some(progress) = &self.progress {
+            progress(done, total);
+        }
+    }
+}
+
+impl AttemptState {
+    /// A fresh store for one attempt of `task` of `plugin`, with its limits, fuel budget,
+    /// epoch check and sandbox, plus the pipes capturing its stdout and stderr.
+    pub(crate) fn new_store(
+        plugin: &Plugin,
+        control: &Arc<AttemptControl>,
+        attempt: u32,
+        task: Arc<str>,
+        progress: Option<ProgressFn>,
+    ) -> Result<(Store<AttemptState>, (TailPipe, TailPipe)), TaskFailure> {
+        let limits = plugin.limits();
+        let stdout = TailPipe::new(limits.capture_bytes);
+        let stderr = TailPipe::new(limits.capture_bytes);
+        let wasi = plugin.sandbox().wasi_ctx(&stdout, &stderr).map_err(|e| {
+            TaskFailure::new(
+                FailureKind::PluginLoad,
+                format!("plugin '{}': {e}", plugin.name()),
+            )
+        })?;
+        let state = AttemptState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits),
+            control: control.clone(),
+            attempt,
+            task,
+            plugin: plugin.name_arc(),
+            panic_message: None,
+            progress,
+        };
+        let mut store = Store::new(plugin.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        // Fuel is always on in this engine, so setting it cannot fail.
+        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(epoch_check);
+        Ok((store, (stdout, stderr)))
+    }
+}
+
+impl WasiView for AttemptState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Why the host stopped a guest from the epoch callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    Cancelled,
+    Deadline,
+}
+
+impl std::fmt::Display for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cancelled => f.write_str("attempt cancelled by the host"),
+            Self::Deadline => f.write_str("attempt deadline passed"),
+        }
+    }
+}
+
+impl std::error::Error for Interrupt {}
+
+/// Input of one attempt.
+pub struct AttemptRequest<'a> {
+    /// The JSON input.
+    pub input: &'a serde_json::Value,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The interruption handle.
+    pub control: Arc<AttemptControl>,
+    /// The name used in messages (the task options' name, or the task's own).
+    pub display_name: &'a str,
+    /// Receives progress reports.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Task {
+    /// Runs one attempt synchronously on the calling thread, in a fresh instance.
+    ///
+    /// The guest is interrupted within one epoch tick once `control` is cancelled or its
+    /// deadline passes. Every way the attempt can end is reported in the returned
+    /// [`AttemptReport`]; this never panics on guest behaviour.
+    pub fn run_attempt(&self, request: AttemptRequest<'_>) -> AttemptReport {
+        let plugin = self.plugin();
+        let limits = plugin.limits();
+        let input = match serde_json::to_string(request.input) {
+            Ok(s) if s.len() > limits.max_input_bytes => {
+                return AttemptReport::failed(TaskFailure::new(
+                    FailureKind::InvalidInput,
+                    format!(
+                        "input of task '{}' is {} bytes, over the {} byte limit",
+                        request.display_name,
+                        s.len(),
+                        limits.max_input_bytes
+                    ),
+                ));
+            }
+            Ok(s) => s,
+            Err(e) => {
+                return AttemptReport::failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    format!("cannot encode input: {e}"),
+                ));
+            }
+        };
+        if request.control.is_cancelled() {
+            return report(AttemptOutcome::Cancelled, None, None, None);
+        }
+        let (mut store, pipes) = match AttemptState::new_store(
+            plugin,
+            &request.control,
+            request.attempt,
+            self.name_arc(),
+            request.progress.clone(),
+        ) {
+            Ok(created) => created,
+            Err(failure) => return AttemptReport::failed(failure),
+        };
+        let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
+
+        let result = (|| {
+            let instance = plugin.instance_pre().instantiate(&mut store)?;
+            let invoke = plugin.invoke_fn(&mut store, &instance)?;
+            let (result,) = invoke.call(&mut store, (self.name().to_string(), input))?;
+            Ok::<_, wasmtime::Error>(result)
+        })();
+
+        let fuel_consumed = store.get_fuel().ok().map(|left| fuel_budget - left);
+        let outcome = match result {
+            Ok(Ok(json)) => match serde_json::from_str(&json) {
+                Ok(value) => AttemptOutcome::Succeeded(value),
+                Err(e) => AttemptOutcome::Failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    format!(
+                        "task '{}' returned output that is not JSON: {e}",
+                        request.display_name
+                    ),
+                )),
+            },
+            Ok(Err(error)) => AttemptOutcome::Failed(guest_failure(error)),
+            Err(error) => classify_abnormal(&mut store, error, &request, fuel_budget),
+        };
+        report(
+            outcome,
+            fuel_consumed,
+            pipes.0.captured(),
+            pipes.1.captured(),
+        )
+    }
+}
+
+fn report(
+    outcome: AttemptOutcome,
+    fuel_consumed: Option<u64>,
+    stdout: Option<CapturedOutput>,
+    stderr: Option<CapturedOutput>,
+) -> AttemptReport {
+    AttemptReport {
+        outcome,
+        fuel_consumed,
+        stdout,
+        stderr,
+    }
+}
+
+fn epoch_check(store: StoreContextMut<'_, AttemptState>) -> wasmtime::Result<UpdateDeadline> {
+    let control = &store.data().control;
+    if control.is_cancelled() {
+        return Err(wasmtime::Error::new(Interrupt::Cancelled));
+    }
+    if control.deadline_passed() {
+        return Err(wasmtime::Error::new(Interrupt::Deadline));
+    }
+    Ok(UpdateDeadline::Continue(1))
+}
+
+fn guest_failure(error: WitTaskError) -> TaskFailure {
+    match error {
+        WitTaskError::Failed(m) => TaskFailure::new(FailureKind::Failed, m),
+        WitTaskError::Permanent(m) => TaskFailure::new(FailureKind::Permanent, m),
+        WitTaskError::InvalidInput(m) => TaskFailure::new(FailureKind::InvalidInput, m),
+    }
+}
+
+/// Classifies an attempt that ended abnormally (SEMANTICS.md §5.2): cancellation, then the
+/// deadline, then fuel, then the memory limiter, then the actual cause.
+fn classify_abnormal(
+    store: &mut Store<AttemptState>,
+    error: wasmtime::Error,
+    request: &AttemptRequest<'_>,
+    fuel_budget: u64,
+) -> AttemptOutcome {
+    let name = request.display_name;
+    let control = &request.control;
+    let interrupt = error.downcast_ref::<Interrupt>().copied();
+    if control.is_cancelled() || interrupt == Some(Interrupt::Cancelled) {
+        return AttemptOutcome::Cancelled;
+    }
+    if control.deadline_passed() || interrupt == Some(Interrupt::Deadline) {
+        let timeout = control.timeout().unwrap_or_default();
+        return AttemptOutcome::Failed(TaskFailure::timeout(name, timeout));
+    }
+    let trap = error.downcast_ref::<Trap>().copied();
+    let detail = format!("{error:?}");
+    let state = store.data();
+    let failure = if trap == Some(Trap::OutOfFuel) {
+        TaskFailure::new(
+            FailureKind::OutOfFuel,
+            format!("task '{name}' ran out of fuel (budget {fuel_budget})"),
+        )
+    } else if state.limiter.refused {
+        TaskFailure::new(
+            FailureKind::MemoryLimit,
+            format!(
+                "task '{name}' exceeded its memory limit of {}",
+                crate::units::format_size(store.data().limiter_max())
+            ),
+        )
+    } else if let Some(panic) = &state.panic_message {
+        TaskFailure::new(FailureKind::Trap, format!("task '{name}' {panic}"))
+    } else if trap == Some(Trap::StackOverflow) {
+        TaskFailure::new(
+            FailureKind::Trap,
+            format!("task '{name}' trapped: wasm stack overflow (call stack exhausted)"),
+        )
+    } else if let Some(trap) = trap {
+        TaskFailure::new(FailureKind::Trap, format!("task '{name}' trapped: {trap}"))
+    } else {
+        TaskFailure::new(FailureKind::Trap, format!("task '{name}' failed: {error}"))
+    };
+    AttemptOutcome::Failed(failure.with_detail(detail))
+}
+
+impl AttemptState {
+    fn limiter_max(&self) -> usize {
+        self.limiter.max_memory()
+    }
+}

@@ -1,0 +1,58 @@
+//! The wasmtime configuration osiiso-host fixes, and the pooling-allocator probe.
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Size of the stack wasm may use; below the async fiber stack so host calls have room.
+pub(crate) const MAX_WASM_STACK: usize = 1 << 20;
+/// Fiber stack for async calls (and for sync calls that go through fibers).
+const ASYNC_STACK: usize = 2 << 20;
+/// Linear-memory slots in the pool are sized for the 32-bit maximum; this is address space,
+/// not memory.
+const POOL_MAX_MEMORY: usize = 4 << 30;
+
+/// Builds the engine, with the pooling allocator when the probe succeeds.
+///
+/// Returns the engine and whether it pools instances.
+pub(crate) fn build_engine(
+    max_instances: u32,
+    pooling: Option<bool>,
+) -> wasmtime::Result<(Engine, bool)> {
+    if pooling != Some(false) {
+        match Engine::new(&base_config(Some(max_instances))) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(error) if pooling.is_none() => {
+                tracing::debug!(%error, "pooling allocator unavailable; allocating on demand");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((Engine::new(&base_config(None))?, false))
+}
+
+fn base_config(pool_instances: Option<u32>) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(ASYNC_STACK)
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    if let Some(instances) = pool_instances {
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust component has a handful of core instances (the program plus the canonical
+        // ABI shims); leave headroom for other toolchains.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_memory_size(POOL_MAX_MEMORY)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(32)
+            .table_elements(100_000);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}

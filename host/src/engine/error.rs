@@ -1,0 +1,97 @@
+//! Errors of the engine layer: building a host and loading plugins.
+
+use std::path::PathBuf;
+
+/// A plugin could not be loaded or a task could not be found in it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin '{path}': {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error("plugin '{plugin}' is not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm {
+        /// The plugin's name or path.
+        plugin: String,
+    },
+    /// A core module where a component is required.
+    #[error(
+        "plugin '{plugin}' is a core WebAssembly module, not a component; build it for \
+         wasm32-wasip2 or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule {
+        /// The plugin's name or path.
+        plugin: String,
+    },
+    /// Compilation or validation failed.
+    #[error("plugin '{plugin}' cannot be compiled: {message}")]
+    Compile {
+        /// The plugin's name or path.
+        plugin: String,
+        /// The compiler's message.
+        message: String,
+    },
+    /// The component does not export the task interface.
+    #[error(
+        "plugin '{plugin}' does not export `osiiso:task/tasks@0.1.0`; it exports: {}",
+        if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+    )]
+    MissingExport {
+        /// The plugin's name or path.
+        plugin: String,
+        /// What it does export.
+        exports: Vec<String>,
+    },
+    /// The component imports something the host does not provide.
+    #[error("plugin '{plugin}' imports {}, which the host does not provide", imports.join(", "))]
+    UnsatisfiedImport {
+        /// The plugin's name or path.
+        plugin: String,
+        /// The imports that cannot be satisfied.
+        imports: Vec<String>,
+    },
+    /// The component's exports do not have the contract's types, or `list` failed.
+    #[error("plugin '{plugin}' does not follow the osiiso:task contract: {message}")]
+    Contract {
+        /// The plugin's name or path.
+        plugin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No task of that name.
+    #[error("plugin '{plugin}' has no task '{task}'; its tasks are: {}", known.join(", "))]
+    UnknownTask {
+        /// The plugin's name.
+        plugin: String,
+        /// The name asked for.
+        task: String,
+        /// The names it has.
+        known: Vec<String>,
+    },
+    /// No task named, and the plugin has several.
+    #[error("plugin '{plugin}' has {} tasks; name one of: {}", known.len(), known.join(", "))]
+    TaskNotNamed {
+        /// The plugin's name.
+        plugin: String,
+        /// The names it has.
+        known: Vec<String>,
+    },
+}
+
+/// The host (engine) could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// wasmtime refused the configuration.
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The epoch ticker thread could not be started.
+    #[error("cannot start the epoch ticker thread: {0}")]
+    Ticker(#[from] std::io::Error),
+}

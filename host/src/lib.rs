@@ -1,0 +1,19 @@
+//! # osiiso-host
+//!
+//! Run many small units of untrusted or third-party work — **plugins**, WebAssembly
+//! components that export tasks — safely, fast and under a real task queue.
+//!
+//! The engine layer ([`Host`], [`Plugin`], [`Task`]) loads and sandboxes components and runs
+//! one attempt at a time in a fresh instance under [`Limits`]; the queues schedule attempts
+//! with priorities, retries, timeouts and policies (see `SEMANTICS.md`).
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod failure;
+pub mod units;
+
+pub use engine::{
+    AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, CacheOutcome, DirGrant, Host,
+    HostBuilder, HostError, Limits, LoadError, Plugin, ProgressFn, Sandbox, Task, TaskInfo,
+};
+pub use failure::{CapturedOutput, FailureKind, TaskFailure};

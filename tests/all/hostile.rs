@@ -1,0 +1,168 @@
+//! Hostile guests: each ends in its own error kind within its limit, and the host goes on.
+
+use std::time::{Duration, Instant};
+
+use osiiso_host::{AttemptControl, AttemptOutcome, FailureKind, Limits, Sandbox, TaskFailure};
+use osiiso_test_artifacts as artifacts;
+use serde_json::json;
+
+use crate::support::{load, run, run_with};
+
+/// Every test guest needs a test of the same name in this module.
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+artifacts::foreach_guest!(assert_test_exists);
+
+fn failure(outcome: AttemptOutcome) -> TaskFailure {
+    match outcome {
+        AttemptOutcome::Failed(f) => f,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_infinite_loop() {
+    let plugin = load(artifacts::HOSTILE_INFINITE_LOOP);
+    let started = Instant::now();
+    let control = AttemptControl::new(Some(Duration::from_millis(100)));
+    let f = failure(run_with(&plugin, "spin", json!(null), control).outcome);
+    assert_eq!(f.kind, FailureKind::Timeout, "{f}");
+    assert_eq!(f.message, "task 'spin' exceeded 0.1s timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "generous bound"
+    );
+
+    let plugin = plugin.with_limits(Limits::new().fuel(1_000_000));
+    let report = run(&plugin, "spin", json!(null));
+    let f = failure(report.outcome);
+    assert_eq!(f.kind, FailureKind::OutOfFuel, "{f}");
+    assert_eq!(report.fuel_consumed, Some(1_000_000));
+}
+
+#[test]
+fn hostile_memory_bomb() {
+    let plugin =
+        load(artifacts::HOSTILE_MEMORY_BOMB).with_limits(Limits::new().max_memory(32 << 20));
+    let f = failure(run(&plugin, "bomb", json!(null)).outcome);
+    assert_eq!(f.kind, FailureKind::MemoryLimit, "{f}");
+    assert!(f.message.contains("32 MiB"), "{}", f.message);
+}
+
+#[test]
+fn hostile_deep_recursion() {
+    let plugin = load(artifacts::HOSTILE_DEEP_RECURSION);
+    let f = failure(run(&plugin, "recurse", json!(null)).outcome);
+    assert_eq!(f.kind, FailureKind::Trap, "{f}");
+    assert!(f.message.contains("stack overflow"), "{}", f.message);
+}
+
+#[test]
+fn hostile_panic() {
+    let plugin = load(artifacts::HOSTILE_PANIC);
+    let f = failure(run(&plugin, "explode", json!(null)).outcome);
+    assert_eq!(f.kind, FailureKind::Trap, "{f}");
+    assert!(f.message.contains("the guest gave up"), "{}", f.message);
+    assert!(f.detail.is_some(), "the backtrace goes in detail");
+}
+
+#[test]
+fn hostile_big_output() {
+    let plugin = load(artifacts::HOSTILE_BIG_OUTPUT);
+    let report = run(&plugin, "flood", json!(100));
+    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(100 << 20)));
+    let stdout = report.stdout.expect("stdout captured");
+    assert!(stdout.truncated);
+    assert_eq!(stdout.total_bytes, 100 << 20);
+    assert_eq!(stdout.text.len(), 64 << 10, "only the last 64 KiB are kept");
+    assert_eq!(report.stderr.expect("stderr captured").text, "flood done\n");
+}
+
+#[test]
+fn hostile_fs_escape() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "top secret").unwrap();
+    let inside = tempfile::tempdir().unwrap();
+    std::fs::write(inside.path().join("ok.txt"), "fine").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        inside.path().join("link"),
+    )
+    .unwrap();
+
+    let plugin = load(artifacts::HOSTILE_FS_ESCAPE);
+    // Without any grant, nothing is visible.
+    let f = failure(run(&plugin, "read", json!("/etc/passwd")).outcome);
+    assert_eq!(f.kind, FailureKind::Permanent, "{f}");
+
+    let plugin = plugin.with_sandbox(Sandbox::new().dir_read_only(inside.path(), "/data"));
+    assert_eq!(
+        run(&plugin, "read", json!("/data/ok.txt")).outcome,
+        AttemptOutcome::Succeeded(json!("fine"))
+    );
+    for path in [
+        "/data/../secret.txt",
+        "/data/link",
+        "/etc/passwd",
+        "../secret.txt",
+    ] {
+        let f = failure(run(&plugin, "read", json!(path)).outcome);
+        assert_eq!(f.kind, FailureKind::Permanent, "{path}: {f}");
+        assert!(!f.message.contains("top secret"));
+    }
+    let f = failure(run(&plugin, "write", json!("/data/new.txt")).outcome);
+    assert_eq!(
+        f.kind,
+        FailureKind::Permanent,
+        "read-only grant refuses writes: {f}"
+    );
+    assert!(!inside.path().join("new.txt").exists());
+}
+
+#[test]
+fn hostile_env_probe() {
+    let plugin = load(artifacts::HOSTILE_ENV_PROBE);
+    assert_eq!(
+        run(&plugin, "env", json!(null)).outcome,
+        AttemptOutcome::Succeeded(json!([]))
+    );
+    let plugin = plugin.with_sandbox(Sandbox::new().env("ONLY", "this"));
+    assert_eq!(
+        run(&plugin, "env", json!(null)).outcome,
+        AttemptOutcome::Succeeded(json!([["ONLY", "this"]]))
+    );
+}
+
+#[test]
+fn hostile_ignores_cancel() {
+    let plugin = load(artifacts::HOSTILE_IGNORES_CANCEL);
+    let control = AttemptControl::new(None);
+    let canceller = {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            control.cancel();
+        })
+    };
+    let report = run_with(&plugin, "grind", json!(null), control);
+    canceller.join().unwrap();
+    assert_eq!(report.outcome, AttemptOutcome::Cancelled);
+}
+
+#[test]
+fn scenario_flaky() {
+    let plugin = load(artifacts::SCENARIO_FLAKY);
+    let f = failure(run(&plugin, "flaky", json!({"succeed_on": 2})).outcome);
+    assert_eq!(f.kind, FailureKind::Failed);
+    assert_eq!(f.message, "attempt 1 failed");
+    let f = failure(run(&plugin, "permanent", json!(null)).outcome);
+    assert_eq!(f.kind, FailureKind::Permanent);
+    assert_eq!(
+        run(&plugin, "noop", json!({"a": 1})).outcome,
+        AttemptOutcome::Succeeded(json!({"a": 1}))
+    );
+}

@@ -1,0 +1,8 @@
+//! The osiiso-host integration tests: one binary, a module per concern.
+
+mod support;
+
+mod cli;
+mod engine_cache;
+mod engine_load;
+mod hostile;

@@ -1,0 +1,54 @@
+//! Shared test helpers: one host per test with a private compile cache.
+
+use std::sync::OnceLock;
+
+use osiiso_host::{AttemptControl, AttemptReport, AttemptRequest, Host, Plugin};
+
+/// A host whose compile cache lives in a directory shared by the whole test binary, so
+/// each guest is compiled once per run.
+pub fn host() -> Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| {
+        Host::builder()
+            .cache_dir(cache_dir())
+            .build()
+            .expect("host builds")
+    })
+    .clone()
+}
+
+/// The compile cache shared by this test binary (under the target directory).
+pub fn cache_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("osiiso-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Loads a plugin by artifact path.
+pub fn load(path: &str) -> Plugin {
+    host()
+        .load(path)
+        .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+}
+
+/// Runs one attempt of `task` with `input`.
+pub fn run(plugin: &Plugin, task: &str, input: serde_json::Value) -> AttemptReport {
+    run_with(plugin, task, input, AttemptControl::new(None))
+}
+
+/// Runs one attempt with a given control.
+pub fn run_with(
+    plugin: &Plugin,
+    task: &str,
+    input: serde_json::Value,
+    control: std::sync::Arc<AttemptControl>,
+) -> AttemptReport {
+    let task = plugin.task(task).expect("task exists");
+    task.run_attempt(AttemptRequest {
+        input: &input,
+        attempt: 1,
+        control,
+        display_name: task.name(),
+        progress: None,
+    })
+}

@@ -1,0 +1,48 @@
+//! Deterministic outcomes for queue scenarios: fail until an attempt, sleep, spin politely.
+use osiiso_guest::{TaskError, task};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Flaky {
+    /// The attempt that succeeds (1 = first).
+    succeed_on: u32,
+    #[serde(default)]
+    value: serde_json::Value,
+}
+
+/// Fails (retryable) until attempt `succeed_on`, then returns `value`.
+#[task]
+fn flaky(spec: Flaky) -> Result<serde_json::Value, TaskError> {
+    let attempt = osiiso_guest::attempt();
+    if attempt < spec.succeed_on {
+        Err(TaskError::failed(format!("attempt {attempt} failed")))
+    } else {
+        Ok(spec.value)
+    }
+}
+
+/// Fails permanently.
+#[task]
+fn permanent() -> Result<(), TaskError> {
+    Err(TaskError::permanent("no retry can fix this"))
+}
+
+/// Returns its input; the trivial task of the benchmarks.
+#[task]
+fn noop(input: serde_json::Value) -> serde_json::Value {
+    input
+}
+
+/// Busy-waits `ms` milliseconds of wall time, checking `cancelled()` as it goes.
+#[task]
+fn busy(ms: u64) -> Result<u64, TaskError> {
+    let start = std::time::Instant::now();
+    while start.elapsed().as_millis() < ms as u128 {
+        if osiiso_guest::cancelled() {
+            return Err(TaskError::failed("noticed cancellation"));
+        }
+    }
+    Ok(ms)
+}
+
+fn main() {}
