@@ -8,8 +8,10 @@
 //! with priorities, retries, timeouts and policies (see `SEMANTICS.md`).
 #![deny(missing_docs)]
 
+mod backend;
 pub mod engine;
 pub mod failure;
+pub mod queue;
 pub mod units;
 
 pub use engine::{
@@ -17,3 +19,4 @@ pub use engine::{
     HostBuilder, HostError, Limits, LoadError, Plugin, ProgressFn, Sandbox, Task, TaskInfo,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
+pub use queue::{RunSummary, TaskOptions, TaskResult, ThreadQueue};

@@ -69,8 +69,9 @@ struct Dispatcher;
 
 impl Guest for Dispatcher {
     fn list() -> Vec<TaskInfo> {
-        inventory::iter::<TaskDef>
-            .into_iter()
+        let mut defs: Vec<&TaskDef> = inventory::iter::<TaskDef>.into_iter().collect();
+        defs.sort_by_key(|def| def.name);
+        defs.into_iter()
             .map(|def| TaskInfo {
                 name: def.name.to_string(),
                 description: def.description.to_string(),

@@ -352,7 +352,8 @@ fn classify_abnormal(
         return AttemptOutcome::Failed(TaskFailure::timeout(name, timeout));
     }
     let trap = error.downcast_ref::<Trap>().copied();
-    let detail = format!("{error:?}");
+    // The alternate form carries the trap and the wasm backtrace, not the host's.
+    let detail = format!("{error:#}");
     let state = store.data();
     let failure = if trap == Some(Trap::OutOfFuel) {
         TaskFailure::new(

@@ -1,0 +1,83 @@
+//! Argument parsing, logging set-up and exit codes (DESIGN.md §7): 0 when every task
+//! succeeded, 1 when any failed, was cancelled or the run timed out, 2 for usage errors and
+//! plugins that cannot be loaded.
+
+mod compile;
+mod jobs;
+mod list;
+mod options;
+mod output;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run WebAssembly component tasks under a real task queue.
+#[derive(Parser, Debug)]
+#[command(name = "osiiso-host", version, about, propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (-v debug, -vv trace). `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a plugin's task on one or many inputs through a queue.
+    Run(Box<run::RunArgs>),
+    /// List a plugin's tasks: names, descriptions, input schemas, suggested defaults.
+    List(list::ListArgs),
+    /// Precompile a plugin into the compile cache (or a file).
+    Compile(compile::CompileArgs),
+}
+
+/// How a command failed.
+pub(crate) enum Failure {
+    /// Bad usage or an unloadable plugin: exit 2.
+    Usage(anyhow::Error),
+    /// Some task did not succeed: exit 1 (results were already reported).
+    Tasks,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self::Usage(error.into())
+    }
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let outcome = match cli.command {
+        Command::Run(args) => run::run(*args),
+        Command::List(args) => list::run(args),
+        Command::Compile(args) => compile::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Tasks) => ExitCode::from(1),
+        Err(Failure::Usage(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "osiiso_host=debug,osiiso=debug,info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 1)
+        .try_init();
+}

@@ -1,0 +1,308 @@
+//! `osiiso-host run PLUGIN [TASK] ...`: load, build the work list, run it through a queue,
+//! report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use clap::{Args, ValueEnum};
+use osiiso_host::queue::{FailPolicy, OnExit, RunOptions, TaskOptions, ThreadQueue, Workers};
+use osiiso_host::units::parse_size;
+use osiiso_host::{Plugin, Task};
+
+use super::Failure;
+use super::jobs::{self, JobSpec};
+use super::options::{CacheArgs, SandboxArgs, duration};
+use super::output::{OutputFormat, ProgressMode, Reporter};
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// The plugin component (.wasm) or a precompiled artifact.
+    plugin: PathBuf,
+    /// The task to run; may be omitted when the plugin has exactly one.
+    task: Option<String>,
+
+    /// A JSON input; each one is a task (repeatable).
+    #[arg(long = "input", value_name = "JSON")]
+    inputs: Vec<String>,
+    /// A file of JSON inputs, one per line (`-` for stdin).
+    #[arg(long = "inputs", value_name = "FILE.jsonl", conflicts_with = "jobs")]
+    inputs_file: Option<PathBuf>,
+    /// A file of jobs, one object per line: `task`, `input` and per-task options.
+    #[arg(long, value_name = "FILE.jsonl")]
+    jobs: Option<PathBuf>,
+
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    task_options: TaskArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+
+    /// How results are printed [default: table on a terminal, jsonl otherwise].
+    #[arg(long, value_enum)]
+    output: Option<OutputFormat>,
+    /// Progress bar on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// No run summary and no progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum QueueKind {
+    Async,
+    Thread,
+    Process,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OnExitArg {
+    /// Cancel what is not must-complete; let the rest finish.
+    #[value(name = "complete-priority", alias = "complete_priority")]
+    CompletePriority,
+    /// Cancel everything.
+    Cancel,
+}
+
+/// Queue options.
+#[derive(Args, Debug)]
+struct QueueArgs {
+    /// The backend that runs attempts.
+    #[arg(long = "queue", value_enum, default_value = "thread")]
+    kind: QueueKind,
+    /// Worker count, or `auto`.
+    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    workers: String,
+    /// Maximum outstanding tasks (0 = unbounded).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    size: usize,
+    /// How quickly cancellations and deadlines reach running work.
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    poll: Option<Duration>,
+    /// OS memory cap per worker process (process queue).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    worker_memory: Option<usize>,
+    /// Limit for the whole run; the rest is cancelled and the run marked timed out.
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    run_timeout: Option<Duration>,
+    /// The first final failure cancels everything not yet run (must-complete tasks go on).
+    #[arg(long)]
+    fail_first: bool,
+    /// What a run timeout cancels.
+    #[arg(long, value_enum, default_value = "complete-priority")]
+    on_exit: OnExitArg,
+    /// Attempts per second across all workers.
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// Attempts that may pass at once after an idle period.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    burst: u32,
+    /// Allow outgoing HTTP to HOST[:PORT] (async queue).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    allow_http: Vec<String>,
+}
+
+/// Task options: defaults that each `--jobs` line can override.
+#[derive(Args, Debug)]
+struct TaskArgs {
+    /// Extra attempts after the first, for retryable failures.
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// Pause before the first retry.
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    retry_delay: Option<Duration>,
+    /// Multiplies the pause after each retry.
+    #[arg(long, value_name = "X")]
+    backoff: Option<f64>,
+    /// Limit for each attempt.
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    timeout: Option<Duration>,
+    /// Lower runs first.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Survive fail-first and run-timeout cancellation.
+    #[arg(long)]
+    must_complete: bool,
+}
+
+impl TaskArgs {
+    /// The options of a task: the plugin's suggestions, then these flags.
+    fn options_for(&self, task: &Task) -> TaskOptions {
+        let mut options = TaskOptions::new();
+        if let Some(retries) = task.info().retries {
+            options = options.retries(retries);
+        }
+        if let Some(timeout) = task.info().timeout {
+            options = options.timeout(timeout);
+        }
+        self.apply(options)
+    }
+
+    fn apply(&self, mut options: TaskOptions) -> TaskOptions {
+        if let Some(retries) = self.retries {
+            options = options.retries(retries);
+        }
+        if let Some(delay) = self.retry_delay {
+            options = options.retry_delay(delay);
+        }
+        if let Some(backoff) = self.backoff {
+            options = options.backoff(backoff);
+        }
+        if let Some(timeout) = self.timeout {
+            options = options.timeout(timeout);
+        }
+        if let Some(priority) = self.priority {
+            options = options.priority(priority);
+        }
+        if self.must_complete {
+            options = options.must_complete(true);
+        }
+        options
+    }
+}
+
+fn parse_workers(text: &str) -> anyhow::Result<Workers> {
+    if text == "auto" {
+        return Ok(Workers::Auto);
+    }
+    let n: usize = text
+        .parse()
+        .map_err(|_| anyhow!("--workers: expected a number or `auto`, got '{text}'"))?;
+    if n == 0 {
+        bail!("--workers: workers must be > 0");
+    }
+    Ok(Workers::Fixed(n))
+}
+
+pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
+    match args.queue.kind {
+        QueueKind::Thread => {}
+        QueueKind::Async | QueueKind::Process => {
+            return Err(anyhow!(
+                "--queue {}: this backend is not available yet in this build; use --queue thread",
+                format!("{:?}", args.queue.kind).to_lowercase()
+            )
+            .into());
+        }
+    }
+    if !args.queue.allow_http.is_empty() {
+        return Err(anyhow!("--allow-http needs --queue async, which is not available yet").into());
+    }
+    if args.queue.worker_memory.is_some() {
+        return Err(
+            anyhow!("--worker-memory needs --queue process, which is not available yet").into(),
+        );
+    }
+    let workers = parse_workers(&args.queue.workers)?;
+    let instances = match workers {
+        Workers::Fixed(n) => u32::try_from(n).unwrap_or(u32::MAX).saturating_add(2),
+        Workers::Auto => 64,
+    };
+
+    let host = args.cache.host(instances)?;
+    let plugin = host.load(&args.plugin)?;
+    let plugin = args.sandbox.apply(plugin)?;
+
+    // Build the whole work list (and reject bad lines) before anything runs.
+    let base = args.task_options.apply(TaskOptions::new());
+    base.validate().map_err(|e| anyhow!("{e}"))?;
+    let specs = if let Some(jobs) = &args.jobs {
+        let mut specs = jobs::from_jobs_file(jobs, &base)?;
+        if !args.inputs.is_empty() {
+            specs.extend(jobs::from_inputs(&args.inputs)?);
+        }
+        specs
+    } else if let Some(file) = &args.inputs_file {
+        let mut specs = jobs::from_inputs_file(file)?;
+        specs.extend(jobs::from_inputs(&args.inputs)?);
+        specs
+    } else if args.inputs.is_empty() {
+        jobs::from_inputs(&["null".to_string()])?
+    } else {
+        jobs::from_inputs(&args.inputs)?
+    };
+    let default_task = match &args.task {
+        Some(name) => Some(plugin.task(name)?),
+        None => None,
+    };
+    let mut submissions = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.into_iter().enumerate() {
+        let task = resolve_task(&plugin, default_task.as_ref(), &spec, index)?;
+        let options = args.task_options.options_for(&task);
+        let options = options
+            .with_json_overrides(&spec.overrides)
+            .map_err(|e| anyhow!("job #{}: {e}", index + 1))?;
+        submissions.push((task.with_input(spec.input), options));
+    }
+
+    let reporter = Arc::new(Reporter::new(
+        args.output,
+        args.progress,
+        args.quiet,
+        submissions.len(),
+    ));
+    let mut builder = ThreadQueue::builder()
+        .workers(workers)
+        .size(args.queue.size)
+        .burst(args.queue.burst)
+        .on_exit(match args.queue.on_exit {
+            OnExitArg::CompletePriority => OnExit::CompletePriority,
+            OnExitArg::Cancel => OnExit::Cancel,
+        });
+    if args.queue.fail_first {
+        builder = builder.fail_policy(FailPolicy::FailFirst);
+    }
+    if let Some(rate) = args.queue.rate {
+        builder = builder.rate(rate);
+    }
+    if let Some(poll) = args.queue.poll {
+        builder = builder.poll(poll);
+    }
+    if let Some(timeout) = args.queue.run_timeout {
+        builder = builder.timeout(timeout);
+    }
+    let on_complete = reporter.clone();
+    let queue = builder
+        .on_complete(move |result| on_complete.finished(result))
+        .build()
+        .map_err(|e| anyhow!("{e}"))?;
+
+    queue.start().map_err(|e| anyhow!("{e}"))?;
+    let mut handles = Vec::with_capacity(submissions.len());
+    for (work, options) in submissions {
+        handles.push(queue.submit(work, options).map_err(|e| anyhow!("{e}"))?);
+    }
+    let summary = queue
+        .run_with(RunOptions::default())
+        .map_err(|e| anyhow!("{e}"))?;
+    let results: Vec<_> = handles.iter().filter_map(|h| h.result()).collect();
+    reporter.finish(&results);
+    if !args.quiet {
+        eprintln!("{summary}");
+    }
+    if summary.ok() {
+        Ok(())
+    } else {
+        Err(Failure::Tasks)
+    }
+}
+
+fn resolve_task(
+    plugin: &Plugin,
+    default: Option<&Task>,
+    spec: &JobSpec,
+    index: usize,
+) -> anyhow::Result<Task> {
+    match (&spec.task, default) {
+        (Some(name), _) => plugin
+            .task(name)
+            .map_err(|e| anyhow!("job #{}: {e}", index + 1)),
+        (None, Some(task)) => Ok(task.clone()),
+        (None, None) => Ok(plugin.only_task()?),
+    }
+}

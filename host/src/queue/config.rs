@@ -1,0 +1,223 @@
+//! Queue configuration and its builder (SEMANTICS.md §2.2).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Kind;
+use super::error::Error;
+use super::handle::Handle;
+use super::options::{FailPolicy, Mode, OnExit, Workers};
+use super::result::TaskResult;
+use crate::failure::TaskFailure;
+
+/// `on_start(handle)`: after the rate wait, before each attempt.
+pub type OnStart = Arc<dyn Fn(&Handle) + Send + Sync>;
+/// `on_complete(result)`: once per task, for every outcome.
+pub type OnComplete = Arc<dyn Fn(&TaskResult) + Send + Sync>;
+/// `on_retry(handle, failure)`: after a failed attempt that will be retried.
+pub type OnRetry = Arc<dyn Fn(&Handle, &TaskFailure) + Send + Sync>;
+/// A ThreadQueue initializer: runs once per worker thread before its first task.
+pub type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// A validated queue configuration.
+#[derive(Clone)]
+pub(crate) struct QueueConfig {
+    pub(crate) workers: Workers,
+    pub(crate) size: usize,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) mode: Mode,
+    pub(crate) fail_policy: FailPolicy,
+    pub(crate) on_exit: OnExit,
+    pub(crate) rate: Option<f64>,
+    pub(crate) burst: u32,
+    pub(crate) poll: Duration,
+    pub(crate) retire_idle_after: Duration,
+    pub(crate) on_start: Option<OnStart>,
+    pub(crate) on_complete: Option<OnComplete>,
+    pub(crate) on_retry: Option<OnRetry>,
+    pub(crate) initializer: Option<Initializer>,
+    /// The `Auto` worker limit of this backend.
+    pub(crate) auto_limit: usize,
+}
+
+/// Builds a queue. Every option has the default of SEMANTICS.md §2.2.
+///
+/// ```
+/// use osiiso_host::queue::{FailPolicy, ThreadQueue, Workers};
+/// let queue = ThreadQueue::builder()
+///     .workers(Workers::Fixed(4))
+///     .fail_policy(FailPolicy::FailFirst)
+///     .build()?;
+/// assert!(ThreadQueue::builder().workers(Workers::Fixed(0)).build().is_err());
+/// # Ok::<(), osiiso_host::queue::Error>(())
+/// ```
+pub struct QueueBuilder<K: Kind = super::Thread> {
+    pub(crate) config: QueueConfig,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Kind> Clone for QueueBuilder<K> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Kind> Default for QueueBuilder<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Kind> QueueBuilder<K> {
+    /// The defaults: auto workers, unbounded, finite, continue on failure.
+    pub fn new() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            kind: PhantomData,
+            config: QueueConfig {
+                workers: Workers::Auto,
+                size: 0,
+                timeout: None,
+                mode: Mode::Finite,
+                fail_policy: FailPolicy::Continue,
+                on_exit: OnExit::CompletePriority,
+                rate: None,
+                burst: 1,
+                poll: Duration::from_millis(50),
+                retire_idle_after: Duration::from_secs(30),
+                on_start: None,
+                on_complete: None,
+                on_retry: None,
+                initializer: None,
+                auto_limit: <K as super::sealed::Sealed>::auto_limit(cpus),
+            },
+        }
+    }
+
+    /// Fixed or auto-scaled workers.
+    pub fn workers(mut self, workers: Workers) -> Self {
+        self.config.workers = workers;
+        self
+    }
+
+    /// Maximum outstanding tasks (0 = unbounded).
+    pub fn size(mut self, size: usize) -> Self {
+        self.config.size = size;
+        self
+    }
+
+    /// Limit per `run()`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// Finite or infinite.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
+    /// Continue or fail-first.
+    pub fn fail_policy(mut self, policy: FailPolicy) -> Self {
+        self.config.fail_policy = policy;
+        self
+    }
+
+    /// What a run timeout cancels.
+    pub fn on_exit(mut self, on_exit: OnExit) -> Self {
+        self.config.on_exit = on_exit;
+        self
+    }
+
+    /// Attempts per second, shared by all workers.
+    pub fn rate(mut self, rate: f64) -> Self {
+        self.config.rate = Some(rate);
+        self
+    }
+
+    /// Attempts that may pass at once after an idle period (default 1).
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.config.burst = burst;
+        self
+    }
+
+    /// How quickly cancellations and deadlines reach running work (default 50 ms).
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.config.poll = poll;
+        self
+    }
+
+    /// Idle time after which surplus auto workers retire in infinite mode (default 30 s).
+    pub fn retire_idle_after(mut self, after: Duration) -> Self {
+        self.config.retire_idle_after = after;
+        self
+    }
+
+    /// Called before each attempt.
+    pub fn on_start(mut self, f: impl Fn(&Handle) + Send + Sync + 'static) -> Self {
+        self.config.on_start = Some(Arc::new(f));
+        self
+    }
+
+    /// Called once per task with its result.
+    pub fn on_complete(mut self, f: impl Fn(&TaskResult) + Send + Sync + 'static) -> Self {
+        self.config.on_complete = Some(Arc::new(f));
+        self
+    }
+
+    /// Called after a failed attempt that will be retried.
+    pub fn on_retry(mut self, f: impl Fn(&Handle, &TaskFailure) + Send + Sync + 'static) -> Self {
+        self.config.on_retry = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs once per worker before its first task; an error cancels the whole queue.
+    pub fn initializer(
+        mut self,
+        f: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.initializer = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks the options in the order of SEMANTICS.md §2.2.
+    pub fn validate(&self) -> Result<(), Error> {
+        let c = &self.config;
+        let invalid = |m: &str| Err(Error::InvalidOption(m.into()));
+        if c.workers == Workers::Fixed(0) {
+            return invalid("workers must be > 0");
+        }
+        if c.timeout == Some(Duration::ZERO) {
+            return invalid("timeout must be > 0");
+        }
+        if let Some(rate) = c.rate {
+            if rate.is_nan() || rate <= 0.0 {
+                return invalid("rate must be > 0");
+            }
+            if rate.is_infinite() {
+                return invalid("rate must be finite");
+            }
+        }
+        if c.burst < 1 {
+            return invalid("burst must be >= 1");
+        }
+        if c.poll.is_zero() {
+            return invalid("poll must be > 0");
+        }
+        if c.retire_idle_after.is_zero() {
+            return invalid("retire_idle_after must be > 0");
+        }
+        Ok(())
+    }
+
+    /// Validates the options and builds the queue. Workers start with `start()` or `run()`.
+    pub fn build(self) -> Result<super::Queue<K>, Error> {
+        self.validate()?;
+        Ok(super::Queue::from_config(self.config))
+    }
+}

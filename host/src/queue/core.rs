@@ -1,0 +1,1113 @@
+//! The queue core: admission, the ready heap, scheduled tasks, lifecycle, recording and
+//! aborts (SEMANTICS.md §3–§7). Backends never see any of this; they only run attempts.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use serde_json::Value;
+
+use super::config::QueueConfig;
+use super::error::Error;
+use super::handle::{Handle, TaskCell, Work};
+use super::options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
+use super::rate::RateGate;
+use super::result::{Backend, RunSummary, TaskResult, TaskStatus};
+use crate::engine::AttemptReport;
+use crate::failure::{CapturedOutput, TaskFailure};
+
+/// Messages of SEMANTICS.md §9.1.
+pub(crate) const CANCELLED: &str = "cancelled";
+pub(crate) const CANCELLED_BEFORE: &str = "cancelled before execution";
+pub(crate) const CANCELLED_SHUTDOWN: &str = "cancelled during shutdown";
+
+/// Runs one attempt of a task: what a backend supplies.
+pub(crate) trait Executor: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Runs one attempt of the task on the calling worker thread, interruptibly through
+    /// `control`.
+    fn run_attempt(
+        &self,
+        worker: &super::worker::WorkerContext<'_>,
+        cell: &Arc<TaskCell>,
+        attempt: u32,
+        control: &Arc<crate::AttemptControl>,
+    ) -> AttemptOutcomeOrAbandoned;
+    /// Prepares a new worker thread (the initializer, for ThreadQueue).
+    fn init_worker(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The end of an attempt, or `Abandoned` when a native closure was given up on and another
+/// worker took over the task.
+pub(crate) enum AttemptOutcomeOrAbandoned {
+    Done(AttemptReport),
+    Abandoned,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct ReadyKey {
+    priority: i32,
+    seq: u64,
+}
+
+struct ReadyEntry {
+    key: Reverse<ReadyKey>,
+    cell: Arc<TaskCell>,
+}
+
+impl PartialEq for ReadyEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for ReadyEntry {}
+impl PartialOrd for ReadyEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ReadyEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// Everything behind the queue lock.
+pub(crate) struct State {
+    ready: BinaryHeap<ReadyEntry>,
+    /// Ready entries whose task is not done yet (the heap keeps cancelled ones lazily).
+    ready_live: usize,
+    scheduled: BTreeMap<(Instant, u64), Arc<TaskCell>>,
+    active: HashMap<u64, Arc<TaskCell>>,
+    pub(crate) outstanding: usize,
+    recording: usize,
+    accepting: bool,
+    started: bool,
+    running: bool,
+    halted: bool,
+    closed: bool,
+    draining: bool,
+    timed_out: bool,
+    seq: u64,
+    results: Vec<Arc<TaskResult>>,
+    cursor: usize,
+    policy_override: Option<FailPolicy>,
+    rate: Option<RateGate>,
+    /// Workers currently counted (abandoned ones are not).
+    live_workers: usize,
+    /// Bumped to stop every worker.
+    generation: u64,
+    worker_threads: Vec<JoinHandle<()>>,
+    timer_running: bool,
+    pub(crate) supervisor_running: bool,
+    pub(crate) worker_slots: Vec<Arc<WorkerSlot>>,
+}
+
+impl State {
+    /// Forgets the join handle of an abandoned worker thread (it is never joined).
+    pub(crate) fn worker_threads_detach(&mut self, id: std::thread::ThreadId) {
+        self.worker_threads.retain(|t| t.thread().id() != id);
+    }
+
+    /// Stops counting an abandoned worker.
+    pub(crate) fn live_workers_abandon(&mut self, slot: &Arc<WorkerSlot>) {
+        self.worker_slots.retain(|s| !Arc::ptr_eq(s, slot));
+        self.live_workers = self.live_workers.saturating_sub(1);
+    }
+
+    pub(crate) fn is_closed_flag(&self) -> bool {
+        self.closed
+    }
+}
+
+/// A worker's registration of the native closure it is running, so the supervisor can
+/// abandon it on cancel or deadline.
+#[derive(Default)]
+pub(crate) struct WorkerSlot {
+    pub(crate) native: Mutex<Option<NativeRun>>,
+    pub(crate) thread: Mutex<Option<std::thread::ThreadId>>,
+}
+
+pub(crate) struct NativeRun {
+    pub(crate) cell: Arc<TaskCell>,
+    pub(crate) control: Arc<crate::AttemptControl>,
+    pub(crate) claimed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The shared core of one queue.
+pub(crate) struct Core {
+    pub(crate) config: QueueConfig,
+    pub(crate) state: Mutex<State>,
+    /// Workers wait here for ready tasks.
+    pub(crate) work_ready: Condvar,
+    /// Waiters for idle, room, closed, timers.
+    pub(crate) changed: Condvar,
+    pub(crate) self_ref: Weak<Core>,
+    pub(crate) backend: Backend,
+    pub(crate) executor: Arc<dyn Executor>,
+}
+
+/// What a worker got from [`Core::take`].
+pub(crate) enum Take {
+    Task(Arc<TaskCell>),
+    Stop,
+}
+
+impl Core {
+    pub(crate) fn new(config: QueueConfig, executor: Arc<dyn Executor>) -> Arc<Self> {
+        let backend = executor.backend();
+        let rate = config.rate.map(|r| RateGate::new(r, config.burst));
+        Arc::new_cyclic(|weak| Self {
+            config,
+            state: Mutex::new(State {
+                ready: BinaryHeap::new(),
+                ready_live: 0,
+                scheduled: BTreeMap::new(),
+                active: HashMap::new(),
+                outstanding: 0,
+                recording: 0,
+                accepting: true,
+                started: false,
+                running: false,
+                halted: false,
+                closed: false,
+                draining: false,
+                timed_out: false,
+                seq: 0,
+                results: Vec::new(),
+                cursor: 0,
+                policy_override: None,
+                rate,
+                live_workers: 0,
+                generation: 0,
+                worker_threads: Vec::new(),
+                timer_running: false,
+                supervisor_running: false,
+                worker_slots: Vec::new(),
+            }),
+            work_ready: Condvar::new(),
+            changed: Condvar::new(),
+            self_ref: weak.clone(),
+            backend,
+            executor,
+        })
+    }
+
+    fn handle(&self, cell: &Arc<TaskCell>) -> Handle {
+        Handle {
+            cell: cell.clone(),
+            core: self.self_ref.clone(),
+        }
+    }
+
+    // ----- admission (§3.4) -----
+
+    /// Admits a batch of tasks; blocks for room when `block` and the queue is bounded.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        batch: Vec<(Work, TaskOptions)>,
+        block: bool,
+    ) -> Result<Vec<Handle>, Error> {
+        for (_, options) in &batch {
+            options.validate()?;
+        }
+        let size = self.config.size;
+        let mut handles = Vec::with_capacity(batch.len());
+        let mut state = self.state.lock();
+        for (work, options) in batch {
+            loop {
+                if state.closed || !state.accepting || state.halted {
+                    return Err(Error::Closed);
+                }
+                if size == 0 || state.outstanding < size {
+                    break;
+                }
+                if !block {
+                    return Err(Error::QueueFull(size));
+                }
+                self.changed.wait(&mut state);
+            }
+            let now = Instant::now();
+            let target = match (options.delay, options.run_at) {
+                (Some(delay), _) => now.checked_add(delay),
+                (None, Some(at)) => {
+                    let ahead = at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
+                    now.checked_add(ahead)
+                }
+                (None, None) => None,
+            };
+            let seq = state.seq;
+            state.seq += 1;
+            let scheduled_for = target.filter(|t| *t > now);
+            let cell = Arc::new(TaskCell::new(work, options, seq, scheduled_for));
+            state.outstanding += 1;
+            match scheduled_for {
+                Some(at) => {
+                    state.scheduled.insert((at, seq), cell.clone());
+                    self.ensure_timer(&mut state);
+                    self.changed.notify_all();
+                }
+                None => self.enqueue_ready(&mut state, cell.clone()),
+            }
+            handles.push(self.handle(&cell));
+        }
+        Ok(handles)
+    }
+
+    /// Reserves a group id from the sequence counter.
+    pub(crate) fn next_group_id(&self) -> String {
+        let mut state = self.state.lock();
+        let n = state.seq;
+        state.seq += 1;
+        format!("group-{n}")
+    }
+
+    fn enqueue_ready(&self, state: &mut State, cell: Arc<TaskCell>) {
+        state.ready.push(ReadyEntry {
+            key: Reverse(ReadyKey {
+                priority: cell.options.priority,
+                seq: cell.seq,
+            }),
+            cell,
+        });
+        state.ready_live += 1;
+        self.work_ready.notify_one();
+        if state.started && matches!(self.config.workers, Workers::Auto) {
+            self.scale(state);
+        }
+    }
+
+    // ----- workers (§4.4) -----
+
+    fn worker_target(&self, state: &State) -> usize {
+        match self.config.workers {
+            Workers::Fixed(n) => n,
+            Workers::Auto => {
+                let floor = usize::from(self.config.mode == Mode::Infinite);
+                floor.max(
+                    self.config
+                        .auto_limit
+                        .min(state.ready_live + state.active.len()),
+                )
+            }
+        }
+    }
+
+    /// Adds workers up to the target.
+    pub(crate) fn scale(&self, state: &mut State) {
+        if state.halted || state.closed || !state.started {
+            return;
+        }
+        let target = self.worker_target(state);
+        while state.live_workers < target {
+            self.spawn_worker(state, None);
+        }
+    }
+
+    /// Spawns one worker thread; `resume` continues a task whose native attempt was abandoned.
+    pub(crate) fn spawn_worker(
+        &self,
+        state: &mut State,
+        resume: Option<(Arc<TaskCell>, AttemptReport)>,
+    ) {
+        let Some(core) = self.self_ref.upgrade() else {
+            return;
+        };
+        let generation = state.generation;
+        let slot = Arc::new(WorkerSlot::default());
+        state.worker_slots.push(slot.clone());
+        state.live_workers += 1;
+        let spawned = std::thread::Builder::new()
+            .name("osiiso-worker".into())
+            .spawn(move || super::worker::run(core, slot, generation, resume));
+        match spawned {
+            Ok(thread) => state.worker_threads.push(thread),
+            Err(error) => {
+                state.live_workers -= 1;
+                tracing::error!(%error, "cannot spawn a worker thread");
+            }
+        }
+    }
+
+    /// Called by a worker when it exits for good.
+    pub(crate) fn worker_exited(&self, slot: &Arc<WorkerSlot>, counted: bool) {
+        let mut state = self.state.lock();
+        state.worker_slots.retain(|s| !Arc::ptr_eq(s, slot));
+        if counted {
+            state.live_workers = state.live_workers.saturating_sub(1);
+        }
+        self.changed.notify_all();
+    }
+
+    /// The next ready task for a worker of `generation`, or `Stop`.
+    pub(crate) fn take(&self, generation: u64) -> Take {
+        let mut to_cancel = Vec::new();
+        let take = {
+            let mut state = self.state.lock();
+            loop {
+                if state.generation != generation || state.closed {
+                    break Take::Stop;
+                }
+                if let Some(entry) = state.ready.pop() {
+                    let cell = entry.cell;
+                    if cell.is_done() {
+                        continue;
+                    }
+                    state.ready_live -= 1;
+                    if state.halted && !cell.options.must_complete {
+                        state.recording += 1;
+                        to_cancel.push(cell);
+                        continue;
+                    }
+                    state.active.insert(cell.seq, cell.clone());
+                    break Take::Task(cell);
+                }
+                if !to_cancel.is_empty() {
+                    // Record what we collected before sleeping.
+                    break Take::Stop;
+                }
+                let retire =
+                    self.config.workers == Workers::Auto && self.config.mode == Mode::Infinite;
+                if retire {
+                    let timed_out = self
+                        .work_ready
+                        .wait_for(&mut state, self.config.retire_idle_after)
+                        .timed_out();
+                    if timed_out
+                        && state.ready_live == 0
+                        && state.live_workers > self.worker_target(&state)
+                    {
+                        break Take::Stop;
+                    }
+                } else {
+                    self.work_ready.wait(&mut state);
+                }
+            }
+        };
+        if !to_cancel.is_empty() {
+            for cell in to_cancel {
+                self.record_cancelled(&cell, CANCELLED_SHUTDOWN, true);
+            }
+            return self.take(generation);
+        }
+        take
+    }
+
+    // ----- timers (§4.2) -----
+
+    fn ensure_timer(&self, state: &mut State) {
+        if state.timer_running {
+            return;
+        }
+        let Some(core) = self.self_ref.upgrade() else {
+            return;
+        };
+        state.timer_running = true;
+        let spawned = std::thread::Builder::new()
+            .name("osiiso-timer".into())
+            .spawn(move || core.timer_loop());
+        if spawned.is_err() {
+            state.timer_running = false;
+            tracing::error!("cannot spawn the timer thread");
+        }
+    }
+
+    fn timer_loop(&self) {
+        let mut state = self.state.lock();
+        loop {
+            let now = Instant::now();
+            while let Some(entry) = state.scheduled.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let cell = entry.remove();
+                self.enqueue_ready(&mut state, cell);
+            }
+            match state.scheduled.keys().next().map(|k| k.0) {
+                Some(next) if !state.closed => {
+                    self.changed.wait_until(&mut state, next);
+                }
+                _ => {
+                    state.timer_running = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn promote_due(&self, state: &mut State) {
+        let now = Instant::now();
+        while let Some(entry) = state.scheduled.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let cell = entry.remove();
+            self.enqueue_ready(state, cell);
+        }
+    }
+
+    // ----- the rate gate (§4.3) -----
+
+    /// Reserves an attempt slot; returns when it may start.
+    pub(crate) fn reserve_rate(&self) -> Option<Instant> {
+        let mut state = self.state.lock();
+        state.rate.as_mut().map(|gate| gate.reserve(Instant::now()))
+    }
+
+    // ----- lifecycle (§3.2) -----
+
+    pub(crate) fn start(&self) -> Result<(), Error> {
+        let mut state = self.state.lock();
+        self.start_locked(&mut state)
+    }
+
+    fn start_locked(&self, state: &mut State) -> Result<(), Error> {
+        if state.closed {
+            return Err(Error::ShutDown);
+        }
+        state.halted = false;
+        state.timed_out = false;
+        state.started = true;
+        self.promote_due(state);
+        self.scale(state);
+        Ok(())
+    }
+
+    fn is_idle(state: &State) -> bool {
+        state.outstanding == 0 && state.recording == 0
+    }
+
+    /// Waits until idle, or until `deadline`. Returns false on timeout.
+    fn wait_idle(&self, state: &mut MutexGuard<'_, State>, deadline: Option<Instant>) -> bool {
+        while !Self::is_idle(state) {
+            match deadline {
+                Some(d) => {
+                    if self.changed.wait_until(state, d).timed_out() && !Self::is_idle(state) {
+                        return false;
+                    }
+                }
+                None => self.changed.wait(state),
+            }
+        }
+        true
+    }
+
+    /// Stops every worker and waits for their threads.
+    fn stop_workers(&self, mut state: MutexGuard<'_, State>) -> MutexGuard<'_, State> {
+        state.generation += 1;
+        let threads = std::mem::take(&mut state.worker_threads);
+        self.work_ready.notify_all();
+        drop(state);
+        let me = std::thread::current().id();
+        for thread in threads {
+            if thread.thread().id() != me {
+                let _ = thread.join();
+            }
+        }
+        self.state.lock()
+    }
+
+    pub(crate) fn effective_policy(&self, state: &State) -> FailPolicy {
+        state.policy_override.unwrap_or(self.config.fail_policy)
+    }
+
+    /// `run()` (§3.2).
+    pub(crate) fn run(&self, options: super::RunOptions) -> Result<RunSummary, Error> {
+        let run_start = Instant::now();
+        let mut state = self.state.lock();
+        if state.running {
+            return Err(Error::RunInProgress);
+        }
+        state.running = true;
+        state.policy_override = options.fail_policy;
+        let timeout = options.timeout.or(self.config.timeout);
+        if let Err(error) = self.start_locked(&mut state) {
+            state.running = false;
+            state.policy_override = None;
+            return Err(error);
+        }
+        let deadline = timeout.and_then(|t| run_start.checked_add(t));
+        let finite = self.config.mode == Mode::Finite;
+        let mut timed_out = false;
+        if finite {
+            if !self.wait_idle(&mut state, deadline) {
+                timed_out = true;
+            }
+        } else {
+            while !state.closed {
+                match deadline {
+                    Some(d) => {
+                        if self.changed.wait_until(&mut state, d).timed_out() && !state.closed {
+                            timed_out = true;
+                            break;
+                        }
+                    }
+                    None => self.changed.wait(&mut state),
+                }
+            }
+        }
+        if timed_out {
+            state.timed_out = true;
+            let sparing = self.config.on_exit == OnExit::CompletePriority;
+            drop(state);
+            self.abort(sparing);
+            state = self.state.lock();
+            self.wait_idle(&mut state, None);
+        }
+        if (finite || timed_out) && !state.closed {
+            state = self.stop_workers(state);
+            state.live_workers = state.worker_slots.len().min(state.live_workers);
+        }
+        let summary = self.summary_locked(&mut state, run_start, timed_out);
+        state.timed_out = false;
+        state.halted = false;
+        state.running = false;
+        state.policy_override = None;
+        drop(state);
+        if options.strict && summary.failed > 0 {
+            return Err(Error::Execution(super::error::ExecutionError {
+                results: summary.errors(),
+            }));
+        }
+        Ok(summary)
+    }
+
+    fn summary_locked(&self, state: &mut State, run_start: Instant, timed_out: bool) -> RunSummary {
+        let cut = state.results.len();
+        let results: Vec<_> = state.results[state.cursor.min(cut)..cut]
+            .iter()
+            .filter(|r| !r.detached)
+            .cloned()
+            .collect();
+        state.cursor = cut;
+        RunSummary::from_results(results, run_start, timed_out)
+    }
+
+    /// `join()`: start if needed, wait until idle; workers and cursor stay.
+    pub(crate) fn join(&self) -> Result<(), Error> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(Error::ShutDown);
+        }
+        if !state.started {
+            self.start_locked(&mut state)?;
+        }
+        self.wait_idle(&mut state, None);
+        Ok(())
+    }
+
+    /// Graceful shutdown (§3.2).
+    pub(crate) fn shutdown(&self) {
+        let mut state = self.state.lock();
+        if state.closed {
+            self.changed.notify_all();
+            return;
+        }
+        if !state.started && state.outstanding > 0 {
+            let _ = self.start_locked(&mut state);
+        }
+        state.accepting = false;
+        state.draining = true;
+        self.changed.notify_all();
+        self.wait_idle(&mut state, None);
+        state.halted = true;
+        state = self.stop_workers(state);
+        state.closed = true;
+        state.draining = false;
+        self.changed.notify_all();
+    }
+
+    /// Forced shutdown: killing abort, stop workers, close.
+    pub(crate) fn shutdown_force(&self) {
+        self.cancel_all();
+        let mut state = self.state.lock();
+        self.wait_idle(&mut state, None);
+        let state = self.stop_workers(state);
+        drop(state);
+    }
+
+    /// `cancel()`: stop accepting, killing abort; never blocks on running work.
+    pub(crate) fn cancel_all(&self) {
+        {
+            let mut state = self.state.lock();
+            state.accepting = false;
+        }
+        self.abort(false);
+        let mut state = self.state.lock();
+        state.closed = true;
+        state.generation += 1;
+        self.work_ready.notify_all();
+        self.changed.notify_all();
+    }
+
+    /// Waits until a shutdown has completed and workers have exited.
+    pub(crate) fn wait_closed(&self) {
+        let mut state = self.state.lock();
+        while !(state.closed && state.live_workers == 0 && Self::is_idle(&state)) {
+            self.changed.wait(&mut state);
+        }
+    }
+
+    /// `reset()` (§3.2).
+    pub(crate) fn reset(&self) -> Result<(), Error> {
+        {
+            let state = self.state.lock();
+            if state.running {
+                return Err(Error::ResetDuringRun);
+            }
+            if state.live_workers > 0 {
+                return Err(Error::ResetWhileRunning);
+            }
+        }
+        self.abort(false);
+        let mut state = self.state.lock();
+        self.wait_idle(&mut state, None);
+        state.results.clear();
+        state.cursor = 0;
+        state.outstanding = 0;
+        state.accepting = true;
+        state.halted = false;
+        state.closed = false;
+        state.started = false;
+        state.timed_out = false;
+        state.draining = false;
+        state.seq = 0;
+        Ok(())
+    }
+
+    pub(crate) fn clear_results(&self) {
+        let mut state = self.state.lock();
+        state.results.clear();
+        state.cursor = 0;
+    }
+
+    // ----- aborts and cancellation (§7.2, §8.2) -----
+
+    /// Halts and cancels: scheduled and queued tasks are recorded here, running ones are
+    /// interrupted. The sparing form keeps `must_complete` tasks.
+    pub(crate) fn abort(&self, sparing: bool) {
+        let mut to_record = Vec::new();
+        {
+            let mut state = self.state.lock();
+            state.halted = true;
+            let scheduled = std::mem::take(&mut state.scheduled);
+            for (key, cell) in scheduled {
+                if sparing && cell.options.must_complete {
+                    state.scheduled.insert(key, cell);
+                } else if !cell.is_done() {
+                    to_record.push(cell);
+                }
+            }
+            let ready = std::mem::take(&mut state.ready).into_sorted_vec();
+            state.ready_live = 0;
+            // into_sorted_vec is ascending by Reverse(key): last element runs first.
+            for entry in ready.into_iter().rev() {
+                if entry.cell.is_done() {
+                    continue;
+                }
+                if sparing && entry.cell.options.must_complete {
+                    state.ready_live += 1;
+                    state.ready.push(entry);
+                } else {
+                    to_record.push(entry.cell);
+                }
+            }
+            for cell in state.active.values() {
+                if !(sparing && cell.options.must_complete) {
+                    cell.request_cancel();
+                }
+            }
+            state.recording += to_record.len();
+            self.changed.notify_all();
+        }
+        for cell in to_record {
+            self.record_cancelled(&cell, CANCELLED_BEFORE, true);
+        }
+    }
+
+    /// `Handle::cancel()`.
+    pub(crate) fn cancel_task(&self, cell: &Arc<TaskCell>) -> bool {
+        let mut state = self.state.lock();
+        if cell.is_done() {
+            return false;
+        }
+        if let Some(at) = cell.scheduled_for
+            && state.scheduled.remove(&(at, cell.seq)).is_some()
+        {
+            state.recording += 1;
+            drop(state);
+            self.record_cancelled(cell, CANCELLED_BEFORE, true);
+            return true;
+        }
+        if state.active.contains_key(&cell.seq) {
+            drop(state);
+            cell.request_cancel();
+            return true;
+        }
+        // Queued: the heap entry is skipped lazily once the task is done.
+        state.ready_live = state.ready_live.saturating_sub(1);
+        state.recording += 1;
+        drop(state);
+        self.record_cancelled(cell, CANCELLED_BEFORE, true);
+        true
+    }
+
+    // ----- recording (§6) -----
+
+    /// Records a cancellation. `counted` says the caller already added to `recording`.
+    pub(crate) fn record_cancelled(&self, cell: &Arc<TaskCell>, message: &str, counted: bool) {
+        self.record(
+            cell,
+            TaskStatus::Cancelled,
+            None,
+            None,
+            message.to_string(),
+            None,
+            counted,
+        );
+    }
+
+    /// Records the final outcome of a task that went through its attempt loop.
+    pub(crate) fn record_final(
+        &self,
+        cell: &Arc<TaskCell>,
+        status: TaskStatus,
+        value: Option<Value>,
+        error: Option<TaskFailure>,
+        message: String,
+        output: Option<(Option<CapturedOutput>, Option<CapturedOutput>)>,
+    ) {
+        {
+            let mut state = self.state.lock();
+            state.recording += 1;
+            state.active.remove(&cell.seq);
+        }
+        self.record(cell, status, value, error, message, output, true);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        cell: &Arc<TaskCell>,
+        status: TaskStatus,
+        value: Option<Value>,
+        error: Option<TaskFailure>,
+        message: String,
+        output: Option<(Option<CapturedOutput>, Option<CapturedOutput>)>,
+        counted: bool,
+    ) {
+        if !counted {
+            self.state.lock().recording += 1;
+        }
+        let result = {
+            let cell_state = cell.state.lock();
+            let finished_at = Instant::now();
+            let (stdout, stderr) = output.unwrap_or_default();
+            Arc::new(TaskResult {
+                task_id: cell.id.clone(),
+                name: cell.name.clone(),
+                task: cell.work.identity(),
+                priority: cell.options.priority,
+                must_complete: cell.options.must_complete,
+                group_id: cell.options.group_id.clone(),
+                detached: cell.options.detached,
+                scheduled_for: cell.scheduled_for,
+                created_at: cell.created_at,
+                metadata: cell.options.metadata.clone(),
+                status,
+                value,
+                error,
+                attempts: cell_state.attempts,
+                started_at: cell_state.started_at,
+                finished_at,
+                started_wall: cell_state.started_wall,
+                finished_wall: SystemTime::now(),
+                duration: cell_state
+                    .started_at
+                    .map(|s| finished_at.saturating_duration_since(s))
+                    .unwrap_or_default(),
+                message,
+                fuel_consumed: cell_state.fuel,
+                stdout,
+                stderr,
+                backend: self.backend,
+            })
+        };
+        if !cell.complete(result.clone(), &self.self_ref) {
+            let mut state = self.state.lock();
+            state.recording -= 1;
+            self.changed.notify_all();
+            return;
+        }
+        let fail_first = {
+            let mut state = self.state.lock();
+            state.results.push(result.clone());
+            state.outstanding -= 1;
+            let trigger = status == TaskStatus::Failed
+                && self.effective_policy(&state) == FailPolicy::FailFirst
+                && !state.halted;
+            if trigger {
+                state.halted = true;
+            }
+            self.changed.notify_all();
+            trigger
+        };
+        if fail_first {
+            self.abort(true);
+        }
+        if let Some(on_complete) = &self.config.on_complete
+            && std::panic::catch_unwind(AssertUnwindSafe(|| on_complete(&result))).is_err()
+        {
+            tracing::error!("callback on_complete panicked");
+        }
+        let mut state = self.state.lock();
+        state.recording -= 1;
+        self.changed.notify_all();
+    }
+
+    // ----- the attempt loop (§5.2) -----
+
+    /// Runs a task's attempt loop on the calling worker (continuing after an abandoned native
+    /// attempt when `resumed` holds its report). Returns true if this worker abandoned the
+    /// task to another and must exit.
+    pub(crate) fn run_task(
+        self: &Arc<Self>,
+        worker: &super::worker::WorkerContext<'_>,
+        cell: &Arc<TaskCell>,
+        resumed: Option<AttemptReport>,
+    ) -> bool {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.attempt_loop(worker, cell, resumed)
+        }));
+        match outcome {
+            Ok(abandoned) => abandoned,
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                self.record_final(
+                    cell,
+                    TaskStatus::Failed,
+                    None,
+                    Some(TaskFailure::new(crate::FailureKind::Panic, message.clone())),
+                    message,
+                    None,
+                );
+                false
+            }
+        }
+    }
+
+    fn attempt_loop(
+        self: &Arc<Self>,
+        worker: &super::worker::WorkerContext<'_>,
+        cell: &Arc<TaskCell>,
+        mut resumed: Option<AttemptReport>,
+    ) -> bool {
+        let handle = self.handle(cell);
+        loop {
+            let report = match resumed.take() {
+                Some(report) => report,
+                None => {
+                    // 1. cancellation
+                    if cell.cancel_requested() {
+                        {
+                            self.record_final(
+                                cell,
+                                TaskStatus::Cancelled,
+                                None,
+                                None,
+                                CANCELLED.into(),
+                                None,
+                            );
+                            return false;
+                        }
+                    }
+                    // 2. rate gate
+                    if let Some(at) = self.reserve_rate()
+                        && !self.sleep_until(cell, at)
+                    {
+                        {
+                            self.record_final(
+                                cell,
+                                TaskStatus::Cancelled,
+                                None,
+                                None,
+                                CANCELLED.into(),
+                                None,
+                            );
+                            return false;
+                        }
+                    }
+                    // 3. attempt starts
+                    let control = crate::AttemptControl::new(cell.options.timeout);
+                    let attempt = {
+                        let mut st = cell.state.lock();
+                        st.attempts += 1;
+                        st.status = TaskStatus::Running;
+                        if st.started_at.is_none() {
+                            st.started_at = Some(Instant::now());
+                            st.started_wall = Some(SystemTime::now());
+                        }
+                        st.control = Some(control.clone());
+                        st.attempts
+                    };
+                    if cell.cancel_requested() {
+                        control.cancel();
+                    }
+                    // 4. on_start
+                    if let Some(on_start) = &self.config.on_start
+                        && std::panic::catch_unwind(AssertUnwindSafe(|| on_start(&handle))).is_err()
+                    {
+                        tracing::error!("callback on_start panicked");
+                    }
+                    // 5. run it
+                    match self.executor.run_attempt(worker, cell, attempt, &control) {
+                        AttemptOutcomeOrAbandoned::Done(report) => report,
+                        AttemptOutcomeOrAbandoned::Abandoned => return true,
+                    }
+                }
+            };
+            let output = (report.stdout.clone(), report.stderr.clone());
+            {
+                let mut st = cell.state.lock();
+                st.control = None;
+                if let Some(fuel) = report.fuel_consumed {
+                    st.fuel = Some(st.fuel.unwrap_or(0).saturating_add(fuel));
+                }
+            }
+            let failure = match report.outcome {
+                crate::AttemptOutcome::Succeeded(value) => {
+                    self.record_final(
+                        cell,
+                        TaskStatus::Succeeded,
+                        Some(value),
+                        None,
+                        String::new(),
+                        Some(output),
+                    );
+                    return false;
+                }
+                crate::AttemptOutcome::Cancelled => {
+                    self.record_final(
+                        cell,
+                        TaskStatus::Cancelled,
+                        None,
+                        None,
+                        CANCELLED.into(),
+                        Some(output),
+                    );
+                    return false;
+                }
+                crate::AttemptOutcome::Failed(failure) => failure,
+            };
+            // 7. retry?
+            let attempts = cell.state.lock().attempts;
+            let retry = failure.kind.is_retryable()
+                && attempts <= cell.options.retries
+                && !cell.cancel_requested()
+                && {
+                    let state = self.state.lock();
+                    !(state.halted && !cell.options.must_complete)
+                };
+            if !retry {
+                let message = failure.message.clone();
+                {
+                    self.record_final(
+                        cell,
+                        TaskStatus::Failed,
+                        None,
+                        Some(failure),
+                        message,
+                        Some(output),
+                    );
+                    return false;
+                }
+            }
+            cell.state.lock().status = TaskStatus::Retrying;
+            if let Some(on_retry) = &self.config.on_retry
+                && std::panic::catch_unwind(AssertUnwindSafe(|| on_retry(&handle, &failure)))
+                    .is_err()
+            {
+                tracing::error!("callback on_retry panicked");
+            }
+            let pause = cell.options.retry_pause(attempts);
+            if !pause.is_zero() {
+                let until = Instant::now().checked_add(pause).unwrap_or_else(far_future);
+                if !self.sleep_until(cell, until) {
+                    {
+                        self.record_final(
+                            cell,
+                            TaskStatus::Cancelled,
+                            None,
+                            None,
+                            CANCELLED.into(),
+                            Some(output),
+                        );
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps until `until` unless the task is cancelled first. Returns false if cancelled.
+    fn sleep_until(&self, cell: &Arc<TaskCell>, until: Instant) -> bool {
+        let mut st = cell.state.lock();
+        loop {
+            if cell.cancel_requested() {
+                return false;
+            }
+            if Instant::now() >= until {
+                return true;
+            }
+            cell.wake.wait_until(&mut st, until);
+        }
+    }
+
+    // ----- introspection (§3.5) -----
+
+    pub(crate) fn stats(&self) -> super::Stats {
+        let state = self.state.lock();
+        super::Stats {
+            pending: state.outstanding.saturating_sub(state.active.len()),
+            active: state.active.len(),
+            scheduled: state.scheduled.len(),
+            completed: state.results.len(),
+            workers: state.live_workers,
+            closed: state.closed,
+        }
+    }
+
+    pub(crate) fn results(&self) -> Vec<Arc<TaskResult>> {
+        self.state.lock().results.clone()
+    }
+
+    pub(crate) fn has_outstanding(&self) -> bool {
+        self.state.lock().outstanding > 0
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// The message of a caught panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".into())
+}

@@ -1,0 +1,76 @@
+//! Errors of the queue API (SEMANTICS.md quotes every message).
+
+use std::sync::Arc;
+
+use super::result::TaskResult;
+
+/// An error from a queue operation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A task or queue option is invalid.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// The queue does not accept tasks (closed, draining or halted).
+    #[error("queue is not accepting tasks")]
+    Closed,
+    /// The queue has been shut down; it cannot start again.
+    #[error("queue has been shut down")]
+    ShutDown,
+    /// A bounded queue is full.
+    #[error("queue is full ({0} tasks outstanding)")]
+    QueueFull(usize),
+    /// `run()` was called while another run is in progress.
+    #[error("run() is already in progress")]
+    RunInProgress,
+    /// `reset()` during `run()`.
+    #[error("cannot reset during run()")]
+    ResetDuringRun,
+    /// `reset()` while workers are alive.
+    #[error("cannot reset while workers are running — call shutdown() first")]
+    ResetWhileRunning,
+    /// A wait ran out of time.
+    #[error("{0}")]
+    WaitTimeout(&'static str),
+    /// Tasks failed (strict runs, `values()`, `raise_for_errors`).
+    #[error(transparent)]
+    Execution(#[from] ExecutionError),
+    /// The task was cancelled; carries the result's message.
+    #[error("task cancelled: {0}")]
+    Cancelled(String),
+    /// The task failed; carries the failure.
+    #[error("{0}")]
+    Failed(crate::TaskFailure),
+}
+
+impl Error {
+    pub(crate) fn not_ready() -> Self {
+        Self::WaitTimeout("result not ready")
+    }
+}
+
+/// Failed (and possibly cancelled) results, raised as one error.
+#[derive(Debug, Clone)]
+pub struct ExecutionError {
+    /// The offending results.
+    pub results: Vec<Arc<TaskResult>>,
+}
+
+impl std::fmt::Display for ExecutionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::result::TaskStatus;
+        let failed = self
+            .results
+            .iter()
+            .filter(|r| r.status == TaskStatus::Failed)
+            .count();
+        let cancelled = self.results.len() - failed;
+        match (failed, cancelled) {
+            (f_, 0) => write!(f, "{f_} task(s) failed"),
+            (0, c) => write!(f, "{c} task(s) cancelled"),
+            (f_, c) => write!(f, "{f_} task(s) failed; {c} task(s) cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for ExecutionError {}

@@ -1,0 +1,376 @@
+//! Handles: the caller's view of one submitted task (SEMANTICS.md §8.1).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde_json::Value;
+
+use super::core::Core;
+use super::error::Error;
+use super::options::TaskOptions;
+use super::result::{TaskResult, TaskStatus};
+use crate::engine::{AttemptControl, Task};
+use crate::failure::TaskFailure;
+
+/// The embedder's own blocking code, called once per attempt.
+pub type NativeFn = Arc<dyn Fn() -> Result<Value, TaskFailure> + Send + Sync>;
+
+/// What a task runs.
+#[derive(Clone)]
+pub enum Work {
+    /// A WASM task with its JSON input.
+    Wasm {
+        /// The task.
+        task: Task,
+        /// Its input.
+        input: Value,
+    },
+    /// A native blocking closure.
+    Native {
+        /// Its name (also its identity).
+        name: String,
+        /// The closure.
+        run: NativeFn,
+    },
+}
+
+impl Work {
+    /// A native blocking closure returning any serializable value.
+    ///
+    /// ```
+    /// use osiiso_host::queue::Work;
+    /// let work = Work::native("answer", || Ok::<_, osiiso_host::TaskFailure>(42));
+    /// assert_eq!(work.identity(), "answer");
+    /// ```
+    pub fn native<T, F>(name: impl Into<String>, f: F) -> Self
+    where
+        T: serde::Serialize,
+        F: Fn() -> Result<T, TaskFailure> + Send + Sync + 'static,
+    {
+        let run: NativeFn = Arc::new(move || {
+            let value = f()?;
+            serde_json::to_value(value).map_err(|e| {
+                TaskFailure::new(
+                    crate::FailureKind::Serialization,
+                    format!("the task's value has no JSON form: {e}"),
+                )
+            })
+        });
+        Self::Native {
+            name: name.into(),
+            run,
+        }
+    }
+
+    /// Stable identity: `<plugin>/<task>` or the native name.
+    pub fn identity(&self) -> String {
+        match self {
+            Self::Wasm { task, .. } => task.identity(),
+            Self::Native { name, .. } => name.clone(),
+        }
+    }
+
+    fn default_name(&self) -> String {
+        match self {
+            Self::Wasm { task, .. } => task.name().to_string(),
+            Self::Native { name, .. } => name.clone(),
+        }
+    }
+}
+
+impl Task {
+    /// This task with an input: what a queue submits.
+    pub fn with_input(&self, input: Value) -> Work {
+        Work::Wasm {
+            task: self.clone(),
+            input,
+        }
+    }
+}
+
+type DoneCallback = Box<dyn FnOnce(&Handle) + Send>;
+
+/// Mutable per-task state, behind the cell's lock.
+pub(crate) struct CellState {
+    pub(crate) status: TaskStatus,
+    pub(crate) attempts: u32,
+    pub(crate) started_at: Option<Instant>,
+    pub(crate) started_wall: Option<std::time::SystemTime>,
+    pub(crate) fuel: Option<u64>,
+    pub(crate) control: Option<Arc<AttemptControl>>,
+    callbacks: Vec<DoneCallback>,
+}
+
+/// One admitted task: shared by its handles, the queue and the worker running it.
+pub(crate) struct TaskCell {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) options: TaskOptions,
+    pub(crate) seq: u64,
+    pub(crate) created_at: Instant,
+    pub(crate) scheduled_for: Option<Instant>,
+    pub(crate) work: Work,
+    pub(crate) state: Mutex<CellState>,
+    done: Condvar,
+    result: OnceLock<Arc<TaskResult>>,
+    cancel_requested: AtomicBool,
+    /// Wakes a retry delay or rate wait when the task is cancelled.
+    pub(crate) wake: Condvar,
+}
+
+impl TaskCell {
+    pub(crate) fn new(
+        work: Work,
+        options: TaskOptions,
+        seq: u64,
+        scheduled_for: Option<Instant>,
+    ) -> Self {
+        let name = options.name.clone().unwrap_or_else(|| work.default_name());
+        Self {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name,
+            options,
+            seq,
+            created_at: Instant::now(),
+            scheduled_for,
+            work,
+            state: Mutex::new(CellState {
+                status: TaskStatus::Pending,
+                attempts: 0,
+                started_at: None,
+                started_wall: None,
+                fuel: None,
+                control: None,
+                callbacks: Vec::new(),
+            }),
+            done: Condvar::new(),
+            result: OnceLock::new(),
+            cancel_requested: AtomicBool::new(false),
+            wake: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn result(&self) -> Option<&Arc<TaskResult>> {
+        self.result.get()
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.result.get().is_some()
+    }
+
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::Acquire)
+    }
+
+    /// Flags the task as cancelled and interrupts its running attempt, if any.
+    pub(crate) fn request_cancel(&self) {
+        self.cancel_requested.store(true, Ordering::Release);
+        let state = self.state.lock();
+        if let Some(control) = &state.control {
+            control.cancel();
+        }
+        drop(state);
+        self.wake.notify_all();
+    }
+
+    /// Sets the result once (§6 step 1–3). Returns false if a result already existed.
+    pub(crate) fn complete(self: &Arc<Self>, result: Arc<TaskResult>, core: &Weak<Core>) -> bool {
+        let status = result.status;
+        if self.result.set(result).is_err() {
+            return false;
+        }
+        let callbacks = {
+            let mut state = self.state.lock();
+            state.status = status;
+            state.control = None;
+            std::mem::take(&mut state.callbacks)
+        };
+        self.done.notify_all();
+        self.wake.notify_all();
+        if !callbacks.is_empty() {
+            let handle = Handle {
+                cell: self.clone(),
+                core: core.clone(),
+            };
+            for callback in callbacks {
+                if std::panic::catch_unwind(AssertUnwindSafe(|| callback(&handle))).is_err() {
+                    tracing::error!("done callback panicked for task {}", self.id);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The caller's view of one submitted task. Cheap to clone, `Send + Sync`, and may outlive
+/// its queue.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) cell: Arc<TaskCell>,
+    pub(crate) core: Weak<Core>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("task_id", &self.cell.id)
+            .field("name", &self.cell.name)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Handle {
+    /// 32 lowercase hex digits.
+    pub fn task_id(&self) -> &str {
+        &self.cell.id
+    }
+
+    /// The task name.
+    pub fn name(&self) -> &str {
+        &self.cell.name
+    }
+
+    /// The priority.
+    pub fn priority(&self) -> i32 {
+        self.cell.options.priority
+    }
+
+    /// Whether it survives sparing aborts.
+    pub fn must_complete(&self) -> bool {
+        self.cell.options.must_complete
+    }
+
+    /// Admission time.
+    pub fn created_at(&self) -> Instant {
+        self.cell.created_at
+    }
+
+    /// The group label.
+    pub fn group_id(&self) -> Option<&str> {
+        self.cell.options.group_id.as_deref()
+    }
+
+    /// Whether it is left out of run summaries.
+    pub fn detached(&self) -> bool {
+        self.cell.options.detached
+    }
+
+    /// When it becomes ready, if it was scheduled.
+    pub fn scheduled_for(&self) -> Option<Instant> {
+        self.cell.scheduled_for
+    }
+
+    /// Metadata from the options.
+    pub fn metadata(&self) -> &Value {
+        &self.cell.options.metadata
+    }
+
+    /// The options it was submitted with.
+    pub fn options(&self) -> &TaskOptions {
+        &self.cell.options
+    }
+
+    /// Current status.
+    pub fn status(&self) -> TaskStatus {
+        self.cell.state.lock().status
+    }
+
+    /// Attempts started so far.
+    pub fn attempts(&self) -> u32 {
+        self.cell.state.lock().attempts
+    }
+
+    /// Whether it has a final result.
+    pub fn is_done(&self) -> bool {
+        self.cell.is_done()
+    }
+
+    /// Whether it ended cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cell
+            .result()
+            .is_some_and(|r| r.status == TaskStatus::Cancelled)
+    }
+
+    /// The result, once final (always the same `Arc`).
+    pub fn result(&self) -> Option<Arc<TaskResult>> {
+        self.cell.result().cloned()
+    }
+
+    /// The failure, if it failed.
+    pub fn error(&self) -> Option<TaskFailure> {
+        self.cell.result().and_then(|r| r.error.clone())
+    }
+
+    /// The value; or the failure, a cancellation, or "result not ready".
+    pub fn value(&self) -> Result<Value, Error> {
+        let result = self.cell.result().ok_or_else(Error::not_ready)?;
+        result_value(result)
+    }
+
+    /// Cancels the task (SEMANTICS.md §8.2). Returns true if it was not finished yet.
+    pub fn cancel(&self) -> bool {
+        match self.core.upgrade() {
+            Some(core) => core.cancel_task(&self.cell),
+            None => false,
+        }
+    }
+
+    /// Calls `f` once the task is done (at once, on this thread, if it already is).
+    pub fn add_done_callback(&self, f: impl FnOnce(&Handle) + Send + 'static) {
+        {
+            let mut state = self.cell.state.lock();
+            if !self.cell.is_done() {
+                state.callbacks.push(Box::new(f));
+                return;
+            }
+        }
+        f(self);
+    }
+
+    /// Blocks until the task is done.
+    pub fn wait(&self) -> Arc<TaskResult> {
+        let mut state = self.cell.state.lock();
+        loop {
+            if let Some(result) = self.cell.result() {
+                return result.clone();
+            }
+            self.cell.done.wait(&mut state);
+        }
+    }
+
+    /// Blocks until the task is done or `timeout` passes (`Error::WaitTimeout`).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Arc<TaskResult>, Error> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = self.cell.state.lock();
+        loop {
+            if let Some(result) = self.cell.result() {
+                return Ok(result.clone());
+            }
+            match deadline {
+                Some(deadline) => {
+                    if self.cell.done.wait_until(&mut state, deadline).timed_out()
+                        && self.cell.result().is_none()
+                    {
+                        return Err(Error::not_ready());
+                    }
+                }
+                None => self.cell.done.wait(&mut state),
+            }
+        }
+    }
+}
+
+pub(crate) fn result_value(result: &TaskResult) -> Result<Value, Error> {
+    match result.status {
+        TaskStatus::Succeeded => Ok(result.value.clone().unwrap_or(Value::Null)),
+        TaskStatus::Cancelled => Err(Error::Cancelled(result.message.clone())),
+        _ => Err(Error::Failed(result.error.clone().unwrap_or_else(|| {
+            TaskFailure::new(crate::FailureKind::Failed, result.message.clone())
+        }))),
+    }
+}

@@ -1,0 +1,324 @@
+//! The task queue: the osiiso model (SEMANTICS.md), once, for every backend.
+//!
+//! A [`Queue`] admits tasks, orders them by priority, retries them with backoff, enforces
+//! per-attempt and per-run timeouts, fail-first and must-complete, and records exactly one
+//! [`TaskResult`] per task. How an attempt runs is the backend's only business:
+//! [`ThreadQueue`] runs it on a dedicated OS thread.
+//!
+//! ```no_run
+//! use osiiso_host::Host;
+//! use osiiso_host::queue::{TaskOptions, ThreadQueue, Workers};
+//! use serde_json::json;
+//!
+//! let host = Host::new()?;
+//! let score = host.load("score.wasm")?.task("score")?;
+//! let queue = ThreadQueue::builder().workers(Workers::Fixed(4)).build()?;
+//! let handle = queue.submit(score.with_input(json!(10_000)), TaskOptions::new().retries(3))?;
+//! let summary = queue.run()?;
+//! println!("{summary}");
+//! println!("{}", handle.value()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod core;
+mod error;
+mod group;
+mod handle;
+mod options;
+mod rate;
+mod result;
+mod worker;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use config::{Initializer, OnComplete, OnRetry, OnStart, QueueBuilder};
+pub use error::{Error, ExecutionError};
+pub use group::{AsCompleted, BoundTask, Group, as_completed};
+pub use handle::{Handle, NativeFn, Work};
+pub use options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
+pub use result::{Backend, RunSummary, TaskResult, TaskStatus};
+
+use self::core::Core;
+pub(crate) use self::core::{AttemptOutcomeOrAbandoned, Executor};
+pub(crate) use self::handle::TaskCell;
+pub(crate) use self::worker::{WorkerContext, run_native};
+use crate::engine::Task;
+
+/// A backend: how a queue's attempts execute. Sealed; see [`Thread`].
+pub trait Kind: sealed::Sealed + Send + Sync + 'static {}
+
+mod sealed {
+    use std::sync::Arc;
+
+    /// What the queue needs from a backend, hidden from the public API.
+    #[allow(private_interfaces)]
+    pub trait Sealed {
+        /// The `Auto` worker limit for `cpus` CPUs.
+        fn auto_limit(cpus: usize) -> usize;
+        /// The attempt executor for a queue with this configuration.
+        fn executor(config: &super::config::QueueConfig) -> Arc<dyn super::Executor>;
+    }
+}
+
+/// The thread backend: each worker is an OS thread; WASM attempts run as sync instances on
+/// it; native closures run inline and are abandoned on timeout or cancel.
+#[derive(Debug)]
+pub enum Thread {}
+
+impl Kind for Thread {}
+
+#[allow(private_interfaces)]
+impl sealed::Sealed for Thread {
+    fn auto_limit(cpus: usize) -> usize {
+        4.max(32.min(4 * cpus))
+    }
+
+    fn executor(config: &config::QueueConfig) -> Arc<dyn Executor> {
+        Arc::new(crate::backend::thread::ThreadExecutor::new(
+            config.initializer.clone(),
+        ))
+    }
+}
+
+/// A queue on OS threads: WASM tasks as sync instances, plus the embedder's blocking
+/// closures.
+///
+/// A native closure cannot be interrupted: on timeout or cancel it is *abandoned* (its
+/// thread finishes on its own and the outcome is discarded) and a new worker takes its
+/// place, so a timeout with retries can run more copies of a closure than `workers`.
+pub type ThreadQueue = Queue<Thread>;
+
+/// Options of one `run()`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Bounds this run (else the queue's `timeout`).
+    pub timeout: Option<Duration>,
+    /// Return `Error::Execution` if any task failed.
+    pub strict: bool,
+    /// Overrides the fail policy for this run only.
+    pub fail_policy: Option<FailPolicy>,
+}
+
+/// A snapshot of a queue's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Outstanding, not active.
+    pub pending: usize,
+    /// Inside their attempt loop.
+    pub active: usize,
+    /// Waiting for `delay`/`run_at`.
+    pub scheduled: usize,
+    /// Results recorded since construction, `reset()` or `clear_results()`.
+    pub completed: usize,
+    /// Live workers.
+    pub workers: usize,
+    /// Whether shutdown has completed.
+    pub closed: bool,
+}
+
+/// A task queue with the backend `K`. See the [module documentation](self).
+pub struct Queue<K: Kind = Thread> {
+    core: Arc<Core>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Kind> std::fmt::Debug for Queue<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<K: Kind> Queue<K> {
+    /// A builder with the defaults.
+    pub fn builder() -> QueueBuilder<K> {
+        QueueBuilder::new()
+    }
+
+    pub(crate) fn from_config(config: config::QueueConfig) -> Self {
+        let executor = <K as sealed::Sealed>::executor(&config);
+        Self {
+            core: Core::new(config, executor),
+            kind: PhantomData,
+        }
+    }
+
+    fn admit(&self, batch: Vec<(Work, TaskOptions)>, block: bool) -> Result<Vec<Handle>, Error> {
+        let poll = self.core.config.poll;
+        for (work, _) in &batch {
+            if let Work::Wasm { task, .. } = work {
+                task.plugin().host().request_tick(poll);
+            }
+        }
+        self.core.admit(batch, block)
+    }
+
+    fn admit_one(&self, work: Work, options: TaskOptions, block: bool) -> Result<Handle, Error> {
+        Ok(self.admit(vec![(work, options)], block)?.remove(0))
+    }
+
+    /// Submits a WASM task (`task.with_input(json)`). Blocks for room on a bounded queue.
+    pub fn submit(&self, call: Work, options: TaskOptions) -> Result<Handle, Error> {
+        self.admit_one(call, options, true)
+    }
+
+    /// Like [`submit`](Self::submit), but returns `Error::QueueFull` instead of blocking.
+    pub fn try_submit(&self, call: Work, options: TaskOptions) -> Result<Handle, Error> {
+        self.admit_one(call, options, false)
+    }
+
+    /// Submits one task per input, as one group (`map`). Inputs are never unpacked.
+    pub fn map(
+        &self,
+        task: &Task,
+        inputs: impl IntoIterator<Item = Value>,
+        options: TaskOptions,
+    ) -> Result<Group, Error> {
+        let items = inputs
+            .into_iter()
+            .map(|input| task.with_input(input))
+            .collect();
+        self.group(items, options)
+    }
+
+    /// Submits several tasks as one group; the id is `options.group_id` or `group-<n>`.
+    pub fn group(&self, items: Vec<Work>, options: TaskOptions) -> Result<Group, Error> {
+        options.validate()?;
+        let group_id = match &options.group_id {
+            Some(id) => id.clone(),
+            None => self.core.next_group_id(),
+        };
+        let options = options.group_id(group_id.clone());
+        let batch = items.into_iter().map(|w| (w, options.clone())).collect();
+        let handles = self.admit(batch, true)?;
+        Ok(Group::new(group_id, handles))
+    }
+
+    /// Binds a task to base options: its submissions use them as defaults.
+    pub fn bind(&self, task: &Task, options: TaskOptions) -> BoundTask<'_, K> {
+        BoundTask::new(self, task.clone(), options)
+    }
+
+    /// Starts the workers; ready tasks start at once.
+    pub fn start(&self) -> Result<(), Error> {
+        self.core.start()
+    }
+
+    /// Starts, waits until idle (finite) or shut down (infinite), and returns the summary.
+    pub fn run(&self) -> Result<RunSummary, Error> {
+        self.core.run(RunOptions::default())
+    }
+
+    /// [`run`](Self::run) with options.
+    pub fn run_with(&self, options: RunOptions) -> Result<RunSummary, Error> {
+        self.core.run(options)
+    }
+
+    /// Starts if needed and waits until idle; workers and the summary cursor stay.
+    pub fn join(&self) -> Result<(), Error> {
+        self.core.join()
+    }
+
+    /// Graceful shutdown: stop accepting, drain everything, stop workers, close.
+    pub fn shutdown(&self) {
+        self.core.shutdown()
+    }
+
+    /// Forced shutdown: cancel everything, stop workers, close. Bounded.
+    pub fn shutdown_force(&self) {
+        self.core.shutdown_force()
+    }
+
+    /// Forced shutdown that never blocks; callable from anywhere, callbacks included.
+    pub fn cancel(&self) {
+        self.core.cancel_all()
+    }
+
+    /// Waits until a shutdown has completed.
+    pub fn wait_closed(&self) {
+        self.core.wait_closed()
+    }
+
+    /// Returns the queue to its initial state (see SEMANTICS.md §3.2).
+    pub fn reset(&self) -> Result<(), Error> {
+        self.core.reset()
+    }
+
+    /// Empties `results()` and resets the summary cursor.
+    pub fn clear_results(&self) {
+        self.core.clear_results()
+    }
+
+    /// Every result since construction, `reset()` or `clear_results()`.
+    pub fn results(&self) -> Vec<Arc<TaskResult>> {
+        self.core.results()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// Tasks inside their attempt loop.
+    pub fn active_count(&self) -> usize {
+        self.stats().active
+    }
+
+    /// Outstanding tasks not yet active.
+    pub fn pending_count(&self) -> usize {
+        self.stats().pending
+    }
+
+    /// True once a shutdown has completed.
+    pub fn is_closed(&self) -> bool {
+        self.core.is_closed()
+    }
+
+    /// Runs `body` with the queue started; shuts down gracefully if it returns `Ok`, forces a
+    /// shutdown otherwise (or on panic, which is resumed).
+    pub fn scope<T, E>(&self, body: impl FnOnce(&Self) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        self.start()?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(self))) {
+            Ok(Ok(value)) => {
+                self.shutdown();
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                self.shutdown_force();
+                Err(error)
+            }
+            Err(panic) => {
+                self.shutdown_force();
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}
+
+impl Queue<Thread> {
+    /// Submits a native blocking closure ([`Work::native`]).
+    pub fn submit_native(&self, work: Work, options: TaskOptions) -> Result<Handle, Error> {
+        self.submit(work, options)
+    }
+}
+
+impl<K: Kind> Drop for Queue<K> {
+    fn drop(&mut self) {
+        if self.core.is_closed() {
+            return;
+        }
+        if self.core.has_outstanding() {
+            tracing::warn!("queue dropped with outstanding tasks; cancelling them");
+        }
+        self.core.shutdown_force();
+    }
+}

@@ -1,0 +1,326 @@
+//! Task and queue options, their validation and their parsing from text and JSON
+//! (SEMANTICS.md §2).
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+
+use super::error::Error;
+use crate::units::{parse_duration, seconds_to_duration};
+
+/// Options of one task. An immutable value: setters return changed copies.
+///
+/// ```
+/// use osiiso_host::queue::TaskOptions;
+/// use std::time::Duration;
+/// let opts = TaskOptions::new().retries(3).timeout(Duration::from_secs(5)).priority(1);
+/// assert_eq!(opts.retries, 3);
+/// assert_eq!(TaskOptions::new().priority, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOptions {
+    /// Lower runs first (default 3).
+    pub priority: i32,
+    /// Survives sparing aborts (fail-first, run timeout with `complete_priority`).
+    pub must_complete: bool,
+    /// Limit for each attempt.
+    pub timeout: Option<Duration>,
+    /// Extra attempts after the first, for retryable failures.
+    pub retries: u32,
+    /// Pause before the first retry.
+    pub retry_delay: Duration,
+    /// Multiplies the pause after each retry.
+    pub backoff: f64,
+    /// Earliest start, counted from admission.
+    pub delay: Option<Duration>,
+    /// Earliest wall-clock start.
+    pub run_at: Option<SystemTime>,
+    /// Overrides the derived task name.
+    pub name: Option<String>,
+    /// Group label.
+    pub group_id: Option<String>,
+    /// Runs and is waited for, but is left out of run summaries.
+    pub detached: bool,
+    /// Copied unchanged to the handle and the result.
+    pub metadata: Value,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        Self {
+            priority: 3,
+            must_complete: false,
+            timeout: None,
+            retries: 0,
+            retry_delay: Duration::ZERO,
+            backoff: 1.0,
+            delay: None,
+            run_at: None,
+            name: None,
+            group_id: None,
+            detached: false,
+            metadata: Value::Null,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty => $value:expr;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $field: $ty) -> Self {
+                self.$field = $value;
+                self
+            }
+        )*
+    };
+}
+
+impl TaskOptions {
+    /// The defaults: priority 3, no timeout, no retries.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    setters! {
+        /// Sets the priority (lower runs first).
+        priority: i32 => priority;
+        /// Marks the task as surviving sparing aborts.
+        must_complete: bool => must_complete;
+        /// Sets the per-attempt timeout.
+        timeout: Duration => Some(timeout);
+        /// Sets the number of retries.
+        retries: u32 => retries;
+        /// Sets the pause before the first retry.
+        retry_delay: Duration => retry_delay;
+        /// Sets the backoff multiplier.
+        backoff: f64 => backoff;
+        /// Delays the start by this much from admission.
+        delay: Duration => Some(delay);
+        /// Starts no earlier than this wall-clock time.
+        run_at: SystemTime => Some(run_at);
+        /// Names the task.
+        name: impl Into<String> => Some(name.into());
+        /// Puts the task in a group.
+        group_id: impl Into<String> => Some(group_id.into());
+        /// Leaves the task out of run summaries.
+        detached: bool => detached;
+        /// Attaches metadata.
+        metadata: Value => metadata;
+    }
+
+    /// Checks the options in the fixed order of SEMANTICS.md §2.1.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidOption("timeout must be > 0".into()));
+        }
+        if self.backoff.is_nan() || self.backoff <= 0.0 {
+            return Err(Error::InvalidOption("backoff must be > 0".into()));
+        }
+        if self.backoff.is_infinite() {
+            return Err(Error::InvalidOption("backoff must be finite".into()));
+        }
+        if self.delay.is_some() && self.run_at.is_some() {
+            return Err(Error::InvalidOption(
+                "delay and run_at are mutually exclusive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pause before retry `k` (1-based): `retry_delay × backoff^(k−1)`, saturating.
+    pub fn retry_pause(&self, k: u32) -> Duration {
+        if self.retry_delay.is_zero() {
+            return Duration::ZERO;
+        }
+        let factor = self
+            .backoff
+            .powi(k.saturating_sub(1).min(i32::MAX as u32) as i32);
+        let seconds = self.retry_delay.as_secs_f64() * factor;
+        Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+    }
+
+    /// Applies the per-task options of a JSON object (a `--jobs` line) on top of `self`.
+    /// Durations are seconds as numbers or strings like `"250ms"`. Unknown keys are rejected
+    /// with `Unknown task option(s): ...`; bad values name the option.
+    pub fn with_json_overrides(&self, object: &Map<String, Value>) -> Result<Self, Error> {
+        const KNOWN: &[&str] = &[
+            "priority",
+            "retries",
+            "retry_delay",
+            "backoff",
+            "timeout",
+            "must_complete",
+            "delay",
+            "name",
+            "group_id",
+            "metadata",
+            "detached",
+        ];
+        let mut unknown: Vec<&str> = object
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KNOWN.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            return Err(Error::InvalidOption(format!(
+                "Unknown task option(s): {}",
+                unknown.join(", ")
+            )));
+        }
+        let mut options = self.clone();
+        for (key, value) in object {
+            let bad = |expected: &str| Error::InvalidOption(format!("{key} must be {expected}"));
+            match key.as_str() {
+                "priority" => {
+                    options.priority = value
+                        .as_i64()
+                        .and_then(|v| i32::try_from(v).ok())
+                        .ok_or_else(|| bad("an integer"))?;
+                }
+                "retries" => {
+                    let n = value.as_i64().ok_or_else(|| bad("an integer"))?;
+                    if n < 0 {
+                        return Err(Error::InvalidOption("retries must be >= 0".into()));
+                    }
+                    options.retries = u32::try_from(n).map_err(|_| bad("at most 4294967295"))?;
+                }
+                "retry_delay" => options.retry_delay = json_duration(key, value)?,
+                "backoff" => options.backoff = value.as_f64().ok_or_else(|| bad("a number"))?,
+                "timeout" => options.timeout = json_optional_duration(key, value)?,
+                "delay" => options.delay = json_optional_duration(key, value)?,
+                "must_complete" => {
+                    options.must_complete = value.as_bool().ok_or_else(|| bad("true or false"))?
+                }
+                "detached" => {
+                    options.detached = value.as_bool().ok_or_else(|| bad("true or false"))?
+                }
+                "name" => {
+                    options.name = json_optional_string(value).ok_or_else(|| bad("a string"))?
+                }
+                "group_id" => {
+                    options.group_id = json_optional_string(value).ok_or_else(|| bad("a string"))?
+                }
+                "metadata" => options.metadata = value.clone(),
+                _ => unreachable!("checked against KNOWN"),
+            }
+        }
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+fn json_optional_string(value: &Value) -> Option<Option<String>> {
+    match value {
+        Value::Null => Some(None),
+        Value::String(s) => Some(Some(s.clone())),
+        _ => None,
+    }
+}
+
+fn json_optional_duration(key: &str, value: &Value) -> Result<Option<Duration>, Error> {
+    match value {
+        Value::Null => Ok(None),
+        other => json_duration(key, other).map(Some),
+    }
+}
+
+/// A duration from JSON: seconds as a number, or a string like `"250ms"`.
+fn json_duration(key: &str, value: &Value) -> Result<Duration, Error> {
+    let negative = || Error::InvalidOption(format!("{key} must be >= 0"));
+    match value {
+        Value::Number(n) => {
+            let seconds = n.as_f64().unwrap_or(f64::NAN);
+            seconds_to_duration(seconds).map_err(|_| negative())
+        }
+        Value::String(s) => {
+            if s.trim_start().starts_with('-') {
+                return Err(negative());
+            }
+            parse_duration(s).map_err(|e| Error::InvalidOption(format!("{key}: {e}")))
+        }
+        _ => Err(Error::InvalidOption(format!(
+            "{key} must be a duration (seconds, or a string like \"250ms\")"
+        ))),
+    }
+}
+
+/// How many workers a queue runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// Scaled with the work: `max(floor, min(limit, ready + active))`.
+    #[default]
+    Auto,
+    /// Exactly this many.
+    Fixed(usize),
+}
+
+/// Whether `run()` drains and returns, or runs until shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Drain, then return.
+    #[default]
+    Finite,
+    /// Run until a shutdown requested elsewhere.
+    Infinite,
+}
+
+/// What a final failure does to the rest of the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailPolicy {
+    /// Run everything and collect failures.
+    #[default]
+    Continue,
+    /// The first final failure halts the queue and cancels what is not `must_complete`.
+    FailFirst,
+}
+
+/// What a run timeout does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExit {
+    /// Cancel what is not `must_complete`; let the rest finish.
+    #[default]
+    CompletePriority,
+    /// Cancel everything.
+    Cancel,
+}
+
+macro_rules! text_enum {
+    ($ty:ident, $option:literal, $a:literal => $va:ident, $b:literal => $vb:ident) => {
+        impl std::str::FromStr for $ty {
+            type Err = Error;
+            fn from_str(text: &str) -> Result<Self, Error> {
+                match text {
+                    $a => Ok(Self::$va),
+                    $b => Ok(Self::$vb),
+                    other => Err(Error::InvalidOption(format!(
+                        concat!(
+                            "unknown ",
+                            $option,
+                            " value '{}' (expected ",
+                            $a,
+                            " or ",
+                            $b,
+                            ")"
+                        ),
+                        other
+                    ))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self {
+                    Self::$va => $a,
+                    Self::$vb => $b,
+                })
+            }
+        }
+    };
+}
+
+text_enum!(Mode, "mode", "finite" => Finite, "infinite" => Infinite);
+text_enum!(FailPolicy, "fail_policy", "continue" => Continue, "fail_first" => FailFirst);
+text_enum!(OnExit, "on_exit", "complete_priority" => CompletePriority, "cancel" => Cancel);

@@ -1,0 +1,337 @@
+//! Task results and run summaries (SEMANTICS.md §9).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::error::ExecutionError;
+use crate::failure::{CapturedOutput, TaskFailure};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Admitted, not started (queued or scheduled).
+    Pending,
+    /// An attempt is running.
+    Running,
+    /// Between a failed attempt and the next one.
+    Retrying,
+    /// Final: produced a value.
+    Succeeded,
+    /// Final: failed after its retries.
+    Failed,
+    /// Final: cancelled.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether this is a final status.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The lowercase name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which backend ran a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `AsyncQueue`.
+    Async,
+    /// `ThreadQueue`.
+    Thread,
+    /// `ProcessQueue`.
+    Process,
+}
+
+/// The final, immutable record of one task.
+#[derive(Debug, Clone)]
+pub struct TaskResult {
+    /// 32 lowercase hex digits.
+    pub task_id: String,
+    /// The options' name, else the task's own.
+    pub name: String,
+    /// Stable identity: `<plugin>/<task>`, or the native task's name.
+    pub task: String,
+    /// Priority it was submitted with.
+    pub priority: i32,
+    /// Whether it survived sparing aborts.
+    pub must_complete: bool,
+    /// Group label.
+    pub group_id: Option<String>,
+    /// Left out of run summaries.
+    pub detached: bool,
+    /// When it was scheduled to become ready (delay/run_at), if it was.
+    pub scheduled_for: Option<Instant>,
+    /// Admission time.
+    pub created_at: Instant,
+    /// Copied from the options.
+    pub metadata: Value,
+    /// Final status.
+    pub status: TaskStatus,
+    /// The value, on success.
+    pub value: Option<Value>,
+    /// The failure, on failure.
+    pub error: Option<TaskFailure>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Start of the first attempt.
+    pub started_at: Option<Instant>,
+    /// Record time.
+    pub finished_at: Instant,
+    /// Wall-clock start of the first attempt.
+    pub started_wall: Option<SystemTime>,
+    /// Wall-clock record time.
+    pub finished_wall: SystemTime,
+    /// `finished_at − started_at`, or zero if it never started.
+    pub duration: Duration,
+    /// `""` on success, the failure message, or why it was cancelled.
+    pub message: String,
+    /// Fuel consumed over all attempts (WASM tasks).
+    pub fuel_consumed: Option<u64>,
+    /// Captured stdout of the final attempt.
+    pub stdout: Option<CapturedOutput>,
+    /// Captured stderr of the final attempt.
+    pub stderr: Option<CapturedOutput>,
+    /// The backend that ran it.
+    pub backend: Backend,
+}
+
+impl TaskResult {
+    /// Whether it succeeded.
+    pub fn ok(&self) -> bool {
+        self.status == TaskStatus::Succeeded
+    }
+
+    /// The stable JSON object of the CLI contract (DESIGN.md §7).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.task_id,
+            "name": self.name,
+            "task": self.task,
+            "status": self.status.as_str(),
+            "value": self.value,
+            "error": self.error.as_ref().map(|e| json!({
+                "kind": e.kind.as_str(),
+                "message": e.message,
+                "detail": e.detail,
+            })),
+            "message": self.message,
+            "attempts": self.attempts,
+            "priority": self.priority,
+            "group_id": self.group_id,
+            "metadata": self.metadata,
+            "started_at": self.started_wall.map(rfc3339),
+            "finished_at": rfc3339(self.finished_wall),
+            "duration_ms": self.duration.as_secs_f64() * 1e3,
+            "fuel_consumed": self.fuel_consumed,
+            "stdout": self.stdout.as_ref().map(output_json),
+            "stderr": self.stderr.as_ref().map(output_json),
+        })
+    }
+}
+
+fn output_json(output: &CapturedOutput) -> Value {
+    json!({"text": output.text, "truncated": output.truncated, "total_bytes": output.total_bytes})
+}
+
+/// RFC 3339 with microseconds, in UTC.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let time = time::OffsetDateTime::from(time);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time.format(&format).unwrap_or_default()
+}
+
+/// The results of one `run()` (or one group wait), counted.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Number of results in this summary.
+    pub total_submitted: usize,
+    /// How many succeeded.
+    pub succeeded: usize,
+    /// How many failed.
+    pub failed: usize,
+    /// How many were cancelled.
+    pub cancelled: usize,
+    /// Whether the run hit its timeout.
+    pub timed_out: bool,
+    /// From the start of the run (or wait) to the build of the summary.
+    pub duration: Duration,
+    /// The results, in record order.
+    pub results: Vec<Arc<TaskResult>>,
+}
+
+impl RunSummary {
+    /// Counts `results`, with `duration = now − run_start`.
+    pub fn from_results(
+        results: Vec<Arc<TaskResult>>,
+        run_start: Instant,
+        timed_out: bool,
+    ) -> Self {
+        let count = |s| results.iter().filter(|r| r.status == s).count();
+        Self {
+            total_submitted: results.len(),
+            succeeded: count(TaskStatus::Succeeded),
+            failed: count(TaskStatus::Failed),
+            cancelled: count(TaskStatus::Cancelled),
+            timed_out,
+            duration: run_start.elapsed(),
+            results,
+        }
+    }
+
+    /// No failures, no cancellations, no timeout.
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.cancelled == 0 && !self.timed_out
+    }
+
+    /// The failed results.
+    pub fn errors(&self) -> Vec<Arc<TaskResult>> {
+        self.with_status(TaskStatus::Failed)
+    }
+
+    /// The successful results.
+    pub fn successes(&self) -> Vec<Arc<TaskResult>> {
+        self.with_status(TaskStatus::Succeeded)
+    }
+
+    /// The cancelled results.
+    pub fn cancellations(&self) -> Vec<Arc<TaskResult>> {
+        self.with_status(TaskStatus::Cancelled)
+    }
+
+    /// The values of the successful results, in result order.
+    pub fn values(&self) -> Vec<Value> {
+        self.results
+            .iter()
+            .filter(|r| r.ok())
+            .map(|r| r.value.clone().unwrap_or(Value::Null))
+            .collect()
+    }
+
+    fn with_status(&self, status: TaskStatus) -> Vec<Arc<TaskResult>> {
+        self.results
+            .iter()
+            .filter(|r| r.status == status)
+            .cloned()
+            .collect()
+    }
+
+    /// Results by task id.
+    pub fn by_task_id(&self) -> HashMap<String, Arc<TaskResult>> {
+        self.results
+            .iter()
+            .map(|r| (r.task_id.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Results grouped by name, names in first-seen order.
+    pub fn by_name(&self) -> Vec<(String, Vec<Arc<TaskResult>>)> {
+        let mut groups: Vec<(String, Vec<Arc<TaskResult>>)> = Vec::new();
+        for r in &self.results {
+            match groups.iter_mut().find(|(n, _)| *n == r.name) {
+                Some((_, v)) => v.push(r.clone()),
+                None => groups.push((r.name.clone(), vec![r.clone()])),
+            }
+        }
+        groups
+    }
+
+    /// Results by group id (`None` for ungrouped results).
+    pub fn by_group(&self) -> HashMap<Option<String>, Vec<Arc<TaskResult>>> {
+        let mut groups: HashMap<Option<String>, Vec<Arc<TaskResult>>> = HashMap::new();
+        for r in &self.results {
+            groups
+                .entry(r.group_id.clone())
+                .or_default()
+                .push(r.clone());
+        }
+        groups
+    }
+
+    /// `Err` with the failed (and, if asked, cancelled) results.
+    pub fn raise_for_errors(&self, include_cancelled: bool) -> Result<(), ExecutionError> {
+        let offending: Vec<_> = self
+            .results
+            .iter()
+            .filter(|r| {
+                r.status == TaskStatus::Failed
+                    || (include_cancelled && r.status == TaskStatus::Cancelled)
+            })
+            .cloned()
+            .collect();
+        if offending.is_empty() {
+            Ok(())
+        } else {
+            Err(ExecutionError { results: offending })
+        }
+    }
+
+    /// Prints the summary to stdout.
+    pub fn display(&self) {
+        println!("{self}");
+    }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bar = "-".repeat(40);
+        let status = if self.timed_out {
+            "TIMED OUT"
+        } else if self.ok() {
+            "PASSED"
+        } else {
+            "COMPLETED WITH ERRORS"
+        };
+        writeln!(f, "{bar}")?;
+        writeln!(f, "  Run Summary: {status}")?;
+        writeln!(f, "{bar}")?;
+        writeln!(f, "  Total tasks : {}", self.total_submitted)?;
+        writeln!(f, "  Succeeded   : {}", self.succeeded)?;
+        writeln!(f, "  Failed      : {}", self.failed)?;
+        writeln!(f, "  Cancelled   : {}", self.cancelled)?;
+        writeln!(f, "  Duration    : {:.3}s", self.duration.as_secs_f64())?;
+        if self.failed > 0 {
+            writeln!(f, "{bar}")?;
+            writeln!(f, "  Failures:")?;
+            for r in self
+                .results
+                .iter()
+                .filter(|r| r.status == TaskStatus::Failed)
+            {
+                if r.attempts > 1 {
+                    writeln!(f, "    - {} ({} attempts)", r.name, r.attempts)?;
+                } else {
+                    writeln!(f, "    - {}", r.name)?;
+                }
+                if !r.message.is_empty() {
+                    for line in r.message.lines() {
+                        writeln!(f, "      {line}")?;
+                    }
+                }
+            }
+        }
+        write!(f, "{bar}")
+    }
+}
