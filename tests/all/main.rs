@@ -6,3 +6,4 @@ mod cli;
 mod engine_cache;
 mod engine_load;
 mod hostile;
+mod scenarios;
