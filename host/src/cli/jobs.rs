@@ -10,6 +10,8 @@ use serde_json::{Map, Value};
 
 /// One task to submit.
 pub(crate) struct JobSpec {
+    /// Where it came from, for messages: `jobs.jsonl line 3`, `--input #2`.
+    pub origin: String,
     /// The task name (`None`: the command line's TASK, or the plugin's only task).
     pub task: Option<String>,
     pub input: Value,
@@ -26,6 +28,7 @@ pub(crate) fn from_inputs(inputs: &[String]) -> anyhow::Result<Vec<JobSpec>> {
             let input = serde_json::from_str(text)
                 .map_err(|e| anyhow!("--input #{} is not valid JSON ({e}): {text}", i + 1))?;
             Ok(JobSpec {
+                origin: format!("--input #{}", i + 1),
                 task: None,
                 input,
                 overrides: Map::new(),
@@ -66,6 +69,7 @@ pub(crate) fn from_inputs_file(source: &Path) -> anyhow::Result<Vec<JobSpec>> {
             let input = serde_json::from_str(&line)
                 .map_err(|e| anyhow!("{} line {n}: not valid JSON: {e}", source.display()))?;
             Ok(JobSpec {
+                origin: format!("{} line {n}", source.display()),
                 task: None,
                 input,
                 overrides: Map::new(),
@@ -98,6 +102,7 @@ pub(crate) fn from_jobs_file(source: &Path, base: &TaskOptions) -> anyhow::Resul
             base.with_json_overrides(&object)
                 .map_err(|e| anyhow!("{}: {e}", at()))?;
             Ok(JobSpec {
+                origin: at(),
                 task,
                 input,
                 overrides: object,

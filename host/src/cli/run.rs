@@ -231,12 +231,12 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         None => None,
     };
     let mut submissions = Vec::with_capacity(specs.len());
-    for (index, spec) in specs.into_iter().enumerate() {
-        let task = resolve_task(&plugin, default_task.as_ref(), &spec, index)?;
+    for spec in specs {
+        let task = resolve_task(&plugin, default_task.as_ref(), &spec)?;
         let options = args.task_options.options_for(&task);
         let options = options
             .with_json_overrides(&spec.overrides)
-            .map_err(|e| anyhow!("job #{}: {e}", index + 1))?;
+            .map_err(|e| anyhow!("{}: {e}", spec.origin))?;
         submissions.push((task.with_input(spec.input), options));
     }
 
@@ -272,10 +272,27 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| anyhow!("{e}"))?;
 
-    queue.start().map_err(|e| anyhow!("{e}"))?;
-    let mut handles = Vec::with_capacity(submissions.len());
+    // An unbounded queue takes everything before it starts, so priorities hold across the
+    // whole work list. A bounded one must run while it is fed, or submission would block.
+    let bounded = args.queue.size > 0;
+    if bounded {
+        queue.start().map_err(|e| anyhow!("{e}"))?;
+    }
+    let total = submissions.len();
+    let mut handles = Vec::with_capacity(total);
     for (work, options) in submissions {
-        handles.push(queue.submit(work, options).map_err(|e| anyhow!("{e}"))?);
+        match queue.submit(work, options) {
+            Ok(handle) => handles.push(handle),
+            // Fail-first halted the queue while it was still being fed.
+            Err(osiiso_host::queue::Error::Closed) if bounded => {
+                eprintln!(
+                    "osiiso-host: the queue halted; {} of {total} jobs were not submitted",
+                    total - handles.len()
+                );
+                break;
+            }
+            Err(e) => return Err(anyhow!("{e}").into()),
+        }
     }
     let summary = queue
         .run_with(RunOptions::default())
@@ -292,16 +309,11 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     }
 }
 
-fn resolve_task(
-    plugin: &Plugin,
-    default: Option<&Task>,
-    spec: &JobSpec,
-    index: usize,
-) -> anyhow::Result<Task> {
+fn resolve_task(plugin: &Plugin, default: Option<&Task>, spec: &JobSpec) -> anyhow::Result<Task> {
     match (&spec.task, default) {
         (Some(name), _) => plugin
             .task(name)
-            .map_err(|e| anyhow!("job #{}: {e}", index + 1)),
+            .map_err(|e| anyhow!("{}: {e}", spec.origin)),
         (None, Some(task)) => Ok(task.clone()),
         (None, None) => Ok(plugin.only_task()?),
     }

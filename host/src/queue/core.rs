@@ -565,7 +565,6 @@ impl Core {
         }
         if (finite || timed_out) && !state.closed {
             state = self.stop_workers(state);
-            state.live_workers = state.worker_slots.len().min(state.live_workers);
         }
         let summary = self.summary_locked(&mut state, run_start, timed_out);
         state.timed_out = false;
@@ -1015,7 +1014,7 @@ impl Core {
                 && !cell.cancel_requested()
                 && {
                     let state = self.state.lock();
-                    !(state.halted && !cell.options.must_complete)
+                    !state.halted || cell.options.must_complete
                 };
             if !retry {
                 let message = failure.message.clone();

@@ -30,13 +30,18 @@ pub(crate) fn run(
         core: &core,
         slot: &slot,
     };
-    if let Some((cell, report)) = resume {
-        if core.run_task(&context, &cell, Some(report)) {
-            return core.worker_exited(&slot, false);
-        }
-    } else if let Err(message) = core.executor.init_worker() {
+    // Every worker thread runs the initializer, replacements included.
+    let initialized = core.executor.init_worker();
+    if let Err(message) = &initialized {
         tracing::error!(%message, "worker initializer failed; cancelling the queue");
         core.abort(false);
+    }
+    if let Some((cell, report)) = resume
+        && core.run_task(&context, &cell, Some(report))
+    {
+        return core.worker_exited(&slot, false);
+    }
+    if initialized.is_err() {
         return core.worker_exited(&slot, true);
     }
     loop {
