@@ -14,9 +14,12 @@ pub mod failure;
 pub mod queue;
 pub mod units;
 
+pub use backend::process::worker_main::{
+    WORKER_MARKER, WorkerOptions, maybe_run_worker, run_worker,
+};
 pub use engine::{
     AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, CacheOutcome, DirGrant, Host,
     HostBuilder, HostError, Limits, LoadError, Plugin, ProgressFn, Sandbox, Task, TaskInfo,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
-pub use queue::{RunSummary, TaskOptions, TaskResult, ThreadQueue};
+pub use queue::{ProcessQueue, RunSummary, TaskOptions, TaskResult, ThreadQueue};

@@ -6,4 +6,5 @@ mod cli;
 mod engine_cache;
 mod engine_load;
 mod hostile;
+mod process_faults;
 mod scenarios;

@@ -33,6 +33,12 @@ enum Command {
     List(list::ListArgs),
     /// Precompile a plugin into the compile cache (or a file).
     Compile(compile::CompileArgs),
+    /// Serve as a ProcessQueue worker on stdin/stdout (started by the host itself).
+    #[command(hide = true)]
+    Worker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// How a command failed.
@@ -56,6 +62,15 @@ pub(crate) fn main() -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::List(args) => list::run(args),
         Command::Compile(args) => compile::run(args),
+        Command::Worker { args } => {
+            return match osiiso_host::WorkerOptions::from_args(&args) {
+                Ok(options) => ExitCode::from(osiiso_host::run_worker(options) as u8),
+                Err(message) => {
+                    eprintln!("error: worker: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
-use osiiso_host::queue::{FailPolicy, OnExit, RunOptions, TaskOptions, ThreadQueue, Workers};
+use osiiso_host::queue::{
+    FailPolicy, Kind, OnExit, ProcessQueue, QueueBuilder, RunOptions, TaskOptions, ThreadQueue,
+    Work, Workers,
+};
 use osiiso_host::units::parse_size;
 use osiiso_host::{Plugin, Task};
 
@@ -180,23 +183,17 @@ fn parse_workers(text: &str) -> anyhow::Result<Workers> {
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
-    match args.queue.kind {
-        QueueKind::Thread => {}
-        QueueKind::Async | QueueKind::Process => {
-            return Err(anyhow!(
-                "--queue {}: this backend is not available yet in this build; use --queue thread",
-                format!("{:?}", args.queue.kind).to_lowercase()
-            )
-            .into());
-        }
+    if args.queue.kind == QueueKind::Async {
+        return Err(anyhow!(
+            "--queue async: this backend is not available yet in this build; use --queue thread or process"
+        )
+        .into());
     }
     if !args.queue.allow_http.is_empty() {
         return Err(anyhow!("--allow-http needs --queue async, which is not available yet").into());
     }
-    if args.queue.worker_memory.is_some() {
-        return Err(
-            anyhow!("--worker-memory needs --queue process, which is not available yet").into(),
-        );
+    if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
+        return Err(anyhow!("--worker-memory needs --queue process").into());
     }
     let workers = parse_workers(&args.queue.workers)?;
     let instances = match workers {
@@ -246,7 +243,33 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         args.quiet,
         submissions.len(),
     ));
-    let mut builder = ThreadQueue::builder()
+    match args.queue.kind {
+        QueueKind::Process => {
+            let mut builder = ProcessQueue::builder();
+            if let Some(bytes) = args.queue.worker_memory {
+                builder = builder.worker_memory(bytes as u64);
+            }
+            run_queue(builder, &args, workers, submissions, reporter)
+        }
+        _ => run_queue(
+            ThreadQueue::builder(),
+            &args,
+            workers,
+            submissions,
+            reporter,
+        ),
+    }
+}
+
+/// Builds the queue from the options, feeds it and reports.
+fn run_queue<K: Kind>(
+    builder: QueueBuilder<K>,
+    args: &RunArgs,
+    workers: Workers,
+    submissions: Vec<(Work, TaskOptions)>,
+    reporter: Arc<Reporter>,
+) -> Result<(), Failure> {
+    let mut builder = builder
         .workers(workers)
         .size(args.queue.size)
         .burst(args.queue.burst)

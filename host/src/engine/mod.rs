@@ -50,6 +50,7 @@ const WASI_PACKAGES: &[&str] = &[
 
 struct HostInner {
     engine: Engine,
+    cache_root: Option<PathBuf>,
     linker: Linker<AttemptState>,
     cache: CompileCache,
     ticker: EpochTicker,
@@ -150,11 +151,12 @@ impl HostBuilder {
         } else {
             None
         };
-        let cache = CompileCache::new(root, &engine);
+        let cache = CompileCache::new(root.clone(), &engine);
         let ticker = EpochTicker::start(&engine, self.tick)?;
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
+                cache_root: root,
                 linker,
                 cache,
                 ticker,
@@ -260,6 +262,16 @@ impl Host {
             source,
         })?;
         Ok(target)
+    }
+
+    /// The compile-cache directory, when the cache is enabled.
+    pub fn cache_root(&self) -> Option<PathBuf> {
+        self.inner.cache_root.clone()
+    }
+
+    /// Whether the compile cache is used.
+    pub fn cache_enabled(&self) -> bool {
+        self.inner.cache_root.is_some()
     }
 
     /// Whether instances come from the pooling allocator.

@@ -39,6 +39,10 @@ pub(crate) struct QueueConfig {
     pub(crate) initializer: Option<Initializer>,
     /// The `Auto` worker limit of this backend.
     pub(crate) auto_limit: usize,
+    /// How ProcessQueue workers start.
+    pub(crate) context: crate::backend::process::ProcessContext,
+    /// ProcessQueue: OS memory cap per worker process.
+    pub(crate) worker_memory: Option<u64>,
 }
 
 /// Builds a queue. Every option has the default of SEMANTICS.md §2.2.
@@ -94,6 +98,8 @@ impl<K: Kind> QueueBuilder<K> {
                 on_retry: None,
                 initializer: None,
                 auto_limit: <K as super::sealed::Sealed>::auto_limit(cpus),
+                context: Default::default(),
+                worker_memory: None,
             },
         }
     }
@@ -219,5 +225,19 @@ impl<K: Kind> QueueBuilder<K> {
     pub fn build(self) -> Result<super::Queue<K>, Error> {
         self.validate()?;
         Ok(super::Queue::from_config(self.config))
+    }
+}
+
+impl QueueBuilder<super::Process> {
+    /// How worker subprocesses start (default: `osiiso-host worker`).
+    pub fn context(mut self, context: crate::backend::process::ProcessContext) -> Self {
+        self.config.context = context;
+        self
+    }
+
+    /// An OS address-space cap (`RLIMIT_AS`) for each worker subprocess, in bytes.
+    pub fn worker_memory(mut self, bytes: u64) -> Self {
+        self.config.worker_memory = Some(bytes);
+        self
     }
 }

@@ -42,6 +42,14 @@ pub(crate) trait Executor: Send + Sync + 'static {
     fn init_worker(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Called on a worker thread that is about to exit for good.
+    fn worker_exiting(&self) {}
+    /// Releases what the backend holds (worker subprocesses) at shutdown and reset.
+    fn close(&self) {}
+    /// PIDs of worker subprocesses, for backends that have them.
+    fn pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// The end of an attempt, or `Abandoned` when a native closure was given up on and another
@@ -340,6 +348,9 @@ impl Core {
 
     /// Called by a worker when it exits for good.
     pub(crate) fn worker_exited(&self, slot: &Arc<WorkerSlot>, counted: bool) {
+        if counted {
+            self.executor.worker_exiting();
+        }
         let mut state = self.state.lock();
         state.worker_slots.retain(|s| !Arc::ptr_eq(s, slot));
         if counted {
@@ -623,6 +634,8 @@ impl Core {
         state.closed = true;
         state.draining = false;
         self.changed.notify_all();
+        drop(state);
+        self.executor.close();
     }
 
     /// Forced shutdown: killing abort, stop workers, close.
@@ -632,6 +645,7 @@ impl Core {
         self.wait_idle(&mut state, None);
         let state = self.stop_workers(state);
         drop(state);
+        self.executor.close();
     }
 
     /// `cancel()`: stop accepting, killing abort; never blocks on running work.
@@ -680,6 +694,8 @@ impl Core {
         state.timed_out = false;
         state.draining = false;
         state.seq = 0;
+        drop(state);
+        self.executor.close();
         Ok(())
     }
 

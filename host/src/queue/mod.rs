@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::backend::process::ProcessContext;
 pub use config::{Initializer, OnComplete, OnRetry, OnStart, QueueBuilder};
 pub use error::{Error, ExecutionError};
 pub use group::{AsCompleted, BoundTask, Group, as_completed};
@@ -84,6 +85,33 @@ impl sealed::Sealed for Thread {
         ))
     }
 }
+
+/// The process backend: each worker slot owns a persistent subprocess (`osiiso-host worker`)
+/// that runs attempts in fresh instances; a crash fails only the attempt it was running.
+#[derive(Debug)]
+pub enum Process {}
+
+impl Kind for Process {}
+
+#[allow(private_interfaces)]
+impl sealed::Sealed for Process {
+    fn auto_limit(cpus: usize) -> usize {
+        1.max(32.min(cpus))
+    }
+
+    fn executor(config: &config::QueueConfig) -> Arc<dyn Executor> {
+        Arc::new(crate::backend::process::ProcessExecutor::new(
+            config.context.clone(),
+            config.worker_memory,
+            config.poll,
+        ))
+    }
+}
+
+/// A queue whose workers are persistent, isolated subprocesses: for CPU-heavy parallel work,
+/// crash containment and OS memory caps. It runs WASM tasks only. The `initializer` option
+/// is not used by this backend.
+pub type ProcessQueue = Queue<Process>;
 
 /// A queue on OS threads: WASM tasks as sync instances, plus the embedder's blocking
 /// closures.
@@ -308,6 +336,13 @@ impl Queue<Thread> {
     /// Submits a native blocking closure ([`Work::native`]).
     pub fn submit_native(&self, work: Work, options: TaskOptions) -> Result<Handle, Error> {
         self.submit(work, options)
+    }
+}
+
+impl Queue<Process> {
+    /// PIDs of the worker subprocesses alive now (they may change after a crash or timeout).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.core.executor.pids()
     }
 }
 

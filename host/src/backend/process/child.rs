@@ -1,0 +1,275 @@
+//! One worker subprocess, seen from the parent: spawn and handshake, framed requests, a
+//! reader thread for replies, and death detected by waiting on the process itself.
+
+use std::collections::BTreeSet;
+use std::io::{BufReader, BufWriter};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use std::time::{Duration, Instant};
+
+use super::ProcessContext;
+use super::protocol::{Frame, PROTOCOL_VERSION, Reply, Request, read_frame, write_frame};
+use super::worker_main::{WORKER_MARKER, WorkerOptions};
+use crate::failure::{FailureKind, TaskFailure};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the reader thread saw.
+pub(super) enum Event {
+    Reply(Reply),
+    /// A frame that did not decode, or a broken stream.
+    Garbage(String),
+    Eof,
+}
+
+/// PIDs of the live worker processes of one executor.
+pub(crate) type PidRegistry = Arc<Mutex<BTreeSet<u32>>>;
+
+pub(crate) struct WorkerProcess {
+    registry: PidRegistry,
+    child: Child,
+    stdin: BufWriter<ChildStdin>,
+    events: Receiver<Event>,
+    pid: u32,
+    exit: Option<ExitStatus>,
+}
+
+impl WorkerProcess {
+    /// Starts a worker and waits for its handshake.
+    pub(super) fn spawn(
+        context: &ProcessContext,
+        options: &WorkerOptions,
+        registry: &PidRegistry,
+    ) -> Result<Self, TaskFailure> {
+        let mut command = command(context, options)?;
+        // Only the child's own stdio crosses: std opens every other descriptor close-on-exec.
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = spawn_detached_from_thread(command).map_err(|e| {
+            start_failure(format!(
+                "cannot start worker process '{program}': {e}; set the queue's `context` \
+                 (ProcessContext) or OSIISO_HOST_BIN to the osiiso-host binary"
+            ))
+        })?;
+        let stdin = BufWriter::new(child.stdin.take().expect("piped"));
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, events) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("osiiso-worker-reader".into())
+            .spawn(move || {
+                let mut stdout = BufReader::new(stdout);
+                loop {
+                    let event = match read_frame::<Reply>(&mut stdout) {
+                        Ok(Frame::Message(reply)) => Event::Reply(reply),
+                        Ok(Frame::Undecodable(message)) => Event::Garbage(message),
+                        Ok(Frame::Eof) => Event::Eof,
+                        Err(error) => Event::Garbage(error.to_string()),
+                    };
+                    let last = !matches!(event, Event::Reply(_));
+                    if tx.send(event).is_err() || last {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| start_failure(format!("cannot start the worker reader thread: {e}")))?;
+        let pid = child.id();
+        let mut process = Self {
+            registry: registry.clone(),
+            child,
+            stdin,
+            events,
+            pid,
+            exit: None,
+        };
+        match process.events.recv_timeout(HANDSHAKE_TIMEOUT) {
+            Ok(Event::Reply(Reply::Hello { version, pid: _ })) if version == PROTOCOL_VERSION => {
+                tracing::debug!(pid, "worker process started");
+                registry.lock().insert(pid);
+                Ok(process)
+            }
+            Ok(Event::Reply(Reply::Hello { version, .. })) => {
+                process.kill();
+                Err(start_failure(format!(
+                    "worker '{program}' speaks protocol {version}, this host speaks {PROTOCOL_VERSION}"
+                )))
+            }
+            _ => {
+                let status = process.reap();
+                Err(start_failure(format!(
+                    "worker '{program}' did not complete its handshake ({status})"
+                )))
+            }
+        }
+    }
+
+    pub(super) fn send(&mut self, request: &Request) -> std::io::Result<()> {
+        write_frame(&mut self.stdin, request)
+    }
+
+    /// The next reader event, waiting at most `wait`.
+    pub(super) fn next_event(&mut self, wait: Duration) -> Option<Event> {
+        match self.events.recv_timeout(wait) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(wait);
+                None
+            }
+        }
+    }
+
+    /// Whether the process has exited (checked with `waitpid`, not the pipe).
+    pub(super) fn has_exited(&mut self) -> bool {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+            if self.exit.is_some() {
+                self.registry.lock().remove(&self.pid);
+            }
+        }
+        self.exit.is_some()
+    }
+
+    /// Waits up to 2 s for the process to exit, then kills it; always reaps. Describes the
+    /// exit: `exit code N` or `signal N`.
+    pub(super) fn reap(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.has_exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !self.has_exited() {
+            self.kill();
+        }
+        describe(self.exit)
+    }
+
+    /// `SIGKILL` and reap.
+    pub(crate) fn kill(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+            self.registry.lock().remove(&self.pid);
+        }
+    }
+
+    /// Graceful close: stop, then `SIGTERM`, then `SIGKILL`; always reaped.
+    pub(crate) fn close(mut self) {
+        let _ = self.send(&Request::Stop);
+        for (signal, wait) in [(None, 2000), (Some(libc::SIGTERM), 1000)] {
+            if let Some(signal) = signal {
+                // SAFETY: signalling our own, not yet reaped child.
+                unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+            }
+            let deadline = Instant::now() + Duration::from_millis(wait);
+            while !self.has_exited() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if self.has_exited() {
+                return;
+            }
+        }
+        self.kill();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+type SpawnJob = (Command, Sender<std::io::Result<Child>>);
+
+/// Spawns `command` from one long-lived thread. Workers set a parent-death signal, and Linux
+/// sends it when the *thread* that forked them exits; queue worker threads come and go, so
+/// they must not be the ones that fork.
+fn spawn_detached_from_thread(command: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<Sender<SpawnJob>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("osiiso-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("cannot start the worker spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, result) = mpsc::channel();
+    spawner
+        .lock()
+        .send((command, reply))
+        .map_err(|_| std::io::Error::other("the worker spawner thread is gone"))?;
+    result
+        .recv()
+        .map_err(|_| std::io::Error::other("the worker spawner thread is gone"))?
+}
+
+fn start_failure(message: String) -> TaskFailure {
+    TaskFailure::new(FailureKind::WorkerStart, message)
+}
+
+fn describe(status: Option<ExitStatus>) -> String {
+    match status {
+        Some(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            _ => "unknown status".into(),
+        },
+        None => "status unknown".into(),
+    }
+}
+
+fn command(context: &ProcessContext, options: &WorkerOptions) -> Result<Command, TaskFailure> {
+    let mut command = match context {
+        ProcessContext::Default => {
+            let mut command = Command::new(default_binary());
+            command.arg("worker");
+            command
+        }
+        ProcessContext::CurrentExe { args } => {
+            let exe = std::env::current_exe()
+                .map_err(|e| start_failure(format!("cannot locate the current executable: {e}")))?;
+            let mut command = Command::new(exe);
+            command.args(args).arg(WORKER_MARKER);
+            command
+        }
+        ProcessContext::Command { program, args, env } => {
+            let mut command = Command::new(program);
+            command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+            command
+        }
+    };
+    command.args(options.to_args());
+    Ok(command)
+}
+
+/// Where the `osiiso-host` binary is, for the default context.
+fn default_binary() -> PathBuf {
+    const NAME: &str = "osiiso-host";
+    if let Some(path) = std::env::var_os("OSIISO_HOST_BIN") {
+        return PathBuf::from(path);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if exe.file_name().is_some_and(|n| n == NAME) {
+            return exe;
+        }
+        // Tests and examples live in target/<profile>/{deps,examples}/.
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join(NAME);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from(NAME)
+}
