@@ -18,6 +18,9 @@ use super::protocol::{
 use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};
 
+/// The attempt running now, so a `Cancel` can reach it.
+type CurrentAttempt = Arc<Mutex<Option<(u64, Arc<AttemptControl>)>>>;
+
 /// How a worker process is configured (from its command line).
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
@@ -140,7 +143,7 @@ pub fn run_worker(options: WorkerOptions) -> i32 {
         return 3;
     }
 
-    let current: Arc<Mutex<Option<(u64, Arc<AttemptControl>)>>> = Arc::default();
+    let current: CurrentAttempt = Arc::default();
     let (jobs, job_rx) = mpsc::channel::<Box<RunRequest>>();
     let runner = {
         let current = current.clone();
