@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use osiiso_host::queue::{TaskOptions, ThreadQueue, Work, Workers};
+use osiiso_host::queue::{NativeTask, TaskOptions, ThreadQueue, Workers};
 use osiiso_host::{Host, Limits, TaskFailure};
 use serde_json::json;
 
@@ -29,8 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .retries(2)
         .timeout(Duration::from_secs(5));
     let sums = queue.map(&add, (0..100).map(|i| json!([i, i])), options.clone())?;
-    let native = queue.submit(
-        Work::native("native-answer", || Ok::<_, TaskFailure>(42)),
+    let native = queue.submit_native(
+        NativeTask::new("native-answer", || Ok::<_, TaskFailure>(42)),
         options,
     )?;
 

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use osiiso_host::queue::{
-    Error, FailPolicy, Kind, Mode, OnExit, Queue, QueueBuilder, RunOptions, TaskOptions,
-    TaskStatus, Work, Workers, as_completed,
+    AcceptsNative, Error, FailPolicy, Kind, Mode, NativeTask, OnExit, Queue, QueueBuilder,
+    RunOptions, TaskCall, TaskOptions, TaskStatus, Workers, as_completed,
 };
 use osiiso_host::{FailureKind, Task, TaskFailure};
 use osiiso_test_artifacts as artifacts;
@@ -30,11 +30,11 @@ fn grind() -> Task {
         .unwrap()
 }
 
-fn noop(value: Value) -> Work {
+fn noop(value: Value) -> TaskCall {
     flaky_task("noop").with_input(value)
 }
 
-fn flaky(succeed_on: u32) -> Work {
+fn flaky(succeed_on: u32) -> TaskCall {
     flaky_task("flaky").with_input(json!({"succeed_on": succeed_on, "value": "ok"}))
 }
 
@@ -654,19 +654,19 @@ pub fn validation_messages<K: Kind>() {
 
 // ----- native closures (Thread and Async only) -----
 
-pub fn closure_panics_fail_the_task_not_the_worker<K: Kind>() {
+pub fn closure_panics_fail_the_task_not_the_worker<K: AcceptsNative>() {
     let queue = one_worker::<K>().build().unwrap();
     let panics = queue
-        .submit(
-            Work::native("boom", || -> Result<u32, TaskFailure> {
+        .submit_native(
+            NativeTask::new("boom", || -> Result<u32, TaskFailure> {
                 panic!("closure gave up")
             }),
             TaskOptions::new().retries(1),
         )
         .unwrap();
     let fine = queue
-        .submit(
-            Work::native("fine", || Ok::<_, TaskFailure>(7)),
+        .submit_native(
+            NativeTask::new("fine", || Ok::<_, TaskFailure>(7)),
             TaskOptions::new(),
         )
         .unwrap();
@@ -690,14 +690,14 @@ pub fn hook_panics_are_contained<K: Kind>() {
     assert_eq!(handle.value().unwrap(), json!(1));
 }
 
-pub fn native_timeout_abandons_the_closure<K: Kind>() {
+pub fn native_timeout_abandons_the_closure<K: AcceptsNative>() {
     let queue = one_worker::<K>()
         .poll(Duration::from_millis(10))
         .build()
         .unwrap();
     let slow = queue
-        .submit(
-            Work::native("slow", || {
+        .submit_native(
+            NativeTask::new("slow", || {
                 std::thread::sleep(Duration::from_millis(600));
                 Ok::<_, TaskFailure>(1)
             }),
@@ -705,8 +705,8 @@ pub fn native_timeout_abandons_the_closure<K: Kind>() {
         )
         .unwrap();
     let next = queue
-        .submit(
-            Work::native("next", || Ok::<_, TaskFailure>(2)),
+        .submit_native(
+            NativeTask::new("next", || Ok::<_, TaskFailure>(2)),
             TaskOptions::new(),
         )
         .unwrap();
@@ -721,7 +721,7 @@ pub fn native_timeout_abandons_the_closure<K: Kind>() {
     );
 }
 
-pub fn backoff_pauses_grow<K: Kind>() {
+pub fn backoff_pauses_grow<K: AcceptsNative>() {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let seen = starts.clone();
     let queue = one_worker::<K>()
@@ -733,8 +733,8 @@ pub fn backoff_pauses_grow<K: Kind>() {
         .retry_delay(Duration::from_millis(20))
         .backoff(2.0);
     queue
-        .submit(
-            Work::native("always", || {
+        .submit_native(
+            NativeTask::new("always", || {
                 Err::<(), _>(TaskFailure::new(FailureKind::Failed, "no"))
             }),
             options,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
 use osiiso_host::queue::{
-    FailPolicy, Kind, OnExit, ProcessQueue, QueueBuilder, RunOptions, TaskOptions, ThreadQueue,
-    Work, Workers,
+    FailPolicy, Kind, OnExit, ProcessQueue, QueueBuilder, RunOptions, TaskCall, TaskOptions,
+    ThreadQueue, Workers,
 };
 use osiiso_host::units::parse_size;
 use osiiso_host::{Plugin, Task};
@@ -266,7 +266,7 @@ fn run_queue<K: Kind>(
     builder: QueueBuilder<K>,
     args: &RunArgs,
     workers: Workers,
-    submissions: Vec<(Work, TaskOptions)>,
+    submissions: Vec<(TaskCall, TaskOptions)>,
     reporter: Arc<Reporter>,
 ) -> Result<(), Failure> {
     let mut builder = builder

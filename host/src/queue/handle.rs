@@ -18,34 +18,52 @@ use crate::failure::TaskFailure;
 /// The embedder's own blocking code, called once per attempt.
 pub type NativeFn = Arc<dyn Fn() -> Result<Value, TaskFailure> + Send + Sync>;
 
-/// What a task runs.
-#[derive(Clone)]
-pub enum Work {
-    /// A WASM task with its JSON input.
-    Wasm {
-        /// The task.
-        task: Task,
-        /// Its input.
-        input: Value,
-    },
-    /// A native blocking closure.
-    Native {
-        /// Its name (also its identity).
-        name: String,
-        /// The closure.
-        run: NativeFn,
-    },
+/// A WASM task with its JSON input: what every queue submits (`task.with_input(json)`).
+#[derive(Clone, Debug)]
+pub struct TaskCall {
+    task: Task,
+    input: Value,
 }
 
-impl Work {
-    /// A native blocking closure returning any serializable value.
+impl TaskCall {
+    /// The task.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// The input.
+    pub fn input(&self) -> &Value {
+        &self.input
+    }
+}
+
+impl Task {
+    /// This task with an input: what a queue submits.
+    pub fn with_input(&self, input: Value) -> TaskCall {
+        TaskCall {
+            task: self.clone(),
+            input,
+        }
+    }
+}
+
+/// The embedder's own blocking code, for queues that accept it ([`crate::queue::ThreadQueue`]).
+/// The closure is called once per attempt.
+#[derive(Clone)]
+pub struct NativeTask {
+    name: String,
+    run: NativeFn,
+}
+
+impl NativeTask {
+    /// A native task returning any serializable value.
     ///
     /// ```
-    /// use osiiso_host::queue::Work;
-    /// let work = Work::native("answer", || Ok::<_, osiiso_host::TaskFailure>(42));
-    /// assert_eq!(work.identity(), "answer");
+    /// use osiiso_host::queue::NativeTask;
+    /// let answer = NativeTask::new("answer", || Ok::<_, osiiso_host::TaskFailure>(42));
+    /// assert_eq!(answer.name(), "answer");
     /// ```
-    pub fn native<T, F>(name: impl Into<String>, f: F) -> Self
+    pub fn new<T, F>(name: impl Into<String>, f: F) -> Self
     where
         T: serde::Serialize,
         F: Fn() -> Result<T, TaskFailure> + Send + Sync + 'static,
@@ -59,14 +77,48 @@ impl Work {
                 )
             })
         });
-        Self::Native {
+        Self {
             name: name.into(),
             run,
         }
     }
 
+    /// Its name (also its identity).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What a task runs.
+#[derive(Clone)]
+pub(crate) enum Work {
+    /// A WASM task with its JSON input.
+    Wasm { task: Task, input: Value },
+    /// A native blocking closure.
+    Native { name: String, run: NativeFn },
+}
+
+impl From<TaskCall> for Work {
+    fn from(call: TaskCall) -> Self {
+        Self::Wasm {
+            task: call.task,
+            input: call.input,
+        }
+    }
+}
+
+impl From<NativeTask> for Work {
+    fn from(native: NativeTask) -> Self {
+        Self::Native {
+            name: native.name,
+            run: native.run,
+        }
+    }
+}
+
+impl Work {
     /// Stable identity: `<plugin>/<task>` or the native name.
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         match self {
             Self::Wasm { task, .. } => task.identity(),
             Self::Native { name, .. } => name.clone(),
@@ -77,16 +129,6 @@ impl Work {
         match self {
             Self::Wasm { task, .. } => task.name().to_string(),
             Self::Native { name, .. } => name.clone(),
-        }
-    }
-}
-
-impl Task {
-    /// This task with an input: what a queue submits.
-    pub fn with_input(&self, input: Value) -> Work {
-        Work::Wasm {
-            task: self.clone(),
-            input,
         }
     }
 }

@@ -40,13 +40,13 @@ pub use crate::backend::process::ProcessContext;
 pub use config::{Initializer, OnComplete, OnRetry, OnStart, QueueBuilder};
 pub use error::{Error, ExecutionError};
 pub use group::{AsCompleted, BoundTask, Group, as_completed};
-pub use handle::{Handle, NativeFn, Work};
+pub use handle::{Handle, NativeFn, NativeTask, TaskCall};
 pub use options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
 pub use result::{Backend, RunSummary, TaskResult, TaskStatus};
 
 use self::core::Core;
 pub(crate) use self::core::{AttemptOutcomeOrAbandoned, Executor};
-pub(crate) use self::handle::TaskCell;
+pub(crate) use self::handle::{TaskCell, Work};
 pub(crate) use self::worker::{WorkerContext, run_native};
 use crate::engine::Task;
 
@@ -192,13 +192,13 @@ impl<K: Kind> Queue<K> {
     }
 
     /// Submits a WASM task (`task.with_input(json)`). Blocks for room on a bounded queue.
-    pub fn submit(&self, call: Work, options: TaskOptions) -> Result<Handle, Error> {
-        self.admit_one(call, options, true)
+    pub fn submit(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
+        self.admit_one(call.into(), options, true)
     }
 
     /// Like [`submit`](Self::submit), but returns `Error::QueueFull` instead of blocking.
-    pub fn try_submit(&self, call: Work, options: TaskOptions) -> Result<Handle, Error> {
-        self.admit_one(call, options, false)
+    pub fn try_submit(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
+        self.admit_one(call.into(), options, false)
     }
 
     /// Submits one task per input, as one group (`map`). Inputs are never unpacked.
@@ -216,14 +216,17 @@ impl<K: Kind> Queue<K> {
     }
 
     /// Submits several tasks as one group; the id is `options.group_id` or `group-<n>`.
-    pub fn group(&self, items: Vec<Work>, options: TaskOptions) -> Result<Group, Error> {
+    pub fn group(&self, items: Vec<TaskCall>, options: TaskOptions) -> Result<Group, Error> {
         options.validate()?;
         let group_id = match &options.group_id {
             Some(id) => id.clone(),
             None => self.core.next_group_id(),
         };
         let options = options.group_id(group_id.clone());
-        let batch = items.into_iter().map(|w| (w, options.clone())).collect();
+        let batch = items
+            .into_iter()
+            .map(|c| (c.into(), options.clone()))
+            .collect();
         let handles = self.admit(batch, true)?;
         Ok(Group::new(group_id, handles))
     }
@@ -332,10 +335,25 @@ impl<K: Kind> Queue<K> {
     }
 }
 
-impl Queue<Thread> {
-    /// Submits a native blocking closure ([`Work::native`]).
-    pub fn submit_native(&self, work: Work, options: TaskOptions) -> Result<Handle, Error> {
-        self.submit(work, options)
+/// Backends that accept the embedder's native closures (not [`Process`]: its tasks must
+/// cross a process boundary).
+pub trait AcceptsNative: Kind {}
+
+impl AcceptsNative for Thread {}
+
+impl<K: AcceptsNative> Queue<K> {
+    /// Submits a native blocking closure. Blocks for room on a bounded queue.
+    pub fn submit_native(&self, task: NativeTask, options: TaskOptions) -> Result<Handle, Error> {
+        self.admit_one(task.into(), options, true)
+    }
+
+    /// Like [`submit_native`](Self::submit_native), but `Error::QueueFull` instead of blocking.
+    pub fn try_submit_native(
+        &self,
+        task: NativeTask,
+        options: TaskOptions,
+    ) -> Result<Handle, Error> {
+        self.admit_one(task.into(), options, false)
     }
 }
 
