@@ -208,7 +208,7 @@ impl Core {
         })
     }
 
-    fn handle(&self, cell: &Arc<TaskCell>) -> Handle {
+    pub(crate) fn handle(&self, cell: &Arc<TaskCell>) -> Handle {
         Handle {
             cell: cell.clone(),
             core: self.self_ref.clone(),
@@ -891,200 +891,9 @@ impl Core {
 
     // ----- the attempt loop (§5.2) -----
 
-    /// Runs a task's attempt loop on the calling worker (continuing after an abandoned native
-    /// attempt when `resumed` holds its report). Returns true if this worker abandoned the
-    /// task to another and must exit.
-    pub(crate) fn run_task(
-        self: &Arc<Self>,
-        worker: &super::worker::WorkerContext<'_>,
-        cell: &Arc<TaskCell>,
-        resumed: Option<AttemptReport>,
-    ) -> bool {
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.attempt_loop(worker, cell, resumed)
-        }));
-        match outcome {
-            Ok(abandoned) => abandoned,
-            Err(panic) => {
-                let message = panic_message(&*panic);
-                self.record_final(
-                    cell,
-                    TaskStatus::Failed,
-                    None,
-                    Some(TaskFailure::new(crate::FailureKind::Panic, message.clone())),
-                    message,
-                    None,
-                );
-                false
-            }
-        }
-    }
-
-    fn attempt_loop(
-        self: &Arc<Self>,
-        worker: &super::worker::WorkerContext<'_>,
-        cell: &Arc<TaskCell>,
-        mut resumed: Option<AttemptReport>,
-    ) -> bool {
-        let handle = self.handle(cell);
-        loop {
-            let report = match resumed.take() {
-                Some(report) => report,
-                None => {
-                    // 1. cancellation
-                    if cell.cancel_requested() {
-                        {
-                            self.record_final(
-                                cell,
-                                TaskStatus::Cancelled,
-                                None,
-                                None,
-                                CANCELLED.into(),
-                                None,
-                            );
-                            return false;
-                        }
-                    }
-                    // 2. rate gate
-                    if let Some(at) = self.reserve_rate()
-                        && !self.sleep_until(cell, at)
-                    {
-                        {
-                            self.record_final(
-                                cell,
-                                TaskStatus::Cancelled,
-                                None,
-                                None,
-                                CANCELLED.into(),
-                                None,
-                            );
-                            return false;
-                        }
-                    }
-                    // 3. attempt starts
-                    let control = crate::AttemptControl::new(cell.options.timeout);
-                    let attempt = {
-                        let mut st = cell.state.lock();
-                        st.attempts += 1;
-                        st.status = TaskStatus::Running;
-                        if st.started_at.is_none() {
-                            st.started_at = Some(Instant::now());
-                            st.started_wall = Some(SystemTime::now());
-                        }
-                        st.control = Some(control.clone());
-                        st.attempts
-                    };
-                    if cell.cancel_requested() {
-                        control.cancel();
-                    }
-                    // 4. on_start
-                    if let Some(on_start) = &self.config.on_start
-                        && std::panic::catch_unwind(AssertUnwindSafe(|| on_start(&handle))).is_err()
-                    {
-                        tracing::error!("callback on_start panicked");
-                    }
-                    // 5. run it
-                    match self.executor.run_attempt(worker, cell, attempt, &control) {
-                        AttemptOutcomeOrAbandoned::Done(report) => report,
-                        AttemptOutcomeOrAbandoned::Abandoned => return true,
-                    }
-                }
-            };
-            let output = (report.stdout.clone(), report.stderr.clone());
-            {
-                let mut st = cell.state.lock();
-                st.control = None;
-                if let Some(fuel) = report.fuel_consumed {
-                    st.fuel = Some(st.fuel.unwrap_or(0).saturating_add(fuel));
-                }
-            }
-            let failure = match report.outcome {
-                crate::AttemptOutcome::Succeeded(value) => {
-                    self.record_final(
-                        cell,
-                        TaskStatus::Succeeded,
-                        Some(value),
-                        None,
-                        String::new(),
-                        Some(output),
-                    );
-                    return false;
-                }
-                crate::AttemptOutcome::Cancelled => {
-                    self.record_final(
-                        cell,
-                        TaskStatus::Cancelled,
-                        None,
-                        None,
-                        CANCELLED.into(),
-                        Some(output),
-                    );
-                    return false;
-                }
-                crate::AttemptOutcome::Failed(failure) => failure,
-            };
-            // 7. retry?
-            let attempts = cell.state.lock().attempts;
-            let retry = failure.kind.is_retryable()
-                && attempts <= cell.options.retries
-                && !cell.cancel_requested()
-                && {
-                    let state = self.state.lock();
-                    !state.halted || cell.options.must_complete
-                };
-            if !retry {
-                let message = failure.message.clone();
-                {
-                    self.record_final(
-                        cell,
-                        TaskStatus::Failed,
-                        None,
-                        Some(failure),
-                        message,
-                        Some(output),
-                    );
-                    return false;
-                }
-            }
-            cell.state.lock().status = TaskStatus::Retrying;
-            if let Some(on_retry) = &self.config.on_retry
-                && std::panic::catch_unwind(AssertUnwindSafe(|| on_retry(&handle, &failure)))
-                    .is_err()
-            {
-                tracing::error!("callback on_retry panicked");
-            }
-            let pause = cell.options.retry_pause(attempts);
-            if !pause.is_zero() {
-                let until = Instant::now().checked_add(pause).unwrap_or_else(far_future);
-                if !self.sleep_until(cell, until) {
-                    {
-                        self.record_final(
-                            cell,
-                            TaskStatus::Cancelled,
-                            None,
-                            None,
-                            CANCELLED.into(),
-                            Some(output),
-                        );
-                        return false;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sleeps until `until` unless the task is cancelled first. Returns false if cancelled.
-    fn sleep_until(&self, cell: &Arc<TaskCell>, until: Instant) -> bool {
-        let mut st = cell.state.lock();
-        loop {
-            if cell.cancel_requested() {
-                return false;
-            }
-            if Instant::now() >= until {
-                return true;
-            }
-            cell.wake.wait_until(&mut st, until);
-        }
+    /// Whether the queue is halted (retries are suppressed for non-must-complete tasks).
+    pub(crate) fn is_halted(&self) -> bool {
+        self.state.lock().halted
     }
 
     // ----- introspection (§3.5) -----
@@ -1112,10 +921,6 @@ impl Core {
     pub(crate) fn is_closed(&self) -> bool {
         self.state.lock().closed
     }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// The message of a caught panic payload.

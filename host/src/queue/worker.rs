@@ -5,7 +5,9 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::attempt::Step;
 
 use super::core::{AttemptOutcomeOrAbandoned, Core, NativeRun, Take, WorkerSlot, panic_message};
 use super::handle::{NativeFn, TaskCell};
@@ -37,7 +39,7 @@ pub(crate) fn run(
         core.abort(false);
     }
     if let Some((cell, report)) = resume
-        && core.run_task(&context, &cell, Some(report))
+        && run_task(&context, &cell, Some(report))
     {
         return core.worker_exited(&slot, false);
     }
@@ -48,13 +50,63 @@ pub(crate) fn run(
         match core.take(generation) {
             Take::Stop => return core.worker_exited(&slot, true),
             Take::Task(cell) => {
-                if core.run_task(&context, &cell, None) {
+                if run_task(&context, &cell, None) {
                     // This thread was abandoned inside a native closure; a replacement took
                     // over its task and its place.
                     return core.worker_exited(&slot, false);
                 }
             }
         }
+    }
+}
+
+/// Drives a task's attempt loop on this worker thread (continuing after an abandoned native
+/// attempt when `resumed` holds its report). Returns true if this thread was abandoned inside
+/// a native closure and must exit.
+fn run_task(
+    worker: &WorkerContext<'_>,
+    cell: &Arc<TaskCell>,
+    resumed: Option<AttemptReport>,
+) -> bool {
+    let core = worker.core;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut step = match resumed {
+            Some(report) => core.after_attempt(cell, report),
+            None => core.begin_attempt(cell),
+        };
+        loop {
+            step = match step {
+                Step::Done => return false,
+                Step::Sleep { until, then } => {
+                    let cancelled = !sleep_until(cell, until);
+                    core.after_sleep(cell, then, cancelled)
+                }
+                Step::Run { attempt, control } => {
+                    match core.executor.run_attempt(worker, cell, attempt, &control) {
+                        AttemptOutcomeOrAbandoned::Done(report) => core.after_attempt(cell, report),
+                        AttemptOutcomeOrAbandoned::Abandoned => return true,
+                    }
+                }
+            };
+        }
+    }));
+    outcome.unwrap_or_else(|panic| {
+        core.record_panic(cell, &*panic);
+        false
+    })
+}
+
+/// Sleeps until `until` unless the task is cancelled first. Returns false if cancelled.
+fn sleep_until(cell: &TaskCell, until: Instant) -> bool {
+    let mut st = cell.state.lock();
+    loop {
+        if cell.cancel_requested() {
+            return false;
+        }
+        if Instant::now() >= until {
+            return true;
+        }
+        cell.wake.wait_until(&mut st, until);
     }
 }
 

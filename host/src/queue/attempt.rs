@@ -1,0 +1,189 @@
+//! The attempt loop of SEMANTICS.md §5.2 as a step machine, so that a thread worker and an
+//! async worker drive the very same rules: the driver only sleeps, runs an attempt, and
+//! feeds the outcome back.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::core::{CANCELLED, Core, panic_message};
+use super::handle::TaskCell;
+use super::result::TaskStatus;
+use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::failure::{FailureKind, TaskFailure};
+
+/// What the driver must do next.
+pub(crate) enum Step {
+    /// Wait until `until` (a rate wait or a retry delay) unless the task is cancelled, then
+    /// call [`Core::after_sleep`] with `then`.
+    Sleep { until: Instant, then: AfterSleep },
+    /// Run attempt number `attempt` under `control`, then call [`Core::after_attempt`].
+    Run {
+        attempt: u32,
+        control: Arc<AttemptControl>,
+    },
+    /// The task is recorded.
+    Done,
+}
+
+/// Where a sleep leads.
+#[derive(Clone, Copy)]
+pub(crate) enum AfterSleep {
+    /// The rate wait is over: start the attempt.
+    StartAttempt,
+    /// The retry delay is over: go back to the top of the loop.
+    Retry,
+}
+
+impl Core {
+    /// The top of the loop (step 1–2): cancellation, then the rate gate.
+    pub(crate) fn begin_attempt(&self, cell: &Arc<TaskCell>) -> Step {
+        if cell.cancel_requested() {
+            return self.finish_cancelled(cell, None);
+        }
+        match self.reserve_rate() {
+            Some(at) if at > Instant::now() => Step::Sleep {
+                until: at,
+                then: AfterSleep::StartAttempt,
+            },
+            _ => self.start_attempt(cell),
+        }
+    }
+
+    /// After a sleep; `cancelled` says the wait ended because the task was cancelled.
+    pub(crate) fn after_sleep(
+        &self,
+        cell: &Arc<TaskCell>,
+        then: AfterSleep,
+        cancelled: bool,
+    ) -> Step {
+        if cancelled || cell.cancel_requested() {
+            return self.finish_cancelled(cell, None);
+        }
+        match then {
+            AfterSleep::StartAttempt => self.start_attempt(cell),
+            AfterSleep::Retry => self.begin_attempt(cell),
+        }
+    }
+
+    /// Steps 3–4: count the attempt, arm its control, call `on_start`.
+    fn start_attempt(&self, cell: &Arc<TaskCell>) -> Step {
+        let control = AttemptControl::new(cell.options.timeout);
+        let attempt = {
+            let mut st = cell.state.lock();
+            st.attempts += 1;
+            st.status = TaskStatus::Running;
+            if st.started_at.is_none() {
+                st.started_at = Some(Instant::now());
+                st.started_wall = Some(SystemTime::now());
+            }
+            st.control = Some(control.clone());
+            st.attempts
+        };
+        if cell.cancel_requested() {
+            control.cancel();
+        }
+        if let Some(on_start) = &self.config.on_start {
+            let handle = self.handle(cell);
+            if std::panic::catch_unwind(AssertUnwindSafe(|| on_start(&handle))).is_err() {
+                tracing::error!("callback on_start panicked");
+            }
+        }
+        Step::Run { attempt, control }
+    }
+
+    /// Steps 6–8: record the outcome, or decide on a retry.
+    pub(crate) fn after_attempt(&self, cell: &Arc<TaskCell>, report: AttemptReport) -> Step {
+        let output = Some((report.stdout, report.stderr));
+        {
+            let mut st = cell.state.lock();
+            st.control = None;
+            if let Some(fuel) = report.fuel_consumed {
+                st.fuel = Some(st.fuel.unwrap_or(0).saturating_add(fuel));
+            }
+        }
+        let failure = match report.outcome {
+            AttemptOutcome::Succeeded(value) => {
+                self.record_final(
+                    cell,
+                    TaskStatus::Succeeded,
+                    Some(value),
+                    None,
+                    String::new(),
+                    output,
+                );
+                return Step::Done;
+            }
+            AttemptOutcome::Cancelled => return self.finish_cancelled(cell, output),
+            AttemptOutcome::Failed(failure) => failure,
+        };
+        let attempts = cell.state.lock().attempts;
+        let retry = failure.kind.is_retryable()
+            && attempts <= cell.options.retries
+            && !cell.cancel_requested()
+            && (!self.is_halted() || cell.options.must_complete);
+        if !retry {
+            let message = failure.message.clone();
+            self.record_final(
+                cell,
+                TaskStatus::Failed,
+                None,
+                Some(failure),
+                message,
+                output,
+            );
+            return Step::Done;
+        }
+        cell.state.lock().status = TaskStatus::Retrying;
+        if let Some(on_retry) = &self.config.on_retry {
+            let handle = self.handle(cell);
+            if std::panic::catch_unwind(AssertUnwindSafe(|| on_retry(&handle, &failure))).is_err() {
+                tracing::error!("callback on_retry panicked");
+            }
+        }
+        let pause = cell.options.retry_pause(attempts);
+        if pause.is_zero() {
+            return self.begin_attempt(cell);
+        }
+        match Instant::now().checked_add(pause) {
+            Some(until) => Step::Sleep {
+                until,
+                then: AfterSleep::Retry,
+            },
+            // A pause beyond the clock's range: wait until cancelled.
+            None => Step::Sleep {
+                until: Instant::now() + std::time::Duration::from_secs(86_400 * 365 * 30),
+                then: AfterSleep::Retry,
+            },
+        }
+    }
+
+    fn finish_cancelled(
+        &self,
+        cell: &Arc<TaskCell>,
+        output: Option<(Option<crate::CapturedOutput>, Option<crate::CapturedOutput>)>,
+    ) -> Step {
+        self.record_final(
+            cell,
+            TaskStatus::Cancelled,
+            None,
+            None,
+            CANCELLED.into(),
+            output,
+        );
+        Step::Done
+    }
+
+    /// Records a panic of the engine's own per-task code as a `Panic` failure (§5.1).
+    pub(crate) fn record_panic(&self, cell: &Arc<TaskCell>, payload: &(dyn std::any::Any + Send)) {
+        let message = panic_message(payload);
+        self.record_final(
+            cell,
+            TaskStatus::Failed,
+            None,
+            Some(TaskFailure::new(FailureKind::Panic, message.clone())),
+            message,
+            None,
+        );
+    }
+}
