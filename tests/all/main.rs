@@ -2,6 +2,7 @@
 
 mod support;
 
+mod async_queue;
 mod cli;
 mod engine_cache;
 mod engine_load;

@@ -38,8 +38,40 @@ fn flaky(succeed_on: u32) -> TaskCall {
     flaky_task("flaky").with_input(json!({"succeed_on": succeed_on, "value": "ok"}))
 }
 
-fn one_worker<K: Kind>() -> QueueBuilder<K> {
-    Queue::<K>::builder().workers(Workers::Fixed(1))
+/// How the scenarios build a queue of each backend.
+pub trait TestKind: Kind + Sized {
+    fn builder() -> QueueBuilder<Self>;
+}
+
+impl TestKind for osiiso_host::queue::Thread {
+    fn builder() -> QueueBuilder<Self> {
+        Queue::builder()
+    }
+}
+
+impl TestKind for osiiso_host::queue::Process {
+    fn builder() -> QueueBuilder<Self> {
+        Queue::builder()
+    }
+}
+
+/// Async queues bind this runtime; the scenario code itself stays plain and blocking.
+impl TestKind for osiiso_host::queue::Async {
+    fn builder() -> QueueBuilder<Self> {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        });
+        Queue::builder().runtime(runtime.handle().clone())
+    }
+}
+
+fn one_worker<K: TestKind>() -> QueueBuilder<K> {
+    K::builder().workers(Workers::Fixed(1))
 }
 
 /// Waits (bounded) until `f` holds; a scenario helper, never a timing assertion.
@@ -53,7 +85,7 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
 
 // ----- ordering (§4.1) -----
 
-pub fn priority_order_fifo_ties<K: Kind>() {
+pub fn priority_order_fifo_ties<K: TestKind>() {
     let order = Arc::new(Mutex::new(Vec::new()));
     let seen = order.clone();
     let queue = one_worker::<K>()
@@ -75,7 +107,7 @@ pub fn priority_order_fifo_ties<K: Kind>() {
 
 // ----- retries (§5.2, §5.4) -----
 
-pub fn retry_sequence_and_hook_order<K: Kind>() {
+pub fn retry_sequence_and_hook_order<K: TestKind>() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let (a, b, c) = (events.clone(), events.clone(), events.clone());
     let queue = one_worker::<K>()
@@ -112,7 +144,7 @@ pub fn retry_sequence_and_hook_order<K: Kind>() {
     assert_eq!(handle.value().unwrap(), json!("ok"));
 }
 
-pub fn retries_exhausted_and_permanent_never_retried<K: Kind>() {
+pub fn retries_exhausted_and_permanent_never_retried<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     let exhausted = queue
         .submit(flaky(3), TaskOptions::new().retries(1))
@@ -133,7 +165,7 @@ pub fn retries_exhausted_and_permanent_never_retried<K: Kind>() {
     assert_eq!(r.error.as_ref().unwrap().kind, FailureKind::Permanent);
 }
 
-pub fn timeouts_are_retried_and_really_stop<K: Kind>() {
+pub fn timeouts_are_retried_and_really_stop<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     let options = TaskOptions::new()
         .timeout(Duration::from_millis(50))
@@ -150,7 +182,7 @@ pub fn timeouts_are_retried_and_really_stop<K: Kind>() {
 
 // ----- fail-first and must-complete (§7.4, §7.5) -----
 
-pub fn fail_first_spares_must_complete<K: Kind>() {
+pub fn fail_first_spares_must_complete<K: TestKind>() {
     let queue = one_worker::<K>()
         .fail_policy(FailPolicy::FailFirst)
         .build()
@@ -185,7 +217,7 @@ pub fn fail_first_spares_must_complete<K: Kind>() {
 
 // ----- run timeout (§7.3) -----
 
-pub fn run_timeout_complete_priority<K: Kind>() {
+pub fn run_timeout_complete_priority<K: TestKind>() {
     let queue = one_worker::<K>()
         .timeout(Duration::from_millis(200))
         .build()
@@ -210,7 +242,7 @@ pub fn run_timeout_complete_priority<K: Kind>() {
     assert!(!queue.is_closed(), "a run timeout does not close the queue");
 }
 
-pub fn run_timeout_cancel_spares_nothing<K: Kind>() {
+pub fn run_timeout_cancel_spares_nothing<K: TestKind>() {
     let queue = one_worker::<K>()
         .timeout(Duration::from_millis(200))
         .on_exit(OnExit::Cancel)
@@ -230,7 +262,7 @@ pub fn run_timeout_cancel_spares_nothing<K: Kind>() {
 
 // ----- bounded size (§3.4) -----
 
-pub fn bounded_size_blocks_and_closes<K: Kind>() {
+pub fn bounded_size_blocks_and_closes<K: TestKind>() {
     let queue = Arc::new(one_worker::<K>().size(1).build().unwrap());
     let first = queue
         .submit(grind().with_input(Value::Null), TaskOptions::new())
@@ -261,10 +293,10 @@ pub fn bounded_size_blocks_and_closes<K: Kind>() {
 
 // ----- rate limit (§4.3) -----
 
-pub fn rate_limit_spaces_attempts<K: Kind>() {
+pub fn rate_limit_spaces_attempts<K: TestKind>() {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let seen = starts.clone();
-    let queue = Queue::<K>::builder()
+    let queue = K::builder()
         .workers(Workers::Fixed(2))
         .rate(20.0)
         .burst(2)
@@ -288,7 +320,7 @@ pub fn rate_limit_spaces_attempts<K: Kind>() {
 
 // ----- scheduling (§4.2) -----
 
-pub fn delayed_tasks_hold_no_worker<K: Kind>() {
+pub fn delayed_tasks_hold_no_worker<K: TestKind>() {
     let order = Arc::new(Mutex::new(Vec::new()));
     let seen = order.clone();
     let queue = one_worker::<K>()
@@ -319,7 +351,7 @@ pub fn delayed_tasks_hold_no_worker<K: Kind>() {
 
 // ----- cancel by location (§8.2) -----
 
-pub fn cancel_in_every_location<K: Kind>() {
+pub fn cancel_in_every_location<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     queue.start().unwrap();
     let running = queue
@@ -377,7 +409,7 @@ pub fn cancel_in_every_location<K: Kind>() {
 
 // ----- summary window (§3.2) -----
 
-pub fn summary_window_is_a_cursor<K: Kind>() {
+pub fn summary_window_is_a_cursor<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     queue.submit(noop(json!(1)), TaskOptions::new()).unwrap();
     queue.join().unwrap();
@@ -395,7 +427,7 @@ pub fn summary_window_is_a_cursor<K: Kind>() {
     assert!(queue.results().is_empty());
 }
 
-pub fn detached_tasks_are_left_out_of_summaries<K: Kind>() {
+pub fn detached_tasks_are_left_out_of_summaries<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     let detached = queue
         .submit(noop(json!(1)), TaskOptions::new().detached(true))
@@ -412,11 +444,8 @@ pub fn detached_tasks_are_left_out_of_summaries<K: Kind>() {
 
 // ----- groups, map, completion order (§8.3, §8.4) -----
 
-pub fn map_groups_and_completion_order<K: Kind>() {
-    let queue = Queue::<K>::builder()
-        .workers(Workers::Fixed(2))
-        .build()
-        .unwrap();
+pub fn map_groups_and_completion_order<K: TestKind>() {
+    let queue = K::builder().workers(Workers::Fixed(2)).build().unwrap();
     let task = flaky_task("noop");
     let group = queue
         .map(
@@ -459,7 +488,7 @@ pub fn map_groups_and_completion_order<K: Kind>() {
 
 // ----- lifecycle (§3) -----
 
-pub fn lifecycle_shutdown_reset_strict<K: Kind>() {
+pub fn lifecycle_shutdown_reset_strict<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     let failing = queue.submit(flaky(99), TaskOptions::new()).unwrap();
     match queue.run_with(RunOptions {
@@ -484,7 +513,7 @@ pub fn lifecycle_shutdown_reset_strict<K: Kind>() {
     queue.shutdown(); // idempotent
 }
 
-pub fn drop_with_outstanding_cancels_everything<K: Kind>() {
+pub fn drop_with_outstanding_cancels_everything<K: TestKind>() {
     let (running, queued) = {
         let queue = one_worker::<K>().build().unwrap();
         queue.start().unwrap();
@@ -501,10 +530,10 @@ pub fn drop_with_outstanding_cancels_everything<K: Kind>() {
     assert_eq!(queued.wait().message, "cancelled before execution");
 }
 
-pub fn every_task_gets_exactly_one_result<K: Kind>() {
+pub fn every_task_gets_exactly_one_result<K: TestKind>() {
     let completions = Arc::new(AtomicUsize::new(0));
     let counter = completions.clone();
-    let queue = Queue::<K>::builder()
+    let queue = K::builder()
         .workers(Workers::Fixed(2))
         .on_complete(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -532,8 +561,8 @@ pub fn every_task_gets_exactly_one_result<K: Kind>() {
     assert!(handles.iter().all(|h| h.is_done()));
 }
 
-pub fn auto_workers_scale_with_work<K: Kind>() {
-    let queue = Queue::<K>::builder().build().unwrap();
+pub fn auto_workers_scale_with_work<K: TestKind>() {
+    let queue = K::builder().build().unwrap();
     assert_eq!(
         queue.run().unwrap().total_submitted,
         0,
@@ -564,7 +593,7 @@ pub fn auto_workers_scale_with_work<K: Kind>() {
 
 // ----- validation (§2) -----
 
-pub fn validation_messages<K: Kind>() {
+pub fn validation_messages<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     let err = |opts: TaskOptions| {
         queue
@@ -593,31 +622,25 @@ pub fn validation_messages<K: Kind>() {
     );
     let build_err = |b: QueueBuilder<K>| b.build().unwrap_err().to_string();
     assert_eq!(
-        build_err(Queue::<K>::builder().workers(Workers::Fixed(0))),
+        build_err(K::builder().workers(Workers::Fixed(0))),
         "workers must be > 0"
     );
     assert_eq!(
-        build_err(Queue::<K>::builder().timeout(Duration::ZERO)),
+        build_err(K::builder().timeout(Duration::ZERO)),
         "timeout must be > 0"
     );
+    assert_eq!(build_err(K::builder().rate(0.0)), "rate must be > 0");
     assert_eq!(
-        build_err(Queue::<K>::builder().rate(0.0)),
-        "rate must be > 0"
-    );
-    assert_eq!(
-        build_err(Queue::<K>::builder().rate(f64::INFINITY)),
+        build_err(K::builder().rate(f64::INFINITY)),
         "rate must be finite"
     );
+    assert_eq!(build_err(K::builder().burst(0)), "burst must be >= 1");
     assert_eq!(
-        build_err(Queue::<K>::builder().burst(0)),
-        "burst must be >= 1"
-    );
-    assert_eq!(
-        build_err(Queue::<K>::builder().poll(Duration::ZERO)),
+        build_err(K::builder().poll(Duration::ZERO)),
         "poll must be > 0"
     );
     assert_eq!(
-        build_err(Queue::<K>::builder().retire_idle_after(Duration::ZERO)),
+        build_err(K::builder().retire_idle_after(Duration::ZERO)),
         "retire_idle_after must be > 0"
     );
     assert_eq!(
@@ -654,7 +677,7 @@ pub fn validation_messages<K: Kind>() {
 
 // ----- native closures (Thread and Async only) -----
 
-pub fn closure_panics_fail_the_task_not_the_worker<K: AcceptsNative>() {
+pub fn closure_panics_fail_the_task_not_the_worker<K: TestKind + AcceptsNative>() {
     let queue = one_worker::<K>().build().unwrap();
     let panics = queue
         .submit_native(
@@ -678,7 +701,7 @@ pub fn closure_panics_fail_the_task_not_the_worker<K: AcceptsNative>() {
     assert_eq!(fine.value().unwrap(), json!(7));
 }
 
-pub fn hook_panics_are_contained<K: Kind>() {
+pub fn hook_panics_are_contained<K: TestKind>() {
     let queue = one_worker::<K>()
         .on_start(|_| panic!("on_start hook broke"))
         .on_complete(|_| panic!("on_complete hook broke"))
@@ -690,7 +713,7 @@ pub fn hook_panics_are_contained<K: Kind>() {
     assert_eq!(handle.value().unwrap(), json!(1));
 }
 
-pub fn native_timeout_abandons_the_closure<K: AcceptsNative>() {
+pub fn native_timeout_abandons_the_closure<K: TestKind + AcceptsNative>() {
     let queue = one_worker::<K>()
         .poll(Duration::from_millis(10))
         .build()
@@ -721,7 +744,7 @@ pub fn native_timeout_abandons_the_closure<K: AcceptsNative>() {
     );
 }
 
-pub fn backoff_pauses_grow<K: AcceptsNative>() {
+pub fn backoff_pauses_grow<K: TestKind + AcceptsNative>() {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let seen = starts.clone();
     let queue = one_worker::<K>()
@@ -752,7 +775,7 @@ pub fn backoff_pauses_grow<K: AcceptsNative>() {
     }
 }
 
-pub fn initializer_failure_cancels_everything<K: Kind>() {
+pub fn initializer_failure_cancels_everything<K: TestKind>() {
     let queue = one_worker::<K>()
         .initializer(|| Err("no database".into()))
         .build()
@@ -794,7 +817,6 @@ macro_rules! wasm_scenarios {
             fail_first_spares_must_complete,
             run_timeout_complete_priority,
             run_timeout_cancel_spares_nothing,
-            bounded_size_blocks_and_closes,
             rate_limit_spaces_attempts,
             delayed_tasks_hold_no_worker,
             cancel_in_every_location,
@@ -818,11 +840,24 @@ macro_rules! native_scenarios {
             hook_panics_are_contained,
             native_timeout_abandons_the_closure,
             backoff_pauses_grow,
-            initializer_failure_cancels_everything,
+        );
+    };
+}
+
+/// Scenarios for the blocking queues (Thread, Process): bounded submit blocks.
+macro_rules! sync_scenarios {
+    ($backend:ident: $kind:ty) => {
+        scenarios!($backend: $kind;
+            bounded_size_blocks_and_closes,
         );
     };
 }
 
 wasm_scenarios!(thread: osiiso_host::queue::Thread);
 native_scenarios!(thread_native: osiiso_host::queue::Thread);
+sync_scenarios!(thread_sync: osiiso_host::queue::Thread);
+scenarios!(thread_init: osiiso_host::queue::Thread; initializer_failure_cancels_everything);
 wasm_scenarios!(process: osiiso_host::queue::Process);
+sync_scenarios!(process_sync: osiiso_host::queue::Process);
+wasm_scenarios!(asynchronous: osiiso_host::queue::Async);
+native_scenarios!(asynchronous_native: osiiso_host::queue::Async);

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::engine::{AttemptControl, AttemptRequest};
+use crate::engine::{AttemptControl, AttemptReport, AttemptRequest};
+use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::{
     AttemptOutcomeOrAbandoned, Backend, Executor, Initializer, TaskCell, Work, WorkerContext,
     run_native,
@@ -43,6 +44,12 @@ impl Executor for ThreadExecutor {
                 }))
             }
             Work::Native { run, .. } => run_native(worker, cell, control, run),
+            Work::Future { .. } => {
+                AttemptOutcomeOrAbandoned::Done(AttemptReport::failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    "a ThreadQueue cannot run async closures",
+                )))
+            }
         }
     }
 

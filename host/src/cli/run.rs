@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
 use osiiso_host::queue::{
-    FailPolicy, Kind, OnExit, ProcessQueue, QueueBuilder, RunOptions, TaskCall, TaskOptions,
-    ThreadQueue, Workers,
+    AsyncQueue, FailPolicy, Kind, OnExit, ProcessQueue, QueueBuilder, RunOptions, TaskCall,
+    TaskOptions, ThreadQueue, Workers,
 };
 use osiiso_host::units::parse_size;
 use osiiso_host::{Plugin, Task};
@@ -183,12 +183,6 @@ fn parse_workers(text: &str) -> anyhow::Result<Workers> {
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
-    if args.queue.kind == QueueKind::Async {
-        return Err(anyhow!(
-            "--queue async: this backend is not available yet in this build; use --queue thread or process"
-        )
-        .into());
-    }
     if !args.queue.allow_http.is_empty() {
         return Err(anyhow!("--allow-http needs --queue async, which is not available yet").into());
     }
@@ -251,7 +245,15 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
             }
             run_queue(builder, &args, workers, submissions, reporter)
         }
-        _ => run_queue(
+        QueueKind::Async => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
+            let builder = AsyncQueue::builder().runtime(runtime.handle().clone());
+            run_queue(builder, &args, workers, submissions, reporter)
+        }
+        QueueKind::Thread => run_queue(
             ThreadQueue::builder(),
             &args,
             workers,

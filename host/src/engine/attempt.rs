@@ -225,6 +225,19 @@ pub struct AttemptRequest<'a> {
     pub progress: Option<ProgressFn>,
 }
 
+/// Fuel between yields of an async guest: far below a millisecond of execution.
+const ASYNC_YIELD_FUEL: u64 = 100_000;
+
+/// A store ready for one attempt, with what is needed to report on it.
+struct Prepared {
+    store: Store<AttemptState>,
+    pipes: (TailPipe, TailPipe),
+    input: String,
+    fuel_budget: u64,
+}
+
+type InvokeResult = wasmtime::Result<Result<String, WitTaskError>>;
+
 impl Task {
     /// Runs one attempt synchronously on the calling thread, in a fresh instance.
     ///
@@ -232,11 +245,59 @@ impl Task {
     /// deadline passes. Every way the attempt can end is reported in the returned
     /// [`AttemptReport`]; this never panics on guest behaviour.
     pub fn run_attempt(&self, request: AttemptRequest<'_>) -> AttemptReport {
+        let mut prepared = match self.prepare(&request) {
+            Ok(prepared) => prepared,
+            Err(report) => return *report,
+        };
+        let plugin = self.plugin();
+        let store = &mut prepared.store;
+        let input = std::mem::take(&mut prepared.input);
+        let result = (|| {
+            let instance = plugin.instance_pre().instantiate(&mut *store)?;
+            let invoke = plugin.invoke_fn(&mut *store, &instance)?;
+            let (result,) = invoke.call(&mut *store, (self.name().to_string(), input))?;
+            Ok(result)
+        })();
+        finish(prepared, result, &request)
+    }
+
+    /// Runs one attempt as a future, in a fresh async instance: the guest yields to the
+    /// executor every few hundred microseconds of execution, so a busy guest cannot starve
+    /// others. Dropping the future stops the guest.
+    pub async fn run_attempt_async(&self, request: AttemptRequest<'_>) -> AttemptReport {
+        let mut prepared = match self.prepare(&request) {
+            Ok(prepared) => prepared,
+            Err(report) => return *report,
+        };
+        let plugin = self.plugin();
+        let input = std::mem::take(&mut prepared.input);
+        // Fuel is always on in this engine, so this cannot fail.
+        let _ = prepared
+            .store
+            .fuel_async_yield_interval(Some(ASYNC_YIELD_FUEL));
+        let result: InvokeResult = async {
+            let store = &mut prepared.store;
+            let instance = plugin
+                .instance_pre_async()?
+                .instantiate_async(&mut *store)
+                .await?;
+            let invoke = plugin.invoke_fn(&mut *store, &instance)?;
+            let (result,) = invoke
+                .call_async(&mut *store, (self.name().to_string(), input))
+                .await?;
+            Ok(result)
+        }
+        .await;
+        finish(prepared, result, &request)
+    }
+
+    /// Encodes the input and builds the store, or reports why the attempt cannot start.
+    fn prepare(&self, request: &AttemptRequest<'_>) -> Result<Prepared, Box<AttemptReport>> {
         let plugin = self.plugin();
         let limits = plugin.limits();
         let input = match serde_json::to_string(request.input) {
             Ok(s) if s.len() > limits.max_input_bytes => {
-                return AttemptReport::failed(TaskFailure::new(
+                return Err(Box::new(AttemptReport::failed(TaskFailure::new(
                     FailureKind::InvalidInput,
                     format!(
                         "input of task '{}' is {} bytes, over the {} byte limit",
@@ -244,60 +305,73 @@ impl Task {
                         s.len(),
                         limits.max_input_bytes
                     ),
-                ));
+                ))));
             }
             Ok(s) => s,
             Err(e) => {
-                return AttemptReport::failed(TaskFailure::new(
+                return Err(Box::new(AttemptReport::failed(TaskFailure::new(
                     FailureKind::Serialization,
                     format!("cannot encode input: {e}"),
-                ));
+                ))));
             }
         };
         if request.control.is_cancelled() {
-            return report(AttemptOutcome::Cancelled, None, None, None);
+            return Err(Box::new(report(
+                AttemptOutcome::Cancelled,
+                None,
+                None,
+                None,
+            )));
         }
-        let (mut store, pipes) = match AttemptState::new_store(
+        let (store, pipes) = AttemptState::new_store(
             plugin,
             &request.control,
             request.attempt,
             self.name_arc(),
             request.progress.clone(),
-        ) {
-            Ok(created) => created,
-            Err(failure) => return AttemptReport::failed(failure),
-        };
-        let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
-
-        let result = (|| {
-            let instance = plugin.instance_pre().instantiate(&mut store)?;
-            let invoke = plugin.invoke_fn(&mut store, &instance)?;
-            let (result,) = invoke.call(&mut store, (self.name().to_string(), input))?;
-            Ok::<_, wasmtime::Error>(result)
-        })();
-
-        let fuel_consumed = store.get_fuel().ok().map(|left| fuel_budget - left);
-        let outcome = match result {
-            Ok(Ok(json)) => match serde_json::from_str(&json) {
-                Ok(value) => AttemptOutcome::Succeeded(value),
-                Err(e) => AttemptOutcome::Failed(TaskFailure::new(
-                    FailureKind::Serialization,
-                    format!(
-                        "task '{}' returned output that is not JSON: {e}",
-                        request.display_name
-                    ),
-                )),
-            },
-            Ok(Err(error)) => AttemptOutcome::Failed(guest_failure(error)),
-            Err(error) => classify_abnormal(&mut store, error, &request, fuel_budget),
-        };
-        report(
-            outcome,
-            fuel_consumed,
-            pipes.0.captured(),
-            pipes.1.captured(),
         )
+        .map_err(|failure| Box::new(AttemptReport::failed(failure)))?;
+        Ok(Prepared {
+            store,
+            pipes,
+            input,
+            fuel_budget: limits.fuel.unwrap_or(u64::MAX),
+        })
     }
+}
+
+/// Turns how the call ended into a report (shared by the sync and async paths).
+fn finish(
+    mut prepared: Prepared,
+    result: InvokeResult,
+    request: &AttemptRequest<'_>,
+) -> AttemptReport {
+    let fuel_budget = prepared.fuel_budget;
+    let fuel_consumed = prepared
+        .store
+        .get_fuel()
+        .ok()
+        .map(|left| fuel_budget - left);
+    let outcome = match result {
+        Ok(Ok(json)) => match serde_json::from_str(&json) {
+            Ok(value) => AttemptOutcome::Succeeded(value),
+            Err(e) => AttemptOutcome::Failed(TaskFailure::new(
+                FailureKind::Serialization,
+                format!(
+                    "task '{}' returned output that is not JSON: {e}",
+                    request.display_name
+                ),
+            )),
+        },
+        Ok(Err(error)) => AttemptOutcome::Failed(guest_failure(error)),
+        Err(error) => classify_abnormal(&mut prepared.store, error, request, fuel_budget),
+    };
+    report(
+        outcome,
+        fuel_consumed,
+        prepared.pipes.0.captured(),
+        prepared.pipes.1.captured(),
+    )
 }
 
 fn report(

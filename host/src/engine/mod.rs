@@ -52,6 +52,7 @@ struct HostInner {
     engine: Engine,
     cache_root: Option<PathBuf>,
     linker: Linker<AttemptState>,
+    linker_async: Linker<AttemptState>,
     cache: CompileCache,
     ticker: EpochTicker,
     pooling: bool,
@@ -146,6 +147,10 @@ impl HostBuilder {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| contract::add_host_to_linker(&mut linker))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let mut linker_async = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
+            .and_then(|()| contract::add_host_to_linker(&mut linker_async))
+            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let root = if self.cache_enabled {
             self.cache_dir.or_else(CompileCache::default_root)
         } else {
@@ -158,6 +163,7 @@ impl HostBuilder {
                 engine,
                 cache_root: root,
                 linker,
+                linker_async,
                 cache,
                 ticker,
                 pooling,
@@ -300,6 +306,10 @@ impl Host {
 
     pub(crate) fn linker(&self) -> &Linker<AttemptState> {
         &self.inner.linker
+    }
+
+    pub(crate) fn linker_async(&self) -> &Linker<AttemptState> {
+        &self.inner.linker_async
     }
 
     /// Whether the host links an import of this name.

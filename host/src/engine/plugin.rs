@@ -48,6 +48,7 @@ struct PluginInner {
     hash: String,
     component: Component,
     pre: InstancePre<AttemptState>,
+    pre_async: std::sync::OnceLock<InstancePre<AttemptState>>,
     invoke_index: ComponentExportIndex,
     tasks: Vec<TaskInfo>,
     cache: CacheOutcome,
@@ -134,6 +135,7 @@ impl Plugin {
                 hash,
                 component,
                 pre,
+                pre_async: std::sync::OnceLock::new(),
                 invoke_index,
                 tasks: Vec::new(),
                 cache,
@@ -296,6 +298,19 @@ impl Plugin {
 
     pub(crate) fn instance_pre(&self) -> &InstancePre<AttemptState> {
         &self.inner.pre
+    }
+
+    /// The pre-linked instance for async attempts (WASI linked with its async host calls).
+    pub(crate) fn instance_pre_async(&self) -> wasmtime::Result<&InstancePre<AttemptState>> {
+        if let Some(pre) = self.inner.pre_async.get() {
+            return Ok(pre);
+        }
+        let pre = self
+            .inner
+            .host
+            .linker_async()
+            .instantiate_pre(&self.inner.component)?;
+        Ok(self.inner.pre_async.get_or_init(|| pre))
     }
 
     pub(crate) fn invoke_fn(

@@ -43,6 +43,8 @@ pub(crate) struct QueueConfig {
     pub(crate) context: crate::backend::process::ProcessContext,
     /// ProcessQueue: OS memory cap per worker process.
     pub(crate) worker_memory: Option<u64>,
+    /// AsyncQueue: the runtime to bind (else the caller's at `start()`).
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Builds a queue. Every option has the default of SEMANTICS.md §2.2.
@@ -100,6 +102,7 @@ impl<K: Kind> QueueBuilder<K> {
                 auto_limit: <K as super::sealed::Sealed>::auto_limit(cpus),
                 context: Default::default(),
                 worker_memory: None,
+                runtime: None,
             },
         }
     }
@@ -238,6 +241,14 @@ impl QueueBuilder<super::Process> {
     /// An OS address-space cap (`RLIMIT_AS`) for each worker subprocess, in bytes.
     pub fn worker_memory(mut self, bytes: u64) -> Self {
         self.config.worker_memory = Some(bytes);
+        self
+    }
+}
+
+impl QueueBuilder<super::Async> {
+    /// The tokio runtime the workers run on (default: the one `start()` is called in).
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.config.runtime = Some(handle);
         self
     }
 }

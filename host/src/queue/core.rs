@@ -50,6 +50,10 @@ pub(crate) trait Executor: Send + Sync + 'static {
     fn pids(&self) -> Vec<u32> {
         Vec::new()
     }
+    /// The async side of this executor, when its workers are tokio tasks.
+    fn as_async(&self) -> Option<&dyn crate::backend::asynchronous::AsyncExecutor> {
+        None
+    }
 }
 
 /// The end of an attempt, or `Abandoned` when a native closure was given up on and another
@@ -153,8 +157,14 @@ pub(crate) struct NativeRun {
 pub(crate) struct Core {
     pub(crate) config: QueueConfig,
     pub(crate) state: Mutex<State>,
-    /// Workers wait here for ready tasks.
+    /// Thread workers wait here for ready tasks.
     pub(crate) work_ready: Condvar,
+    /// Async workers wait here for ready tasks.
+    pub(crate) work_notify: tokio::sync::Notify,
+    /// Async submitters wait here for room in a bounded queue.
+    pub(crate) room_notify: tokio::sync::Notify,
+    /// The tokio runtime async workers run on, once bound.
+    pub(crate) runtime: Mutex<Option<tokio::runtime::Handle>>,
     /// Waiters for idle, room, closed, timers.
     pub(crate) changed: Condvar,
     pub(crate) self_ref: Weak<Core>,
@@ -201,6 +211,9 @@ impl Core {
                 worker_slots: Vec::new(),
             }),
             work_ready: Condvar::new(),
+            work_notify: tokio::sync::Notify::new(),
+            room_notify: tokio::sync::Notify::new(),
+            runtime: Mutex::new(None),
             changed: Condvar::new(),
             self_ref: weak.clone(),
             backend,
@@ -288,7 +301,7 @@ impl Core {
             cell,
         });
         state.ready_live += 1;
-        self.work_ready.notify_one();
+        self.wake_worker();
         if state.started && matches!(self.config.workers, Workers::Auto) {
             self.scale(state);
         }
@@ -332,6 +345,16 @@ impl Core {
         };
         let generation = state.generation;
         let slot = Arc::new(WorkerSlot::default());
+        if self.executor.as_async().is_some() {
+            let Some(runtime) = self.runtime.lock().clone() else {
+                tracing::error!("async queue started without a runtime");
+                return;
+            };
+            state.worker_slots.push(slot.clone());
+            state.live_workers += 1;
+            runtime.spawn(crate::backend::asynchronous::worker(core, slot, generation));
+            return;
+        }
         state.worker_slots.push(slot.clone());
         state.live_workers += 1;
         let spawned = std::thread::Builder::new()
@@ -359,58 +382,60 @@ impl Core {
         self.changed.notify_all();
     }
 
-    /// The next ready task for a worker of `generation`, or `Stop`.
-    pub(crate) fn take(&self, generation: u64) -> Take {
-        let mut to_cancel = Vec::new();
-        let take = {
-            let mut state = self.state.lock();
-            loop {
+    /// The next ready task for a worker of `generation`, `Stop`, or `None` when there is
+    /// nothing to do yet. Tasks picked up while the queue is halted are recorded here.
+    pub(crate) fn try_take(&self, generation: u64) -> Option<Take> {
+        loop {
+            let cell = {
+                let mut state = self.state.lock();
                 if state.generation != generation || state.closed {
-                    break Take::Stop;
+                    return Some(Take::Stop);
                 }
-                if let Some(entry) = state.ready.pop() {
-                    let cell = entry.cell;
-                    if cell.is_done() {
-                        continue;
-                    }
-                    state.ready_live -= 1;
-                    if state.halted && !cell.options.must_complete {
-                        state.recording += 1;
-                        to_cancel.push(cell);
-                        continue;
-                    }
+                let entry = state.ready.pop()?;
+                let cell = entry.cell;
+                if cell.is_done() {
+                    continue;
+                }
+                state.ready_live -= 1;
+                if !state.halted || cell.options.must_complete {
                     state.active.insert(cell.seq, cell.clone());
-                    break Take::Task(cell);
+                    return Some(Take::Task(cell));
                 }
-                if !to_cancel.is_empty() {
-                    // Record what we collected before sleeping.
-                    break Take::Stop;
-                }
-                let retire =
-                    self.config.workers == Workers::Auto && self.config.mode == Mode::Infinite;
-                if retire {
-                    let timed_out = self
-                        .work_ready
-                        .wait_for(&mut state, self.config.retire_idle_after)
-                        .timed_out();
-                    if timed_out
-                        && state.ready_live == 0
-                        && state.live_workers > self.worker_target(&state)
-                    {
-                        break Take::Stop;
-                    }
-                } else {
-                    self.work_ready.wait(&mut state);
-                }
-            }
-        };
-        if !to_cancel.is_empty() {
-            for cell in to_cancel {
-                self.record_cancelled(&cell, CANCELLED_SHUTDOWN, true);
-            }
-            return self.take(generation);
+                state.recording += 1;
+                cell
+            };
+            self.record_cancelled(&cell, CANCELLED_SHUTDOWN, true);
         }
-        take
+    }
+
+    /// Whether an idle auto worker of an infinite queue may retire (§4.4).
+    pub(crate) fn may_retire(&self) -> bool {
+        if !(self.config.workers == Workers::Auto && self.config.mode == Mode::Infinite) {
+            return false;
+        }
+        let state = self.state.lock();
+        state.ready_live == 0 && state.live_workers > self.worker_target(&state)
+    }
+
+    /// Blocks until [`try_take`](Self::try_take) has something for a thread worker.
+    pub(crate) fn take(&self, generation: u64) -> Take {
+        loop {
+            if let Some(take) = self.try_take(generation) {
+                return take;
+            }
+            let mut state = self.state.lock();
+            if state.ready_live > 0 || state.generation != generation || state.closed {
+                continue;
+            }
+            let timed_out = self
+                .work_ready
+                .wait_for(&mut state, self.config.retire_idle_after)
+                .timed_out();
+            drop(state);
+            if timed_out && self.may_retire() {
+                return Take::Stop;
+            }
+        }
     }
 
     // ----- timers (§4.2) -----
@@ -485,6 +510,18 @@ impl Core {
         if state.closed {
             return Err(Error::ShutDown);
         }
+        if self.executor.as_async().is_some() {
+            let mut runtime = self.runtime.lock();
+            if runtime.is_none() {
+                let handle = self
+                    .config
+                    .runtime
+                    .clone()
+                    .or_else(|| tokio::runtime::Handle::try_current().ok())
+                    .ok_or(Error::NoRuntime)?;
+                *runtime = Some(handle);
+            }
+        }
         state.halted = false;
         state.timed_out = false;
         state.started = true;
@@ -516,15 +553,34 @@ impl Core {
     fn stop_workers(&self, mut state: MutexGuard<'_, State>) -> MutexGuard<'_, State> {
         state.generation += 1;
         let threads = std::mem::take(&mut state.worker_threads);
-        self.work_ready.notify_all();
-        drop(state);
+        self.wake_workers_all();
         let me = std::thread::current().id();
+        if threads.iter().all(|t| t.thread().id() != me) {
+            // Async workers have no thread to join: wait for them to report their exit.
+            while state.live_workers > 0 {
+                self.changed.wait(&mut state);
+            }
+        }
+        drop(state);
         for thread in threads {
             if thread.thread().id() != me {
                 let _ = thread.join();
             }
         }
         self.state.lock()
+    }
+
+    /// Wakes one idle worker, thread or task.
+    fn wake_worker(&self) {
+        self.work_ready.notify_one();
+        self.work_notify.notify_one();
+    }
+
+    /// Wakes every idle worker.
+    fn wake_workers_all(&self) {
+        self.work_ready.notify_all();
+        self.work_notify.notify_waiters();
+        self.room_notify.notify_waiters();
     }
 
     pub(crate) fn effective_policy(&self, state: &State) -> FailPolicy {
@@ -628,6 +684,7 @@ impl Core {
         state.accepting = false;
         state.draining = true;
         self.changed.notify_all();
+        self.room_notify.notify_waiters();
         self.wait_idle(&mut state, None);
         state.halted = true;
         state = self.stop_workers(state);
@@ -658,7 +715,7 @@ impl Core {
         let mut state = self.state.lock();
         state.closed = true;
         state.generation += 1;
-        self.work_ready.notify_all();
+        self.wake_workers_all();
         self.changed.notify_all();
     }
 
@@ -695,6 +752,7 @@ impl Core {
         state.draining = false;
         state.seq = 0;
         drop(state);
+        *self.runtime.lock() = None;
         self.executor.close();
         Ok(())
     }
@@ -867,6 +925,7 @@ impl Core {
             let mut state = self.state.lock();
             state.results.push(result.clone());
             state.outstanding -= 1;
+            self.room_notify.notify_waiters();
             let trigger = status == TaskStatus::Failed
                 && self.effective_policy(&state) == FailPolicy::FailFirst
                 && !state.halted;

@@ -29,6 +29,9 @@ pub enum Error {
     /// `reset()` while workers are alive.
     #[error("cannot reset while workers are running — call shutdown() first")]
     ResetWhileRunning,
+    /// An async queue was started outside a tokio runtime and was given none.
+    #[error("no tokio runtime: start the queue inside a runtime or pass one to the builder")]
+    NoRuntime,
     /// A wait ran out of time.
     #[error("{0}")]
     WaitTimeout(&'static str),

@@ -196,3 +196,20 @@ impl Iterator for AsCompleted {
         }
     }
 }
+
+/// Yields handles as they complete, as a `Stream` (the async form of [`as_completed`]).
+pub fn as_completed_stream(
+    handles: &[Handle],
+) -> impl futures::Stream<Item = Handle> + Send + 'static {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let (done, pending): (Vec<Handle>, Vec<Handle>) =
+        handles.iter().cloned().partition(Handle::is_done);
+    let pending: FuturesUnordered<_> = pending
+        .into_iter()
+        .map(|h| async move {
+            h.wait_async().await;
+            h
+        })
+        .collect();
+    futures::stream::iter(done).chain(pending)
+}

@@ -96,6 +96,61 @@ pub(crate) enum Work {
     Wasm { task: Task, input: Value },
     /// A native blocking closure.
     Native { name: String, run: NativeFn },
+    /// A native async closure, called once per attempt.
+    Future { name: String, make: NativeFutureFn },
+}
+
+/// The embedder's own async code: builds a fresh future for each attempt.
+pub type NativeFutureFn =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<Value, TaskFailure>> + Send + Sync>;
+
+/// A native async closure, for [`crate::queue::AsyncQueue`]: called again for every attempt,
+/// and dropped at its next `.await` on timeout or cancel.
+#[derive(Clone)]
+pub struct AsyncNativeTask {
+    name: String,
+    make: NativeFutureFn,
+}
+
+impl AsyncNativeTask {
+    /// A native async task returning any serializable value.
+    pub fn new<T, F, Fut>(name: impl Into<String>, f: F) -> Self
+    where
+        T: serde::Serialize,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, TaskFailure>> + Send + 'static,
+    {
+        let make: NativeFutureFn = Arc::new(move || {
+            let future = f();
+            Box::pin(async move {
+                let value = future.await?;
+                serde_json::to_value(value).map_err(|e| {
+                    TaskFailure::new(
+                        crate::FailureKind::Serialization,
+                        format!("the task's value has no JSON form: {e}"),
+                    )
+                })
+            })
+        });
+        Self {
+            name: name.into(),
+            make,
+        }
+    }
+
+    /// Its name (also its identity).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl From<AsyncNativeTask> for Work {
+    fn from(native: AsyncNativeTask) -> Self {
+        Self::Future {
+            name: native.name,
+            make: native.make,
+        }
+    }
 }
 
 impl From<TaskCall> for Work {
@@ -121,14 +176,14 @@ impl Work {
     pub(crate) fn identity(&self) -> String {
         match self {
             Self::Wasm { task, .. } => task.identity(),
-            Self::Native { name, .. } => name.clone(),
+            Self::Native { name, .. } | Self::Future { name, .. } => name.clone(),
         }
     }
 
     fn default_name(&self) -> String {
         match self {
             Self::Wasm { task, .. } => task.name().to_string(),
-            Self::Native { name, .. } => name.clone(),
+            Self::Native { name, .. } | Self::Future { name, .. } => name.clone(),
         }
     }
 }
@@ -161,6 +216,8 @@ pub(crate) struct TaskCell {
     cancel_requested: AtomicBool,
     /// Wakes a retry delay or rate wait when the task is cancelled.
     pub(crate) wake: Condvar,
+    /// The same, for async waiters; also wakes async handle waiters on completion.
+    pub(crate) notify: tokio::sync::Notify,
 }
 
 impl TaskCell {
@@ -192,6 +249,7 @@ impl TaskCell {
             result: OnceLock::new(),
             cancel_requested: AtomicBool::new(false),
             wake: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
         }
     }
 
@@ -216,6 +274,33 @@ impl TaskCell {
         }
         drop(state);
         self.wake.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the task is flagged cancelled.
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.cancel_requested() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once the task has its result.
+    pub(crate) async fn finished(&self) -> Arc<TaskResult> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            notified.await;
+        }
     }
 
     /// Sets the result once (§6 step 1–3). Returns false if a result already existed.
@@ -232,6 +317,7 @@ impl TaskCell {
         };
         self.done.notify_all();
         self.wake.notify_all();
+        self.notify.notify_waiters();
         if !callbacks.is_empty() {
             let handle = Handle {
                 cell: self.clone(),
@@ -374,7 +460,12 @@ impl Handle {
         f(self);
     }
 
-    /// Blocks until the task is done.
+    /// Waits for the result from async code, on any runtime (also: `handle.await`).
+    pub async fn wait_async(&self) -> Arc<TaskResult> {
+        self.cell.finished().await
+    }
+
+    /// Blocks until the task is done. Do not call it on a runtime thread; use `.await`.
     pub fn wait(&self) -> Arc<TaskResult> {
         let mut state = self.cell.state.lock();
         loop {
@@ -414,5 +505,14 @@ pub(crate) fn result_value(result: &TaskResult) -> Result<Value, Error> {
         _ => Err(Error::Failed(result.error.clone().unwrap_or_else(|| {
             TaskFailure::new(crate::FailureKind::Failed, result.message.clone())
         }))),
+    }
+}
+
+impl std::future::IntoFuture for Handle {
+    type Output = Arc<TaskResult>;
+    type IntoFuture = futures::future::BoxFuture<'static, Arc<TaskResult>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.cell.finished().await })
     }
 }

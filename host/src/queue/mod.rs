@@ -40,13 +40,15 @@ use serde_json::Value;
 pub use crate::backend::process::ProcessContext;
 pub use config::{Initializer, OnComplete, OnRetry, OnStart, QueueBuilder};
 pub use error::{Error, ExecutionError};
-pub use group::{AsCompleted, BoundTask, Group, as_completed};
-pub use handle::{Handle, NativeFn, NativeTask, TaskCall};
+pub use group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
+pub use handle::{AsyncNativeTask, Handle, NativeFn, NativeFutureFn, NativeTask, TaskCall};
 pub use options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
 pub use result::{Backend, RunSummary, TaskResult, TaskStatus};
 
-use self::core::Core;
-pub(crate) use self::core::{AttemptOutcomeOrAbandoned, Executor};
+pub(crate) use self::attempt::Step;
+pub(crate) use self::core::{
+    AttemptOutcomeOrAbandoned, Core, Executor, Take, WorkerSlot, panic_message,
+};
 pub(crate) use self::handle::{TaskCell, Work};
 pub(crate) use self::worker::{WorkerContext, run_native};
 use crate::engine::Task;
@@ -62,6 +64,14 @@ mod sealed {
     pub trait Sealed {
         /// The `Auto` worker limit for `cpus` CPUs.
         fn auto_limit(cpus: usize) -> usize;
+        /// Whether `submit` blocks for room on a bounded queue (else `QueueFull`).
+        fn blocking_submit() -> bool {
+            true
+        }
+        /// Whether dropping the queue may wait for its workers (async queues only signal).
+        fn blocking_drop() -> bool {
+            true
+        }
         /// The attempt executor for a queue with this configuration.
         fn executor(config: &super::config::QueueConfig) -> Arc<dyn super::Executor>;
     }
@@ -192,9 +202,14 @@ impl<K: Kind> Queue<K> {
         Ok(self.admit(vec![(work, options)], block)?.remove(0))
     }
 
-    /// Submits a WASM task (`task.with_input(json)`). Blocks for room on a bounded queue.
+    /// Submits a WASM task (`task.with_input(json)`). On a bounded queue, the sync queues
+    /// block for room; an [`AsyncQueue`] returns `Error::QueueFull` (see `submit_wait`).
     pub fn submit(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
-        self.admit_one(call.into(), options, true)
+        self.admit_one(
+            call.into(),
+            options,
+            <K as sealed::Sealed>::blocking_submit(),
+        )
     }
 
     /// Like [`submit`](Self::submit), but returns `Error::QueueFull` instead of blocking.
@@ -228,7 +243,7 @@ impl<K: Kind> Queue<K> {
             .into_iter()
             .map(|c| (c.into(), options.clone()))
             .collect();
-        let handles = self.admit(batch, true)?;
+        let handles = self.admit(batch, <K as sealed::Sealed>::blocking_submit())?;
         Ok(Group::new(group_id, handles))
     }
 
@@ -343,9 +358,14 @@ pub trait AcceptsNative: Kind {}
 impl AcceptsNative for Thread {}
 
 impl<K: AcceptsNative> Queue<K> {
-    /// Submits a native blocking closure. Blocks for room on a bounded queue.
+    /// Submits a native blocking closure (on an [`AsyncQueue`] it runs on the blocking
+    /// pool).
     pub fn submit_native(&self, task: NativeTask, options: TaskOptions) -> Result<Handle, Error> {
-        self.admit_one(task.into(), options, true)
+        self.admit_one(
+            task.into(),
+            options,
+            <K as sealed::Sealed>::blocking_submit(),
+        )
     }
 
     /// Like [`submit_native`](Self::submit_native), but `Error::QueueFull` instead of blocking.
@@ -373,6 +393,100 @@ impl<K: Kind> Drop for Queue<K> {
         if self.core.has_outstanding() {
             tracing::warn!("queue dropped with outstanding tasks; cancelling them");
         }
-        self.core.shutdown_force();
+        if <K as sealed::Sealed>::blocking_drop() {
+            self.core.shutdown_force();
+        } else {
+            self.core.cancel_all();
+        }
+    }
+}
+
+/// The async backend: workers are tokio tasks; WASM attempts are async, fuel-metered
+/// instances that yield often, so thousands can wait at once.
+#[derive(Debug)]
+pub enum Async {}
+
+impl Kind for Async {}
+
+impl AcceptsNative for Async {}
+
+#[allow(private_interfaces)]
+impl sealed::Sealed for Async {
+    fn auto_limit(cpus: usize) -> usize {
+        4.max(32.min(4 * cpus))
+    }
+
+    fn blocking_submit() -> bool {
+        false
+    }
+
+    fn blocking_drop() -> bool {
+        false
+    }
+
+    fn executor(_config: &config::QueueConfig) -> Arc<dyn Executor> {
+        Arc::new(crate::backend::asynchronous::AsyncBackendExecutor)
+    }
+}
+
+/// A queue on tokio: WASM attempts as async instances, native async closures and blocking
+/// closures (on the blocking pool). The queue and its handles are `Send + Sync`; submit from
+/// any thread. The first `start()` binds the caller's runtime (or the builder's).
+///
+/// Use the `_async` forms of `run`, `join` and `shutdown` inside a runtime; the plain forms
+/// block the calling thread and suit code outside one.
+pub type AsyncQueue = Queue<Async>;
+
+impl Queue<Async> {
+    /// Submits a native async closure, called again for each attempt.
+    pub fn submit_async(
+        &self,
+        task: AsyncNativeTask,
+        options: TaskOptions,
+    ) -> Result<Handle, Error> {
+        self.admit_one(task.into(), options, false)
+    }
+
+    /// Submits a WASM task, waiting for room on a bounded queue.
+    pub async fn submit_wait(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
+        let work: Work = call.into();
+        loop {
+            let room = self.core.room_notify.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.admit_one(work.clone(), options.clone(), false) {
+                Err(Error::QueueFull(_)) => room.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// `run()` for async code: the wait happens on the blocking pool.
+    pub async fn run_async(&self) -> Result<RunSummary, Error> {
+        self.run_with_async(RunOptions::default()).await
+    }
+
+    /// `run_with()` for async code.
+    pub async fn run_with_async(&self, options: RunOptions) -> Result<RunSummary, Error> {
+        self.start()?;
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || core.run(options))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// `join()` for async code.
+    pub async fn join_async(&self) -> Result<(), Error> {
+        self.start()?;
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || core.join())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Graceful `shutdown()` for async code.
+    pub async fn shutdown_async(&self) {
+        let core = self.core.clone();
+        let _ = tokio::task::spawn_blocking(move || core.shutdown()).await;
     }
 }

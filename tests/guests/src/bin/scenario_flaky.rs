@@ -45,4 +45,11 @@ fn busy(ms: u64) -> Result<u64, TaskError> {
     Ok(ms)
 }
 
+/// Sleeps `ms` milliseconds through WASI clocks (an async host gives the thread to others).
+#[task]
+fn sleep(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
 fn main() {}
