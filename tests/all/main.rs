@@ -6,6 +6,8 @@ mod async_queue;
 mod cli;
 mod engine_cache;
 mod engine_load;
+mod foreign_guests;
 mod hostile;
+mod http;
 mod process_faults;
 mod scenarios;

@@ -225,3 +225,27 @@ fn missing_worker_binary_is_a_worker_start_failure() {
     assert_eq!(failure.kind, FailureKind::WorkerStart);
     assert!(failure.message.contains("context"), "{}", failure.message);
 }
+
+#[test]
+fn worker_memory_cap_fails_the_task_as_a_memory_limit() {
+    let queue = ProcessQueue::builder()
+        .workers(Workers::Fixed(1))
+        .worker_memory(256 << 20)
+        .build()
+        .unwrap();
+    let bomb = load(artifacts::HOSTILE_MEMORY_BOMB).task("bomb").unwrap();
+    let handle = queue
+        .submit(bomb.with_input(Value::Null), TaskOptions::new())
+        .unwrap();
+    let score = load(artifacts::SCORE).task("score").unwrap();
+    let after = queue
+        .submit(score.with_input(json!(1000)), TaskOptions::new())
+        .unwrap();
+    queue.run().unwrap();
+    let failure = handle.error().unwrap();
+    assert_eq!(failure.kind, FailureKind::MemoryLimit, "{failure}");
+    assert!(
+        after.result().unwrap().ok(),
+        "the capped worker still serves"
+    );
+}

@@ -21,6 +21,7 @@
 
 mod dispatch;
 mod error;
+pub mod http;
 pub mod log;
 
 pub use error::TaskError;

@@ -105,7 +105,7 @@ struct QueueArgs {
     /// Attempts that may pass at once after an idle period.
     #[arg(long, value_name = "N", default_value_t = 1)]
     burst: u32,
-    /// Allow outgoing HTTP to HOST[:PORT] (async queue).
+    /// Allow outgoing HTTP (wasi:http) to HOST[:PORT]; without a port, any port (repeatable).
     #[arg(long, value_name = "HOST[:PORT]")]
     allow_http: Vec<String>,
 }
@@ -183,9 +183,6 @@ fn parse_workers(text: &str) -> anyhow::Result<Workers> {
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
-    if !args.queue.allow_http.is_empty() {
-        return Err(anyhow!("--allow-http needs --queue async, which is not available yet").into());
-    }
     if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
         return Err(anyhow!("--worker-memory needs --queue process").into());
     }
@@ -198,6 +195,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     let host = args.cache.host(instances)?;
     let plugin = host.load(&args.plugin)?;
     let plugin = args.sandbox.apply(plugin)?;
+    let plugin = allow_http(plugin, &args.queue.allow_http)?;
 
     // Build the whole work list (and reject bad lines) before anything runs.
     let base = args.task_options.apply(TaskOptions::new());
@@ -332,6 +330,22 @@ fn run_queue<K: Kind>(
     } else {
         Err(Failure::Tasks)
     }
+}
+
+/// Adds the `--allow-http` destinations to the plugin's sandbox (every queue honours them).
+fn allow_http(plugin: Plugin, specs: &[String]) -> anyhow::Result<Plugin> {
+    if specs.is_empty() {
+        return Ok(plugin);
+    }
+    let sandbox = specs
+        .iter()
+        .fold(plugin.sandbox().clone(), |sandbox, spec| {
+            sandbox.allow_http(spec.as_str())
+        });
+    sandbox
+        .validate_http()
+        .map_err(|e| anyhow!("--allow-http: {e}"))?;
+    Ok(plugin.with_sandbox(sandbox))
 }
 
 fn resolve_task(plugin: &Plugin, default: Option<&Task>, spec: &JobSpec) -> anyhow::Result<Task> {

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::contract::{Level, WitTaskError};
+use super::http::HttpPolicy;
 use super::limits::MemoryLimiter;
 use super::output::TailPipe;
 use super::plugin::{Plugin, Task};
@@ -111,6 +113,8 @@ pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// Per-store state of one attempt.
 pub(crate) struct AttemptState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_policy: HttpPolicy,
     table: ResourceTable,
     limiter: MemoryLimiter,
     pub(crate) control: Arc<AttemptControl>,
@@ -163,8 +167,16 @@ impl AttemptState {
                 format!("plugin '{}': {e}", plugin.name()),
             )
         })?;
+        let grants = plugin.sandbox().http_grants().map_err(|e| {
+            TaskFailure::new(
+                FailureKind::PluginLoad,
+                format!("plugin '{}': {e}", plugin.name()),
+            )
+        })?;
         let state = AttemptState {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy::new(grants, control.clone()),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits),
             control: control.clone(),
@@ -189,6 +201,16 @@ impl WasiView for AttemptState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for AttemptState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
         }
     }
 }
@@ -444,6 +466,13 @@ fn classify_abnormal(
         )
     } else if let Some(panic) = &state.panic_message {
         TaskFailure::new(FailureKind::Trap, format!("task '{name}' {panic}"))
+    } else if state.limiter.os_refused {
+        TaskFailure::new(
+            FailureKind::MemoryLimit,
+            format!(
+                "task '{name}' could not grow its memory: the process's memory cap was reached"
+            ),
+        )
     } else if trap == Some(Trap::StackOverflow) {
         TaskFailure::new(
             FailureKind::Trap,

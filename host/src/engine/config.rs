@@ -16,7 +16,19 @@ const POOL_MAX_MEMORY: usize = 4 << 30;
 pub(crate) fn build_engine(
     max_instances: u32,
     pooling: Option<bool>,
+    small_address_space: bool,
 ) -> wasmtime::Result<(Engine, bool)> {
+    if small_address_space {
+        // Under an address-space cap (RLIMIT_AS) the usual multi-GiB reservations per linear
+        // memory cannot be made: reserve only what is used, and bounds-check instead.
+        let mut config = base_config(None);
+        config
+            .memory_reservation(0)
+            .memory_guard_size(0)
+            .memory_reservation_for_growth(1 << 20)
+            .guard_before_linear_memory(false);
+        return Ok((Engine::new(&config)?, false));
+    }
     if pooling != Some(false) {
         match Engine::new(&base_config(Some(max_instances))) {
             Ok(engine) => return Ok((engine, true)),

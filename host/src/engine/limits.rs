@@ -72,6 +72,8 @@ pub(crate) struct MemoryLimiter {
     max_memory: usize,
     max_table_elements: usize,
     pub(crate) refused: bool,
+    /// The operating system could not provide memory the limiter allowed (e.g. `RLIMIT_AS`).
+    pub(crate) os_refused: bool,
 }
 
 impl MemoryLimiter {
@@ -80,6 +82,7 @@ impl MemoryLimiter {
             max_memory: limits.max_memory,
             max_table_elements: limits.max_table_elements,
             refused: false,
+            os_refused: false,
         }
     }
 
@@ -98,6 +101,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         let allowed = desired <= self.max_memory;
         self.refused |= !allowed;
         Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        tracing::debug!(%error, "linear memory growth failed");
+        self.os_refused = true;
+        Ok(())
     }
 
     fn table_growing(

@@ -2,9 +2,9 @@
 //!
 //! It fixes the few choices osiiso-host makes (one shared engine, epoch interruption with a
 //! ticker thread, fuel, the pooling allocator behind a probe, an on-disk compile cache,
-//! deny-by-default capabilities) and exposes them as [`Host`], [`Plugin`], [`Task`],
-//! [`Limits`] and [`Sandbox`]. A queue runs an attempt with [`Task::run_attempt`] and stops
-//! it with [`AttemptControl::cancel`].
+//! deny-by-default capabilities, outgoing `wasi:http` only to allowed hosts) and exposes them
+//! as [`Host`], [`Plugin`], [`Task`], [`Limits`] and [`Sandbox`]. A queue runs an attempt
+//! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`].
 
 mod attempt;
 mod cache;
@@ -12,6 +12,7 @@ mod config;
 mod contract;
 mod epoch;
 mod error;
+mod http;
 mod limits;
 mod output;
 mod plugin;
@@ -43,6 +44,7 @@ const WASI_PACKAGES: &[&str] = &[
     "wasi:cli/",
     "wasi:clocks/",
     "wasi:filesystem/",
+    "wasi:http/",
     "wasi:io/",
     "wasi:random/",
     "wasi:sockets/",
@@ -93,6 +95,7 @@ pub struct HostBuilder {
     cache_enabled: bool,
     max_instances: u32,
     pooling: Option<bool>,
+    small_address_space: bool,
     tick: Duration,
 }
 
@@ -103,6 +106,7 @@ impl Default for HostBuilder {
             cache_enabled: true,
             max_instances: 1000,
             pooling: None,
+            small_address_space: false,
             tick: DEFAULT_TICK,
         }
     }
@@ -133,6 +137,13 @@ impl HostBuilder {
         self
     }
 
+    /// Keeps virtual-memory reservations small (no pooling, no multi-GiB guard regions), for
+    /// processes under an address-space cap such as `RLIMIT_AS`. Slightly slower memory access.
+    pub fn small_address_space(mut self, yes: bool) -> Self {
+        self.small_address_space = yes;
+        self
+    }
+
     /// The epoch tick (default 10 ms): deadlines and cancellations reach guests within it.
     pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick;
@@ -141,14 +152,19 @@ impl HostBuilder {
 
     /// Creates the engine, links the host interfaces and starts the epoch ticker.
     pub fn build(self) -> Result<Host, HostError> {
-        let (engine, pooling) = config::build_engine(self.max_instances, self.pooling)
-            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let (engine, pooling) =
+            config::build_engine(self.max_instances, self.pooling, self.small_address_space)
+                .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
+        // In the sync linker an outgoing HTTP request blocks the worker thread until it
+        // completes; it is bounded by the attempt's deadline (see `http`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker))
             .and_then(|()| contract::add_host_to_linker(&mut linker))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker_async = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_async))
             .and_then(|()| contract::add_host_to_linker(&mut linker_async))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let root = if self.cache_enabled {

@@ -1,14 +1,17 @@
 //! Capabilities granted to a plugin: deny by default.
 //!
 //! A guest sees no files, no environment variables and no network unless the sandbox grants
-//! them. Clocks and random are always available. Stdout and stderr are captured per attempt
+//! them. Outgoing HTTP (`wasi:http`) is allowed only to the `HOST[:PORT]` destinations listed
+//! with [`Sandbox::allow_http`]. Clocks and random are always available. Stdout and stderr are captured per attempt
 //! (bounded) unless `inherit_stdio` streams them to the host's.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
+use super::http::HttpGrant;
 use super::output::TailPipe;
 
 /// A host directory made visible to the guest.
@@ -62,6 +65,9 @@ pub struct Sandbox {
     env: Vec<(String, String)>,
     inherit_env: bool,
     inherit_stdio: bool,
+    /// `HOST[:PORT]` destinations the guest may send HTTP requests to.
+    #[serde(default)]
+    allow_http: Vec<String>,
 }
 
 impl Sandbox {
@@ -114,13 +120,49 @@ impl Sandbox {
         self
     }
 
+    /// Allows outgoing HTTP (`wasi:http`) to `HOST[:PORT]`; without a port, to every port of
+    /// the host. An IPv6 address is written `[ADDR]` or `[ADDR]:PORT`. Every other destination
+    /// is denied: the guest's request fails with `http-request-denied`.
+    ///
+    /// ```
+    /// use osiiso_host::Sandbox;
+    /// let sandbox = Sandbox::new().allow_http("api.example.com").allow_http("127.0.0.1:8080");
+    /// assert_eq!(sandbox.http_allowed().len(), 2);
+    /// assert!(sandbox.validate().is_ok());
+    /// assert!(Sandbox::new().allow_http("http://x/").validate().is_err());
+    /// ```
+    pub fn allow_http(mut self, host_port: impl Into<String>) -> Self {
+        self.allow_http.push(host_port.into());
+        self
+    }
+
     /// The directory grants.
     pub fn dirs(&self) -> &[DirGrant] {
         &self.dirs
     }
 
-    /// Checks that every granted host directory exists and is a directory.
+    /// The `HOST[:PORT]` destinations allowed for outgoing HTTP.
+    pub fn http_allowed(&self) -> &[String] {
+        &self.allow_http
+    }
+
+    /// Checks that every [`allow_http`](Self::allow_http) entry is a valid `HOST[:PORT]`.
+    pub fn validate_http(&self) -> Result<(), String> {
+        self.http_grants().map(drop)
+    }
+
+    /// The parsed HTTP allow-list.
+    pub(crate) fn http_grants(&self) -> Result<Arc<[HttpGrant]>, String> {
+        self.allow_http
+            .iter()
+            .map(|spec| HttpGrant::parse(spec))
+            .collect()
+    }
+
+    /// Checks that every granted host directory exists and is a directory (and that the HTTP
+    /// allow-list parses, see [`validate_http`](Self::validate_http)).
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_http()?;
         for grant in &self.dirs {
             if !grant.host.is_dir() {
                 return Err(format!(

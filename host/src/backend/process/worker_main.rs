@@ -120,6 +120,7 @@ pub fn run_worker(options: WorkerOptions) -> i32 {
         let mut builder = Host::builder()
             .cache(!options.no_cache)
             .max_instances(4)
+            .small_address_space(options.memory_limit.is_some())
             .tick(Duration::from_millis(10));
         if let Some(dir) = &options.cache_dir {
             builder = builder.cache_dir(dir);
