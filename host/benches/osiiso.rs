@@ -267,7 +267,9 @@ impl Raw {
                 .max_memories_per_component(4)
                 .max_tables_per_component(8)
                 .max_core_instances_per_component(32)
-                .table_elements(100_000);
+                .table_elements(100_000)
+                .linear_memory_keep_resident(4 << 20)
+                .table_keep_resident(64 << 10);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config)?;

@@ -63,7 +63,11 @@ fn base_config(pool_instances: Option<u32>) -> Config {
             .max_memories_per_component(4)
             .max_tables_per_component(8)
             .max_core_instances_per_component(32)
-            .table_elements(100_000);
+            .table_elements(100_000)
+            // Keep a little of each slot committed between instances: re-zeroing it is
+            // cheaper than the page faults and TLB shootdowns of decommitting it.
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

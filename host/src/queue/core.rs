@@ -918,21 +918,25 @@ impl Core {
         if !cell.complete(result.clone(), &self.self_ref) {
             let mut state = self.state.lock();
             state.recording -= 1;
-            self.changed.notify_all();
+            self.notify_if_idle(&state);
             return;
         }
         let fail_first = {
             let mut state = self.state.lock();
             state.results.push(result.clone());
             state.outstanding -= 1;
-            self.room_notify.notify_waiters();
             let trigger = status == TaskStatus::Failed
                 && self.effective_policy(&state) == FailPolicy::FailFirst
                 && !state.halted;
             if trigger {
                 state.halted = true;
             }
-            self.changed.notify_all();
+            // Wake bounded submitters only when someone can be waiting for room: a wake-up
+            // per task costs the run() waiter a context switch on every completion.
+            if self.config.size > 0 {
+                self.room_notify.notify_waiters();
+                self.changed.notify_all();
+            }
             trigger
         };
         if fail_first {
@@ -945,7 +949,14 @@ impl Core {
         }
         let mut state = self.state.lock();
         state.recording -= 1;
-        self.changed.notify_all();
+        self.notify_if_idle(&state);
+    }
+
+    /// Wakes the waiters for idleness (run, join, shutdown, wait_closed) once it is reached.
+    fn notify_if_idle(&self, state: &State) {
+        if Self::is_idle(state) {
+            self.changed.notify_all();
+        }
     }
 
     // ----- the attempt loop (§5.2) -----
