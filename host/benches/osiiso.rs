@@ -16,7 +16,9 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use osiiso_host::queue::{NativeTask, TaskOptions, ThreadQueue, Workers};
+use osiiso_host::queue::{
+    AsyncQueue, Kind, NativeTask, ProcessQueue, Queue, TaskOptions, ThreadQueue, Workers,
+};
 use osiiso_host::{
     AttemptControl, AttemptOutcome, AttemptRequest, Host, Limits, Task, TaskFailure,
 };
@@ -38,11 +40,23 @@ const BENCHES: &[(&str, &str)] = &[
         "b1",
         "trivial WASM task: ThreadQueue 2 workers vs raw wasmtime on 2 threads",
     ),
+    (
+        "b2",
+        "trivial WASM task: AsyncQueue 2 workers vs raw wasmtime on 2 threads",
+    ),
+    (
+        "b3",
+        "trivial WASM task: ProcessQueue 2 workers vs raw wasmtime on 2 threads",
+    ),
     ("b4", "native no-op closures through ThreadQueue, 2 workers"),
     ("b5", "CPU-bound kernel: wasm (fuel on) / native"),
     (
         "b7",
         "`osiiso-host run` whole process: warm vs cold compile cache",
+    ),
+    (
+        "b8",
+        "10,000 concurrent sleeping tasks on AsyncQueue: completes, peak RSS",
     ),
 ];
 
@@ -158,7 +172,10 @@ fn run(selected: &[&str], scale: Scale) -> anyhow::Result<Vec<Verdict>> {
         let started = Instant::now();
         let found = match *name {
             "attempt" => bench_attempt(scale, &noop()?, &raw(&host)?)?,
-            "b1" => bench_b1(scale, &noop()?, &raw(&host)?)?,
+            "b1" => bench_queue(scale, &noop()?, &raw(&host)?, QueueUnderTest::Thread)?,
+            "b2" => bench_queue(scale, &noop()?, &raw(&host)?, QueueUnderTest::Async)?,
+            "b3" => bench_queue(scale, &noop()?, &raw(&host)?, QueueUnderTest::Process)?,
+            "b8" => bench_b8(scale, &host)?,
             "b4" => bench_b4(scale)?,
             "b5" => bench_b5(scale, &host)?,
             "b7" => bench_b7(scale)?,
@@ -427,9 +444,69 @@ fn raw_two_threads(raw: &Raw, n: usize) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// Which queue B1–B3 drive.
+#[derive(Clone, Copy)]
+enum QueueUnderTest {
+    Thread,
+    Async,
+    Process,
+}
+
+impl QueueUnderTest {
+    fn label(self) -> (&'static str, &'static str, f64) {
+        match self {
+            Self::Thread => ("B1", "ThreadQueue", 0.85),
+            Self::Async => ("B2", "AsyncQueue", 0.75),
+            Self::Process => ("B3", "ProcessQueue", 0.5),
+        }
+    }
+}
+
+/// The runtime async queues bind in these benchmarks.
+fn bench_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
 /// Submits `n` noop tasks with `map`, runs the queue; returns (submission, total) time.
-fn queue_noops(task: &Task, n: usize) -> anyhow::Result<(Duration, Duration)> {
-    let queue = ThreadQueue::builder().workers(Workers::Fixed(2)).build()?;
+fn queue_noops(
+    task: &Task,
+    n: usize,
+    which: QueueUnderTest,
+) -> anyhow::Result<(Duration, Duration)> {
+    match which {
+        QueueUnderTest::Thread => time_queue(
+            ThreadQueue::builder().workers(Workers::Fixed(2)).build()?,
+            task,
+            n,
+        ),
+        QueueUnderTest::Async => time_queue(
+            AsyncQueue::builder()
+                .workers(Workers::Fixed(2))
+                .runtime(bench_runtime().handle().clone())
+                .build()?,
+            task,
+            n,
+        ),
+        QueueUnderTest::Process => time_queue(
+            ProcessQueue::builder().workers(Workers::Fixed(2)).build()?,
+            task,
+            n,
+        ),
+    }
+}
+
+fn time_queue<K: Kind>(
+    queue: Queue<K>,
+    task: &Task,
+    n: usize,
+) -> anyhow::Result<(Duration, Duration)> {
     let start = Instant::now();
     let group = queue.map(task, (0..n).map(|_| Value::Null), TaskOptions::new())?;
     let submitted = start.elapsed();
@@ -447,18 +524,24 @@ fn queue_noops(task: &Task, n: usize) -> anyhow::Result<(Duration, Duration)> {
     Ok((submitted, total))
 }
 
-fn bench_b1(scale: Scale, task: &Task, raw: &Raw) -> anyhow::Result<Vec<Verdict>> {
+fn bench_queue(
+    scale: Scale,
+    task: &Task,
+    raw: &Raw,
+    which: QueueUnderTest,
+) -> anyhow::Result<Vec<Verdict>> {
+    let (bench, queue_name, target) = which.label();
     let rounds = scale.count(5, 1);
     let warm = scale.round(Duration::from_millis(200));
     let raw_rate = calibrate(warm, || raw.noop())?;
-    queue_noops(task, scale.count(2_000, 10))?;
+    queue_noops(task, scale.count(2_000, 10), which)?;
     let n =
         ((2.0 * raw_rate * scale.round(Duration::from_millis(400)).as_secs_f64()) as usize).max(20);
     println!("   {rounds} interleaved rounds of {n} noop tasks (fresh instance each)");
     let (mut raw_rates, mut queue_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         let r = n as f64 / raw_two_threads(raw, n)?.as_secs_f64();
-        let (submitted, total) = queue_noops(task, n)?;
+        let (submitted, total) = queue_noops(task, n, which)?;
         let q = n as f64 / total.as_secs_f64();
         println!(
             "   round {round}: raw 2 threads {}  queue {} (map {} + run {})  ratio {}",
@@ -474,16 +557,61 @@ fn bench_b1(scale: Scale, task: &Task, raw: &Raw) -> anyhow::Result<Vec<Verdict>
     }
     let (r, q) = (median(&mut raw_rates), median(&mut queue_rates));
     println!(
-        "   median: raw wasmtime 2 threads {}, ThreadQueue 2 workers {} (submission included)",
+        "   median: raw wasmtime 2 threads {}, {queue_name} 2 workers {} (submission included)",
         fmt_rate(r),
         fmt_rate(q)
     );
     Ok(vec![Verdict::at_least(
-        "B1",
-        "ThreadQueue / raw, median of round ratios",
+        bench,
+        &format!("{queue_name} / raw, median of round ratios"),
         median(&mut ratios),
-        0.85,
+        target,
         fmt_x,
+    )])
+}
+
+// ---------------------------------------------------------------------------------------------
+// B8: many concurrent sleeping tasks on AsyncQueue.
+
+/// Peak resident set of this process (`VmHWM`), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn bench_b8(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
+    let n = scale.count(10_000, 50);
+    let sleep = host
+        .load(osiiso_test_artifacts::SCENARIO_FLAKY)?
+        .task("sleep")?;
+    let queue = AsyncQueue::builder()
+        .workers(Workers::Fixed(n))
+        .runtime(bench_runtime().handle().clone())
+        .build()?;
+    let start = Instant::now();
+    let group = queue.map(&sleep, (0..n).map(|_| json!(100)), TaskOptions::new())?;
+    let summary = queue.run()?;
+    let elapsed = start.elapsed();
+    ensure!(
+        summary.succeeded == n,
+        "{} of {n} succeeded",
+        summary.succeeded
+    );
+    drop(group);
+    let peak = peak_rss().unwrap_or(0) as f64;
+    println!(
+        "   {n} tasks sleeping 100 ms each, {n} workers: {} total; peak RSS of this process {:.0} MiB (includes earlier benchmarks when run together; run `-- b8` alone for B8)",
+        fmt_secs(elapsed.as_secs_f64()),
+        peak / (1 << 20) as f64
+    );
+    Ok(vec![Verdict::at_most(
+        "B8",
+        "peak RSS, MiB",
+        peak / (1 << 20) as f64,
+        1536.0,
+        |v| format!("{v:.0}"),
     )])
 }
 

@@ -176,3 +176,33 @@ fn blocking_closures_run_on_the_blocking_pool_and_time_out() {
         assert_eq!(handle.error().unwrap().kind, FailureKind::Timeout);
     });
 }
+
+#[test]
+fn pool_exhaustion_is_back_pressure_not_failure() {
+    runtime().block_on(async {
+        let host = osiiso_host::Host::builder()
+            .cache_dir(crate::support::cache_dir())
+            .max_instances(4)
+            .build()
+            .unwrap();
+        let sleep = host
+            .load(artifacts::SCENARIO_FLAKY)
+            .unwrap()
+            .task("sleep")
+            .unwrap();
+        let queue = AsyncQueue::builder()
+            .workers(Workers::Fixed(50))
+            .build()
+            .unwrap();
+        queue
+            .map(&sleep, (0..50).map(|_| json!(20)), TaskOptions::new())
+            .unwrap();
+        let summary = queue.run_async().await.unwrap();
+        assert_eq!(
+            summary.succeeded,
+            50,
+            "{:?}",
+            summary.errors().first().map(|r| &r.message)
+        );
+    });
+}

@@ -267,6 +267,7 @@ impl Task {
     /// deadline passes. Every way the attempt can end is reported in the returned
     /// [`AttemptReport`]; this never panics on guest behaviour.
     pub fn run_attempt(&self, request: AttemptRequest<'_>) -> AttemptReport {
+        let _permit = self.plugin().host().instance_permit_blocking();
         let mut prepared = match self.prepare(&request) {
             Ok(prepared) => prepared,
             Err(report) => return *report,
@@ -287,6 +288,7 @@ impl Task {
     /// executor every few hundred microseconds of execution, so a busy guest cannot starve
     /// others. Dropping the future stops the guest.
     pub async fn run_attempt_async(&self, request: AttemptRequest<'_>) -> AttemptReport {
+        let _permit = self.plugin().host().instance_permit().await;
         let mut prepared = match self.prepare(&request) {
             Ok(prepared) => prepared,
             Err(report) => return *report,

@@ -59,6 +59,9 @@ struct HostInner {
     ticker: EpochTicker,
     pooling: bool,
     max_instances: u32,
+    /// One permit per instance the pool can hold: waiting for one is the back-pressure that
+    /// keeps pool exhaustion from ever failing a task.
+    instance_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// The WebAssembly host: one engine, its linker, its compile cache and its epoch ticker.
@@ -184,6 +187,9 @@ impl HostBuilder {
                 ticker,
                 pooling,
                 max_instances: self.max_instances,
+                instance_permits: Arc::new(tokio::sync::Semaphore::new(
+                    self.max_instances as usize,
+                )),
             }),
         })
     }
@@ -314,6 +320,20 @@ impl Host {
     /// The current epoch tick.
     pub fn tick(&self) -> Duration {
         self.inner.ticker.interval()
+    }
+
+    /// Waits for room for one more live instance (async attempts).
+    pub(crate) async fn instance_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.inner
+            .instance_permits
+            .acquire()
+            .await
+            .expect("the instance semaphore is never closed")
+    }
+
+    /// Waits for room for one more live instance (sync attempts, off any runtime).
+    pub(crate) fn instance_permit_blocking(&self) -> tokio::sync::SemaphorePermit<'_> {
+        futures::executor::block_on(self.instance_permit())
     }
 
     pub(crate) fn engine(&self) -> &Engine {
