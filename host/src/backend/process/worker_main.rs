@@ -50,7 +50,7 @@ impl WorkerOptions {
         args
     }
 
-    /// Parses what [`to_args`](Self::to_args) wrote.
+    /// Parses the worker arguments the parent passes after the worker subcommand or marker.
     pub fn from_args(args: &[String]) -> Result<Self, String> {
         let mut options = Self::default();
         let mut it = args.iter();
