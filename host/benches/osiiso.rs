@@ -687,36 +687,6 @@ fn bench_b4(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
 )]
 mod score;
 
-/// A verbatim copy of `score::score_kernel` but for the progress report: natively that calls a
-/// wit-bindgen import stub (`unreachable!()` inside an `extern "C"` function, so the process
-/// aborts) once `i` reaches 1,000,000.
-#[inline(never)]
-#[allow(clippy::manual_is_multiple_of, reason = "verbatim copy")]
-fn score_kernel_copy(n: u64) -> u64 {
-    const P: u64 = 1_000_000_007;
-    let mut acc: u64 = 0;
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in 1..=n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let v = (i ^ (x & 0xff)) % P;
-        acc = (acc + v * v % P) % P;
-        if i % 1_000_000 == 0 {
-            progress_stub(i, n);
-        }
-    }
-    acc
-}
-
-#[inline(never)]
-fn progress_stub(done: u64, total: u64) {
-    black_box((done, total));
-}
-
-/// The largest input `score::score_kernel` accepts natively (see [`score_kernel_copy`]).
-const NATIVE_SAFE_N: u64 = 999_999;
-
 fn wasm_score(task: &Task, n: u64) -> anyhow::Result<(u64, Duration, Option<u64>)> {
     let input = json!(n);
     let start = Instant::now();
@@ -744,18 +714,10 @@ fn bench_b5(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
         .with_limits(Limits::new().fuel(fuel))
         .task("score")?;
 
-    // The copy is the crate's code: same results where the crate can run natively.
-    for n in [1, 1_000, NATIVE_SAFE_N] {
-        ensure!(
-            score_kernel_copy(n) == score::score_kernel(n),
-            "the bench's kernel copy disagrees with score::score_kernel({n})"
-        );
-    }
-
     // Pick n so one native call takes about 0.4 s.
     let probe_n = scale.count(4_000_000, 10_000) as u64;
     let start = Instant::now();
-    black_box(score_kernel_copy(black_box(probe_n)));
+    black_box(score::score_kernel(black_box(probe_n)));
     let per_iter = start.elapsed().as_secs_f64() / probe_n as f64;
     let n = if scale.full {
         (((0.4 / per_iter) / 1e6).round().max(2.0) * 1e6) as u64
@@ -764,12 +726,12 @@ fn bench_b5(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
     };
     let rounds = scale.count(5, 1);
     println!(
-        "   score(n = {n}): {rounds} rounds, native copy of the kernel and wasm (fuel budget \
+        "   score(n = {n}): {rounds} rounds, the plugin's kernel natively and in wasm (fuel budget \
          {fuel}), alternating which goes first"
     );
     let native_once = || {
         let start = Instant::now();
-        let value = black_box(score_kernel_copy(black_box(n)));
+        let value = black_box(score::score_kernel(black_box(n)));
         (value, start.elapsed().as_secs_f64())
     };
     let (mut ratios, mut native_times, mut wasm_times) = (Vec::new(), Vec::new(), Vec::new());
@@ -812,38 +774,6 @@ fn bench_b5(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
         fmt_x(best(&wasm_times) / best(&native_times))
     );
 
-    // Cross-check with the plugin's own function on inputs it can run natively: repeated
-    // calls of score(999_999), each wasm call in a fresh instance. Information only.
-    let per_call = per_iter * NATIVE_SAFE_N as f64;
-    let k =
-        ((scale.round(Duration::from_millis(200)).as_secs_f64() / per_call).ceil() as usize).max(1);
-    let mut small_ratios = Vec::new();
-    for _ in 0..scale.count(3, 1) {
-        let start = Instant::now();
-        let mut native = 0;
-        for _ in 0..k {
-            native = black_box(score::score_kernel(black_box(NATIVE_SAFE_N)));
-        }
-        let native_time = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        for _ in 0..k {
-            let (wasm, _, _) = wasm_score(&task, NATIVE_SAFE_N)?;
-            ensure!(
-                wasm == native,
-                "score({NATIVE_SAFE_N}): native {native}, wasm {wasm}"
-            );
-        }
-        small_ratios.push(start.elapsed().as_secs_f64() / native_time);
-    }
-    println!(
-        "   cross-check (info, not a target): the plugin's own score_kernel, {k} calls of \
-         score({NATIVE_SAFE_N}) per side, wasm/native per round {}",
-        small_ratios
-            .iter()
-            .map(|r| fmt_x(*r))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
     Ok(vec![Verdict::at_most(
         "B5",
         &format!("wasm / native, score({n}), median"),

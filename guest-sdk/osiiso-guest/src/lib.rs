@@ -37,9 +37,16 @@ mod bindings {
 
 use bindings::osiiso::task::host;
 
+// Outside wasm (a plugin's code in native unit tests or benchmarks) there is no host: the
+// helpers below answer as a first, uncancelled attempt and report nowhere.
+
 /// The attempt number of the running invocation: 1 on the first attempt, 2 on the first retry.
 pub fn attempt() -> u32 {
-    host::attempt()
+    if cfg!(target_family = "wasm") {
+        host::attempt()
+    } else {
+        1
+    }
 }
 
 /// True once the host wants this attempt to stop (cancelled, or the run timed out).
@@ -47,12 +54,14 @@ pub fn attempt() -> u32 {
 /// Long loops may poll it to stop cleanly; the host interrupts the guest anyway after one
 /// poll interval.
 pub fn cancelled() -> bool {
-    host::cancelled()
+    cfg!(target_family = "wasm") && host::cancelled()
 }
 
 /// Reports progress of the current attempt (`done` out of `total` units).
 pub fn progress(done: u64, total: u64) {
-    host::progress(done, total)
+    if cfg!(target_family = "wasm") {
+        host::progress(done, total)
+    }
 }
 
 /// Items the `#[task]` macro expands to. Not part of the public API.

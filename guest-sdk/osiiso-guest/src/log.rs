@@ -8,6 +8,9 @@ use crate::bindings::osiiso::task::host::{self, Level};
 
 #[doc(hidden)]
 pub fn __log(level: u8, message: &str) {
+    if !cfg!(target_family = "wasm") {
+        return;
+    }
     let level = match level {
         0 => Level::Trace,
         1 => Level::Debug,
