@@ -6,20 +6,27 @@
 //! cargo run --release -p osiiso-host --example process -- target/wasm32-wasip2/release/score.wasm
 //! ```
 //!
-//! Workers are `osiiso-host worker` subprocesses (found next to this example's binary, or set
-//! `OSIISO_HOST_BIN`). An embedder that ships one binary can use
-//! `ProcessContext::CurrentExe` and call `osiiso_host::maybe_run_worker()` first in `main`,
-//! as this example does.
+//! By default workers are `osiiso-host worker` subprocesses (found next to the current
+//! binary, or set `OSIISO_HOST_BIN`). This example ships as one binary instead: it uses
+//! `ProcessContext::CurrentExe` and serves as a worker when `main` sees the marker. Each
+//! worker runs an initializer (preload the plugin, call a hook this binary registers) before
+//! its first task, and its logs reach this process's `tracing` subscriber.
 
 use std::time::Duration;
 
 use osiiso_host::Host;
-use osiiso_host::queue::{ProcessContext, ProcessQueue, TaskOptions, Workers};
+use osiiso_host::WorkerHooks;
+use osiiso_host::queue::{ProcessContext, ProcessQueue, TaskOptions, WorkerInit, Workers};
 use serde_json::json;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // When this binary is started as a worker, serve and exit here.
-    osiiso_host::maybe_run_worker();
+    // When this binary is started as a worker, serve and exit here. The hook is what the
+    // initializer below asks each worker to run once, in the worker process.
+    osiiso_host::maybe_run_worker_with(WorkerHooks::new().register("announce", |_| {
+        tracing::info!("worker {} ready", std::process::id());
+        Ok(())
+    }));
+    tracing_subscriber::fmt().with_env_filter("info").init();
 
     let path = std::env::args()
         .nth(1)
@@ -31,6 +38,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .workers(Workers::Fixed(2))
         .context(ProcessContext::CurrentExe { args: Vec::new() })
         .worker_memory(2 << 30)
+        // Each worker loads the plugin (from the compile cache) before its first task.
+        .initializer(
+            WorkerInit::new()
+                .preload(&path)
+                .hook("announce", serde_json::Value::Null),
+        )
         .build()?;
     let options = TaskOptions::new()
         .retries(2)

@@ -15,8 +15,10 @@ pub mod queue;
 pub mod units;
 
 pub use backend::process::worker_main::{
-    WORKER_MARKER, WorkerOptions, maybe_run_worker, run_worker,
+    WORKER_MARKER, WorkerOptions, maybe_run_worker, maybe_run_worker_with, run_worker,
+    run_worker_with,
 };
+pub use backend::process::{WorkerHooks, WorkerInit};
 pub use engine::{
     AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, CacheOutcome, DirGrant, Host,
     HostBuilder, HostError, Limits, LoadError, Plugin, ProgressFn, Sandbox, Task, TaskInfo,

@@ -57,20 +57,22 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Worker { args } = &cli.command {
+        // A worker's logs travel to its parent's subscriber; it installs its own.
+        return match osiiso_host::WorkerOptions::from_args(args) {
+            Ok(options) => ExitCode::from(osiiso_host::run_worker(options) as u8),
+            Err(message) => {
+                eprintln!("error: worker: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
     init_tracing(cli.verbose);
     let outcome = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::List(args) => list::run(args),
         Command::Compile(args) => compile::run(args),
-        Command::Worker { args } => {
-            return match osiiso_host::WorkerOptions::from_args(&args) {
-                Ok(options) => ExitCode::from(osiiso_host::run_worker(options) as u8),
-                Err(message) => {
-                    eprintln!("error: worker: {message}");
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Command::Worker { .. } => unreachable!("served above"),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

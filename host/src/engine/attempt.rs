@@ -24,21 +24,58 @@ const PANIC_PREFIX: &str = "panicked at ";
 ///
 /// The engine's epoch callback checks it every tick, so a cancellation or a passed deadline
 /// stops the guest within one tick even if it never calls the host.
-#[derive(Debug)]
 pub struct AttemptControl {
     cancelled: AtomicBool,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
+    /// Asked at every interruption check whether a cancellation arrived from elsewhere (a
+    /// worker process reads its control channel this way, without a second thread).
+    watch: Option<CancelWatch>,
+}
+
+/// A poll for a cancellation that arrives outside the process's memory.
+pub(crate) type CancelWatch = Box<dyn Fn() -> bool + Send + Sync>;
+
+impl std::fmt::Debug for AttemptControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptControl")
+            .field("cancelled", &self.cancelled)
+            .field("deadline", &self.deadline)
+            .field("timeout", &self.timeout)
+            .field("watched", &self.watch.is_some())
+            .finish()
+    }
 }
 
 impl AttemptControl {
     /// A control whose deadline is `timeout` from now.
     pub fn new(timeout: Option<Duration>) -> Arc<Self> {
+        Self::build(timeout, None)
+    }
+
+    /// A control that also asks `watch` for a cancellation at every check.
+    pub(crate) fn watched(timeout: Option<Duration>, watch: CancelWatch) -> Arc<Self> {
+        Self::build(timeout, Some(watch))
+    }
+
+    fn build(timeout: Option<Duration>, watch: Option<CancelWatch>) -> Arc<Self> {
         Arc::new(Self {
             cancelled: AtomicBool::new(false),
             deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
             timeout,
+            watch,
         })
+    }
+
+    /// Polls the watch, if any, and reports whether the attempt is cancelled.
+    fn poll_cancelled(&self) -> bool {
+        if let Some(watch) = &self.watch
+            && !self.is_cancelled()
+            && watch()
+        {
+            self.cancel();
+        }
+        self.is_cancelled()
     }
 
     /// Asks the attempt to stop; it is recorded as cancelled.
@@ -68,7 +105,7 @@ impl AttemptControl {
 
     /// True once the attempt should stop for either reason.
     pub fn should_stop(&self) -> bool {
-        self.is_cancelled() || self.deadline_passed()
+        self.poll_cancelled() || self.deadline_passed()
     }
 }
 
@@ -98,8 +135,15 @@ pub struct AttemptReport {
 
 impl AttemptReport {
     pub(crate) fn failed(failure: TaskFailure) -> Self {
+        AttemptOutcome::Failed(failure).into()
+    }
+}
+
+impl From<AttemptOutcome> for AttemptReport {
+    /// A report with no fuel figure and no captured output.
+    fn from(outcome: AttemptOutcome) -> Self {
         Self {
-            outcome: AttemptOutcome::Failed(failure),
+            outcome,
             fuel_consumed: None,
             stdout: None,
             stderr: None,
@@ -414,7 +458,7 @@ fn report(
 
 fn epoch_check(store: StoreContextMut<'_, AttemptState>) -> wasmtime::Result<UpdateDeadline> {
     let control = &store.data().control;
-    if control.is_cancelled() {
+    if control.poll_cancelled() {
         return Err(wasmtime::Error::new(Interrupt::Cancelled));
     }
     if control.deadline_passed() {

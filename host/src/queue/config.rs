@@ -43,6 +43,8 @@ pub(crate) struct QueueConfig {
     pub(crate) context: crate::backend::process::ProcessContext,
     /// ProcessQueue: OS memory cap per worker process.
     pub(crate) worker_memory: Option<u64>,
+    /// ProcessQueue: what each subprocess does before its first task.
+    pub(crate) worker_init: Option<crate::backend::process::WorkerInit>,
     /// AsyncQueue: the runtime to bind (else the caller's at `start()`).
     pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
@@ -102,6 +104,7 @@ impl<K: Kind> QueueBuilder<K> {
                 auto_limit: <K as super::sealed::Sealed>::auto_limit(cpus),
                 context: Default::default(),
                 worker_memory: None,
+                worker_init: None,
                 runtime: None,
             },
         }
@@ -185,15 +188,6 @@ impl<K: Kind> QueueBuilder<K> {
         self
     }
 
-    /// Runs once per worker before its first task; an error cancels the whole queue.
-    pub fn initializer(
-        mut self,
-        f: impl Fn() -> Result<(), String> + Send + Sync + 'static,
-    ) -> Self {
-        self.config.initializer = Some(Arc::new(f));
-        self
-    }
-
     /// Checks the options in the order of SEMANTICS.md §2.2.
     pub fn validate(&self) -> Result<(), Error> {
         let c = &self.config;
@@ -231,7 +225,27 @@ impl<K: Kind> QueueBuilder<K> {
     }
 }
 
+impl QueueBuilder<super::Thread> {
+    /// Runs once per worker thread before its first task; an error logs it and cancels the
+    /// whole queue (SEMANTICS.md §10.3).
+    pub fn initializer(
+        mut self,
+        f: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.initializer = Some(Arc::new(f));
+        self
+    }
+}
+
 impl QueueBuilder<super::Process> {
+    /// What each worker subprocess does before its first task: preload plugins, call hooks
+    /// registered by name in the worker binary. A failure fails the task that caused the
+    /// spawn with `WorkerStart`; the queue goes on (SEMANTICS.md §10.4).
+    pub fn initializer(mut self, init: crate::backend::process::WorkerInit) -> Self {
+        self.config.worker_init = Some(init);
+        self
+    }
+
     /// How worker subprocesses start (default: `osiiso-host worker`).
     pub fn context(mut self, context: crate::backend::process::ProcessContext) -> Self {
         self.config.context = context;

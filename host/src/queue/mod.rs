@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use crate::backend::process::ProcessContext;
+pub use crate::backend::process::{ProcessContext, WorkerHook, WorkerHooks, WorkerInit};
 pub use config::{Initializer, OnComplete, OnRetry, OnStart, QueueBuilder};
 pub use error::{Error, ExecutionError};
 pub use group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
@@ -114,14 +114,15 @@ impl sealed::Sealed for Process {
         Arc::new(crate::backend::process::ProcessExecutor::new(
             config.context.clone(),
             config.worker_memory,
+            config.worker_init.clone(),
             config.poll,
         ))
     }
 }
 
 /// A queue whose workers are persistent, isolated subprocesses: for CPU-heavy parallel work,
-/// crash containment and OS memory caps. It runs WASM tasks only. The `initializer` option
-/// is not used by this backend.
+/// crash containment and OS memory caps. It runs WASM tasks only. Its initializer is data
+/// ([`WorkerInit`]) that each subprocess runs before its first task.
 pub type ProcessQueue = Queue<Process>;
 
 /// A queue on OS threads: WASM tasks as sync instances, plus the embedder's blocking

@@ -1,25 +1,37 @@
-//! One worker subprocess, seen from the parent: spawn and handshake, framed requests, a
-//! reader thread for replies, and death detected by waiting on the process itself.
+//! One worker subprocess, seen from the parent: spawn and handshake, framed requests,
+//! replies read by the queue worker that owns it, and death detected by waiting on the
+//! process itself.
 
 use std::collections::BTreeSet;
-use std::io::{BufReader, BufWriter};
+use std::io::BufWriter;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use super::ProcessContext;
-use super::protocol::{Frame, PROTOCOL_VERSION, Reply, Request, read_frame, write_frame};
+use super::init::WorkerInit;
+use super::logs;
+use super::protocol::{Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, write_frame};
 use super::worker_main::{WORKER_MARKER, WorkerOptions};
+use crate::engine::AttemptControl;
 use crate::failure::{FailureKind, TaskFailure};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the reader thread saw.
+/// Why a worker did not become ready.
+pub(super) enum InitError {
+    /// The initializer failed, or the worker died or misbehaved running it.
+    Failed(String),
+    /// The attempt was cancelled or timed out meanwhile; the worker was killed.
+    Stopped,
+}
+
+/// What the worker said.
 pub(super) enum Event {
     Reply(Reply),
     /// A frame that did not decode, or a broken stream.
@@ -34,7 +46,9 @@ pub(crate) struct WorkerProcess {
     registry: PidRegistry,
     child: Child,
     stdin: BufWriter<ChildStdin>,
-    events: Receiver<Event>,
+    replies: FrameReader,
+    /// The reply stream ended or broke; nothing more will come from it.
+    broken: bool,
     pid: u32,
     exit: Option<ExitStatus>,
 }
@@ -60,42 +74,25 @@ impl WorkerProcess {
             ))
         })?;
         let stdin = BufWriter::new(child.stdin.take().expect("piped"));
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, events) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("osiiso-worker-reader".into())
-            .spawn(move || {
-                let mut stdout = BufReader::new(stdout);
-                loop {
-                    let event = match read_frame::<Reply>(&mut stdout) {
-                        Ok(Frame::Message(reply)) => Event::Reply(reply),
-                        Ok(Frame::Undecodable(message)) => Event::Garbage(message),
-                        Ok(Frame::Eof) => Event::Eof,
-                        Err(error) => Event::Garbage(error.to_string()),
-                    };
-                    let last = !matches!(event, Event::Reply(_));
-                    if tx.send(event).is_err() || last {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| start_failure(format!("cannot start the worker reader thread: {e}")))?;
+        let replies = FrameReader::new(child.stdout.take().expect("piped"))
+            .map_err(|e| start_failure(format!("cannot read from the worker: {e}")))?;
         let pid = child.id();
         let mut process = Self {
             registry: registry.clone(),
             child,
             stdin,
-            events,
+            replies,
+            broken: false,
             pid,
             exit: None,
         };
-        match process.events.recv_timeout(HANDSHAKE_TIMEOUT) {
-            Ok(Event::Reply(Reply::Hello { version, pid: _ })) if version == PROTOCOL_VERSION => {
+        match process.next_event(HANDSHAKE_TIMEOUT) {
+            Some(Event::Reply(Reply::Hello { version, pid: _ })) if version == PROTOCOL_VERSION => {
                 tracing::debug!(pid, "worker process started");
                 registry.lock().insert(pid);
                 Ok(process)
             }
-            Ok(Event::Reply(Reply::Hello { version, .. })) => {
+            Some(Event::Reply(Reply::Hello { version, .. })) => {
                 process.kill();
                 Err(start_failure(format!(
                     "worker '{program}' speaks protocol {version}, this host speaks {PROTOCOL_VERSION}"
@@ -114,14 +111,78 @@ impl WorkerProcess {
         write_frame(&mut self.stdin, request)
     }
 
-    /// The next reader event, waiting at most `wait`.
+    /// The next thing the worker said, waiting at most `wait`. Its log records go to this
+    /// process's `tracing` on the way.
     pub(super) fn next_event(&mut self, wait: Duration) -> Option<Event> {
-        match self.events.recv_timeout(wait) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(wait);
-                None
+        if self.broken {
+            std::thread::sleep(wait);
+            return None;
+        }
+        let deadline = Instant::now() + wait;
+        let event = loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.replies.next::<Reply>(Some(wait)) {
+                Ok(None) => return None,
+                Ok(Some(Frame::Message(Reply::Log(record)))) => logs::emit(self.pid, &record),
+                Ok(Some(Frame::Message(reply))) => break Event::Reply(reply),
+                Ok(Some(Frame::Undecodable(message))) => break Event::Garbage(message),
+                Ok(Some(Frame::Eof)) => break Event::Eof,
+                Err(error) => break Event::Garbage(error.to_string()),
+            }
+        };
+        self.broken = !matches!(event, Event::Reply(_));
+        Some(event)
+    }
+
+    /// Runs the initializer (SEMANTICS.md §10.4), giving up when `control` says the attempt
+    /// must stop; the error is the attempt's outcome.
+    pub(super) fn initialize(
+        &mut self,
+        init: &WorkerInit,
+        control: &AttemptControl,
+        poll: Duration,
+    ) -> Result<(), InitError> {
+        if let Err(error) = self.send(&Request::Init(init.clone())) {
+            return Err(InitError::Failed(format!(
+                "cannot send the initializer to the worker: {error}"
+            )));
+        }
+        loop {
+            match self.next_event(poll) {
+                Some(Event::Reply(Reply::Ready)) => return Ok(()),
+                Some(Event::Reply(Reply::InitFailed { message })) => {
+                    self.reap();
+                    return Err(InitError::Failed(message));
+                }
+                Some(Event::Reply(other)) => {
+                    self.kill();
+                    return Err(InitError::Failed(format!(
+                        "the worker answered its initializer with {other:?}"
+                    )));
+                }
+                Some(Event::Garbage(message)) => {
+                    self.kill();
+                    return Err(InitError::Failed(format!(
+                        "the worker sent a malformed frame during its initializer: {message}"
+                    )));
+                }
+                Some(Event::Eof) => {
+                    let status = self.reap();
+                    return Err(InitError::Failed(format!(
+                        "the worker died during its initializer ({status})"
+                    )));
+                }
+                None if control.should_stop() => {
+                    self.kill();
+                    return Err(InitError::Stopped);
+                }
+                None if self.has_exited() => {
+                    let status = self.reap();
+                    return Err(InitError::Failed(format!(
+                        "the worker died during its initializer ({status})"
+                    )));
+                }
+                None => {}
             }
         }
     }

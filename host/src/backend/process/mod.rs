@@ -4,8 +4,12 @@
 //! nonsense (SEMANTICS.md §10.4).
 
 mod child;
+mod init;
+mod logs;
 pub(crate) mod protocol;
 pub(crate) mod worker_main;
+
+pub use self::init::{WorkerHook, WorkerHooks, WorkerInit};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use self::child::{Event, PidRegistry, WorkerProcess};
+use self::child::{Event, InitError, PidRegistry, WorkerProcess};
 use self::protocol::{Reply, Request, RunRequest, WireOutcome};
 use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport};
 use crate::failure::{FailureKind, TaskFailure};
@@ -54,6 +58,7 @@ fn grace(poll: Duration) -> Duration {
 pub(crate) struct ProcessExecutor {
     context: ProcessContext,
     memory_limit: Option<u64>,
+    init: Option<WorkerInit>,
     poll: Duration,
     next_attempt: AtomicU64,
     /// Subprocesses of workers that stopped, kept for the next run.
@@ -65,10 +70,16 @@ pub(crate) struct ProcessExecutor {
 }
 
 impl ProcessExecutor {
-    pub(crate) fn new(context: ProcessContext, memory_limit: Option<u64>, poll: Duration) -> Self {
+    pub(crate) fn new(
+        context: ProcessContext,
+        memory_limit: Option<u64>,
+        init: Option<WorkerInit>,
+        poll: Duration,
+    ) -> Self {
         Self {
             context,
             memory_limit,
+            init,
             poll,
             next_attempt: AtomicU64::new(1),
             idle: Mutex::new(Vec::new()),
@@ -82,12 +93,15 @@ impl ProcessExecutor {
         self.pids.lock().iter().copied().collect()
     }
 
-    /// This worker thread's subprocess: its own, an idle one, or a new one.
+    /// This worker thread's subprocess: its own, an idle one, or a new one that has run the
+    /// initializer. The error is the attempt's report.
     fn checkout(
         &self,
+        cell: &TaskCell,
+        control: &AttemptControl,
         cache_dir: Option<PathBuf>,
         no_cache: bool,
-    ) -> Result<WorkerProcess, TaskFailure> {
+    ) -> Result<WorkerProcess, AttemptReport> {
         let me = std::thread::current().id();
         {
             let mut busy = self.busy.lock();
@@ -102,8 +116,23 @@ impl ProcessExecutor {
             cache_dir,
             no_cache,
             memory_limit: self.memory_limit,
+            log_level: logs::parent_level(),
         };
-        WorkerProcess::spawn(&self.context, &options, &self.pids)
+        let mut process = WorkerProcess::spawn(&self.context, &options, &self.pids)
+            .map_err(AttemptReport::failed)?;
+        if let Some(init) = &self.init {
+            match process.initialize(init, control, self.poll) {
+                Ok(()) => {}
+                Err(InitError::Failed(message)) => {
+                    return Err(AttemptReport::failed(TaskFailure::new(
+                        FailureKind::WorkerStart,
+                        format!("worker initializer failed: {message}"),
+                    )));
+                }
+                Err(InitError::Stopped) => return Err(interrupted(control, &cell.name)),
+            }
+        }
+        Ok(process)
     }
 
     fn checkin(&self, process: WorkerProcess) {
@@ -205,24 +234,22 @@ impl ProcessExecutor {
                 // It did not report within the grace: kill it. The classification gives
                 // cancelled or timeout, never a crash.
                 process.kill();
-                let outcome = if control.is_cancelled() {
-                    AttemptOutcome::Cancelled
-                } else {
-                    AttemptOutcome::Failed(TaskFailure::timeout(
-                        &cell.name,
-                        control.timeout().unwrap_or_default(),
-                    ))
-                };
-                let report = AttemptReport {
-                    outcome,
-                    fuel_consumed: None,
-                    stdout: None,
-                    stderr: None,
-                };
-                return (report, false);
+                return (interrupted(control, &cell.name), false);
             }
         }
     }
+}
+
+/// The report of an attempt stopped by a cancellation or its deadline.
+fn interrupted(control: &AttemptControl, name: &str) -> AttemptReport {
+    AttemptReport::from(if control.is_cancelled() {
+        AttemptOutcome::Cancelled
+    } else {
+        AttemptOutcome::Failed(TaskFailure::timeout(
+            name,
+            control.timeout().unwrap_or_default(),
+        ))
+    })
 }
 
 /// The report of an attempt whose worker died or broke the protocol: cancellation and the
@@ -301,10 +328,11 @@ impl Executor for ProcessExecutor {
             sandbox: plugin.sandbox().clone(),
         };
         let host = plugin.host();
-        let mut process = match self.checkout(host.cache_root(), !host.cache_enabled()) {
-            Ok(process) => process,
-            Err(failure) => return AttemptOutcomeOrAbandoned::Done(AttemptReport::failed(failure)),
-        };
+        let mut process =
+            match self.checkout(cell, control, host.cache_root(), !host.cache_enabled()) {
+                Ok(process) => process,
+                Err(report) => return AttemptOutcomeOrAbandoned::Done(report),
+            };
         let (report, keep) = self.attempt(&mut process, cell, request, control);
         if keep {
             self.checkin(process);

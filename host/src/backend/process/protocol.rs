@@ -3,22 +3,28 @@
 //! A frame is a little-endian `u32` length followed by that many bytes of JSON. Frames over
 //! [`MAX_FRAME`] are refused on both sides.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::init::WorkerInit;
 use crate::engine::{Limits, Sandbox};
 use crate::failure::{CapturedOutput, TaskFailure};
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 
 /// Parent → worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
+    /// Run the initializer; sent once, right after the handshake.
+    Init(WorkerInit),
     /// Run one attempt in a fresh instance.
     Run(Box<RunRequest>),
     /// Stop the attempt with this id, if it is still running.
@@ -50,10 +56,25 @@ pub(crate) struct RunRequest {
 pub(crate) enum Reply {
     /// First frame: who is speaking.
     Hello { version: u32, pid: u32 },
+    /// The initializer finished.
+    Ready,
+    /// The initializer failed; the worker exits after sending this.
+    InitFailed { message: String },
+    /// A `tracing` event of the worker, for the parent's subscriber.
+    Log(LogRecord),
     /// The end of an attempt.
     Done(Box<DoneReply>),
     /// A frame the worker could not decode; it keeps serving.
     BadFrame { message: String },
+}
+
+/// One forwarded `tracing` event.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LogRecord {
+    /// 1 = error … 5 = trace.
+    pub level: u8,
+    pub target: String,
+    pub message: String,
 }
 
 /// How an attempt ended, with what it produced.
@@ -100,27 +121,153 @@ pub(crate) enum Frame<T> {
     Eof,
 }
 
-/// Reads one frame. An oversized length is an error: the stream cannot be trusted after it.
-pub(crate) fn read_frame<T: for<'de> Deserialize<'de>>(
-    input: &mut impl Read,
-) -> io::Result<Frame<T>> {
-    let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::Eof),
-        Err(e) => return Err(e),
+/// Reads frames from a pipe without a thread of its own: the descriptor is non-blocking and
+/// [`next`](Self::next) waits with `poll(2)`, so the caller can bound each wait and a peer
+/// that stops mid-frame never blocks it.
+pub(crate) struct FrameReader {
+    file: File,
+    /// Bytes read; `start..end` are not consumed yet.
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    /// Takes over `fd` and makes it non-blocking.
+    pub(crate) fn new(fd: impl Into<OwnedFd>) -> io::Result<Self> {
+        let fd: OwnedFd = fd.into();
+        let raw = fd.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            file: File::from(fd),
+            buffer: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+        })
     }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame length {len} is over the {MAX_FRAME} byte limit"),
-        ));
+
+    /// The next frame, waiting up to `wait` for it (`None`: without limit). `Ok(None)` means
+    /// the wait ran out. An oversized length or a stream that ends mid-frame is an error: the
+    /// stream cannot be trusted after it.
+    pub(crate) fn next<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        wait: Option<Duration>,
+    ) -> io::Result<Option<Frame<T>>> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return Ok(Some(frame));
+            }
+            let timeout_ms = match deadline {
+                None => -1,
+                // Rounded up, so a short wait is not a busy loop.
+                Some(deadline) => deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000)
+                    .min(i32::MAX as u128) as i32,
+            };
+            if !self.wait_readable(timeout_ms)? {
+                return Ok(None);
+            }
+            if self.fill()? == Some(0) {
+                return if self.start == self.end {
+                    Ok(Some(Frame::Eof))
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream ended in the middle of a frame",
+                    ))
+                };
+            }
+        }
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body)?;
-    Ok(match serde_json::from_slice(&body) {
-        Ok(message) => Frame::Message(message),
-        Err(e) => Frame::Undecodable(e.to_string()),
-    })
+
+    /// Decodes the first buffered frame, if it is complete.
+    fn take_frame<T: for<'de> Deserialize<'de>>(&mut self) -> io::Result<Option<Frame<T>>> {
+        let unread = &self.buffer[self.start..self.end];
+        let Some(len) = unread
+            .first_chunk::<4>()
+            .map(|l| u32::from_le_bytes(*l) as usize)
+        else {
+            return Ok(None);
+        };
+        if len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame length {len} is over the {MAX_FRAME} byte limit"),
+            ));
+        }
+        let Some(body) = unread.get(4..4 + len) else {
+            self.make_room(4 + len);
+            return Ok(None);
+        };
+        let frame = match serde_json::from_slice(body) {
+            Ok(message) => Frame::Message(message),
+            Err(e) => Frame::Undecodable(e.to_string()),
+        };
+        self.start += 4 + len;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        Ok(Some(frame))
+    }
+
+    /// Makes the buffer able to hold `frame` bytes from `start`.
+    fn make_room(&mut self, frame: usize) {
+        if self.start + frame > self.buffer.len() {
+            self.buffer.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            if frame > self.buffer.len() {
+                self.buffer.resize(frame, 0);
+            }
+        }
+    }
+
+    /// Waits until the pipe is readable or at its end; false when `timeout_ms` ran out.
+    fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool> {
+        let mut fds = libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd.
+            match unsafe { libc::poll(&mut fds, 1, timeout_ms) } {
+                0 => return Ok(false),
+                n if n > 0 => return Ok(true),
+                _ => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() != io::ErrorKind::Interrupted {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what is available: `Some(0)` at the end of the stream, `None` when there was
+    /// nothing after all.
+    fn fill(&mut self) -> io::Result<Option<usize>> {
+        if self.end == self.buffer.len() {
+            let unread = self.end - self.start;
+            self.make_room(unread + 16 * 1024);
+        }
+        loop {
+            match self.file.read(&mut self.buffer[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(Some(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }

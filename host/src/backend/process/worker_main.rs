@@ -1,25 +1,35 @@
 //! The worker side of the process backend: `osiiso-host worker` (or an embedder's binary that
-//! calls [`run_worker`]). It reads requests on stdin, runs each attempt in a fresh instance,
-//! and answers on the original stdout; guest output is captured in memory and anything else
-//! printed to fd 1 goes to stderr, so nothing but frames reaches the protocol channel.
+//! calls [`maybe_run_worker`]). It reads requests on stdin, runs each attempt in a fresh
+//! instance, and answers on the original stdout; guest output is captured in memory and
+//! anything else printed to fd 1 goes to stderr, so nothing but frames reaches the protocol
+//! channel. Its `tracing` events travel to the parent as frames.
+//!
+//! One thread does everything: between attempts it waits for the next request, and during an
+//! attempt the engine's epoch check reads the channel for a cancellation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::FromRawFd;
+use std::io::BufWriter;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::Level;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{Layer, filter::LevelFilter};
+
+use super::init::{WorkerHooks, WorkerInit};
+use super::logs::{ForwardLayer, SharedWriter};
 use super::protocol::{
-    DoneReply, Frame, PROTOCOL_VERSION, Reply, Request, RunRequest, WireOutcome, read_frame,
+    DoneReply, Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, RunRequest, WireOutcome,
     write_frame,
 };
 use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};
 
-/// The attempt running now, so a `Cancel` can reach it.
-type CurrentAttempt = Arc<Mutex<Option<(u64, Arc<AttemptControl>)>>>;
+/// The compiled plugins this worker has loaded, by path and content hash.
+type Plugins = HashMap<(PathBuf, String), Plugin>;
 
 /// How a worker process is configured (from its command line).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +40,8 @@ pub struct WorkerOptions {
     pub no_cache: bool,
     /// OS address-space cap for this process (`RLIMIT_AS`), in bytes.
     pub memory_limit: Option<u64>,
+    /// The most verbose `tracing` level to forward to the parent (none: forward nothing).
+    pub log_level: Option<Level>,
 }
 
 impl WorkerOptions {
@@ -47,6 +59,10 @@ impl WorkerOptions {
             args.push("--memory-limit".into());
             args.push(limit.to_string());
         }
+        if let Some(level) = self.log_level {
+            args.push("--log-level".into());
+            args.push(level.to_string());
+        }
         args
     }
 
@@ -62,6 +78,10 @@ impl WorkerOptions {
                     let value = it.next().ok_or("--memory-limit needs a value")?;
                     options.memory_limit = Some(value.parse().map_err(|_| "bad --memory-limit")?);
                 }
+                "--log-level" => {
+                    let value = it.next().ok_or("--log-level needs a value")?;
+                    options.log_level = Some(value.parse().map_err(|_| "bad --log-level")?);
+                }
                 other => return Err(format!("unknown worker argument '{other}'")),
             }
         }
@@ -76,10 +96,16 @@ pub const WORKER_MARKER: &str = "--osiiso-worker";
 /// If this process was started as a worker by [`crate::queue::ProcessContext::CurrentExe`],
 /// serves as one and exits; otherwise returns. Call it first thing in `main`.
 pub fn maybe_run_worker() {
+    maybe_run_worker_with(WorkerHooks::new());
+}
+
+/// [`maybe_run_worker`] for a binary that offers initializer hooks
+/// ([`WorkerInit::hook`](crate::queue::WorkerInit::hook)).
+pub fn maybe_run_worker_with(hooks: WorkerHooks) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(position) = args.iter().position(|a| a == WORKER_MARKER) {
         let code = match WorkerOptions::from_args(&args[position + 1..]) {
-            Ok(options) => run_worker(options),
+            Ok(options) => run_worker_with(options, &hooks),
             Err(message) => {
                 eprintln!("osiiso worker: {message}");
                 2
@@ -91,16 +117,17 @@ pub fn maybe_run_worker() {
 
 /// Serves requests on stdin until `Stop` or end of input; returns the exit code.
 pub fn run_worker(options: WorkerOptions) -> i32 {
-    // SAFETY: plain libc calls on this process's own descriptors and attributes.
-    let protocol_fd = unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
-        if fd < 0 || libc::dup2(2, 1) < 0 {
-            eprintln!("osiiso worker: cannot set up the protocol channel");
+    run_worker_with(options, &WorkerHooks::new())
+}
+
+/// [`run_worker`] with initializer hooks.
+pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
+    let (requests, out) = match protocol_channel() {
+        Ok(channel) => channel,
+        Err(message) => {
+            eprintln!("osiiso worker: {message}");
             return 3;
         }
-        fd
     };
     if let Some(limit) = options.memory_limit {
         let rlimit = libc::rlimit {
@@ -112,10 +139,11 @@ pub fn run_worker(options: WorkerOptions) -> i32 {
             eprintln!("osiiso worker: cannot set the memory limit");
         }
     }
-    // SAFETY: `protocol_fd` is a fresh descriptor owned by nothing else.
-    let out = Arc::new(Mutex::new(BufWriter::new(unsafe {
-        File::from_raw_fd(protocol_fd)
-    })));
+    if let Some(level) = options.log_level {
+        let layer = ForwardLayer::new(out.clone()).with_filter(LevelFilter::from_level(level));
+        // An embedder's binary may have installed a subscriber already; its own wins.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    }
     let host = {
         let mut builder = Host::builder()
             .cache(!options.no_cache)
@@ -128,7 +156,7 @@ pub fn run_worker(options: WorkerOptions) -> i32 {
         match builder.build() {
             Ok(host) => host,
             Err(error) => {
-                eprintln!("osiiso worker: {error}");
+                tracing::error!("cannot build the worker's engine: {error}");
                 return 3;
             }
         }
@@ -144,78 +172,174 @@ pub fn run_worker(options: WorkerOptions) -> i32 {
         return 3;
     }
 
-    let current: CurrentAttempt = Arc::default();
-    let (jobs, job_rx) = mpsc::channel::<Box<RunRequest>>();
-    let runner = {
-        let current = current.clone();
-        let out = out.clone();
-        std::thread::spawn(move || {
-            let mut plugins: HashMap<(PathBuf, String), Plugin> = HashMap::new();
-            for request in job_rx {
-                let control = AttemptControl::new(request.timeout_ms.map(Duration::from_millis));
-                *current.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((request.attempt_id, control.clone()));
-                let report = run_one(&host, &mut plugins, &request, control);
-                current.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let reply = Reply::Done(Box::new(DoneReply {
-                    attempt_id: request.attempt_id,
-                    outcome: match report.outcome {
-                        AttemptOutcome::Succeeded(value) => {
-                            WireOutcome::Succeeded(value.to_string())
-                        }
-                        AttemptOutcome::Failed(failure) => WireOutcome::Failed(failure),
-                        AttemptOutcome::Cancelled => WireOutcome::Cancelled,
-                    },
-                    fuel_consumed: report.fuel_consumed,
-                    stdout: report.stdout,
-                    stderr: report.stderr,
-                }));
-                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-                if write_frame(&mut *out, &reply).is_err() {
-                    return;
-                }
-            }
-        })
-    };
-
-    let mut input = BufReader::new(std::io::stdin().lock());
-    let code = loop {
-        match read_frame::<Request>(&mut input) {
+    let channel = Arc::new(Mutex::new(ControlChannel {
+        requests,
+        pending: VecDeque::new(),
+        cancel: None,
+        closing: false,
+    }));
+    let mut plugins = Plugins::new();
+    loop {
+        let frame = channel.lock().unwrap_or_else(|e| e.into_inner()).next();
+        match frame {
             Ok(Frame::Message(Request::Run(request))) => {
-                if jobs.send(request).is_err() {
-                    break 3;
+                let report = run_one(&host, &mut plugins, &request, watch(&channel, &request));
+                if !send(&done(request.attempt_id, report)) {
+                    return 3;
+                }
+                if channel.lock().unwrap_or_else(|e| e.into_inner()).closing {
+                    return 0;
                 }
             }
-            Ok(Frame::Message(Request::Cancel { attempt_id })) => {
-                if let Some((id, control)) = &*current.lock().unwrap_or_else(|e| e.into_inner())
-                    && *id == attempt_id
-                {
-                    control.cancel();
+            Ok(Frame::Message(Request::Init(init))) => {
+                match initialize(&host, &mut plugins, hooks, &init) {
+                    Ok(()) => {
+                        if !send(&Reply::Ready) {
+                            return 3;
+                        }
+                    }
+                    Err(message) => {
+                        send(&Reply::InitFailed { message });
+                        return 4;
+                    }
                 }
             }
-            Ok(Frame::Message(Request::Stop)) | Ok(Frame::Eof) => break 0,
+            // A cancellation that arrived after its attempt ended.
+            Ok(Frame::Message(Request::Cancel { .. })) => {}
+            Ok(Frame::Message(Request::Stop)) | Ok(Frame::Eof) => return 0,
             Ok(Frame::Undecodable(message)) => {
                 if !send(&Reply::BadFrame { message }) {
-                    break 3;
+                    return 3;
                 }
             }
             Err(error) => {
-                eprintln!("osiiso worker: protocol error: {error}");
-                break 3;
+                tracing::error!("protocol error: {error}");
+                return 3;
             }
         }
-    };
-    drop(jobs);
-    if code == 0 {
-        let _ = runner.join();
     }
-    let _ = out.lock().map(|mut o| o.flush());
-    code
+}
+
+/// Takes over the protocol channel: stdin for requests and the original stdout for replies,
+/// with fd 1 pointed at stderr so stray prints cannot corrupt the stream.
+fn protocol_channel() -> Result<(FrameReader, SharedWriter), String> {
+    // SAFETY: plain libc calls on this process's own descriptors and attributes.
+    let (input, output) = unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        let input = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+        let output = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if input < 0 || output < 0 || libc::dup2(2, 1) < 0 {
+            return Err("cannot set up the protocol channel".into());
+        }
+        // SAFETY: both are fresh descriptors owned by nothing else.
+        (OwnedFd::from_raw_fd(input), OwnedFd::from_raw_fd(output))
+    };
+    let requests = FrameReader::new(input).map_err(|e| format!("cannot read requests: {e}"))?;
+    let out = Arc::new(Mutex::new(BufWriter::new(File::from(output))));
+    Ok((requests, out))
+}
+
+/// The request stream, read between attempts by the main loop and during an attempt by the
+/// epoch check.
+struct ControlChannel {
+    requests: FrameReader,
+    /// Frames read during an attempt that are not for it.
+    pending: VecDeque<Frame<Request>>,
+    /// The last attempt the parent asked to cancel.
+    cancel: Option<u64>,
+    /// The parent asked the worker to stop, or went away.
+    closing: bool,
+}
+
+impl ControlChannel {
+    /// The next request, waiting for it.
+    fn next(&mut self) -> std::io::Result<Frame<Request>> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Ok(frame);
+        }
+        loop {
+            if let Some(frame) = self.requests.next(None)? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// Reads what has arrived without waiting; true if `attempt_id` is to stop.
+    fn poll_cancel(&mut self, attempt_id: u64) -> bool {
+        while !self.closing {
+            match self.requests.next::<Request>(Some(Duration::ZERO)) {
+                Ok(None) => return self.cancel == Some(attempt_id),
+                Ok(Some(Frame::Message(Request::Cancel { attempt_id: id }))) => {
+                    self.cancel = Some(id);
+                }
+                Ok(Some(frame @ (Frame::Message(Request::Stop) | Frame::Eof))) => {
+                    self.closing = true;
+                    self.pending.push_back(frame);
+                }
+                Ok(Some(frame)) => self.pending.push_back(frame),
+                Err(error) => {
+                    tracing::error!("protocol error: {error}");
+                    self.closing = true;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The control of one attempt: its deadline, and a watch that reads cancellations from the
+/// channel whenever the engine checks.
+fn watch(channel: &Arc<Mutex<ControlChannel>>, request: &RunRequest) -> Arc<AttemptControl> {
+    let attempt_id = request.attempt_id;
+    let channel = channel.clone();
+    AttemptControl::watched(
+        request.timeout_ms.map(Duration::from_millis),
+        Box::new(move || {
+            // Checks from another thread (an HTTP watcher) skip a read already in progress.
+            channel
+                .try_lock()
+                .is_ok_and(|mut channel| channel.poll_cancel(attempt_id))
+        }),
+    )
+}
+
+fn done(attempt_id: u64, report: AttemptReport) -> Reply {
+    Reply::Done(Box::new(DoneReply {
+        attempt_id,
+        outcome: match report.outcome {
+            AttemptOutcome::Succeeded(value) => WireOutcome::Succeeded(value.to_string()),
+            AttemptOutcome::Failed(failure) => WireOutcome::Failed(failure),
+            AttemptOutcome::Cancelled => WireOutcome::Cancelled,
+        },
+        fuel_consumed: report.fuel_consumed,
+        stdout: report.stdout,
+        stderr: report.stderr,
+    }))
+}
+
+/// Runs the initializer: the preloads, then the hooks.
+fn initialize(
+    host: &Host,
+    plugins: &mut Plugins,
+    hooks: &WorkerHooks,
+    init: &WorkerInit,
+) -> Result<(), String> {
+    for path in init.preloads() {
+        let plugin = host
+            .load(path)
+            .map_err(|e| format!("cannot preload '{}': {e}", path.display()))?;
+        plugins.insert((path.clone(), plugin.hash().to_string()), plugin);
+    }
+    for (name, argument) in init.hooks() {
+        hooks.call(name, argument)?;
+    }
+    Ok(())
 }
 
 fn run_one(
     host: &Host,
-    plugins: &mut HashMap<(PathBuf, String), Plugin>,
+    plugins: &mut Plugins,
     request: &RunRequest,
     control: Arc<AttemptControl>,
 ) -> AttemptReport {

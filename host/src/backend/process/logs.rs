@@ -1,0 +1,116 @@
+//! Worker logs reach the parent's `tracing`: the worker forwards its events as frames and
+//! the parent re-emits them with the worker's PID.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::Context;
+
+use super::protocol::{LogRecord, Reply, write_frame};
+
+/// The worker's side of the protocol channel, shared by the attempt loop and the log layer.
+pub(crate) type SharedWriter = Arc<Mutex<BufWriter<File>>>;
+
+/// A `tracing` layer that sends each event to the parent as a [`Reply::Log`] frame.
+pub(crate) struct ForwardLayer {
+    out: SharedWriter,
+}
+
+impl ForwardLayer {
+    pub(crate) fn new(out: SharedWriter) -> Self {
+        Self { out }
+    }
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for ForwardLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut text = Text::default();
+        event.record(&mut text);
+        let metadata = event.metadata();
+        let record = LogRecord {
+            level: level_number(*metadata.level()),
+            target: metadata.target().to_string(),
+            message: text.finish(),
+        };
+        // A worker whose channel is gone is about to be reaped; its logs have nowhere to go.
+        if let Ok(mut out) = self.out.lock() {
+            let _ = write_frame(&mut *out, &Reply::Log(record));
+        }
+    }
+}
+
+/// The message followed by the other fields as `name=value`.
+#[derive(Default)]
+struct Text {
+    message: String,
+    fields: String,
+}
+
+impl Text {
+    fn finish(mut self) -> String {
+        if !self.fields.is_empty() {
+            if !self.message.is_empty() {
+                self.message.push(' ');
+            }
+            self.message.push_str(&self.fields);
+        }
+        self.message
+    }
+}
+
+impl Visit for Text {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            if !self.fields.is_empty() {
+                self.fields.push(' ');
+            }
+            let _ = write!(self.fields, "{}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+fn level_number(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
+}
+
+/// Re-emits a worker's event in the parent, under the `osiiso_host::worker` target.
+pub(crate) fn emit(pid: u32, record: &LogRecord) {
+    let (origin, message) = (&record.target, &record.message);
+    macro_rules! forward {
+        ($level:expr) => {
+            tracing::event!(target: "osiiso_host::worker", $level, worker_pid = pid, origin = %origin, "{message}")
+        };
+    }
+    match record.level {
+        0 | 1 => forward!(Level::ERROR),
+        2 => forward!(Level::WARN),
+        3 => forward!(Level::INFO),
+        4 => forward!(Level::DEBUG),
+        _ => forward!(Level::TRACE),
+    }
+}
+
+/// The most verbose level any subscriber of the parent wants, as a worker argument.
+pub(crate) fn parent_level() -> Option<Level> {
+    tracing::level_filters::LevelFilter::current().into_level()
+}
