@@ -94,14 +94,14 @@ impl ProcessExecutor {
     }
 
     /// This worker thread's subprocess: its own, an idle one, or a new one that has run the
-    /// initializer. The error is the attempt's report.
+    /// initializer. The error is the attempt's outcome.
     fn checkout(
         &self,
         cell: &TaskCell,
         control: &AttemptControl,
         cache_dir: Option<PathBuf>,
         no_cache: bool,
-    ) -> Result<WorkerProcess, AttemptReport> {
+    ) -> Result<WorkerProcess, AttemptOutcome> {
         let me = std::thread::current().id();
         {
             let mut busy = self.busy.lock();
@@ -119,12 +119,12 @@ impl ProcessExecutor {
             log_level: logs::parent_level(),
         };
         let mut process = WorkerProcess::spawn(&self.context, &options, &self.pids)
-            .map_err(AttemptReport::failed)?;
+            .map_err(AttemptOutcome::Failed)?;
         if let Some(init) = &self.init {
             match process.initialize(init, control, self.poll) {
                 Ok(()) => {}
                 Err(InitError::Failed(message)) => {
-                    return Err(AttemptReport::failed(TaskFailure::new(
+                    return Err(AttemptOutcome::Failed(TaskFailure::new(
                         FailureKind::WorkerStart,
                         format!("worker initializer failed: {message}"),
                     )));
@@ -234,22 +234,22 @@ impl ProcessExecutor {
                 // It did not report within the grace: kill it. The classification gives
                 // cancelled or timeout, never a crash.
                 process.kill();
-                return (interrupted(control, &cell.name), false);
+                return (interrupted(control, &cell.name).into(), false);
             }
         }
     }
 }
 
-/// The report of an attempt stopped by a cancellation or its deadline.
-fn interrupted(control: &AttemptControl, name: &str) -> AttemptReport {
-    AttemptReport::from(if control.is_cancelled() {
+/// The outcome of an attempt stopped by a cancellation or its deadline.
+fn interrupted(control: &AttemptControl, name: &str) -> AttemptOutcome {
+    if control.is_cancelled() {
         AttemptOutcome::Cancelled
     } else {
         AttemptOutcome::Failed(TaskFailure::timeout(
             name,
             control.timeout().unwrap_or_default(),
         ))
-    })
+    }
 }
 
 /// The report of an attempt whose worker died or broke the protocol: cancellation and the
@@ -261,28 +261,16 @@ fn crashed(
     why: &str,
 ) -> AttemptReport {
     let status = process.reap();
-    let outcome = if control.is_cancelled() {
-        AttemptOutcome::Cancelled
-    } else if control.deadline_passed() {
-        AttemptOutcome::Failed(TaskFailure::timeout(
-            name,
-            control.timeout().unwrap_or_default(),
-        ))
-    } else {
-        AttemptOutcome::Failed(
-            TaskFailure::new(
-                FailureKind::WorkerCrashed,
-                format!("worker process died ({status})"),
-            )
-            .with_detail(why),
-        )
-    };
-    AttemptReport {
-        outcome,
-        fuel_consumed: None,
-        stdout: None,
-        stderr: None,
+    if control.is_cancelled() || control.deadline_passed() {
+        return interrupted(control, name).into();
     }
+    AttemptReport::failed(
+        TaskFailure::new(
+            FailureKind::WorkerCrashed,
+            format!("worker process died ({status})"),
+        )
+        .with_detail(why),
+    )
 }
 
 impl Executor for ProcessExecutor {
@@ -331,7 +319,7 @@ impl Executor for ProcessExecutor {
         let mut process =
             match self.checkout(cell, control, host.cache_root(), !host.cache_enabled()) {
                 Ok(process) => process,
-                Err(report) => return AttemptOutcomeOrAbandoned::Done(report),
+                Err(outcome) => return AttemptOutcomeOrAbandoned::Done(outcome.into()),
             };
         let (report, keep) = self.attempt(&mut process, cell, request, control);
         if keep {
