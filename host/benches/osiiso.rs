@@ -6,7 +6,7 @@
 //! cargo bench -p osiiso-host --bench osiiso -- b1 b7     # a subset
 //! ```
 //!
-//! Names: `attempt`, `b1`, `b4`, `b5`, `b7`. Without `--bench` on the command line (which
+//! Names: `attempt`, `b1` … `b8`. Without `--bench` on the command line (which
 //! `cargo bench` always passes, and `cargo test --benches` does not) every benchmark runs once
 //! with tiny sizes as a smoke test; its verdicts mean nothing.
 
@@ -50,6 +50,10 @@ const BENCHES: &[(&str, &str)] = &[
     ),
     ("b4", "native no-op closures through ThreadQueue, 2 workers"),
     ("b5", "CPU-bound kernel: wasm (fuel on) / native"),
+    (
+        "b6",
+        "CPU-bound tasks: ProcessQueue 2 workers vs 1 worker (warm workers)",
+    ),
     (
         "b7",
         "`osiiso-host run` whole process: warm vs cold compile cache",
@@ -178,6 +182,7 @@ fn run(selected: &[&str], scale: Scale) -> anyhow::Result<Vec<Verdict>> {
             "b8" => bench_b8(scale, &host)?,
             "b4" => bench_b4(scale)?,
             "b5" => bench_b5(scale, &host)?,
+            "b6" => bench_b6(scale, &host)?,
             "b7" => bench_b7(scale)?,
             other => bail!("no benchmark {other}"),
         };
@@ -779,6 +784,61 @@ fn bench_b5(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
         &format!("wasm / native, score({n}), median"),
         median(&mut ratios),
         1.15,
+        fmt_x,
+    )])
+}
+
+// ---------------------------------------------------------------------------------------------
+// B6: ProcessQueue scaling on CPU-bound work.
+
+fn bench_b6(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
+    let task = host.load(osiiso_test_artifacts::SCORE)?.task("score")?;
+    // Each task takes about 25 ms natively; a round of 1 worker about 0.8 s.
+    let n = scale.count(1_500_000, 10_000) as u64;
+    let tasks = scale.count(32, 4);
+    let rounds = scale.count(5, 1);
+    let queues = [1, 2].map(|workers| {
+        ProcessQueue::builder()
+            .workers(Workers::Fixed(workers))
+            .build()
+    });
+    let [one, two] = queues;
+    let (one, two) = (one?, two?);
+    let run = |queue: &ProcessQueue| -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let group = queue.map(&task, (0..tasks).map(|_| json!(n)), TaskOptions::new())?;
+        let summary = queue.run()?;
+        ensure!(summary.succeeded == tasks, "B6 run: {summary}");
+        drop(group);
+        Ok(start.elapsed())
+    };
+    // Workers persist across runs: spawn them (and load the plugin) before measuring.
+    run(&one)?;
+    run(&two)?;
+    println!("   {rounds} interleaved rounds of {tasks} x score({n}), workers spawned beforehand");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let (t1, t2) = if round % 2 == 1 {
+            let t1 = run(&one)?;
+            (t1, run(&two)?)
+        } else {
+            let t2 = run(&two)?;
+            (run(&one)?, t2)
+        };
+        let ratio = t1.as_secs_f64() / t2.as_secs_f64();
+        println!(
+            "   round {round}: 1 worker {}  2 workers {}  speed-up {}",
+            fmt_secs(t1.as_secs_f64()),
+            fmt_secs(t2.as_secs_f64()),
+            fmt_x(ratio)
+        );
+        ratios.push(ratio);
+    }
+    Ok(vec![Verdict::at_least(
+        "B6",
+        "ProcessQueue 2 workers / 1 worker, median",
+        median(&mut ratios),
+        1.85,
         fmt_x,
     )])
 }
