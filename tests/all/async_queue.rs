@@ -1,6 +1,7 @@
 //! AsyncQueue specifics: async submission and waiting, many waiting guests at once, and fuel
 //! yielding so a spinning guest cannot starve the others.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -205,4 +206,118 @@ fn pool_exhaustion_is_back_pressure_not_failure() {
             summary.errors().first().map(|r| &r.message)
         );
     });
+}
+
+/// A native task that waits until `gate` opens, after saying it started.
+fn gated(
+    started: &Arc<tokio::sync::Notify>,
+    gate: &Arc<tokio::sync::Semaphore>,
+) -> AsyncNativeTask {
+    let (started, gate) = (started.clone(), gate.clone());
+    AsyncNativeTask::new("gated", move || {
+        let (started, gate) = (started.clone(), gate.clone());
+        async move {
+            started.notify_one();
+            let _permit = gate
+                .acquire()
+                .await
+                .map_err(|e| TaskFailure::new(FailureKind::Failed, e.to_string()))?;
+            Ok::<_, TaskFailure>(Value::Null)
+        }
+    })
+}
+
+#[test]
+fn run_async_is_awaited_without_blocking_a_current_thread_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let queue = AsyncQueue::builder()
+            .workers(Workers::Fixed(4))
+            .build()
+            .unwrap();
+        let sleep = load(artifacts::SCENARIO_FLAKY).task("sleep").unwrap();
+        let group = queue
+            .map(&sleep, (0..20).map(|_| json!(5)), TaskOptions::new())
+            .unwrap();
+        // The workers and the run share the one runtime thread.
+        let summary = queue.run_async().await.unwrap();
+        assert_eq!(summary.succeeded, 20);
+        assert_eq!(group.values().unwrap().len(), 20);
+        queue.join_async().await.unwrap();
+        queue.shutdown_async().await;
+        assert!(queue.is_closed());
+        assert!(matches!(queue.run_async().await, Err(Error::ShutDown)));
+    });
+}
+
+#[test]
+fn dropping_run_async_leaves_the_workers_and_the_cursor() {
+    runtime().block_on(async {
+        let queue = AsyncQueue::builder()
+            .workers(Workers::Fixed(2))
+            .build()
+            .unwrap();
+        let started = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let blocked = queue
+            .submit_async(gated(&started, &gate), TaskOptions::new())
+            .unwrap();
+        let sleep = load(artifacts::SCENARIO_FLAKY).task("sleep").unwrap();
+        queue
+            .map(&sleep, (0..5).map(|_| json!(1)), TaskOptions::new())
+            .unwrap();
+        tokio::select! {
+            _ = queue.run_async() => panic!("the run cannot finish while a task is blocked"),
+            () = started.notified() => {}
+        }
+        // The run future is gone: its workers are not, and a new run may begin.
+        assert_eq!(queue.stats().workers, 2);
+        assert_eq!(blocked.status(), TaskStatus::Running);
+        gate.add_permits(1);
+        let summary = queue.run_async().await.unwrap();
+        assert_eq!(
+            summary.total_submitted, 6,
+            "the next run reports what finished meanwhile: {summary}"
+        );
+        assert!(blocked.await.ok());
+    });
+}
+
+#[test]
+fn a_runtime_that_shuts_down_cancels_its_work_and_closes_the_queue() {
+    let runtime = runtime();
+    let queue = AsyncQueue::builder()
+        .workers(Workers::Fixed(1))
+        .runtime(runtime.handle().clone())
+        .build()
+        .unwrap();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let running = queue
+        .submit_async(gated(&started, &gate), TaskOptions::new())
+        .unwrap();
+    let queued = queue
+        .submit_async(gated(&started, &gate), TaskOptions::new())
+        .unwrap();
+    runtime.block_on(async {
+        queue.start().unwrap();
+        started.notified().await;
+    });
+    drop(runtime);
+    for handle in [&running, &queued] {
+        let result = handle.wait_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(result.status, TaskStatus::Cancelled, "{result:?}");
+    }
+    queue.wait_closed();
+    match queue.submit_async(gated(&started, &gate), TaskOptions::new()) {
+        Err(Error::RuntimeGone) => {}
+        other => panic!("expected RuntimeGone, got {other:?}"),
+    }
+    assert_eq!(
+        Error::RuntimeGone.to_string(),
+        "queue runtime has shut down"
+    );
 }

@@ -136,26 +136,63 @@ async fn run_work(
 
 /// The body of an async worker: take ready tasks and drive their attempt loops.
 pub(crate) async fn worker(core: Arc<Core>, slot: Arc<WorkerSlot>, generation: u64) {
-    let executor = core.executor.clone();
-    let Some(run) = executor.as_async() else {
-        return core.worker_exited(&slot, true);
+    let mut guard = RuntimeWatch {
+        core: core.clone(),
+        slot: slot.clone(),
+        running: None,
+        exited: false,
     };
-    loop {
-        let notified = core.work_notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        match core.try_take(generation) {
-            Some(Take::Stop) => break,
-            Some(Take::Task(cell)) => drive(&core, run, &cell).await,
-            None => {
-                let idle = tokio::time::timeout(core.config.retire_idle_after, notified).await;
-                if idle.is_err() && core.may_retire() {
-                    break;
+    let executor = core.executor.clone();
+    if let Some(run) = executor.as_async() {
+        loop {
+            let notified = core.work_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match core.try_take(generation) {
+                Some(Take::Stop) => break,
+                Some(Take::Task(cell)) => {
+                    guard.running = Some(cell.clone());
+                    drive(&core, run, &cell).await;
+                    guard.running = None;
+                }
+                None => {
+                    let idle = tokio::time::timeout(core.config.retire_idle_after, notified).await;
+                    if idle.is_err() && core.may_retire() {
+                        break;
+                    }
                 }
             }
         }
     }
+    guard.exited = true;
     core.worker_exited(&slot, true);
+}
+
+/// Notices a worker future dropped before it exited: tokio drops the tasks of a runtime that
+/// shuts down, and nothing of the queue may vanish silently with them (SEMANTICS.md §10.2).
+struct RuntimeWatch {
+    core: Arc<Core>,
+    slot: Arc<WorkerSlot>,
+    /// The task this worker is driving.
+    running: Option<Arc<TaskCell>>,
+    exited: bool,
+}
+
+impl Drop for RuntimeWatch {
+    fn drop(&mut self) {
+        if self.exited {
+            return;
+        }
+        let (core, slot, running) = (self.core.clone(), self.slot.clone(), self.running.take());
+        // The drop may happen inside a `spawn` that holds the queue lock, and callbacks run
+        // while recording: finish on a thread of its own.
+        let spawned = std::thread::Builder::new()
+            .name("osiiso-runtime-gone".into())
+            .spawn(move || core.runtime_gone(&slot, running));
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot record the tasks of a runtime that shut down");
+        }
+    }
 }
 
 /// Drives one task's attempt loop; a panic in it is recorded as a `Panic` failure.

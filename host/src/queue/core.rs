@@ -20,6 +20,8 @@ use super::result::{Backend, RunSummary, TaskResult, TaskStatus};
 use crate::engine::AttemptReport;
 use crate::failure::{CapturedOutput, TaskFailure};
 
+mod asynchronous;
+
 /// Messages of SEMANTICS.md §9.1.
 pub(crate) const CANCELLED: &str = "cancelled";
 pub(crate) const CANCELLED_BEFORE: &str = "cancelled before execution";
@@ -105,6 +107,10 @@ pub(crate) struct State {
     running: bool,
     halted: bool,
     closed: bool,
+    /// `cancel()` ran; the queue closes once the last worker exits.
+    close_pending: bool,
+    /// The bound tokio runtime shut down (AsyncQueue): the queue is closed for good.
+    runtime_gone: bool,
     draining: bool,
     timed_out: bool,
     seq: u64,
@@ -167,9 +173,19 @@ pub(crate) struct Core {
     pub(crate) runtime: Mutex<Option<tokio::runtime::Handle>>,
     /// Waiters for idle, room, closed, timers.
     pub(crate) changed: Condvar,
+    /// The same wake-ups for async waiters (`run_async`, `join_async`, `shutdown_async`).
+    pub(crate) changed_async: tokio::sync::Notify,
     pub(crate) self_ref: Weak<Core>,
     pub(crate) backend: Backend,
     pub(crate) executor: Arc<dyn Executor>,
+}
+
+/// A `run()` in progress.
+pub(crate) struct RunPlan {
+    pub(crate) started_at: Instant,
+    /// When the run timeout expires.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) finite: bool,
 }
 
 /// What a worker got from [`Core::take`].
@@ -196,6 +212,8 @@ impl Core {
                 running: false,
                 halted: false,
                 closed: false,
+                close_pending: false,
+                runtime_gone: false,
                 draining: false,
                 timed_out: false,
                 seq: 0,
@@ -215,6 +233,7 @@ impl Core {
             room_notify: tokio::sync::Notify::new(),
             runtime: Mutex::new(None),
             changed: Condvar::new(),
+            changed_async: tokio::sync::Notify::new(),
             self_ref: weak.clone(),
             backend,
             executor,
@@ -244,6 +263,9 @@ impl Core {
         let mut state = self.state.lock();
         for (work, options) in batch {
             loop {
+                if state.runtime_gone {
+                    return Err(Error::RuntimeGone);
+                }
                 if state.closed || !state.accepting || state.halted {
                     return Err(Error::Closed);
                 }
@@ -275,7 +297,7 @@ impl Core {
                 Some(at) => {
                     state.scheduled.insert((at, seq), cell.clone());
                     self.ensure_timer(&mut state);
-                    self.changed.notify_all();
+                    self.notify_changed();
                 }
                 None => self.enqueue_ready(&mut state, cell.clone()),
             }
@@ -379,7 +401,11 @@ impl Core {
         if counted {
             state.live_workers = state.live_workers.saturating_sub(1);
         }
-        self.changed.notify_all();
+        if state.close_pending && state.live_workers == 0 {
+            state.close_pending = false;
+            state.closed = true;
+        }
+        self.notify_changed();
     }
 
     /// The next ready task for a worker of `generation`, `Stop`, or `None` when there is
@@ -507,7 +533,7 @@ impl Core {
     }
 
     fn start_locked(&self, state: &mut State) -> Result<(), Error> {
-        if state.closed {
+        if state.closed || state.close_pending {
             return Err(Error::ShutDown);
         }
         if self.executor.as_async().is_some() {
@@ -587,64 +613,92 @@ impl Core {
         state.policy_override.unwrap_or(self.config.fail_policy)
     }
 
-    /// `run()` (§3.2).
+    /// `run()` (§3.2), blocking the calling thread.
     pub(crate) fn run(&self, options: super::RunOptions) -> Result<RunSummary, Error> {
-        let run_start = Instant::now();
+        let run = self.begin_run(&options)?;
+        let mut state = self.state.lock();
+        let timed_out = if run.finite {
+            !self.wait_idle(&mut state, run.deadline)
+        } else {
+            loop {
+                if state.closed {
+                    break false;
+                }
+                match run.deadline {
+                    Some(d) => {
+                        if self.changed.wait_until(&mut state, d).timed_out() && !state.closed {
+                            break true;
+                        }
+                    }
+                    None => self.changed.wait(&mut state),
+                }
+            }
+        };
+        if timed_out {
+            drop(state);
+            self.run_timed_out();
+            state = self.state.lock();
+            self.wait_idle(&mut state, None);
+        }
+        if (run.finite || timed_out) && !state.closed {
+            state = self.stop_workers(state);
+        }
+        self.end_run(state, &run, options.strict, timed_out)
+    }
+
+    /// Steps 1–3 of `run()`: refuse a second run, apply the policy, start.
+    pub(crate) fn begin_run(&self, options: &super::RunOptions) -> Result<RunPlan, Error> {
+        let started_at = Instant::now();
         let mut state = self.state.lock();
         if state.running {
             return Err(Error::RunInProgress);
         }
         state.running = true;
         state.policy_override = options.fail_policy;
-        let timeout = options.timeout.or(self.config.timeout);
         if let Err(error) = self.start_locked(&mut state) {
             state.running = false;
             state.policy_override = None;
             return Err(error);
         }
-        let deadline = timeout.and_then(|t| run_start.checked_add(t));
-        let finite = self.config.mode == Mode::Finite;
-        let mut timed_out = false;
-        if finite {
-            if !self.wait_idle(&mut state, deadline) {
-                timed_out = true;
-            }
-        } else {
-            while !state.closed {
-                match deadline {
-                    Some(d) => {
-                        if self.changed.wait_until(&mut state, d).timed_out() && !state.closed {
-                            timed_out = true;
-                            break;
-                        }
-                    }
-                    None => self.changed.wait(&mut state),
-                }
-            }
-        }
-        if timed_out {
-            state.timed_out = true;
-            let sparing = self.config.on_exit == OnExit::CompletePriority;
-            drop(state);
-            self.abort(sparing);
-            state = self.state.lock();
-            self.wait_idle(&mut state, None);
-        }
-        if (finite || timed_out) && !state.closed {
-            state = self.stop_workers(state);
-        }
-        let summary = self.summary_locked(&mut state, run_start, timed_out);
-        state.timed_out = false;
-        state.halted = false;
-        state.running = false;
-        state.policy_override = None;
+        let timeout = options.timeout.or(self.config.timeout);
+        Ok(RunPlan {
+            started_at,
+            deadline: timeout.and_then(|t| started_at.checked_add(t)),
+            finite: self.config.mode == Mode::Finite,
+        })
+    }
+
+    /// The run timeout expired (§7.3): mark it and abort by `on_exit`.
+    pub(crate) fn run_timed_out(&self) {
+        self.state.lock().timed_out = true;
+        self.abort(self.config.on_exit == OnExit::CompletePriority);
+    }
+
+    /// Step 6–7 of `run()`: the summary from the cursor, the flags cleared, `strict`.
+    pub(crate) fn end_run(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        run: &RunPlan,
+        strict: bool,
+        timed_out: bool,
+    ) -> Result<RunSummary, Error> {
+        let summary = self.summary_locked(&mut state, run.started_at, timed_out);
+        Self::clear_run_flags(&mut state);
         drop(state);
-        if options.strict && summary.failed > 0 {
+        if strict && summary.failed > 0 {
             return Err(Error::Execution(super::error::ExecutionError {
                 results: summary.errors(),
             }));
         }
         Ok(summary)
+    }
+
+    /// What the end of a run, or the drop of a `run()` future, clears.
+    pub(crate) fn clear_run_flags(state: &mut State) {
+        state.timed_out = false;
+        state.halted = false;
+        state.running = false;
+        state.policy_override = None;
     }
 
     fn summary_locked(&self, state: &mut State, run_start: Instant, timed_out: bool) -> RunSummary {
@@ -674,23 +728,36 @@ impl Core {
     /// Graceful shutdown (§3.2).
     pub(crate) fn shutdown(&self) {
         let mut state = self.state.lock();
-        if state.closed {
-            self.changed.notify_all();
+        if !self.begin_shutdown(&mut state) {
             return;
         }
-        if !state.started && state.outstanding > 0 {
-            let _ = self.start_locked(&mut state);
-        }
-        state.accepting = false;
-        state.draining = true;
-        self.changed.notify_all();
-        self.room_notify.notify_waiters();
         self.wait_idle(&mut state, None);
         state.halted = true;
         state = self.stop_workers(state);
+        self.finish_shutdown(state);
+    }
+
+    /// Steps 1–3 of a graceful shutdown; false if the queue is closed already.
+    fn begin_shutdown(&self, state: &mut State) -> bool {
+        if state.closed {
+            self.notify_changed();
+            return false;
+        }
+        if !state.started && state.outstanding > 0 {
+            let _ = self.start_locked(state);
+        }
+        state.accepting = false;
+        state.draining = true;
+        self.notify_changed();
+        self.room_notify.notify_waiters();
+        true
+    }
+
+    /// The end of a graceful shutdown, once idle and without workers: closed.
+    fn finish_shutdown(&self, mut state: MutexGuard<'_, State>) {
         state.closed = true;
         state.draining = false;
-        self.changed.notify_all();
+        self.notify_changed();
         drop(state);
         self.executor.close();
     }
@@ -700,7 +767,10 @@ impl Core {
         self.cancel_all();
         let mut state = self.state.lock();
         self.wait_idle(&mut state, None);
-        let state = self.stop_workers(state);
+        let mut state = self.stop_workers(state);
+        state.close_pending = false;
+        state.closed = true;
+        self.notify_changed();
         drop(state);
         self.executor.close();
     }
@@ -713,10 +783,15 @@ impl Core {
         }
         self.abort(false);
         let mut state = self.state.lock();
-        state.closed = true;
+        // Closed once the workers have recorded their running tasks and exited.
+        if state.live_workers == 0 {
+            state.closed = true;
+        } else if !state.closed {
+            state.close_pending = true;
+        }
         state.generation += 1;
         self.wake_workers_all();
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Waits until a shutdown has completed and workers have exited.
@@ -747,6 +822,8 @@ impl Core {
         state.accepting = true;
         state.halted = false;
         state.closed = false;
+        state.close_pending = false;
+        state.runtime_gone = false;
         state.started = false;
         state.timed_out = false;
         state.draining = false;
@@ -800,7 +877,7 @@ impl Core {
                 }
             }
             state.recording += to_record.len();
-            self.changed.notify_all();
+            self.notify_changed();
         }
         for cell in to_record {
             self.record_cancelled(&cell, CANCELLED_BEFORE, true);
@@ -935,7 +1012,7 @@ impl Core {
             // per task costs the run() waiter a context switch on every completion.
             if self.config.size > 0 {
                 self.room_notify.notify_waiters();
-                self.changed.notify_all();
+                self.notify_changed();
             }
             trigger
         };
@@ -952,10 +1029,16 @@ impl Core {
         self.notify_if_idle(&state);
     }
 
+    /// Wakes everyone waiting for a change of state, blocked or async.
+    fn notify_changed(&self) {
+        self.changed.notify_all();
+        self.changed_async.notify_waiters();
+    }
+
     /// Wakes the waiters for idleness (run, join, shutdown, wait_closed) once it is reached.
     fn notify_if_idle(&self, state: &State) {
         if Self::is_idle(state) {
-            self.changed.notify_all();
+            self.notify_changed();
         }
     }
 

@@ -32,6 +32,9 @@ pub enum Error {
     /// An async queue was started outside a tokio runtime and was given none.
     #[error("no tokio runtime: start the queue inside a runtime or pass one to the builder")]
     NoRuntime,
+    /// The tokio runtime an AsyncQueue was bound to has shut down; the queue is closed.
+    #[error("queue runtime has shut down")]
+    RuntimeGone,
     /// A wait ran out of time.
     #[error("{0}")]
     WaitTimeout(&'static str),

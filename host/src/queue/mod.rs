@@ -462,32 +462,26 @@ impl Queue<Async> {
         }
     }
 
-    /// `run()` for async code: the wait happens on the blocking pool.
+    /// `run()` for async code; it never blocks a runtime thread. Dropping the future leaves
+    /// the workers running and the summary cursor where it was (the next run reports what
+    /// finished meanwhile).
     pub async fn run_async(&self) -> Result<RunSummary, Error> {
         self.run_with_async(RunOptions::default()).await
     }
 
     /// `run_with()` for async code.
     pub async fn run_with_async(&self, options: RunOptions) -> Result<RunSummary, Error> {
-        self.start()?;
-        let core = self.core.clone();
-        tokio::task::spawn_blocking(move || core.run(options))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        self.core.run_async(options).await
     }
 
     /// `join()` for async code.
     pub async fn join_async(&self) -> Result<(), Error> {
-        self.start()?;
-        let core = self.core.clone();
-        tokio::task::spawn_blocking(move || core.join())
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        self.core.join_async().await
     }
 
-    /// Graceful `shutdown()` for async code.
+    /// Graceful `shutdown()` for async code. Dropped while draining, the queue stays
+    /// draining; a later shutdown completes it.
     pub async fn shutdown_async(&self) {
-        let core = self.core.clone();
-        let _ = tokio::task::spawn_blocking(move || core.shutdown()).await;
+        self.core.shutdown_async().await
     }
 }
