@@ -125,7 +125,9 @@ impl WasiHttpHooks for HttpPolicy {
             } else {
                 format!("{host}:{port}")
             };
-            tracing::warn!(
+            // The task's own error names the host; a log line per request would drown a
+            // fan-out in repeats.
+            tracing::debug!(
                 target: "osiiso::http",
                 destination = %shown,
                 "outgoing HTTP request denied (not in the allow-list)"
