@@ -62,6 +62,10 @@ const BENCHES: &[(&str, &str)] = &[
         "b8",
         "10,000 concurrent sleeping tasks on AsyncQueue: completes, peak RSS",
     ),
+    (
+        "sleepers",
+        "AsyncQueue: 1,000 x 100 ms sleepers on 1,000 workers; 100 sleepers beside a spinning guest",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -180,6 +184,7 @@ fn run(selected: &[&str], scale: Scale) -> anyhow::Result<Vec<Verdict>> {
             "b2" => bench_queue(scale, &noop()?, &raw(&host)?, QueueUnderTest::Async)?,
             "b3" => bench_queue(scale, &noop()?, &raw(&host)?, QueueUnderTest::Process)?,
             "b8" => bench_b8(scale, &host)?,
+            "sleepers" => bench_sleepers(scale, &host)?,
             "b4" => bench_b4(scale)?,
             "b5" => bench_b5(scale, &host)?,
             "b6" => bench_b6(scale, &host)?,
@@ -618,6 +623,82 @@ fn bench_b8(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
         1536.0,
         |v| format!("{v:.0}"),
     )])
+}
+
+// ---------------------------------------------------------------------------------------------
+// The AsyncQueue figures of issue 4: many sleepers at once, and sleepers beside a spinner.
+
+fn bench_sleepers(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
+    let plugin = host.load(osiiso_test_artifacts::SCENARIO_FLAKY)?;
+    let sleep = plugin.task("sleep")?;
+    let n = scale.count(1_000, 20);
+    let queue = AsyncQueue::builder()
+        .workers(Workers::Fixed(n))
+        .runtime(bench_runtime().handle().clone())
+        .build()?;
+    let start = Instant::now();
+    let group = queue.map(&sleep, (0..n).map(|_| json!(100)), TaskOptions::new())?;
+    let summary = queue.run()?;
+    let all_sleepers = start.elapsed();
+    ensure!(summary.succeeded == n, "sleepers: {summary}");
+    drop(group);
+    println!(
+        "   {n} tasks sleeping 100 ms, {n} workers: {}",
+        fmt_secs(all_sleepers.as_secs_f64())
+    );
+
+    // One runtime thread, so only the spinner's fuel yields let the sleepers run.
+    let grind = host
+        .load(osiiso_test_artifacts::HOSTILE_IGNORES_CANCEL)?
+        .task("grind")?;
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sleepers = scale.count(100, 5);
+    let (alone, beside) = single.block_on(async {
+        let queue = AsyncQueue::builder()
+            .workers(Workers::Fixed(sleepers + 1))
+            .build()?;
+        let time_sleepers = |queue: &AsyncQueue| -> anyhow::Result<_> {
+            let group = queue.map(&sleep, (0..sleepers).map(|_| json!(20)), TaskOptions::new())?;
+            Ok(async move {
+                let start = Instant::now();
+                for handle in group.iter() {
+                    ensure!(handle.clone().await.ok(), "a sleeper failed");
+                }
+                Ok::<_, anyhow::Error>(start.elapsed())
+            })
+        };
+        queue.start()?;
+        let alone = time_sleepers(&queue)?.await?;
+        let spinner = queue.submit(grind.with_input(Value::Null), TaskOptions::new())?;
+        let beside = time_sleepers(&queue)?.await?;
+        ensure!(!spinner.is_done(), "the spinner stopped early");
+        spinner.cancel();
+        queue.run_async().await?;
+        Ok::<_, anyhow::Error>((alone, beside))
+    })?;
+    println!(
+        "   {sleepers} tasks sleeping 20 ms on a current-thread runtime: alone {}, beside a spinning guest {}",
+        fmt_secs(alone.as_secs_f64()),
+        fmt_secs(beside.as_secs_f64())
+    );
+    Ok(vec![
+        Verdict::at_most(
+            "ASYNC",
+            "1,000 x 100 ms sleepers, 1,000 workers, seconds",
+            all_sleepers.as_secs_f64(),
+            2.0,
+            |v| format!("{v:.2}"),
+        ),
+        Verdict::at_most(
+            "ASYNC",
+            "100 x 20 ms sleepers beside a spinner, seconds",
+            beside.as_secs_f64(),
+            0.5,
+            |v| format!("{v:.2}"),
+        ),
+    ])
 }
 
 // ---------------------------------------------------------------------------------------------
