@@ -48,7 +48,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut completions = as_completed_stream(group.handles()).take(3);
         while let Some(handle) = completions.next().await {
             let result = handle.result().expect("completed");
-            println!("{} -> {}", result.name, result.value.clone().unwrap_or_default());
+            println!(
+                "{} -> {}",
+                result.name,
+                result.value.clone().unwrap_or_default()
+            );
         }
     };
     let (summary, ()) = tokio::join!(queue.run_async(), show_first);
@@ -65,7 +69,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A host outside the grant: the guest's request fails, naming the host. (A finite queue
     // stops after each run, so this task waits for the next one.)
-    let denied = queue.submit(fetch.with_input(json!("http://example.com/")), TaskOptions::new())?;
+    let denied = queue.submit(
+        fetch.with_input(json!("http://example.com/")),
+        TaskOptions::new(),
+    )?;
     queue.run_async().await?;
     println!("denied: {}", denied.error().expect("refused"));
     queue.shutdown_async().await;
@@ -97,7 +104,10 @@ async fn serve_api() -> std::io::Result<String> {
                 tokio::time::sleep(LATENCY).await;
                 let (status, body) = match item {
                     Some(n) => ("200 OK", json!({ "item": n }).to_string()),
-                    None => ("404 Not Found", json!({ "error": "no such item" }).to_string()),
+                    None => (
+                        "404 Not Found",
+                        json!({ "error": "no such item" }).to_string(),
+                    ),
                 };
                 let response = format!(
                     "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -180,6 +180,43 @@ pub fn timeouts_are_retried_and_really_stop<K: TestKind>() {
     assert_eq!(r.message, "task 'grind' exceeded 0.05s timeout");
 }
 
+/// A guest blocked in a host call (a WASI sleep) still stops at its deadline and on cancel
+/// (§10.1): the hour-long sleeps below end long before the bounded waits give up.
+pub fn sleeping_guests_stop_at_the_deadline_and_on_cancel<K: TestKind>() {
+    let queue = one_worker::<K>().build().unwrap();
+    queue.start().unwrap();
+    let sleep = flaky_task("sleep");
+    let hour = json!(3_600_000);
+    let timed = queue
+        .submit(
+            sleep.with_input(hour.clone()),
+            TaskOptions::new().timeout(Duration::from_millis(100)),
+        )
+        .unwrap();
+    let r = timed.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        r.error.as_ref().unwrap().kind,
+        FailureKind::Timeout,
+        "{r:?}"
+    );
+    assert_eq!(r.message, "task 'sleep' exceeded 0.1s timeout");
+
+    let cancelled = queue
+        .submit(sleep.with_input(hour), TaskOptions::new())
+        .unwrap();
+    eventually("the sleeper to start", || {
+        cancelled.status() == TaskStatus::Running
+    });
+    assert!(cancelled.cancel());
+    let r = cancelled.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(r.status, TaskStatus::Cancelled, "{r:?}");
+
+    // The worker is free again.
+    let after = queue.submit(noop(json!(7)), TaskOptions::new()).unwrap();
+    assert!(after.wait_timeout(Duration::from_secs(20)).unwrap().ok());
+    queue.shutdown();
+}
+
 // ----- fail-first and must-complete (§7.4, §7.5) -----
 
 pub fn fail_first_spares_must_complete<K: TestKind>() {
@@ -818,6 +855,7 @@ macro_rules! wasm_scenarios {
             retry_sequence_and_hook_order,
             retries_exhausted_and_permanent_never_retried,
             timeouts_are_retried_and_really_stop,
+            sleeping_guests_stop_at_the_deadline_and_on_cancel,
             fail_first_spares_must_complete,
             run_timeout_complete_priority,
             run_timeout_cancel_spares_nothing,

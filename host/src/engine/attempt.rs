@@ -103,6 +103,17 @@ impl AttemptControl {
         self.deadline
     }
 
+    /// Why the attempt must stop now, if it must.
+    pub(super) fn interrupt(&self) -> Option<Interrupt> {
+        if self.poll_cancelled() {
+            Some(Interrupt::Cancelled)
+        } else if self.deadline_passed() {
+            Some(Interrupt::Deadline)
+        } else {
+            None
+        }
+    }
+
     /// True once the attempt should stop for either reason.
     pub fn should_stop(&self) -> bool {
         self.poll_cancelled() || self.deadline_passed()
@@ -259,9 +270,9 @@ impl WasiHttpView for AttemptState {
     }
 }
 
-/// Why the host stopped a guest from the epoch callback.
+/// Why the host stopped a guest: from the epoch callback, or from a blocking host call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Interrupt {
+pub(super) enum Interrupt {
     Cancelled,
     Deadline,
 }
@@ -457,14 +468,10 @@ fn report(
 }
 
 fn epoch_check(store: StoreContextMut<'_, AttemptState>) -> wasmtime::Result<UpdateDeadline> {
-    let control = &store.data().control;
-    if control.poll_cancelled() {
-        return Err(wasmtime::Error::new(Interrupt::Cancelled));
+    match store.data().control.interrupt() {
+        Some(interrupt) => Err(wasmtime::Error::new(interrupt)),
+        None => Ok(UpdateDeadline::Continue(1)),
     }
-    if control.deadline_passed() {
-        return Err(wasmtime::Error::new(Interrupt::Deadline));
-    }
-    Ok(UpdateDeadline::Continue(1))
 }
 
 fn guest_failure(error: WitTaskError) -> TaskFailure {
