@@ -321,3 +321,39 @@ fn a_runtime_that_shuts_down_cancels_its_work_and_closes_the_queue() {
         "queue runtime has shut down"
     );
 }
+
+#[test]
+fn another_runtime_may_take_over_only_when_nothing_runs() {
+    let (first, second) = (runtime(), runtime());
+    let queue = AsyncQueue::builder()
+        .workers(Workers::Fixed(1))
+        .mode(osiiso_host::queue::Mode::Infinite)
+        .build()
+        .unwrap();
+    first.block_on(async { queue.start() }).unwrap();
+    // The infinite queue's worker lives on the first runtime.
+    match second.block_on(async { queue.start() }) {
+        Err(Error::RuntimeSwitch) => {}
+        other => panic!("expected RuntimeSwitch, got {other:?}"),
+    }
+    assert_eq!(
+        Error::RuntimeSwitch.to_string(),
+        "cannot switch runtimes while running"
+    );
+    first.block_on(queue.shutdown_async());
+
+    // A finite queue stops its workers after each run, so the next run may use another runtime.
+    let finite = AsyncQueue::builder()
+        .workers(Workers::Fixed(2))
+        .build()
+        .unwrap();
+    let noop = load(artifacts::SCENARIO_FLAKY).task("noop").unwrap();
+    for rt in [&first, &second] {
+        let handle = finite
+            .submit(noop.with_input(json!(1)), TaskOptions::new())
+            .unwrap();
+        let summary = rt.block_on(finite.run_async()).unwrap();
+        assert_eq!(summary.succeeded, 1);
+        assert!(handle.result().unwrap().ok());
+    }
+}

@@ -537,22 +537,37 @@ impl Core {
             return Err(Error::ShutDown);
         }
         if self.executor.as_async().is_some() {
-            let mut runtime = self.runtime.lock();
-            if runtime.is_none() {
-                let handle = self
-                    .config
-                    .runtime
-                    .clone()
-                    .or_else(|| tokio::runtime::Handle::try_current().ok())
-                    .ok_or(Error::NoRuntime)?;
-                *runtime = Some(handle);
-            }
+            self.bind_runtime(state)?;
         }
         state.halted = false;
         state.timed_out = false;
         state.started = true;
         self.promote_due(state);
         self.scale(state);
+        Ok(())
+    }
+
+    /// Binds the AsyncQueue to the builder's runtime or the caller's (§10.2). Another runtime
+    /// may take over only once nothing runs on the bound one.
+    fn bind_runtime(&self, state: &State) -> Result<(), Error> {
+        let wanted = self
+            .config
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        let mut bound = self.runtime.lock();
+        match (bound.as_ref(), wanted) {
+            (None, None) => return Err(Error::NoRuntime),
+            (None, Some(wanted)) => *bound = Some(wanted),
+            (Some(current), Some(wanted)) if current.id() != wanted.id() => {
+                if state.live_workers > 0 || !state.active.is_empty() {
+                    return Err(Error::RuntimeSwitch);
+                }
+                *bound = Some(wanted);
+            }
+            // The same runtime, or a call from outside any runtime: keep the bound one.
+            _ => {}
+        }
         Ok(())
     }
 

@@ -32,6 +32,10 @@ pub enum Error {
     /// An async queue was started outside a tokio runtime and was given none.
     #[error("no tokio runtime: start the queue inside a runtime or pass one to the builder")]
     NoRuntime,
+    /// An AsyncQueue was started from another runtime while its workers or tasks still run on
+    /// the one it is bound to.
+    #[error("cannot switch runtimes while running")]
+    RuntimeSwitch,
     /// The tokio runtime an AsyncQueue was bound to has shut down; the queue is closed.
     #[error("queue runtime has shut down")]
     RuntimeGone,
