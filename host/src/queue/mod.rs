@@ -283,7 +283,10 @@ impl<K: Kind> Queue<K> {
         self.core.shutdown_force()
     }
 
-    /// Forced shutdown that never blocks; callable from anywhere, callbacks included.
+    /// Forced shutdown that never blocks; callable from anywhere, callbacks included. On
+    /// return, acceptance has stopped and queued and scheduled tasks are recorded cancelled;
+    /// workers record the running ones shortly after, and the queue counts as closed once
+    /// they have exited ([`wait_closed`](Self::wait_closed) waits for that).
     pub fn cancel(&self) {
         self.core.cancel_all()
     }
