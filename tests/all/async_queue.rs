@@ -357,3 +357,29 @@ fn another_runtime_may_take_over_only_when_nothing_runs() {
         assert!(handle.result().unwrap().ok());
     }
 }
+
+#[test]
+fn workers_the_runtime_never_polled_still_account_for_their_tasks() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let queue = AsyncQueue::builder()
+        .workers(Workers::Fixed(2))
+        .build()
+        .unwrap();
+    let noop = load(artifacts::SCENARIO_FLAKY).task("noop").unwrap();
+    let handle = queue
+        .submit(noop.with_input(json!(1)), TaskOptions::new())
+        .unwrap();
+    // The workers are spawned here, but this runtime never gets to poll them.
+    runtime.block_on(async { queue.start() }).unwrap();
+    drop(runtime);
+    let result = handle.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(result.status, TaskStatus::Cancelled, "{result:?}");
+    queue.wait_closed();
+    assert!(matches!(
+        queue.submit(noop.with_input(json!(2)), TaskOptions::new()),
+        Err(Error::RuntimeGone)
+    ));
+}

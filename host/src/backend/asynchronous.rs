@@ -134,14 +134,11 @@ async fn run_work(
     }
 }
 
-/// The body of an async worker: take ready tasks and drive their attempt loops.
-pub(crate) async fn worker(core: Arc<Core>, slot: Arc<WorkerSlot>, generation: u64) {
-    let mut guard = RuntimeWatch {
-        core: core.clone(),
-        slot: slot.clone(),
-        running: None,
-        exited: false,
-    };
+/// The body of an async worker: take ready tasks and drive their attempt loops. The watch is
+/// made before the future is spawned, so a future tokio drops without ever polling it (the
+/// runtime is gone, or shuts down first) is noticed as well.
+pub(crate) async fn worker(mut watch: RuntimeWatch, generation: u64) {
+    let core = watch.core.clone();
     let executor = core.executor.clone();
     if let Some(run) = executor.as_async() {
         loop {
@@ -151,9 +148,9 @@ pub(crate) async fn worker(core: Arc<Core>, slot: Arc<WorkerSlot>, generation: u
             match core.try_take(generation) {
                 Some(Take::Stop) => break,
                 Some(Take::Task(cell)) => {
-                    guard.running = Some(cell.clone());
+                    watch.running = Some(cell.clone());
                     drive(&core, run, &cell).await;
-                    guard.running = None;
+                    watch.running = None;
                 }
                 None => {
                     let idle = tokio::time::timeout(core.config.retire_idle_after, notified).await;
@@ -164,18 +161,29 @@ pub(crate) async fn worker(core: Arc<Core>, slot: Arc<WorkerSlot>, generation: u
             }
         }
     }
-    guard.exited = true;
-    core.worker_exited(&slot, true);
+    watch.exited = true;
+    core.worker_exited(&watch.slot, true);
 }
 
 /// Notices a worker future dropped before it exited: tokio drops the tasks of a runtime that
 /// shuts down, and nothing of the queue may vanish silently with them (SEMANTICS.md §10.2).
-struct RuntimeWatch {
+pub(crate) struct RuntimeWatch {
     core: Arc<Core>,
     slot: Arc<WorkerSlot>,
     /// The task this worker is driving.
     running: Option<Arc<TaskCell>>,
     exited: bool,
+}
+
+impl RuntimeWatch {
+    pub(crate) fn new(core: Arc<Core>, slot: Arc<WorkerSlot>) -> Self {
+        Self {
+            core,
+            slot,
+            running: None,
+            exited: false,
+        }
+    }
 }
 
 impl Drop for RuntimeWatch {

@@ -50,18 +50,27 @@ impl std::fmt::Debug for AttemptControl {
 impl AttemptControl {
     /// A control whose deadline is `timeout` from now.
     pub fn new(timeout: Option<Duration>) -> Arc<Self> {
-        Self::build(timeout, None)
+        Self::build(timeout, timeout, None)
     }
 
-    /// A control that also asks `watch` for a cancellation at every check.
-    pub(crate) fn watched(timeout: Option<Duration>, watch: CancelWatch) -> Arc<Self> {
-        Self::build(timeout, Some(watch))
+    /// A control for an attempt that has `left` of its `timeout` still to run (it started
+    /// elsewhere), and that asks `watch` for a cancellation at every check.
+    pub(crate) fn watched(
+        timeout: Option<Duration>,
+        left: Option<Duration>,
+        watch: CancelWatch,
+    ) -> Arc<Self> {
+        Self::build(timeout, left, Some(watch))
     }
 
-    fn build(timeout: Option<Duration>, watch: Option<CancelWatch>) -> Arc<Self> {
+    fn build(
+        timeout: Option<Duration>,
+        left: Option<Duration>,
+        watch: Option<CancelWatch>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             cancelled: AtomicBool::new(false),
-            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+            deadline: left.and_then(|t| Instant::now().checked_add(t)),
             timeout,
             watch,
         })

@@ -374,7 +374,8 @@ impl Core {
             };
             state.worker_slots.push(slot.clone());
             state.live_workers += 1;
-            runtime.spawn(crate::backend::asynchronous::worker(core, slot, generation));
+            let watch = crate::backend::asynchronous::RuntimeWatch::new(core, slot);
+            runtime.spawn(crate::backend::asynchronous::worker(watch, generation));
             return;
         }
         state.worker_slots.push(slot.clone());
@@ -729,6 +730,14 @@ impl Core {
 
     /// `join()`: start if needed, wait until idle; workers and cursor stay.
     pub(crate) fn join(&self) -> Result<(), Error> {
+        self.start_for_join()?;
+        let mut state = self.state.lock();
+        self.wait_idle(&mut state, None);
+        Ok(())
+    }
+
+    /// The start of `join()`: a closed queue refuses, an unstarted one starts.
+    fn start_for_join(&self) -> Result<(), Error> {
         let mut state = self.state.lock();
         if state.closed {
             return Err(Error::ShutDown);
@@ -736,7 +745,6 @@ impl Core {
         if !state.started {
             self.start_locked(&mut state)?;
         }
-        self.wait_idle(&mut state, None);
         Ok(())
     }
 

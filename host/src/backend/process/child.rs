@@ -123,7 +123,14 @@ impl WorkerProcess {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.replies.next::<Reply>(Some(wait)) {
                 Ok(None) => return None,
-                Ok(Some(Frame::Message(Reply::Log(record)))) => logs::emit(self.pid, &record),
+                Ok(Some(Frame::Message(Reply::Log(record)))) => {
+                    logs::emit(self.pid, &record);
+                    // A worker that logs without pause must not keep its caller from
+                    // checking for cancellation and deadlines.
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                }
                 Ok(Some(Frame::Message(reply))) => break Event::Reply(reply),
                 Ok(Some(Frame::Undecodable(message))) => break Event::Garbage(message),
                 Ok(Some(Frame::Eof)) => break Event::Eof,
@@ -134,8 +141,7 @@ impl WorkerProcess {
         Some(event)
     }
 
-    /// Runs the initializer (SEMANTICS.md §10.4), giving up when `control` says the attempt
-    /// must stop; the error is the attempt's outcome.
+    /// Runs the initializer (SEMANTICS.md §10.4), giving up if the attempt is cancelled.
     pub(super) fn initialize(
         &mut self,
         init: &WorkerInit,
@@ -172,7 +178,10 @@ impl WorkerProcess {
                         "the worker died during its initializer ({status})"
                     )));
                 }
-                None if control.should_stop() => {
+                // Only a cancellation stops it: the initializer (a cold compile, say) may
+                // outlast the first task's timeout, and a worker killed for that would
+                // start over on every spawn.
+                None if control.is_cancelled() => {
                     self.kill();
                     return Err(InitError::Stopped);
                 }

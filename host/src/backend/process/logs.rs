@@ -93,20 +93,26 @@ fn level_number(level: Level) -> u8 {
     }
 }
 
-/// Re-emits a worker's event in the parent, under the `osiiso_host::worker` target.
+/// Re-emits a worker's event in the parent: guest and HTTP events under their own targets
+/// (so a filter such as `osiiso::guest=info` works on every queue), anything else under
+/// `osiiso_host::worker`.
 pub(crate) fn emit(pid: u32, record: &LogRecord) {
     let (origin, message) = (&record.target, &record.message);
     macro_rules! forward {
-        ($level:expr) => {
-            tracing::event!(target: "osiiso_host::worker", $level, worker_pid = pid, origin = %origin, "{message}")
+        ($target:literal) => {
+            match record.level {
+                0 | 1 => tracing::event!(target: $target, Level::ERROR, worker_pid = pid, origin = %origin, "{message}"),
+                2 => tracing::event!(target: $target, Level::WARN, worker_pid = pid, origin = %origin, "{message}"),
+                3 => tracing::event!(target: $target, Level::INFO, worker_pid = pid, origin = %origin, "{message}"),
+                4 => tracing::event!(target: $target, Level::DEBUG, worker_pid = pid, origin = %origin, "{message}"),
+                _ => tracing::event!(target: $target, Level::TRACE, worker_pid = pid, origin = %origin, "{message}"),
+            }
         };
     }
-    match record.level {
-        0 | 1 => forward!(Level::ERROR),
-        2 => forward!(Level::WARN),
-        3 => forward!(Level::INFO),
-        4 => forward!(Level::DEBUG),
-        _ => forward!(Level::TRACE),
+    match origin.as_str() {
+        "osiiso::guest" => forward!("osiiso::guest"),
+        "osiiso::http" => forward!("osiiso::http"),
+        _ => forward!("osiiso_host::worker"),
     }
 }
 

@@ -301,6 +301,13 @@ impl Executor for ProcessExecutor {
                 ),
             )));
         };
+        let host = plugin.host();
+        let mut process =
+            match self.checkout(cell, control, host.cache_root(), !host.cache_enabled()) {
+                Ok(process) => process,
+                Err(outcome) => return AttemptOutcomeOrAbandoned::Done(outcome.into()),
+            };
+        let millis = |t: Duration| t.as_millis().min(u64::MAX as u128) as u64;
         let request = RunRequest {
             attempt_id: self.next_attempt.fetch_add(1, Ordering::Relaxed),
             plugin_path: path.to_path_buf(),
@@ -309,18 +316,14 @@ impl Executor for ProcessExecutor {
             display_name: cell.name.clone(),
             input: input.to_string(),
             attempt,
-            timeout_ms: control
-                .timeout()
-                .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+            timeout_ms: control.timeout().map(millis),
+            // Measured now, after any spawn: the worker's deadline is the parent's.
+            left_ms: control
+                .deadline()
+                .map(|d| millis(d.saturating_duration_since(Instant::now()))),
             limits: plugin.limits().clone(),
             sandbox: plugin.sandbox().clone(),
         };
-        let host = plugin.host();
-        let mut process =
-            match self.checkout(cell, control, host.cache_root(), !host.cache_enabled()) {
-                Ok(process) => process,
-                Err(outcome) => return AttemptOutcomeOrAbandoned::Done(outcome.into()),
-            };
         let (report, keep) = self.attempt(&mut process, cell, request, control);
         if keep {
             self.checkin(process);

@@ -46,7 +46,10 @@ pub(crate) struct RunRequest {
     /// The JSON input, already encoded.
     pub input: String,
     pub attempt: u32,
+    /// The task's per-attempt timeout (for messages).
     pub timeout_ms: Option<u64>,
+    /// What is left of it when the request is sent: the attempt's deadline.
+    pub left_ms: Option<u64>,
     pub limits: Limits,
     pub sandbox: Sandbox,
 }

@@ -28,8 +28,8 @@ use super::protocol::{
 use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};
 
-/// The compiled plugins this worker has loaded, by path and content hash.
-type Plugins = HashMap<(PathBuf, String), Plugin>;
+/// The compiled plugins this worker has loaded, by content hash (whatever path named them).
+type Plugins = HashMap<String, Plugin>;
 
 /// How a worker process is configured (from its command line).
 #[derive(Debug, Clone, Default)]
@@ -220,8 +220,9 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
     }
 }
 
-/// Takes over the protocol channel: stdin for requests and the original stdout for replies,
-/// with fd 1 pointed at stderr so stray prints cannot corrupt the stream.
+/// Takes over the protocol channel: the original stdin for requests and stdout for replies,
+/// kept on close-on-exec descriptors; fd 0 then reads /dev/null and fd 1 goes to stderr, so
+/// stray prints and child processes cannot touch the stream.
 fn protocol_channel() -> Result<(FrameReader, SharedWriter), String> {
     // SAFETY: plain libc calls on this process's own descriptors and attributes.
     let (input, output) = unsafe {
@@ -229,9 +230,13 @@ fn protocol_channel() -> Result<(FrameReader, SharedWriter), String> {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         let input = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
         let output = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
-        if input < 0 || output < 0 || libc::dup2(2, 1) < 0 {
+        // Nothing this process starts (a hook's helper, say) may read requests or write
+        // frames: fd 0 becomes /dev/null and fd 1 stderr.
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if input < 0 || output < 0 || null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(2, 1) < 0 {
             return Err("cannot set up the protocol channel".into());
         }
+        libc::close(null);
         // SAFETY: both are fresh descriptors owned by nothing else.
         (OwnedFd::from_raw_fd(input), OwnedFd::from_raw_fd(output))
     };
@@ -295,6 +300,7 @@ fn watch(channel: &Arc<Mutex<ControlChannel>>, request: &RunRequest) -> Arc<Atte
     let channel = channel.clone();
     AttemptControl::watched(
         request.timeout_ms.map(Duration::from_millis),
+        request.left_ms.map(Duration::from_millis),
         Box::new(move || {
             // Checks from another thread (an HTTP watcher) skip a read already in progress.
             channel
@@ -329,7 +335,7 @@ fn initialize(
         let plugin = host
             .load(path)
             .map_err(|e| format!("cannot preload '{}': {e}", path.display()))?;
-        plugins.insert((path.clone(), plugin.hash().to_string()), plugin);
+        plugins.insert(plugin.hash().to_string(), plugin);
     }
     for (name, argument) in init.hooks() {
         hooks.call(name, argument)?;
@@ -343,12 +349,11 @@ fn run_one(
     request: &RunRequest,
     control: Arc<AttemptControl>,
 ) -> AttemptReport {
-    let key = (request.plugin_path.clone(), request.plugin_hash.clone());
-    let plugin = match plugins.get(&key) {
+    let plugin = match plugins.get(&request.plugin_hash) {
         Some(plugin) => plugin.clone(),
         None => match host.load(&request.plugin_path) {
             Ok(plugin) if plugin.hash() == request.plugin_hash => {
-                plugins.insert(key, plugin.clone());
+                plugins.insert(request.plugin_hash.clone(), plugin.clone());
                 plugin
             }
             Ok(_) => {

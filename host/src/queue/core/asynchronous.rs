@@ -56,9 +56,9 @@ impl Core {
         self.end_run(self.state.lock(), &run, options.strict, timed_out)
     }
 
-    /// `join()` for async code: start, then wait until idle.
+    /// `join()` for async code: start if needed, then wait until idle.
     pub(crate) async fn join_async(&self) -> Result<(), Error> {
-        self.start()?;
+        self.start_for_join()?;
         self.wait_for(Self::is_idle, None).await;
         Ok(())
     }
