@@ -393,3 +393,51 @@ fn cancelling_stops_a_request_in_the_sync_path() {
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(report.outcome, osiiso_host::AttemptOutcome::Cancelled);
 }
+
+/// A server that sends the headers and the first bytes of the body, then stalls.
+fn stalling_server() -> (std::thread::JoinHandle<()>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let authority = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let thread = std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"partial\":"
+        );
+        let _ = stream.flush();
+        // Hold the connection until the client goes away.
+        let _ = reader.read_line(&mut line);
+    });
+    (thread, authority)
+}
+
+#[test]
+fn cancelling_stops_a_stalled_body_read_in_the_sync_path() {
+    let (server, authority) = stalling_server();
+    let plugin = load(artifacts::FETCH).with_sandbox(Sandbox::new().allow_http(&authority));
+    let control = osiiso_host::AttemptControl::new(None);
+    let canceller = {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            control.cancel();
+        })
+    };
+    let report = crate::support::run_with(
+        &plugin,
+        "fetch",
+        json!(format!("http://{authority}/stall")),
+        control,
+    );
+    canceller.join().unwrap();
+    assert_eq!(report.outcome, osiiso_host::AttemptOutcome::Cancelled);
+    drop(report);
+    server.join().unwrap();
+}

@@ -1,10 +1,15 @@
 //! Blocking WASI waits that a deadline or a cancellation can end (SEMANTICS.md §10.1).
 //!
-//! Epochs cannot preempt a host call. In the sync linker, a guest that sleeps or waits on a
-//! pollable blocks its worker thread inside `wasi:io/poll`, where no epoch check runs. These
-//! replacements of `poll` and `pollable.block` race the wait against the attempt's control,
-//! checked every [`CHECK_EVERY`], and end the call with the same interruption the epoch
-//! callback raises. (The async linker needs none of this: its attempt future is dropped.)
+//! Epochs cannot preempt a host call. In the sync linker, a guest that sleeps, waits on a
+//! pollable or reads a slow stream (an HTTP body) blocks its worker thread inside
+//! `wasi:io/poll` or a `blocking-*` method of `wasi:io/streams`, where no epoch check runs.
+//! These replacements race the wait against the attempt's control, checked every
+//! [`CHECK_EVERY`], and end the call with the same interruption the epoch callback raises.
+//! (The async linker needs none of this: its attempt future is dropped.)
+//!
+//! The interface versions must be the ones wasmtime-wasi defines, or these would be added
+//! beside the originals instead of replacing them; the sleeping-guest scenario of the test
+//! suite hangs if that happens.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,8 +17,11 @@ use std::time::Duration;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::WasiView;
-use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::bindings::io::poll::{Host as _, HostPollable as _};
+use wasmtime_wasi::p2::bindings::io::streams::{
+    Host as StreamsHost, HostInputStream, HostOutputStream,
+};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, StreamResult};
 use wasmtime_wasi::runtime::in_tokio;
 
 use super::attempt::{AttemptControl, AttemptState};
@@ -21,13 +29,21 @@ use super::attempt::{AttemptControl, AttemptState};
 /// How often a blocked call looks at the control; well under the smallest sensible `poll`.
 const CHECK_EVERY: Duration = Duration::from_millis(5);
 
-/// The `wasi:io/poll` interface the sync WASI linker defines (the version of wasmtime-wasi's
-/// WIT; guests importing an older 0.2 version are served by semver matching).
+/// The interfaces the sync WASI linker defines (the version of wasmtime-wasi's WIT; guests
+/// importing an older 0.2 version are served by semver matching).
 const POLL_INTERFACE: &str = "wasi:io/poll@0.2.12";
+const STREAMS_INTERFACE: &str = "wasi:io/streams@0.2.12";
 
-/// Replaces the blocking functions of `wasi:io/poll` in a sync linker that already has WASI.
-pub(crate) fn shadow_blocking_poll(linker: &mut Linker<AttemptState>) -> wasmtime::Result<()> {
+/// Replaces the blocking functions of `wasi:io` in a sync linker that already has WASI.
+pub(crate) fn shadow_blocking_io(linker: &mut Linker<AttemptState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
+    shadow_poll(linker)?;
+    shadow_streams(linker)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+fn shadow_poll(linker: &mut Linker<AttemptState>) -> wasmtime::Result<()> {
     let mut poll = linker.instance(POLL_INTERFACE)?;
     poll.func_wrap(
         "poll",
@@ -46,7 +62,47 @@ pub(crate) fn shadow_blocking_poll(linker: &mut Linker<AttemptState>) -> wasmtim
             until_stopped(&control, table.block(pollable))
         },
     )?;
-    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Defines `name` as a blocking stream method: `$method` of the async host trait, run until
+/// it ends or the attempt must stop, its stream error converted for the guest.
+macro_rules! blocking_stream_method {
+    ($instance:expr, $name:literal, $host:ident::$method:ident($this:ty $(, $arg:ident: $ty:ty)*) -> $ok:ty) => {
+        $instance.func_wrap(
+            $name,
+            |mut store: StoreContextMut<'_, AttemptState>, (this, $($arg,)*): ($this, $($ty,)*)| {
+                let control = store.data().control.clone();
+                let table = store.data_mut().ctx().table;
+                let result: StreamResult<$ok> =
+                    until_stopped(&control, async { Ok($host::$method(table, this, $($arg),*).await) })?;
+                let result = match result {
+                    Ok(value) => Ok(value),
+                    Err(error) => Err(StreamsHost::convert_stream_error(table, error)?),
+                };
+                Ok((result,))
+            },
+        )
+    };
+}
+
+fn shadow_streams(linker: &mut Linker<AttemptState>) -> wasmtime::Result<()> {
+    let mut streams = linker.instance(STREAMS_INTERFACE)?;
+    blocking_stream_method!(streams, "[method]input-stream.blocking-read",
+        HostInputStream::blocking_read(Resource<DynInputStream>, len: u64) -> Vec<u8>)?;
+    blocking_stream_method!(streams, "[method]input-stream.blocking-skip",
+        HostInputStream::blocking_skip(Resource<DynInputStream>, len: u64) -> u64)?;
+    blocking_stream_method!(streams, "[method]output-stream.blocking-write-and-flush",
+        HostOutputStream::blocking_write_and_flush(Resource<DynOutputStream>, bytes: Vec<u8>) -> ())?;
+    blocking_stream_method!(streams, "[method]output-stream.blocking-write-zeroes-and-flush",
+        HostOutputStream::blocking_write_zeroes_and_flush(Resource<DynOutputStream>, len: u64) -> ())?;
+    blocking_stream_method!(
+        streams,
+        "[method]output-stream.blocking-flush",
+        HostOutputStream::blocking_flush(Resource<DynOutputStream>) -> ()
+    )?;
+    blocking_stream_method!(streams, "[method]output-stream.blocking-splice",
+        HostOutputStream::blocking_splice(Resource<DynOutputStream>, src: Resource<DynInputStream>, len: u64) -> u64)?;
     Ok(())
 }
 

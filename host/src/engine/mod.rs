@@ -163,7 +163,7 @@ impl HostBuilder {
         // In the sync linker an outgoing HTTP request blocks the worker thread until it
         // completes; it is bounded by the attempt's deadline (see `http`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .and_then(|()| interruptible::shadow_blocking_poll(&mut linker))
+            .and_then(|()| interruptible::shadow_blocking_io(&mut linker))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker))
             .and_then(|()| contract::add_host_to_linker(&mut linker))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
