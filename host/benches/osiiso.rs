@@ -591,25 +591,27 @@ fn peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn bench_b8(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
-    let n = scale.count(10_000, 50);
-    let sleep = host
-        .load(osiiso_test_artifacts::SCENARIO_FLAKY)?
-        .task("sleep")?;
+/// Runs `n` tasks that sleep 100 ms on an AsyncQueue with `n` workers; the whole time.
+fn sleep_together(sleep: &Task, n: usize) -> anyhow::Result<Duration> {
     let queue = AsyncQueue::builder()
         .workers(Workers::Fixed(n))
         .runtime(bench_runtime().handle().clone())
         .build()?;
     let start = Instant::now();
-    let group = queue.map(&sleep, (0..n).map(|_| json!(100)), TaskOptions::new())?;
+    let group = queue.map(sleep, (0..n).map(|_| json!(100)), TaskOptions::new())?;
     let summary = queue.run()?;
     let elapsed = start.elapsed();
-    ensure!(
-        summary.succeeded == n,
-        "{} of {n} succeeded",
-        summary.succeeded
-    );
+    ensure!(summary.succeeded == n, "sleepers: {summary}");
     drop(group);
+    Ok(elapsed)
+}
+
+fn bench_b8(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
+    let n = scale.count(10_000, 50);
+    let sleep = host
+        .load(osiiso_test_artifacts::SCENARIO_FLAKY)?
+        .task("sleep")?;
+    let elapsed = sleep_together(&sleep, n)?;
     let peak = peak_rss().unwrap_or(0) as f64;
     println!(
         "   {n} tasks sleeping 100 ms each, {n} workers: {} total; peak RSS of this process {:.0} MiB (includes earlier benchmarks when run together; run `-- b8` alone for B8)",
@@ -632,16 +634,7 @@ fn bench_sleepers(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
     let plugin = host.load(osiiso_test_artifacts::SCENARIO_FLAKY)?;
     let sleep = plugin.task("sleep")?;
     let n = scale.count(1_000, 20);
-    let queue = AsyncQueue::builder()
-        .workers(Workers::Fixed(n))
-        .runtime(bench_runtime().handle().clone())
-        .build()?;
-    let start = Instant::now();
-    let group = queue.map(&sleep, (0..n).map(|_| json!(100)), TaskOptions::new())?;
-    let summary = queue.run()?;
-    let all_sleepers = start.elapsed();
-    ensure!(summary.succeeded == n, "sleepers: {summary}");
-    drop(group);
+    let all_sleepers = sleep_together(&sleep, n)?;
     println!(
         "   {n} tasks sleeping 100 ms, {n} workers: {}",
         fmt_secs(all_sleepers.as_secs_f64())

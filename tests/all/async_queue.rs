@@ -22,6 +22,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// One thread for everything: workers, timers and the test's own awaits.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn queue_and_handles_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
@@ -123,10 +131,7 @@ fn a_thousand_sleeping_guests_wait_together() {
 #[test]
 fn a_spinning_guest_does_not_starve_the_others() {
     // One thread for everything: only fuel yields let the sleepers make progress.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     runtime.block_on(async {
         let queue = AsyncQueue::builder()
             .workers(Workers::Fixed(101))
@@ -229,10 +234,7 @@ fn gated(
 
 #[test]
 fn run_async_is_awaited_without_blocking_a_current_thread_runtime() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     runtime.block_on(async {
         let queue = AsyncQueue::builder()
             .workers(Workers::Fixed(4))
@@ -360,10 +362,7 @@ fn another_runtime_may_take_over_only_when_nothing_runs() {
 
 #[test]
 fn workers_the_runtime_never_polled_still_account_for_their_tasks() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let queue = AsyncQueue::builder()
         .workers(Workers::Fixed(2))
         .build()

@@ -374,6 +374,17 @@ fn a_request_is_bounded_by_the_attempt_deadline_in_the_sync_path() {
 fn cancelling_stops_a_request_in_the_sync_path() {
     let (_listener, authority) = silent_server();
     let plugin = load(artifacts::FETCH).with_sandbox(Sandbox::new().allow_http(&authority));
+    let start = std::time::Instant::now();
+    let report = fetch_cancelled_after_300ms(&plugin, &format!("http://{authority}/slow"));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(report.outcome, osiiso_host::AttemptOutcome::Cancelled);
+}
+
+/// One sync attempt of `fetch(url)`, cancelled from another thread after 300 ms.
+fn fetch_cancelled_after_300ms(
+    plugin: &osiiso_host::Plugin,
+    url: &str,
+) -> osiiso_host::AttemptReport {
     let control = osiiso_host::AttemptControl::new(None);
     let canceller = {
         let control = control.clone();
@@ -382,16 +393,9 @@ fn cancelling_stops_a_request_in_the_sync_path() {
             control.cancel();
         })
     };
-    let start = std::time::Instant::now();
-    let report = crate::support::run_with(
-        &plugin,
-        "fetch",
-        json!(format!("http://{authority}/slow")),
-        control,
-    );
+    let report = crate::support::run_with(plugin, "fetch", json!(url), control);
     canceller.join().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(5));
-    assert_eq!(report.outcome, osiiso_host::AttemptOutcome::Cancelled);
+    report
 }
 
 /// A server that sends the headers and the first bytes of the body, then stalls.
@@ -422,21 +426,7 @@ fn stalling_server() -> (std::thread::JoinHandle<()>, String) {
 fn cancelling_stops_a_stalled_body_read_in_the_sync_path() {
     let (server, authority) = stalling_server();
     let plugin = load(artifacts::FETCH).with_sandbox(Sandbox::new().allow_http(&authority));
-    let control = osiiso_host::AttemptControl::new(None);
-    let canceller = {
-        let control = control.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            control.cancel();
-        })
-    };
-    let report = crate::support::run_with(
-        &plugin,
-        "fetch",
-        json!(format!("http://{authority}/stall")),
-        control,
-    );
-    canceller.join().unwrap();
+    let report = fetch_cancelled_after_300ms(&plugin, &format!("http://{authority}/stall"));
     assert_eq!(report.outcome, osiiso_host::AttemptOutcome::Cancelled);
     drop(report);
     server.join().unwrap();
