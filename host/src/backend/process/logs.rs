@@ -93,9 +93,9 @@ fn level_number(level: Level) -> u8 {
     }
 }
 
-/// Re-emits a worker's event in the parent: guest and HTTP events under their own targets
-/// (so a filter such as `osiiso::guest=info` works on every queue), anything else under
-/// `osiiso_host::worker`.
+/// Re-emits a worker's event in the parent: guest, HTTP and wasmtime events under their own
+/// targets (so a filter such as `osiiso::guest=info` or `wasmtime_wasi_http=error` works on
+/// every queue), anything else under `osiiso_host::worker`.
 pub(crate) fn emit(pid: u32, record: &LogRecord) {
     let (origin, message) = (&record.target, &record.message);
     macro_rules! forward {
@@ -112,6 +112,8 @@ pub(crate) fn emit(pid: u32, record: &LogRecord) {
     match origin.as_str() {
         "osiiso::guest" => forward!("osiiso::guest"),
         "osiiso::http" => forward!("osiiso::http"),
+        o if o.starts_with("wasmtime_wasi_http") => forward!("wasmtime_wasi_http"),
+        o if o.starts_with("wasmtime") => forward!("wasmtime"),
         _ => forward!("osiiso_host::worker"),
     }
 }
