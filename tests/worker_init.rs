@@ -165,35 +165,34 @@ fn unknown_hook_is_named() {
         .initializer(WorkerInit::new().hook("open-db", json!(null)))
         .build()
         .unwrap();
-    let handle = queue
-        .submit(noop().with_input(json!(1)), TaskOptions::new())
-        .unwrap();
-    queue.run().unwrap();
-    let failure = handle.error().unwrap();
-    assert_eq!(failure.kind, FailureKind::WorkerStart, "{failure}");
+    let failure = worker_start_failure(queue);
     assert!(
         failure.message.contains("no hook named 'open-db'"),
         "{failure}"
     );
-    queue.shutdown();
 }
 
-fn bad_preload_is_a_worker_start_failure() {
-    let missing = PathBuf::from("/nonexistent/plugin.wasm");
-    let queue = queue(1, WorkerInit::new().preload(&missing));
+/// Runs one task on `queue`, which must fail to start its worker; the failure.
+fn worker_start_failure(queue: ProcessQueue) -> osiiso_host::TaskFailure {
     let handle = queue
         .submit(noop().with_input(json!(1)), TaskOptions::new())
         .unwrap();
     queue.run().unwrap();
     let failure = handle.error().unwrap();
     assert_eq!(failure.kind, FailureKind::WorkerStart, "{failure}");
+    queue.shutdown();
+    failure
+}
+
+fn bad_preload_is_a_worker_start_failure() {
+    let missing = PathBuf::from("/nonexistent/plugin.wasm");
+    let failure = worker_start_failure(queue(1, WorkerInit::new().preload(&missing)));
     assert!(
         failure
             .message
             .contains("cannot preload '/nonexistent/plugin.wasm'"),
         "{failure}"
     );
-    queue.shutdown();
 }
 
 fn worker_logs_reach_the_parent_tracing() {

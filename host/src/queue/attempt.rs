@@ -158,7 +158,8 @@ impl Core {
         }
     }
 
-    fn finish_cancelled(
+    /// Records a task that was in its attempt loop as cancelled.
+    pub(crate) fn finish_cancelled(
         &self,
         cell: &Arc<TaskCell>,
         output: Option<(Option<crate::CapturedOutput>, Option<crate::CapturedOutput>)>,

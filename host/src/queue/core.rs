@@ -578,11 +578,22 @@ impl Core {
 
     /// Waits until idle, or until `deadline`. Returns false on timeout.
     fn wait_idle(&self, state: &mut MutexGuard<'_, State>, deadline: Option<Instant>) -> bool {
-        while !Self::is_idle(state) {
+        self.wait_for_locked(state, Self::is_idle, deadline)
+    }
+
+    /// Blocks until `done` holds, or until `deadline`; false when the deadline came first.
+    /// (`wait_for` in `asynchronous` is the same wait for async callers.)
+    fn wait_for_locked(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        done: impl Fn(&State) -> bool,
+        deadline: Option<Instant>,
+    ) -> bool {
+        while !done(state) {
             match deadline {
                 Some(d) => {
-                    if self.changed.wait_until(state, d).timed_out() && !Self::is_idle(state) {
-                        return false;
+                    if self.changed.wait_until(state, d).timed_out() {
+                        return done(state);
                     }
                 }
                 None => self.changed.wait(state),
@@ -599,9 +610,7 @@ impl Core {
         let me = std::thread::current().id();
         if threads.iter().all(|t| t.thread().id() != me) {
             // Async workers have no thread to join: wait for them to report their exit.
-            while state.live_workers > 0 {
-                self.changed.wait(&mut state);
-            }
+            self.wait_for_locked(&mut state, |s| s.live_workers == 0, None);
         }
         drop(state);
         for thread in threads {
@@ -633,22 +642,11 @@ impl Core {
     pub(crate) fn run(&self, options: super::RunOptions) -> Result<RunSummary, Error> {
         let run = self.begin_run(&options)?;
         let mut state = self.state.lock();
+        // A finite run waits until idle; an infinite one until a shutdown closes the queue.
         let timed_out = if run.finite {
             !self.wait_idle(&mut state, run.deadline)
         } else {
-            loop {
-                if state.closed {
-                    break false;
-                }
-                match run.deadline {
-                    Some(d) => {
-                        if self.changed.wait_until(&mut state, d).timed_out() && !state.closed {
-                            break true;
-                        }
-                    }
-                    None => self.changed.wait(&mut state),
-                }
-            }
+            !self.wait_for_locked(&mut state, |s| s.closed, run.deadline)
         };
         if timed_out {
             drop(state);
@@ -820,9 +818,11 @@ impl Core {
     /// Waits until a shutdown has completed and workers have exited.
     pub(crate) fn wait_closed(&self) {
         let mut state = self.state.lock();
-        while !(state.closed && state.live_workers == 0 && Self::is_idle(&state)) {
-            self.changed.wait(&mut state);
-        }
+        self.wait_for_locked(
+            &mut state,
+            |s| s.closed && s.live_workers == 0 && Self::is_idle(s),
+            None,
+        );
     }
 
     /// `reset()` (§3.2).

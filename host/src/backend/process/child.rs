@@ -27,8 +27,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) enum InitError {
     /// The initializer failed, or the worker died or misbehaved running it.
     Failed(String),
-    /// The attempt was cancelled or timed out meanwhile; the worker was killed.
-    Stopped,
+    /// The attempt was cancelled meanwhile; the worker was killed.
+    Cancelled,
 }
 
 /// What the worker said.
@@ -183,7 +183,7 @@ impl WorkerProcess {
                 // start over on every spawn.
                 None if control.is_cancelled() => {
                     self.kill();
-                    return Err(InitError::Stopped);
+                    return Err(InitError::Cancelled);
                 }
                 None if self.has_exited() => {
                     let status = self.reap();

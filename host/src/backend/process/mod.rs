@@ -97,7 +97,6 @@ impl ProcessExecutor {
     /// initializer. The error is the attempt's outcome.
     fn checkout(
         &self,
-        cell: &TaskCell,
         control: &AttemptControl,
         cache_dir: Option<PathBuf>,
         no_cache: bool,
@@ -129,7 +128,7 @@ impl ProcessExecutor {
                         format!("worker initializer failed: {message}"),
                     )));
                 }
-                Err(InitError::Stopped) => return Err(interrupted(control, &cell.name)),
+                Err(InitError::Cancelled) => return Err(AttemptOutcome::Cancelled),
             }
         }
         Ok(process)
@@ -302,11 +301,10 @@ impl Executor for ProcessExecutor {
             )));
         };
         let host = plugin.host();
-        let mut process =
-            match self.checkout(cell, control, host.cache_root(), !host.cache_enabled()) {
-                Ok(process) => process,
-                Err(outcome) => return AttemptOutcomeOrAbandoned::Done(outcome.into()),
-            };
+        let mut process = match self.checkout(control, host.cache_root(), !host.cache_enabled()) {
+            Ok(process) => process,
+            Err(outcome) => return AttemptOutcomeOrAbandoned::Done(outcome.into()),
+        };
         let millis = |t: Duration| t.as_millis().min(u64::MAX as u128) as u64;
         let request = RunRequest {
             attempt_id: self.next_attempt.fetch_add(1, Ordering::Relaxed),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{CANCELLED, Core, State, WorkerSlot};
+use super::{Core, State, WorkerSlot};
 use crate::queue::handle::TaskCell;
 use crate::queue::{Error, RunOptions, RunSummary};
 
@@ -104,14 +104,7 @@ impl Core {
         }
         self.abort(false);
         if let Some(cell) = running {
-            self.record_final(
-                &cell,
-                crate::queue::TaskStatus::Cancelled,
-                None,
-                None,
-                CANCELLED.into(),
-                None,
-            );
+            self.finish_cancelled(&cell, None);
         }
         {
             let mut state = self.state.lock();
