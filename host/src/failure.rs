@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text;
+
 /// The kind of a failure. Decides whether the queue retries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,19 +88,31 @@ pub struct TaskFailure {
 }
 
 impl TaskFailure {
-    /// A failure without detail.
+    /// A failure without detail. A message over [`MAX_MESSAGE_BYTES`](crate::text::MAX_MESSAGE_BYTES)
+    /// is cut there, with a marker that gives its full length.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: text::truncate_owned(message.into(), text::MAX_MESSAGE_BYTES),
             detail: None,
         }
     }
 
-    /// Adds detail.
+    /// Adds detail (cut at [`MAX_DETAIL_BYTES`](crate::text::MAX_DETAIL_BYTES)).
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.detail = Some(text::truncate_owned(detail.into(), text::MAX_DETAIL_BYTES));
         self
+    }
+
+    /// The failure of a native closure or future that panicked: kind
+    /// [`Panic`](FailureKind::Panic), the payload as the message.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic with a non-string payload".into());
+        Self::new(FailureKind::Panic, message)
     }
 
     /// The standard per-attempt timeout failure: `task '<name>' exceeded <t>s timeout`.

@@ -12,6 +12,7 @@ mod backend;
 pub mod engine;
 pub mod failure;
 pub mod queue;
+pub mod text;
 pub mod units;
 
 pub use backend::process::worker_main::{
@@ -20,8 +21,9 @@ pub use backend::process::worker_main::{
 };
 pub use backend::process::{WorkerHooks, WorkerInit};
 pub use engine::{
-    AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, CacheOutcome, DirGrant, Host,
-    HostBuilder, HostError, Limits, LoadError, Plugin, ProgressFn, Sandbox, Task, TaskInfo,
+    AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, CacheOutcome, DirGrant,
+    GuestStdio, Host, HostBuilder, HostError, Limits, LoadError, Plugin, ProgressFn, Sandbox, Task,
+    TaskInfo,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
 pub use queue::{ProcessQueue, RunSummary, TaskOptions, TaskResult, ThreadQueue};

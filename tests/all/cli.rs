@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_osiiso-host");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_osiiso-host");
 
 /// The documented fields of a result object (DESIGN.md §7).
 const RESULT_FIELDS: &[&str] = &[
@@ -34,17 +34,17 @@ const RESULT_FIELDS: &[&str] = &[
 
 /// What one invocation of the binary did.
 #[derive(Debug)]
-struct Outcome {
-    code: i32,
-    stdout: String,
+pub(crate) struct Outcome {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
     /// stderr with ANSI escape sequences removed.
-    stderr: String,
-    elapsed: Duration,
+    pub(crate) stderr: String,
+    pub(crate) elapsed: Duration,
 }
 
 impl Outcome {
     /// The JSON lines on stdout (`--output jsonl`).
-    fn jsonl(&self) -> Vec<Value> {
+    pub(crate) fn jsonl(&self) -> Vec<Value> {
         self.stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -56,19 +56,19 @@ impl Outcome {
     }
 
     /// The only JSON line on stdout.
-    fn single(&self) -> Value {
+    pub(crate) fn single(&self) -> Value {
         let mut lines = self.jsonl();
         assert_eq!(lines.len(), 1, "expected one result line: {self:#?}");
         lines.pop().unwrap()
     }
 
-    fn assert_code(&self, code: i32) -> &Self {
+    pub(crate) fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(self.code, code, "unexpected exit status: {self:#?}");
         self
     }
 
     /// A usage or load error: exit 2, nothing on stdout, an error message without a panic.
-    fn assert_usage_error(&self, needles: &[&str]) -> &Self {
+    pub(crate) fn assert_usage_error(&self, needles: &[&str]) -> &Self {
         self.assert_code(2);
         assert!(
             !self.stderr.contains("panicked"),
@@ -93,12 +93,12 @@ impl Outcome {
 }
 
 /// Runs the binary with `args`, the shared compile cache and no inherited log settings.
-fn osiiso(args: &[&str]) -> Outcome {
+pub(crate) fn osiiso(args: &[&str]) -> Outcome {
     osiiso_in(args, &crate::support::cache_dir())
 }
 
 /// Runs the binary with `args` and the compile cache in `cache`.
-fn osiiso_in(args: &[&str], cache: &Path) -> Outcome {
+pub(crate) fn osiiso_in(args: &[&str], cache: &Path) -> Outcome {
     let start = Instant::now();
     let output = Command::new(BIN)
         .args(args)
@@ -116,7 +116,7 @@ fn osiiso_in(args: &[&str], cache: &Path) -> Outcome {
 }
 
 /// Removes `ESC [ ... letter` sequences (log colouring).
-fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -135,27 +135,27 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// Writes `lines` (one per line) into a file in `dir`.
-fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+pub(crate) fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
 }
 
 /// Writes JSON values as a JSONL file.
-fn write_jsonl(dir: &Path, name: &str, values: &[Value]) -> PathBuf {
+pub(crate) fn write_jsonl(dir: &Path, name: &str, values: &[Value]) -> PathBuf {
     let lines: Vec<String> = values.iter().map(Value::to_string).collect();
     write_lines(dir, name, &lines)
 }
 
-fn path_str(path: &Path) -> &str {
+pub(crate) fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
 
-fn status(result: &Value) -> &str {
+pub(crate) fn status(result: &Value) -> &str {
     result["status"].as_str().expect("status is a string")
 }
 
-fn error_kind(result: &Value) -> &str {
+pub(crate) fn error_kind(result: &Value) -> &str {
     result["error"]["kind"]
         .as_str()
         .unwrap_or_else(|| panic!("result has no error kind: {result}"))

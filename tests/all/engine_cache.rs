@@ -3,19 +3,6 @@
 use osiiso_host::{CacheOutcome, Host};
 use osiiso_test_artifacts as artifacts;
 
-fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for sub in std::fs::read_dir(dir).unwrap() {
-        let sub = sub.unwrap().path();
-        if sub.is_dir() {
-            for entry in std::fs::read_dir(&sub).unwrap() {
-                found.push(entry.unwrap().path());
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn second_load_hits_and_corrupt_entries_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,7 +16,9 @@ fn second_load_hits_and_corrupt_entries_are_rebuilt() {
         CacheOutcome::Hit
     );
 
-    let [entry] = entries(dir.path()).try_into().unwrap();
+    let [entry] = crate::support::cache_entries(dir.path())
+        .try_into()
+        .unwrap();
     let mut bytes = std::fs::read(&entry).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
@@ -61,7 +50,11 @@ fn disabled_cache_writes_nothing() {
 #[test]
 fn precompiled_artifact_loads_and_a_tampered_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let host = Host::builder().cache(false).build().unwrap();
+    let host = Host::builder()
+        .cache(false)
+        .allow_precompiled(true)
+        .build()
+        .unwrap();
     let out = dir.path().join("echo.cwasm");
     host.precompile(artifacts::ECHO, Some(&out)).unwrap();
     let plugin = host.load(&out).unwrap();

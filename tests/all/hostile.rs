@@ -166,3 +166,85 @@ fn scenario_flaky() {
         AttemptOutcome::Succeeded(json!({"a": 1}))
     );
 }
+
+#[test]
+fn hostile_symlink_escape() {
+    let granted = tempfile::tempdir().unwrap();
+    let plugin = load(artifacts::HOSTILE_SYMLINK_ESCAPE)
+        .with_sandbox(Sandbox::new().dir(granted.path(), "/data"));
+    for target in ["/etc/passwd", "../outside", "sub/../../outside", ".."] {
+        let f = failure(
+            run(
+                &plugin,
+                "link",
+                json!({"target": target, "link": "/data/escape"}),
+            )
+            .outcome,
+        );
+        assert_eq!(f.kind, FailureKind::Permanent, "{target}: {f}");
+        assert!(
+            std::fs::symlink_metadata(granted.path().join("escape")).is_err(),
+            "{target}: no link may be left behind"
+        );
+    }
+    // A link that stays inside is allowed.
+    assert_eq!(
+        run(
+            &plugin,
+            "link",
+            json!({"target": "inside.txt", "link": "/data/ok"})
+        )
+        .outcome,
+        AttemptOutcome::Succeeded(json!("/data/ok -> inside.txt"))
+    );
+    let made = std::fs::read_link(granted.path().join("ok")).unwrap();
+    assert_eq!(made, std::path::Path::new("inside.txt"));
+}
+
+#[test]
+fn hostile_terminal() {
+    let plugin = load(artifacts::HOSTILE_TERMINAL);
+    // The task list carries the raw name; the host escapes it wherever it shows it.
+    assert!(plugin.tasks().iter().any(|t| t.name == "evil\u{1b}[2Jname"));
+    let f = failure(run(&plugin, "escape", json!(null)).outcome);
+    assert_eq!(f.kind, FailureKind::Failed);
+    let shown = osiiso_host::text::escape_control(&f.message);
+    assert!(!shown.contains('\u{1b}') && !shown.contains('\r') && !shown.contains('\n'));
+    assert!(shown.contains("\\e[2J"), "{shown}");
+    // Guest stdout is captured, never mixed into anything of the host's.
+    let report = run(&plugin, "forge_row", json!(null));
+    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(1)));
+    assert!(report.stdout.unwrap().text.contains("forged"));
+}
+
+#[test]
+fn hostile_oversized() {
+    let plugin = load(artifacts::HOSTILE_OVERSIZED);
+    // An error message is bounded, with a marker giving its real length.
+    let f = failure(run(&plugin, "big_error", json!(20 << 20)).outcome);
+    assert!(
+        f.message.len() <= osiiso_host::text::MAX_MESSAGE_BYTES + 64,
+        "{}",
+        f.message.len()
+    );
+    assert!(
+        f.message.ends_with("[truncated: 20971520 bytes in all]"),
+        "{}",
+        &f.message[f.message.len() - 60..]
+    );
+    // An input over the limit is refused before the guest runs, and not retried.
+    let limited = plugin
+        .clone()
+        .with_limits(Limits::new().max_input_bytes(1024));
+    let f = failure(run(&limited, "measure", json!("x".repeat(4096))).outcome);
+    assert_eq!(f.kind, FailureKind::InvalidInput, "{f}");
+    // The SDK's decode error quotes a bounded prefix of the input, never all of it.
+    let f = failure(run(&plugin, "big_value", json!("y".repeat(1 << 20))).outcome);
+    assert_eq!(f.kind, FailureKind::InvalidInput, "{f}");
+    assert!(f.message.len() < 2048, "{} bytes", f.message.len());
+    // An honest large allocation works.
+    assert!(matches!(
+        run(&plugin, "allocate", json!(64)).outcome,
+        AttemptOutcome::Succeeded(_)
+    ));
+}

@@ -11,3 +11,4 @@ mod hostile;
 mod http;
 mod process_faults;
 mod scenarios;
+mod security;

@@ -52,3 +52,18 @@ pub fn run_with(
         progress: None,
     })
 }
+
+/// The entries of a compile cache: the files in the subdirectories of `dir`, sorted.
+pub fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for sub in std::fs::read_dir(dir).unwrap() {
+        let sub = sub.unwrap().path();
+        if sub.is_dir() {
+            for entry in std::fs::read_dir(&sub).unwrap() {
+                found.push(entry.unwrap().path());
+            }
+        }
+    }
+    found.sort();
+    found
+}

@@ -28,10 +28,32 @@ pub struct TaskDef {
 
 inventory::collect!(TaskDef);
 
-/// Decodes a task's JSON input into its argument type (a tuple for several arguments).
+/// How much of an undecodable input, or of the decoder's message, an error quotes.
+const QUOTE_BYTES: usize = 200;
+
+/// Decodes a task's JSON input into its argument type (a tuple for several arguments). The
+/// error quotes a bounded prefix of the input, never all of it.
 pub fn decode_args<T: DeserializeOwned>(task: &str, input: &str) -> Result<T, TaskError> {
-    serde_json::from_str(input)
-        .map_err(|e| TaskError::invalid_input(format!("task '{task}': cannot decode input: {e}")))
+    serde_json::from_str(input).map_err(|e| {
+        TaskError::invalid_input(format!(
+            "task '{task}': cannot decode input: {} (input: {} bytes, starting {})",
+            bounded(&e.to_string()),
+            input.len(),
+            bounded(input)
+        ))
+    })
+}
+
+/// `text` cut to [`QUOTE_BYTES`] on a character boundary, marked when cut.
+fn bounded(text: &str) -> String {
+    if text.len() <= QUOTE_BYTES {
+        return text.to_string();
+    }
+    let mut end = QUOTE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// Encodes a task's output as JSON.

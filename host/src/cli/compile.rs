@@ -1,5 +1,6 @@
 //! `osiiso-host compile PLUGIN [-o OUT]`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -11,7 +12,8 @@ use super::options::CacheArgs;
 pub(crate) struct CompileArgs {
     /// The plugin component (.wasm).
     plugin: PathBuf,
-    /// Write the precompiled artifact here instead of into the compile cache.
+    /// Write the precompiled artifact here instead of into the compile cache. Only a
+    /// regular file is replaced; loading the artifact later needs --allow-precompiled.
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
     #[command(flatten)]
@@ -21,6 +23,11 @@ pub(crate) struct CompileArgs {
 pub(crate) fn run(args: CompileArgs) -> Result<(), Failure> {
     let host = args.cache.host(4)?;
     let written = host.precompile(&args.plugin, args.output.as_deref())?;
-    println!("{}", written.display());
-    Ok(())
+    writeln!(std::io::stdout(), "{}", written.display()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Failure::BrokenPipe
+        } else {
+            Failure::Output(format!("cannot write to stdout: {e}"))
+        }
+    })
 }

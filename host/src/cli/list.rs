@@ -1,45 +1,68 @@
 //! `osiiso-host list PLUGIN [--json]`.
 
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use clap::Args;
+use osiiso_host::Plugin;
+use osiiso_host::text::escape_control;
 
 use super::Failure;
-use super::options::CacheArgs;
+use super::options::{CacheArgs, LimitArgs};
 
 #[derive(Args, Debug)]
 pub(crate) struct ListArgs {
-    /// The plugin component (.wasm) or a precompiled artifact.
+    /// The plugin component (.wasm); a precompiled artifact needs --allow-precompiled.
     plugin: PathBuf,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(flatten)]
     cache: CacheArgs,
 }
 
 pub(crate) fn run(args: ListArgs) -> Result<(), Failure> {
     let host = args.cache.host(4)?;
-    let plugin = host.load(&args.plugin)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(plugin.tasks())?);
-        return Ok(());
+    let plugin = args.limits.load(&host, &args.plugin)?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, plugin.tasks())
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        write_table(&mut out, &plugin)
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Failure::BrokenPipe),
+        Err(e) => Err(Failure::Output(format!("cannot write to stdout: {e}"))),
     }
-    let width = plugin
+}
+
+/// Names and descriptions come from the plugin: control characters are escaped, so that a
+/// plugin cannot act on the terminal that lists it.
+fn write_table(out: &mut impl Write, plugin: &Plugin) -> io::Result<()> {
+    let names: Vec<String> = plugin
         .tasks()
         .iter()
-        .map(|t| t.name.len())
-        .max()
-        .unwrap_or(0);
-    for task in plugin.tasks() {
+        .map(|t| escape_control(&t.name).into_owned())
+        .collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    for (task, name) in plugin.tasks().iter().zip(&names) {
         let mut lines = task.description.lines();
-        println!("{:width$}  {}", task.name, lines.next().unwrap_or(""));
+        writeln!(
+            out,
+            "{name:width$}  {}",
+            escape_control(lines.next().unwrap_or(""))
+        )?;
         for line in lines {
-            println!("{:width$}  {line}", "");
+            writeln!(out, "{:width$}  {}", "", escape_control(line))?;
         }
         let mut extras = Vec::new();
         if let Some(schema) = &task.input_schema {
-            extras.push(format!("input: {schema}"));
+            extras.push(format!("input: {}", escape_control(&schema.to_string())));
         }
         if let Some(retries) = task.retries {
             extras.push(format!("retries: {retries}"));
@@ -48,7 +71,7 @@ pub(crate) fn run(args: ListArgs) -> Result<(), Failure> {
             extras.push(format!("timeout: {}s", timeout.as_secs_f64()));
         }
         if !extras.is_empty() {
-            println!("{:width$}  ({})", "", extras.join(", "));
+            writeln!(out, "{:width$}  ({})", "", extras.join(", "))?;
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ mod options;
 mod output;
 mod run;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,11 @@ pub(crate) enum Failure {
     Usage(anyhow::Error),
     /// Some task did not succeed: exit 1 (results were already reported).
     Tasks,
+    /// Results could not be written (a full disk, a closed descriptor): exit 1 with the
+    /// error.
+    Output(String),
+    /// The reader of stdout went away: exit 141 (as if killed by `SIGPIPE`), quietly.
+    BrokenPipe,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -62,7 +68,7 @@ pub(crate) fn main() -> ExitCode {
         return match osiiso_host::WorkerOptions::from_args(args) {
             Ok(options) => ExitCode::from(osiiso_host::run_worker(options) as u8),
             Err(message) => {
-                eprintln!("error: worker: {message}");
+                report_error(&format!("worker: {message}"));
                 ExitCode::from(2)
             }
         };
@@ -77,11 +83,23 @@ pub(crate) fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Tasks) => ExitCode::from(1),
+        Err(Failure::BrokenPipe) => ExitCode::from(141),
+        Err(Failure::Output(message)) => {
+            report_error(&message);
+            ExitCode::from(1)
+        }
         Err(Failure::Usage(error)) => {
-            eprintln!("error: {error:#}");
+            report_error(&format!("{error:#}"));
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints `error: …` on stderr. Messages can quote guest text (task names, schemas), so
+/// control characters are escaped; a failed write to stderr has nowhere to be reported.
+fn report_error(message: &str) {
+    let message = osiiso_host::text::escape_control_keep_newlines(message);
+    let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 
 fn init_tracing(verbose: u8) {
@@ -96,6 +114,7 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(verbose > 1)
         .try_init();
 }

@@ -1,13 +1,13 @@
 //! Option groups shared by subcommands: the engine (cache) and the sandbox and limits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use osiiso_host::units::{parse_duration, parse_size};
-use osiiso_host::{DirGrant, Host, Limits, Plugin, Sandbox};
+use osiiso_host::{DirGrant, GuestStdio, Host, Limits, Plugin, Sandbox};
 
-/// Where compiled plugins are cached.
+/// The engine: where compiled plugins are cached, what may be loaded, memory in aggregate.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct CacheArgs {
     /// Compile-cache directory [default: $XDG_CACHE_HOME/osiiso-host].
@@ -16,29 +16,64 @@ pub(crate) struct CacheArgs {
     /// Do not read or write the compile cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Accept a precompiled artifact (from `compile -o`) as PLUGIN. It is native code: use
+    /// this only for files from a trusted source.
+    #[arg(long)]
+    pub allow_precompiled: bool,
+    /// The most linear memory all running attempts may hold together; attempts wait for
+    /// room beyond it [default: half of the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub total_memory: Option<usize>,
 }
 
 impl CacheArgs {
     pub(crate) fn host(&self, max_instances: u32) -> anyhow::Result<Host> {
         let mut builder = Host::builder()
             .cache(!self.no_cache)
-            .max_instances(max_instances);
+            .max_instances(max_instances)
+            .allow_precompiled(self.allow_precompiled);
         if let Some(dir) = &self.cache_dir {
             builder = builder.cache_dir(dir);
+        }
+        if let Some(total) = self.total_memory {
+            builder = builder.total_memory(total);
         }
         Ok(builder.build()?)
     }
 }
 
-/// Resource limits and capabilities of the plugin.
+/// Per-attempt resource limits; they apply from the plugin's load (its `list`) onwards.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct SandboxArgs {
+pub(crate) struct LimitArgs {
     /// Fuel budget per attempt (about one unit per wasm instruction).
     #[arg(long, value_name = "N")]
     pub fuel: Option<u64>,
     /// Linear-memory cap per attempt, e.g. 64MiB [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<usize>,
+}
+
+impl LimitArgs {
+    pub(crate) fn limits(&self) -> Limits {
+        let mut limits = Limits::new();
+        if let Some(fuel) = self.fuel {
+            limits = limits.fuel(fuel);
+        }
+        if let Some(bytes) = self.max_memory {
+            limits = limits.max_memory(bytes);
+        }
+        limits
+    }
+
+    /// Loads `path` under these limits.
+    pub(crate) fn load(&self, host: &Host, path: &Path) -> anyhow::Result<Plugin> {
+        Ok(host.load_with_limits(path, self.limits())?)
+    }
+}
+
+/// Capabilities of the plugin.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct SandboxArgs {
     /// Grant a host directory read-write, as HOST or HOST::GUEST (repeatable).
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     pub dirs: Vec<String>,
@@ -51,23 +86,20 @@ pub(crate) struct SandboxArgs {
     /// Pass the whole host environment to the guest.
     #[arg(long)]
     pub inherit_env: bool,
-    /// Stream guest stdout/stderr instead of capturing them into results.
+    /// Stream guest stdout and stderr to this process's stderr instead of capturing them
+    /// into results (stdout carries only result rows).
     #[arg(long)]
     pub inherit_stdio: bool,
 }
 
 impl SandboxArgs {
-    pub(crate) fn apply(&self, plugin: Plugin) -> anyhow::Result<Plugin> {
-        let mut limits = Limits::new();
-        if let Some(fuel) = self.fuel {
-            limits = limits.fuel(fuel);
+    /// The sandbox these flags grant. A grant of the compile cache (or of a directory that
+    /// holds it) is refused: a guest that can write there could plant native code.
+    pub(crate) fn sandbox(&self, host: &Host) -> anyhow::Result<Sandbox> {
+        let mut sandbox = Sandbox::new().inherit_env(self.inherit_env);
+        if self.inherit_stdio {
+            sandbox = sandbox.stdio(GuestStdio::InheritToStderr);
         }
-        if let Some(bytes) = self.max_memory {
-            limits = limits.max_memory(bytes);
-        }
-        let mut sandbox = Sandbox::new()
-            .inherit_env(self.inherit_env)
-            .inherit_stdio(self.inherit_stdio);
         for (specs, read_only, flag) in [
             (&self.dirs, false, "--dir"),
             (&self.dirs_ro, true, "--dir-ro"),
@@ -75,6 +107,7 @@ impl SandboxArgs {
             for spec in specs {
                 let grant =
                     DirGrant::parse(spec, read_only).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+                refuse_cache_grant(host, &grant.host, flag)?;
                 sandbox = sandbox.grant(grant);
             }
         }
@@ -87,8 +120,26 @@ impl SandboxArgs {
         sandbox
             .validate()
             .map_err(|e| anyhow::anyhow!("--dir: {e}"))?;
-        Ok(plugin.with_limits(limits).with_sandbox(sandbox))
+        Ok(sandbox)
     }
+}
+
+fn refuse_cache_grant(host: &Host, dir: &Path, flag: &str) -> anyhow::Result<()> {
+    let Some(cache) = host.cache_root() else {
+        return Ok(());
+    };
+    let (Ok(dir), Ok(cache)) = (dir.canonicalize(), cache.canonicalize()) else {
+        return Ok(());
+    };
+    if cache.starts_with(&dir) || dir.starts_with(&cache) {
+        anyhow::bail!(
+            "{flag}: '{}' holds the compile cache ({}); a guest must never reach it, since \
+             compiled code there runs natively",
+            dir.display(),
+            cache.display()
+        );
+    }
+    Ok(())
 }
 
 /// A duration option value (`250ms`, `5s`, `2m`).

@@ -1,12 +1,19 @@
 //! Reporting results: JSON lines as tasks finish, a JSON array or a table at the end, a
 //! progress bar on a terminal, the run summary on stderr.
+//!
+//! Every write of results is checked. A reader that went away (`EPIPE`) or a full disk ends
+//! the run: the reporter calls its stop hook (which cancels the queue) and the command exits
+//! non-zero, quietly for a closed pipe and with a clear error otherwise.
 
-use std::io::{IsTerminal, Write};
-use std::sync::Arc;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use osiiso_host::TaskResult;
+use osiiso_host::text::{escape_control, truncate};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OutputFormat {
@@ -26,10 +33,72 @@ pub(crate) enum ProgressMode {
     Never,
 }
 
+/// Why results could not be written.
+#[derive(Debug)]
+pub(crate) enum OutputError {
+    /// The reader of stdout went away: a normal way for a pipeline to end.
+    BrokenPipe,
+    /// Any other failure (a full disk, a closed descriptor).
+    Io(io::Error),
+}
+
+impl OutputError {
+    fn from_io(error: io::Error) -> Self {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            Self::BrokenPipe
+        } else {
+            Self::Io(error)
+        }
+    }
+}
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BrokenPipe => f.write_str("stdout was closed by its reader"),
+            Self::Io(error) => write!(f, "cannot write results to stdout: {error}"),
+        }
+    }
+}
+
+type StopHook = Box<dyn Fn() + Send + Sync>;
+
+/// What the reporter shares with its writer thread.
+struct Shared {
+    failure: Mutex<Option<OutputError>>,
+    stop: OnceLock<StopHook>,
+}
+
+impl Shared {
+    /// Remembers the first failure and stops the run once.
+    fn fail(&self, error: OutputError) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() {
+            *failure = Some(error);
+            drop(failure);
+            if let Some(stop) = self.stop.get() {
+                stop();
+            }
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
 /// Receives results as they are recorded.
 pub(crate) struct Reporter {
     format: OutputFormat,
     bar: Option<ProgressBar>,
+    shared: Arc<Shared>,
+    /// JSON lines go to a writer thread, which batches them under load and flushes as soon
+    /// as it has nothing more to write.
+    rows: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Reporter {
@@ -37,9 +106,9 @@ impl Reporter {
         format: Option<OutputFormat>,
         progress: ProgressMode,
         quiet: bool,
-        total: usize,
+        total: Option<usize>,
     ) -> Self {
-        let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+        let format = format.unwrap_or(if io::stdout().is_terminal() {
             OutputFormat::Table
         } else {
             OutputFormat::Jsonl
@@ -47,10 +116,15 @@ impl Reporter {
         let show = match progress {
             ProgressMode::Always => true,
             ProgressMode::Never => false,
-            ProgressMode::Auto => !quiet && total > 1 && std::io::stderr().is_terminal(),
+            ProgressMode::Auto => {
+                !quiet && total.is_none_or(|n| n > 1) && io::stderr().is_terminal()
+            }
         };
         let bar = show.then(|| {
-            let bar = ProgressBar::new(total as u64);
+            let bar = match total {
+                Some(total) => ProgressBar::new(total as u64),
+                None => ProgressBar::no_length(),
+            };
             bar.set_style(
                 ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} tasks  {elapsed_precise}  {msg}",
@@ -59,74 +133,168 @@ impl Reporter {
             );
             bar
         });
-        Self { format, bar }
+        let shared = Arc::new(Shared {
+            failure: Mutex::new(None),
+            stop: OnceLock::new(),
+        });
+        let (rows, writer) = if format == OutputFormat::Jsonl {
+            let (tx, rx) = mpsc::channel();
+            let shared = shared.clone();
+            let bar = bar.clone();
+            let writer = std::thread::Builder::new()
+                .name("osiiso-results".into())
+                .spawn(move || write_rows(rx, &shared, bar.as_ref()))
+                .ok();
+            (Some(tx), writer)
+        } else {
+            (None, None)
+        };
+        Self {
+            format,
+            bar,
+            shared,
+            rows: Mutex::new(rows),
+            writer: Mutex::new(writer),
+        }
+    }
+
+    /// What to call once when results can no longer be written (cancel the run).
+    pub(crate) fn on_output_failure(&self, stop: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.stop.set(Box::new(stop));
+        if self.shared.failed()
+            && let Some(stop) = self.shared.stop.get()
+        {
+            stop();
+        }
     }
 
     /// Called once per finished task (from the queue's `on_complete`).
     pub(crate) fn finished(&self, result: &TaskResult) {
-        if self.format == OutputFormat::Jsonl {
-            let line = result.to_json().to_string();
-            let write = |out: &mut dyn Write| writeln!(out, "{line}").and_then(|()| out.flush());
-            match &self.bar {
-                Some(bar) => bar.suspend(|| write(&mut std::io::stdout().lock())),
-                None => write(&mut std::io::stdout().lock()),
+        if let Some(rows) = &*self.rows.lock().unwrap_or_else(|e| e.into_inner()) {
+            let mut line = Vec::with_capacity(512);
+            // A result serializes to JSON without fail: its values are JSON already.
+            if serde_json::to_writer(&mut line, result).is_ok() {
+                line.push(b'\n');
+                let _ = rows.send(line);
             }
-            .ok();
         }
         if let Some(bar) = &self.bar {
             bar.inc(1);
             if !result.ok() {
-                bar.set_message(format!("last problem: {} {}", result.name, result.status));
+                bar.set_message(format!(
+                    "last problem: {} {}",
+                    escape_control(&truncate(&result.name, 40)),
+                    result.status
+                ));
             }
         }
     }
 
-    /// Prints the end-of-run output for `results` (submission order).
-    pub(crate) fn finish(&self, results: &[Arc<TaskResult>]) {
+    /// Writes the end-of-run output for `results` (submission order) and reports whether
+    /// every result reached stdout.
+    pub(crate) fn finish(&self, results: &[Arc<TaskResult>]) -> Result<(), OutputError> {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        let mut out = std::io::stdout().lock();
-        match self.format {
-            OutputFormat::Jsonl => {}
-            OutputFormat::Json => {
-                let array: Vec<_> = results.iter().map(|r| r.to_json()).collect();
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&array).unwrap_or_default()
-                );
-            }
-            OutputFormat::Table => {
-                let _ = writeln!(
-                    out,
-                    "{:<24} {:<10} {:>8} {:>10}  VALUE / ERROR",
-                    "NAME", "STATUS", "ATTEMPTS", "MS"
-                );
-                for r in results {
-                    let detail = match (&r.value, &r.error) {
-                        (Some(v), _) => v.to_string(),
-                        (None, Some(e)) => format!("{}: {}", e.kind, e.message),
-                        (None, None) => r.message.clone(),
-                    };
-                    let _ = writeln!(
-                        out,
-                        "{:<24} {:<10} {:>8} {:>10.1}  {}",
-                        truncate(&r.name, 24),
-                        r.status,
-                        r.attempts,
-                        r.duration.as_secs_f64() * 1e3,
-                        truncate(&detail, 200)
-                    );
+        if let Some(failure) = self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(failure);
+        }
+        let mut out = BufWriter::new(io::stdout().lock());
+        let written = match self.format {
+            OutputFormat::Jsonl => Ok(()),
+            OutputFormat::Json => write_array(&mut out, results),
+            OutputFormat::Table => write_table(&mut out, results),
+        };
+        written
+            .and_then(|()| out.flush())
+            .map_err(OutputError::from_io)
+    }
+}
+
+/// The writer thread: rows in completion order, flushed whenever the queue of rows is empty.
+fn write_rows(rx: mpsc::Receiver<Vec<u8>>, shared: &Shared, bar: Option<&ProgressBar>) {
+    // Not locked for the thread's whole life: other code may print to stdout meanwhile.
+    let mut out = BufWriter::with_capacity(64 << 10, io::stdout());
+    let write = |out: &mut BufWriter<_>, row: &[u8], flush: bool| -> io::Result<()> {
+        out.write_all(row)?;
+        if flush {
+            match bar {
+                Some(bar) => bar.suspend(|| out.flush()),
+                None => out.flush(),
+            }?;
+        }
+        Ok(())
+    };
+    while let Ok(row) = rx.recv() {
+        if shared.failed() {
+            continue;
+        }
+        let mut result = write(&mut out, &row, false);
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(row) => result = write(&mut out, &row, false),
+                Err(_) => {
+                    result = write(&mut out, b"", true);
+                    break;
                 }
             }
+        }
+        if let Err(error) = result {
+            shared.fail(OutputError::from_io(error));
         }
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
+fn write_array(out: &mut impl Write, results: &[Arc<TaskResult>]) -> io::Result<()> {
+    out.write_all(b"[")?;
+    for (i, result) in results.iter().enumerate() {
+        out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+        serde_json::to_writer(&mut *out, &**result)?;
+    }
+    out.write_all(if results.is_empty() { b"]\n" } else { b"\n]\n" })
+}
+
+fn write_table(out: &mut impl Write, results: &[Arc<TaskResult>]) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<24} {:<10} {:>8} {:>10}  VALUE / ERROR",
+        "NAME", "STATUS", "ATTEMPTS", "MS"
+    )?;
+    for r in results {
+        let detail = match (&r.value, &r.error) {
+            (Some(v), _) => v.to_string(),
+            (None, Some(e)) => format!("{}: {}", e.kind, e.message),
+            (None, None) => r.message.clone(),
+        };
+        // Guest text: escaped, so that it cannot act on the terminal, and cut to the column.
+        writeln!(
+            out,
+            "{:<24} {:<10} {:>8} {:>10.1}  {}",
+            column(&r.name, 24),
+            r.status,
+            r.attempts,
+            r.duration.as_secs_f64() * 1e3,
+            column(&detail, 200)
+        )?;
+    }
+    Ok(())
+}
+
+/// `text` with control characters escaped, cut to `max` characters.
+fn column(text: &str, max: usize) -> String {
+    let text = escape_control(text);
     if text.chars().count() <= max {
-        text.to_string()
+        text.into_owned()
     } else {
         let cut: String = text.chars().take(max.saturating_sub(1)).collect();
         format!("{cut}…")

@@ -1,6 +1,7 @@
 //! `osiiso-host run PLUGIN [TASK] ...`: load, build the work list, run it through a queue,
 //! report.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,9 @@ use osiiso_host::units::parse_size;
 use osiiso_host::{Plugin, Task};
 
 use super::Failure;
-use super::jobs::{self, JobSpec};
-use super::options::{CacheArgs, SandboxArgs, duration};
-use super::output::{OutputFormat, ProgressMode, Reporter};
+use super::jobs::{self, JobReader, JobSpec, LineKind};
+use super::options::{CacheArgs, LimitArgs, SandboxArgs, duration};
+use super::output::{OutputError, OutputFormat, ProgressMode, Reporter};
 
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
@@ -40,6 +41,8 @@ pub(crate) struct RunArgs {
     queue: QueueArgs,
     #[command(flatten)]
     task_options: TaskArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(flatten)]
     sandbox: SandboxArgs,
     #[command(flatten)]
@@ -169,7 +172,26 @@ impl TaskArgs {
     }
 }
 
-fn parse_workers(text: &str) -> anyhow::Result<Workers> {
+impl QueueKind {
+    /// The most workers the CLI starts on this queue (the library's limit).
+    fn max_workers(self) -> usize {
+        match self {
+            Self::Async => osiiso_host::queue::Async::MAX_WORKERS,
+            Self::Thread => osiiso_host::queue::Thread::MAX_WORKERS,
+            Self::Process => osiiso_host::queue::Process::MAX_WORKERS,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Async => "async",
+            Self::Thread => "thread",
+            Self::Process => "process",
+        }
+    }
+}
+
+fn parse_workers(text: &str, kind: QueueKind) -> anyhow::Result<Workers> {
     if text == "auto" {
         return Ok(Workers::Auto);
     }
@@ -179,6 +201,13 @@ fn parse_workers(text: &str) -> anyhow::Result<Workers> {
     if n == 0 {
         bail!("--workers: workers must be > 0");
     }
+    let max = kind.max_workers();
+    if n > max {
+        bail!(
+            "--workers: at most {max} workers on the {} queue, got {n}",
+            kind.name()
+        );
+    }
     Ok(Workers::Fixed(n))
 }
 
@@ -186,35 +215,28 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
         return Err(anyhow!("--worker-memory needs --queue process").into());
     }
-    let workers = parse_workers(&args.queue.workers)?;
+    let workers = parse_workers(&args.queue.workers, args.queue.kind)?;
+    // The pool holds this many live instances; more workers wait for a free slot.
     let instances = match workers {
-        Workers::Fixed(n) => u32::try_from(n).unwrap_or(u32::MAX).saturating_add(2),
+        Workers::Fixed(n) => u32::try_from(n.min(1000)).unwrap_or(1000) + 2,
         Workers::Auto => 64,
     };
 
     let host = args.cache.host(instances)?;
-    let plugin = host.load(&args.plugin)?;
-    let plugin = args.sandbox.apply(plugin)?;
+    let plugin = args.limits.load(&host, &args.plugin)?;
+    let plugin = plugin.with_sandbox(args.sandbox.sandbox(&host)?);
     let plugin = allow_http(plugin, &args.queue.allow_http)?;
 
     // Build the whole work list (and reject bad lines) before anything runs.
     let base = args.task_options.apply(TaskOptions::new());
     base.validate().map_err(|e| anyhow!("{e}"))?;
-    let specs = if let Some(jobs) = &args.jobs {
-        let mut specs = jobs::from_jobs_file(jobs, &base)?;
-        if !args.inputs.is_empty() {
-            specs.extend(jobs::from_inputs(&args.inputs)?);
-        }
-        specs
-    } else if let Some(file) = &args.inputs_file {
-        let mut specs = jobs::from_inputs_file(file)?;
-        specs.extend(jobs::from_inputs(&args.inputs)?);
-        specs
-    } else if args.inputs.is_empty() {
-        jobs::from_inputs(&["null".to_string()])?
-    } else {
-        jobs::from_inputs(&args.inputs)?
+    let mut specs = match (&args.jobs, &args.inputs_file) {
+        (Some(jobs), _) => jobs::read_all(JobReader::open(jobs, LineKind::Job, &base)?)?,
+        (None, Some(file)) => jobs::read_all(JobReader::open(file, LineKind::Input, &base)?)?,
+        (None, None) if args.inputs.is_empty() => jobs::from_inputs(&["null".to_string()])?,
+        (None, None) => Vec::new(),
     };
+    specs.extend(jobs::from_inputs(&args.inputs)?);
     let default_task = match &args.task {
         Some(name) => Some(plugin.task(name)?),
         None => None,
@@ -233,7 +255,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         args.output,
         args.progress,
         args.quiet,
-        submissions.len(),
+        Some(submissions.len()),
     ));
     match args.queue.kind {
         QueueKind::Process => {
@@ -290,10 +312,19 @@ fn run_queue<K: Kind>(
         builder = builder.timeout(timeout);
     }
     let on_complete = reporter.clone();
-    let queue = builder
-        .on_complete(move |result| on_complete.finished(result))
-        .build()
-        .map_err(|e| anyhow!("{e}"))?;
+    let queue = Arc::new(
+        builder
+            .on_complete(move |result| on_complete.finished(result))
+            .build()
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    // Results that cannot be written end the run: what is not done yet is cancelled.
+    let weak = Arc::downgrade(&queue);
+    reporter.on_output_failure(move || {
+        if let Some(queue) = weak.upgrade() {
+            queue.cancel();
+        }
+    });
 
     // An unbounded queue takes everything before it starts, so priorities hold across the
     // whole work list. A bounded one must run while it is fed, or submission would block.
@@ -306,9 +337,13 @@ fn run_queue<K: Kind>(
     for (work, options) in submissions {
         match queue.submit(work, options) {
             Ok(handle) => handles.push(handle),
-            // Fail-first halted the queue while it was still being fed.
-            Err(osiiso_host::queue::Error::Closed) if bounded => {
-                eprintln!(
+            // Fail-first halted the queue while it was still being fed, or the output
+            // failed and the run was cancelled.
+            Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown)
+                if bounded =>
+            {
+                let _ = writeln!(
+                    std::io::stderr(),
                     "osiiso-host: the queue halted; {} of {total} jobs were not submitted",
                     total - handles.len()
                 );
@@ -317,18 +352,19 @@ fn run_queue<K: Kind>(
             Err(e) => return Err(anyhow!("{e}").into()),
         }
     }
-    let summary = queue
-        .run_with(RunOptions::default())
-        .map_err(|e| anyhow!("{e}"))?;
+    let summary = queue.run_with(RunOptions::default());
     let results: Vec<_> = handles.iter().filter_map(|h| h.result()).collect();
-    reporter.finish(&results);
-    if !args.quiet {
-        eprintln!("{summary}");
+    let written = reporter.finish(&results);
+    let summary = summary.map_err(|e| anyhow!("{e}"))?;
+    // A reader that went away ends the run quietly, as it does for other Unix tools.
+    if !args.quiet && !matches!(written, Err(OutputError::BrokenPipe)) {
+        let _ = writeln!(std::io::stderr(), "{summary}");
     }
-    if summary.ok() {
-        Ok(())
-    } else {
-        Err(Failure::Tasks)
+    match written {
+        Err(OutputError::BrokenPipe) => Err(Failure::BrokenPipe),
+        Err(error) => Err(Failure::Output(error.to_string())),
+        Ok(()) if summary.ok() => Ok(()),
+        Ok(()) => Err(Failure::Tasks),
     }
 }
 

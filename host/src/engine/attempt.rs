@@ -12,10 +12,12 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::contract::{Level, WitTaskError};
 use super::http::HttpPolicy;
+use super::limits::Limits;
 use super::limits::MemoryLimiter;
 use super::output::TailPipe;
 use super::plugin::{Plugin, Task};
 use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
+use crate::text;
 
 /// Prefix of the log line the Rust SDK's panic hook sends before the guest traps.
 const PANIC_PREFIX: &str = "panicked at ";
@@ -187,13 +189,21 @@ pub(crate) struct AttemptState {
     plugin: Arc<str>,
     panic_message: Option<String>,
     progress: Option<ProgressFn>,
+    /// The host's memory budget, for messages.
+    budget_total: usize,
 }
 
 impl AttemptState {
     pub(crate) fn log(&mut self, level: Level, message: String) {
         if matches!(level, Level::Error) && message.starts_with(PANIC_PREFIX) {
-            self.panic_message = Some(message.clone());
+            self.panic_message = Some(text::truncate_owned(
+                message.clone(),
+                text::MAX_MESSAGE_BYTES,
+            ));
         }
+        // Guest text: bounded, and escaped so that it cannot forge a log line or act on a
+        // terminal.
+        let message = text::for_display(&message, text::MAX_LOG_BYTES);
         let (plugin, task) = (&*self.plugin, &*self.task);
         match level {
             Level::Trace => tracing::trace!(target: "osiiso::guest", plugin, task, "{message}"),
@@ -217,12 +227,13 @@ impl AttemptState {
     /// epoch check and sandbox, plus the pipes capturing its stdout and stderr.
     pub(crate) fn new_store(
         plugin: &Plugin,
+        limits: &Limits,
         control: &Arc<AttemptControl>,
         attempt: u32,
         task: Arc<str>,
         progress: Option<ProgressFn>,
+        asynchronous: bool,
     ) -> Result<(Store<AttemptState>, (TailPipe, TailPipe)), TaskFailure> {
-        let limits = plugin.limits();
         let stdout = TailPipe::new(limits.capture_bytes);
         let stderr = TailPipe::new(limits.capture_bytes);
         let wasi = plugin.sandbox().wasi_ctx(&stdout, &stderr).map_err(|e| {
@@ -242,16 +253,21 @@ impl AttemptState {
             http: WasiHttpCtx::new(),
             http_policy: HttpPolicy::new(grants, control.clone()),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(limits),
+            limiter: MemoryLimiter::new(limits, plugin.host().memory_budget(), control.clone()),
             control: control.clone(),
             attempt,
             task,
             plugin: plugin.name_arc(),
             panic_message: None,
             progress,
+            budget_total: plugin.host().memory_budget().total(),
         };
         let mut store = Store::new(plugin.engine(), state);
-        store.limiter(|state| &mut state.limiter);
+        if asynchronous {
+            store.limiter_async(|state| &mut state.limiter);
+        } else {
+            store.limiter(|state| &mut state.limiter);
+        }
         // Fuel is always on in this engine, so setting it cannot fail.
         let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         store.set_epoch_deadline(1);
@@ -332,7 +348,7 @@ impl Task {
     /// [`AttemptReport`]; this never panics on guest behaviour.
     pub fn run_attempt(&self, request: AttemptRequest<'_>) -> AttemptReport {
         let _permit = self.plugin().host().instance_permit_blocking();
-        let mut prepared = match self.prepare(&request) {
+        let mut prepared = match self.prepare(&request, false) {
             Ok(prepared) => prepared,
             Err(report) => return *report,
         };
@@ -353,7 +369,7 @@ impl Task {
     /// others. Dropping the future stops the guest.
     pub async fn run_attempt_async(&self, request: AttemptRequest<'_>) -> AttemptReport {
         let _permit = self.plugin().host().instance_permit().await;
-        let mut prepared = match self.prepare(&request) {
+        let mut prepared = match self.prepare(&request, true) {
             Ok(prepared) => prepared,
             Err(report) => return *report,
         };
@@ -380,22 +396,20 @@ impl Task {
     }
 
     /// Encodes the input and builds the store, or reports why the attempt cannot start.
-    fn prepare(&self, request: &AttemptRequest<'_>) -> Result<Prepared, Box<AttemptReport>> {
+    fn prepare(
+        &self,
+        request: &AttemptRequest<'_>,
+        asynchronous: bool,
+    ) -> Result<Prepared, Box<AttemptReport>> {
         let plugin = self.plugin();
         let limits = plugin.limits();
         let input = match serde_json::to_string(request.input) {
-            Ok(s) if s.len() > limits.max_input_bytes => {
-                return Err(Box::new(AttemptReport::failed(TaskFailure::new(
-                    FailureKind::InvalidInput,
-                    format!(
-                        "input of task '{}' is {} bytes, over the {} byte limit",
-                        request.display_name,
-                        s.len(),
-                        limits.max_input_bytes
-                    ),
-                ))));
+            Ok(s) => {
+                limits
+                    .check_input(request.display_name, s.len())
+                    .map_err(|failure| Box::new(AttemptReport::failed(failure)))?;
+                s
             }
-            Ok(s) => s,
             Err(e) => {
                 return Err(Box::new(AttemptReport::failed(TaskFailure::new(
                     FailureKind::Serialization,
@@ -413,10 +427,12 @@ impl Task {
         }
         let (store, pipes) = AttemptState::new_store(
             plugin,
+            limits,
             &request.control,
             request.attempt,
             self.name_arc(),
             request.progress.clone(),
+            asynchronous,
         )
         .map_err(|failure| Box::new(AttemptReport::failed(failure)))?;
         Ok(Prepared {
@@ -526,6 +542,15 @@ fn classify_abnormal(
                 crate::units::format_size(store.data().limiter_max())
             ),
         )
+    } else if state.limiter.budget_refused {
+        TaskFailure::new(
+            FailureKind::MemoryLimit,
+            format!(
+                "task '{name}' could not grow its memory: the host's total memory budget of {} \
+                 is in use by other attempts (raise it with --total-memory)",
+                crate::units::format_size(plugin_budget(store))
+            ),
+        )
     } else if let Some(panic) = &state.panic_message {
         TaskFailure::new(FailureKind::Trap, format!("task '{name}' {panic}"))
     } else if state.limiter.os_refused {
@@ -552,4 +577,8 @@ impl AttemptState {
     fn limiter_max(&self) -> usize {
         self.limiter.max_memory()
     }
+}
+
+fn plugin_budget(store: &Store<AttemptState>) -> usize {
+    store.data().budget_total
 }

@@ -1,20 +1,41 @@
-//! The on-disk compile cache: precompiled components keyed by the component's content hash
-//! and the engine's compatibility fingerprint.
+//! Compiled code from disk: the compile cache and precompiled artifacts. Deserializing
+//! compiled code runs whatever native code the bytes contain, so this module is where the
+//! host decides what it trusts (see `SECURITY.md`):
 //!
-//! An entry is `MAGIC`, the BLAKE3 digest of the payload, then the payload (wasmtime's
-//! serialized component). A file whose digest does not match, or that wasmtime refuses, is
-//! treated as a miss and rewritten: an entry is never trusted blindly.
+//! - **Cache entries** are trusted only in a directory that is the user's own (owned by the
+//!   current user, not writable by group or others), and only when their authentication tag
+//!   verifies: a BLAKE3 MAC, keyed with the cache's own secret key (`<root>/key`, mode 0600),
+//!   over the component's content hash, the engine fingerprint and the compiled payload. An
+//!   entry planted by someone without the key, copied from another plugin's entry, written
+//!   for another engine configuration or corrupted fails the check and is rebuilt, never run.
+//! - **Precompiled artifacts** (`osiiso-host compile -o`, or a wasmtime `.cwasm`) carry only
+//!   a digest that whoever wrote the file computed, which proves nothing. They are loaded
+//!   only when the host was built with [`allow_precompiled`](super::HostBuilder::allow_precompiled),
+//!   for files from a trusted source.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-const MAGIC: &[u8; 16] = b"osiiso-cwasm-v1\0";
-const HEADER: usize = MAGIC.len() + 32;
+/// First bytes of a compile-cache entry.
+const ENTRY_MAGIC: &[u8; 16] = b"osiiso-cache-v2\0";
+/// First bytes of a precompiled artifact written by `compile -o`.
+const ARTIFACT_MAGIC: &[u8; 16] = b"osiiso-cwasm-v2\0";
+/// Artifacts and entries of earlier versions start with one of these.
+const LEGACY_PREFIXES: &[&[u8]] = &[b"osiiso-cwasm-", b"osiiso-cache-"];
+/// Magic plus a 32-byte tag or digest.
+const HEADER: usize = 16 + 32;
+/// The secret key's file name in the cache root.
+const KEY_FILE: &str = "key";
+/// Domain separation for the entry MAC.
+const MAC_CONTEXT: &[u8] = b"osiiso-host compile cache entry v2";
+/// The largest cache entry read back (compiled code of a plugin under the plugin size limit).
+const MAX_ENTRY_BYTES: u64 = 2 << 30;
 
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,23 +44,59 @@ pub enum CacheOutcome {
     Hit,
     /// Compiled, and the cache entry written.
     Miss,
-    /// Compiled, replacing an entry that was corrupt or incompatible.
+    /// Compiled, replacing an entry that did not verify (corrupt, swapped, planted or
+    /// incompatible).
     Rebuilt,
-    /// Compiled with the cache disabled.
+    /// Compiled without the cache (disabled, or its directory is not trusted).
     Disabled,
+    /// Deserialized from a precompiled artifact the host was allowed to load.
+    Precompiled,
 }
 
-/// A directory of precompiled components for one engine configuration.
-#[derive(Debug, Clone)]
+/// A directory of compiled components for one engine configuration, and the key that
+/// authenticates its entries.
+#[derive(Clone)]
 pub(crate) struct CompileCache {
-    /// `<root>/<engine fingerprint>/`, or `None` when disabled.
-    dir: Option<PathBuf>,
+    /// Present when the cache is enabled and its directory is trusted.
+    store: Option<TrustedDir>,
+}
+
+#[derive(Clone)]
+struct TrustedDir {
+    /// The root the user chose (holds the key).
+    root: PathBuf,
+    /// `<root>/<engine fingerprint>/`.
+    dir: PathBuf,
+    fingerprint: String,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for CompileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileCache")
+            .field("dir", &self.store.as_ref().map(|s| &s.dir))
+            .finish_non_exhaustive()
+    }
 }
 
 impl CompileCache {
-    pub(crate) fn new(root: Option<PathBuf>, engine: &Engine) -> Self {
-        let dir = root.map(|root| root.join(engine_fingerprint(engine)));
-        Self { dir }
+    /// Opens the cache under `root`, creating it private to this user. A directory that is
+    /// not the user's own is not used: the host warns, naming it, and compiles in memory.
+    pub(crate) fn open(root: Option<PathBuf>, engine: &Engine) -> Self {
+        let Some(root) = root else {
+            return Self { store: None };
+        };
+        let fingerprint = engine_fingerprint(engine);
+        match TrustedDir::open(&root, &fingerprint) {
+            Ok(store) => Self { store: Some(store) },
+            Err(reason) => {
+                tracing::warn!(
+                    directory = %root.display(),
+                    "not using the compile cache: {reason}"
+                );
+                Self { store: None }
+            }
+        }
     }
 
     /// The default location: `$XDG_CACHE_HOME/osiiso-host` (or the platform equivalent).
@@ -47,75 +104,288 @@ impl CompileCache {
         directories::BaseDirs::new().map(|dirs| dirs.cache_dir().join("osiiso-host"))
     }
 
-    /// Where the entry for a component with this content hash lives.
-    pub(crate) fn entry_path(&self, component_hash: &str) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{component_hash}.cwasm")))
+    /// The cache root, when the cache is in use.
+    pub(crate) fn root(&self) -> Option<&Path> {
+        self.store.as_ref().map(|s| s.root.as_path())
     }
 
-    /// Returns the compiled component, from the cache when a valid entry exists.
+    /// Where the entry for a component with this content hash lives.
+    pub(crate) fn entry_path(&self, component_hash: &str) -> Option<PathBuf> {
+        self.store
+            .as_ref()
+            .map(|s| s.dir.join(format!("{component_hash}.cwasm")))
+    }
+
+    /// Returns the compiled component, from the cache when an entry for exactly these bytes
+    /// and this engine verifies.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         component_hash: &str,
         wasm: &[u8],
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
-        let Some(path) = self.entry_path(component_hash) else {
+        let Some(store) = &self.store else {
             return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
         };
+        let path = store.dir.join(format!("{component_hash}.cwasm"));
         let mut outcome = CacheOutcome::Miss;
-        match fs::read(&path) {
-            Ok(bytes) => match deserialize_entry(engine, &bytes) {
+        match read_bounded(&path, MAX_ENTRY_BYTES) {
+            Ok(bytes) => match store.open_entry(engine, component_hash, &bytes) {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
                 Err(reason) => {
-                    tracing::warn!(path = %path.display(), %reason, "discarding compile cache entry");
+                    tracing::warn!(path = %path.display(), %reason, "rebuilding compile cache entry");
                     outcome = CacheOutcome::Rebuilt;
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry")
+                tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry");
+                outcome = CacheOutcome::Rebuilt;
             }
         }
         let component = Component::new(engine, wasm)?;
-        if let Err(error) = write_entry(&path, &component.serialize()?) {
+        if let Err(error) = store.write_entry(&path, component_hash, &component.serialize()?) {
             tracing::warn!(path = %path.display(), %error, "cannot write compile cache entry");
         }
         Ok((component, outcome))
     }
 }
 
-/// Writes a precompiled component to `path` in the cache's entry format.
-pub(crate) fn write_entry(path: &Path, payload: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(MAGIC)?;
-    tmp.write_all(blake3::hash(payload).as_bytes())?;
-    tmp.write_all(payload)?;
-    tmp.as_file().sync_data().ok();
-    tmp.persist(path).map_err(|e| e.error)?;
+impl TrustedDir {
+    fn open(root: &Path, fingerprint: &str) -> Result<Self, String> {
+        private_dir(root)?;
+        let key = read_or_create_key(&root.join(KEY_FILE))?;
+        let dir = root.join(fingerprint);
+        private_dir(&dir)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            dir,
+            fingerprint: fingerprint.to_string(),
+            key,
+        })
+    }
+
+    /// The tag that binds an entry to its component, this engine and this cache.
+    fn tag(&self, component_hash: &str, payload: &[u8]) -> blake3::Hash {
+        let mut mac = blake3::Hasher::new_keyed(&self.key);
+        for part in [
+            MAC_CONTEXT,
+            component_hash.as_bytes(),
+            self.fingerprint.as_bytes(),
+        ] {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
+        mac.update(payload);
+        mac.finalize()
+    }
+
+    fn write_entry(
+        &self,
+        path: &Path,
+        component_hash: &str,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        let tag = self.tag(component_hash, payload);
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(ENTRY_MAGIC)?;
+        tmp.write_all(tag.as_bytes())?;
+        tmp.write_all(payload)?;
+        tmp.as_file().sync_data().ok();
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn open_entry(
+        &self,
+        engine: &Engine,
+        component_hash: &str,
+        bytes: &[u8],
+    ) -> Result<Component, String> {
+        if bytes.len() < HEADER || &bytes[..16] != ENTRY_MAGIC {
+            return Err("not a compile cache entry of this version".into());
+        }
+        let (tag, payload) = bytes[16..].split_at(32);
+        // blake3::Hash compares in constant time.
+        if self.tag(component_hash, payload)
+            != blake3::Hash::from_bytes(tag.try_into().unwrap_or([0; 32]))
+        {
+            return Err("authentication tag does not verify (corrupt, or not written for this plugin, engine and cache)".into());
+        }
+        // SAFETY: the tag proves this cache wrote the payload from `Component::serialize` of
+        // exactly this component for this engine configuration; wasmtime checks its own
+        // compatibility header as well.
+        unsafe { Component::deserialize(engine, payload) }.map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Creates `dir` (mode 0700) if needed and checks it is the current user's own: owned by
+/// them and not writable by group or others.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let meta = fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    owned_and_private(dir, &meta, 0o022)
+}
+
+fn owned_and_private(path: &Path, meta: &fs::Metadata, forbidden: u32) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "{} is owned by uid {}, not by this user (uid {me})",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & forbidden != 0 {
+        return Err(format!(
+            "{} is accessible to other users (mode {mode:04o})",
+            path.display()
+        ));
+    }
     Ok(())
 }
 
-/// Validates an entry and deserializes it.
-pub(crate) fn deserialize_entry(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
-    if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not an osiiso-host compiled artifact".into());
+/// Reads the cache's 32-byte secret key, creating it (mode 0600, from the OS's random
+/// source) if there is none. A key that others can read or that another user owns is refused.
+fn read_or_create_key(path: &Path) -> Result<[u8; 32], String> {
+    for _ in 0..3 {
+        match fs::symlink_metadata(path) {
+            Ok(meta) => {
+                if !meta.file_type().is_file() {
+                    return Err(format!("{} is not a regular file", path.display()));
+                }
+                owned_and_private(path, &meta, 0o077)?;
+                let bytes =
+                    fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                return bytes
+                    .try_into()
+                    .map_err(|_| format!("{} is not a 32-byte key", path.display()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let mut key = [0u8; 32];
+                fs::File::open("/dev/urandom")
+                    .and_then(|mut f| f.read_exact(&mut key))
+                    .map_err(|e| format!("cannot read random bytes for the cache key: {e}"))?;
+                let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| {
+                    format!("cannot create the cache key in {}: {e}", dir.display())
+                })?;
+                tmp.as_file()
+                    .set_permissions(fs::Permissions::from_mode(0o600))
+                    .and_then(|()| tmp.write_all(&key))
+                    .and_then(|()| tmp.as_file().sync_all())
+                    .map_err(|e| format!("cannot write the cache key: {e}"))?;
+                match tmp.persist_noclobber(path) {
+                    Ok(_) => return Ok(key),
+                    // Another process made one first: use theirs.
+                    Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(format!("cannot store the cache key: {}", e.error)),
+                }
+            }
+            Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+        }
     }
-    let (digest, payload) = bytes[MAGIC.len()..].split_at(32);
-    if blake3::hash(payload).as_bytes() != digest {
-        return Err("digest mismatch (corrupt entry)".into());
-    }
-    // SAFETY: the payload was produced by `Component::serialize` of this crate (its digest
-    // matches what we wrote), and wasmtime checks the engine compatibility header itself.
-    unsafe { Component::deserialize(engine, payload) }.map_err(|e| format!("{e:#}"))
+    Err(format!("cannot settle the cache key {}", path.display()))
 }
 
-/// True when `bytes` look like an artifact written by [`write_entry`].
-pub(crate) fn is_artifact(bytes: &[u8]) -> bool {
-    bytes.starts_with(MAGIC)
+/// Reads at most `limit` bytes of `path`; a longer file is an error.
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let file = fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {}", crate::units::format_size(limit as usize)),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Writes a precompiled artifact (`compile -o`): magic, a BLAKE3 digest of the payload (it
+/// detects corruption; it does not make the file trustworthy), the payload. Only a regular
+/// file is replaced, atomically; anything else at `path` is refused and left untouched.
+pub(crate) fn write_artifact(path: &Path, payload: &[u8]) -> Result<(), String> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => {}
+        Ok(meta) => {
+            return Err(format!(
+                "refusing to replace {}: it is {}, not a regular file",
+                path.display(),
+                describe_file_type(&meta.file_type())
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let write = || -> std::io::Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(ARTIFACT_MAGIC)?;
+        tmp.write_all(blake3::hash(payload).as_bytes())?;
+        tmp.write_all(payload)?;
+        tmp.as_file().sync_data()?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn describe_file_type(kind: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+/// Whether `bytes` are compiled code rather than a component: an artifact of ours (any
+/// version), a cache entry, or a wasmtime precompiled module or component.
+pub(crate) fn is_precompiled(bytes: &[u8]) -> bool {
+    LEGACY_PREFIXES.iter().any(|p| bytes.starts_with(p))
+        || Engine::detect_precompiled(bytes).is_some()
+}
+
+/// Deserializes a precompiled artifact. The caller has established that the user trusts it
+/// (the host allows precompiled input); the digest only catches corruption.
+pub(crate) fn open_artifact(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
+    let payload = if bytes.starts_with(ARTIFACT_MAGIC) {
+        if bytes.len() < HEADER {
+            return Err("truncated artifact".into());
+        }
+        let (digest, payload) = bytes[16..].split_at(32);
+        if blake3::hash(payload).as_bytes() != digest {
+            return Err("digest mismatch (corrupt artifact)".into());
+        }
+        payload
+    } else if Engine::detect_precompiled(bytes).is_some() {
+        bytes
+    } else {
+        return Err("an artifact of another osiiso-host version; compile the plugin again".into());
+    };
+    // SAFETY: the user opted in to loading precompiled code from a trusted source
+    // (`allow_precompiled`); wasmtime checks the engine compatibility header itself.
+    unsafe { Component::deserialize(engine, payload) }.map_err(|e| format!("{e:#}"))
 }
 
 fn engine_fingerprint(engine: &Engine) -> String {

@@ -10,22 +10,35 @@ const ASYNC_STACK: usize = 2 << 20;
 /// not memory.
 const POOL_MAX_MEMORY: usize = 4 << 30;
 
+/// Address space a capped worker process needs besides linear memory: its code, heap,
+/// thread stacks and compiled plugins.
+const CAPPED_PROCESS_OVERHEAD: u64 = 160 << 20;
+
 /// Builds the engine, with the pooling allocator when the probe succeeds.
 ///
 /// Returns the engine and whether it pools instances.
 pub(crate) fn build_engine(
     max_instances: u32,
     pooling: Option<bool>,
-    small_address_space: bool,
+    address_space_cap: Option<u64>,
 ) -> wasmtime::Result<(Engine, bool)> {
-    if small_address_space {
-        // Under an address-space cap (RLIMIT_AS) the usual multi-GiB reservations per linear
-        // memory cannot be made: reserve only what is used, and bounds-check instead.
+    if let Some(cap) = address_space_cap {
+        // Under an address-space cap (RLIMIT_AS) the usual multi-GiB reservation per linear
+        // memory cannot be made. Reserve most of the cap once, so that a memory grows in
+        // place up to about the cap: reserving little and growing in small steps would
+        // copy the whole memory on every step. The reservation depends on the cap alone,
+        // so every worker with the same cap shares compiled code.
+        let reservation = cap
+            .saturating_sub(CAPPED_PROCESS_OVERHEAD)
+            .max(cap / 4)
+            .max(16 << 20)
+            & !0xffff;
         let mut config = base_config(None);
         config
-            .memory_reservation(0)
+            .memory_reservation(reservation)
             .memory_guard_size(0)
-            .memory_reservation_for_growth(1 << 20)
+            .memory_reservation_for_growth(0)
+            .memory_may_move(false)
             .guard_before_linear_memory(false);
         return Ok((Engine::new(&config)?, false));
     }

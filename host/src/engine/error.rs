@@ -14,6 +14,32 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is over the host's plugin size limit.
+    #[error("plugin '{}' is larger than the {} limit for plugin files", path.display(), crate::units::format_size(*limit as usize))]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A precompiled artifact (native code) and the host does not allow those.
+    #[error(
+        "plugin '{plugin}' is a precompiled artifact (native code), not a WebAssembly component; \
+         precompiled artifacts are loaded only from trusted sources, with --allow-precompiled \
+         (HostBuilder::allow_precompiled)"
+    )]
+    Precompiled {
+        /// The plugin's name or path.
+        plugin: String,
+    },
+    /// An output file could not be written.
+    #[error("{message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The bytes are not WebAssembly at all.
     #[error("plugin '{plugin}' is not a WebAssembly file (no `\\0asm` header)")]
     NotWasm {

@@ -1,6 +1,12 @@
 //! Per-attempt resource limits and the store limiter that enforces the memory ones.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use super::attempt::AttemptControl;
+use super::budget::{MemoryBudget, Refusal, Reservation};
+use crate::failure::{FailureKind, TaskFailure};
 
 /// Resource limits applied to every attempt of a plugin's tasks.
 ///
@@ -64,24 +70,58 @@ impl Limits {
         self.max_input_bytes = bytes;
         self
     }
+
+    /// Refuses an encoded input of `len` bytes over [`max_input_bytes`](Self::max_input_bytes)
+    /// with [`InvalidInput`](FailureKind::InvalidInput) (never retried), before any instance
+    /// or worker is touched.
+    pub fn check_input(&self, task_name: &str, len: usize) -> Result<(), TaskFailure> {
+        if len <= self.max_input_bytes {
+            return Ok(());
+        }
+        Err(TaskFailure::new(
+            FailureKind::InvalidInput,
+            format!(
+                "input of task '{task_name}' is {len} bytes, over the {} byte limit",
+                self.max_input_bytes
+            ),
+        ))
+    }
 }
 
-/// Enforces [`Limits`] on one store and remembers whether it refused growth, so that the
-/// resulting trap is reported as a memory-limit error rather than a generic trap.
+/// Enforces [`Limits`] on one store, and the host's memory budget across stores. It
+/// remembers why it refused growth, so that the resulting trap is reported as a memory-limit
+/// error rather than a generic trap.
 pub(crate) struct MemoryLimiter {
     max_memory: usize,
     max_table_elements: usize,
+    /// This store's share of the host-wide budget.
+    reservation: Reservation,
+    /// Asked whether the attempt must stop while growth waits for room.
+    control: Arc<AttemptControl>,
+    /// The last growth granted, given back if the allocation then fails.
+    last_grant: usize,
+    /// Growth beyond the attempt's own cap was refused.
     pub(crate) refused: bool,
+    /// Growth was refused because the host's total budget is in use.
+    pub(crate) budget_refused: bool,
     /// The operating system could not provide memory the limiter allowed (e.g. `RLIMIT_AS`).
     pub(crate) os_refused: bool,
 }
 
 impl MemoryLimiter {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(
+        limits: &Limits,
+        budget: Arc<MemoryBudget>,
+        control: Arc<AttemptControl>,
+    ) -> Self {
         Self {
             max_memory: limits.max_memory,
             max_table_elements: limits.max_table_elements,
+            reservation: Reservation::new(budget),
+            control,
+            last_grant: 0,
             refused: false,
+            budget_refused: false,
             os_refused: false,
         }
     }
@@ -89,23 +129,66 @@ impl MemoryLimiter {
     pub(crate) fn max_memory(&self) -> usize {
         self.max_memory
     }
+
+    /// The attempt's own cap: false (and remembered) when `desired` is over it.
+    fn within_cap(&mut self, desired: usize) -> bool {
+        let allowed = desired <= self.max_memory;
+        self.refused |= !allowed;
+        allowed
+    }
+
+    /// The table cap: false (and remembered) when `desired` elements are over it.
+    fn table_within_cap(&mut self, desired: usize) -> bool {
+        let allowed = desired <= self.max_table_elements;
+        self.refused |= !allowed;
+        allowed
+    }
+
+    fn granted(&mut self, outcome: Result<(), Refusal>, delta: usize) -> bool {
+        match outcome {
+            Ok(()) => {
+                self.last_grant = delta;
+                true
+            }
+            Err(Refusal::Exhausted) => {
+                self.budget_refused = true;
+                false
+            }
+        }
+    }
+
+    fn grow_failed(&mut self, error: &wasmtime::Error) {
+        tracing::debug!(%error, "linear memory growth failed");
+        self.reservation
+            .give_back(std::mem::take(&mut self.last_grant));
+        self.os_refused = true;
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.max_memory;
-        self.refused |= !allowed;
-        Ok(allowed)
+        if !self.within_cap(desired) {
+            return Ok(false);
+        }
+        let delta = desired.saturating_sub(current);
+        let control = self.control.clone();
+        match self
+            .reservation
+            .grow_blocking(delta, || control.interrupt())
+        {
+            Ok(outcome) => Ok(self.granted(outcome, delta)),
+            // The attempt was cancelled or timed out while waiting for room.
+            Err(interrupt) => Err(wasmtime::Error::new(interrupt)),
+        }
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        tracing::debug!(%error, "linear memory growth failed");
-        self.os_refused = true;
+        self.grow_failed(&error);
         Ok(())
     }
 
@@ -115,8 +198,38 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.max_table_elements;
-        self.refused |= !allowed;
-        Ok(allowed)
+        Ok(self.table_within_cap(desired))
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime::ResourceLimiterAsync for MemoryLimiter {
+    async fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if !self.within_cap(desired) {
+            return Ok(false);
+        }
+        let delta = desired.saturating_sub(current);
+        // A cancelled or timed-out attempt drops this future with the call.
+        let outcome = self.reservation.grow(delta).await;
+        Ok(self.granted(outcome, delta))
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed(&error);
+        Ok(())
+    }
+
+    async fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.table_within_cap(desired))
     }
 }

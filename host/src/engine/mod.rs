@@ -7,11 +7,13 @@
 //! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`].
 
 mod attempt;
+mod budget;
 mod cache;
 mod config;
 mod contract;
 mod epoch;
 mod error;
+mod fs_guard;
 mod http;
 mod interruptible;
 mod limits;
@@ -31,14 +33,17 @@ pub use cache::CacheOutcome;
 pub use error::{HostError, LoadError};
 pub use limits::Limits;
 pub use plugin::{Plugin, Task, TaskInfo};
-pub use sandbox::{DirGrant, Sandbox};
+pub use sandbox::{DirGrant, GuestStdio, Sandbox};
 
 use attempt::AttemptState;
+use budget::MemoryBudget;
 use cache::CompileCache;
 use epoch::EpochTicker;
 
 /// Default epoch tick: how quickly a deadline or cancellation reaches a running guest.
 const DEFAULT_TICK: Duration = Duration::from_millis(10);
+/// The largest plugin file read by default.
+pub const DEFAULT_MAX_PLUGIN_BYTES: u64 = 256 << 20;
 
 /// WASI packages the host links (at version 0.2.x).
 const WASI_PACKAGES: &[&str] = &[
@@ -53,7 +58,6 @@ const WASI_PACKAGES: &[&str] = &[
 
 struct HostInner {
     engine: Engine,
-    cache_root: Option<PathBuf>,
     linker: Linker<AttemptState>,
     linker_async: Linker<AttemptState>,
     cache: CompileCache,
@@ -63,6 +67,10 @@ struct HostInner {
     /// One permit per instance the pool can hold: waiting for one is the back-pressure that
     /// keeps pool exhaustion from ever failing a task.
     instance_permits: Arc<tokio::sync::Semaphore>,
+    /// Linear memory of every live instance together stays under this.
+    memory_budget: Arc<MemoryBudget>,
+    allow_precompiled: bool,
+    max_plugin_bytes: u64,
 }
 
 /// The WebAssembly host: one engine, its linker, its compile cache and its epoch ticker.
@@ -99,8 +107,11 @@ pub struct HostBuilder {
     cache_enabled: bool,
     max_instances: u32,
     pooling: Option<bool>,
-    small_address_space: bool,
+    address_space_cap: Option<u64>,
     tick: Duration,
+    total_memory: Option<usize>,
+    allow_precompiled: bool,
+    max_plugin_bytes: u64,
 }
 
 impl Default for HostBuilder {
@@ -110,8 +121,11 @@ impl Default for HostBuilder {
             cache_enabled: true,
             max_instances: 1000,
             pooling: None,
-            small_address_space: false,
+            address_space_cap: None,
             tick: DEFAULT_TICK,
+            total_memory: None,
+            allow_precompiled: false,
+            max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
         }
     }
 }
@@ -141,10 +155,36 @@ impl HostBuilder {
         self
     }
 
-    /// Keeps virtual-memory reservations small (no pooling, no multi-GiB guard regions), for
-    /// processes under an address-space cap such as `RLIMIT_AS`. Slightly slower memory access.
-    pub fn small_address_space(mut self, yes: bool) -> Self {
-        self.small_address_space = yes;
+    /// Sizes virtual-memory reservations for a process whose address space is capped at
+    /// `cap` bytes (`RLIMIT_AS`): no pooling and no multi-GiB guard regions, and one linear
+    /// memory may grow in place up to most of the cap. Memory accesses are bounds-checked,
+    /// which is slightly slower.
+    pub fn address_space_cap(mut self, cap: u64) -> Self {
+        self.address_space_cap = Some(cap);
+        self
+    }
+
+    /// The most linear memory all live instances of this host may hold together (default:
+    /// half of the machine's memory, or of the process's cgroup limit when lower). An
+    /// attempt whose growth does not fit waits for others to finish; one that could never
+    /// fit fails with [`MemoryLimit`](crate::FailureKind::MemoryLimit).
+    pub fn total_memory(mut self, bytes: usize) -> Self {
+        self.total_memory = Some(bytes.max(1));
+        self
+    }
+
+    /// Lets [`Host::load`] deserialize precompiled artifacts (`osiiso-host compile -o`, or a
+    /// wasmtime `.cwasm`). **Trusted input only**: an artifact is native code, and loading
+    /// one runs whatever it contains with the host's privileges. Off by default, so that a
+    /// file named `plugin.wasm` can never choose native code.
+    pub fn allow_precompiled(mut self, yes: bool) -> Self {
+        self.allow_precompiled = yes;
+        self
+    }
+
+    /// The largest plugin file [`Host::load`] reads (default 256 MiB).
+    pub fn max_plugin_bytes(mut self, bytes: u64) -> Self {
+        self.max_plugin_bytes = bytes;
         self
     }
 
@@ -157,18 +197,20 @@ impl HostBuilder {
     /// Creates the engine, links the host interfaces and starts the epoch ticker.
     pub fn build(self) -> Result<Host, HostError> {
         let (engine, pooling) =
-            config::build_engine(self.max_instances, self.pooling, self.small_address_space)
+            config::build_engine(self.max_instances, self.pooling, self.address_space_cap)
                 .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         // In the sync linker an outgoing HTTP request blocks the worker thread until it
         // completes; it is bounded by the attempt's deadline (see `http`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| interruptible::shadow_blocking_io(&mut linker))
+            .and_then(|()| fs_guard::guard_symlinks_sync(&mut linker))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker))
             .and_then(|()| contract::add_host_to_linker(&mut linker))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker_async = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
+            .and_then(|()| fs_guard::guard_symlinks_async(&mut linker_async))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_async))
             .and_then(|()| contract::add_host_to_linker(&mut linker_async))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
@@ -177,12 +219,12 @@ impl HostBuilder {
         } else {
             None
         };
-        let cache = CompileCache::new(root.clone(), &engine);
+        let cache = CompileCache::open(root, &engine);
         let ticker = EpochTicker::start(&engine, self.tick)?;
+        let total_memory = self.total_memory.unwrap_or_else(budget::default_total);
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
-                cache_root: root,
                 linker,
                 linker_async,
                 cache,
@@ -192,6 +234,9 @@ impl HostBuilder {
                 instance_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.max_instances as usize,
                 )),
+                memory_budget: MemoryBudget::new(total_memory),
+                allow_precompiled: self.allow_precompiled,
+                max_plugin_bytes: self.max_plugin_bytes,
             }),
         })
     }
@@ -208,24 +253,45 @@ impl Host {
         Self::builder().build()
     }
 
-    /// Loads a plugin from a `.wasm` component (through the compile cache) or from an artifact
-    /// written by [`Host::precompile`].
+    /// Loads a plugin from a `.wasm` component, through the compile cache. A precompiled
+    /// artifact is refused unless the host [allows precompiled
+    /// input](HostBuilder::allow_precompiled). The plugin's `list` runs under default
+    /// [`Limits`]; see [`load_with_limits`](Self::load_with_limits).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
+        self.load_with_limits(path, Limits::default())
+    }
+
+    /// Loads a plugin whose attempts, and whose `list` call at load time, run under
+    /// `limits`.
+    pub fn load_with_limits(
+        &self,
+        path: impl AsRef<Path>,
+        limits: Limits,
+    ) -> Result<Plugin, LoadError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
+        let bytes = cache::read_bounded(path, self.inner.max_plugin_bytes).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::FileTooLarge {
+                LoadError::TooLarge {
+                    path: path.to_path_buf(),
+                    limit: self.inner.max_plugin_bytes,
+                }
+            } else {
+                LoadError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
         })?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        self.load_inner(&name, Some(path), &bytes)
+        self.load_inner(&name, Some(path), &bytes, limits)
     }
 
     /// Loads a plugin from bytes; `name` is used in messages and task identities.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        self.load_inner(name, None, bytes)
+        self.load_inner(name, None, bytes, Limits::default())
     }
 
     fn load_inner(
@@ -233,20 +299,23 @@ impl Host {
         name: &str,
         path: Option<&Path>,
         bytes: &[u8],
+        limits: Limits,
     ) -> Result<Plugin, LoadError> {
         let shown = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| name.to_string());
         let hash = blake3::hash(bytes).to_hex().to_string();
-        let (component, outcome) = if cache::is_artifact(bytes) {
-            let component =
-                cache::deserialize_entry(&self.inner.engine, bytes).map_err(|message| {
-                    LoadError::Compile {
-                        plugin: shown.clone(),
-                        message: format!("precompiled artifact rejected: {message}"),
-                    }
-                })?;
-            (component, CacheOutcome::Hit)
+        let (component, outcome) = if cache::is_precompiled(bytes) {
+            if !self.inner.allow_precompiled {
+                return Err(LoadError::Precompiled { plugin: shown });
+            }
+            let component = cache::open_artifact(&self.inner.engine, bytes).map_err(|message| {
+                LoadError::Compile {
+                    plugin: shown.clone(),
+                    message: format!("precompiled artifact rejected: {message}"),
+                }
+            })?;
+            (component, CacheOutcome::Precompiled)
         } else {
             check_component_header(&shown, bytes)?;
             self.inner
@@ -258,11 +327,13 @@ impl Host {
                 })?
         };
         tracing::debug!(plugin = name, cache = ?outcome, "plugin compiled");
-        Plugin::load(self, name, path, hash, component, outcome).map_err(|e| rename(e, &shown))
+        Plugin::load(self, name, path, hash, component, outcome, limits)
+            .map_err(|e| rename(e, &shown))
     }
 
     /// Compiles a component and writes the artifact to `out`, or into the compile cache when
-    /// `out` is `None`. Returns where it was written.
+    /// `out` is `None`. Returns where it was written. Only a regular file is replaced at
+    /// `out`; a FIFO, device, directory or symbolic link there is refused and left as it is.
     pub fn precompile(
         &self,
         wasm: impl AsRef<Path>,
@@ -270,16 +341,17 @@ impl Host {
     ) -> Result<PathBuf, LoadError> {
         let wasm = wasm.as_ref();
         let plugin = self.load(wasm)?;
-        let target =
-            match out {
-                Some(out) => out.to_path_buf(),
-                None => self.inner.cache.entry_path(plugin.hash()).ok_or_else(|| {
-                    LoadError::Compile {
-                        plugin: wasm.display().to_string(),
-                        message: "the compile cache is disabled; pass an output file".into(),
-                    }
-                })?,
-            };
+        let Some(out) = out else {
+            return self
+                .inner
+                .cache
+                .entry_path(plugin.hash())
+                .ok_or_else(|| LoadError::Compile {
+                    plugin: wasm.display().to_string(),
+                    message: "the compile cache is disabled or not trusted; pass an output file"
+                        .into(),
+                });
+        };
         let serialized = plugin
             .component()
             .serialize()
@@ -287,21 +359,35 @@ impl Host {
                 plugin: wasm.display().to_string(),
                 message: format!("{e:#}"),
             })?;
-        cache::write_entry(&target, &serialized).map_err(|source| LoadError::Read {
-            path: target.clone(),
-            source,
+        cache::write_artifact(out, &serialized).map_err(|message| LoadError::Write {
+            path: out.to_path_buf(),
+            message,
         })?;
-        Ok(target)
+        Ok(out.to_path_buf())
     }
 
-    /// The compile-cache directory, when the cache is enabled.
+    /// The compile-cache directory, when the cache is in use (enabled and trusted).
     pub fn cache_root(&self) -> Option<PathBuf> {
-        self.inner.cache_root.clone()
+        self.inner.cache.root().map(Path::to_path_buf)
     }
 
     /// Whether the compile cache is used.
     pub fn cache_enabled(&self) -> bool {
-        self.inner.cache_root.is_some()
+        self.inner.cache.root().is_some()
+    }
+
+    /// Whether [`load`](Self::load) accepts precompiled artifacts.
+    pub fn allows_precompiled(&self) -> bool {
+        self.inner.allow_precompiled
+    }
+
+    /// The total memory budget shared by this host's live instances, in bytes.
+    pub fn total_memory(&self) -> usize {
+        self.inner.memory_budget.total()
+    }
+
+    pub(crate) fn memory_budget(&self) -> Arc<MemoryBudget> {
+        self.inner.memory_budget.clone()
     }
 
     /// Whether instances come from the pooling allocator.

@@ -83,6 +83,7 @@ impl Plugin {
         hash: String,
         component: Component,
         cache: CacheOutcome,
+        limits: Limits,
     ) -> Result<Self, LoadError> {
         let plugin_err = || name.to_string();
         let engine = host.engine();
@@ -140,7 +141,7 @@ impl Plugin {
                 tasks: Vec::new(),
                 cache,
             }),
-            limits: Arc::new(Limits::default()),
+            limits: Arc::new(limits),
             sandbox: Arc::new(Sandbox::default()),
         };
         let tasks = plugin
@@ -152,13 +153,21 @@ impl Plugin {
         Ok(plugin)
     }
 
-    /// Calls `list` on a throwaway instance, under a deadline and default limits.
+    /// Calls `list` on a throwaway instance, under a deadline and the plugin's limits (the
+    /// caller's fuel and memory caps apply already at load time).
     fn read_task_list(
         &self,
         list_index: &ComponentExportIndex,
     ) -> Result<Vec<TaskInfo>, TaskFailure> {
         let control = AttemptControl::new(Some(LIST_TIMEOUT));
-        let (mut store, _) = AttemptState::new_store(self, &control, 0, Arc::from("list"), None)?;
+        // The caller's memory caps hold from the start; the fuel budget is the tasks', and
+        // `list` is bounded by its deadline instead.
+        let limits = Limits {
+            fuel: None,
+            ..self.limits().clone()
+        };
+        let (mut store, _) =
+            AttemptState::new_store(self, &limits, &control, 0, Arc::from("list"), None, false)?;
         let fail = |e: wasmtime::Error| {
             TaskFailure::new(
                 FailureKind::PluginLoad,

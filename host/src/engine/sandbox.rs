@@ -52,6 +52,20 @@ impl DirGrant {
     }
 }
 
+/// Where a guest's stdout and stderr go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestStdio {
+    /// Captured per attempt (the last bytes of each) and attached to the result.
+    #[default]
+    Capture,
+    /// Streamed to the host's stdout and stderr.
+    Inherit,
+    /// Both streamed to the host's stderr: for a host whose stdout carries results (the CLI's
+    /// `--inherit-stdio`), so that guest output can never pass for a result row.
+    InheritToStderr,
+}
+
 /// The capability policy of a plugin.
 ///
 /// ```
@@ -64,7 +78,8 @@ pub struct Sandbox {
     dirs: Vec<DirGrant>,
     env: Vec<(String, String)>,
     inherit_env: bool,
-    inherit_stdio: bool,
+    #[serde(default)]
+    stdio: GuestStdio,
     /// `HOST[:PORT]` destinations the guest may send HTTP requests to.
     #[serde(default)]
     allow_http: Vec<String>,
@@ -114,10 +129,31 @@ impl Sandbox {
         self
     }
 
-    /// Streams guest stdout/stderr to the host's instead of capturing them.
+    /// Streams guest stdout/stderr to the host's instead of capturing them
+    /// ([`GuestStdio::Inherit`]).
     pub fn inherit_stdio(mut self, yes: bool) -> Self {
-        self.inherit_stdio = yes;
+        self.stdio = if yes {
+            GuestStdio::Inherit
+        } else {
+            GuestStdio::Capture
+        };
         self
+    }
+
+    /// Where guest output goes.
+    pub fn stdio(mut self, stdio: GuestStdio) -> Self {
+        self.stdio = stdio;
+        self
+    }
+
+    /// Whether the whole host environment is passed to the guest.
+    pub fn inherits_env(&self) -> bool {
+        self.inherit_env
+    }
+
+    /// The explicit environment variables.
+    pub fn env_vars(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// Allows outgoing HTTP (`wasi:http`) to `HOST[:PORT]`; without a port, to every port of
@@ -188,10 +224,18 @@ impl Sandbox {
         for (key, value) in &self.env {
             builder.env(key, value);
         }
-        if self.inherit_stdio {
-            builder.inherit_stdout().inherit_stderr();
-        } else {
-            builder.stdout(stdout.clone()).stderr(stderr.clone());
+        match self.stdio {
+            GuestStdio::Capture => {
+                builder.stdout(stdout.clone()).stderr(stderr.clone());
+            }
+            GuestStdio::Inherit => {
+                builder.inherit_stdout().inherit_stderr();
+            }
+            GuestStdio::InheritToStderr => {
+                builder
+                    .stdout(wasmtime_wasi::cli::stderr())
+                    .inherit_stderr();
+            }
         }
         for grant in &self.dirs {
             let perms = if grant.read_only {

@@ -195,6 +195,12 @@ impl<K: Kind> QueueBuilder<K> {
         if c.workers == Workers::Fixed(0) {
             return invalid("workers must be > 0");
         }
+        let max = <K as super::sealed::Sealed>::max_workers();
+        if let Workers::Fixed(n) = c.workers
+            && n > max
+        {
+            return Err(Error::InvalidOption(format!("workers must be <= {max}")));
+        }
         if c.timeout == Some(Duration::ZERO) {
             return invalid("timeout must be > 0");
         }

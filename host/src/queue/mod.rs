@@ -64,6 +64,8 @@ mod sealed {
     pub trait Sealed {
         /// The `Auto` worker limit for `cpus` CPUs.
         fn auto_limit(cpus: usize) -> usize;
+        /// The most workers a queue of this backend may have.
+        fn max_workers() -> usize;
         /// Whether `submit` blocks for room on a bounded queue (else `QueueFull`).
         fn blocking_submit() -> bool {
             true
@@ -84,8 +86,17 @@ pub enum Thread {}
 
 impl Kind for Thread {}
 
+impl Thread {
+    /// The most workers (OS threads) a queue of this backend may have.
+    pub const MAX_WORKERS: usize = 1024;
+}
+
 #[allow(private_interfaces)]
 impl sealed::Sealed for Thread {
+    fn max_workers() -> usize {
+        Self::MAX_WORKERS
+    }
+
     fn auto_limit(cpus: usize) -> usize {
         4.max(32.min(4 * cpus))
     }
@@ -104,18 +115,32 @@ pub enum Process {}
 
 impl Kind for Process {}
 
+impl Process {
+    /// The most workers (worker subprocesses) a queue of this backend may have.
+    pub const MAX_WORKERS: usize = 256;
+}
+
 #[allow(private_interfaces)]
 impl sealed::Sealed for Process {
+    fn max_workers() -> usize {
+        Self::MAX_WORKERS
+    }
+
     fn auto_limit(cpus: usize) -> usize {
         1.max(32.min(cpus))
     }
 
     fn executor(config: &config::QueueConfig) -> Arc<dyn Executor> {
+        let slots = match config.workers {
+            Workers::Fixed(n) => n,
+            Workers::Auto => config.auto_limit,
+        };
         Arc::new(crate::backend::process::ProcessExecutor::new(
             config.context.clone(),
             config.worker_memory,
             config.worker_init.clone(),
             config.poll,
+            slots,
         ))
     }
 }
@@ -412,10 +437,19 @@ pub enum Async {}
 
 impl Kind for Async {}
 
+impl Async {
+    /// The most workers (tokio tasks) a queue of this backend may have.
+    pub const MAX_WORKERS: usize = 100_000;
+}
+
 impl AcceptsNative for Async {}
 
 #[allow(private_interfaces)]
 impl sealed::Sealed for Async {
+    fn max_workers() -> usize {
+        Self::MAX_WORKERS
+    }
+
     fn auto_limit(cpus: usize) -> usize {
         4.max(32.min(4 * cpus))
     }

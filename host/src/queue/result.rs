@@ -5,10 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::ExecutionError;
 use crate::failure::{CapturedOutput, TaskFailure};
+use crate::text;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,36 +123,82 @@ impl TaskResult {
         self.status == TaskStatus::Succeeded
     }
 
-    /// The stable JSON object of the CLI contract (DESIGN.md §7).
+    /// The stable JSON object of the CLI contract (DESIGN.md §7) as a value. Its keys are in
+    /// `serde_json`'s map order; serialize the result itself (`serde_json::to_writer(w,
+    /// &result)`) for the documented key order.
     pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.task_id,
-            "name": self.name,
-            "task": self.task,
-            "status": self.status.as_str(),
-            "value": self.value,
-            "error": self.error.as_ref().map(|e| json!({
-                "kind": e.kind.as_str(),
-                "message": e.message,
-                "detail": e.detail,
-            })),
-            "message": self.message,
-            "attempts": self.attempts,
-            "priority": self.priority,
-            "group_id": self.group_id,
-            "metadata": self.metadata,
-            "started_at": self.started_wall.map(rfc3339),
-            "finished_at": rfc3339(self.finished_wall),
-            "duration_ms": self.duration.as_secs_f64() * 1e3,
-            "fuel_consumed": self.fuel_consumed,
-            "stdout": self.stdout.as_ref().map(output_json),
-            "stderr": self.stderr.as_ref().map(output_json),
-        })
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
-fn output_json(output: &CapturedOutput) -> Value {
-    json!({"text": output.text, "truncated": output.truncated, "total_bytes": output.total_bytes})
+/// The documented result object, keys in the documented order: `id`, `name`, `task`,
+/// `status`, `value`, `error` (`kind`, `message`, `detail`), `message`, `attempts`,
+/// `priority`, `group_id`, `metadata`, `started_at`, `finished_at`, `duration_ms`,
+/// `fuel_consumed`, `stdout`, `stderr` (`text`, `truncated`, `total_bytes`).
+impl serde::Serialize for TaskResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ResultRow {
+            id: &self.task_id,
+            name: &self.name,
+            task: &self.task,
+            status: self.status.as_str(),
+            value: self.value.as_ref(),
+            error: self.error.as_ref().map(|e| ErrorRow {
+                kind: e.kind.as_str(),
+                message: &e.message,
+                detail: e.detail.as_deref(),
+            }),
+            message: &self.message,
+            attempts: self.attempts,
+            priority: self.priority,
+            group_id: self.group_id.as_deref(),
+            metadata: &self.metadata,
+            started_at: self.started_wall.map(Rfc3339),
+            finished_at: Rfc3339(self.finished_wall),
+            duration_ms: self.duration.as_secs_f64() * 1e3,
+            fuel_consumed: self.fuel_consumed,
+            stdout: self.stdout.as_ref(),
+            stderr: self.stderr.as_ref(),
+        }
+        .serialize(serializer)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ResultRow<'a> {
+    id: &'a str,
+    name: &'a str,
+    task: &'a str,
+    status: &'static str,
+    value: Option<&'a Value>,
+    error: Option<ErrorRow<'a>>,
+    message: &'a str,
+    attempts: u32,
+    priority: i32,
+    group_id: Option<&'a str>,
+    metadata: &'a Value,
+    started_at: Option<Rfc3339>,
+    finished_at: Rfc3339,
+    duration_ms: f64,
+    fuel_consumed: Option<u64>,
+    stdout: Option<&'a CapturedOutput>,
+    stderr: Option<&'a CapturedOutput>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorRow<'a> {
+    kind: &'static str,
+    message: &'a str,
+    detail: Option<&'a str>,
+}
+
+/// A wall-clock time that serializes as RFC 3339 without an intermediate string.
+struct Rfc3339(SystemTime);
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}", rfc3339(self.0)))
+    }
 }
 
 /// RFC 3339 with microseconds, in UTC.
@@ -320,13 +367,15 @@ impl fmt::Display for RunSummary {
                 .iter()
                 .filter(|r| r.status == TaskStatus::Failed)
             {
+                // Names and messages come from guests: shown with control characters escaped.
+                let name = text::escape_control(&r.name);
                 if r.attempts > 1 {
-                    writeln!(f, "    - {} ({} attempts)", r.name, r.attempts)?;
+                    writeln!(f, "    - {name} ({} attempts)", r.attempts)?;
                 } else {
-                    writeln!(f, "    - {}", r.name)?;
+                    writeln!(f, "    - {name}")?;
                 }
                 if !r.message.is_empty() {
-                    for line in r.message.lines() {
+                    for line in text::escape_control_keep_newlines(&r.message).lines() {
                         writeln!(f, "      {line}")?;
                     }
                 }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use super::ProcessContext;
 use super::init::WorkerInit;
 use super::logs;
-use super::protocol::{Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, write_frame};
+use super::protocol::{
+    Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, write_encoded, write_frame,
+};
 use super::worker_main::{WORKER_MARKER, WorkerOptions};
 use crate::engine::AttemptControl;
 use crate::failure::{FailureKind, TaskFailure};
@@ -109,6 +111,11 @@ impl WorkerProcess {
 
     pub(super) fn send(&mut self, request: &Request) -> std::io::Result<()> {
         write_frame(&mut self.stdin, request)
+    }
+
+    /// Sends a frame made by [`encode_frame`](super::protocol::encode_frame).
+    pub(super) fn send_encoded(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        write_encoded(&mut self.stdin, frame)
     }
 
     /// The next thing the worker said, waiting at most `wait`. Its log records go to this

@@ -11,6 +11,10 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 
 use super::protocol::{LogRecord, Reply, write_frame};
+use crate::text;
+
+/// The most bytes of one forwarded log line: a guest's line plus its fields.
+const FORWARDED_LOG_BYTES: usize = text::MAX_LOG_BYTES + 1024;
 
 /// The worker's side of the protocol channel, shared by the attempt loop and the log layer.
 pub(crate) type SharedWriter = Arc<Mutex<BufWriter<File>>>;
@@ -34,7 +38,8 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for ForwardLayer {
         let record = LogRecord {
             level: level_number(*metadata.level()),
             target: metadata.target().to_string(),
-            message: text.finish(),
+            // An oversized line is cut, with a marker that gives its length.
+            message: text::truncate_owned(text.finish(), FORWARDED_LOG_BYTES),
         };
         // A worker whose channel is gone is about to be reaped; its logs have nowhere to go.
         if let Ok(mut out) = self.out.lock() {
@@ -97,7 +102,15 @@ fn level_number(level: Level) -> u8 {
 /// targets (so a filter such as `osiiso::guest=info` or `wasmtime_wasi_http=error` works on
 /// every queue), anything else under `osiiso_host::worker`.
 pub(crate) fn emit(pid: u32, record: &LogRecord) {
-    let (origin, message) = (&record.target, &record.message);
+    let origin = &record.target;
+    // Guest lines arrive escaped already; anything else with a control character is escaped
+    // here, so that no forwarded line can split into two or act on a terminal.
+    let message = text::truncate(&record.message, FORWARDED_LOG_BYTES);
+    let message = if message.chars().any(char::is_control) {
+        text::escape_control(&message).into_owned()
+    } else {
+        message.into_owned()
+    };
     macro_rules! forward {
         ($target:literal) => {
             match record.level {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use self::child::{Event, InitError, PidRegistry, WorkerProcess};
-use self::protocol::{Reply, Request, RunRequest, WireOutcome};
+use self::protocol::{Reply, Request, RunRequest, WireOutcome, encode_frame};
 use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport};
 use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::{AttemptOutcomeOrAbandoned, Backend, Executor, TaskCell, Work, WorkerContext};
@@ -60,6 +60,8 @@ pub(crate) struct ProcessExecutor {
     memory_limit: Option<u64>,
     init: Option<WorkerInit>,
     poll: Duration,
+    /// How many workers may run at once (their memory budgets share the host's).
+    slots: usize,
     next_attempt: AtomicU64,
     /// Subprocesses of workers that stopped, kept for the next run.
     idle: Mutex<Vec<WorkerProcess>>,
@@ -75,12 +77,14 @@ impl ProcessExecutor {
         memory_limit: Option<u64>,
         init: Option<WorkerInit>,
         poll: Duration,
+        slots: usize,
     ) -> Self {
         Self {
             context,
             memory_limit,
             init,
             poll,
+            slots,
             next_attempt: AtomicU64::new(1),
             idle: Mutex::new(Vec::new()),
             busy: Mutex::new(Vec::new()),
@@ -98,8 +102,7 @@ impl ProcessExecutor {
     fn checkout(
         &self,
         control: &AttemptControl,
-        cache_dir: Option<PathBuf>,
-        no_cache: bool,
+        host: &crate::engine::Host,
     ) -> Result<WorkerProcess, AttemptOutcome> {
         let me = std::thread::current().id();
         {
@@ -111,11 +114,15 @@ impl ProcessExecutor {
         if let Some(process) = self.idle.lock().pop() {
             return Ok(process);
         }
+        let cache_dir = host.cache_root();
         let options = worker_main::WorkerOptions {
+            no_cache: cache_dir.is_none(),
             cache_dir,
-            no_cache,
             memory_limit: self.memory_limit,
             log_level: logs::parent_level(),
+            allow_precompiled: host.allows_precompiled(),
+            // The workers together stay within the parent's budget.
+            total_memory: Some(host.total_memory() / self.slots.max(1)),
         };
         let mut process = WorkerProcess::spawn(&self.context, &options, &self.pids)
             .map_err(AttemptOutcome::Failed)?;
@@ -145,11 +152,11 @@ impl ProcessExecutor {
         &self,
         process: &mut WorkerProcess,
         cell: &TaskCell,
-        request: RunRequest,
+        attempt_id: u64,
+        frame: &[u8],
         control: &Arc<AttemptControl>,
     ) -> (AttemptReport, bool) {
-        let attempt_id = request.attempt_id;
-        if let Err(error) = process.send(&Request::Run(Box::new(request))) {
+        if let Err(error) = process.send_encoded(frame) {
             return (
                 crashed(
                     process,
@@ -300,19 +307,25 @@ impl Executor for ProcessExecutor {
                 ),
             )));
         };
+        // Oversized work fails here, typed and never retried, before a worker is touched.
+        let input = input.to_string();
+        if let Err(failure) = plugin.limits().check_input(&cell.name, input.len()) {
+            return AttemptOutcomeOrAbandoned::Done(AttemptReport::failed(failure));
+        }
         let host = plugin.host();
-        let mut process = match self.checkout(control, host.cache_root(), !host.cache_enabled()) {
+        let mut process = match self.checkout(control, host) {
             Ok(process) => process,
             Err(outcome) => return AttemptOutcomeOrAbandoned::Done(outcome.into()),
         };
         let millis = |t: Duration| t.as_millis().min(u64::MAX as u128) as u64;
-        let request = RunRequest {
-            attempt_id: self.next_attempt.fetch_add(1, Ordering::Relaxed),
+        let attempt_id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
+        let request = Request::Run(Box::new(RunRequest {
+            attempt_id,
             plugin_path: path.to_path_buf(),
             plugin_hash: plugin.hash().to_string(),
             task: task.name().to_string(),
             display_name: cell.name.clone(),
-            input: input.to_string(),
+            input,
             attempt,
             timeout_ms: control.timeout().map(millis),
             // Measured now, after any spawn: the worker's deadline is the parent's.
@@ -321,8 +334,18 @@ impl Executor for ProcessExecutor {
                 .map(|d| millis(d.saturating_duration_since(Instant::now()))),
             limits: plugin.limits().clone(),
             sandbox: plugin.sandbox().clone(),
+        }));
+        let frame = match encode_frame(&request) {
+            Ok(frame) => frame,
+            Err(too_large) => {
+                self.checkin(process);
+                return AttemptOutcomeOrAbandoned::Done(AttemptReport::failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    format!("the attempt of task '{}' is {too_large}", cell.name),
+                )));
+            }
         };
-        let (report, keep) = self.attempt(&mut process, cell, request, control);
+        let (report, keep) = self.attempt(&mut process, cell, attempt_id, &frame, control);
         if keep {
             self.checkin(process);
         } else {

@@ -98,21 +98,48 @@ pub(crate) enum WireOutcome {
     Cancelled,
 }
 
-/// Writes one frame.
-pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
-    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
-    if body.len() > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "frame of {} bytes is over the {MAX_FRAME} byte limit",
-                body.len()
-            ),
-        ));
+/// A message that does not fit in a frame.
+#[derive(Debug)]
+pub(crate) struct FrameTooLarge {
+    /// Its encoded size.
+    pub len: usize,
+}
+
+impl std::fmt::Display for FrameTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes, over the {} frame limit of the process protocol",
+            self.len,
+            crate::units::format_size(MAX_FRAME)
+        )
     }
-    out.write_all(&(body.len() as u32).to_le_bytes())?;
-    out.write_all(&body)?;
+}
+
+/// Encodes one frame (length prefix and JSON body), refusing one over [`MAX_FRAME`].
+pub(crate) fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameTooLarge> {
+    let mut frame = vec![0; 4];
+    // Serializing plain data into a Vec cannot fail.
+    serde_json::to_writer(&mut frame, message).expect("protocol messages serialize");
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameTooLarge { len });
+    }
+    frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(frame)
+}
+
+/// Writes one encoded frame.
+pub(crate) fn write_encoded(out: &mut impl Write, frame: &[u8]) -> io::Result<()> {
+    out.write_all(frame)?;
     out.flush()
+}
+
+/// Encodes and writes one frame.
+pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
+    let frame = encode_frame(message)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("frame of {e}")))?;
+    write_encoded(out, &frame)
 }
 
 /// What reading a frame gave.
@@ -271,6 +298,104 @@ impl FrameReader {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::fd::FromRawFd;
+
+    /// A pipe whose read end is a [`FrameReader`] and whose write end gets `bytes`, then
+    /// closes.
+    fn reader_over(bytes: &[u8]) -> FrameReader {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fresh descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both descriptors are fresh and owned here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || {
+            let mut write = File::from(write);
+            for chunk in bytes.chunks(7) {
+                if write.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        FrameReader::new(read).unwrap()
+    }
+
+    /// Reads until the end, an error, or a bounded number of frames: never panics, never
+    /// waits past its bound.
+    fn drain(reader: &mut FrameReader) -> Result<usize, String> {
+        let mut frames = 0;
+        for _ in 0..10_000 {
+            match reader.next::<Request>(Some(Duration::from_secs(5))) {
+                Ok(Some(Frame::Eof)) => return Ok(frames),
+                Ok(Some(_)) => frames += 1,
+                Ok(None) => return Err("a closed pipe must not look like a wait".into()),
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Ok(frames)
+    }
+
+    #[test]
+    fn frames_round_trip_and_oversized_ones_are_refused() {
+        let mut bytes = encode_frame(&Request::Cancel { attempt_id: 7 }).unwrap();
+        bytes.extend(encode_frame(&Request::Stop).unwrap());
+        let mut reader = reader_over(&bytes);
+        assert!(matches!(
+            reader.next::<Request>(None).unwrap(),
+            Some(Frame::Message(Request::Cancel { attempt_id: 7 }))
+        ));
+        assert!(matches!(
+            reader.next::<Request>(None).unwrap(),
+            Some(Frame::Message(Request::Stop))
+        ));
+        assert!(matches!(
+            reader.next::<Request>(None).unwrap(),
+            Some(Frame::Eof)
+        ));
+
+        let huge = "x".repeat(MAX_FRAME + 1);
+        let error = encode_frame(&Reply::BadFrame { message: huge }).unwrap_err();
+        assert!(error.to_string().contains("frame limit"), "{error}");
+
+        let mut reader = reader_over(&(u32::MAX).to_le_bytes());
+        let error = reader
+            .next::<Request>(None)
+            .err()
+            .expect("oversized length");
+        assert!(error.to_string().contains("over the"), "{error}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes: frames, undecodable frames, a clean end or an error; no panic,
+        /// no hang.
+        #[test]
+        fn arbitrary_bytes_never_panic_or_hang(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = drain(&mut reader_over(&bytes));
+        }
+
+        /// Valid frames with garbage bodies keep the stream in sync: each one is reported
+        /// as undecodable and the next is read.
+        #[test]
+        fn garbage_bodies_keep_the_stream_in_sync(bodies in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..64), 0..16)
+        ) {
+            let mut bytes = Vec::new();
+            for body in &bodies {
+                bytes.extend((body.len() as u32).to_le_bytes());
+                bytes.extend(body);
+            }
+            let frames = drain(&mut reader_over(&bytes));
+            prop_assert_eq!(frames, Ok(bodies.len()));
         }
     }
 }

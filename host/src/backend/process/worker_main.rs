@@ -23,7 +23,7 @@ use super::init::{WorkerHooks, WorkerInit};
 use super::logs::{ForwardLayer, SharedWriter};
 use super::protocol::{
     DoneReply, Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, RunRequest, WireOutcome,
-    write_frame,
+    encode_frame, write_frame,
 };
 use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};
@@ -42,6 +42,10 @@ pub struct WorkerOptions {
     pub memory_limit: Option<u64>,
     /// The most verbose `tracing` level to forward to the parent (none: forward nothing).
     pub log_level: Option<Level>,
+    /// Load precompiled artifacts (the parent's host allows them).
+    pub allow_precompiled: bool,
+    /// The memory budget of this worker's live instances (its share of the parent's).
+    pub total_memory: Option<usize>,
 }
 
 impl WorkerOptions {
@@ -63,6 +67,13 @@ impl WorkerOptions {
             args.push("--log-level".into());
             args.push(level.to_string());
         }
+        if self.allow_precompiled {
+            args.push("--allow-precompiled".into());
+        }
+        if let Some(total) = self.total_memory {
+            args.push("--total-memory".into());
+            args.push(total.to_string());
+        }
         args
     }
 
@@ -81,6 +92,11 @@ impl WorkerOptions {
                 "--log-level" => {
                     let value = it.next().ok_or("--log-level needs a value")?;
                     options.log_level = Some(value.parse().map_err(|_| "bad --log-level")?);
+                }
+                "--allow-precompiled" => options.allow_precompiled = true,
+                "--total-memory" => {
+                    let value = it.next().ok_or("--total-memory needs a value")?;
+                    options.total_memory = Some(value.parse().map_err(|_| "bad --total-memory")?);
                 }
                 other => return Err(format!("unknown worker argument '{other}'")),
             }
@@ -130,6 +146,10 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         }
     };
     if let Some(limit) = options.memory_limit {
+        // One malloc arena: every extra thread arena reserves 64 MiB of address space, which
+        // would count against the cap without holding anything.
+        // SAFETY: mallopt before this process starts any thread.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
         let rlimit = libc::rlimit {
             rlim_cur: limit,
             rlim_max: limit,
@@ -148,8 +168,14 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         let mut builder = Host::builder()
             .cache(!options.no_cache)
             .max_instances(4)
-            .small_address_space(options.memory_limit.is_some())
+            .allow_precompiled(options.allow_precompiled)
             .tick(Duration::from_millis(10));
+        if let Some(cap) = options.memory_limit {
+            builder = builder.address_space_cap(cap);
+        }
+        if let Some(total) = options.total_memory {
+            builder = builder.total_memory(total);
+        }
         if let Some(dir) = &options.cache_dir {
             builder = builder.cache_dir(dir);
         }
@@ -184,7 +210,7 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         match frame {
             Ok(Frame::Message(Request::Run(request))) => {
                 let report = run_one(&host, &mut plugins, &request, watch(&channel, &request));
-                if !send(&done(request.attempt_id, report)) {
+                if !send(&fitting_done(&request, report)) {
                     return 3;
                 }
                 if channel.lock().unwrap_or_else(|e| e.into_inner()).closing {
@@ -308,6 +334,29 @@ fn watch(channel: &Arc<Mutex<ControlChannel>>, request: &RunRequest) -> Arc<Atte
                 .is_ok_and(|mut channel| channel.poll_cancel(attempt_id))
         }),
     )
+}
+
+/// The reply to an attempt, or, when its value or captured output would not fit in a frame,
+/// a `Serialization` failure that says so (the worker stays up; nothing is retried).
+fn fitting_done(request: &RunRequest, report: AttemptReport) -> Reply {
+    let fuel = report.fuel_consumed;
+    let reply = done(request.attempt_id, report);
+    match encode_frame(&reply) {
+        Ok(_) => reply,
+        Err(too_large) => done(
+            request.attempt_id,
+            AttemptReport {
+                fuel_consumed: fuel,
+                ..AttemptReport::failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    format!(
+                        "the result of task '{}' is {too_large}",
+                        request.display_name
+                    ),
+                ))
+            },
+        ),
+    }
 }
 
 fn done(attempt_id: u64, report: AttemptReport) -> Reply {
