@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use osiiso_host::queue::{
-    ProcessContext, ProcessQueue, TaskOptions, TaskStatus, WorkerInit, Workers,
-};
-use osiiso_host::{FailureKind, Host, Task, WorkerHooks};
+use osiiso_host::ProcessQueue;
+use osiiso_host::backend::ProcessContext;
+use osiiso_host::backend::WorkerHooks;
+use osiiso_host::backend::WorkerInit;
+use osiiso_host::queue::{TaskOptions, TaskStatus, Workers};
+use osiiso_host::{FailureKind, Host, Task};
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt;

@@ -16,9 +16,11 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use osiiso_host::queue::{
-    AsyncQueue, Kind, NativeTask, ProcessQueue, Queue, TaskOptions, ThreadQueue, Workers,
-};
+use osiiso_host::AsyncQueue;
+use osiiso_host::ProcessQueue;
+use osiiso_host::ThreadQueue;
+use osiiso_host::queue::backend::Backend;
+use osiiso_host::queue::{NativeTask, Queue, TaskOptions, Workers};
 use osiiso_host::{
     AttemptControl, AttemptOutcome, AttemptRequest, Host, Limits, Task, TaskFailure,
 };
@@ -512,7 +514,7 @@ fn queue_noops(
     }
 }
 
-fn time_queue<K: Kind>(
+fn time_queue<K: Backend>(
     queue: Queue<K>,
     task: &Task,
     n: usize,

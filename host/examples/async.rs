@@ -13,7 +13,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use osiiso_host::queue::{AsyncQueue, TaskOptions, Workers, as_completed_stream};
+use osiiso_host::AsyncQueue;
+use osiiso_host::queue::{TaskOptions, Workers, as_completed_stream};
 use osiiso_host::{Host, Sandbox};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

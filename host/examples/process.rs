@@ -15,8 +15,11 @@
 use std::time::Duration;
 
 use osiiso_host::Host;
-use osiiso_host::WorkerHooks;
-use osiiso_host::queue::{ProcessContext, ProcessQueue, TaskOptions, WorkerInit, Workers};
+use osiiso_host::ProcessQueue;
+use osiiso_host::backend::ProcessContext;
+use osiiso_host::backend::WorkerHooks;
+use osiiso_host::backend::WorkerInit;
+use osiiso_host::queue::{TaskOptions, Workers};
 use serde_json::json;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

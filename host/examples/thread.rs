@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use osiiso_host::queue::{NativeTask, TaskOptions, ThreadQueue, Workers};
+use osiiso_host::ThreadQueue;
+use osiiso_host::queue::{NativeTask, TaskOptions, Workers};
 use osiiso_host::{Host, Limits, TaskFailure};
 use serde_json::json;
 

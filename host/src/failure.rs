@@ -1,4 +1,4 @@
-//! Why a task attempt did not produce a value: the typed failures of SEMANTICS.md §5.3.
+//! Why a task attempt did not produce a value: the typed failures of docs/queues.md §5.3.
 
 use std::fmt;
 

@@ -3,27 +3,48 @@
 //! Run many small units of untrusted or third-party work — **plugins**, WebAssembly
 //! components that export tasks — safely, fast and under a real task queue.
 //!
-//! The engine layer ([`Host`], [`Plugin`], [`Task`]) loads and sandboxes components and runs
-//! one attempt at a time in a fresh instance under [`Limits`]; the queues schedule attempts
-//! with priorities, retries, timeouts and policies (see `SEMANTICS.md`).
+//! - The engine ([`Host`], [`Plugin`], [`Task`], [`Limits`], [`Sandbox`]) loads and sandboxes
+//!   components and runs one attempt at a time in a fresh instance.
+//! - The queues ([`ThreadQueue`], [`AsyncQueue`], [`ProcessQueue`]) schedule attempts with
+//!   priorities, retries, timeouts and policies; [`queue`] holds their shared API, and
+//!   `docs/queues.md` their rules in full.
+//! - [`backend`] holds the backends; [`queue::backend`] the seam a new one implements.
+//!
+//! ```no_run
+//! use osiiso_host::{Host, ThreadQueue};
+//! use osiiso_host::queue::TaskOptions;
+//! use serde_json::json;
+//!
+//! let host = Host::new()?;
+//! let echo = host.load("echo.wasm")?.task("echo")?;
+//! let queue = ThreadQueue::builder().build()?;
+//! let handle = queue.submit(echo.with_input(json!({"hello": "world"})), TaskOptions::new())?;
+//! let summary = queue.run()?;
+//! assert!(summary.ok());
+//! println!("{}", handle.value()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
-mod backend;
-pub mod engine;
-pub mod failure;
+mod attempt;
+pub mod backend;
+mod engine;
+mod failure;
 pub mod queue;
 pub mod text;
 pub mod units;
+mod wait;
 
-pub use backend::process::worker_main::{
+pub use attempt::{
+    AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason, TaskCall,
+};
+pub use backend::worker_main::{
     WORKER_MARKER, WorkerOptions, maybe_run_worker, maybe_run_worker_with, run_worker,
     run_worker_with,
 };
-pub use backend::process::{WorkerHooks, WorkerInit};
+pub use backend::{AsyncQueue, ProcessQueue, ThreadQueue};
 pub use engine::{
-    AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, CacheOutcome, DirGrant,
-    GuestStdio, Host, HostBuilder, HostError, Limits, LoadError, Plugin, ProgressFn, Sandbox, Task,
-    TaskInfo,
+    AttemptRequest, CacheOutcome, DEFAULT_MAX_PLUGIN_BYTES, DirGrant, GuestStdio, Host,
+    HostBuilder, HostError, Limits, LoadError, Plugin, Sandbox, Task, TaskInfo,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
-pub use queue::{ProcessQueue, RunSummary, TaskOptions, TaskResult, ThreadQueue};

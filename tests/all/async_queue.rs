@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use osiiso_host::AsyncQueue;
 use osiiso_host::queue::{
-    AsyncNativeTask, AsyncQueue, Error, TaskOptions, TaskStatus, Workers, as_completed_stream,
+    AsyncNativeTask, Error, TaskOptions, TaskStatus, Workers, as_completed_stream,
 };
 use osiiso_host::{FailureKind, TaskFailure};
 use osiiso_test_artifacts as artifacts;

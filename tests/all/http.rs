@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use osiiso_host::queue::{AsyncQueue, TaskOptions, TaskStatus, Workers};
+use osiiso_host::AsyncQueue;
+use osiiso_host::queue::{TaskOptions, TaskStatus, Workers};
 use osiiso_host::{FailureKind, Sandbox};
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};

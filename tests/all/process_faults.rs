@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use osiiso_host::FailureKind;
-use osiiso_host::queue::{ProcessContext, ProcessQueue, TaskOptions, TaskStatus, Workers};
+use osiiso_host::ProcessQueue;
+use osiiso_host::backend::ProcessContext;
+use osiiso_host::queue::{TaskOptions, TaskStatus, Workers};
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use osiiso_host::TaskCall;
+use osiiso_host::queue::backend::{AcceptsNative, Backend};
 use osiiso_host::queue::{
-    AcceptsNative, Error, FailPolicy, Kind, Mode, NativeTask, OnExit, Queue, QueueBuilder,
-    RunOptions, TaskCall, TaskOptions, TaskStatus, Workers, as_completed,
+    Error, FailPolicy, Mode, NativeTask, OnExit, Queue, QueueBuilder, RunOptions, TaskOptions,
+    TaskStatus, Workers, as_completed,
 };
 use osiiso_host::{FailureKind, Task, TaskFailure};
 use osiiso_test_artifacts as artifacts;
@@ -39,24 +41,24 @@ fn flaky(succeed_on: u32) -> TaskCall {
 }
 
 /// How the scenarios build a queue of each backend.
-pub trait TestKind: Kind + Sized {
+pub trait TestKind: Backend + Sized {
     fn builder() -> QueueBuilder<Self>;
 }
 
-impl TestKind for osiiso_host::queue::Thread {
+impl TestKind for osiiso_host::backend::Thread {
     fn builder() -> QueueBuilder<Self> {
         Queue::builder()
     }
 }
 
-impl TestKind for osiiso_host::queue::Process {
+impl TestKind for osiiso_host::backend::Process {
     fn builder() -> QueueBuilder<Self> {
         Queue::builder()
     }
 }
 
 /// Async queues bind this runtime; the scenario code itself stays plain and blocking.
-impl TestKind for osiiso_host::queue::Async {
+impl TestKind for osiiso_host::backend::Async {
     fn builder() -> QueueBuilder<Self> {
         static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
         let runtime = RUNTIME.get_or_init(|| {
@@ -895,10 +897,10 @@ macro_rules! sync_scenarios {
     };
 }
 
-wasm_scenarios!(thread: osiiso_host::queue::Thread);
-native_scenarios!(thread_native: osiiso_host::queue::Thread);
-sync_scenarios!(thread_sync: osiiso_host::queue::Thread);
-wasm_scenarios!(process: osiiso_host::queue::Process);
-sync_scenarios!(process_sync: osiiso_host::queue::Process);
-wasm_scenarios!(asynchronous: osiiso_host::queue::Async);
-native_scenarios!(asynchronous_native: osiiso_host::queue::Async);
+wasm_scenarios!(thread: osiiso_host::backend::Thread);
+native_scenarios!(thread_native: osiiso_host::backend::Thread);
+sync_scenarios!(thread_sync: osiiso_host::backend::Thread);
+wasm_scenarios!(process: osiiso_host::backend::Process);
+sync_scenarios!(process_sync: osiiso_host::backend::Process);
+wasm_scenarios!(asynchronous: osiiso_host::backend::Async);
+native_scenarios!(asynchronous_native: osiiso_host::backend::Async);

@@ -1,6 +1,20 @@
-//! Backends: how one attempt executes and how it is interrupted. The queue semantics live in
-//! [`crate::queue`]; each backend here is small.
+//! The backends: how one attempt executes and how it is interrupted. Each one is a folder
+//! that implements the seam of [`crate::queue::backend`]; the queue semantics live in
+//! [`crate::queue`] and none of them is written here.
+//!
+//! | backend | workers | an attempt |
+//! |---|---|---|
+//! | [`Thread`] | OS threads | a sync instance on the worker thread |
+//! | [`Async`] | tokio tasks | an async, fuel-metered instance that yields often |
+//! | [`Process`] | a coordinator thread per persistent subprocess | a fresh instance in the subprocess |
 
-pub(crate) mod asynchronous;
-pub(crate) mod process;
-pub(crate) mod thread;
+mod asynchronous;
+mod process;
+mod thread;
+
+pub use self::asynchronous::{Async, AsyncOptions, AsyncQueue};
+pub(crate) use self::process::worker_main;
+pub use self::process::{
+    Process, ProcessContext, ProcessOptions, ProcessQueue, WorkerHook, WorkerHooks, WorkerInit,
+};
+pub use self::thread::{Initializer, Thread, ThreadOptions, ThreadQueue};

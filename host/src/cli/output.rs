@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
-use osiiso_host::TaskResult;
+use osiiso_host::queue::TaskResult;
 use osiiso_host::text::{escape_control, truncate};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

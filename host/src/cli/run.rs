@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
-use osiiso_host::queue::{
-    AsyncQueue, FailPolicy, Kind, OnExit, ProcessQueue, QueueBuilder, RunOptions, TaskCall,
-    TaskOptions, ThreadQueue, Workers,
-};
+use osiiso_host::queue::backend::Backend;
+use osiiso_host::queue::{FailPolicy, OnExit, QueueBuilder, RunOptions, TaskOptions, Workers};
 use osiiso_host::units::parse_size;
+use osiiso_host::{AsyncQueue, ProcessQueue, TaskCall, ThreadQueue};
 use osiiso_host::{Plugin, Task};
 
 use super::Failure;
@@ -172,26 +171,7 @@ impl TaskArgs {
     }
 }
 
-impl QueueKind {
-    /// The most workers the CLI starts on this queue (the library's limit).
-    fn max_workers(self) -> usize {
-        match self {
-            Self::Async => osiiso_host::queue::Async::MAX_WORKERS,
-            Self::Thread => osiiso_host::queue::Thread::MAX_WORKERS,
-            Self::Process => osiiso_host::queue::Process::MAX_WORKERS,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Async => "async",
-            Self::Thread => "thread",
-            Self::Process => "process",
-        }
-    }
-}
-
-fn parse_workers(text: &str, kind: QueueKind) -> anyhow::Result<Workers> {
+fn parse_workers(text: &str) -> anyhow::Result<Workers> {
     if text == "auto" {
         return Ok(Workers::Auto);
     }
@@ -201,21 +181,26 @@ fn parse_workers(text: &str, kind: QueueKind) -> anyhow::Result<Workers> {
     if n == 0 {
         bail!("--workers: workers must be > 0");
     }
-    let max = kind.max_workers();
-    if n > max {
-        bail!(
-            "--workers: at most {max} workers on the {} queue, got {n}",
-            kind.name()
-        );
-    }
     Ok(Workers::Fixed(n))
+}
+
+/// Refuses more workers than the backend `B` allows.
+fn check_workers<B: Backend>(workers: Workers) -> anyhow::Result<()> {
+    match workers {
+        Workers::Fixed(n) if n > B::MAX_WORKERS => bail!(
+            "--workers: at most {} workers on the {} queue, got {n}",
+            B::MAX_WORKERS,
+            B::NAME
+        ),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
         return Err(anyhow!("--worker-memory needs --queue process").into());
     }
-    let workers = parse_workers(&args.queue.workers, args.queue.kind)?;
+    let workers = parse_workers(&args.queue.workers)?;
     // The pool holds this many live instances; more workers wait for a free slot.
     let instances = match workers {
         Workers::Fixed(n) => u32::try_from(n.min(1000)).unwrap_or(1000) + 2,
@@ -284,13 +269,14 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 /// Builds the queue from the options, feeds it and reports.
-fn run_queue<K: Kind>(
-    builder: QueueBuilder<K>,
+fn run_queue<B: Backend>(
+    builder: QueueBuilder<B>,
     args: &RunArgs,
     workers: Workers,
     submissions: Vec<(TaskCall, TaskOptions)>,
     reporter: Arc<Reporter>,
 ) -> Result<(), Failure> {
+    check_workers::<B>(workers)?;
     let mut builder = builder
         .workers(workers)
         .size(args.queue.size)

@@ -2,8 +2,6 @@
 //! classification of how it ended.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
@@ -16,165 +14,12 @@ use super::limits::Limits;
 use super::limits::MemoryLimiter;
 use super::output::TailPipe;
 use super::plugin::{Plugin, Task};
-use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason};
+use crate::failure::{FailureKind, TaskFailure};
 use crate::text;
 
 /// Prefix of the log line the Rust SDK's panic hook sends before the guest traps.
 const PANIC_PREFIX: &str = "panicked at ";
-
-/// The interruption handle of one attempt, shared between the runner and whoever may stop it.
-///
-/// The engine's epoch callback checks it every tick, so a cancellation or a passed deadline
-/// stops the guest within one tick even if it never calls the host.
-pub struct AttemptControl {
-    cancelled: AtomicBool,
-    deadline: Option<Instant>,
-    timeout: Option<Duration>,
-    /// Asked at every interruption check whether a cancellation arrived from elsewhere (a
-    /// worker process reads its control channel this way, without a second thread).
-    watch: Option<CancelWatch>,
-}
-
-/// A poll for a cancellation that arrives outside the process's memory.
-pub(crate) type CancelWatch = Box<dyn Fn() -> bool + Send + Sync>;
-
-impl std::fmt::Debug for AttemptControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AttemptControl")
-            .field("cancelled", &self.cancelled)
-            .field("deadline", &self.deadline)
-            .field("timeout", &self.timeout)
-            .field("watched", &self.watch.is_some())
-            .finish()
-    }
-}
-
-impl AttemptControl {
-    /// A control whose deadline is `timeout` from now.
-    pub fn new(timeout: Option<Duration>) -> Arc<Self> {
-        Self::build(timeout, timeout, None)
-    }
-
-    /// A control for an attempt that has `left` of its `timeout` still to run (it started
-    /// elsewhere), and that asks `watch` for a cancellation at every check.
-    pub(crate) fn watched(
-        timeout: Option<Duration>,
-        left: Option<Duration>,
-        watch: CancelWatch,
-    ) -> Arc<Self> {
-        Self::build(timeout, left, Some(watch))
-    }
-
-    fn build(
-        timeout: Option<Duration>,
-        left: Option<Duration>,
-        watch: Option<CancelWatch>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            cancelled: AtomicBool::new(false),
-            deadline: left.and_then(|t| Instant::now().checked_add(t)),
-            timeout,
-            watch,
-        })
-    }
-
-    /// Polls the watch, if any, and reports whether the attempt is cancelled.
-    fn poll_cancelled(&self) -> bool {
-        if let Some(watch) = &self.watch
-            && !self.is_cancelled()
-            && watch()
-        {
-            self.cancel();
-        }
-        self.is_cancelled()
-    }
-
-    /// Asks the attempt to stop; it is recorded as cancelled.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
-    }
-
-    /// Whether [`cancel`](Self::cancel) was called.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
-    }
-
-    /// Whether the deadline has passed.
-    pub fn deadline_passed(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
-    }
-
-    /// The per-attempt timeout this control enforces.
-    pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
-    }
-
-    /// The deadline, if any.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// Why the attempt must stop now, if it must.
-    pub(super) fn interrupt(&self) -> Option<Interrupt> {
-        if self.poll_cancelled() {
-            Some(Interrupt::Cancelled)
-        } else if self.deadline_passed() {
-            Some(Interrupt::Deadline)
-        } else {
-            None
-        }
-    }
-
-    /// True once the attempt should stop for either reason.
-    pub fn should_stop(&self) -> bool {
-        self.poll_cancelled() || self.deadline_passed()
-    }
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptOutcome {
-    /// The task returned this JSON value.
-    Succeeded(serde_json::Value),
-    /// The task failed.
-    Failed(TaskFailure),
-    /// The attempt was cancelled before it produced an outcome.
-    Cancelled,
-}
-
-/// Everything one attempt produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptReport {
-    /// The outcome.
-    pub outcome: AttemptOutcome,
-    /// Fuel the attempt consumed.
-    pub fuel_consumed: Option<u64>,
-    /// Captured stdout (tail).
-    pub stdout: Option<CapturedOutput>,
-    /// Captured stderr (tail).
-    pub stderr: Option<CapturedOutput>,
-}
-
-impl AttemptReport {
-    pub(crate) fn failed(failure: TaskFailure) -> Self {
-        AttemptOutcome::Failed(failure).into()
-    }
-}
-
-impl From<AttemptOutcome> for AttemptReport {
-    /// A report with no fuel figure and no captured output.
-    fn from(outcome: AttemptOutcome) -> Self {
-        Self {
-            outcome,
-            fuel_consumed: None,
-            stdout: None,
-            stderr: None,
-        }
-    }
-}
-
-/// Callback for progress reports: `(done, total)`.
-pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// Per-store state of one attempt.
 pub(crate) struct AttemptState {
@@ -295,24 +140,6 @@ impl WasiHttpView for AttemptState {
     }
 }
 
-/// Why the host stopped a guest: from the epoch callback, or from a blocking host call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Interrupt {
-    Cancelled,
-    Deadline,
-}
-
-impl std::fmt::Display for Interrupt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Cancelled => f.write_str("attempt cancelled by the host"),
-            Self::Deadline => f.write_str("attempt deadline passed"),
-        }
-    }
-}
-
-impl std::error::Error for Interrupt {}
-
 /// Input of one attempt.
 pub struct AttemptRequest<'a> {
     /// The JSON input.
@@ -418,12 +245,7 @@ impl Task {
             }
         };
         if request.control.is_cancelled() {
-            return Err(Box::new(report(
-                AttemptOutcome::Cancelled,
-                None,
-                None,
-                None,
-            )));
+            return Err(Box::new(AttemptOutcome::Cancelled.into()));
         }
         let (store, pipes) = AttemptState::new_store(
             plugin,
@@ -470,31 +292,14 @@ fn finish(
         Ok(Err(error)) => AttemptOutcome::Failed(guest_failure(error)),
         Err(error) => classify_abnormal(&mut prepared.store, error, request, fuel_budget),
     };
-    report(
-        outcome,
-        fuel_consumed,
-        prepared.pipes.0.captured(),
-        prepared.pipes.1.captured(),
-    )
-}
-
-fn report(
-    outcome: AttemptOutcome,
-    fuel_consumed: Option<u64>,
-    stdout: Option<CapturedOutput>,
-    stderr: Option<CapturedOutput>,
-) -> AttemptReport {
-    AttemptReport {
-        outcome,
-        fuel_consumed,
-        stdout,
-        stderr,
-    }
+    AttemptReport::new(outcome)
+        .with_fuel(fuel_consumed)
+        .with_output(prepared.pipes.0.captured(), prepared.pipes.1.captured())
 }
 
 fn epoch_check(store: StoreContextMut<'_, AttemptState>) -> wasmtime::Result<UpdateDeadline> {
-    match store.data().control.interrupt() {
-        Some(interrupt) => Err(wasmtime::Error::new(interrupt)),
+    match store.data().control.stop_reason() {
+        Some(reason) => Err(wasmtime::Error::new(reason)),
         None => Ok(UpdateDeadline::Continue(1)),
     }
 }
@@ -507,7 +312,7 @@ fn guest_failure(error: WitTaskError) -> TaskFailure {
     }
 }
 
-/// Classifies an attempt that ended abnormally (SEMANTICS.md §5.2): cancellation, then the
+/// Classifies an attempt that ended abnormally (docs/queues.md §5.2): cancellation, then the
 /// deadline, then fuel, then the memory limiter, then the actual cause.
 fn classify_abnormal(
     store: &mut Store<AttemptState>,
@@ -517,13 +322,10 @@ fn classify_abnormal(
 ) -> AttemptOutcome {
     let name = request.display_name;
     let control = &request.control;
-    let interrupt = error.downcast_ref::<Interrupt>().copied();
-    if control.is_cancelled() || interrupt == Some(Interrupt::Cancelled) {
-        return AttemptOutcome::Cancelled;
-    }
-    if control.deadline_passed() || interrupt == Some(Interrupt::Deadline) {
-        let timeout = control.timeout().unwrap_or_default();
-        return AttemptOutcome::Failed(TaskFailure::timeout(name, timeout));
+    // An interruption by the host (the epoch callback, a blocking call that watched the
+    // control) or a stop that raced the guest's own error: one rule decides.
+    if error.downcast_ref::<StopReason>().is_some() || control.should_stop() {
+        return control.stopped_outcome(name);
     }
     let trap = error.downcast_ref::<Trap>().copied();
     // The alternate form carries the trap and the wasm backtrace, not the host's.

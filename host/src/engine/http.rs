@@ -18,7 +18,7 @@ use http::uri::Scheme;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::attempt::AttemptControl;
+use crate::attempt::AttemptControl;
 
 /// How often an in-flight request checks whether its attempt should stop.
 const STOP_POLL: Duration = Duration::from_millis(10);

@@ -1,4 +1,4 @@
-//! Blocking WASI waits that a deadline or a cancellation can end (SEMANTICS.md §10.1).
+//! Blocking WASI waits that a deadline or a cancellation can end (docs/queues.md §10.1).
 //!
 //! Epochs cannot preempt a host call. In the sync linker, a guest that sleeps, waits on a
 //! pollable or reads a slow stream (an HTTP body) blocks its worker thread inside
@@ -24,7 +24,8 @@ use wasmtime_wasi::p2::bindings::io::streams::{
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, StreamResult};
 use wasmtime_wasi::runtime::in_tokio;
 
-use super::attempt::{AttemptControl, AttemptState};
+use super::attempt::AttemptState;
+use crate::attempt::{AttemptControl, StopReason};
 
 /// How often a blocked call looks at the control; well under the smallest sensible `poll`.
 const CHECK_EVERY: Duration = Duration::from_millis(5);
@@ -119,10 +120,12 @@ fn until_stopped<T>(
     })
 }
 
-async fn stopped(control: &AttemptControl) -> super::attempt::Interrupt {
+/// Polled rather than awaited: a worker process's cancellation arrives through the
+/// control's watch, which only a check reads.
+async fn stopped(control: &AttemptControl) -> StopReason {
     loop {
-        if let Some(interrupt) = control.interrupt() {
-            return interrupt;
+        if let Some(reason) = control.stop_reason() {
+            return reason;
         }
         tokio::time::sleep(CHECK_EVERY).await;
     }

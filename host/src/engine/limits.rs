@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::attempt::AttemptControl;
 use super::budget::{MemoryBudget, Refusal, Reservation};
+use crate::attempt::AttemptControl;
 use crate::failure::{FailureKind, TaskFailure};
 
 /// Resource limits applied to every attempt of a plugin's tasks.
@@ -179,7 +179,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         let control = self.control.clone();
         match self
             .reservation
-            .grow_blocking(delta, || control.interrupt())
+            .grow_blocking(delta, || control.stop_reason())
         {
             Ok(outcome) => Ok(self.granted(outcome, delta)),
             // The attempt was cancelled or timed out while waiting for room.

@@ -4,7 +4,7 @@
 //! ticker thread, fuel, the pooling allocator behind a probe, an on-disk compile cache,
 //! deny-by-default capabilities, outgoing `wasi:http` only to allowed hosts) and exposes them
 //! as [`Host`], [`Plugin`], [`Task`], [`Limits`] and [`Sandbox`]. A queue runs an attempt
-//! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`].
+//! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`](crate::AttemptControl::cancel).
 
 mod attempt;
 mod budget;
@@ -28,7 +28,7 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-pub use attempt::{AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, ProgressFn};
+pub use attempt::AttemptRequest;
 pub use cache::CacheOutcome;
 pub use error::{HostError, LoadError};
 pub use limits::Limits;
@@ -77,13 +77,15 @@ struct HostInner {
 ///
 /// Create one per process and share it (cloning is cheap); every queue and plugin uses it.
 ///
-/// ```no_run
+/// ```
 /// use osiiso_host::{Host, Limits};
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
 /// let host = Host::builder().build()?;
-/// let plugin = host.load("echo.wasm")?.with_limits(Limits::new().fuel(50_000_000));
+/// let plugin = host.load(echo_wasm)?.with_limits(Limits::new().fuel(50_000_000));
 /// for task in plugin.tasks() {
 ///     println!("{}: {}", task.name, task.description);
 /// }
+/// assert!(plugin.task("echo").is_ok());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]

@@ -8,11 +8,12 @@ use serde::Serialize;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
 use wasmtime::{Engine, Store};
 
-use super::attempt::{AttemptControl, AttemptState};
+use super::attempt::AttemptState;
 use super::cache::CacheOutcome;
 use super::contract::{InvokeFn, ListFn, TASKS_EXPORT};
 use super::error::LoadError;
 use super::{Host, Limits, Sandbox};
+use crate::attempt::{AttemptControl, TaskCall};
 use crate::failure::{FailureKind, TaskFailure};
 
 /// How long a plugin may take to instantiate and answer `list` at load time.
@@ -58,6 +59,28 @@ struct PluginInner {
 ///
 /// Cloning is cheap. [`with_limits`](Self::with_limits) and [`with_sandbox`](Self::with_sandbox)
 /// return configured copies that share the compiled code.
+///
+/// ```
+/// use osiiso_host::{AttemptControl, AttemptOutcome, AttemptRequest, Host, Limits, Sandbox};
+/// use serde_json::json;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let plugin = Host::new()?
+///     .load(echo_wasm)?
+///     .with_limits(Limits::new().max_memory(64 << 20))
+///     .with_sandbox(Sandbox::new().env("MODE", "test"));
+/// let echo = plugin.task("echo")?;
+/// assert_eq!(echo.identity(), "echo/echo");
+/// // One attempt, outside any queue.
+/// let report = echo.run_attempt(AttemptRequest {
+///     input: &json!({"hello": "world"}),
+///     attempt: 1,
+///     control: AttemptControl::new(None),
+///     display_name: "echo",
+///     progress: None,
+/// });
+/// assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!({"hello": "world"})));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Plugin {
     inner: Arc<PluginInner>,
@@ -362,5 +385,10 @@ impl Task {
     /// Stable identity: `<plugin>/<task>`.
     pub fn identity(&self) -> String {
         format!("{}/{}", self.plugin.name(), self.name)
+    }
+
+    /// This task with an input: what a queue submits.
+    pub fn with_input(&self, input: serde_json::Value) -> TaskCall {
+        TaskCall::new(self.clone(), input)
     }
 }

@@ -1,4 +1,4 @@
-//! Errors of the queue API (SEMANTICS.md quotes every message).
+//! Errors of the queue API; every message is part of the contract.
 
 use std::sync::Arc;
 

@@ -1,15 +1,16 @@
-//! Groups, bound tasks and completion-order iteration (SEMANTICS.md §8.3–§8.4).
+//! Groups, bound tasks and completion-order iteration (docs/queues.md §8.3–§8.4).
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::Queue;
+use super::backend::Backend;
 use super::error::{Error, ExecutionError};
 use super::handle::{Handle, result_value};
 use super::options::TaskOptions;
 use super::result::{RunSummary, TaskStatus};
-use super::{Kind, Queue};
 use crate::engine::Task;
 
 /// Tasks submitted together, with one group id.
@@ -99,14 +100,14 @@ impl<'a> IntoIterator for &'a Group {
 }
 
 /// A task bound to a queue with base options (`q.bind(task, opts)`).
-pub struct BoundTask<'q, K: Kind> {
-    queue: &'q Queue<K>,
+pub struct BoundTask<'q, B: Backend> {
+    queue: &'q Queue<B>,
     task: Task,
     options: TaskOptions,
 }
 
-impl<'q, K: Kind> BoundTask<'q, K> {
-    pub(crate) fn new(queue: &'q Queue<K>, task: Task, options: TaskOptions) -> Self {
+impl<'q, B: Backend> BoundTask<'q, B> {
+    pub(crate) fn new(queue: &'q Queue<B>, task: Task, options: TaskOptions) -> Self {
         Self {
             queue,
             task,
@@ -131,7 +132,29 @@ impl<'q, K: Kind> BoundTask<'q, K> {
     }
 }
 
-/// Yields handles in completion order; already-done handles first, in input order.
+/// Yields handles in completion order; already-done handles first, in input order. With a
+/// `timeout`, the iterator yields `Err(WaitTimeout)` once it runs out, and ends.
+///
+/// ```
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::{TaskOptions, as_completed};
+/// use serde_json::json;
+/// use std::time::Duration;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+/// let queue = ThreadQueue::builder().build()?;
+/// let group = queue.map(&echo, (0..5).map(|i| json!(i)), TaskOptions::new())?;
+/// queue.start()?;
+/// let mut seen = 0;
+/// for handle in as_completed(group.handles(), Some(Duration::from_secs(30))) {
+///     let handle = handle?;
+///     println!("{} finished: {:?}", handle.task_id(), handle.value());
+///     seen += 1;
+/// }
+/// assert_eq!(seen, 5);
+/// queue.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn as_completed(handles: &[Handle], timeout: Option<Duration>) -> AsCompleted {
     let (tx, rx) = mpsc::channel();
     let mut ready = std::collections::VecDeque::new();

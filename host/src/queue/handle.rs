@@ -1,4 +1,4 @@
-//! Handles: the caller's view of one submitted task (SEMANTICS.md §8.1).
+//! Handles: the caller's view of one submitted task (docs/queues.md §8.1).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,181 +12,10 @@ use super::core::Core;
 use super::error::Error;
 use super::options::TaskOptions;
 use super::result::{TaskResult, TaskStatus};
-use crate::engine::{AttemptControl, Task};
+use super::work::Work;
+use crate::attempt::AttemptControl;
 use crate::failure::TaskFailure;
-
-/// The embedder's own blocking code, called once per attempt.
-pub type NativeFn = Arc<dyn Fn() -> Result<Value, TaskFailure> + Send + Sync>;
-
-/// A WASM task with its JSON input: what every queue submits (`task.with_input(json)`).
-#[derive(Clone, Debug)]
-pub struct TaskCall {
-    task: Task,
-    input: Value,
-}
-
-impl TaskCall {
-    /// The task.
-    pub fn task(&self) -> &Task {
-        &self.task
-    }
-
-    /// The input.
-    pub fn input(&self) -> &Value {
-        &self.input
-    }
-}
-
-impl Task {
-    /// This task with an input: what a queue submits.
-    pub fn with_input(&self, input: Value) -> TaskCall {
-        TaskCall {
-            task: self.clone(),
-            input,
-        }
-    }
-}
-
-/// The embedder's own blocking code, for queues that accept it ([`crate::queue::ThreadQueue`]).
-/// The closure is called once per attempt.
-#[derive(Clone)]
-pub struct NativeTask {
-    name: String,
-    run: NativeFn,
-}
-
-impl NativeTask {
-    /// A native task returning any serializable value.
-    ///
-    /// ```
-    /// use osiiso_host::queue::NativeTask;
-    /// let answer = NativeTask::new("answer", || Ok::<_, osiiso_host::TaskFailure>(42));
-    /// assert_eq!(answer.name(), "answer");
-    /// ```
-    pub fn new<T, F>(name: impl Into<String>, f: F) -> Self
-    where
-        T: serde::Serialize,
-        F: Fn() -> Result<T, TaskFailure> + Send + Sync + 'static,
-    {
-        let run: NativeFn = Arc::new(move || {
-            let value = f()?;
-            serde_json::to_value(value).map_err(|e| {
-                TaskFailure::new(
-                    crate::FailureKind::Serialization,
-                    format!("the task's value has no JSON form: {e}"),
-                )
-            })
-        });
-        Self {
-            name: name.into(),
-            run,
-        }
-    }
-
-    /// Its name (also its identity).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// What a task runs.
-#[derive(Clone)]
-pub(crate) enum Work {
-    /// A WASM task with its JSON input.
-    Wasm { task: Task, input: Value },
-    /// A native blocking closure.
-    Native { name: String, run: NativeFn },
-    /// A native async closure, called once per attempt.
-    Future { name: String, make: NativeFutureFn },
-}
-
-/// The embedder's own async code: builds a fresh future for each attempt.
-pub type NativeFutureFn =
-    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<Value, TaskFailure>> + Send + Sync>;
-
-/// A native async closure, for [`crate::queue::AsyncQueue`]: called again for every attempt,
-/// and dropped at its next `.await` on timeout or cancel.
-#[derive(Clone)]
-pub struct AsyncNativeTask {
-    name: String,
-    make: NativeFutureFn,
-}
-
-impl AsyncNativeTask {
-    /// A native async task returning any serializable value.
-    pub fn new<T, F, Fut>(name: impl Into<String>, f: F) -> Self
-    where
-        T: serde::Serialize,
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Result<T, TaskFailure>> + Send + 'static,
-    {
-        let make: NativeFutureFn = Arc::new(move || {
-            let future = f();
-            Box::pin(async move {
-                let value = future.await?;
-                serde_json::to_value(value).map_err(|e| {
-                    TaskFailure::new(
-                        crate::FailureKind::Serialization,
-                        format!("the task's value has no JSON form: {e}"),
-                    )
-                })
-            })
-        });
-        Self {
-            name: name.into(),
-            make,
-        }
-    }
-
-    /// Its name (also its identity).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl From<AsyncNativeTask> for Work {
-    fn from(native: AsyncNativeTask) -> Self {
-        Self::Future {
-            name: native.name,
-            make: native.make,
-        }
-    }
-}
-
-impl From<TaskCall> for Work {
-    fn from(call: TaskCall) -> Self {
-        Self::Wasm {
-            task: call.task,
-            input: call.input,
-        }
-    }
-}
-
-impl From<NativeTask> for Work {
-    fn from(native: NativeTask) -> Self {
-        Self::Native {
-            name: native.name,
-            run: native.run,
-        }
-    }
-}
-
-impl Work {
-    /// Stable identity: `<plugin>/<task>` or the native name.
-    pub(crate) fn identity(&self) -> String {
-        match self {
-            Self::Wasm { task, .. } => task.identity(),
-            Self::Native { name, .. } | Self::Future { name, .. } => name.clone(),
-        }
-    }
-
-    fn default_name(&self) -> String {
-        match self {
-            Self::Wasm { task, .. } => task.name().to_string(),
-            Self::Native { name, .. } | Self::Future { name, .. } => name.clone(),
-        }
-    }
-}
+use crate::wait;
 
 type DoneCallback = Box<dyn FnOnce(&Handle) + Send>;
 
@@ -279,28 +108,29 @@ impl TaskCell {
 
     /// Resolves once the task is flagged cancelled.
     pub(crate) async fn cancelled(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.cancel_requested() {
-                return;
-            }
-            notified.await;
-        }
+        wait::notified(&self.notify, || self.cancel_requested().then_some(())).await
     }
 
     /// Resolves once the task has its result.
     pub(crate) async fn finished(&self) -> Arc<TaskResult> {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(result) = self.result.get() {
-                return result.clone();
-            }
-            notified.await;
-        }
+        wait::notified(&self.notify, || self.result.get().cloned()).await
+    }
+
+    /// Blocks until the task has its result, or `deadline` passes.
+    pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> Option<Arc<TaskResult>> {
+        let mut state = self.state.lock();
+        wait::blocking_until(&self.done, &mut state, deadline, |_| {
+            self.result.get().cloned()
+        })
+    }
+
+    /// Sleeps until `until` unless the task is cancelled first: false if it was.
+    pub(crate) fn sleep_until(&self, until: Instant) -> bool {
+        let mut state = self.state.lock();
+        let cancelled = wait::blocking_until(&self.wake, &mut state, Some(until), |_| {
+            self.cancel_requested().then_some(())
+        });
+        cancelled.is_none()
     }
 
     /// Sets the result once (§6 step 1–3). Returns false if a result already existed.
@@ -335,6 +165,24 @@ impl TaskCell {
 
 /// The caller's view of one submitted task. Cheap to clone, `Send + Sync`, and may outlive
 /// its queue.
+///
+/// ```
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::{TaskOptions, TaskStatus};
+/// use serde_json::json;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+/// let queue = ThreadQueue::builder().build()?;
+/// let handle = queue.submit(echo.with_input(json!(7)), TaskOptions::new().name("seven"))?;
+/// assert_eq!(handle.status(), TaskStatus::Pending);
+/// handle.add_done_callback(|h| println!("{} is done", h.name()));
+/// queue.run()?;
+/// let result = handle.wait();
+/// assert_eq!(result.attempts, 1);
+/// assert_eq!(handle.value()?, json!(7));
+/// assert!(!handle.cancel(), "a finished task cannot be cancelled");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) cell: Arc<TaskCell>,
@@ -440,7 +288,7 @@ impl Handle {
         result_value(result)
     }
 
-    /// Cancels the task (SEMANTICS.md §8.2). Returns true if it was not finished yet.
+    /// Cancels the task (docs/queues.md §8.2). Returns true if it was not finished yet.
     pub fn cancel(&self) -> bool {
         match self.core.upgrade() {
             Some(core) => core.cancel_task(&self.cell),
@@ -467,34 +315,17 @@ impl Handle {
 
     /// Blocks until the task is done. Do not call it on a runtime thread; use `.await`.
     pub fn wait(&self) -> Arc<TaskResult> {
-        let mut state = self.cell.state.lock();
-        loop {
-            if let Some(result) = self.cell.result() {
-                return result.clone();
-            }
-            self.cell.done.wait(&mut state);
+        match self.cell.wait_done(None) {
+            Some(result) => result,
+            None => unreachable!("a wait without a deadline ends only with the result"),
         }
     }
 
     /// Blocks until the task is done or `timeout` passes (`Error::WaitTimeout`).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Arc<TaskResult>, Error> {
-        let deadline = Instant::now().checked_add(timeout);
-        let mut state = self.cell.state.lock();
-        loop {
-            if let Some(result) = self.cell.result() {
-                return Ok(result.clone());
-            }
-            match deadline {
-                Some(deadline) => {
-                    if self.cell.done.wait_until(&mut state, deadline).timed_out()
-                        && self.cell.result().is_none()
-                    {
-                        return Err(Error::not_ready());
-                    }
-                }
-                None => self.cell.done.wait(&mut state),
-            }
-        }
+        self.cell
+            .wait_done(Instant::now().checked_add(timeout))
+            .ok_or_else(Error::not_ready)
     }
 }
 

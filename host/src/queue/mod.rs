@@ -1,13 +1,16 @@
-//! The task queue: the osiiso model (SEMANTICS.md), once, for every backend.
+//! The task queue: the osiiso model, once, for every backend.
 //!
 //! A [`Queue`] admits tasks, orders them by priority, retries them with backoff, enforces
 //! per-attempt and per-run timeouts, fail-first and must-complete, and records exactly one
-//! [`TaskResult`] per task. How an attempt runs is the backend's only business:
-//! [`ThreadQueue`] runs it on a dedicated OS thread.
+//! [`TaskResult`] per task. How an attempt runs is its [`Backend`]'s only business: the
+//! crate's backends are [`ThreadQueue`](crate::ThreadQueue), [`AsyncQueue`](crate::AsyncQueue)
+//! and [`ProcessQueue`](crate::ProcessQueue), and [`backend`] describes how to write another.
+//! The rules themselves — ordering, retries, timeouts, policies, statuses, error kinds — are
+//! written down for users in `docs/queues.md`.
 //!
 //! ```no_run
-//! use osiiso_host::Host;
-//! use osiiso_host::queue::{TaskOptions, ThreadQueue, Workers};
+//! use osiiso_host::{Host, ThreadQueue};
+//! use osiiso_host::queue::{TaskOptions, Workers};
 //! use serde_json::json;
 //!
 //! let host = Host::new()?;
@@ -20,143 +23,38 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod attempt;
-mod config;
+mod attempt_loop;
+pub mod backend;
+mod builder;
 mod core;
+mod driver;
 mod error;
 mod group;
 mod handle;
 mod options;
 mod rate;
 mod result;
-mod worker;
+mod work;
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-pub use crate::backend::process::{ProcessContext, WorkerHook, WorkerHooks, WorkerInit};
-pub use config::{Initializer, OnComplete, OnRetry, OnStart, QueueBuilder};
-pub use error::{Error, ExecutionError};
-pub use group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
-pub use handle::{AsyncNativeTask, Handle, NativeFn, NativeFutureFn, NativeTask, TaskCall};
-pub use options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
-pub use result::{Backend, RunSummary, TaskResult, TaskStatus};
+pub use self::builder::{OnComplete, OnRetry, OnStart, QueueBuilder};
+pub use self::error::{Error, ExecutionError};
+pub use self::group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
+pub use self::handle::Handle;
+pub use self::options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
+pub use self::result::{RunSummary, TaskResult, TaskStatus};
+pub use self::work::{AsyncNativeTask, NativeFn, NativeFutureFn, NativeTask};
 
-pub(crate) use self::attempt::Step;
-pub(crate) use self::core::{
-    AttemptOutcomeOrAbandoned, Core, Executor, Take, WorkerSlot, panic_message,
-};
-pub(crate) use self::handle::{TaskCell, Work};
-pub(crate) use self::worker::{WorkerContext, run_native};
+use self::backend::{AcceptsFutures, AcceptsNative, Backend, Runner};
+use self::core::Core;
+use self::work::Work;
+use crate::attempt::TaskCall;
 use crate::engine::Task;
-
-/// A backend: how a queue's attempts execute. Sealed; see [`Thread`].
-pub trait Kind: sealed::Sealed + Send + Sync + 'static {}
-
-mod sealed {
-    use std::sync::Arc;
-
-    /// What the queue needs from a backend, hidden from the public API.
-    #[allow(private_interfaces)]
-    pub trait Sealed {
-        /// The `Auto` worker limit for `cpus` CPUs.
-        fn auto_limit(cpus: usize) -> usize;
-        /// The most workers a queue of this backend may have.
-        fn max_workers() -> usize;
-        /// Whether `submit` blocks for room on a bounded queue (else `QueueFull`).
-        fn blocking_submit() -> bool {
-            true
-        }
-        /// Whether dropping the queue may wait for its workers (async queues only signal).
-        fn blocking_drop() -> bool {
-            true
-        }
-        /// The attempt executor for a queue with this configuration.
-        fn executor(config: &super::config::QueueConfig) -> Arc<dyn super::Executor>;
-    }
-}
-
-/// The thread backend: each worker is an OS thread; WASM attempts run as sync instances on
-/// it; native closures run inline and are abandoned on timeout or cancel.
-#[derive(Debug)]
-pub enum Thread {}
-
-impl Kind for Thread {}
-
-impl Thread {
-    /// The most workers (OS threads) a queue of this backend may have.
-    pub const MAX_WORKERS: usize = 1024;
-}
-
-#[allow(private_interfaces)]
-impl sealed::Sealed for Thread {
-    fn max_workers() -> usize {
-        Self::MAX_WORKERS
-    }
-
-    fn auto_limit(cpus: usize) -> usize {
-        4.max(32.min(4 * cpus))
-    }
-
-    fn executor(config: &config::QueueConfig) -> Arc<dyn Executor> {
-        Arc::new(crate::backend::thread::ThreadExecutor::new(
-            config.initializer.clone(),
-        ))
-    }
-}
-
-/// The process backend: each worker slot owns a persistent subprocess (`osiiso-host worker`)
-/// that runs attempts in fresh instances; a crash fails only the attempt it was running.
-#[derive(Debug)]
-pub enum Process {}
-
-impl Kind for Process {}
-
-impl Process {
-    /// The most workers (worker subprocesses) a queue of this backend may have.
-    pub const MAX_WORKERS: usize = 256;
-}
-
-#[allow(private_interfaces)]
-impl sealed::Sealed for Process {
-    fn max_workers() -> usize {
-        Self::MAX_WORKERS
-    }
-
-    fn auto_limit(cpus: usize) -> usize {
-        1.max(32.min(cpus))
-    }
-
-    fn executor(config: &config::QueueConfig) -> Arc<dyn Executor> {
-        let slots = match config.workers {
-            Workers::Fixed(n) => n,
-            Workers::Auto => config.auto_limit,
-        };
-        Arc::new(crate::backend::process::ProcessExecutor::new(
-            config.context.clone(),
-            config.worker_memory,
-            config.worker_init.clone(),
-            config.poll,
-            slots,
-        ))
-    }
-}
-
-/// A queue whose workers are persistent, isolated subprocesses: for CPU-heavy parallel work,
-/// crash containment and OS memory caps. It runs WASM tasks only. Its initializer is data
-/// ([`WorkerInit`]) that each subprocess runs before its first task.
-pub type ProcessQueue = Queue<Process>;
-
-/// A queue on OS threads: WASM tasks as sync instances, plus the embedder's blocking
-/// closures.
-///
-/// A native closure cannot be interrupted: on timeout or cancel it is *abandoned* (its
-/// thread finishes on its own and the outcome is discarded) and a new worker takes its
-/// place, so a timeout with retries can run more copies of a closure than `workers`.
-pub type ThreadQueue = Queue<Thread>;
+use crate::wait;
 
 /// Options of one `run()`.
 #[derive(Debug, Clone, Default)]
@@ -186,41 +84,42 @@ pub struct Stats {
     pub closed: bool,
 }
 
-/// A task queue with the backend `K`. See the [module documentation](self).
-pub struct Queue<K: Kind = Thread> {
+/// A task queue whose attempts run on the backend `B`. See the [module documentation](self).
+pub struct Queue<B: Backend> {
     core: Arc<Core>,
-    kind: PhantomData<fn() -> K>,
+    backend: Arc<B>,
 }
 
-impl<K: Kind> std::fmt::Debug for Queue<K> {
+impl<B: Backend> std::fmt::Debug for Queue<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
+            .field("backend", &B::NAME)
             .field("stats", &self.stats())
             .finish()
     }
 }
 
-impl<K: Kind> Queue<K> {
+impl<B: Backend> Queue<B> {
     /// A builder with the defaults.
-    pub fn builder() -> QueueBuilder<K> {
+    pub fn builder() -> QueueBuilder<B> {
         QueueBuilder::new()
     }
 
-    pub(crate) fn from_config(config: config::QueueConfig) -> Self {
-        let executor = <K as sealed::Sealed>::executor(&config);
+    fn from_builder(builder: QueueBuilder<B>) -> Self {
+        let backend = Arc::new(B::build(builder.options, &builder.config.settings()));
+        let runner = backend.clone().runner();
         Self {
-            core: Core::new(config, executor),
-            kind: PhantomData,
+            core: Core::new(builder.config, B::NAME, runner),
+            backend,
         }
     }
 
+    /// The backend serving this queue.
+    pub(crate) fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
     fn admit(&self, batch: Vec<(Work, TaskOptions)>, block: bool) -> Result<Vec<Handle>, Error> {
-        let poll = self.core.config.poll;
-        for (work, _) in &batch {
-            if let Work::Wasm { task, .. } = work {
-                task.plugin().host().request_tick(poll);
-            }
-        }
         self.core.admit(batch, block)
     }
 
@@ -228,19 +127,41 @@ impl<K: Kind> Queue<K> {
         Ok(self.admit(vec![(work, options)], block)?.remove(0))
     }
 
-    /// Submits a WASM task (`task.with_input(json)`). On a bounded queue, the sync queues
-    /// block for room; an [`AsyncQueue`] returns `Error::QueueFull` (see `submit_wait`).
+    /// Submits a WASM task (`task.with_input(json)`). On a full bounded queue it blocks for
+    /// room, or returns [`Error::QueueFull`] when the backend says so (AsyncQueue; see
+    /// [`submit_wait`](Self::submit_wait)).
+    ///
+    /// ```no_run
+    /// use osiiso_host::{Host, ThreadQueue};
+    /// use osiiso_host::queue::TaskOptions;
+    /// use serde_json::json;
+    ///
+    /// let echo = Host::new()?.load("echo.wasm")?.task("echo")?;
+    /// let queue = ThreadQueue::builder().build()?;
+    /// let handle = queue.submit(echo.with_input(json!("hi")), TaskOptions::new().priority(1))?;
+    /// queue.run()?;
+    /// assert_eq!(handle.value()?, json!("hi"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn submit(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
-        self.admit_one(
-            call.into(),
-            options,
-            <K as sealed::Sealed>::blocking_submit(),
-        )
+        self.admit_one(call.into(), options, B::BLOCKING_SUBMIT)
     }
 
     /// Like [`submit`](Self::submit), but returns `Error::QueueFull` instead of blocking.
     pub fn try_submit(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
         self.admit_one(call.into(), options, false)
+    }
+
+    /// Submits a WASM task, waiting asynchronously for room on a bounded queue.
+    pub async fn submit_wait(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
+        let work: Work = call.into();
+        wait::notified(&self.core.room_notify, || {
+            match self.admit_one(work.clone(), options.clone(), false) {
+                Err(Error::QueueFull(_)) => None,
+                other => Some(other),
+            }
+        })
+        .await
     }
 
     /// Submits one task per input, as one group (`map`). Inputs are never unpacked.
@@ -269,12 +190,12 @@ impl<K: Kind> Queue<K> {
             .into_iter()
             .map(|c| (c.into(), options.clone()))
             .collect();
-        let handles = self.admit(batch, <K as sealed::Sealed>::blocking_submit())?;
+        let handles = self.admit(batch, B::BLOCKING_SUBMIT)?;
         Ok(Group::new(group_id, handles))
     }
 
     /// Binds a task to base options: its submissions use them as defaults.
-    pub fn bind(&self, task: &Task, options: TaskOptions) -> BoundTask<'_, K> {
+    pub fn bind(&self, task: &Task, options: TaskOptions) -> BoundTask<'_, B> {
         BoundTask::new(self, task.clone(), options)
     }
 
@@ -284,6 +205,7 @@ impl<K: Kind> Queue<K> {
     }
 
     /// Starts, waits until idle (finite) or shut down (infinite), and returns the summary.
+    /// Blocks the calling thread; inside a runtime, use [`run_async`](Self::run_async).
     pub fn run(&self) -> Result<RunSummary, Error> {
         self.core.run(RunOptions::default())
     }
@@ -293,9 +215,26 @@ impl<K: Kind> Queue<K> {
         self.core.run(options)
     }
 
+    /// `run()` for async code; it never blocks a runtime thread. Dropping the future leaves
+    /// the workers running and the summary cursor where it was (the next run reports what
+    /// finished meanwhile).
+    pub async fn run_async(&self) -> Result<RunSummary, Error> {
+        self.run_with_async(RunOptions::default()).await
+    }
+
+    /// `run_with()` for async code.
+    pub async fn run_with_async(&self, options: RunOptions) -> Result<RunSummary, Error> {
+        self.core.run_async(options).await
+    }
+
     /// Starts if needed and waits until idle; workers and the summary cursor stay.
     pub fn join(&self) -> Result<(), Error> {
         self.core.join()
+    }
+
+    /// `join()` for async code.
+    pub async fn join_async(&self) -> Result<(), Error> {
+        self.core.join_async().await
     }
 
     /// Graceful shutdown: stop accepting, drain everything, stop workers, close.
@@ -303,15 +242,22 @@ impl<K: Kind> Queue<K> {
         self.core.shutdown()
     }
 
+    /// Graceful `shutdown()` for async code. Dropped while draining, the queue stays
+    /// draining; a later shutdown completes it.
+    pub async fn shutdown_async(&self) {
+        self.core.shutdown_async().await
+    }
+
     /// Forced shutdown: cancel everything, stop workers, close. Bounded.
     pub fn shutdown_force(&self) {
         self.core.shutdown_force()
     }
 
-    /// Forced shutdown that never blocks; callable from anywhere, callbacks included. On
-    /// return, acceptance has stopped and queued and scheduled tasks are recorded cancelled;
-    /// workers record the running ones shortly after, and the queue counts as closed once
-    /// they have exited ([`wait_closed`](Self::wait_closed) waits for that).
+    /// Forced shutdown that never blocks; callable from anywhere, callbacks and signal
+    /// handlers' threads included. On return, acceptance has stopped and queued and scheduled
+    /// tasks are recorded cancelled; workers record the running ones shortly after, and the
+    /// queue counts as closed once they have exited ([`wait_closed`](Self::wait_closed)
+    /// waits for that). A `run()` in progress then returns its summary.
     pub fn cancel(&self) {
         self.core.cancel_all()
     }
@@ -321,7 +267,7 @@ impl<K: Kind> Queue<K> {
         self.core.wait_closed()
     }
 
-    /// Returns the queue to its initial state (see SEMANTICS.md §3.2).
+    /// Returns the queue to its initial state (see docs/queues.md §3.2).
     pub fn reset(&self) -> Result<(), Error> {
         self.core.reset()
     }
@@ -380,21 +326,10 @@ impl<K: Kind> Queue<K> {
     }
 }
 
-/// Backends that accept the embedder's native closures (not [`Process`]: its tasks must
-/// cross a process boundary).
-pub trait AcceptsNative: Kind {}
-
-impl AcceptsNative for Thread {}
-
-impl<K: AcceptsNative> Queue<K> {
-    /// Submits a native blocking closure (on an [`AsyncQueue`] it runs on the blocking
-    /// pool).
+impl<B: AcceptsNative> Queue<B> {
+    /// Submits a native blocking closure (on an AsyncQueue it runs on the blocking pool).
     pub fn submit_native(&self, task: NativeTask, options: TaskOptions) -> Result<Handle, Error> {
-        self.admit_one(
-            task.into(),
-            options,
-            <K as sealed::Sealed>::blocking_submit(),
-        )
+        self.admit_one(task.into(), options, B::BLOCKING_SUBMIT)
     }
 
     /// Like [`submit_native`](Self::submit_native), but `Error::QueueFull` instead of blocking.
@@ -407,75 +342,7 @@ impl<K: AcceptsNative> Queue<K> {
     }
 }
 
-impl Queue<Process> {
-    /// PIDs of the worker subprocesses alive now (they may change after a crash or timeout).
-    pub fn worker_pids(&self) -> Vec<u32> {
-        self.core.executor.pids()
-    }
-}
-
-impl<K: Kind> Drop for Queue<K> {
-    fn drop(&mut self) {
-        if self.core.is_closed() {
-            return;
-        }
-        if self.core.has_outstanding() {
-            tracing::warn!("queue dropped with outstanding tasks; cancelling them");
-        }
-        if <K as sealed::Sealed>::blocking_drop() {
-            self.core.shutdown_force();
-        } else {
-            self.core.cancel_all();
-        }
-    }
-}
-
-/// The async backend: workers are tokio tasks; WASM attempts are async, fuel-metered
-/// instances that yield often, so thousands can wait at once.
-#[derive(Debug)]
-pub enum Async {}
-
-impl Kind for Async {}
-
-impl Async {
-    /// The most workers (tokio tasks) a queue of this backend may have.
-    pub const MAX_WORKERS: usize = 100_000;
-}
-
-impl AcceptsNative for Async {}
-
-#[allow(private_interfaces)]
-impl sealed::Sealed for Async {
-    fn max_workers() -> usize {
-        Self::MAX_WORKERS
-    }
-
-    fn auto_limit(cpus: usize) -> usize {
-        4.max(32.min(4 * cpus))
-    }
-
-    fn blocking_submit() -> bool {
-        false
-    }
-
-    fn blocking_drop() -> bool {
-        false
-    }
-
-    fn executor(_config: &config::QueueConfig) -> Arc<dyn Executor> {
-        Arc::new(crate::backend::asynchronous::AsyncBackendExecutor)
-    }
-}
-
-/// A queue on tokio: WASM attempts as async instances, native async closures and blocking
-/// closures (on the blocking pool). The queue and its handles are `Send + Sync`; submit from
-/// any thread. The first `start()` binds the caller's runtime (or the builder's).
-///
-/// Use the `_async` forms of `run`, `join` and `shutdown` inside a runtime; the plain forms
-/// block the calling thread and suit code outside one.
-pub type AsyncQueue = Queue<Async>;
-
-impl Queue<Async> {
+impl<B: AcceptsFutures> Queue<B> {
     /// Submits a native async closure, called again for each attempt.
     pub fn submit_async(
         &self,
@@ -484,41 +351,21 @@ impl Queue<Async> {
     ) -> Result<Handle, Error> {
         self.admit_one(task.into(), options, false)
     }
+}
 
-    /// Submits a WASM task, waiting for room on a bounded queue.
-    pub async fn submit_wait(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
-        let work: Work = call.into();
-        loop {
-            let room = self.core.room_notify.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.admit_one(work.clone(), options.clone(), false) {
-                Err(Error::QueueFull(_)) => room.await,
-                other => return other,
-            }
+impl<B: Backend> Drop for Queue<B> {
+    fn drop(&mut self) {
+        if self.core.is_closed() {
+            return;
         }
-    }
-
-    /// `run()` for async code; it never blocks a runtime thread. Dropping the future leaves
-    /// the workers running and the summary cursor where it was (the next run reports what
-    /// finished meanwhile).
-    pub async fn run_async(&self) -> Result<RunSummary, Error> {
-        self.run_with_async(RunOptions::default()).await
-    }
-
-    /// `run_with()` for async code.
-    pub async fn run_with_async(&self, options: RunOptions) -> Result<RunSummary, Error> {
-        self.core.run_async(options).await
-    }
-
-    /// `join()` for async code.
-    pub async fn join_async(&self) -> Result<(), Error> {
-        self.core.join_async().await
-    }
-
-    /// Graceful `shutdown()` for async code. Dropped while draining, the queue stays
-    /// draining; a later shutdown completes it.
-    pub async fn shutdown_async(&self) {
-        self.core.shutdown_async().await
+        if self.core.has_outstanding() {
+            tracing::warn!("queue dropped with outstanding tasks; cancelling them");
+        }
+        match &self.core.runner {
+            // Sync queues join their threads and reap their subprocesses, which is bounded.
+            Runner::Blocking(_) => self.core.shutdown_force(),
+            // An async queue signals and does not wait.
+            Runner::Async(_) => self.core.cancel_all(),
+        }
     }
 }

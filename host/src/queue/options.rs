@@ -1,5 +1,5 @@
 //! Task and queue options, their validation and their parsing from text and JSON
-//! (SEMANTICS.md §2).
+//! (docs/queues.md §2).
 
 use std::time::{Duration, SystemTime};
 
@@ -109,7 +109,7 @@ impl TaskOptions {
         metadata: Value => metadata;
     }
 
-    /// Checks the options in the fixed order of SEMANTICS.md §2.1.
+    /// Checks the options in the fixed order of docs/queues.md §2.1.
     pub fn validate(&self) -> Result<(), Error> {
         if self.timeout == Some(Duration::ZERO) {
             return Err(Error::InvalidOption("timeout must be > 0".into()));

@@ -1,4 +1,4 @@
-//! The GCRA rate gate shared by a queue's workers (SEMANTICS.md §4.3).
+//! The GCRA rate gate shared by a queue's workers (docs/queues.md §4.3).
 
 use std::time::{Duration, Instant};
 

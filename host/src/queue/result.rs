@@ -1,4 +1,4 @@
-//! Task results and run summaries (SEMANTICS.md §9).
+//! Task results and run summaries (docs/queues.md §9).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -53,17 +53,6 @@ impl fmt::Display for TaskStatus {
     }
 }
 
-/// Which backend ran a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// `AsyncQueue`.
-    Async,
-    /// `ThreadQueue`.
-    Thread,
-    /// `ProcessQueue`.
-    Process,
-}
-
 /// The final, immutable record of one task.
 #[derive(Debug, Clone)]
 pub struct TaskResult {
@@ -113,8 +102,9 @@ pub struct TaskResult {
     pub stdout: Option<CapturedOutput>,
     /// Captured stderr of the final attempt.
     pub stderr: Option<CapturedOutput>,
-    /// The backend that ran it.
-    pub backend: Backend,
+    /// The backend that ran it: `"thread"`, `"async"`, `"process"`, ... (its
+    /// [`Backend::NAME`](super::backend::Backend::NAME)).
+    pub backend: &'static str,
 }
 
 impl TaskResult {
@@ -210,7 +200,25 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
     time.format(&format).unwrap_or_default()
 }
 
-/// The results of one `run()` (or one group wait), counted.
+/// The results of one `run()` (or one group wait), counted. Its `Display` is the osiiso
+/// summary block.
+///
+/// ```
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::TaskOptions;
+/// use serde_json::json;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+/// let queue = ThreadQueue::builder().build()?;
+/// queue.map(&echo, [json!("a"), json!("b")], TaskOptions::new())?;
+/// let summary = queue.run()?;
+/// assert!(summary.ok());
+/// assert_eq!((summary.total_submitted, summary.succeeded), (2, 2));
+/// assert_eq!(summary.values().len(), 2);
+/// println!("{summary}");
+/// summary.raise_for_errors(true)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct RunSummary {
     /// Number of results in this summary.

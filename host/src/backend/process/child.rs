@@ -20,7 +20,7 @@ use super::protocol::{
     Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, write_encoded, write_frame,
 };
 use super::worker_main::{WORKER_MARKER, WorkerOptions};
-use crate::engine::AttemptControl;
+use crate::attempt::AttemptControl;
 use crate::failure::{FailureKind, TaskFailure};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -148,7 +148,7 @@ impl WorkerProcess {
         Some(event)
     }
 
-    /// Runs the initializer (SEMANTICS.md §10.4), giving up if the attempt is cancelled.
+    /// Runs the initializer (docs/queues.md §10.4), giving up if the attempt is cancelled.
     pub(super) fn initialize(
         &mut self,
         init: &WorkerInit,

@@ -1,5 +1,5 @@
 //! The ProcessQueue initializer: work a worker subprocess does once, before its first task
-//! (SEMANTICS.md §10.4). It crosses the process boundary, so it is data: plugins to preload
+//! (docs/queues.md §10.4). It crosses the process boundary, so it is data: plugins to preload
 //! and hooks that the worker binary registered by name.
 
 use std::collections::HashMap;
@@ -16,7 +16,8 @@ use serde_json::Value;
 /// exits, and the next task respawns it and tries again. The queue is not aborted.
 ///
 /// ```
-/// use osiiso_host::queue::{ProcessContext, ProcessQueue, WorkerInit};
+/// use osiiso_host::ProcessQueue;
+/// use osiiso_host::backend::{ProcessContext, WorkerInit};
 /// use serde_json::json;
 ///
 /// let queue = ProcessQueue::builder()
@@ -76,7 +77,7 @@ pub type WorkerHook = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
 /// the stock `osiiso-host worker` has none.
 ///
 /// ```no_run
-/// use osiiso_host::WorkerHooks;
+/// use osiiso_host::backend::WorkerHooks;
 ///
 /// fn main() {
 ///     osiiso_host::maybe_run_worker_with(WorkerHooks::new().register("open-db", |arg| {

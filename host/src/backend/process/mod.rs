@@ -1,7 +1,7 @@
 //! The process backend: each worker slot owns one persistent subprocess that runs attempts
 //! in fresh instances. The parent keeps every rule of the queue; this module only sends an
 //! attempt, waits for its reply, and kills and respawns a worker that dies, hangs or talks
-//! nonsense (SEMANTICS.md §10.4).
+//! nonsense (docs/queues.md §10.4).
 
 mod child;
 mod init;
@@ -19,10 +19,51 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use self::child::{Event, InitError, PidRegistry, WorkerProcess};
-use self::protocol::{Reply, Request, RunRequest, WireOutcome, encode_frame};
-use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport};
+use self::protocol::{Reply, Request, RunRequest, encode_frame};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
-use crate::queue::{AttemptOutcomeOrAbandoned, Backend, Executor, TaskCell, Work, WorkerContext};
+use crate::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
+use crate::queue::{Queue, QueueBuilder};
+
+/// A queue whose workers are persistent, isolated subprocesses: for CPU-heavy parallel work,
+/// crash containment and OS memory caps. It runs WASM tasks only (they must cross a process
+/// boundary). Its initializer is data ([`WorkerInit`]) that each subprocess runs before its
+/// first task.
+///
+/// ```
+/// use osiiso_host::ProcessQueue;
+/// use osiiso_host::backend::{ProcessContext, WorkerInit};
+/// use osiiso_host::queue::Workers;
+///
+/// // Subprocesses start lazily, at a slot's first task: building and running an empty queue
+/// // starts none.
+/// let queue = ProcessQueue::builder()
+///     .workers(Workers::Fixed(2))
+///     .worker_memory(512 << 20)
+///     .context(ProcessContext::Default)
+///     .initializer(WorkerInit::new().preload("plugins/score.wasm"))
+///     .build()?;
+/// assert!(queue.run()?.ok());
+/// assert!(queue.worker_pids().is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// With tasks, as a program would run them:
+///
+/// ```no_run
+/// use osiiso_host::{Host, ProcessQueue};
+/// use osiiso_host::queue::{TaskOptions, Workers};
+/// use serde_json::json;
+///
+/// let score = Host::new()?.load("score.wasm")?.task("score")?;
+/// let queue = ProcessQueue::builder().workers(Workers::Fixed(2)).build()?;
+/// let group = queue.map(&score, (0..64).map(|_| json!(5_000_000)), TaskOptions::new())?;
+/// println!("{}", queue.run()?);
+/// println!("{:?}", group.values()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type ProcessQueue = Queue<Process>;
 
 /// How worker subprocesses are started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,10 +96,9 @@ fn grace(poll: Duration) -> Duration {
     (poll * 2).max(Duration::from_millis(100))
 }
 
-pub(crate) struct ProcessExecutor {
-    context: ProcessContext,
-    memory_limit: Option<u64>,
-    init: Option<WorkerInit>,
+/// The process backend (see [`ProcessQueue`]).
+pub struct Process {
+    options: ProcessOptions,
     poll: Duration,
     /// How many workers may run at once (their memory budgets share the host's).
     slots: usize,
@@ -71,20 +111,28 @@ pub(crate) struct ProcessExecutor {
     pids: PidRegistry,
 }
 
-impl ProcessExecutor {
-    pub(crate) fn new(
-        context: ProcessContext,
-        memory_limit: Option<u64>,
-        init: Option<WorkerInit>,
-        poll: Duration,
-        slots: usize,
-    ) -> Self {
+/// The process backend's own options.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessOptions {
+    context: ProcessContext,
+    memory_limit: Option<u64>,
+    init: Option<WorkerInit>,
+}
+
+impl Backend for Process {
+    type Options = ProcessOptions;
+    const NAME: &'static str = "process";
+    const MAX_WORKERS: usize = 256;
+
+    fn auto_limit(cpus: usize) -> usize {
+        1.max(32.min(cpus))
+    }
+
+    fn build(options: ProcessOptions, settings: &QueueSettings) -> Self {
         Self {
-            context,
-            memory_limit,
-            init,
-            poll,
-            slots,
+            options,
+            poll: settings.poll,
+            slots: settings.slots,
             next_attempt: AtomicU64::new(1),
             idle: Mutex::new(Vec::new()),
             busy: Mutex::new(Vec::new()),
@@ -92,17 +140,48 @@ impl ProcessExecutor {
         }
     }
 
-    /// PIDs of the live worker subprocesses.
-    pub(crate) fn pids(&self) -> Vec<u32> {
-        self.pids.lock().iter().copied().collect()
+    fn runner(self: Arc<Self>) -> Runner {
+        Runner::Blocking(self)
+    }
+}
+
+impl QueueBuilder<Process> {
+    /// What each worker subprocess does before its first task: preload plugins, call hooks
+    /// registered by name in the worker binary. A failure fails the task that caused the
+    /// spawn with `WorkerStart`; the queue goes on (docs/queues.md §10.4).
+    pub fn initializer(mut self, init: WorkerInit) -> Self {
+        self.options.init = Some(init);
+        self
     }
 
+    /// How worker subprocesses start (default: `osiiso-host worker`).
+    pub fn context(mut self, context: ProcessContext) -> Self {
+        self.options.context = context;
+        self
+    }
+
+    /// An OS address-space cap (`RLIMIT_AS`) for each worker subprocess, in bytes. A task
+    /// may use linear memory up to about the cap.
+    pub fn worker_memory(mut self, bytes: u64) -> Self {
+        self.options.memory_limit = Some(bytes);
+        self
+    }
+}
+
+impl Queue<Process> {
+    /// PIDs of the worker subprocesses alive now (they may change after a crash or timeout).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.backend().pids.lock().iter().copied().collect()
+    }
+}
+
+impl Process {
     /// This worker thread's subprocess: its own, an idle one, or a new one that has run the
     /// initializer. The error is the attempt's outcome.
     fn checkout(
         &self,
         control: &AttemptControl,
-        host: &crate::engine::Host,
+        host: &Host,
     ) -> Result<WorkerProcess, AttemptOutcome> {
         let me = std::thread::current().id();
         {
@@ -118,15 +197,15 @@ impl ProcessExecutor {
         let options = worker_main::WorkerOptions {
             no_cache: cache_dir.is_none(),
             cache_dir,
-            memory_limit: self.memory_limit,
+            memory_limit: self.options.memory_limit,
             log_level: logs::parent_level(),
             allow_precompiled: host.allows_precompiled(),
             // The workers together stay within the parent's budget.
             total_memory: Some(host.total_memory() / self.slots.max(1)),
         };
-        let mut process = WorkerProcess::spawn(&self.context, &options, &self.pids)
+        let mut process = WorkerProcess::spawn(&self.options.context, &options, &self.pids)
             .map_err(AttemptOutcome::Failed)?;
-        if let Some(init) = &self.init {
+        if let Some(init) = &self.options.init {
             match process.initialize(init, control, self.poll) {
                 Ok(()) => {}
                 Err(InitError::Failed(message)) => {
@@ -151,45 +230,21 @@ impl ProcessExecutor {
     fn attempt(
         &self,
         process: &mut WorkerProcess,
-        cell: &TaskCell,
+        name: &str,
         attempt_id: u64,
         frame: &[u8],
         control: &Arc<AttemptControl>,
     ) -> (AttemptReport, bool) {
         if let Err(error) = process.send_encoded(frame) {
-            return (
-                crashed(
-                    process,
-                    control,
-                    &cell.name,
-                    &format!("cannot send the attempt: {error}"),
-                ),
-                false,
-            );
+            let why = format!("cannot send the attempt: {error}");
+            return (crashed(process, control, name, &why), false);
         }
         let mut stop_deadline: Option<Instant> = None;
         let mut cancel_sent = false;
         loop {
-            match process.next_event(self.poll) {
+            let why = match process.next_event(self.poll) {
                 Some(Event::Reply(Reply::Done(done))) if done.attempt_id == attempt_id => {
-                    let outcome = match done.outcome {
-                        WireOutcome::Succeeded(json) => match serde_json::from_str(&json) {
-                            Ok(value) => AttemptOutcome::Succeeded(value),
-                            Err(e) => AttemptOutcome::Failed(TaskFailure::new(
-                                FailureKind::Serialization,
-                                format!("the worker sent a value that is not JSON: {e}"),
-                            )),
-                        },
-                        WireOutcome::Failed(failure) => AttemptOutcome::Failed(failure),
-                        WireOutcome::Cancelled => AttemptOutcome::Cancelled,
-                    };
-                    let report = AttemptReport {
-                        outcome,
-                        fuel_consumed: done.fuel_consumed,
-                        stdout: done.stdout,
-                        stderr: done.stderr,
-                    };
-                    return (report, true);
+                    return (done.into_report(), true);
                 }
                 Some(Event::Reply(Reply::BadFrame { message })) => {
                     let report = AttemptReport::failed(TaskFailure::new(
@@ -199,31 +254,17 @@ impl ProcessExecutor {
                     return (report, true);
                 }
                 Some(Event::Reply(other)) => {
-                    let message = format!("the worker sent an unexpected reply: {other:?}");
-                    return (crashed(process, control, &cell.name, &message), false);
+                    Some(format!("the worker sent an unexpected reply: {other:?}"))
                 }
                 Some(Event::Garbage(message)) => {
-                    let message = format!("the worker sent a malformed frame: {message}");
-                    return (crashed(process, control, &cell.name, &message), false);
+                    Some(format!("the worker sent a malformed frame: {message}"))
                 }
-                Some(Event::Eof) => {
-                    return (
-                        crashed(
-                            process,
-                            control,
-                            &cell.name,
-                            "the worker closed its channel",
-                        ),
-                        false,
-                    );
-                }
-                None => {}
-            }
-            if process.has_exited() {
-                return (
-                    crashed(process, control, &cell.name, "the worker exited"),
-                    false,
-                );
+                Some(Event::Eof) => Some("the worker closed its channel".to_string()),
+                None if process.has_exited() => Some("the worker exited".to_string()),
+                None => None,
+            };
+            if let Some(why) = why {
+                return (crashed(process, control, name, &why), false);
             }
             if control.is_cancelled() && !cancel_sent {
                 cancel_sent = true;
@@ -240,26 +281,14 @@ impl ProcessExecutor {
                 // It did not report within the grace: kill it. The classification gives
                 // cancelled or timeout, never a crash.
                 process.kill();
-                return (interrupted(control, &cell.name).into(), false);
+                return (control.stopped_outcome(name).into(), false);
             }
         }
     }
 }
 
-/// The outcome of an attempt stopped by a cancellation or its deadline.
-fn interrupted(control: &AttemptControl, name: &str) -> AttemptOutcome {
-    if control.is_cancelled() {
-        AttemptOutcome::Cancelled
-    } else {
-        AttemptOutcome::Failed(TaskFailure::timeout(
-            name,
-            control.timeout().unwrap_or_default(),
-        ))
-    }
-}
-
 /// The report of an attempt whose worker died or broke the protocol: cancellation and the
-/// deadline take precedence over the crash (SEMANTICS.md §5.2).
+/// deadline take precedence over the crash (docs/queues.md §5.2).
 fn crashed(
     process: &mut WorkerProcess,
     control: &AttemptControl,
@@ -267,8 +296,8 @@ fn crashed(
     why: &str,
 ) -> AttemptReport {
     let status = process.reap();
-    if control.is_cancelled() || control.deadline_passed() {
-        return interrupted(control, name).into();
+    if control.should_stop() {
+        return control.stopped_outcome(name).into();
     }
     AttemptReport::failed(
         TaskFailure::new(
@@ -279,43 +308,27 @@ fn crashed(
     )
 }
 
-impl Executor for ProcessExecutor {
-    fn backend(&self) -> Backend {
-        Backend::Process
-    }
-
-    fn run_attempt(
-        &self,
-        _worker: &WorkerContext<'_>,
-        cell: &Arc<TaskCell>,
-        attempt: u32,
-        control: &Arc<AttemptControl>,
-    ) -> AttemptOutcomeOrAbandoned {
-        let Work::Wasm { task, input } = &cell.work else {
-            return AttemptOutcomeOrAbandoned::Done(AttemptReport::failed(TaskFailure::new(
-                FailureKind::Serialization,
-                "a ProcessQueue runs WASM tasks only",
-            )));
-        };
-        let plugin = task.plugin();
+impl BlockingRunner for Process {
+    fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
+        let (call, name, control) = (attempt.call, attempt.name, attempt.control);
+        let (task, plugin) = (call.task(), call.task().plugin());
         let Some(path) = plugin.path() else {
-            return AttemptOutcomeOrAbandoned::Done(AttemptReport::failed(TaskFailure::new(
+            return AttemptReport::failed(TaskFailure::new(
                 FailureKind::Serialization,
                 format!(
                     "plugin '{}' was not loaded from a file, so a worker process cannot load it",
                     plugin.name()
                 ),
-            )));
+            ));
         };
         // Oversized work fails here, typed and never retried, before a worker is touched.
-        let input = input.to_string();
-        if let Err(failure) = plugin.limits().check_input(&cell.name, input.len()) {
-            return AttemptOutcomeOrAbandoned::Done(AttemptReport::failed(failure));
+        let input = call.input().to_string();
+        if let Err(failure) = plugin.limits().check_input(name, input.len()) {
+            return AttemptReport::failed(failure);
         }
-        let host = plugin.host();
-        let mut process = match self.checkout(control, host) {
+        let mut process = match self.checkout(control, plugin.host()) {
             Ok(process) => process,
-            Err(outcome) => return AttemptOutcomeOrAbandoned::Done(outcome.into()),
+            Err(outcome) => return outcome.into(),
         };
         let millis = |t: Duration| t.as_millis().min(u64::MAX as u128) as u64;
         let attempt_id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
@@ -324,9 +337,9 @@ impl Executor for ProcessExecutor {
             plugin_path: path.to_path_buf(),
             plugin_hash: plugin.hash().to_string(),
             task: task.name().to_string(),
-            display_name: cell.name.clone(),
+            display_name: name.to_string(),
             input,
-            attempt,
+            attempt: attempt.number,
             timeout_ms: control.timeout().map(millis),
             // Measured now, after any spawn: the worker's deadline is the parent's.
             left_ms: control
@@ -339,22 +352,22 @@ impl Executor for ProcessExecutor {
             Ok(frame) => frame,
             Err(too_large) => {
                 self.checkin(process);
-                return AttemptOutcomeOrAbandoned::Done(AttemptReport::failed(TaskFailure::new(
+                return AttemptReport::failed(TaskFailure::new(
                     FailureKind::Serialization,
-                    format!("the attempt of task '{}' is {too_large}", cell.name),
-                )));
+                    format!("the attempt of task '{name}' is {too_large}"),
+                ));
             }
         };
-        let (report, keep) = self.attempt(&mut process, cell, attempt_id, &frame, control);
+        let (report, keep) = self.attempt(&mut process, name, attempt_id, &frame, control);
         if keep {
             self.checkin(process);
         } else {
             process.kill();
         }
-        AttemptOutcomeOrAbandoned::Done(report)
+        report
     }
 
-    fn worker_exiting(&self) {
+    fn worker_stopped(&self) {
         let me = std::thread::current().id();
         let mut busy = self.busy.lock();
         if let Some(i) = busy.iter().position(|(id, _)| *id == me) {
@@ -373,9 +386,5 @@ impl Executor for ProcessExecutor {
         for process in processes {
             process.close();
         }
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        ProcessExecutor::pids(self)
     }
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::init::WorkerInit;
+use crate::attempt::{AttemptOutcome, AttemptReport};
 use crate::engine::{Limits, Sandbox};
-use crate::failure::{CapturedOutput, TaskFailure};
+use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
 
 /// Bumped whenever a message changes shape.
 pub(crate) const PROTOCOL_VERSION: u32 = 2;
@@ -90,12 +91,47 @@ pub(crate) struct DoneReply {
     pub stderr: Option<CapturedOutput>,
 }
 
-/// [`crate::AttemptOutcome`] on the wire (the value travels as JSON text).
+/// [`AttemptOutcome`] on the wire (the value travels as JSON text).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum WireOutcome {
     Succeeded(String),
     Failed(TaskFailure),
     Cancelled,
+}
+
+impl DoneReply {
+    /// The reply that carries `report`.
+    pub(crate) fn new(attempt_id: u64, report: AttemptReport) -> Self {
+        Self {
+            attempt_id,
+            outcome: match report.outcome {
+                AttemptOutcome::Succeeded(value) => WireOutcome::Succeeded(value.to_string()),
+                AttemptOutcome::Failed(failure) => WireOutcome::Failed(failure),
+                AttemptOutcome::Cancelled => WireOutcome::Cancelled,
+            },
+            fuel_consumed: report.fuel_consumed,
+            stdout: report.stdout,
+            stderr: report.stderr,
+        }
+    }
+
+    /// The report this reply carries. A value that is not JSON is a `Serialization` failure.
+    pub(crate) fn into_report(self) -> AttemptReport {
+        let outcome = match self.outcome {
+            WireOutcome::Succeeded(json) => match serde_json::from_str(&json) {
+                Ok(value) => AttemptOutcome::Succeeded(value),
+                Err(e) => AttemptOutcome::Failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    format!("the worker sent a value that is not JSON: {e}"),
+                )),
+            },
+            WireOutcome::Failed(failure) => AttemptOutcome::Failed(failure),
+            WireOutcome::Cancelled => AttemptOutcome::Cancelled,
+        };
+        AttemptReport::new(outcome)
+            .with_fuel(self.fuel_consumed)
+            .with_output(self.stdout, self.stderr)
+    }
 }
 
 /// A message that does not fit in a frame.

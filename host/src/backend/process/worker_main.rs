@@ -22,10 +22,11 @@ use tracing_subscriber::{Layer, filter::LevelFilter};
 use super::init::{WorkerHooks, WorkerInit};
 use super::logs::{ForwardLayer, SharedWriter};
 use super::protocol::{
-    DoneReply, Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, RunRequest, WireOutcome,
-    encode_frame, write_frame,
+    DoneReply, Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, RunRequest, encode_frame,
+    write_frame,
 };
-use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport, AttemptRequest, Host, Plugin};
+use crate::attempt::{AttemptControl, AttemptReport};
+use crate::engine::{AttemptRequest, Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};
 
 /// The compiled plugins this worker has loaded, by content hash (whatever path named them).
@@ -106,17 +107,18 @@ impl WorkerOptions {
 }
 
 /// The marker argument an embedding binary recognises to act as a worker
-/// (see [`crate::queue::ProcessContext::CurrentExe`]).
+/// (see [`ProcessContext::CurrentExe`](crate::backend::ProcessContext::CurrentExe)).
 pub const WORKER_MARKER: &str = "--osiiso-worker";
 
-/// If this process was started as a worker by [`crate::queue::ProcessContext::CurrentExe`],
+/// If this process was started as a worker by
+/// [`ProcessContext::CurrentExe`](crate::backend::ProcessContext::CurrentExe),
 /// serves as one and exits; otherwise returns. Call it first thing in `main`.
 pub fn maybe_run_worker() {
     maybe_run_worker_with(WorkerHooks::new());
 }
 
 /// [`maybe_run_worker`] for a binary that offers initializer hooks
-/// ([`WorkerInit::hook`](crate::queue::WorkerInit::hook)).
+/// ([`WorkerInit::hook`](crate::backend::WorkerInit::hook)).
 pub fn maybe_run_worker_with(hooks: WorkerHooks) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(position) = args.iter().position(|a| a == WORKER_MARKER) {
@@ -360,17 +362,7 @@ fn fitting_done(request: &RunRequest, report: AttemptReport) -> Reply {
 }
 
 fn done(attempt_id: u64, report: AttemptReport) -> Reply {
-    Reply::Done(Box::new(DoneReply {
-        attempt_id,
-        outcome: match report.outcome {
-            AttemptOutcome::Succeeded(value) => WireOutcome::Succeeded(value.to_string()),
-            AttemptOutcome::Failed(failure) => WireOutcome::Failed(failure),
-            AttemptOutcome::Cancelled => WireOutcome::Cancelled,
-        },
-        fuel_consumed: report.fuel_consumed,
-        stdout: report.stdout,
-        stderr: report.stderr,
-    }))
+    Reply::Done(Box::new(DoneReply::new(attempt_id, report)))
 }
 
 /// Runs the initializer: the preloads, then the hooks.

@@ -1,10 +1,11 @@
-//! Queue configuration and its builder (SEMANTICS.md §2.2).
+//! Queue configuration and its builder (docs/queues.md §2.2). The options every queue has live
+//! here; a backend's own options are its [`Backend::Options`], set with
+//! [`QueueBuilder::backend_options`] or the backend's builder methods.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Kind;
+use super::backend::{Backend, QueueSettings};
 use super::error::Error;
 use super::handle::Handle;
 use super::options::{FailPolicy, Mode, OnExit, Workers};
@@ -17,8 +18,6 @@ pub type OnStart = Arc<dyn Fn(&Handle) + Send + Sync>;
 pub type OnComplete = Arc<dyn Fn(&TaskResult) + Send + Sync>;
 /// `on_retry(handle, failure)`: after a failed attempt that will be retried.
 pub type OnRetry = Arc<dyn Fn(&Handle, &TaskFailure) + Send + Sync>;
-/// A ThreadQueue initializer: runs once per worker thread before its first task.
-pub type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// A validated queue configuration.
 #[derive(Clone)]
@@ -36,23 +35,29 @@ pub(crate) struct QueueConfig {
     pub(crate) on_start: Option<OnStart>,
     pub(crate) on_complete: Option<OnComplete>,
     pub(crate) on_retry: Option<OnRetry>,
-    pub(crate) initializer: Option<Initializer>,
     /// The `Auto` worker limit of this backend.
     pub(crate) auto_limit: usize,
-    /// How ProcessQueue workers start.
-    pub(crate) context: crate::backend::process::ProcessContext,
-    /// ProcessQueue: OS memory cap per worker process.
-    pub(crate) worker_memory: Option<u64>,
-    /// ProcessQueue: what each subprocess does before its first task.
-    pub(crate) worker_init: Option<crate::backend::process::WorkerInit>,
-    /// AsyncQueue: the runtime to bind (else the caller's at `start()`).
-    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
 
-/// Builds a queue. Every option has the default of SEMANTICS.md §2.2.
+impl QueueConfig {
+    /// What the backend learns of the queue.
+    pub(crate) fn settings(&self) -> QueueSettings {
+        QueueSettings {
+            poll: self.poll,
+            workers: self.workers,
+            slots: match self.workers {
+                Workers::Fixed(n) => n,
+                Workers::Auto => self.auto_limit,
+            },
+        }
+    }
+}
+
+/// Builds a queue. Every option has the default of docs/queues.md §2.2.
 ///
 /// ```
-/// use osiiso_host::queue::{FailPolicy, ThreadQueue, Workers};
+/// use osiiso_host::ThreadQueue;
+/// use osiiso_host::queue::{FailPolicy, Workers};
 /// let queue = ThreadQueue::builder()
 ///     .workers(Workers::Fixed(4))
 ///     .fail_policy(FailPolicy::FailFirst)
@@ -60,32 +65,32 @@ pub(crate) struct QueueConfig {
 /// assert!(ThreadQueue::builder().workers(Workers::Fixed(0)).build().is_err());
 /// # Ok::<(), osiiso_host::queue::Error>(())
 /// ```
-pub struct QueueBuilder<K: Kind = super::Thread> {
+pub struct QueueBuilder<B: Backend> {
     pub(crate) config: QueueConfig,
-    kind: PhantomData<fn() -> K>,
+    pub(crate) options: B::Options,
 }
 
-impl<K: Kind> Clone for QueueBuilder<K> {
+impl<B: Backend> Clone for QueueBuilder<B> {
     fn clone(&self) -> Self {
         Self {
             config: self.config.clone(),
-            kind: PhantomData,
+            options: self.options.clone(),
         }
     }
 }
 
-impl<K: Kind> Default for QueueBuilder<K> {
+impl<B: Backend> Default for QueueBuilder<B> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Kind> QueueBuilder<K> {
+impl<B: Backend> QueueBuilder<B> {
     /// The defaults: auto workers, unbounded, finite, continue on failure.
     pub fn new() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            kind: PhantomData,
+            options: B::Options::default(),
             config: QueueConfig {
                 workers: Workers::Auto,
                 size: 0,
@@ -100,14 +105,15 @@ impl<K: Kind> QueueBuilder<K> {
                 on_start: None,
                 on_complete: None,
                 on_retry: None,
-                initializer: None,
-                auto_limit: <K as super::sealed::Sealed>::auto_limit(cpus),
-                context: Default::default(),
-                worker_memory: None,
-                worker_init: None,
-                runtime: None,
+                auto_limit: B::auto_limit(cpus),
             },
         }
+    }
+
+    /// The backend's own options (see [`Backend::Options`]).
+    pub fn backend_options(mut self, options: B::Options) -> Self {
+        self.options = options;
+        self
     }
 
     /// Fixed or auto-scaled workers.
@@ -188,14 +194,14 @@ impl<K: Kind> QueueBuilder<K> {
         self
     }
 
-    /// Checks the options in the order of SEMANTICS.md §2.2.
+    /// Checks the options in the order of docs/queues.md §2.2.
     pub fn validate(&self) -> Result<(), Error> {
         let c = &self.config;
         let invalid = |m: &str| Err(Error::InvalidOption(m.into()));
         if c.workers == Workers::Fixed(0) {
             return invalid("workers must be > 0");
         }
-        let max = <K as super::sealed::Sealed>::max_workers();
+        let max = B::MAX_WORKERS;
         if let Workers::Fixed(n) = c.workers
             && n > max
         {
@@ -225,50 +231,8 @@ impl<K: Kind> QueueBuilder<K> {
     }
 
     /// Validates the options and builds the queue. Workers start with `start()` or `run()`.
-    pub fn build(self) -> Result<super::Queue<K>, Error> {
+    pub fn build(self) -> Result<super::Queue<B>, Error> {
         self.validate()?;
-        Ok(super::Queue::from_config(self.config))
-    }
-}
-
-impl QueueBuilder<super::Thread> {
-    /// Runs once per worker thread before its first task; an error logs it and cancels the
-    /// whole queue (SEMANTICS.md §10.3).
-    pub fn initializer(
-        mut self,
-        f: impl Fn() -> Result<(), String> + Send + Sync + 'static,
-    ) -> Self {
-        self.config.initializer = Some(Arc::new(f));
-        self
-    }
-}
-
-impl QueueBuilder<super::Process> {
-    /// What each worker subprocess does before its first task: preload plugins, call hooks
-    /// registered by name in the worker binary. A failure fails the task that caused the
-    /// spawn with `WorkerStart`; the queue goes on (SEMANTICS.md §10.4).
-    pub fn initializer(mut self, init: crate::backend::process::WorkerInit) -> Self {
-        self.config.worker_init = Some(init);
-        self
-    }
-
-    /// How worker subprocesses start (default: `osiiso-host worker`).
-    pub fn context(mut self, context: crate::backend::process::ProcessContext) -> Self {
-        self.config.context = context;
-        self
-    }
-
-    /// An OS address-space cap (`RLIMIT_AS`) for each worker subprocess, in bytes.
-    pub fn worker_memory(mut self, bytes: u64) -> Self {
-        self.config.worker_memory = Some(bytes);
-        self
-    }
-}
-
-impl QueueBuilder<super::Async> {
-    /// The tokio runtime the workers run on (default: the one `start()` is called in).
-    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
-        self.config.runtime = Some(handle);
-        self
+        Ok(super::Queue::from_builder(self))
     }
 }

@@ -1,55 +1,51 @@
-//! The lifecycle of an AsyncQueue seen from async code (SEMANTICS.md §3.2, §10.2): `run`,
-//! `join` and `shutdown` wait on the queue's async notifier instead of blocking a runtime
-//! thread, are cancel-safe, and the queue notices when its runtime shuts down.
+//! The lifecycle seen from async code (docs/queues.md §3.2, §10.2): `run`, `join` and
+//! `shutdown` wait on the queue's async notifier instead of blocking a runtime thread, are
+//! cancel-safe, and the queue notices when its runtime shuts down.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Core, State, WorkerSlot};
-use crate::queue::handle::TaskCell;
-use crate::queue::{Error, RunOptions, RunSummary};
+use super::super::RunOptions;
+use super::super::driver::WorkerSlot;
+use super::super::error::Error;
+use super::super::handle::TaskCell;
+use super::super::result::RunSummary;
+use super::recording::{CANCELLED, Record};
+use super::{Core, Phase, State};
+use crate::wait;
 
 impl Core {
     /// Waits until `done` holds, or until `deadline`; false when the deadline came first.
-    async fn wait_for(&self, done: impl Fn(&State) -> bool, deadline: Option<Instant>) -> bool {
-        loop {
-            let changed = self.changed_async.notified();
-            tokio::pin!(changed);
-            // Registered before the check, so a change in between still wakes this wait.
-            changed.as_mut().enable();
-            if done(&self.state.lock()) {
-                return true;
-            }
-            match deadline {
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline.into(), changed)
-                        .await
-                        .is_err()
-                    {
-                        return done(&self.state.lock());
-                    }
-                }
-                None => changed.await,
-            }
-        }
+    async fn wait_until_async(
+        &self,
+        deadline: Option<Instant>,
+        done: impl Fn(&State) -> bool,
+    ) -> bool {
+        wait::notified_until(&self.changed_async, deadline, || {
+            done(&self.state.lock()).then_some(())
+        })
+        .await
+        .is_some()
     }
 
     /// `run()` for async code. If the future is dropped part-way, the workers keep running,
-    /// `running`, `halted` and `timed_out` are cleared, the policy is restored and the
-    /// summary cursor stays where it was.
+    /// the run's flags are cleared, the policy is restored and the summary cursor stays where
+    /// it was.
     pub(crate) async fn run_async(&self, options: RunOptions) -> Result<RunSummary, Error> {
         let run = self.begin_run(&options)?;
         let guard = RunGuard { core: Some(self) };
         let timed_out = if run.finite {
-            !self.wait_for(Self::is_idle, run.deadline).await
+            !self.wait_until_async(run.deadline, State::is_idle).await
         } else {
-            !self.wait_for(|state| state.closed, run.deadline).await
+            !self
+                .wait_until_async(run.deadline, |s| s.phase.is_closed())
+                .await
         };
         if timed_out {
             self.run_timed_out();
-            self.wait_for(Self::is_idle, None).await;
+            self.wait_until_async(None, State::is_idle).await;
         }
-        if (run.finite || timed_out) && !self.state.lock().closed {
+        if (run.finite || timed_out) && !self.state.lock().phase.is_closed() {
             self.stop_workers_async().await;
         }
         guard.disarm();
@@ -59,7 +55,7 @@ impl Core {
     /// `join()` for async code: start if needed, then wait until idle.
     pub(crate) async fn join_async(&self) -> Result<(), Error> {
         self.start_for_join()?;
-        self.wait_for(Self::is_idle, None).await;
+        self.wait_until_async(None, State::is_idle).await;
         Ok(())
     }
 
@@ -69,20 +65,20 @@ impl Core {
         if !self.begin_shutdown(&mut self.state.lock()) {
             return;
         }
-        self.wait_for(Self::is_idle, None).await;
+        self.wait_until_async(None, State::is_idle).await;
         self.state.lock().halted = true;
         self.stop_workers_async().await;
         self.finish_shutdown(self.state.lock());
     }
 
-    /// Stops every async worker and waits for them to exit.
+    /// Stops every worker and waits for them to exit, without blocking a thread.
     async fn stop_workers_async(&self) {
         {
             let mut state = self.state.lock();
-            state.generation += 1;
+            state.workers.generation += 1;
             self.wake_workers_all();
         }
-        self.wait_for(|state| state.live_workers == 0, None).await;
+        self.wait_until_async(None, |s| s.workers.live == 0).await;
     }
 
     /// The runtime dropped an async worker (it is shutting down): its task and every other
@@ -91,9 +87,8 @@ impl Core {
     pub(crate) fn runtime_gone(&self, slot: &Arc<WorkerSlot>, running: Option<Arc<TaskCell>>) {
         let outstanding = {
             let mut state = self.state.lock();
-            let first = !state.runtime_gone;
-            state.runtime_gone = true;
-            state.accepting = false;
+            let first = state.phase != Phase::RuntimeGone;
+            state.phase = Phase::RuntimeGone;
             first.then_some(state.outstanding)
         };
         if let Some(outstanding) = outstanding.filter(|n| *n > 0) {
@@ -104,13 +99,9 @@ impl Core {
         }
         self.abort(false);
         if let Some(cell) = running {
-            self.finish_cancelled(&cell, None);
+            self.record_final(&cell, Record::cancelled(CANCELLED, None));
         }
-        {
-            let mut state = self.state.lock();
-            state.closed = true;
-            state.generation += 1;
-        }
+        self.state.lock().workers.generation += 1;
         self.worker_exited(slot, true);
     }
 }
@@ -130,7 +121,7 @@ impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         if let Some(core) = self.core {
             let mut state = core.state.lock();
-            Core::clear_run_flags(&mut state);
+            Core::clear_run(&mut state);
             core.notify_changed();
         }
     }

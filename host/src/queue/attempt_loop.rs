@@ -1,4 +1,4 @@
-//! The attempt loop of SEMANTICS.md §5.2 as a step machine, so that a thread worker and an
+//! The attempt loop of docs/queues.md §5.2 as a step machine, so that a thread worker and an
 //! async worker drive the very same rules: the driver only sleeps, runs an attempt, and
 //! feeds the outcome back.
 
@@ -6,11 +6,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::core::{CANCELLED, Core, panic_message};
+use super::core::{CANCELLED, Core, Record};
 use super::handle::TaskCell;
 use super::result::TaskStatus;
-use crate::engine::{AttemptControl, AttemptOutcome, AttemptReport};
-use crate::failure::{FailureKind, TaskFailure};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::failure::TaskFailure;
 
 /// What the driver must do next.
 pub(crate) enum Step {
@@ -39,7 +39,7 @@ impl Core {
     /// The top of the loop (step 1–2): cancellation, then the rate gate.
     pub(crate) fn begin_attempt(&self, cell: &Arc<TaskCell>) -> Step {
         if cell.cancel_requested() {
-            return self.finish_cancelled(cell, None);
+            return self.finish_cancelled(cell);
         }
         match self.reserve_rate() {
             Some(at) if at > Instant::now() => Step::Sleep {
@@ -58,7 +58,7 @@ impl Core {
         cancelled: bool,
     ) -> Step {
         if cancelled || cell.cancel_requested() {
-            return self.finish_cancelled(cell, None);
+            return self.finish_cancelled(cell);
         }
         match then {
             AfterSleep::StartAttempt => self.start_attempt(cell),
@@ -104,17 +104,13 @@ impl Core {
         }
         let failure = match report.outcome {
             AttemptOutcome::Succeeded(value) => {
-                self.record_final(
-                    cell,
-                    TaskStatus::Succeeded,
-                    Some(value),
-                    None,
-                    String::new(),
-                    output,
-                );
+                self.record_final(cell, Record::succeeded(value, output));
                 return Step::Done;
             }
-            AttemptOutcome::Cancelled => return self.finish_cancelled(cell, output),
+            AttemptOutcome::Cancelled => {
+                self.record_final(cell, Record::cancelled(CANCELLED, output));
+                return Step::Done;
+            }
             AttemptOutcome::Failed(failure) => failure,
         };
         let attempts = cell.state.lock().attempts;
@@ -123,15 +119,7 @@ impl Core {
             && !cell.cancel_requested()
             && (!self.is_halted() || cell.options.must_complete);
         if !retry {
-            let message = failure.message.clone();
-            self.record_final(
-                cell,
-                TaskStatus::Failed,
-                None,
-                Some(failure),
-                message,
-                output,
-            );
+            self.record_final(cell, Record::failed(failure, output));
             return Step::Done;
         }
         cell.state.lock().status = TaskStatus::Retrying;
@@ -145,46 +133,29 @@ impl Core {
         if pause.is_zero() {
             return self.begin_attempt(cell);
         }
-        match Instant::now().checked_add(pause) {
-            Some(until) => Step::Sleep {
-                until,
-                then: AfterSleep::Retry,
-            },
+        Step::Sleep {
             // A pause beyond the clock's range: wait until cancelled.
-            None => Step::Sleep {
-                until: Instant::now() + std::time::Duration::from_secs(86_400 * 365 * 30),
-                then: AfterSleep::Retry,
-            },
+            until: Instant::now().checked_add(pause).unwrap_or_else(far_future),
+            then: AfterSleep::Retry,
         }
     }
 
-    /// Records a task that was in its attempt loop as cancelled.
-    pub(crate) fn finish_cancelled(
-        &self,
-        cell: &Arc<TaskCell>,
-        output: Option<(Option<crate::CapturedOutput>, Option<crate::CapturedOutput>)>,
-    ) -> Step {
-        self.record_final(
-            cell,
-            TaskStatus::Cancelled,
-            None,
-            None,
-            CANCELLED.into(),
-            output,
-        );
+    /// Records a task in its attempt loop as cancelled (a cancellation before an attempt,
+    /// during a rate wait or a retry delay).
+    fn finish_cancelled(&self, cell: &Arc<TaskCell>) -> Step {
+        self.record_final(cell, Record::cancelled(CANCELLED, None));
         Step::Done
     }
 
     /// Records a panic of the engine's own per-task code as a `Panic` failure (§5.1).
     pub(crate) fn record_panic(&self, cell: &Arc<TaskCell>, payload: &(dyn std::any::Any + Send)) {
-        let message = panic_message(payload);
-        self.record_final(
-            cell,
-            TaskStatus::Failed,
-            None,
-            Some(TaskFailure::new(FailureKind::Panic, message.clone())),
-            message,
-            None,
-        );
+        self.record_final(cell, Record::failed(TaskFailure::from_panic(payload), None));
     }
+}
+
+/// About thirty years from now: a pause that never ends before a cancellation.
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(std::time::Duration::from_secs(86_400 * 365 * 30))
+        .unwrap_or(now)
 }

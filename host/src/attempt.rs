@@ -1,0 +1,280 @@
+//! The vocabulary of one attempt, shared by the engine, the queue and every backend: the task
+//! and input an attempt runs ([`TaskCall`]), the handle that stops it ([`AttemptControl`]),
+//! and what it produced ([`AttemptOutcome`], [`AttemptReport`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::engine::Task;
+use crate::failure::{CapturedOutput, TaskFailure};
+
+/// A WASM task with its JSON input: what every queue submits (`task.with_input(json)`).
+#[derive(Clone, Debug)]
+pub struct TaskCall {
+    task: Task,
+    input: Value,
+}
+
+impl TaskCall {
+    /// The task with this input.
+    pub fn new(task: Task, input: Value) -> Self {
+        Self { task, input }
+    }
+
+    /// The task.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// The input.
+    pub fn input(&self) -> &Value {
+        &self.input
+    }
+}
+
+/// Why an attempt must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The attempt (or its task, or the queue) was cancelled.
+    Cancelled,
+    /// The attempt's deadline passed.
+    Deadline,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cancelled => f.write_str("attempt cancelled by the host"),
+            Self::Deadline => f.write_str("attempt deadline passed"),
+        }
+    }
+}
+
+impl std::error::Error for StopReason {}
+
+/// A poll for a cancellation that arrives from outside the process's memory (a worker
+/// process reads its control channel this way, without a second thread).
+pub(crate) type CancelWatch = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// The interruption handle of one attempt, shared between whoever runs it and whoever may
+/// stop it. A runner must notice [`should_stop`](Self::should_stop) within about one `poll`
+/// (the engine's epoch callback checks it every tick, so a guest stops even if it never calls
+/// the host); async code can await [`stopped`](Self::stopped).
+pub struct AttemptControl {
+    cancelled: AtomicBool,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    watch: Option<CancelWatch>,
+    cancel_notify: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for AttemptControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptControl")
+            .field("cancelled", &self.cancelled)
+            .field("deadline", &self.deadline)
+            .field("timeout", &self.timeout)
+            .field("watched", &self.watch.is_some())
+            .finish()
+    }
+}
+
+impl AttemptControl {
+    /// A control whose deadline is `timeout` from now.
+    pub fn new(timeout: Option<Duration>) -> Arc<Self> {
+        Self::build(timeout, timeout, None)
+    }
+
+    /// A control for an attempt that has `left` of its `timeout` still to run (it started
+    /// elsewhere, and crossed a process or machine boundary to get here).
+    pub fn with_time_left(timeout: Option<Duration>, left: Option<Duration>) -> Arc<Self> {
+        Self::build(timeout, left, None)
+    }
+
+    /// Like [`with_time_left`](Self::with_time_left), asking `watch` for a cancellation at
+    /// every check.
+    pub(crate) fn watched(
+        timeout: Option<Duration>,
+        left: Option<Duration>,
+        watch: CancelWatch,
+    ) -> Arc<Self> {
+        Self::build(timeout, left, Some(watch))
+    }
+
+    fn build(
+        timeout: Option<Duration>,
+        left: Option<Duration>,
+        watch: Option<CancelWatch>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cancelled: AtomicBool::new(false),
+            deadline: left.and_then(|t| Instant::now().checked_add(t)),
+            timeout,
+            watch,
+            cancel_notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Polls the watch, if any, and reports whether the attempt is cancelled.
+    fn poll_cancelled(&self) -> bool {
+        if let Some(watch) = &self.watch
+            && !self.is_cancelled()
+            && watch()
+        {
+            self.cancel();
+        }
+        self.is_cancelled()
+    }
+
+    /// Asks the attempt to stop; it is recorded as cancelled.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.cancel_notify.notify_waiters();
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Whether the deadline has passed.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// The per-attempt timeout this control enforces.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Why the attempt must stop now, if it must: a cancellation comes first.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        if self.poll_cancelled() {
+            Some(StopReason::Cancelled)
+        } else if self.deadline_passed() {
+            Some(StopReason::Deadline)
+        } else {
+            None
+        }
+    }
+
+    /// True once the attempt should stop for either reason.
+    pub fn should_stop(&self) -> bool {
+        self.stop_reason().is_some()
+    }
+
+    /// Resolves when the attempt must stop: at its cancellation or at its deadline.
+    pub async fn stopped(&self) -> StopReason {
+        let deadline = async {
+            match self.deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled =
+            crate::wait::notified(&self.cancel_notify, || self.is_cancelled().then_some(()));
+        tokio::select! {
+            biased;
+            () = cancelled => StopReason::Cancelled,
+            () = deadline => StopReason::Deadline,
+        }
+    }
+
+    /// The outcome of an attempt the host stopped: cancelled, or the task's timeout failure
+    /// (docs/queues.md §5.2: a cancellation takes precedence over the deadline). Every
+    /// backend classifies a stop with this one rule.
+    pub fn stopped_outcome(&self, task_name: &str) -> AttemptOutcome {
+        if self.is_cancelled() {
+            AttemptOutcome::Cancelled
+        } else {
+            AttemptOutcome::Failed(TaskFailure::timeout(
+                task_name,
+                self.timeout.unwrap_or_default(),
+            ))
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// The task returned this JSON value.
+    Succeeded(Value),
+    /// The task failed.
+    Failed(TaskFailure),
+    /// The attempt was cancelled before it produced an outcome.
+    Cancelled,
+}
+
+impl From<Result<Value, TaskFailure>> for AttemptOutcome {
+    fn from(result: Result<Value, TaskFailure>) -> Self {
+        match result {
+            Ok(value) => Self::Succeeded(value),
+            Err(failure) => Self::Failed(failure),
+        }
+    }
+}
+
+/// Everything one attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptReport {
+    /// The outcome.
+    pub outcome: AttemptOutcome,
+    /// Fuel the attempt consumed.
+    pub fuel_consumed: Option<u64>,
+    /// Captured stdout (tail).
+    pub stdout: Option<CapturedOutput>,
+    /// Captured stderr (tail).
+    pub stderr: Option<CapturedOutput>,
+}
+
+impl AttemptReport {
+    /// A report of `outcome` with no fuel figure and no captured output.
+    pub fn new(outcome: AttemptOutcome) -> Self {
+        Self {
+            outcome,
+            fuel_consumed: None,
+            stdout: None,
+            stderr: None,
+        }
+    }
+
+    /// A report of a failure.
+    pub fn failed(failure: TaskFailure) -> Self {
+        Self::new(AttemptOutcome::Failed(failure))
+    }
+
+    /// This report with the fuel the attempt consumed.
+    pub fn with_fuel(mut self, fuel_consumed: Option<u64>) -> Self {
+        self.fuel_consumed = fuel_consumed;
+        self
+    }
+
+    /// This report with the captured output.
+    pub fn with_output(
+        mut self,
+        stdout: Option<CapturedOutput>,
+        stderr: Option<CapturedOutput>,
+    ) -> Self {
+        self.stdout = stdout;
+        self.stderr = stderr;
+        self
+    }
+}
+
+impl From<AttemptOutcome> for AttemptReport {
+    fn from(outcome: AttemptOutcome) -> Self {
+        Self::new(outcome)
+    }
+}
+
+/// Callback for progress reports: `(done, total)`.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;

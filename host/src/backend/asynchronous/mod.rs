@@ -1,0 +1,118 @@
+//! The async backend: workers are tokio tasks, and a WASM attempt is an async, fuel-metered
+//! instance that yields often, so thousands can be in flight on a few threads. An attempt is
+//! stopped by dropping its future at its cancellation or deadline (docs/queues.md §10.2). The
+//! embedder's native async closures and blocking closures run on these queues too.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::attempt::AttemptReport;
+use crate::engine::AttemptRequest;
+use crate::queue::backend::{
+    AcceptsFutures, AcceptsNative, AsyncRunner, Attempt, Backend, QueueSettings, Runner,
+};
+use crate::queue::{Queue, QueueBuilder};
+
+/// A queue on tokio: WASM attempts as async instances, native async closures and blocking
+/// closures (on the blocking pool). The queue and its handles are `Send + Sync`; submit from
+/// any thread. The first `start()` binds the caller's runtime (or the builder's).
+///
+/// Use the `_async` forms of `run`, `join` and `shutdown` inside a runtime; the plain forms
+/// block the calling thread and suit code outside one.
+///
+/// ```
+/// use osiiso_host::{AsyncQueue, Host};
+/// use osiiso_host::queue::{AsyncNativeTask, TaskOptions, Workers};
+/// use serde_json::json;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+///
+/// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+/// let runtime = tokio::runtime::Runtime::new()?;
+/// runtime.block_on(async {
+///     let queue = AsyncQueue::builder().workers(Workers::Fixed(100)).build()?;
+///     let group = queue.map(&echo, (0..400).map(|i| json!(i)), TaskOptions::new())?;
+///     let nap = queue.submit_async(
+///         AsyncNativeTask::new("nap", || async {
+///             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+///             Ok::<_, osiiso_host::TaskFailure>("rested")
+///         }),
+///         TaskOptions::new(),
+///     )?;
+///     let summary = queue.run_async().await?;
+///     assert_eq!(summary.succeeded, 401);
+///     assert_eq!(group.handles()[7].clone().await.value, Some(json!(7)));
+///     assert_eq!(nap.value()?, json!("rested"));
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type AsyncQueue = Queue<Async>;
+
+/// The async backend (see [`AsyncQueue`]).
+pub struct Async {
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// The async backend's own options.
+#[derive(Clone, Default, Debug)]
+pub struct AsyncOptions {
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Backend for Async {
+    type Options = AsyncOptions;
+    const NAME: &'static str = "async";
+    const MAX_WORKERS: usize = 100_000;
+    const BLOCKING_SUBMIT: bool = false;
+
+    fn auto_limit(cpus: usize) -> usize {
+        4.max(32.min(4 * cpus))
+    }
+
+    fn build(options: AsyncOptions, _settings: &QueueSettings) -> Self {
+        Self {
+            runtime: options.runtime,
+        }
+    }
+
+    fn runner(self: Arc<Self>) -> Runner {
+        Runner::Async(self)
+    }
+}
+
+impl AcceptsNative for Async {}
+
+impl AcceptsFutures for Async {}
+
+impl AsyncRunner for Async {
+    fn run<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, AttemptReport> {
+        Box::pin(async move {
+            let run = attempt.call.task().run_attempt_async(AttemptRequest {
+                input: attempt.call.input(),
+                attempt: attempt.number,
+                control: attempt.control.clone(),
+                display_name: attempt.name,
+                progress: None,
+            });
+            // Dropping the attempt's future stops the guest at once.
+            tokio::select! {
+                biased;
+                report = run => report,
+                _ = attempt.control.stopped() => attempt.control.stopped_outcome(attempt.name).into(),
+            }
+        })
+    }
+
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.clone()
+    }
+}
+
+impl QueueBuilder<Async> {
+    /// The tokio runtime the workers run on (default: the one `start()` is called in).
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.options.runtime = Some(handle);
+        self
+    }
+}

@@ -1,0 +1,221 @@
+//! The seam between the queue and the backends: what a backend is.
+//!
+//! The queue keeps every rule of docs/queues.md — admission, priorities, retries, timeouts,
+//! policies, recording — and drives each task's attempts on its workers. A **backend** only
+//! answers one question: *run this attempt, and stop it when its control says so.* It never
+//! sees the queue's tasks, locks or workers.
+//!
+//! # Writing a backend
+//!
+//! A backend is a type that implements [`Backend`] and a runner trait:
+//!
+//! 1. **[`Backend`]**: its name (in results), its worker limits, its own options (set through
+//!    [`QueueBuilder::backend_options`](super::QueueBuilder::backend_options), or, inside this
+//!    crate, through builder methods on `QueueBuilder<YourBackend>` in the backend's folder),
+//!    and how to build it from them.
+//! 2. A runner, returned by [`Backend::runner`]:
+//!    - [`BlockingRunner`] when an attempt occupies a thread: the queue gives each worker an OS
+//!      thread and calls [`run`](BlockingRunner::run) on it. `run` must return within about
+//!      one `poll` once [`AttemptControl::should_stop`](crate::AttemptControl::should_stop)
+//!      is true, with the outcome [`AttemptControl::stopped_outcome`](crate::AttemptControl::stopped_outcome)
+//!      gives (cancelled, or the timeout failure).
+//!    - [`AsyncRunner`] when an attempt is a future: the queue's workers are tokio tasks that
+//!      await [`run`](AsyncRunner::run). The future must resolve promptly once the control
+//!      says stop ([`AttemptControl::stopped`](crate::AttemptControl::stopped) resolves then);
+//!      if it has not one grace period later, the queue drops it.
+//! 3. Optionally, marker traits: [`AcceptsNative`] if the embedder's native closures may run
+//!    on its queues (the queue runs them itself, on the worker), [`AcceptsFutures`] for native
+//!    async closures (async runners only).
+//!
+//! The outcome goes into an [`AttemptReport`]: a value, a [`TaskFailure`](crate::TaskFailure)
+//! whose kind decides whether the queue retries, or cancelled; plus fuel and captured output
+//! when the backend has them. A runner never retries, sleeps for backoff or records anything:
+//! the queue does.
+//!
+//! Inside this crate a backend is one folder under `host/src/backend/`, re-exported from
+//! `backend/mod.rs`, plus one line in the CLI's `--queue` values.
+//!
+//! # A toy backend
+//!
+//! A backend that answers every attempt with its input, without running any WebAssembly:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use osiiso_host::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
+//! use osiiso_host::queue::{Queue, Workers};
+//! use osiiso_host::{AttemptOutcome, AttemptReport};
+//!
+//! /// Echoes inputs: a stand-in for a real way of running attempts.
+//! struct Echo {
+//!     /// Its own option: a prefix for nothing in particular.
+//!     label: String,
+//! }
+//!
+//! impl Backend for Echo {
+//!     type Options = String;
+//!     const NAME: &'static str = "echo";
+//!     const MAX_WORKERS: usize = 64;
+//!
+//!     fn auto_limit(cpus: usize) -> usize {
+//!         cpus.max(1)
+//!     }
+//!
+//!     fn build(label: String, _settings: &QueueSettings) -> Self {
+//!         Echo { label }
+//!     }
+//!
+//!     fn runner(self: Arc<Self>) -> Runner {
+//!         Runner::Blocking(self)
+//!     }
+//! }
+//!
+//! impl BlockingRunner for Echo {
+//!     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
+//!         if attempt.control.should_stop() {
+//!             return attempt.control.stopped_outcome(attempt.name).into();
+//!         }
+//!         AttemptOutcome::Succeeded(attempt.call.input().clone()).into()
+//!     }
+//! }
+//!
+//! let queue = Queue::<Echo>::builder()
+//!     .workers(Workers::Fixed(2))
+//!     .backend_options("demo".to_string())
+//!     .build()?;
+//! // Submit `task.with_input(json)` calls and `queue.run()` as with any queue.
+//! assert_eq!(queue.run()?.total_submitted, 0);
+//! # Ok::<(), osiiso_host::queue::Error>(())
+//! ```
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::options::Workers;
+use crate::attempt::{AttemptControl, AttemptReport, TaskCall};
+
+/// What a backend is: how a queue's attempts run and stop. See the [module docs](self).
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// The backend's own options; `Default` gives a working backend.
+    type Options: Clone + Default + Send + Sync + 'static;
+    /// Its name, in [`TaskResult::backend`](super::TaskResult::backend) and messages.
+    const NAME: &'static str;
+    /// The most workers a queue of this backend may have.
+    const MAX_WORKERS: usize;
+    /// Whether `submit` on a full bounded queue blocks for room (`false`: it returns
+    /// [`Error::QueueFull`](super::Error::QueueFull) at once, and `submit_wait` waits).
+    const BLOCKING_SUBMIT: bool = true;
+
+    /// The `Auto` worker limit for `cpus` CPUs (docs/queues.md §4.4).
+    fn auto_limit(cpus: usize) -> usize;
+
+    /// Builds the backend for one queue.
+    fn build(options: Self::Options, settings: &QueueSettings) -> Self;
+
+    /// How the queue's workers run its attempts.
+    fn runner(self: Arc<Self>) -> Runner;
+}
+
+/// What a backend learns of the queue it serves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QueueSettings {
+    /// The epoch tick / check interval: stops must take effect within it.
+    pub poll: std::time::Duration,
+    /// The queue's worker setting.
+    pub workers: Workers,
+    /// The most workers the queue will run at once (the fixed count, or the `Auto` limit).
+    pub slots: usize,
+}
+
+/// How a queue's workers run attempts.
+#[derive(Clone)]
+pub enum Runner {
+    /// Each worker is an OS thread, and an attempt runs on it.
+    Blocking(Arc<dyn BlockingRunner>),
+    /// Each worker is a tokio task, and an attempt is a future.
+    Async(Arc<dyn AsyncRunner>),
+}
+
+impl Runner {
+    /// Releases what the backend holds (worker subprocesses, connections) at shutdown and
+    /// reset.
+    pub(crate) fn close(&self) {
+        match self {
+            Self::Blocking(runner) => runner.close(),
+            Self::Async(runner) => runner.close(),
+        }
+    }
+}
+
+/// One attempt, as a runner sees it.
+#[non_exhaustive]
+pub struct Attempt<'a> {
+    /// The WASM task and its input.
+    pub call: &'a TaskCall,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub number: u32,
+    /// The task's name, for messages (the options' name, or the task's own).
+    pub name: &'a str,
+    /// Cancellation and deadline: the runner must stop within about one `poll` of
+    /// [`should_stop`](AttemptControl::should_stop).
+    pub control: &'a Arc<AttemptControl>,
+}
+
+impl<'a> Attempt<'a> {
+    pub(crate) fn new(
+        call: &'a TaskCall,
+        number: u32,
+        name: &'a str,
+        control: &'a Arc<AttemptControl>,
+    ) -> Self {
+        Self {
+            call,
+            number,
+            name,
+            control,
+        }
+    }
+}
+
+/// Runs attempts on the queue's worker threads.
+pub trait BlockingRunner: Send + Sync + 'static {
+    /// Runs one attempt on the calling worker thread, interruptibly.
+    fn run(&self, attempt: Attempt<'_>) -> AttemptReport;
+
+    /// Called on a new worker thread before its first attempt. An error is the
+    /// initializer failure of docs/queues.md §10.3: the queue is cancelled.
+    fn worker_started(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Called on a worker thread that is about to exit for good.
+    fn worker_stopped(&self) {}
+
+    /// Releases what the backend holds, at shutdown and reset.
+    fn close(&self) {}
+}
+
+/// Runs attempts as futures on the queue's tokio workers.
+pub trait AsyncRunner: Send + Sync + 'static {
+    /// Runs one attempt; resolves promptly once its control says stop.
+    fn run<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, AttemptReport>;
+
+    /// The runtime the workers run on. `None`: the runtime of whoever starts the queue (or
+    /// the one given to its builder).
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        None
+    }
+
+    /// Releases what the backend holds, at shutdown and reset.
+    fn close(&self) {}
+}
+
+/// Backends whose queues accept the embedder's native blocking closures
+/// ([`NativeTask`](super::NativeTask)). The queue runs them itself: inline on a worker thread
+/// (abandoned on timeout or cancel), or on tokio's blocking pool.
+pub trait AcceptsNative: Backend {}
+
+/// Backends whose queues accept native async closures ([`AsyncNativeTask`](super::AsyncNativeTask)):
+/// those with an [`AsyncRunner`].
+pub trait AcceptsFutures: AcceptsNative {}

@@ -1,0 +1,79 @@
+//! Admission (docs/queues.md §3.4): validation, the closed and full checks, and the new task's
+//! place in the ready queue or the scheduled set.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::super::error::Error;
+use super::super::handle::{Handle, TaskCell};
+use super::super::options::TaskOptions;
+use super::super::work::Work;
+use super::{Core, Phase, State};
+
+impl Core {
+    /// Admits a batch of tasks; blocks for room when `block` and the queue is bounded.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        batch: Vec<(Work, TaskOptions)>,
+        block: bool,
+    ) -> Result<Vec<Handle>, Error> {
+        for (_, options) in &batch {
+            options.validate()?;
+        }
+        let mut handles = Vec::with_capacity(batch.len());
+        let mut state = self.state.lock();
+        for (work, options) in batch {
+            self.wait_for_room(&mut state, block)?;
+            let now = Instant::now();
+            let target = match (options.delay, options.run_at) {
+                (Some(delay), _) => now.checked_add(delay),
+                (None, Some(at)) => {
+                    let ahead = at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
+                    now.checked_add(ahead)
+                }
+                (None, None) => None,
+            };
+            let seq = state.next_seq();
+            let scheduled_for = target.filter(|t| *t > now);
+            let cell = Arc::new(TaskCell::new(work, options, seq, scheduled_for));
+            state.outstanding += 1;
+            match scheduled_for {
+                Some(at) => self.schedule(&mut state, at, cell.clone()),
+                None => self.enqueue_ready(&mut state, cell.clone()),
+            }
+            handles.push(self.handle(&cell));
+        }
+        Ok(handles)
+    }
+
+    /// Checks 3–4 of §3.4, repeated after every wake-up of a blocked submitter.
+    fn wait_for_room(
+        &self,
+        state: &mut parking_lot::MutexGuard<'_, State>,
+        block: bool,
+    ) -> Result<(), Error> {
+        let size = self.config.size;
+        loop {
+            if state.phase == Phase::RuntimeGone {
+                return Err(Error::RuntimeGone);
+            }
+            if !state.phase.accepting() || state.halted {
+                return Err(Error::Closed);
+            }
+            if size == 0 || state.outstanding < size {
+                return Ok(());
+            }
+            if !block {
+                return Err(Error::QueueFull(size));
+            }
+            self.changed.wait(state);
+        }
+    }
+
+    /// Reserves a group id from the sequence counter.
+    pub(crate) fn next_group_id(&self) -> String {
+        format!("group-{}", self.state.lock().next_seq())
+    }
+}

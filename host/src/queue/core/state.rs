@@ -1,0 +1,192 @@
+//! Everything behind the queue lock: the lifecycle phase (docs/queues.md §3.1), the ready
+//! queue, the scheduled set, the tasks in their attempt loop, the results and the workers.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::super::driver::Workers;
+use super::super::handle::TaskCell;
+use super::super::options::FailPolicy;
+use super::super::rate::RateGate;
+use super::super::result::TaskResult;
+
+/// Where the queue is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Constructed or reset: submissions queue up, no workers.
+    Created,
+    /// Started (`start`, `run`, `join`): ready tasks run at once. Stays after a finite run.
+    Started,
+    /// A graceful shutdown is draining: no admissions; everything outstanding runs.
+    Draining,
+    /// `cancel()` ran: no admissions; closed once the last worker has exited.
+    Closing,
+    /// Shut down.
+    Closed,
+    /// The tokio runtime of an AsyncQueue shut down: closed for good.
+    RuntimeGone,
+}
+
+impl Phase {
+    /// Whether submissions are admitted (halting aside).
+    pub(crate) fn accepting(self) -> bool {
+        matches!(self, Self::Created | Self::Started)
+    }
+
+    /// Whether a shutdown has completed.
+    pub(crate) fn is_closed(self) -> bool {
+        matches!(self, Self::Closed | Self::RuntimeGone)
+    }
+
+    /// Whether workers may run.
+    pub(crate) fn is_started(self) -> bool {
+        !matches!(self, Self::Created)
+    }
+}
+
+/// A `run()` in progress.
+pub(crate) struct ActiveRun {
+    /// The fail policy of this run only, if one was given.
+    pub(crate) policy: Option<FailPolicy>,
+}
+
+/// Everything behind the queue lock.
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    /// A `run()` in progress.
+    pub(crate) run: Option<ActiveRun>,
+    /// An abort happened: non-`must_complete` pickups are cancelled, retries suppressed.
+    pub(crate) halted: bool,
+    /// The current run hit its timeout.
+    pub(crate) timed_out: bool,
+    pub(crate) ready: ReadyQueue,
+    pub(crate) scheduled: BTreeMap<(Instant, u64), Arc<TaskCell>>,
+    /// Tasks inside their attempt loop, by sequence number.
+    pub(crate) active: HashMap<u64, Arc<TaskCell>>,
+    /// Admitted and not yet recorded.
+    pub(crate) outstanding: usize,
+    /// Recordings between §6 step 1 and step 7.
+    pub(crate) recording: usize,
+    /// Sequence numbers (and generated group ids).
+    pub(crate) seq: u64,
+    pub(crate) results: Vec<Arc<TaskResult>>,
+    /// Where the next run summary starts in `results`.
+    pub(crate) cursor: usize,
+    pub(crate) rate: Option<RateGate>,
+    /// The timer thread that promotes scheduled tasks is alive.
+    pub(crate) timer_running: bool,
+    pub(crate) workers: Workers,
+}
+
+impl State {
+    pub(crate) fn new(rate: Option<RateGate>) -> Self {
+        Self {
+            phase: Phase::Created,
+            run: None,
+            halted: false,
+            timed_out: false,
+            ready: ReadyQueue::default(),
+            scheduled: BTreeMap::new(),
+            active: HashMap::new(),
+            outstanding: 0,
+            recording: 0,
+            seq: 0,
+            results: Vec::new(),
+            cursor: 0,
+            rate,
+            timer_running: false,
+            workers: Workers::default(),
+        }
+    }
+
+    /// Nothing outstanding and no recording in progress.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.outstanding == 0 && self.recording == 0
+    }
+
+    /// Takes the next sequence number.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let seq = self.seq;
+        self.seq += 1;
+        seq
+    }
+}
+
+/// The ready queue (§4.1): a min-heap on `(priority, seq)` that keeps its own count of live
+/// entries. A task cancelled while queued stays in the heap until a pop skips it.
+#[derive(Default)]
+pub(crate) struct ReadyQueue {
+    heap: BinaryHeap<ReadyEntry>,
+    live: usize,
+}
+
+impl ReadyQueue {
+    pub(crate) fn push(&mut self, cell: Arc<TaskCell>) {
+        self.heap.push(ReadyEntry {
+            key: Reverse((cell.options.priority, cell.seq)),
+            cell,
+        });
+        self.live += 1;
+    }
+
+    /// The first live task, lowest priority first, FIFO among equals.
+    pub(crate) fn pop(&mut self) -> Option<Arc<TaskCell>> {
+        while let Some(entry) = self.heap.pop() {
+            if !entry.cell.is_done() {
+                self.live -= 1;
+                return Some(entry.cell);
+            }
+        }
+        None
+    }
+
+    /// A queued task was recorded where it stands (cancelled): it no longer counts.
+    pub(crate) fn forget_one(&mut self) {
+        self.live = self.live.saturating_sub(1);
+    }
+
+    /// Live tasks waiting for a worker.
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Empties the queue; the live tasks in the order they would have run.
+    pub(crate) fn drain_in_order(&mut self) -> Vec<Arc<TaskCell>> {
+        self.live = 0;
+        // Ascending by Reverse(key): the last entry runs first.
+        let entries = std::mem::take(&mut self.heap).into_sorted_vec();
+        entries
+            .into_iter()
+            .rev()
+            .map(|entry| entry.cell)
+            .filter(|cell| !cell.is_done())
+            .collect()
+    }
+}
+
+struct ReadyEntry {
+    key: Reverse<(i32, u64)>,
+    cell: Arc<TaskCell>,
+}
+
+impl PartialEq for ReadyEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for ReadyEntry {}
+
+impl PartialOrd for ReadyEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ReadyEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
