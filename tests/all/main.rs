@@ -10,5 +10,6 @@ mod foreign_guests;
 mod hostile;
 mod http;
 mod process_faults;
+mod queue_races;
 mod scenarios;
 mod security;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
+use osiiso_host::backend::{Async, Process, Thread};
 use osiiso_host::queue::backend::Backend;
 use osiiso_host::queue::{FailPolicy, OnExit, QueueBuilder, RunOptions, TaskOptions, Workers};
 use osiiso_host::units::parse_size;
@@ -201,6 +202,11 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         return Err(anyhow!("--worker-memory needs --queue process").into());
     }
     let workers = parse_workers(&args.queue.workers)?;
+    match args.queue.kind {
+        QueueKind::Async => check_workers::<Async>(workers)?,
+        QueueKind::Thread => check_workers::<Thread>(workers)?,
+        QueueKind::Process => check_workers::<Process>(workers)?,
+    }
     // The pool holds this many live instances; more workers wait for a free slot.
     let instances = match workers {
         Workers::Fixed(n) => u32::try_from(n.min(1000)).unwrap_or(1000) + 2,
@@ -276,7 +282,6 @@ fn run_queue<B: Backend>(
     submissions: Vec<(TaskCall, TaskOptions)>,
     reporter: Arc<Reporter>,
 ) -> Result<(), Failure> {
-    check_workers::<B>(workers)?;
     let mut builder = builder
         .workers(workers)
         .size(args.queue.size)

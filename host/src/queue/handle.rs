@@ -43,6 +43,9 @@ pub(crate) struct TaskCell {
     done: Condvar,
     result: OnceLock<Arc<TaskResult>>,
     cancel_requested: AtomicBool,
+    /// In the ready queue, waiting for a worker. Changed only under the queue lock: it tells
+    /// a pickup from a cancellation in place, whichever comes first.
+    pub(crate) queued: AtomicBool,
     /// Wakes a retry delay or rate wait when the task is cancelled.
     pub(crate) wake: Condvar,
     /// The same, for async waiters; also wakes async handle waiters on completion.
@@ -77,6 +80,7 @@ impl TaskCell {
             done: Condvar::new(),
             result: OnceLock::new(),
             cancel_requested: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
             wake: Condvar::new(),
             notify: tokio::sync::Notify::new(),
         }

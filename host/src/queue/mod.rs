@@ -343,12 +343,19 @@ impl<B: AcceptsNative> Queue<B> {
 }
 
 impl<B: AcceptsFutures> Queue<B> {
-    /// Submits a native async closure, called again for each attempt.
+    /// Submits a native async closure, called again for each attempt. A backend that runs
+    /// attempts on threads cannot run one: it is refused with `Error::InvalidOption`.
     pub fn submit_async(
         &self,
         task: AsyncNativeTask,
         options: TaskOptions,
     ) -> Result<Handle, Error> {
+        if let Runner::Blocking(_) = &self.core.runner {
+            return Err(Error::InvalidOption(format!(
+                "the {} backend runs attempts on threads and cannot run async closures",
+                B::NAME
+            )));
+        }
         self.admit_one(task.into(), options, false)
     }
 }

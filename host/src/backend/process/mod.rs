@@ -93,7 +93,7 @@ pub enum ProcessContext {
 
 /// The grace a worker gets to report after a deadline or cancel, before it is killed.
 fn grace(poll: Duration) -> Duration {
-    (poll * 2).max(Duration::from_millis(100))
+    poll.saturating_mul(2).max(Duration::from_millis(100))
 }
 
 /// The process backend (see [`ProcessQueue`]).

@@ -56,7 +56,7 @@ impl Core {
     ) -> Result<(), Error> {
         let size = self.config.size;
         loop {
-            if state.phase == Phase::RuntimeGone {
+            if matches!(state.phase, Phase::RuntimeLost | Phase::RuntimeGone) {
                 return Err(Error::RuntimeGone);
             }
             if !state.phase.accepting() || state.halted {

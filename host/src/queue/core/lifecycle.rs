@@ -29,7 +29,7 @@ impl Core {
     }
 
     pub(crate) fn start_locked(&self, state: &mut State) -> Result<(), Error> {
-        if state.phase.is_closed() || state.phase == Phase::Closing {
+        if state.phase.is_closed() || matches!(state.phase, Phase::Closing | Phase::RuntimeLost) {
             return Err(Error::ShutDown);
         }
         if let Runner::Async(_) = &self.runner {
@@ -209,12 +209,18 @@ impl Core {
 
     /// The end of a graceful shutdown, once idle and without workers: closed.
     pub(crate) fn finish_shutdown(&self, mut state: MutexGuard<'_, State>) {
-        if !state.phase.is_closed() {
-            state.phase = Phase::Closed;
-        }
-        self.notify_changed();
+        self.mark_closed(&mut state);
         drop(state);
         self.runner.close();
+    }
+
+    /// The queue is closed: for good if its runtime is gone.
+    pub(crate) fn mark_closed(&self, state: &mut State) {
+        state.phase = match state.phase {
+            Phase::RuntimeLost | Phase::RuntimeGone => Phase::RuntimeGone,
+            _ => Phase::Closed,
+        };
+        self.notify_changed();
     }
 
     /// Forced shutdown: killing abort, stop workers, close.
@@ -230,7 +236,7 @@ impl Core {
     pub(crate) fn cancel_all(&self) {
         {
             let mut state = self.state.lock();
-            if !state.phase.is_closed() {
+            if !state.phase.is_closed() && state.phase != Phase::RuntimeLost {
                 state.phase = Phase::Closing;
             }
         }

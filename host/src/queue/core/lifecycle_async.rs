@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::super::RunOptions;
+use super::super::backend::Runner;
 use super::super::driver::WorkerSlot;
 use super::super::error::Error;
 use super::super::handle::TaskCell;
@@ -68,7 +69,20 @@ impl Core {
         self.wait_until_async(None, State::is_idle).await;
         self.state.lock().halted = true;
         self.stop_workers_async().await;
-        self.finish_shutdown(self.state.lock());
+        self.mark_closed(&mut self.state.lock());
+        self.close_runner_async().await;
+    }
+
+    /// Releases what the backend holds without blocking a runtime thread: a blocking
+    /// runner's close (reaping subprocesses) runs on the blocking pool.
+    async fn close_runner_async(&self) {
+        match &self.runner {
+            Runner::Async(runner) => runner.close(),
+            Runner::Blocking(runner) => {
+                let runner = runner.clone();
+                let _ = tokio::task::spawn_blocking(move || runner.close()).await;
+            }
+        }
     }
 
     /// Stops every worker and waits for them to exit, without blocking a thread.
@@ -79,6 +93,9 @@ impl Core {
             self.wake_workers_all();
         }
         self.wait_until_async(None, |s| s.workers.live == 0).await;
+        // Worker threads (a blocking runner's) have reported their exit: let them finish
+        // unjoined rather than block this task on them.
+        drop(self.state.lock().workers.take_threads());
     }
 
     /// The runtime dropped an async worker (it is shutting down): its task and every other
@@ -87,8 +104,11 @@ impl Core {
     pub(crate) fn runtime_gone(&self, slot: &Arc<WorkerSlot>, running: Option<Arc<TaskCell>>) {
         let outstanding = {
             let mut state = self.state.lock();
-            let first = state.phase != Phase::RuntimeGone;
-            state.phase = Phase::RuntimeGone;
+            let first = !matches!(state.phase, Phase::RuntimeLost | Phase::RuntimeGone);
+            if first {
+                // Not closed yet: waiters for "closed" must see every result recorded.
+                state.phase = Phase::RuntimeLost;
+            }
             first.then_some(state.outstanding)
         };
         if let Some(outstanding) = outstanding.filter(|n| *n > 0) {
@@ -101,6 +121,7 @@ impl Core {
         if let Some(cell) = running {
             self.record_final(&cell, Record::cancelled(CANCELLED, None));
         }
+        // Closed for good once the last of its workers has recorded what it ran.
         self.state.lock().workers.generation += 1;
         self.worker_exited(slot, true);
     }

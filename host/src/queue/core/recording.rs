@@ -207,9 +207,10 @@ impl Core {
         let scheduled = cell
             .scheduled_for
             .is_some_and(|at| state.scheduled.remove(&(at, cell.seq)).is_some());
-        if !scheduled {
-            // Queued: the entry is skipped lazily once the task is done.
-            state.ready.forget_one();
+        // Queued: the entry is skipped lazily by the next pop.
+        if !scheduled && !state.ready.remove(cell) {
+            // Picked up while the queue was halted, and being recorded by that worker.
+            return true;
         }
         state.recording += 1;
         drop(state);

@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::super::driver::Workers;
@@ -25,6 +26,8 @@ pub(crate) enum Phase {
     Closing,
     /// Shut down.
     Closed,
+    /// The tokio runtime of an AsyncQueue shut down; what it left is being recorded.
+    RuntimeLost,
     /// The tokio runtime of an AsyncQueue shut down: closed for good.
     RuntimeGone,
 }
@@ -115,7 +118,8 @@ impl State {
 }
 
 /// The ready queue (§4.1): a min-heap on `(priority, seq)` that keeps its own count of live
-/// entries. A task cancelled while queued stays in the heap until a pop skips it.
+/// entries. A task cancelled while queued stays in the heap until a pop skips it; a task's
+/// `queued` flag, changed only under the queue lock, says whether its entry is live.
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
     heap: BinaryHeap<ReadyEntry>,
@@ -124,6 +128,7 @@ pub(crate) struct ReadyQueue {
 
 impl ReadyQueue {
     pub(crate) fn push(&mut self, cell: Arc<TaskCell>) {
+        cell.queued.store(true, Ordering::Relaxed);
         self.heap.push(ReadyEntry {
             key: Reverse((cell.options.priority, cell.seq)),
             cell,
@@ -134,7 +139,7 @@ impl ReadyQueue {
     /// The first live task, lowest priority first, FIFO among equals.
     pub(crate) fn pop(&mut self) -> Option<Arc<TaskCell>> {
         while let Some(entry) = self.heap.pop() {
-            if !entry.cell.is_done() {
+            if entry.cell.queued.swap(false, Ordering::Relaxed) {
                 self.live -= 1;
                 return Some(entry.cell);
             }
@@ -142,9 +147,14 @@ impl ReadyQueue {
         None
     }
 
-    /// A queued task was recorded where it stands (cancelled): it no longer counts.
-    pub(crate) fn forget_one(&mut self) {
-        self.live = self.live.saturating_sub(1);
+    /// Takes a queued task out where it stands (it is being cancelled); false if it was not
+    /// queued (a worker took it first).
+    pub(crate) fn remove(&mut self, cell: &TaskCell) -> bool {
+        let queued = cell.queued.swap(false, Ordering::Relaxed);
+        if queued {
+            self.live -= 1;
+        }
+        queued
     }
 
     /// Live tasks waiting for a worker.
@@ -161,7 +171,7 @@ impl ReadyQueue {
             .into_iter()
             .rev()
             .map(|entry| entry.cell)
-            .filter(|cell| !cell.is_done())
+            .filter(|cell| cell.queued.swap(false, Ordering::Relaxed))
             .collect()
     }
 }

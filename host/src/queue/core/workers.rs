@@ -7,7 +7,7 @@ use super::super::driver::{self, Resume, WorkerSlot};
 use super::super::handle::TaskCell;
 use super::super::options::{Mode, Workers};
 use super::recording::{CANCELLED_SHUTDOWN, Record};
-use super::{Core, State};
+use super::{Core, Phase, State};
 
 /// What a worker got from [`Core::try_take`].
 pub(crate) enum Take {
@@ -60,8 +60,12 @@ impl Core {
         }
         let mut state = self.state.lock();
         state.workers.remove(slot, counted);
-        if state.phase == super::Phase::Closing && state.workers.live == 0 {
-            state.phase = super::Phase::Closed;
+        if state.workers.live == 0 {
+            match state.phase {
+                Phase::Closing => state.phase = Phase::Closed,
+                Phase::RuntimeLost => state.phase = Phase::RuntimeGone,
+                _ => {}
+            }
         }
         self.notify_changed();
     }
@@ -72,7 +76,12 @@ impl Core {
         loop {
             let cell = {
                 let mut state = self.state.lock();
-                if state.workers.generation != generation || state.phase.is_closed() {
+                // Closing: `cancel()` ran, nothing more can come; a replacement worker
+                // started after it (for an abandoned closure) stops here too.
+                if state.workers.generation != generation
+                    || state.phase.is_closed()
+                    || state.phase == Phase::Closing
+                {
                     return Some(Take::Stop);
                 }
                 let cell = state.ready.pop()?;
@@ -107,6 +116,7 @@ impl Core {
             if state.ready.live() > 0
                 || state.workers.generation != generation
                 || state.phase.is_closed()
+                || state.phase == Phase::Closing
             {
                 continue;
             }

@@ -111,7 +111,11 @@ async fn run_attempt(
     match &cell.work {
         Work::Wasm(call) => {
             let attempt = runner.run(Attempt::new(call, attempt, &cell.name, control));
-            let grace = (core.config.poll * 2).max(Duration::from_millis(100));
+            let grace = core
+                .config
+                .poll
+                .saturating_mul(2)
+                .max(Duration::from_millis(100));
             tokio::select! {
                 biased;
                 report = attempt => report,
