@@ -45,6 +45,6 @@ pub use backend::worker_main::{
 pub use backend::{AsyncQueue, ProcessQueue, ThreadQueue};
 pub use engine::{
     AttemptRequest, CacheOutcome, DEFAULT_MAX_PLUGIN_BYTES, DirGrant, GuestStdio, Host,
-    HostBuilder, HostError, Limits, LoadError, Plugin, Sandbox, Task, TaskInfo,
+    HostBuilder, HostError, Limits, LoadError, Plugin, Sandbox, Task, TaskInfo, WarmPool,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};

@@ -248,3 +248,88 @@ fn hostile_oversized() {
         AttemptOutcome::Succeeded(_)
     ));
 }
+
+#[test]
+fn hostile_secret_keeper() {
+    use osiiso_host::{AttemptRequest, WarmPool};
+    let plugin = load(artifacts::HOSTILE_SECRET_KEEPER);
+    // The default: a fresh instance for every attempt, so nothing survives a task.
+    assert_eq!(
+        run(&plugin, "remember", json!("s3cret")).outcome,
+        AttemptOutcome::Succeeded(json!(true))
+    );
+    assert_eq!(
+        run(&plugin, "recall", json!(null)).outcome,
+        AttemptOutcome::Succeeded(json!(null))
+    );
+    let pool = WarmPool::new(4);
+    let attempt = |plugin: &osiiso_host::Plugin, task: &str, input: serde_json::Value| {
+        let task = plugin.task(task).unwrap();
+        pool.run(
+            &task,
+            AttemptRequest {
+                input: &input,
+                attempt: 1,
+                control: AttemptControl::new(None),
+                display_name: task.name(),
+                progress: None,
+            },
+        )
+        .outcome
+    };
+    // Without reuse in its limits, a pool still gives fresh instances.
+    attempt(&plugin, "remember", json!("s3cret"));
+    assert_eq!(
+        attempt(&plugin, "recall", json!(null)),
+        AttemptOutcome::Succeeded(json!(null))
+    );
+    assert_eq!(pool.idle(), 0);
+
+    // With reuse, the secret survives within the same plugin, limits and sandbox...
+    let warm = plugin.clone().with_limits(Limits::new().reuse(10));
+    attempt(&warm, "remember", json!("s3cret"));
+    assert_eq!(
+        attempt(&warm, "recall", json!(null)),
+        AttemptOutcome::Succeeded(json!("s3cret"))
+    );
+    // ...and never crosses other limits or another sandbox.
+    let other_limits = plugin
+        .clone()
+        .with_limits(Limits::new().reuse(10).fuel(1 << 40));
+    assert_eq!(
+        attempt(&other_limits, "recall", json!(null)),
+        AttemptOutcome::Succeeded(json!(null))
+    );
+    let other_sandbox = warm.clone().with_sandbox(Sandbox::new().env("K", "V"));
+    assert_eq!(
+        attempt(&other_sandbox, "recall", json!(null)),
+        AttemptOutcome::Succeeded(json!(null))
+    );
+
+    // A counter grows on one warm instance; a trap discards it, and the next attempt starts
+    // from a clean instance.
+    let counter = plugin.with_limits(Limits::new().reuse(100).max_memory(64 << 20));
+    assert_eq!(
+        attempt(&counter, "count", json!(null)),
+        AttemptOutcome::Succeeded(json!(1))
+    );
+    assert_eq!(
+        attempt(&counter, "count", json!(null)),
+        AttemptOutcome::Succeeded(json!(2))
+    );
+    let crash = failure(attempt(&counter, "count_and_crash", json!(null)));
+    assert_eq!(crash.kind, FailureKind::Trap, "{crash}");
+    assert_eq!(
+        attempt(&counter, "count", json!(null)),
+        AttemptOutcome::Succeeded(json!(1))
+    );
+    // An instance serves `reuse` attempts at most.
+    let short = counter.with_limits(Limits::new().reuse(2));
+    let counts: Vec<_> = (0..5)
+        .map(|_| attempt(&short, "count", json!(null)))
+        .collect();
+    assert_eq!(
+        counts,
+        [1, 2, 1, 2, 1].map(|n| AttemptOutcome::Succeeded(json!(n)))
+    );
+}

@@ -674,3 +674,106 @@ fn guest_symlinks_cannot_point_outside_their_grant() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// warm instances (`--reuse`)
+
+/// The values of `count` tasks in a jobs file run on one worker with `extra` flags.
+fn counts(queue: &str, jobs: &[&str], extra: &[&str]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = jobs
+        .iter()
+        .map(|task| format!(r#"{{"task": "{task}"}}"#))
+        .collect();
+    let file = write_lines(dir.path(), "jobs.jsonl", &lines);
+    let mut args = vec![
+        "run",
+        artifacts::HOSTILE_SECRET_KEEPER,
+        "--jobs",
+        path_str(&file),
+        "--queue",
+        queue,
+        "--workers",
+        "1",
+        "--output",
+        "jsonl",
+        "-q",
+    ];
+    args.extend(extra);
+    let out = osiiso(&args);
+    out.jsonl().iter().map(|r| r["value"].clone()).collect()
+}
+
+#[test]
+fn reuse_keeps_state_within_a_plugin_and_a_trap_starts_clean() {
+    for queue in QUEUES {
+        // The default never shares state between tasks.
+        assert_eq!(
+            counts(queue, &["count", "count", "count"], &[]),
+            [1, 1, 1].map(Value::from),
+            "{queue}"
+        );
+        // Warm: a counter in a global grows across the tasks of one worker...
+        assert_eq!(
+            counts(queue, &["count", "count", "count"], &["--reuse", "10"]),
+            [1, 2, 3].map(Value::from),
+            "{queue}"
+        );
+        // ...a trapping task's successor starts from a clean instance...
+        assert_eq!(
+            counts(
+                queue,
+                &["count", "count", "count_and_crash", "count"],
+                &["--reuse", "10"]
+            ),
+            [Value::from(1), Value::from(2), Value::Null, Value::from(1)],
+            "{queue}"
+        );
+        // ...and an instance serves at most N attempts.
+        assert_eq!(
+            counts(
+                queue,
+                &["count", "count", "count", "count"],
+                &["--reuse", "2"]
+            ),
+            [1, 2, 1, 2].map(Value::from),
+            "{queue}"
+        );
+    }
+}
+
+#[test]
+fn a_secret_left_by_one_task_is_not_seen_by_the_next_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_lines(
+        dir.path(),
+        "jobs.jsonl",
+        &[
+            r#"{"task": "remember", "input": "s3cret"}"#.into(),
+            r#"{"task": "recall"}"#.into(),
+        ],
+    );
+    for queue in QUEUES {
+        for (extra, seen) in [(None, Value::Null), (Some("5"), Value::from("s3cret"))] {
+            let mut args = vec![
+                "run",
+                artifacts::HOSTILE_SECRET_KEEPER,
+                "--jobs",
+                path_str(&file),
+                "--queue",
+                queue,
+                "--workers",
+                "1",
+                "--output",
+                "jsonl",
+                "-q",
+            ];
+            if let Some(n) = extra {
+                args.extend(["--reuse", n]);
+            }
+            let rows = osiiso(&args).jsonl();
+            let recall = rows.iter().find(|r| r["name"] == "recall").unwrap();
+            assert_eq!(recall["value"], seen, "{queue} reuse={extra:?}");
+        }
+    }
+}

@@ -51,6 +51,11 @@ pub(crate) struct LimitArgs {
     /// Linear-memory cap per attempt, e.g. 64MiB [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<usize>,
+    /// Let one instance serve up to N attempts of the plugin (warm instances; default 1,
+    /// a fresh instance per attempt). Faster, but a task can see what an earlier task of the
+    /// same plugin left in memory; a trap, timeout or cancel discards the instance.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub reuse: Option<u32>,
 }
 
 impl LimitArgs {
@@ -61,6 +66,9 @@ impl LimitArgs {
         }
         if let Some(bytes) = self.max_memory {
             limits = limits.max_memory(bytes);
+        }
+        if let Some(attempts) = self.reuse {
+            limits = limits.reuse(attempts);
         }
         limits
     }

@@ -6,9 +6,7 @@
 //! non-zero, quietly for a closed pipe and with a clear error otherwise.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -95,10 +93,79 @@ pub(crate) struct Reporter {
     format: OutputFormat,
     bar: Option<ProgressBar>,
     shared: Arc<Shared>,
-    /// JSON lines go to a writer thread, which batches them under load and flushes as soon
-    /// as it has nothing more to write.
-    rows: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// JSON lines, written as tasks finish.
+    rows: Option<RowBuffer>,
+}
+
+/// Rows on their way to stdout. There is no writer thread: whoever adds a row while nobody
+/// is writing becomes the writer and drains what piles up meanwhile, so rows go out as soon as
+/// their task finishes, in batches under load, with no wake-up per row.
+struct RowBuffer {
+    pending: parking_lot::Mutex<Pending>,
+    /// Wakes `finish` when the last writer is done.
+    drained: parking_lot::Condvar,
+    bar: Option<ProgressBar>,
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Someone is writing: new rows are left for them.
+    writing: bool,
+}
+
+impl RowBuffer {
+    fn push(&self, result: &TaskResult, shared: &Shared) {
+        thread_local! {
+            static ROW: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+        }
+        let Some(mut batch) = ROW.with_borrow_mut(|row| {
+            row.clear();
+            // A result serializes to JSON without fail: its values are JSON already.
+            if serde_json::to_writer(&mut *row, result).is_ok() {
+                row.push(b'\n');
+            }
+            let mut pending = self.pending.lock();
+            pending.bytes.extend_from_slice(row);
+            if pending.writing {
+                return None;
+            }
+            pending.writing = true;
+            Some(std::mem::take(&mut pending.bytes))
+        }) else {
+            return;
+        };
+        loop {
+            if !shared.failed() {
+                let mut out = io::stdout().lock();
+                let written = match &self.bar {
+                    Some(bar) => bar.suspend(|| out.write_all(&batch).and_then(|()| out.flush())),
+                    None => out.write_all(&batch).and_then(|()| out.flush()),
+                };
+                if let Err(error) = written {
+                    shared.fail(OutputError::from_io(error));
+                }
+            }
+            batch.clear();
+            let mut pending = self.pending.lock();
+            if pending.bytes.is_empty() {
+                pending.writing = false;
+                // Keep the allocation for the next batch.
+                pending.bytes = batch;
+                self.drained.notify_all();
+                return;
+            }
+            std::mem::swap(&mut pending.bytes, &mut batch);
+        }
+    }
+
+    /// Waits until no row is being written.
+    fn wait_drained(&self) {
+        let mut pending = self.pending.lock();
+        while pending.writing {
+            self.drained.wait(&mut pending);
+        }
+    }
 }
 
 impl Reporter {
@@ -137,24 +204,16 @@ impl Reporter {
             failure: Mutex::new(None),
             stop: OnceLock::new(),
         });
-        let (rows, writer) = if format == OutputFormat::Jsonl {
-            let (tx, rx) = mpsc::channel();
-            let shared = shared.clone();
-            let bar = bar.clone();
-            let writer = std::thread::Builder::new()
-                .name("osiiso-results".into())
-                .spawn(move || write_rows(rx, &shared, bar.as_ref()))
-                .ok();
-            (Some(tx), writer)
-        } else {
-            (None, None)
-        };
+        let rows = (format == OutputFormat::Jsonl).then(|| RowBuffer {
+            pending: parking_lot::Mutex::new(Pending::default()),
+            drained: parking_lot::Condvar::new(),
+            bar: bar.clone(),
+        });
         Self {
             format,
             bar,
             shared,
-            rows: Mutex::new(rows),
-            writer: Mutex::new(writer),
+            rows,
         }
     }
 
@@ -170,13 +229,8 @@ impl Reporter {
 
     /// Called once per finished task (from the queue's `on_complete`).
     pub(crate) fn finished(&self, result: &TaskResult) {
-        if let Some(rows) = &*self.rows.lock().unwrap_or_else(|e| e.into_inner()) {
-            let mut line = Vec::with_capacity(512);
-            // A result serializes to JSON without fail: its values are JSON already.
-            if serde_json::to_writer(&mut line, result).is_ok() {
-                line.push(b'\n');
-                let _ = rows.send(line);
-            }
+        if let Some(rows) = &self.rows {
+            rows.push(result, &self.shared);
         }
         if let Some(bar) = &self.bar {
             bar.inc(1);
@@ -193,9 +247,8 @@ impl Reporter {
     /// Writes the end-of-run output for `results` (submission order) and reports whether
     /// every result reached stdout.
     pub(crate) fn finish(&self, results: &[Arc<TaskResult>]) -> Result<(), OutputError> {
-        self.rows.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = writer.join();
+        if let Some(rows) = &self.rows {
+            rows.wait_drained();
         }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -218,40 +271,6 @@ impl Reporter {
         written
             .and_then(|()| out.flush())
             .map_err(OutputError::from_io)
-    }
-}
-
-/// The writer thread: rows in completion order, flushed whenever the queue of rows is empty.
-fn write_rows(rx: mpsc::Receiver<Vec<u8>>, shared: &Shared, bar: Option<&ProgressBar>) {
-    // Not locked for the thread's whole life: other code may print to stdout meanwhile.
-    let mut out = BufWriter::with_capacity(64 << 10, io::stdout());
-    let write = |out: &mut BufWriter<_>, row: &[u8], flush: bool| -> io::Result<()> {
-        out.write_all(row)?;
-        if flush {
-            match bar {
-                Some(bar) => bar.suspend(|| out.flush()),
-                None => out.flush(),
-            }?;
-        }
-        Ok(())
-    };
-    while let Ok(row) = rx.recv() {
-        if shared.failed() {
-            continue;
-        }
-        let mut result = write(&mut out, &row, false);
-        while result.is_ok() {
-            match rx.try_recv() {
-                Ok(row) => result = write(&mut out, &row, false),
-                Err(_) => {
-                    result = write(&mut out, b"", true);
-                    break;
-                }
-            }
-        }
-        if let Err(error) = result {
-            shared.fail(OutputError::from_io(error));
-        }
     }
 }
 

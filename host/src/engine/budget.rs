@@ -14,12 +14,20 @@ use parking_lot::{Condvar, Mutex};
 /// How often a blocked growth looks at its attempt's control.
 const CHECK_EVERY: Duration = Duration::from_millis(5);
 
+/// Something holding budget it could give back at once: idle warm instances.
+pub(crate) trait EvictIdle: Send + Sync {
+    /// Drops what is idle.
+    fn evict_idle(&self);
+}
+
 /// The budget shared by every store of one host.
 pub(crate) struct MemoryBudget {
     total: usize,
     usage: Mutex<Usage>,
     room: Condvar,
     room_async: tokio::sync::Notify,
+    /// Asked to give budget back before anyone waits for room.
+    relievers: Mutex<Vec<std::sync::Weak<dyn EvictIdle>>>,
 }
 
 #[derive(Default)]
@@ -45,7 +53,29 @@ impl MemoryBudget {
             usage: Mutex::new(Usage::default()),
             room: Condvar::new(),
             room_async: tokio::sync::Notify::new(),
+            relievers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Registers something that can give budget back under pressure.
+    pub(crate) fn relieve_with(&self, reliever: std::sync::Weak<dyn EvictIdle>) {
+        let mut relievers = self.relievers.lock();
+        relievers.retain(|r| r.strong_count() > 0);
+        relievers.push(reliever);
+    }
+
+    /// Asks every reliever to give back what is idle. Called without the usage lock held:
+    /// what is dropped releases its reservation.
+    fn relieve(&self) {
+        let relievers: Vec<_> = self
+            .relievers
+            .lock()
+            .iter()
+            .filter_map(|r| r.upgrade())
+            .collect();
+        for reliever in relievers {
+            reliever.evict_idle();
+        }
     }
 
     /// The budget in bytes.
@@ -117,11 +147,20 @@ impl Reservation {
     ) -> Result<Result<(), Refusal>, E> {
         let budget = self.budget.clone();
         let mut usage = budget.usage.lock();
+        let mut relieved = false;
         loop {
             match budget.try_take(&mut usage, self.held, delta) {
                 Ok(()) => {
                     self.held += delta;
                     return Ok(Ok(()));
+                }
+                Err(Some(_)) | Err(None) if !relieved => {
+                    // Before waiting or giving up, idle warm instances give their share back.
+                    relieved = true;
+                    drop(usage);
+                    budget.relieve();
+                    usage = budget.usage.lock();
+                    continue;
                 }
                 Err(Some(refusal)) => return Ok(Err(refusal)),
                 Err(None) => {}
@@ -156,6 +195,7 @@ impl Reservation {
     /// future (the attempt was cancelled or timed out) abandons the wait.
     pub(crate) async fn grow(&mut self, delta: usize) -> Result<(), Refusal> {
         let budget = self.budget.clone();
+        let mut relieved = false;
         loop {
             let room = budget.room_async.notified();
             tokio::pin!(room);
@@ -167,9 +207,16 @@ impl Reservation {
                         self.held += delta;
                         return Ok(());
                     }
+                    Err(_) if !relieved => {}
                     Err(Some(refusal)) => return Err(refusal),
                     Err(None) => usage.waiting += 1,
                 }
+            }
+            if !relieved {
+                // Before waiting or giving up, idle warm instances give their share back.
+                relieved = true;
+                budget.relieve();
+                continue;
             }
             let _waiting = WaitingGuard(&budget);
             // A timeout as well, so a deadlock check happens even without a wake-up.

@@ -1,6 +1,6 @@
 //! The wasmtime configuration osiiso-host fixes, and the pooling-allocator probe.
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Size of the stack wasm may use; below the async fiber stack so host calls have room.
 pub(crate) const MAX_WASM_STACK: usize = 1 << 20;
@@ -76,12 +76,63 @@ fn base_config(pool_instances: Option<u32>) -> Config {
             .max_memories_per_component(4)
             .max_tables_per_component(8)
             .max_core_instances_per_component(32)
-            .table_elements(100_000)
-            // Keep a little of each slot committed between instances: re-zeroing it is
-            // cheaper than the page faults and TLB shootdowns of decommitting it.
-            .linear_memory_keep_resident(4 << 20)
-            .table_keep_resident(64 << 10);
+            .table_elements(100_000);
+        let reset = MemoryReset::detect();
+        pool.pagemap_scan(if reset == MemoryReset::PagemapScan {
+            Enabled::Yes
+        } else {
+            Enabled::No
+        })
+        .linear_memory_keep_resident(reset.keep_resident())
+        .table_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
+}
+
+/// How a pooled slot's linear memory is made clean for its next instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemoryReset {
+    /// The kernel's `PAGEMAP_SCAN` (Linux 6.7+) finds the pages the guest wrote, and only
+    /// those are reset: a trivial task costs a few pages, not the whole resident window.
+    PagemapScan,
+    /// Without it, the first `keep_resident` bytes are re-zeroed every time (cheaper than
+    /// the page faults of decommitting them), and the rest is decommitted.
+    Memset,
+}
+
+impl MemoryReset {
+    /// `PagemapScan` where the kernel supports it and the machine has no swap: a dirty page
+    /// that is swapped out is not reported as present, so it would be neither reset nor
+    /// decommitted, and the next guest in that slot could read it.
+    pub(crate) fn detect() -> Self {
+        if PoolingAllocationConfig::is_pagemap_scan_available() && !swap_enabled() {
+            Self::PagemapScan
+        } else {
+            Self::Memset
+        }
+    }
+
+    /// Bytes of each slot kept committed between instances.
+    fn keep_resident(self) -> usize {
+        match self {
+            // Only dirty pages are touched: a larger window costs nothing for small tasks
+            // and spares big ones the page faults.
+            Self::PagemapScan => 16 << 20,
+            Self::Memset => 4 << 20,
+        }
+    }
+}
+
+/// Whether any swap space is configured (`SwapTotal` in `/proc/meminfo`); unknown counts
+/// as yes.
+fn swap_enabled() -> bool {
+    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
+        return true;
+    };
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("SwapTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .is_none_or(|kib| kib > 0)
 }

@@ -3,7 +3,7 @@
 
 use wasmtime::component::{ComponentType, Lift, Linker};
 
-use super::attempt::AttemptState;
+use super::store::AttemptState;
 
 /// Name of the interface every plugin must export.
 pub(crate) const TASKS_EXPORT: &str = "osiiso:task/tasks@0.1.0";

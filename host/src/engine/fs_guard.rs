@@ -14,7 +14,7 @@ use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, Host, HostDescriptor};
 use wasmtime_wasi::runtime::in_tokio;
 
-use super::attempt::AttemptState;
+use super::store::AttemptState;
 
 /// The interface wasmtime-wasi defines (its WIT version; older guests are served by semver
 /// matching).

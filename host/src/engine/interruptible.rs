@@ -24,7 +24,7 @@ use wasmtime_wasi::p2::bindings::io::streams::{
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, StreamResult};
 use wasmtime_wasi::runtime::in_tokio;
 
-use super::attempt::AttemptState;
+use super::store::AttemptState;
 use crate::attempt::{AttemptControl, StopReason};
 
 /// How often a blocked call looks at the control; well under the smallest sensible `poll`.

@@ -27,6 +27,16 @@ pub struct Limits {
     pub capture_bytes: usize,
     /// Largest JSON input accepted, in bytes (default 16 MiB); larger is `invalid_input`.
     pub max_input_bytes: usize,
+    /// Attempts one instance may serve before it is replaced (default 1: a fresh instance
+    /// for every attempt). Above 1, instances are kept warm between attempts of the same
+    /// plugin, limits and sandbox: faster, but a task can see what an earlier task of the
+    /// same plugin left in memory. See [`WarmPool`](super::WarmPool).
+    #[serde(default = "one")]
+    pub reuse: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Default for Limits {
@@ -37,6 +47,7 @@ impl Default for Limits {
             max_table_elements: 100_000,
             capture_bytes: 64 << 10,
             max_input_bytes: 16 << 20,
+            reuse: 1,
         }
     }
 }
@@ -68,6 +79,12 @@ impl Limits {
     /// Sets the largest accepted input.
     pub fn max_input_bytes(mut self, bytes: usize) -> Self {
         self.max_input_bytes = bytes;
+        self
+    }
+
+    /// Lets one instance serve up to `attempts` attempts (see [`reuse`](Self::reuse)).
+    pub fn reuse(mut self, attempts: u32) -> Self {
+        self.reuse = attempts.max(1);
         self
     }
 
@@ -128,6 +145,21 @@ impl MemoryLimiter {
 
     pub(crate) fn max_memory(&self) -> usize {
         self.max_memory
+    }
+
+    /// Starts an attempt under `control` with clean flags (a warm store keeps its memory and
+    /// its share of the budget).
+    pub(crate) fn begin_attempt(&mut self, control: Arc<AttemptControl>) {
+        self.control = control;
+        self.last_grant = 0;
+        self.refused = false;
+        self.budget_refused = false;
+        self.os_refused = false;
+    }
+
+    /// Whether any growth was refused during the attempt.
+    pub(crate) fn touched(&self) -> bool {
+        self.refused || self.budget_refused || self.os_refused
     }
 
     /// The attempt's own cap: false (and remembered) when `desired` is over it.

@@ -20,6 +20,8 @@ mod limits;
 mod output;
 mod plugin;
 mod sandbox;
+mod store;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,11 +36,12 @@ pub use error::{HostError, LoadError};
 pub use limits::Limits;
 pub use plugin::{Plugin, Task, TaskInfo};
 pub use sandbox::{DirGrant, GuestStdio, Sandbox};
+pub use warm::WarmPool;
 
-use attempt::AttemptState;
 use budget::MemoryBudget;
 use cache::CompileCache;
 use epoch::EpochTicker;
+use store::AttemptState;
 
 /// Default epoch tick: how quickly a deadline or cancellation reaches a running guest.
 const DEFAULT_TICK: Duration = Duration::from_millis(10);
@@ -417,6 +420,21 @@ impl Host {
         self.inner
             .instance_permits
             .acquire()
+            .await
+            .expect("the instance semaphore is never closed")
+    }
+
+    /// A permit for an instance that outlives one call (a warm instance), if one is free.
+    pub(crate) fn try_owned_instance_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.instance_permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits for a permit for an instance that outlives one call.
+    pub(crate) async fn owned_instance_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.inner
+            .instance_permits
+            .clone()
+            .acquire_owned()
             .await
             .expect("the instance semaphore is never closed")
     }

@@ -46,6 +46,13 @@ impl TailPipe {
         tail.bytes.extend(data);
     }
 
+    /// Forgets what was captured, for the next attempt of a warm instance.
+    pub(crate) fn reset(&self) {
+        let mut tail = self.inner.lock().unwrap();
+        tail.bytes.clear();
+        tail.total = 0;
+    }
+
     /// The captured tail, or `None` if nothing was written.
     pub(crate) fn captured(&self) -> Option<CapturedOutput> {
         let tail = self.inner.lock().unwrap();

@@ -8,10 +8,10 @@ use serde::Serialize;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
 use wasmtime::{Engine, Store};
 
-use super::attempt::AttemptState;
 use super::cache::CacheOutcome;
 use super::contract::{InvokeFn, ListFn, TASKS_EXPORT};
 use super::error::LoadError;
+use super::store::{AttemptState, AttemptStore};
 use super::{Host, Limits, Sandbox};
 use crate::attempt::{AttemptControl, TaskCall};
 use crate::failure::{FailureKind, TaskFailure};
@@ -189,24 +189,24 @@ impl Plugin {
             fuel: None,
             ..self.limits().clone()
         };
-        let (mut store, _) =
-            AttemptState::new_store(self, &limits, &control, 0, Arc::from("list"), None, false)?;
+        let mut store = AttemptStore::new(self, &limits, &control, false)?;
+        let store = &mut store.store;
         let fail = |e: wasmtime::Error| {
             TaskFailure::new(
                 FailureKind::PluginLoad,
                 format!("calling `list` failed: {e:#}"),
             )
         };
-        let instance = self.inner.pre.instantiate(&mut store).map_err(fail)?;
+        let instance = self.inner.pre.instantiate(&mut *store).map_err(fail)?;
         let list: ListFn = instance
-            .get_typed_func(&mut store, list_index)
+            .get_typed_func(&mut *store, list_index)
             .map_err(|e| {
                 TaskFailure::new(
                     FailureKind::PluginLoad,
                     format!("`list` has the wrong type: {e:#}"),
                 )
             })?;
-        let (infos,) = list.call(&mut store, ()).map_err(fail)?;
+        let (infos,) = list.call(&mut *store, ()).map_err(fail)?;
         infos
             .into_iter()
             .map(|info| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::attempt::AttemptReport;
-use crate::engine::AttemptRequest;
+use crate::engine::{AttemptRequest, WarmPool};
 use crate::queue::backend::{
     AcceptsFutures, AcceptsNative, AsyncRunner, Attempt, Backend, QueueSettings, Runner,
 };
@@ -52,6 +52,8 @@ pub type AsyncQueue = Queue<Async>;
 /// The async backend (see [`AsyncQueue`]).
 pub struct Async {
     runtime: Option<tokio::runtime::Handle>,
+    /// Warm instances, for plugins whose limits ask for reuse.
+    warm: WarmPool,
 }
 
 /// The async backend's own options.
@@ -70,9 +72,10 @@ impl Backend for Async {
         4.max(32.min(4 * cpus))
     }
 
-    fn build(options: AsyncOptions, _settings: &QueueSettings) -> Self {
+    fn build(options: AsyncOptions, settings: &QueueSettings) -> Self {
         Self {
             runtime: options.runtime,
+            warm: WarmPool::new(settings.slots),
         }
     }
 
@@ -88,13 +91,16 @@ impl AcceptsFutures for Async {}
 impl AsyncRunner for Async {
     fn run<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, AttemptReport> {
         Box::pin(async move {
-            let run = attempt.call.task().run_attempt_async(AttemptRequest {
-                input: attempt.call.input(),
-                attempt: attempt.number,
-                control: attempt.control.clone(),
-                display_name: attempt.name,
-                progress: None,
-            });
+            let run = self.warm.run_async(
+                attempt.call.task(),
+                AttemptRequest {
+                    input: attempt.call.input(),
+                    attempt: attempt.number,
+                    control: attempt.control.clone(),
+                    display_name: attempt.name,
+                    progress: None,
+                },
+            );
             // Dropping the attempt's future stops the guest at once.
             tokio::select! {
                 biased;
@@ -106,6 +112,10 @@ impl AsyncRunner for Async {
 
     fn runtime(&self) -> Option<tokio::runtime::Handle> {
         self.runtime.clone()
+    }
+
+    fn close(&self) {
+        self.warm.clear();
     }
 }
 

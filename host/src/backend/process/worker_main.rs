@@ -26,7 +26,10 @@ use super::protocol::{
     write_frame,
 };
 use crate::attempt::{AttemptControl, AttemptReport};
-use crate::engine::{AttemptRequest, Host, Plugin};
+use crate::engine::{AttemptRequest, Host, Plugin, WarmPool};
+
+/// Idle warm instances a worker keeps (its host holds four instances at most).
+const WARM_INSTANCES: usize = 2;
 use crate::failure::{FailureKind, TaskFailure};
 
 /// The compiled plugins this worker has loaded, by content hash (whatever path named them).
@@ -207,11 +210,19 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         closing: false,
     }));
     let mut plugins = Plugins::new();
+    // Instances kept warm between attempts, for plugins whose limits ask for reuse.
+    let warm = WarmPool::new(WARM_INSTANCES);
     loop {
         let frame = channel.lock().unwrap_or_else(|e| e.into_inner()).next();
         match frame {
             Ok(Frame::Message(Request::Run(request))) => {
-                let report = run_one(&host, &mut plugins, &request, watch(&channel, &request));
+                let report = run_one(
+                    &host,
+                    &mut plugins,
+                    &warm,
+                    &request,
+                    watch(&channel, &request),
+                );
                 if !send(&fitting_done(&request, report)) {
                     return 3;
                 }
@@ -387,6 +398,7 @@ fn initialize(
 fn run_one(
     host: &Host,
     plugins: &mut Plugins,
+    warm: &WarmPool,
     request: &RunRequest,
     control: Arc<AttemptControl>,
 ) -> AttemptReport {
@@ -435,11 +447,14 @@ fn run_one(
             ));
         }
     };
-    task.run_attempt(AttemptRequest {
-        input: &input,
-        attempt: request.attempt,
-        control,
-        display_name: &request.display_name,
-        progress: None,
-    })
+    warm.run(
+        &task,
+        AttemptRequest {
+            input: &input,
+            attempt: request.attempt,
+            control,
+            display_name: &request.display_name,
+            progress: None,
+        },
+    )
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::attempt::AttemptReport;
-use crate::engine::AttemptRequest;
+use crate::engine::{AttemptRequest, WarmPool};
 use crate::queue::backend::{
     AcceptsNative, Attempt, Backend, BlockingRunner, QueueSettings, Runner,
 };
@@ -48,6 +48,8 @@ pub type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// The thread backend (see [`ThreadQueue`]).
 pub struct Thread {
     initializer: Option<Initializer>,
+    /// Warm instances, for plugins whose limits ask for reuse.
+    warm: WarmPool,
 }
 
 /// The thread backend's own options.
@@ -65,9 +67,10 @@ impl Backend for Thread {
         4.max(32.min(4 * cpus))
     }
 
-    fn build(options: ThreadOptions, _settings: &QueueSettings) -> Self {
+    fn build(options: ThreadOptions, settings: &QueueSettings) -> Self {
         Self {
             initializer: options.initializer,
+            warm: WarmPool::new(settings.slots),
         }
     }
 
@@ -80,13 +83,20 @@ impl AcceptsNative for Thread {}
 
 impl BlockingRunner for Thread {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
-        attempt.call.task().run_attempt(AttemptRequest {
-            input: attempt.call.input(),
-            attempt: attempt.number,
-            control: attempt.control.clone(),
-            display_name: attempt.name,
-            progress: None,
-        })
+        self.warm.run(
+            attempt.call.task(),
+            AttemptRequest {
+                input: attempt.call.input(),
+                attempt: attempt.number,
+                control: attempt.control.clone(),
+                display_name: attempt.name,
+                progress: None,
+            },
+        )
+    }
+
+    fn close(&self) {
+        self.warm.clear();
     }
 
     fn worker_started(&self) -> Result<(), String> {

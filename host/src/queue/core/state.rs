@@ -1,8 +1,7 @@
 //! Everything behind the queue lock: the lifecycle phase (docs/queues.md §3.1), the ready
 //! queue, the scheduled set, the tasks in their attempt loop, the results and the workers.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -117,32 +116,48 @@ impl State {
     }
 }
 
-/// The ready queue (§4.1): a min-heap on `(priority, seq)` that keeps its own count of live
-/// entries. A task cancelled while queued stays in the heap until a pop skips it; a task's
-/// `queued` flag, changed only under the queue lock, says whether its entry is live.
+/// The ready queue (§4.1): lowest priority first, FIFO among equal priorities, ordered by
+/// `(priority, seq)`. One FIFO per priority: a task is almost always admitted after every
+/// task of its priority that is still queued, so it goes to the back in O(1); a scheduled task
+/// that falls due keeps its original, older place and is inserted where it belongs.
+///
+/// A task cancelled while queued stays until a pop skips it; its `queued` flag, changed only
+/// under the queue lock, says whether its entry is live, and the queue keeps its own count of
+/// live entries.
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
-    heap: BinaryHeap<ReadyEntry>,
+    by_priority: BTreeMap<i32, VecDeque<Arc<TaskCell>>>,
     live: usize,
 }
 
 impl ReadyQueue {
     pub(crate) fn push(&mut self, cell: Arc<TaskCell>) {
         cell.queued.store(true, Ordering::Relaxed);
-        self.heap.push(ReadyEntry {
-            key: Reverse((cell.options.priority, cell.seq)),
-            cell,
-        });
+        let fifo = self.by_priority.entry(cell.options.priority).or_default();
+        match fifo.back() {
+            Some(last) if last.seq > cell.seq => {
+                let at = fifo.partition_point(|queued| queued.seq < cell.seq);
+                fifo.insert(at, cell);
+            }
+            _ => fifo.push_back(cell),
+        }
         self.live += 1;
     }
 
     /// The first live task, lowest priority first, FIFO among equals.
     pub(crate) fn pop(&mut self) -> Option<Arc<TaskCell>> {
-        while let Some(entry) = self.heap.pop() {
-            if entry.cell.queued.swap(false, Ordering::Relaxed) {
-                self.live -= 1;
-                return Some(entry.cell);
+        while let Some(mut entry) = self.by_priority.first_entry() {
+            let fifo = entry.get_mut();
+            while let Some(cell) = fifo.pop_front() {
+                if cell.queued.swap(false, Ordering::Relaxed) {
+                    if fifo.is_empty() {
+                        entry.remove();
+                    }
+                    self.live -= 1;
+                    return Some(cell);
+                }
             }
+            entry.remove();
         }
         None
     }
@@ -165,38 +180,10 @@ impl ReadyQueue {
     /// Empties the queue; the live tasks in the order they would have run.
     pub(crate) fn drain_in_order(&mut self) -> Vec<Arc<TaskCell>> {
         self.live = 0;
-        // Ascending by Reverse(key): the last entry runs first.
-        let entries = std::mem::take(&mut self.heap).into_sorted_vec();
-        entries
-            .into_iter()
-            .rev()
-            .map(|entry| entry.cell)
+        std::mem::take(&mut self.by_priority)
+            .into_values()
+            .flatten()
             .filter(|cell| cell.queued.swap(false, Ordering::Relaxed))
             .collect()
-    }
-}
-
-struct ReadyEntry {
-    key: Reverse<(i32, u64)>,
-    cell: Arc<TaskCell>,
-}
-
-impl PartialEq for ReadyEntry {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-
-impl Eq for ReadyEntry {}
-
-impl PartialOrd for ReadyEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ReadyEntry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
     }
 }

@@ -1,0 +1,304 @@
+//! The store of one instance: its sandbox (WASI, HTTP), its limits, the pipes that capture its
+//! output, and the attempt it is running. A fresh instance gets a store for one attempt; a
+//! warm one keeps its store and is armed again for each attempt.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::attempt::AttemptRequest;
+use super::contract::{Level, WitTaskError};
+use super::http::{HttpGrant, HttpPolicy};
+use super::limits::{Limits, MemoryLimiter};
+use super::output::TailPipe;
+use super::plugin::Plugin;
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason};
+use crate::failure::{FailureKind, TaskFailure};
+use crate::text;
+
+/// Prefix of the log line the Rust SDK's panic hook sends before the guest traps.
+const PANIC_PREFIX: &str = "panicked at ";
+
+/// Fuel between yields of an async guest: far below a millisecond of execution.
+const ASYNC_YIELD_FUEL: u64 = 100_000;
+
+/// How a call into the guest ended.
+pub(crate) type InvokeResult = wasmtime::Result<Result<String, WitTaskError>>;
+
+/// Per-store state: the sandbox of one instance and the attempt it is running.
+pub(crate) struct AttemptState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_policy: HttpPolicy,
+    http_grants: Arc<[HttpGrant]>,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    pub(crate) control: Arc<AttemptControl>,
+    pub(crate) attempt: u32,
+    task: Arc<str>,
+    plugin: Arc<str>,
+    panic_message: Option<String>,
+    progress: Option<ProgressFn>,
+    /// The host's memory budget, for messages.
+    budget_total: usize,
+}
+
+impl AttemptState {
+    pub(crate) fn log(&mut self, level: Level, message: String) {
+        if matches!(level, Level::Error) && message.starts_with(PANIC_PREFIX) {
+            self.panic_message = Some(text::truncate_owned(
+                message.clone(),
+                text::MAX_MESSAGE_BYTES,
+            ));
+        }
+        // Guest text: bounded, and escaped so that it cannot forge a log line or act on a
+        // terminal.
+        let message = text::for_display(&message, text::MAX_LOG_BYTES);
+        let (plugin, task) = (&*self.plugin, &*self.task);
+        match level {
+            Level::Trace => tracing::trace!(target: "osiiso::guest", plugin, task, "{message}"),
+            Level::Debug => tracing::debug!(target: "osiiso::guest", plugin, task, "{message}"),
+            Level::Info => tracing::info!(target: "osiiso::guest", plugin, task, "{message}"),
+            Level::Warn => tracing::warn!(target: "osiiso::guest", plugin, task, "{message}"),
+            Level::Error => tracing::error!(target: "osiiso::guest", plugin, task, "{message}"),
+        }
+    }
+
+    pub(crate) fn progress(&mut self, done: u64, total: u64) {
+        tracing::trace!(target: "osiiso::guest", task = &*self.task, done, total, "progress");
+        if let Some(progress) = &self.progress {
+            progress(done, total);
+        }
+    }
+}
+
+impl WasiView for AttemptState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for AttemptState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
+        }
+    }
+}
+
+/// A store for instances of one plugin under one set of limits and one sandbox, with the
+/// pipes that capture its output.
+pub(crate) struct AttemptStore {
+    pub(crate) store: Store<AttemptState>,
+    pipes: (TailPipe, TailPipe),
+    fuel_budget: u64,
+}
+
+impl AttemptStore {
+    /// A new store, armed for an attempt under `control` (see [`arm`](Self::arm)).
+    pub(crate) fn new(
+        plugin: &Plugin,
+        limits: &Limits,
+        control: &Arc<AttemptControl>,
+        asynchronous: bool,
+    ) -> Result<Self, TaskFailure> {
+        let load_failure = |e: String| {
+            TaskFailure::new(
+                FailureKind::PluginLoad,
+                format!("plugin '{}': {e}", plugin.name()),
+            )
+        };
+        let stdout = TailPipe::new(limits.capture_bytes);
+        let stderr = TailPipe::new(limits.capture_bytes);
+        let wasi = plugin
+            .sandbox()
+            .wasi_ctx(&stdout, &stderr)
+            .map_err(|e| load_failure(e.to_string()))?;
+        let http_grants = plugin.sandbox().http_grants().map_err(load_failure)?;
+        let budget = plugin.host().memory_budget();
+        let state = AttemptState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy::new(http_grants.clone(), control.clone()),
+            http_grants,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits, budget.clone(), control.clone()),
+            control: control.clone(),
+            attempt: 0,
+            task: Arc::from(""),
+            plugin: plugin.name_arc(),
+            panic_message: None,
+            progress: None,
+            budget_total: budget.total(),
+        };
+        let mut store = Store::new(plugin.engine(), state);
+        if asynchronous {
+            store.limiter_async(|state| &mut state.limiter);
+            // Fuel is always on in this engine, so this cannot fail.
+            let _ = store.fuel_async_yield_interval(Some(ASYNC_YIELD_FUEL));
+        } else {
+            store.limiter(|state| &mut state.limiter);
+        }
+        store.epoch_deadline_callback(epoch_check);
+        let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
+        let mut attempt_store = Self {
+            store,
+            pipes: (stdout, stderr),
+            fuel_budget,
+        };
+        attempt_store.rearm(control);
+        Ok(attempt_store)
+    }
+
+    /// Arms the store for one attempt of `task`: its control (deadline, cancellation), its
+    /// number, a full fuel budget, fresh output capture and memory-limit flags.
+    pub(crate) fn arm(&mut self, request: &AttemptRequest<'_>, task: Arc<str>) {
+        self.rearm(&request.control);
+        let state = self.store.data_mut();
+        state.attempt = request.attempt;
+        state.task = task;
+        state.progress = request.progress.clone();
+    }
+
+    fn rearm(&mut self, control: &Arc<AttemptControl>) {
+        let state = self.store.data_mut();
+        state.control = control.clone();
+        state.http_policy = HttpPolicy::new(state.http_grants.clone(), control.clone());
+        state.limiter.begin_attempt(control.clone());
+        state.panic_message = None;
+        // Fuel is always on in this engine, so setting it cannot fail.
+        let _ = self.store.set_fuel(self.fuel_budget);
+        self.store.set_epoch_deadline(1);
+        self.pipes.0.reset();
+        self.pipes.1.reset();
+    }
+
+    /// Whether the instance in this store may serve another attempt after one that ended
+    /// with `result`: only if the guest returned on its own (a value or a task error) and no
+    /// limit was touched. A trap, an interruption, fuel or memory exhaustion all leave the
+    /// instance in a state no later attempt should see.
+    pub(crate) fn reusable_after(&self, result: &InvokeResult) -> bool {
+        let state = self.store.data();
+        result.is_ok() && !state.limiter.touched() && !state.control.is_cancelled()
+    }
+
+    /// The report of an attempt that ended with `result`.
+    pub(crate) fn report(
+        &mut self,
+        result: InvokeResult,
+        request: &AttemptRequest<'_>,
+    ) -> AttemptReport {
+        let fuel_consumed = self
+            .store
+            .get_fuel()
+            .ok()
+            .map(|left| self.fuel_budget - left);
+        let outcome = match result {
+            Ok(Ok(json)) => match serde_json::from_str(&json) {
+                Ok(value) => AttemptOutcome::Succeeded(value),
+                Err(e) => AttemptOutcome::Failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    format!(
+                        "task '{}' returned output that is not JSON: {e}",
+                        request.display_name
+                    ),
+                )),
+            },
+            Ok(Err(error)) => AttemptOutcome::Failed(guest_failure(error)),
+            Err(error) => self.classify_abnormal(error, request),
+        };
+        AttemptReport::new(outcome)
+            .with_fuel(fuel_consumed)
+            .with_output(self.pipes.0.captured(), self.pipes.1.captured())
+    }
+
+    /// Classifies an attempt that ended abnormally (docs/queues.md §5.2): cancellation, then
+    /// the deadline, then fuel, then the memory limiter, then the actual cause.
+    fn classify_abnormal(
+        &self,
+        error: wasmtime::Error,
+        request: &AttemptRequest<'_>,
+    ) -> AttemptOutcome {
+        let name = request.display_name;
+        let control = &request.control;
+        // An interruption by the host (the epoch callback, a blocking call that watched the
+        // control) or a stop that raced the guest's own error: one rule decides.
+        if error.downcast_ref::<StopReason>().is_some() || control.should_stop() {
+            return control.stopped_outcome(name);
+        }
+        let trap = error.downcast_ref::<Trap>().copied();
+        // The alternate form carries the trap and the wasm backtrace, not the host's.
+        let detail = format!("{error:#}");
+        let state = self.store.data();
+        let limiter = &state.limiter;
+        let failure = if trap == Some(Trap::OutOfFuel) {
+            TaskFailure::new(
+                FailureKind::OutOfFuel,
+                format!(
+                    "task '{name}' ran out of fuel (budget {})",
+                    self.fuel_budget
+                ),
+            )
+        } else if limiter.refused {
+            TaskFailure::new(
+                FailureKind::MemoryLimit,
+                format!(
+                    "task '{name}' exceeded its memory limit of {}",
+                    crate::units::format_size(limiter.max_memory())
+                ),
+            )
+        } else if limiter.budget_refused {
+            TaskFailure::new(
+                FailureKind::MemoryLimit,
+                format!(
+                    "task '{name}' could not grow its memory: the host's total memory budget \
+                     of {} is in use by other attempts (raise it with --total-memory)",
+                    crate::units::format_size(state.budget_total)
+                ),
+            )
+        } else if let Some(panic) = &state.panic_message {
+            TaskFailure::new(FailureKind::Trap, format!("task '{name}' {panic}"))
+        } else if limiter.os_refused {
+            TaskFailure::new(
+                FailureKind::MemoryLimit,
+                format!(
+                    "task '{name}' could not grow its memory: the process's memory cap was \
+                     reached"
+                ),
+            )
+        } else if trap == Some(Trap::StackOverflow) {
+            TaskFailure::new(
+                FailureKind::Trap,
+                format!("task '{name}' trapped: wasm stack overflow (call stack exhausted)"),
+            )
+        } else if let Some(trap) = trap {
+            TaskFailure::new(FailureKind::Trap, format!("task '{name}' trapped: {trap}"))
+        } else {
+            TaskFailure::new(FailureKind::Trap, format!("task '{name}' failed: {error}"))
+        };
+        AttemptOutcome::Failed(failure.with_detail(detail))
+    }
+}
+
+fn epoch_check(store: StoreContextMut<'_, AttemptState>) -> wasmtime::Result<UpdateDeadline> {
+    match store.data().control.stop_reason() {
+        Some(reason) => Err(wasmtime::Error::new(reason)),
+        None => Ok(UpdateDeadline::Continue(1)),
+    }
+}
+
+fn guest_failure(error: WitTaskError) -> TaskFailure {
+    match error {
+        WitTaskError::Failed(m) => TaskFailure::new(FailureKind::Failed, m),
+        WitTaskError::Permanent(m) => TaskFailure::new(FailureKind::Permanent, m),
+        WitTaskError::InvalidInput(m) => TaskFailure::new(FailureKind::InvalidInput, m),
+    }
+}
