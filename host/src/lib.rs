@@ -30,6 +30,7 @@ mod attempt;
 pub mod backend;
 mod engine;
 mod failure;
+mod helpers;
 pub mod queue;
 pub mod text;
 pub mod units;
@@ -48,3 +49,4 @@ pub use engine::{
     HostBuilder, HostError, Limits, LoadError, Plugin, Sandbox, Task, TaskInfo, WarmPool,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
+pub use helpers::{HelperOptions, RunConfig, amap, pmap, run, tmap};

@@ -3,12 +3,14 @@
 mod support;
 
 mod async_queue;
+mod checkpoint;
 mod cli;
 mod engine_cache;
 mod engine_load;
 mod foreign_guests;
 mod hostile;
 mod http;
+mod long_runs;
 mod process_faults;
 mod queue_races;
 mod scenarios;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Example plugins, one crate each.
-const PLUGINS: &[&str] = &["echo", "score", "files", "fetch", "double"];
+const PLUGINS: &[&str] = &["echo", "score", "files", "fetch", "double", "mix"];
 /// The crate holding one binary per test guest.
 const GUESTS_PACKAGE: &str = "osiiso-test-guests";
 

@@ -5,6 +5,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use osiiso_host::queue::TaskOptions;
@@ -17,10 +18,26 @@ pub(crate) const MAX_LINE_BYTES: usize = 256 << 20;
 /// The largest inputs or jobs file read whole (finite mode).
 pub(crate) const MAX_FILE_BYTES: u64 = 1 << 30;
 
+/// Where a job came from, for messages: `jobs.jsonl line 3`, `--input #2`.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Line { source: Arc<str>, line: usize },
+    Input(usize),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Line { source, line } => write!(f, "{source} line {line}"),
+            Self::Input(n) => write!(f, "--input #{n}"),
+        }
+    }
+}
+
 /// One task to submit.
 pub(crate) struct JobSpec {
-    /// Where it came from, for messages: `jobs.jsonl line 3`, `--input #2`.
-    pub origin: String,
+    /// Where it came from.
+    pub origin: Origin,
     /// The task name (`None`: the command line's TASK, or the plugin's only task).
     pub task: Option<String>,
     pub input: Value,
@@ -42,7 +59,7 @@ pub(crate) fn from_inputs(inputs: &[String]) -> anyhow::Result<Vec<JobSpec>> {
                 )
             })?;
             Ok(JobSpec {
-                origin: format!("--input #{}", i + 1),
+                origin: Origin::Input(i + 1),
                 task: None,
                 input,
                 overrides: Map::new(),
@@ -62,7 +79,7 @@ pub(crate) enum LineKind {
 
 /// The lines of a JSONL source as jobs, one at a time, each bounded.
 pub(crate) struct JobReader {
-    name: String,
+    name: Arc<str>,
     lines: BoundedLines<Box<dyn BufRead + Send>>,
     kind: LineKind,
     base: TaskOptions,
@@ -94,7 +111,7 @@ impl JobReader {
         base: &TaskOptions,
     ) -> Self {
         Self {
-            name: name.to_string(),
+            name: Arc::from(name),
             lines: BoundedLines::new(reader, MAX_LINE_BYTES),
             kind,
             base: base.clone(),
@@ -139,7 +156,10 @@ impl Iterator for JobReader {
             if text.trim().is_empty() {
                 continue;
             }
-            let origin = format!("{} line {n}", self.name);
+            let origin = Origin::Line {
+                source: self.name.clone(),
+                line: n,
+            };
             return Some(match self.kind {
                 LineKind::Input => parse_input_line(origin, text),
                 LineKind::Job => parse_job_line(origin, text, &self.base),
@@ -165,7 +185,7 @@ pub(crate) fn read_all(mut reader: JobReader) -> anyhow::Result<Vec<JobSpec>> {
     Ok(specs)
 }
 
-fn parse_input_line(origin: String, line: &str) -> anyhow::Result<JobSpec> {
+fn parse_input_line(origin: Origin, line: &str) -> anyhow::Result<JobSpec> {
     let input = serde_json::from_str(line).map_err(|e| anyhow!("{origin}: not valid JSON: {e}"))?;
     Ok(JobSpec {
         origin,
@@ -175,7 +195,7 @@ fn parse_input_line(origin: String, line: &str) -> anyhow::Result<JobSpec> {
     })
 }
 
-fn parse_job_line(origin: String, line: &str, base: &TaskOptions) -> anyhow::Result<JobSpec> {
+fn parse_job_line(origin: Origin, line: &str, base: &TaskOptions) -> anyhow::Result<JobSpec> {
     let value: Value =
         serde_json::from_str(line).map_err(|e| anyhow!("{origin}: not valid JSON: {e}"))?;
     let Value::Object(mut object) = value else {
@@ -302,8 +322,11 @@ mod tests {
         assert_eq!(out.len(), 2);
         let first = out[0].as_ref().unwrap();
         assert_eq!(first.task.as_deref(), Some("a"));
-        assert_eq!(first.origin, "jobs.jsonl line 1");
-        assert_eq!(out[1].as_ref().unwrap().origin, "jobs.jsonl line 3");
+        assert_eq!(first.origin.to_string(), "jobs.jsonl line 1");
+        assert_eq!(
+            out[1].as_ref().unwrap().origin.to_string(),
+            "jobs.jsonl line 3"
+        );
     }
 
     #[test]

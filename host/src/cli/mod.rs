@@ -8,6 +8,8 @@ mod list;
 mod options;
 mod output;
 mod run;
+mod signals;
+mod work;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -53,6 +55,8 @@ pub(crate) enum Failure {
     Output(String),
     /// The reader of stdout went away: exit 141 (as if killed by `SIGPIPE`), quietly.
     BrokenPipe,
+    /// A signal stopped the run gracefully: exit 128 + the signal (130, 143).
+    Interrupted(u8),
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -84,6 +88,7 @@ pub(crate) fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Tasks) => ExitCode::from(1),
         Err(Failure::BrokenPipe) => ExitCode::from(141),
+        Err(Failure::Interrupted(code)) => ExitCode::from(code),
         Err(Failure::Output(message)) => {
             report_error(&message);
             ExitCode::from(1)

@@ -227,6 +227,11 @@ impl Reporter {
         }
     }
 
+    /// Whether results are written at the end (a JSON array, a table) rather than as they come.
+    pub(crate) fn writes_at_end(&self) -> bool {
+        self.format != OutputFormat::Jsonl
+    }
+
     /// Called once per finished task (from the queue's `on_complete`).
     pub(crate) fn finished(&self, result: &TaskResult) {
         if let Some(rows) = &self.rows {

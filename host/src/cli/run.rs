@@ -4,22 +4,26 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
 use osiiso_host::backend::{Async, Process, Thread};
 use osiiso_host::queue::backend::Backend;
-use osiiso_host::queue::{FailPolicy, OnExit, QueueBuilder, RunOptions, TaskOptions, Workers};
+use osiiso_host::queue::{
+    Checkpoint, FailPolicy, Handle, Mode, OnExit, QueueBuilder, RunOptions, RunSummary,
+    TaskOptions, Workers,
+};
 use osiiso_host::units::parse_size;
-use osiiso_host::{AsyncQueue, ProcessQueue, TaskCall, ThreadQueue};
-use osiiso_host::{Plugin, Task};
+use osiiso_host::{AsyncQueue, Plugin, ProcessQueue, Task, ThreadQueue};
 
 use super::Failure;
-use super::jobs::{self, JobReader, JobSpec, LineKind};
+use super::jobs::{self, JobReader, LineKind};
 use super::options::{CacheArgs, LimitArgs, SandboxArgs, duration};
 use super::output::{OutputError, OutputFormat, ProgressMode, Reporter};
-
+use super::signals::Interrupts;
+use super::work::{self, CheckpointPlan, Feeder, Resolver, Submission};
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
     /// The plugin component (.wasm) or a precompiled artifact.
@@ -33,9 +37,19 @@ pub(crate) struct RunArgs {
     /// A file of JSON inputs, one per line (`-` for stdin).
     #[arg(long = "inputs", value_name = "FILE.jsonl", conflicts_with = "jobs")]
     inputs_file: Option<PathBuf>,
-    /// A file of jobs, one object per line: `task`, `input` and per-task options.
+    /// A file of jobs, one object per line: `task`, `input` and per-task options (`-` for
+    /// stdin).
     #[arg(long, value_name = "FILE.jsonl")]
     jobs: Option<PathBuf>,
+    /// `finite` reads every input first (a bad line stops the run before anything runs);
+    /// `infinite` submits each line as it arrives and writes each result as its task
+    /// finishes, until the input ends (a stream: `tail -f events.jsonl | osiiso-host run ...`).
+    #[arg(long, value_enum, default_value = "finite")]
+    mode: ModeArg,
+    /// Remember in this SQLite file which inputs succeeded: a rerun restores them (attempts
+    /// 0, "restored from checkpoint") and runs only the rest.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
 
     #[command(flatten)]
     queue: QueueArgs,
@@ -67,6 +81,12 @@ enum QueueKind {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ModeArg {
+    Finite,
+    Infinite,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum OnExitArg {
     /// Cancel what is not must-complete; let the rest finish.
     #[value(name = "complete-priority", alias = "complete_priority")]
@@ -84,7 +104,8 @@ struct QueueArgs {
     /// Worker count, or `auto`.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     workers: String,
-    /// Maximum outstanding tasks (0 = unbounded).
+    /// Maximum outstanding tasks (0 = unbounded); in infinite mode, how far input is read
+    /// ahead of the workers.
     #[arg(long, value_name = "N", default_value_t = 0)]
     size: usize,
     /// How quickly cancellations and deadlines reach running work.
@@ -137,7 +158,386 @@ struct TaskArgs {
 }
 
 impl TaskArgs {
-    /// The options of a task: the plugin's suggestions, then these flags.
+    fn task_defaults(&self) -> TaskDefaults {
+        TaskDefaults {
+            retries: self.retries,
+            retry_delay: self.retry_delay,
+            backoff: self.backoff,
+            timeout: self.timeout,
+            priority: self.priority,
+            must_complete: self.must_complete,
+        }
+    }
+
+    fn apply(&self, options: TaskOptions) -> TaskOptions {
+        self.task_defaults().apply(options)
+    }
+}
+
+fn parse_workers(text: &str) -> anyhow::Result<Workers> {
+    if text == "auto" {
+        return Ok(Workers::Auto);
+    }
+    let n: usize = text
+        .parse()
+        .map_err(|_| anyhow!("--workers: expected a number or `auto`, got '{text}'"))?;
+    if n == 0 {
+        bail!("--workers: workers must be > 0");
+    }
+    Ok(Workers::Fixed(n))
+}
+
+/// Refuses more workers than the backend `B` allows.
+fn check_workers<B: Backend>(workers: Workers) -> anyhow::Result<()> {
+    match workers {
+        Workers::Fixed(n) if n > B::MAX_WORKERS => bail!(
+            "--workers: at most {} workers on the {} queue, got {n}",
+            B::MAX_WORKERS,
+            B::NAME
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// What a run works on.
+enum Work {
+    /// Every job, read and checked before anything runs.
+    List(Vec<Submission>),
+    /// Jobs read and submitted as they arrive (infinite mode).
+    Stream(Box<(JobReader, Resolver)>),
+}
+
+/// Everything a run needs besides its queue.
+struct Plan {
+    work: Work,
+    checkpoint: Option<CheckpointPlan>,
+    reporter: Arc<Reporter>,
+}
+
+pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
+    if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
+        return Err(anyhow!("--worker-memory needs --queue process").into());
+    }
+    let workers = parse_workers(&args.queue.workers)?;
+    match args.queue.kind {
+        QueueKind::Async => check_workers::<Async>(workers)?,
+        QueueKind::Thread => check_workers::<Thread>(workers)?,
+        QueueKind::Process => check_workers::<Process>(workers)?,
+    }
+    // The pool holds this many live instances; more workers wait for a free slot.
+    let instances = match workers {
+        Workers::Fixed(n) => u32::try_from(n.min(1000)).unwrap_or(1000) + 2,
+        Workers::Auto => 64,
+    };
+
+    let host = args.cache.host(instances)?;
+    let plugin = args.limits.load(&host, &args.plugin)?;
+    let plugin = plugin.with_sandbox(args.sandbox.sandbox(&host)?);
+    let plugin = allow_http(plugin, &args.queue.allow_http)?;
+    let checkpoint = match &args.checkpoint {
+        Some(path) => Some(Checkpoint::open(path)?),
+        None => None,
+    };
+    let plan = plan(&args, &plugin, checkpoint)?;
+
+    match args.queue.kind {
+        QueueKind::Process => {
+            let mut builder = ProcessQueue::builder();
+            if let Some(bytes) = args.queue.worker_memory {
+                builder = builder.worker_memory(bytes as u64);
+            }
+            run_queue(builder, &args, workers, plan)
+        }
+        QueueKind::Async => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
+            let builder = AsyncQueue::builder().runtime(runtime.handle().clone());
+            run_queue(builder, &args, workers, plan)
+        }
+        QueueKind::Thread => run_queue(ThreadQueue::builder(), &args, workers, plan),
+    }
+}
+
+/// Reads (finite) or opens (infinite) the work, and the checkpoint plan.
+fn plan(args: &RunArgs, plugin: &Plugin, checkpoint: Option<Checkpoint>) -> anyhow::Result<Plan> {
+    let base = args.task_options.apply(TaskOptions::new());
+    base.validate().map_err(|e| anyhow!("{e}"))?;
+    let default_task = match &args.task {
+        Some(name) => Some(plugin.task(name)?),
+        None => None,
+    };
+    let single_task = match (&default_task, &args.jobs) {
+        (Some(task), _) => Some(task.clone()),
+        (None, None) => Some(plugin.only_task()?),
+        (None, Some(_)) => None,
+    };
+    let checkpoint = checkpoint.map(|c| CheckpointPlan::new(c, plugin, single_task.as_ref()));
+    let options = args.task_options.task_defaults();
+    let mut resolver = Resolver::new(plugin.clone(), default_task, move |task| {
+        options.options_for(task)
+    });
+    let source = match (&args.jobs, &args.inputs_file) {
+        (Some(jobs), _) => Some(JobReader::open(jobs, LineKind::Job, &base)?),
+        (None, Some(file)) => Some(JobReader::open(file, LineKind::Input, &base)?),
+        (None, None) => None,
+    };
+    let mut inline = jobs::from_inputs(&args.inputs)?;
+    if source.is_none() && inline.is_empty() {
+        inline = jobs::from_inputs(&["null".to_string()])?;
+    }
+    let work = match (args.mode, source) {
+        (ModeArg::Infinite, Some(reader)) => {
+            if !inline.is_empty() {
+                bail!("--mode infinite reads its work from --inputs or --jobs only, not --input");
+            }
+            Work::Stream(Box::new((reader, resolver)))
+        }
+        (_, source) => {
+            let mut submissions = Vec::new();
+            if let Some(reader) = source {
+                for spec in jobs::read_all(reader)? {
+                    submissions.push(resolver.resolve(spec)?);
+                }
+            }
+            for spec in inline {
+                submissions.push(resolver.resolve(spec)?);
+            }
+            Work::List(submissions)
+        }
+    };
+    let total = match &work {
+        Work::List(submissions) => Some(submissions.len()),
+        Work::Stream(..) => None,
+    };
+    let reporter = Arc::new(Reporter::new(args.output, args.progress, args.quiet, total));
+    Ok(Plan {
+        work,
+        checkpoint,
+        reporter,
+    })
+}
+
+/// Builds the queue, feeds it, runs it and reports.
+fn run_queue<B: Backend>(
+    builder: QueueBuilder<B>,
+    args: &RunArgs,
+    workers: Workers,
+    plan: Plan,
+) -> Result<(), Failure> {
+    let Plan {
+        work,
+        checkpoint,
+        reporter,
+    } = plan;
+    let infinite = matches!(work, Work::Stream(..));
+    let mut builder = builder
+        .workers(workers)
+        .size(args.queue.size)
+        .burst(args.queue.burst)
+        .mode(if infinite {
+            Mode::Infinite
+        } else {
+            Mode::Finite
+        })
+        .on_exit(match args.queue.on_exit {
+            OnExitArg::CompletePriority => OnExit::CompletePriority,
+            OnExitArg::Cancel => OnExit::Cancel,
+        });
+    if args.queue.fail_first {
+        builder = builder.fail_policy(FailPolicy::FailFirst);
+    }
+    if let Some(rate) = args.queue.rate {
+        builder = builder.rate(rate);
+    }
+    if let Some(poll) = args.queue.poll {
+        builder = builder.poll(poll);
+    }
+    if let Some(timeout) = args.queue.run_timeout {
+        builder = builder.timeout(timeout);
+    }
+    let on_complete = reporter.clone();
+    let queue = Arc::new(
+        builder
+            .on_complete(move |result| on_complete.finished(result))
+            .build()
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    // Stopping a run early (a signal, results that cannot be written): no more input is read,
+    // what is not done is cancelled, and the run ends with its summary.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = {
+        let (queue, stop) = (Arc::downgrade(&queue), stop.clone());
+        move || {
+            stop.store(true, Ordering::SeqCst);
+            if let Some(queue) = queue.upgrade() {
+                queue.cancel();
+            }
+        }
+    };
+    reporter.on_output_failure(stopper.clone());
+    let interrupts = Interrupts::watch(Box::new(stopper))
+        .map_err(|e| anyhow!("cannot watch for signals: {e}"))?;
+    let printer = reporter.clone();
+    let restored = move |handle: &Handle| {
+        if let Some(result) = handle.result() {
+            printer.finished(&result);
+        }
+    };
+
+    let mut handles = Vec::new();
+    let mut restored_count = 0;
+    let rejected = Arc::new(AtomicBool::new(false));
+    let summary = match work {
+        Work::List(submissions) => {
+            // A bounded queue must run while it is fed, or submission would block; so may
+            // any queue whose running order is its admission order. Otherwise everything is
+            // admitted first, so that priorities hold across the whole work list.
+            let total = submissions.len();
+            if args.queue.size > 0 || work::order_is_admission_order(&submissions) {
+                queue.start().map_err(|e| anyhow!("{e}"))?;
+            }
+            match work::submit(&queue, submissions, checkpoint.as_ref(), &restored) {
+                Ok(submitted) => handles = submitted,
+                // Fail-first halted the queue while it was still being fed, or the run was
+                // stopped.
+                Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown) => {
+                    if !stop.load(Ordering::SeqCst) {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "osiiso-host: the queue stopped taking work; not every job of \
+                             {total} was submitted"
+                        );
+                    }
+                }
+                Err(e) => return Err(anyhow!("{e}").into()),
+            }
+            restored_count = handles
+                .iter()
+                .filter(|h| h.attempts() == 0 && h.is_done())
+                .count();
+            run_to_end(&queue, &stop)
+        }
+        Work::Stream(stream) => {
+            let (reader, resolver) = *stream;
+            queue.start().map_err(|e| anyhow!("{e}"))?;
+            let feeder = Feeder {
+                queue: queue.clone(),
+                resolver,
+                plan: checkpoint,
+                stop: stop.clone(),
+                rejected: rejected.clone(),
+            };
+            let restored = restored.clone();
+            // Not joined: a reader blocked on stdin cannot be woken; the process ends anyway.
+            let _ = std::thread::Builder::new()
+                .name("osiiso-feed".into())
+                .spawn(move || feeder.run(reader, &restored));
+            run_to_end(&queue, &stop)
+        }
+    };
+    let results: Vec<_> = if reporter.writes_at_end() {
+        handles.iter().filter_map(|h| h.result()).collect()
+    } else {
+        Vec::new()
+    };
+    let written = reporter.finish(&results);
+    let summary = summary.map_err(|e| anyhow!("{e}"))?;
+    let interrupted = interrupts.received();
+    report_end(args, &summary, restored_count, interrupted, &written);
+    // The queue is done; leave its memory to the operating system.
+    std::mem::forget(handles);
+    match (written, interrupted) {
+        (Err(OutputError::BrokenPipe), _) => Err(Failure::BrokenPipe),
+        (Err(error), _) => Err(Failure::Output(error.to_string())),
+        (Ok(()), Some(signal)) => Err(Failure::Interrupted(signal.exit_code())),
+        (Ok(()), None) if summary.ok() && !rejected.load(Ordering::SeqCst) => Ok(()),
+        (Ok(()), None) => Err(Failure::Tasks),
+    }
+}
+
+/// Runs the queue until it is done. A run stopped before it began (a signal, an output
+/// failure) has nothing left to run: its summary is what was recorded.
+fn run_to_end<B: Backend>(
+    queue: &osiiso_host::queue::Queue<B>,
+    stop: &AtomicBool,
+) -> Result<RunSummary, osiiso_host::queue::Error> {
+    let started = std::time::Instant::now();
+    match queue.run_with(RunOptions::default()) {
+        Err(osiiso_host::queue::Error::ShutDown) if stop.load(Ordering::SeqCst) => {
+            queue.wait_closed();
+            let results = queue
+                .results()
+                .into_iter()
+                .filter(|r| !r.detached)
+                .collect();
+            Ok(RunSummary::from_results(results, started, false))
+        }
+        other => other,
+    }
+}
+
+/// The summary and notes on stderr; nothing for a reader that went away.
+fn report_end(
+    args: &RunArgs,
+    summary: &RunSummary,
+    restored: usize,
+    interrupted: Option<super::signals::Interrupted>,
+    written: &Result<(), OutputError>,
+) {
+    if matches!(written, Err(OutputError::BrokenPipe)) {
+        return;
+    }
+    let mut stderr = std::io::stderr().lock();
+    if !args.quiet {
+        let _ = writeln!(stderr, "{summary}");
+        if restored > 0 {
+            let _ = writeln!(
+                stderr,
+                "  {restored} more restored from the checkpoint (not run again)"
+            );
+        }
+    }
+    if let Some(signal) = interrupted {
+        let _ = writeln!(
+            stderr,
+            "osiiso-host: interrupted by {}: {} task(s) cancelled",
+            signal.name(),
+            summary.cancelled
+        );
+    }
+}
+
+/// Adds the `--allow-http` destinations to the plugin's sandbox (every queue honours them).
+fn allow_http(plugin: Plugin, specs: &[String]) -> anyhow::Result<Plugin> {
+    if specs.is_empty() {
+        return Ok(plugin);
+    }
+    let sandbox = specs
+        .iter()
+        .fold(plugin.sandbox().clone(), |sandbox, spec| {
+            sandbox.allow_http(spec.as_str())
+        });
+    sandbox
+        .validate_http()
+        .map_err(|e| anyhow!("--allow-http: {e}"))?;
+    Ok(plugin.with_sandbox(sandbox))
+}
+
+/// The command line's task options, applied to each task after its plugin's suggestions.
+#[derive(Clone)]
+pub(crate) struct TaskDefaults {
+    retries: Option<u32>,
+    retry_delay: Option<Duration>,
+    backoff: Option<f64>,
+    timeout: Option<Duration>,
+    priority: Option<i32>,
+    must_complete: bool,
+}
+
+impl TaskDefaults {
+    /// The options of a task: the plugin's suggestions, then the command line's flags.
     fn options_for(&self, task: &Task) -> TaskOptions {
         let mut options = TaskOptions::new();
         if let Some(retries) = task.info().retries {
@@ -169,218 +569,5 @@ impl TaskArgs {
             options = options.must_complete(true);
         }
         options
-    }
-}
-
-fn parse_workers(text: &str) -> anyhow::Result<Workers> {
-    if text == "auto" {
-        return Ok(Workers::Auto);
-    }
-    let n: usize = text
-        .parse()
-        .map_err(|_| anyhow!("--workers: expected a number or `auto`, got '{text}'"))?;
-    if n == 0 {
-        bail!("--workers: workers must be > 0");
-    }
-    Ok(Workers::Fixed(n))
-}
-
-/// Refuses more workers than the backend `B` allows.
-fn check_workers<B: Backend>(workers: Workers) -> anyhow::Result<()> {
-    match workers {
-        Workers::Fixed(n) if n > B::MAX_WORKERS => bail!(
-            "--workers: at most {} workers on the {} queue, got {n}",
-            B::MAX_WORKERS,
-            B::NAME
-        ),
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
-    if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
-        return Err(anyhow!("--worker-memory needs --queue process").into());
-    }
-    let workers = parse_workers(&args.queue.workers)?;
-    match args.queue.kind {
-        QueueKind::Async => check_workers::<Async>(workers)?,
-        QueueKind::Thread => check_workers::<Thread>(workers)?,
-        QueueKind::Process => check_workers::<Process>(workers)?,
-    }
-    // The pool holds this many live instances; more workers wait for a free slot.
-    let instances = match workers {
-        Workers::Fixed(n) => u32::try_from(n.min(1000)).unwrap_or(1000) + 2,
-        Workers::Auto => 64,
-    };
-
-    let host = args.cache.host(instances)?;
-    let plugin = args.limits.load(&host, &args.plugin)?;
-    let plugin = plugin.with_sandbox(args.sandbox.sandbox(&host)?);
-    let plugin = allow_http(plugin, &args.queue.allow_http)?;
-
-    // Build the whole work list (and reject bad lines) before anything runs.
-    let base = args.task_options.apply(TaskOptions::new());
-    base.validate().map_err(|e| anyhow!("{e}"))?;
-    let mut specs = match (&args.jobs, &args.inputs_file) {
-        (Some(jobs), _) => jobs::read_all(JobReader::open(jobs, LineKind::Job, &base)?)?,
-        (None, Some(file)) => jobs::read_all(JobReader::open(file, LineKind::Input, &base)?)?,
-        (None, None) if args.inputs.is_empty() => jobs::from_inputs(&["null".to_string()])?,
-        (None, None) => Vec::new(),
-    };
-    specs.extend(jobs::from_inputs(&args.inputs)?);
-    let default_task = match &args.task {
-        Some(name) => Some(plugin.task(name)?),
-        None => None,
-    };
-    let mut submissions = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let task = resolve_task(&plugin, default_task.as_ref(), &spec)?;
-        let options = args.task_options.options_for(&task);
-        let options = options
-            .with_json_overrides(&spec.overrides)
-            .map_err(|e| anyhow!("{}: {e}", spec.origin))?;
-        submissions.push((task.with_input(spec.input), options));
-    }
-
-    let reporter = Arc::new(Reporter::new(
-        args.output,
-        args.progress,
-        args.quiet,
-        Some(submissions.len()),
-    ));
-    match args.queue.kind {
-        QueueKind::Process => {
-            let mut builder = ProcessQueue::builder();
-            if let Some(bytes) = args.queue.worker_memory {
-                builder = builder.worker_memory(bytes as u64);
-            }
-            run_queue(builder, &args, workers, submissions, reporter)
-        }
-        QueueKind::Async => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
-            let builder = AsyncQueue::builder().runtime(runtime.handle().clone());
-            run_queue(builder, &args, workers, submissions, reporter)
-        }
-        QueueKind::Thread => run_queue(
-            ThreadQueue::builder(),
-            &args,
-            workers,
-            submissions,
-            reporter,
-        ),
-    }
-}
-
-/// Builds the queue from the options, feeds it and reports.
-fn run_queue<B: Backend>(
-    builder: QueueBuilder<B>,
-    args: &RunArgs,
-    workers: Workers,
-    submissions: Vec<(TaskCall, TaskOptions)>,
-    reporter: Arc<Reporter>,
-) -> Result<(), Failure> {
-    let mut builder = builder
-        .workers(workers)
-        .size(args.queue.size)
-        .burst(args.queue.burst)
-        .on_exit(match args.queue.on_exit {
-            OnExitArg::CompletePriority => OnExit::CompletePriority,
-            OnExitArg::Cancel => OnExit::Cancel,
-        });
-    if args.queue.fail_first {
-        builder = builder.fail_policy(FailPolicy::FailFirst);
-    }
-    if let Some(rate) = args.queue.rate {
-        builder = builder.rate(rate);
-    }
-    if let Some(poll) = args.queue.poll {
-        builder = builder.poll(poll);
-    }
-    if let Some(timeout) = args.queue.run_timeout {
-        builder = builder.timeout(timeout);
-    }
-    let on_complete = reporter.clone();
-    let queue = Arc::new(
-        builder
-            .on_complete(move |result| on_complete.finished(result))
-            .build()
-            .map_err(|e| anyhow!("{e}"))?,
-    );
-    // Results that cannot be written end the run: what is not done yet is cancelled.
-    let weak = Arc::downgrade(&queue);
-    reporter.on_output_failure(move || {
-        if let Some(queue) = weak.upgrade() {
-            queue.cancel();
-        }
-    });
-
-    // An unbounded queue takes everything before it starts, so priorities hold across the
-    // whole work list. A bounded one must run while it is fed, or submission would block.
-    let bounded = args.queue.size > 0;
-    if bounded {
-        queue.start().map_err(|e| anyhow!("{e}"))?;
-    }
-    let total = submissions.len();
-    let mut handles = Vec::with_capacity(total);
-    for (work, options) in submissions {
-        match queue.submit(work, options) {
-            Ok(handle) => handles.push(handle),
-            // Fail-first halted the queue while it was still being fed, or the output
-            // failed and the run was cancelled.
-            Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown)
-                if bounded =>
-            {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "osiiso-host: the queue halted; {} of {total} jobs were not submitted",
-                    total - handles.len()
-                );
-                break;
-            }
-            Err(e) => return Err(anyhow!("{e}").into()),
-        }
-    }
-    let summary = queue.run_with(RunOptions::default());
-    let results: Vec<_> = handles.iter().filter_map(|h| h.result()).collect();
-    let written = reporter.finish(&results);
-    let summary = summary.map_err(|e| anyhow!("{e}"))?;
-    // A reader that went away ends the run quietly, as it does for other Unix tools.
-    if !args.quiet && !matches!(written, Err(OutputError::BrokenPipe)) {
-        let _ = writeln!(std::io::stderr(), "{summary}");
-    }
-    match written {
-        Err(OutputError::BrokenPipe) => Err(Failure::BrokenPipe),
-        Err(error) => Err(Failure::Output(error.to_string())),
-        Ok(()) if summary.ok() => Ok(()),
-        Ok(()) => Err(Failure::Tasks),
-    }
-}
-
-/// Adds the `--allow-http` destinations to the plugin's sandbox (every queue honours them).
-fn allow_http(plugin: Plugin, specs: &[String]) -> anyhow::Result<Plugin> {
-    if specs.is_empty() {
-        return Ok(plugin);
-    }
-    let sandbox = specs
-        .iter()
-        .fold(plugin.sandbox().clone(), |sandbox, spec| {
-            sandbox.allow_http(spec.as_str())
-        });
-    sandbox
-        .validate_http()
-        .map_err(|e| anyhow!("--allow-http: {e}"))?;
-    Ok(plugin.with_sandbox(sandbox))
-}
-
-fn resolve_task(plugin: &Plugin, default: Option<&Task>, spec: &JobSpec) -> anyhow::Result<Task> {
-    match (&spec.task, default) {
-        (Some(name), _) => plugin
-            .task(name)
-            .map_err(|e| anyhow!("{}: {e}", spec.origin)),
-        (None, Some(task)) => Ok(task.clone()),
-        (None, None) => Ok(plugin.only_task()?),
     }
 }

@@ -51,6 +51,23 @@ pub enum Error {
     /// The task failed; carries the failure.
     #[error("{0}")]
     Failed(crate::TaskFailure),
+    /// The checkpoint was used after `close()`.
+    #[error("checkpoint is closed — close it after the queue has finished, not before")]
+    CheckpointClosed,
+    /// A checkpoint key could not be derived from an element.
+    #[error(
+        "cannot derive a checkpoint key from {0} — pass a key function to map()/group() to derive one yourself"
+    )]
+    CheckpointKey(String),
+    /// A heterogeneous group was checkpointed without a stable name.
+    #[error(
+        "checkpointing a heterogeneous group needs a stable name — pass a namespace (or an explicit group id), since a generated group id never matches on resume"
+    )]
+    CheckpointNamespace,
+    /// The checkpoint file cannot be used (not a database, not a checkpoint, an I/O error);
+    /// the message names the file.
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 impl Error {

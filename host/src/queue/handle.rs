@@ -17,7 +17,8 @@ use crate::attempt::AttemptControl;
 use crate::failure::TaskFailure;
 use crate::wait;
 
-type DoneCallback = Box<dyn FnOnce(&Handle) + Send>;
+/// A callback run once, when the task is done (docs/queues.md §6 step 3).
+pub(crate) type DoneCallback = Box<dyn FnOnce(&Handle) + Send>;
 
 /// Mutable per-task state, behind the cell's lock.
 pub(crate) struct CellState {
@@ -58,6 +59,7 @@ impl TaskCell {
         options: TaskOptions,
         seq: u64,
         scheduled_for: Option<Instant>,
+        on_done: Option<DoneCallback>,
     ) -> Self {
         let name = options.name.clone().unwrap_or_else(|| work.default_name());
         Self {
@@ -75,7 +77,7 @@ impl TaskCell {
                 started_wall: None,
                 fuel: None,
                 control: None,
-                callbacks: Vec::new(),
+                callbacks: on_done.into_iter().collect(),
             }),
             done: Condvar::new(),
             result: OnceLock::new(),

@@ -26,9 +26,11 @@
 mod attempt_loop;
 pub mod backend;
 mod builder;
+mod checkpoint;
 mod core;
 mod driver;
 mod error;
+mod fanout;
 mod group;
 mod handle;
 mod options;
@@ -39,10 +41,10 @@ mod work;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 pub use self::builder::{OnComplete, OnRetry, OnStart, QueueBuilder};
+pub use self::checkpoint::{Checkpoint, Hit, canonical_json};
 pub use self::error::{Error, ExecutionError};
+pub use self::fanout::{Checkpointing, KeyFn};
 pub use self::group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
 pub use self::handle::Handle;
 pub use self::options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
@@ -50,7 +52,7 @@ pub use self::result::{RunSummary, TaskResult, TaskStatus};
 pub use self::work::{AsyncNativeTask, NativeFn, NativeFutureFn, NativeTask};
 
 use self::backend::{AcceptsFutures, AcceptsNative, Backend, Runner};
-use self::core::Core;
+use self::core::{Admission, Core};
 use self::work::Work;
 use crate::attempt::TaskCall;
 use crate::engine::Task;
@@ -119,12 +121,11 @@ impl<B: Backend> Queue<B> {
         &self.backend
     }
 
-    fn admit(&self, batch: Vec<(Work, TaskOptions)>, block: bool) -> Result<Vec<Handle>, Error> {
-        self.core.admit(batch, block)
-    }
-
     fn admit_one(&self, work: Work, options: TaskOptions, block: bool) -> Result<Handle, Error> {
-        Ok(self.admit(vec![(work, options)], block)?.remove(0))
+        let admitted = self
+            .core
+            .admit(vec![Admission::new(work, options)], block)?;
+        Ok(admitted.into_iter().next().expect("one task, one handle"))
     }
 
     /// Submits a WASM task (`task.with_input(json)`). On a full bounded queue it blocks for
@@ -162,36 +163,6 @@ impl<B: Backend> Queue<B> {
             }
         })
         .await
-    }
-
-    /// Submits one task per input, as one group (`map`). Inputs are never unpacked.
-    pub fn map(
-        &self,
-        task: &Task,
-        inputs: impl IntoIterator<Item = Value>,
-        options: TaskOptions,
-    ) -> Result<Group, Error> {
-        let items = inputs
-            .into_iter()
-            .map(|input| task.with_input(input))
-            .collect();
-        self.group(items, options)
-    }
-
-    /// Submits several tasks as one group; the id is `options.group_id` or `group-<n>`.
-    pub fn group(&self, items: Vec<TaskCall>, options: TaskOptions) -> Result<Group, Error> {
-        options.validate()?;
-        let group_id = match &options.group_id {
-            Some(id) => id.clone(),
-            None => self.core.next_group_id(),
-        };
-        let options = options.group_id(group_id.clone());
-        let batch = items
-            .into_iter()
-            .map(|c| (c.into(), options.clone()))
-            .collect();
-        let handles = self.admit(batch, B::BLOCKING_SUBMIT)?;
-        Ok(Group::new(group_id, handles))
     }
 
     /// Binds a task to base options: its submissions use them as defaults.

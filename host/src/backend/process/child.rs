@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::io::BufWriter;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Sender};
@@ -64,10 +64,13 @@ impl WorkerProcess {
     ) -> Result<Self, TaskFailure> {
         let mut command = command(context, options)?;
         // Only the child's own stdio crosses: std opens every other descriptor close-on-exec.
+        // Its own process group: a Ctrl-C at the terminal reaches the parent, which
+        // coordinates, and not the workers behind its back.
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            .process_group(0);
         let program = command.get_program().to_string_lossy().into_owned();
         let mut child = spawn_detached_from_thread(command).map_err(|e| {
             start_failure(format!(

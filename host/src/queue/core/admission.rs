@@ -5,24 +5,49 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::super::error::Error;
-use super::super::handle::{Handle, TaskCell};
+use super::super::handle::{DoneCallback, Handle, TaskCell};
 use super::super::options::TaskOptions;
 use super::super::work::Work;
-use super::{Core, Phase, State};
+use super::{Core, Phase, Record, State};
+
+/// One task to admit.
+pub(crate) struct Admission {
+    pub(crate) work: Work,
+    pub(crate) options: TaskOptions,
+    /// Run when the task is done, before `on_complete` (a checkpoint's record).
+    pub(crate) on_done: Option<DoneCallback>,
+}
+
+impl Admission {
+    pub(crate) fn new(work: Work, options: TaskOptions) -> Self {
+        Self {
+            work,
+            options,
+            on_done: None,
+        }
+    }
+}
 
 impl Core {
-    /// Admits a batch of tasks; blocks for room when `block` and the queue is bounded.
+    /// Admits a batch of tasks, in order; blocks for room when `block` and the queue is
+    /// bounded.
     pub(crate) fn admit(
         self: &Arc<Self>,
-        batch: Vec<(Work, TaskOptions)>,
+        batch: Vec<Admission>,
         block: bool,
     ) -> Result<Vec<Handle>, Error> {
-        for (_, options) in &batch {
-            options.validate()?;
+        for admission in &batch {
+            admission.options.validate()?;
         }
         let mut handles = Vec::with_capacity(batch.len());
         let mut state = self.state.lock();
-        for (work, options) in batch {
+        state.results.reserve(batch.len());
+        for Admission {
+            work,
+            options,
+            on_done,
+        } in batch
+        {
             self.wait_for_room(&mut state, block)?;
             let now = Instant::now();
             let target = match (options.delay, options.run_at) {
@@ -37,7 +62,7 @@ impl Core {
             };
             let seq = state.next_seq();
             let scheduled_for = target.filter(|t| *t > now);
-            let cell = Arc::new(TaskCell::new(work, options, seq, scheduled_for));
+            let cell = Arc::new(TaskCell::new(work, options, seq, scheduled_for, on_done));
             state.outstanding += 1;
             match scheduled_for {
                 Some(at) => self.schedule(&mut state, at, cell.clone()),
@@ -70,6 +95,16 @@ impl Core {
             }
             self.changed.wait(state);
         }
+    }
+
+    /// A task that is not submitted: it was restored from a checkpoint (§11). It is final at
+    /// once, is not outstanding, takes no place in `results()` or summaries and fires no
+    /// `on_complete`.
+    pub(crate) fn restored(&self, work: Work, options: TaskOptions, record: Record) -> Handle {
+        let cell = Arc::new(TaskCell::new(work, options, 0, None, None));
+        let result = Arc::new(self.result_of(&cell, record));
+        cell.complete(result, &self.self_ref);
+        self.handle(&cell)
     }
 
     /// Reserves a group id from the sequence counter.

@@ -27,6 +27,7 @@ use super::handle::{Handle, TaskCell};
 use super::rate::RateGate;
 use super::result::TaskResult;
 
+pub(crate) use self::admission::Admission;
 pub(crate) use self::recording::{CANCELLED, Record};
 pub(crate) use self::state::{Phase, State};
 pub(crate) use self::workers::Take;

@@ -51,6 +51,21 @@ impl Record {
         }
     }
 
+    /// A task restored from a checkpoint: succeeded without an attempt.
+    pub(crate) fn restored(value: Option<Value>) -> Self {
+        Self {
+            status: TaskStatus::Succeeded,
+            message: Cow::Borrowed(if value.is_some() {
+                "restored from checkpoint"
+            } else {
+                "restored from checkpoint (value not retained)"
+            }),
+            value,
+            error: None,
+            output: None,
+        }
+    }
+
     pub(crate) fn cancelled(message: &'static str, output: Output) -> Self {
         Self {
             status: TaskStatus::Cancelled,
@@ -114,7 +129,7 @@ impl Core {
         self.notify_if_idle(&state);
     }
 
-    fn result_of(&self, cell: &TaskCell, record: Record) -> TaskResult {
+    pub(crate) fn result_of(&self, cell: &TaskCell, record: Record) -> TaskResult {
         let cell_state = cell.state.lock();
         let finished_at = Instant::now();
         let (stdout, stderr) = record.output.unwrap_or_default();

@@ -52,4 +52,27 @@ fn sleep(ms: u64) -> u64 {
     ms
 }
 
+#[derive(Deserialize)]
+struct Mark {
+    tag: String,
+    #[serde(default)]
+    ms: u64,
+}
+
+/// Appends `tag` to `/marks/log` (a test's count of executions), then sleeps `ms`.
+#[task]
+fn mark(spec: Mark) -> Result<String, TaskError> {
+    use std::io::Write as _;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/marks/log")
+        .map_err(|e| TaskError::permanent(format!("cannot open /marks/log: {e}")))?;
+    // One write per line: concurrent appends must not interleave.
+    log.write_all(format!("{}\n", spec.tag).as_bytes())
+        .map_err(|e| TaskError::failed(e.to_string()))?;
+    std::thread::sleep(std::time::Duration::from_millis(spec.ms));
+    Ok(spec.tag)
+}
+
 fn main() {}
