@@ -5,9 +5,10 @@
 //!
 //! - The engine ([`Host`], [`Plugin`], [`Task`], [`Limits`], [`Sandbox`]) loads and sandboxes
 //!   components and runs one attempt at a time in a fresh instance.
-//! - The queues ([`ThreadQueue`], [`AsyncQueue`], [`ProcessQueue`]) schedule attempts with
-//!   priorities, retries, timeouts and policies; [`queue`] holds their shared API, and
-//!   `docs/queues.md` their rules in full.
+//! - The queues ([`ThreadQueue`], [`AsyncQueue`], [`ProcessQueue`], and with the `nats`
+//!   feature `NatsQueue` across machines) schedule attempts with priorities, retries,
+//!   timeouts and policies; [`queue`] holds their shared API, and `docs/queues.md` their
+//!   rules in full.
 //! - [`backend`] holds the backends; [`queue::backend`] the seam a new one implements.
 //!
 //! ```no_run
@@ -39,6 +40,8 @@ mod wait;
 pub use attempt::{
     AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason, TaskCall,
 };
+#[cfg(feature = "nats")]
+pub use backend::NatsQueue;
 pub use backend::worker_main::{
     WORKER_MARKER, WorkerOptions, maybe_run_worker, maybe_run_worker_with, run_worker,
     run_worker_with,

@@ -11,6 +11,10 @@ mod foreign_guests;
 mod hostile;
 mod http;
 mod long_runs;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+mod nats_fixture;
 mod process_faults;
 mod queue_races;
 mod scenarios;

@@ -57,6 +57,15 @@ impl TestKind for osiiso_host::backend::Process {
     }
 }
 
+/// NATS queues reach the shared fleet (a server and two nodes), if there is one.
+#[cfg(feature = "nats")]
+impl TestKind for osiiso_host::backend::Nats {
+    fn builder() -> QueueBuilder<Self> {
+        let fleet = crate::nats_fixture::shared_fleet().expect("the scenario checks the fleet");
+        Queue::builder().nats(fleet.url())
+    }
+}
+
 /// Async queues bind this runtime; the scenario code itself stays plain and blocking.
 impl TestKind for osiiso_host::backend::Async {
     fn builder() -> QueueBuilder<Self> {
@@ -838,11 +847,20 @@ fn thread_initializer_failure_cancels_everything() {
 
 macro_rules! scenarios {
     ($backend:ident: $kind:ty; $($scenario:ident),* $(,)?) => {
+        scenarios!($backend: $kind, if true; $($scenario),*);
+    };
+    ($backend:ident: $kind:ty, if $guard:expr; $($scenario:ident),* $(,)?) => {
         mod $backend {
+            /// A backend that needs a service runs only where it is available.
+            fn available() -> bool {
+                $guard
+            }
             $(
                 #[test]
                 fn $scenario() {
-                    super::$scenario::<$kind>();
+                    if available() {
+                        super::$scenario::<$kind>();
+                    }
                 }
             )*
         }
@@ -851,8 +869,8 @@ macro_rules! scenarios {
 
 /// Scenarios every backend runs.
 macro_rules! wasm_scenarios {
-    ($backend:ident: $kind:ty) => {
-        scenarios!($backend: $kind;
+    ($backend:ident: $kind:ty $(, if $guard:expr)?) => {
+        scenarios!($backend: $kind $(, if $guard)?;
             priority_order_fifo_ties,
             retry_sequence_and_hook_order,
             retries_exhausted_and_permanent_never_retried,
@@ -890,8 +908,8 @@ macro_rules! native_scenarios {
 
 /// Scenarios for the blocking queues (Thread, Process): bounded submit blocks.
 macro_rules! sync_scenarios {
-    ($backend:ident: $kind:ty) => {
-        scenarios!($backend: $kind;
+    ($backend:ident: $kind:ty $(, if $guard:expr)?) => {
+        scenarios!($backend: $kind $(, if $guard)?;
             bounded_size_blocks_and_closes,
         );
     };
@@ -904,3 +922,7 @@ wasm_scenarios!(process: osiiso_host::backend::Process);
 sync_scenarios!(process_sync: osiiso_host::backend::Process);
 wasm_scenarios!(asynchronous: osiiso_host::backend::Async);
 native_scenarios!(asynchronous_native: osiiso_host::backend::Async);
+#[cfg(feature = "nats")]
+wasm_scenarios!(nats: osiiso_host::backend::Nats, if crate::nats_fixture::shared_fleet().is_some());
+#[cfg(feature = "nats")]
+sync_scenarios!(nats_sync: osiiso_host::backend::Nats, if crate::nats_fixture::shared_fleet().is_some());

@@ -7,12 +7,20 @@
 //! | [`Thread`] | OS threads | a sync instance on the worker thread |
 //! | [`Async`] | tokio tasks | an async, fuel-metered instance that yields often |
 //! | [`Process`] | a coordinator thread per persistent subprocess | a fresh instance in the subprocess |
+//! | [`Nats`] (feature `nats`) | tokio tasks, one attempt in flight each | on an `osiiso-host serve` node, through NATS JetStream |
 
 mod asynchronous;
+#[cfg(feature = "nats")]
+mod nats;
 mod process;
 mod thread;
 
 pub use self::asynchronous::{Async, AsyncOptions, AsyncQueue};
+#[cfg(feature = "nats")]
+pub use self::nats::{
+    DEFAULT_URL as DEFAULT_NATS_URL, Nats, NatsError, NatsNode, NatsOptions, NatsQueue, NodeConfig,
+    NodeInfo, live_nodes,
+};
 pub(crate) use self::process::worker_main;
 pub use self::process::{
     Process, ProcessContext, ProcessOptions, ProcessQueue, WorkerHook, WorkerHooks, WorkerInit,

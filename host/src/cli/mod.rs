@@ -1,13 +1,17 @@
 //! Argument parsing, logging set-up and exit codes (DESIGN.md §7): 0 when every task
 //! succeeded, 1 when any failed, was cancelled or the run timed out, 2 for usage errors and
-//! plugins that cannot be loaded.
+//! plugins that cannot be loaded (and a NATS server that cannot be reached).
 
 mod compile;
 mod jobs;
 mod list;
+#[cfg(feature = "nats")]
+mod nodes;
 mod options;
 mod output;
 mod run;
+#[cfg(feature = "nats")]
+mod serve;
 mod signals;
 mod work;
 
@@ -36,6 +40,12 @@ enum Command {
     List(list::ListArgs),
     /// Precompile a plugin into the compile cache (or a file).
     Compile(compile::CompileArgs),
+    /// Serve as a node of NATS queues: run attempts that submitters queue on the broker.
+    #[cfg(feature = "nats")]
+    Serve(serve::ServeArgs),
+    /// List the nodes alive on a NATS broker.
+    #[cfg(feature = "nats")]
+    Nodes(nodes::NodesArgs),
     /// Serve as a ProcessQueue worker on stdin/stdout (started by the host itself).
     #[command(hide = true)]
     Worker {
@@ -77,11 +87,20 @@ pub(crate) fn main() -> ExitCode {
             }
         };
     }
-    init_tracing(cli.verbose);
+    // A node logs what it runs; other commands only warnings.
+    #[cfg(feature = "nats")]
+    let quiet = !matches!(cli.command, Command::Serve(_));
+    #[cfg(not(feature = "nats"))]
+    let quiet = true;
+    init_tracing(cli.verbose, quiet);
     let outcome = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::List(args) => list::run(args),
         Command::Compile(args) => compile::run(args),
+        #[cfg(feature = "nats")]
+        Command::Serve(args) => serve::run(args),
+        #[cfg(feature = "nats")]
+        Command::Nodes(args) => nodes::run(args),
         Command::Worker { .. } => unreachable!("served above"),
     };
     match outcome {
@@ -107,11 +126,12 @@ fn report_error(message: &str) {
     let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         // wasmtime-wasi-http warns on every failed connection; the task's error says so.
-        0 => "warn,wasmtime_wasi_http=error",
+        0 if quiet => "warn,wasmtime_wasi_http=error",
+        0 => "osiiso_host=info,warn,wasmtime_wasi_http=error",
         1 => "osiiso_host=debug,osiiso=debug,info",
         _ => "trace",
     };

@@ -78,6 +78,9 @@ enum QueueKind {
     Async,
     Thread,
     Process,
+    /// Attempts on `osiiso-host serve` nodes, through the NATS server of `--nats`.
+    #[cfg(feature = "nats")]
+    Nats,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +114,10 @@ struct QueueArgs {
     /// How quickly cancellations and deadlines reach running work.
     #[arg(long, value_name = "DUR", value_parser = duration)]
     poll: Option<Duration>,
+    /// The NATS server of `--queue nats`.
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "URL", env = "OSIISO_NATS_URL")]
+    nats: Option<String>,
     /// OS memory cap per worker process (process queue).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     worker_memory: Option<usize>,
@@ -223,6 +230,12 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         QueueKind::Async => check_workers::<Async>(workers)?,
         QueueKind::Thread => check_workers::<Thread>(workers)?,
         QueueKind::Process => check_workers::<Process>(workers)?,
+        #[cfg(feature = "nats")]
+        QueueKind::Nats => check_workers::<osiiso_host::backend::Nats>(workers)?,
+    }
+    #[cfg(feature = "nats")]
+    if args.queue.nats.is_some() && args.queue.kind != QueueKind::Nats {
+        return Err(anyhow!("--nats needs --queue nats").into());
     }
     // The pool holds this many live instances; more workers wait for a free slot.
     let instances = match workers {
@@ -257,6 +270,16 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
             run_queue(builder, &args, workers, plan)
         }
         QueueKind::Thread => run_queue(ThreadQueue::builder(), &args, workers, plan),
+        #[cfg(feature = "nats")]
+        QueueKind::Nats => {
+            let url = args
+                .queue
+                .nats
+                .as_deref()
+                .unwrap_or(osiiso_host::backend::DEFAULT_NATS_URL);
+            let builder = osiiso_host::NatsQueue::builder().nats(url);
+            run_queue(builder, &args, workers, plan)
+        }
     }
 }
 

@@ -77,6 +77,11 @@ impl HttpGrant {
         })
     }
 
+    /// Whether every destination `other` allows, this one allows too.
+    pub(crate) fn covers(&self, other: &HttpGrant) -> bool {
+        self.host == other.host && self.port.is_none_or(|p| other.port == Some(p))
+    }
+
     fn allows(&self, host: &str, port: u16) -> bool {
         self.host.eq_ignore_ascii_case(host) && self.port.is_none_or(|p| p == port)
     }

@@ -33,6 +33,7 @@ use wasmtime::component::Linker;
 pub use attempt::AttemptRequest;
 pub use cache::CacheOutcome;
 pub use error::{HostError, LoadError};
+pub(crate) use http::HttpGrant;
 pub use limits::Limits;
 pub use plugin::{Plugin, Task, TaskInfo};
 pub use sandbox::{DirGrant, GuestStdio, Sandbox};
@@ -42,6 +43,23 @@ use budget::MemoryBudget;
 use cache::CompileCache;
 use epoch::EpochTicker;
 use store::AttemptState;
+
+/// Reads a plugin file of at most `limit` bytes.
+pub(crate) fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+    cache::read_bounded(path, limit).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::FileTooLarge {
+            LoadError::TooLarge {
+                path: path.to_path_buf(),
+                limit,
+            }
+        } else {
+            LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
 
 /// Default epoch tick: how quickly a deadline or cancellation reaches a running guest.
 const DEFAULT_TICK: Duration = Duration::from_millis(10);
@@ -274,19 +292,7 @@ impl Host {
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
         let path = path.as_ref();
-        let bytes = cache::read_bounded(path, self.inner.max_plugin_bytes).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::FileTooLarge {
-                LoadError::TooLarge {
-                    path: path.to_path_buf(),
-                    limit: self.inner.max_plugin_bytes,
-                }
-            } else {
-                LoadError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
+        let bytes = read_plugin_file(path, self.inner.max_plugin_bytes)?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

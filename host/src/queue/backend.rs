@@ -60,8 +60,8 @@
 //!         cpus.max(1)
 //!     }
 //!
-//!     fn build(label: String, _settings: &QueueSettings) -> Self {
-//!         Echo { label }
+//!     fn build(label: String, _settings: &QueueSettings) -> Result<Self, String> {
+//!         Ok(Echo { label })
 //!     }
 //!
 //!     fn runner(self: Arc<Self>) -> Runner {
@@ -109,11 +109,18 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The `Auto` worker limit for `cpus` CPUs (docs/queues.md §4.4).
     fn auto_limit(cpus: usize) -> usize;
 
-    /// Builds the backend for one queue.
-    fn build(options: Self::Options, settings: &QueueSettings) -> Self;
+    /// Builds the backend for one queue (connecting to what it needs); an error here is
+    /// the queue builder's [`Error::Backend`](super::Error::Backend).
+    fn build(options: Self::Options, settings: &QueueSettings) -> Result<Self, String>;
 
     /// How the queue's workers run its attempts.
     fn runner(self: Arc<Self>) -> Runner;
+
+    /// The `Auto` worker limit the built backend learned (the slots of the machines it
+    /// reaches, say); `None` keeps [`auto_limit`](Self::auto_limit) of the CPU count.
+    fn discovered_auto_limit(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What a backend learns of the queue it serves.
@@ -157,6 +164,9 @@ pub struct Attempt<'a> {
     pub number: u32,
     /// The task's name, for messages (the options' name, or the task's own).
     pub name: &'a str,
+    /// The task's priority (lower runs first): the queue has already ordered attempts by
+    /// it; a backend that queues attempts again (on a broker) keeps the order with it.
+    pub priority: i32,
     /// Cancellation and deadline: the runner must stop within about one `poll` of
     /// [`should_stop`](AttemptControl::should_stop).
     pub control: &'a Arc<AttemptControl>,
@@ -167,12 +177,14 @@ impl<'a> Attempt<'a> {
         call: &'a TaskCall,
         number: u32,
         name: &'a str,
+        priority: i32,
         control: &'a Arc<AttemptControl>,
     ) -> Self {
         Self {
             call,
             number,
             name,
+            priority,
             control,
         }
     }

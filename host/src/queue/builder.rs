@@ -233,6 +233,6 @@ impl<B: Backend> QueueBuilder<B> {
     /// Validates the options and builds the queue. Workers start with `start()` or `run()`.
     pub fn build(self) -> Result<super::Queue<B>, Error> {
         self.validate()?;
-        Ok(super::Queue::from_builder(self))
+        super::Queue::from_builder(self)
     }
 }

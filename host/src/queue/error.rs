@@ -51,6 +51,9 @@ pub enum Error {
     /// The task failed; carries the failure.
     #[error("{0}")]
     Failed(crate::TaskFailure),
+    /// The backend could not be set up (a broker out of reach, say); the message says why.
+    #[error("{0}")]
+    Backend(String),
     /// The checkpoint was used after `close()`.
     #[error("checkpoint is closed — close it after the queue has finished, not before")]
     CheckpointClosed,

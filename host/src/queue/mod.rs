@@ -107,13 +107,19 @@ impl<B: Backend> Queue<B> {
         QueueBuilder::new()
     }
 
-    fn from_builder(builder: QueueBuilder<B>) -> Self {
-        let backend = Arc::new(B::build(builder.options, &builder.config.settings()));
-        let runner = backend.clone().runner();
-        Self {
-            core: Core::new(builder.config, B::NAME, runner),
-            backend,
+    fn from_builder(builder: QueueBuilder<B>) -> Result<Self, Error> {
+        let mut config = builder.config;
+        let backend = B::build(builder.options, &config.settings())
+            .map_err(|message| Error::Backend(format!("{} backend: {message}", B::NAME)))?;
+        if let Some(limit) = backend.discovered_auto_limit() {
+            config.auto_limit = limit.clamp(1, B::MAX_WORKERS);
         }
+        let backend = Arc::new(backend);
+        let runner = backend.clone().runner();
+        Ok(Self {
+            core: Core::new(config, B::NAME, runner),
+            backend,
+        })
     }
 
     /// The backend serving this queue.

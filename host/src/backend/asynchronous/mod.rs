@@ -72,11 +72,11 @@ impl Backend for Async {
         4.max(32.min(4 * cpus))
     }
 
-    fn build(options: AsyncOptions, settings: &QueueSettings) -> Self {
-        Self {
+    fn build(options: AsyncOptions, settings: &QueueSettings) -> Result<Self, String> {
+        Ok(Self {
             runtime: options.runtime,
             warm: WarmPool::new(settings.slots),
-        }
+        })
     }
 
     fn runner(self: Arc<Self>) -> Runner {

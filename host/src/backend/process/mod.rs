@@ -128,8 +128,8 @@ impl Backend for Process {
         1.max(32.min(cpus))
     }
 
-    fn build(options: ProcessOptions, settings: &QueueSettings) -> Self {
-        Self {
+    fn build(options: ProcessOptions, settings: &QueueSettings) -> Result<Self, String> {
+        Ok(Self {
             options,
             poll: settings.poll,
             slots: settings.slots,
@@ -137,7 +137,7 @@ impl Backend for Process {
             idle: Mutex::new(Vec::new()),
             busy: Mutex::new(Vec::new()),
             pids: PidRegistry::default(),
-        }
+        })
     }
 
     fn runner(self: Arc<Self>) -> Runner {

@@ -67,11 +67,11 @@ impl Backend for Thread {
         4.max(32.min(4 * cpus))
     }
 
-    fn build(options: ThreadOptions, settings: &QueueSettings) -> Self {
-        Self {
+    fn build(options: ThreadOptions, settings: &QueueSettings) -> Result<Self, String> {
+        Ok(Self {
             initializer: options.initializer,
             warm: WarmPool::new(settings.slots),
-        }
+        })
     }
 
     fn runner(self: Arc<Self>) -> Runner {

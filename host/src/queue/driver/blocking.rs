@@ -116,9 +116,13 @@ impl Worker<'_> {
                     }
                     Step::Run { attempt, control } => {
                         let report = match &cell.work {
-                            Work::Wasm(call) => self
-                                .runner
-                                .run(Attempt::new(call, attempt, &cell.name, &control)),
+                            Work::Wasm(call) => self.runner.run(Attempt::new(
+                                call,
+                                attempt,
+                                &cell.name,
+                                cell.options.priority,
+                                &control,
+                            )),
                             Work::Native { run, .. } => {
                                 match self.run_native(cell, &control, run) {
                                     Some(report) => report,

@@ -110,7 +110,13 @@ async fn run_attempt(
     };
     match &cell.work {
         Work::Wasm(call) => {
-            let attempt = runner.run(Attempt::new(call, attempt, &cell.name, control));
+            let attempt = runner.run(Attempt::new(
+                call,
+                attempt,
+                &cell.name,
+                cell.options.priority,
+                control,
+            ));
             let grace = core
                 .config
                 .poll

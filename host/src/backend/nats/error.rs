@@ -1,0 +1,36 @@
+//! Errors of the NATS backend's own operations (connecting, setting up the layout); what goes
+//! wrong with one attempt is that attempt's [`TaskFailure`](crate::TaskFailure).
+
+/// Why the NATS backend, a node or a node listing could not do its work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// The broker could not be reached.
+    #[error("cannot connect to the NATS server at {url}: {message}")]
+    Connect {
+        /// The URL as given.
+        url: String,
+        /// What the client said.
+        message: String,
+    },
+    /// The broker refused or did not answer a request.
+    #[error("NATS: cannot {action}: {message}")]
+    Broker {
+        /// What was being done.
+        action: &'static str,
+        /// What the broker or client said.
+        message: String,
+    },
+    /// A node's setting is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl NatsError {
+    pub(crate) fn broker(action: &'static str, error: impl std::fmt::Display) -> Self {
+        Self::Broker {
+            action,
+            message: error.to_string(),
+        }
+    }
+}

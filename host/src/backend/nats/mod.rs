@@ -1,0 +1,218 @@
+//! The NATS backend: attempts run on `osiiso-host serve` nodes, on any machine that reaches
+//! a NATS JetStream server. The submitter's queue keeps every rule (docs/queues.md); a node
+//! runs one attempt interruptibly and reports it. See [`NatsQueue`] and docs/distributed.md.
+//!
+//! - [`layout`]: the streams, consumers, buckets and subjects, and the connection.
+//! - [`wire`]: the messages.
+//! - [`submitter`]: publishing attempts and routing their reports (the queue's side).
+//! - [`node`]: `serve`: fetching, running and reporting attempts.
+//! - [`grants`]: what a node lets submitters grant.
+
+mod error;
+mod grants;
+mod layout;
+mod node;
+mod submitter;
+mod wire;
+
+pub use self::error::NatsError;
+pub use self::node::{NatsNode, NodeConfig};
+pub use self::wire::NodeInfo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+
+use self::layout::{Broker, ConnectSpec};
+use self::submitter::Submitter;
+use crate::attempt::AttemptReport;
+use crate::failure::{FailureKind, TaskFailure};
+use crate::queue::backend::{AsyncRunner, Attempt, Backend, QueueSettings, Runner};
+use crate::queue::{Queue, QueueBuilder};
+
+/// The broker URL when none is given.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+
+/// A queue whose attempts run on `osiiso-host serve` nodes through NATS JetStream: the same
+/// builder, handles, hooks and summary as every queue, with attempts spread over machines.
+/// WASM tasks only (they travel as data). `workers` is how many attempts this queue has in
+/// flight; `Auto` is the sum of the slots of the nodes alive when it is built.
+///
+/// Execution is at least once: a node that stalls past its lease, or a broker that
+/// restarts, can run an attempt twice; the queue still records exactly one result per task.
+///
+/// ```no_run
+/// use osiiso_host::{Host, NatsQueue};
+/// use osiiso_host::queue::TaskOptions;
+/// use serde_json::json;
+///
+/// let score = Host::new()?.load("score.wasm")?.task("score")?;
+/// let queue = NatsQueue::builder().nats("nats://10.0.0.5:4222").build()?;
+/// let group = queue.map(&score, (0..1000).map(|i| json!(i)), TaskOptions::new().retries(2))?;
+/// println!("{}", queue.run()?);
+/// println!("{:?}", group.values()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type NatsQueue = Queue<Nats>;
+
+/// The NATS backend's own options.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    url: String,
+    connect_timeout: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_URL.to_string(),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The NATS backend (see [`NatsQueue`]).
+pub struct Nats {
+    spec: ConnectSpec,
+    /// Its own runtime: the connection, the report dispatcher and the queue's workers.
+    runtime: Option<tokio::runtime::Runtime>,
+    submitter: Mutex<Option<Arc<Submitter>>>,
+    /// Slots of the nodes alive at build time.
+    live_slots: usize,
+}
+
+impl Backend for Nats {
+    type Options = NatsOptions;
+    const NAME: &'static str = "nats";
+    const MAX_WORKERS: usize = 100_000;
+
+    fn auto_limit(_cpus: usize) -> usize {
+        // Without live nodes to count: a window that keeps a small fleet busy.
+        16
+    }
+
+    fn build(options: NatsOptions, _settings: &QueueSettings) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("osiiso-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start its runtime: {e}"))?;
+        let spec = ConnectSpec {
+            url: options.url,
+            connect_timeout: options.connect_timeout,
+            name: "osiiso-host submitter".to_string(),
+        };
+        let (submitter, live_slots) = runtime
+            .block_on(async {
+                let broker = Broker::connect(&spec).await?;
+                let nodes = broker.liveness(layout::NODES_BUCKET).await?;
+                let slots = layout::live_nodes(&nodes)
+                    .await
+                    .map(|nodes| nodes.iter().map(|n| n.slots).sum())
+                    .unwrap_or(0);
+                Ok::<_, NatsError>((Submitter::start(broker).await?, slots))
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            spec,
+            runtime: Some(runtime),
+            submitter: Mutex::new(Some(submitter)),
+            live_slots,
+        })
+    }
+
+    fn runner(self: Arc<Self>) -> Runner {
+        Runner::Async(self)
+    }
+
+    fn discovered_auto_limit(&self) -> Option<usize> {
+        (self.live_slots > 0).then_some(self.live_slots)
+    }
+}
+
+impl Nats {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the backend")
+            .handle()
+    }
+
+    /// The submitter, started again after a `close` (a queue that was reset).
+    async fn submitter(&self) -> Result<Arc<Submitter>, TaskFailure> {
+        if let Some(submitter) = self.submitter.lock().clone() {
+            return Ok(submitter);
+        }
+        let started = async { Submitter::start(Broker::connect(&self.spec).await?).await };
+        let submitter = started
+            .await
+            .map_err(|e| TaskFailure::new(FailureKind::WorkerStart, e.to_string()))?;
+        Ok(self.submitter.lock().get_or_insert(submitter).clone())
+    }
+}
+
+impl AsyncRunner for Nats {
+    fn run<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, AttemptReport> {
+        Box::pin(async move {
+            match self.submitter().await {
+                Ok(submitter) => submitter.run(attempt).await,
+                Err(failure) => AttemptReport::failed(failure),
+            }
+        })
+    }
+
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        Some(self.handle().clone())
+    }
+
+    fn close(&self) {
+        if let Some(submitter) = self.submitter.lock().take() {
+            submitter.stop(self.handle());
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.close();
+        if let Some(runtime) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // Inside a runtime nothing may block.
+                runtime.shutdown_background();
+            } else {
+                // What is left (leaving the live set) gets a moment to finish.
+                runtime.shutdown_timeout(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+impl QueueBuilder<Nats> {
+    /// The NATS server, e.g. `nats://10.0.0.5:4222` (default `nats://127.0.0.1:4222`);
+    /// `tls://` and `user:password@` work as for any NATS client.
+    pub fn nats(mut self, url: impl Into<String>) -> Self {
+        self.options.url = url.into();
+        self
+    }
+
+    /// How long the first connection may take before `build` fails (default 3 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connect_timeout = timeout;
+        self
+    }
+}
+
+/// The nodes alive on the broker at `url`: what `osiiso-host nodes` shows.
+pub async fn live_nodes(url: &str, connect_timeout: Duration) -> Result<Vec<NodeInfo>, NatsError> {
+    let broker = Broker::connect(&ConnectSpec {
+        url: url.to_string(),
+        connect_timeout,
+        name: "osiiso-host nodes".to_string(),
+    })
+    .await?;
+    let nodes = broker.liveness(layout::NODES_BUCKET).await?;
+    layout::live_nodes(&nodes).await
+}

@@ -1,0 +1,281 @@
+//! One attempt on a node: decide whether to run it, run it with in-progress acks from the
+//! node's runtime, publish the report, and only then acknowledge the attempt.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::super::layout;
+use super::super::wire::{AttemptMsg, ReportMsg, StartedMsg, unix_millis};
+use super::NodeShared;
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::engine::{AttemptRequest, GuestStdio};
+use crate::failure::{FailureKind, TaskFailure};
+
+/// A node takes an attempt this long after its submitter's deadline as an orphan (clocks of
+/// two machines differ a little).
+const CLOCK_SLACK: Duration = Duration::from_secs(5);
+/// How long a node keeps trying to store a report before it leaves the attempt to be
+/// redelivered (and reported crashed by whoever gets it).
+const REPORT_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Handles one delivered attempt; the slot is free again when this returns.
+pub(super) async fn handle(
+    shared: Arc<NodeShared>,
+    message: jetstream::Message,
+    _slot: OwnedSemaphorePermit,
+) {
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    let attempt: AttemptMsg = match serde_json::from_slice(&message.payload) {
+        Ok(attempt) => attempt,
+        Err(error) => {
+            tracing::warn!(%error, "dropping an attempt message that does not parse");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    if !layout::is_token(&attempt.submitter)
+        || !attempt
+            .uid
+            .strip_prefix(attempt.submitter.as_str())
+            .is_some_and(|rest| rest.starts_with('-') && layout::is_token(rest))
+    {
+        tracing::warn!("dropping an attempt with a malformed submitter or uid");
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    }
+    let uid = attempt.uid.as_str();
+    if shared.was_cancelled(uid) {
+        tracing::debug!(uid, "dropping a cancelled attempt");
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    }
+    if delivered > 1 {
+        // Whoever had it stopped renewing its lease: a crash report, not a rerun. The
+        // submitter's retry rules decide, as for a crashed worker process.
+        let failure = TaskFailure::new(
+            FailureKind::WorkerCrashed,
+            format!(
+                "the node running the attempt stopped heartbeating (delivery {delivered}, \
+                 noticed by node {})",
+                shared.id
+            ),
+        );
+        tracing::info!(uid, delivered, "redelivered attempt reported as crashed");
+        if publish_report(
+            &shared,
+            &attempt,
+            ReportMsg::failed(uid, &shared.id, failure),
+        )
+        .await
+        {
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        return;
+    }
+    if attempt
+        .expires_unix_ms
+        .is_some_and(|at| unix_millis() > at.saturating_add(CLOCK_SLACK.as_millis() as u64))
+        || !shared.submitter_alive(&attempt.submitter).await
+    {
+        tracing::info!(uid, "dropping an orphaned attempt");
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    }
+
+    let started = StartedMsg {
+        uid: uid.to_string(),
+        node: shared.id.clone(),
+    };
+    if let Ok(payload) = serde_json::to_vec(&started) {
+        let _ = shared
+            .broker
+            .client
+            .publish(
+                layout::event_subject(&attempt.submitter),
+                Bytes::from(payload),
+            )
+            .await;
+    }
+
+    let message = Arc::new(message);
+    let lease = tokio::spawn(renew_lease(message.clone(), shared.ack_wait / 4));
+    shared.busy.fetch_add(1, Ordering::Relaxed);
+    let report = run(&shared, &attempt).await;
+    shared.busy.fetch_sub(1, Ordering::Relaxed);
+    let report = fitting_report(&shared, &attempt, report);
+    let stored = publish_report(&shared, &attempt, report).await;
+    lease.abort();
+    if stored {
+        // After the report: a node that dies between the two leaves a redelivery whose crash
+        // report is de-duplicated away, and the real report wins.
+        let _ = message.ack().await;
+    }
+}
+
+/// Runs the attempt under the node's policy and clock.
+async fn run(shared: &Arc<NodeShared>, attempt: &AttemptMsg) -> ReportMsg {
+    let uid = attempt.uid.as_str();
+    if let Err(message) = shared.policy.check(&attempt.sandbox) {
+        tracing::info!(uid, %message, "attempt refused");
+        return ReportMsg::failed(
+            uid,
+            &shared.id,
+            TaskFailure::new(FailureKind::Permanent, message),
+        );
+    }
+    let plugin = match shared
+        .plugins
+        .get(&attempt.plugin_hash, &attempt.plugin_name)
+        .await
+    {
+        Ok(plugin) => plugin,
+        Err(failure) => return ReportMsg::failed(uid, &shared.id, failure),
+    };
+    // Guest output comes back in the report; it never reaches the node's terminal.
+    let plugin = plugin
+        .with_limits(attempt.limits.clone())
+        .with_sandbox(attempt.sandbox.clone().stdio(GuestStdio::Capture));
+    let task = match plugin.task(&attempt.task) {
+        Ok(task) => task,
+        Err(error) => {
+            let failure = TaskFailure::new(FailureKind::PluginLoad, error.to_string());
+            return ReportMsg::failed(uid, &shared.id, failure);
+        }
+    };
+    let input: serde_json::Value = match serde_json::from_str(&attempt.input) {
+        Ok(input) => input,
+        Err(error) => {
+            let failure = TaskFailure::new(
+                FailureKind::Serialization,
+                format!("cannot decode the input sent to the node: {error}"),
+            );
+            return ReportMsg::failed(uid, &shared.id, failure);
+        }
+    };
+    let control = AttemptControl::with_time_left(
+        attempt.timeout_ms.map(Duration::from_millis),
+        attempt.left_ms.map(Duration::from_millis),
+    );
+    shared
+        .running
+        .lock()
+        .push((uid.to_string(), control.clone()));
+    if shared.was_cancelled(uid) {
+        control.cancel();
+    }
+    tracing::info!(
+        uid,
+        task = %crate::text::escape_control(&attempt.display_name),
+        attempt = attempt.attempt,
+        "running"
+    );
+    let (warm, display_name, number) = (
+        shared.warm.clone(),
+        attempt.display_name.clone(),
+        attempt.attempt,
+    );
+    let ran = tokio::task::spawn_blocking({
+        let control = control.clone();
+        move || {
+            warm.run(
+                &task,
+                AttemptRequest {
+                    input: &input,
+                    attempt: number,
+                    control,
+                    display_name: &display_name,
+                    progress: None,
+                },
+            )
+        }
+    })
+    .await;
+    shared.running.lock().retain(|(id, _)| id != uid);
+    let report = ran.unwrap_or_else(|error| {
+        AttemptReport::failed(TaskFailure::new(
+            FailureKind::Panic,
+            format!("the attempt did not finish on the node: {error}"),
+        ))
+    });
+    let outcome = match &report.outcome {
+        AttemptOutcome::Succeeded(_) => "succeeded",
+        AttemptOutcome::Failed(failure) => failure.kind.as_str(),
+        AttemptOutcome::Cancelled => "cancelled",
+    };
+    tracing::info!(uid, outcome, "done");
+    ReportMsg::new(uid, &shared.id, report)
+}
+
+/// Renews the attempt's lease until aborted.
+async fn renew_lease(message: Arc<jetstream::Message>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(error) = message.ack_with(AckKind::Progress).await {
+            tracing::debug!(%error, "lease renewal failed");
+        }
+    }
+}
+
+/// The report, or a `Serialization` failure when it would not fit in a broker message.
+fn fitting_report(shared: &NodeShared, attempt: &AttemptMsg, report: ReportMsg) -> ReportMsg {
+    let size = serde_json::to_vec(&report).map_or(usize::MAX, |v| v.len());
+    if size <= shared.broker.max_payload {
+        return report;
+    }
+    let failure = TaskFailure::new(
+        FailureKind::Serialization,
+        format!(
+            "the result of task '{}' is {size} bytes, over the NATS server's max_payload of {} \
+             bytes",
+            crate::text::escape_control(&attempt.display_name),
+            shared.broker.max_payload
+        ),
+    );
+    ReportMsg {
+        fuel_consumed: report.fuel_consumed,
+        ..ReportMsg::failed(&attempt.uid, &shared.id, failure)
+    }
+}
+
+/// Stores the report in the submitter's report subject (de-duplicated by attempt);
+/// false if the broker would not take it in time.
+async fn publish_report(shared: &NodeShared, attempt: &AttemptMsg, report: ReportMsg) -> bool {
+    let Ok(payload) = serde_json::to_vec(&report) else {
+        return false;
+    };
+    let payload = Bytes::from(payload);
+    let subject = layout::report_subject(&attempt.submitter);
+    let started = std::time::Instant::now();
+    loop {
+        let message = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(format!("done.{}", attempt.uid));
+        let published = async {
+            shared
+                .broker
+                .js
+                .send_publish(subject.clone(), message)
+                .await?
+                .await
+        };
+        match published.await {
+            Ok(_) => return true,
+            Err(error) if started.elapsed() < REPORT_PATIENCE => {
+                tracing::debug!(%error, "storing a report failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, uid = %attempt.uid, "giving up on storing a report");
+                return false;
+            }
+        }
+    }
+}

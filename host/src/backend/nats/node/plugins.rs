@@ -1,0 +1,180 @@
+//! A node's plugins: in memory, else its local copy, else the broker's object store, each
+//! checked against the BLAKE3 name before it is loaded (and compiled through the compile
+//! cache). Bytes from the broker are never taken as native code: a node's host refuses
+//! precompiled artifacts.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_nats::jetstream::object_store::ObjectStore;
+use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
+
+use super::super::layout::{self, MAX_PLUGIN_BYTES};
+use crate::engine::{Host, Plugin};
+use crate::failure::{FailureKind, TaskFailure};
+
+/// Plugins kept loaded in memory at most.
+const LOADED: usize = 32;
+
+pub(crate) struct NodePlugins {
+    host: Host,
+    store: ObjectStore,
+    /// Verified components, `blake3-<hex>.wasm`, when the node has a cache directory.
+    dir: Option<PathBuf>,
+    loaded: Mutex<HashMap<String, Plugin>>,
+    /// One fetch per plugin at a time.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl NodePlugins {
+    pub(crate) fn new(host: Host, store: ObjectStore) -> Self {
+        let dir = host.cache_root().map(|root| root.join("nats-plugins"));
+        Self {
+            host,
+            store,
+            dir,
+            loaded: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The hashes of the plugins loaded now.
+    pub(crate) fn cached(&self) -> Vec<String> {
+        let mut hashes: Vec<String> = self.loaded.lock().keys().cloned().collect();
+        hashes.sort();
+        hashes
+    }
+
+    /// The plugin whose component hashes to `hash`. A component that does not match its
+    /// name or does not load is `PluginLoad`; a fetch that fails is `WorkerStart`
+    /// (retryable).
+    pub(crate) async fn get(&self, hash: &str, name: &str) -> Result<Plugin, TaskFailure> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(TaskFailure::new(
+                FailureKind::PluginLoad,
+                "the attempt names a plugin hash that is not BLAKE3 hex",
+            ));
+        }
+        if let Some(plugin) = self.loaded.lock().get(hash) {
+            return Ok(plugin.clone());
+        }
+        let lock = self
+            .fetching
+            .lock()
+            .entry(hash.to_string())
+            .or_default()
+            .clone();
+        let _fetching = lock.lock().await;
+        if let Some(plugin) = self.loaded.lock().get(hash) {
+            return Ok(plugin.clone());
+        }
+        let bytes = match self.local(hash).await {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = self.fetch(hash).await?;
+                self.keep(hash, &bytes).await;
+                bytes
+            }
+        };
+        let (host, name) = (self.host.clone(), name.to_string());
+        let loaded = tokio::task::spawn_blocking(move || host.load_bytes(&name, &bytes)).await;
+        let plugin = match loaded {
+            Ok(Ok(plugin)) => plugin,
+            Ok(Err(error)) => {
+                return Err(TaskFailure::new(FailureKind::PluginLoad, error.to_string()));
+            }
+            Err(error) => {
+                return Err(TaskFailure::new(
+                    FailureKind::PluginLoad,
+                    format!("loading the plugin did not finish: {error}"),
+                ));
+            }
+        };
+        let mut loaded = self.loaded.lock();
+        if loaded.len() >= LOADED
+            && let Some(evicted) = loaded.keys().next().cloned()
+        {
+            loaded.remove(&evicted);
+        }
+        loaded.insert(hash.to_string(), plugin.clone());
+        drop(loaded);
+        self.fetching.lock().remove(hash);
+        Ok(plugin)
+    }
+
+    /// The local copy, if there is one and it still hashes to its name.
+    async fn local(&self, hash: &str) -> Option<Vec<u8>> {
+        let path = self
+            .dir
+            .as_ref()?
+            .join(format!("{}.wasm", layout::plugin_object(hash)));
+        let bytes = tokio::task::spawn_blocking(move || {
+            crate::engine::read_plugin_file(&path, MAX_PLUGIN_BYTES).ok()
+        })
+        .await
+        .ok()??;
+        (blake3::hash(&bytes).to_hex().as_str() == hash).then_some(bytes)
+    }
+
+    /// Downloads the component and checks it against its name.
+    async fn fetch(&self, hash: &str) -> Result<Vec<u8>, TaskFailure> {
+        let name = layout::plugin_object(hash);
+        let unreachable = |e: &dyn std::fmt::Display| {
+            TaskFailure::new(
+                FailureKind::WorkerStart,
+                format!("cannot fetch plugin {name} from NATS: {e}"),
+            )
+        };
+        let object = self
+            .store
+            .get(name.as_str())
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let mut bytes = Vec::new();
+        object
+            .take(MAX_PLUGIN_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+            return Err(TaskFailure::new(
+                FailureKind::PluginLoad,
+                format!("stored plugin {name} is larger than {MAX_PLUGIN_BYTES} bytes"),
+            ));
+        }
+        let actual = blake3::hash(&bytes);
+        if actual.to_hex().as_str() != hash {
+            return Err(TaskFailure::new(
+                FailureKind::PluginLoad,
+                format!(
+                    "stored plugin {name} does not match its name (its BLAKE3 is {}): \
+                     corrupted or replaced in the object store",
+                    actual.to_hex()
+                ),
+            ));
+        }
+        tracing::info!(object = %name, bytes = bytes.len(), "plugin fetched");
+        Ok(bytes)
+    }
+
+    /// Keeps a verified component on disk for the next start (best effort).
+    async fn keep(&self, hash: &str, bytes: &[u8]) {
+        let Some(dir) = self.dir.clone() else { return };
+        let (name, bytes) = (layout::plugin_object(hash), bytes.to_vec());
+        let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            let mut file = tempfile::NamedTempFile::new_in(&dir)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.persist(dir.join(format!("{name}.wasm")))
+                .map_err(|e| e.error)?;
+            Ok(())
+        })
+        .await;
+    }
+}

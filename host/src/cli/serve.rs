@@ -1,0 +1,88 @@
+//! `osiiso-host serve --nats URL ...`: a node that runs attempts of NATS queues (DESIGN.md
+//! §7, docs/distributed.md). The first SIGTERM or SIGINT drains it (running attempts finish
+//! and report, no new ones are taken); a second one exits at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+use osiiso_host::backend::{DEFAULT_NATS_URL, NatsNode, NodeConfig};
+use osiiso_host::units::parse_size;
+
+use super::Failure;
+use super::options::duration;
+use super::signals::Interrupts;
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// The NATS server (with JetStream).
+    #[arg(long, value_name = "URL", env = "OSIISO_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    nats: String,
+    /// Attempts run at once [default: the CPU count].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    slots: Option<u32>,
+    /// Submitters may grant directories under DIR (repeatable); any other `--dir` fails its
+    /// task as `permanent`.
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    allow_dirs: Vec<PathBuf>,
+    /// Submitters may allow HTTP to HOST[:PORT] (repeatable); without a port, any port.
+    #[arg(long = "allow-http", value_name = "HOST[:PORT]")]
+    allow_http: Vec<String>,
+    /// Submitters may pass this node's environment to guests (`--inherit-env`).
+    #[arg(long)]
+    allow_env: bool,
+    /// Compile-cache directory [default: $XDG_CACHE_HOME/osiiso-host].
+    #[arg(long, env = "OSIISO_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write the compile cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// How long the broker waits for word about a running attempt before handing it to
+    /// another node (the node renews every quarter of it).
+    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "30s")]
+    ack_wait: Duration,
+    /// The most linear memory all running attempts may hold together [default: half of
+    /// the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    total_memory: Option<usize>,
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
+    if args.ack_wait < Duration::from_secs(1) {
+        return Err(anyhow!("--ack-wait: at least 1s").into());
+    }
+    let mut config = NodeConfig::new(args.nats);
+    if let Some(slots) = args.slots {
+        config.slots = slots as usize;
+    }
+    config.allow_dirs = args.allow_dirs;
+    config.allow_http = args.allow_http;
+    config.allow_env = args.allow_env;
+    config.cache_dir = args.cache_dir;
+    config.no_cache = args.no_cache;
+    config.ack_wait = args.ack_wait;
+    config.total_memory = args.total_memory;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("osiiso-node")
+        .build()
+        .map_err(|e| anyhow!("cannot start the runtime: {e}"))?;
+    let node = runtime.block_on(NatsNode::connect(config))?;
+    let drain = std::sync::Arc::new(tokio::sync::Notify::new());
+    let interrupts = {
+        let drain = drain.clone();
+        Interrupts::watch(Box::new(move || drain.notify_one()))
+            .map_err(|e| anyhow!("cannot watch for signals: {e}"))?
+    };
+    eprintln!("osiiso-host: node {} serving", node.id());
+    runtime.block_on(node.serve(drain.notified()))?;
+    match interrupts.received() {
+        Some(signal) => {
+            eprintln!("osiiso-host: node drained after {}", signal.name());
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}

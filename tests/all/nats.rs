@@ -1,0 +1,1 @@
+//! NATS tests (to come).
