@@ -1,1 +1,632 @@
-//! NATS tests (to come).
+//! NATS queues under faults, with real servers and `osiiso-host serve` nodes: nodes killed
+//! and frozen, the broker killed and paused, cancellation, plugins fetched cold or found
+//! corrupted, grants outside a node's policy, a submitter that dies. The scenario matrix
+//! runs on NATS too (scenarios.rs); here the same CLI runs on the thread queue and on NATS,
+//! on both server lines, for parity.
+//!
+//! Tasks count their executions through a side effect (`mark` appends to a granted file),
+//! so "executed at most twice" is checked on what happened, not on what was reported.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use osiiso_test_artifacts as artifacts;
+use serde_json::{Value, json};
+
+use crate::cli::{BIN, Outcome, error_kind, osiiso, path_str, status, write_jsonl};
+use crate::nats_fixture::{Fleet, Node, Version, require};
+
+/// `run` on the NATS queue of `fleet` with `args`, as JSON lines.
+fn run_on(fleet: &Fleet, args: &[&str]) -> Outcome {
+    let url = fleet.url();
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--queue", "nats", "--nats", &url, "--output", "jsonl"]);
+    osiiso(&all)
+}
+
+/// `mark` jobs: tag `t0..tn`, each sleeping `ms`.
+fn marks(fleet: &Fleet, n: usize, ms: u64) -> std::path::PathBuf {
+    let jobs: Vec<Value> = (0..n)
+        .map(|i| json!({"tag": format!("t{i}"), "ms": ms}))
+        .collect();
+    write_jsonl(fleet.root.path(), "marks.jsonl", &jobs)
+}
+
+/// The marks directory of a fleet, granted as `/marks`.
+fn marks_dir(fleet: &Fleet) -> String {
+    let dir = fleet.root.path().join("marks");
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("{}::/marks", dir.display())
+}
+
+/// How many times each tag ran.
+fn executions(fleet: &Fleet) -> HashMap<String, usize> {
+    let log = std::fs::read_to_string(fleet.root.path().join("marks/log")).unwrap_or_default();
+    let mut counts = HashMap::new();
+    for tag in log.lines() {
+        *counts.entry(tag.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Waits (bounded) until `f` holds; never a timing assertion.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A run in the background, its rows to a file.
+struct Background {
+    child: Child,
+    out: tempfile::NamedTempFile,
+    err: tempfile::NamedTempFile,
+}
+
+impl Background {
+    fn start(fleet: &Fleet, args: &[&str]) -> Self {
+        let out = tempfile::NamedTempFile::new_in(fleet.root.path()).unwrap();
+        let err = tempfile::NamedTempFile::new_in(fleet.root.path()).unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .args(args)
+            .args([
+                "--queue",
+                "nats",
+                "--nats",
+                &fleet.url(),
+                "--output",
+                "jsonl",
+            ])
+            .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out.reopen().unwrap())
+            .stderr(err.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, out, err }
+    }
+
+    /// Waits (bounded) for the end; the rows, stderr and exit code.
+    fn finish(mut self, fleet: &Fleet) -> (Vec<Value>, String, i32) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let logs: Vec<String> = fleet.nodes.iter().map(Node::log).collect();
+                panic!(
+                    "the run did not end; stderr: {}\nnodes:\n{}",
+                    std::fs::read_to_string(self.err.path()).unwrap_or_default(),
+                    logs.join("\n---\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rows = std::fs::read_to_string(self.out.path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (
+            rows,
+            std::fs::read_to_string(self.err.path()).unwrap(),
+            code,
+        )
+    }
+}
+
+/// One row per tag, every one `succeeded`; returns the attempts by tag.
+fn one_success_per_tag(rows: &[Value], n: usize, stderr: &str) -> HashMap<String, u64> {
+    assert_eq!(rows.len(), n, "one row per task: {rows:#?}\n{stderr}");
+    let mut attempts = HashMap::new();
+    for row in rows {
+        assert_eq!(status(row), "succeeded", "{row:#}\n{stderr}");
+        let tag = row["value"].as_str().unwrap().to_string();
+        assert!(
+            attempts
+                .insert(tag, row["attempts"].as_u64().unwrap())
+                .is_none()
+        );
+    }
+    attempts
+}
+
+// ----- the broker cannot be reached -----
+
+#[test]
+fn an_unreachable_broker_fails_fast_with_exit_2_and_the_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let echo = artifacts::ECHO;
+    let run = osiiso(&[
+        "run", echo, "echo", "--input", "1", "--queue", "nats", "--nats", &url,
+    ]);
+    run.assert_usage_error(&[&url]);
+    osiiso(&["nodes", "--nats", &url]).assert_usage_error(&[&url]);
+    osiiso(&["serve", "--nats", &url]).assert_usage_error(&[&url]);
+    // `--nats` means the NATS queue.
+    osiiso(&["run", echo, "echo", "--input", "1", "--nats", &url])
+        .assert_usage_error(&["--queue nats"]);
+}
+
+// ----- nodes that die or stall -----
+
+fn a_killed_node_costs_a_retry_and_nothing_else(version: Version, test: &str) {
+    let Some(server) = require(version, test) else {
+        return;
+    };
+    let fleet = Fleet::start(&server, 2, 2);
+    let jobs = marks(&fleet, 4, 1500);
+    let dir = marks_dir(&fleet);
+    let flaky = artifacts::SCENARIO_FLAKY;
+    let run = Background::start(
+        &fleet,
+        &[
+            flaky,
+            "mark",
+            "--inputs",
+            path_str(&jobs),
+            "--dir",
+            &dir,
+            "--retries",
+            "2",
+        ],
+    );
+    // Both nodes are running two attempts each: kill one.
+    eventually("four attempts running", || {
+        executions(&fleet).values().sum::<usize>() == 4
+    });
+    let victim = &fleet.nodes[0];
+    victim.signal(libc::SIGKILL);
+    let (rows, stderr, code) = run.finish(&fleet);
+    assert_eq!(code, 0, "{stderr}");
+    let attempts = one_success_per_tag(&rows, 4, &stderr);
+    let retried = attempts.values().filter(|&&a| a == 2).count();
+    assert_eq!(
+        retried, 2,
+        "the killed node's two attempts ran again: {attempts:?}"
+    );
+    let ran = executions(&fleet);
+    assert!(ran.values().all(|&n| n <= 2), "{ran:?}");
+    assert_eq!(ran.values().sum::<usize>(), 6, "{ran:?}");
+}
+
+#[test]
+fn a_killed_node_costs_a_retry_and_nothing_else_215() {
+    a_killed_node_costs_a_retry_and_nothing_else(Version::V215, "node kill (2.15)");
+}
+
+#[test]
+fn a_killed_node_costs_a_retry_and_nothing_else_29() {
+    a_killed_node_costs_a_retry_and_nothing_else(Version::V29, "node kill (2.9)");
+}
+
+#[test]
+fn a_node_frozen_past_its_lease_is_replaced_and_its_late_report_discarded() {
+    let Some(server) = require(Version::V215, "frozen node") else {
+        return;
+    };
+    let fleet = Fleet::start(&server, 2, 1);
+    let jobs = marks(&fleet, 1, 2500);
+    let dir = marks_dir(&fleet);
+    let flaky = artifacts::SCENARIO_FLAKY;
+    let run = Background::start(
+        &fleet,
+        &[
+            flaky,
+            "mark",
+            "--inputs",
+            path_str(&jobs),
+            "--dir",
+            &dir,
+            "--retries",
+            "1",
+        ],
+    );
+    eventually("the attempt running", || executions(&fleet).len() == 1);
+    let holder = fleet
+        .nodes
+        .iter()
+        .find(|n| n.log().contains("running"))
+        .expect("a node logged the attempt");
+    holder.signal(libc::SIGSTOP);
+    // The other node takes the retry; once it runs, the frozen one wakes up and finishes
+    // its own attempt late.
+    eventually("the retry running", || {
+        executions(&fleet).get("t0") == Some(&2)
+    });
+    holder.signal(libc::SIGCONT);
+    let (rows, stderr, code) = run.finish(&fleet);
+    assert_eq!(code, 0, "{stderr}");
+    let attempts = one_success_per_tag(&rows, 1, &stderr);
+    assert_eq!(
+        attempts["t0"], 2,
+        "the second attempt's result, not the late first one"
+    );
+    assert_eq!(rows[0]["message"], "", "{:#}", rows[0]);
+}
+
+// ----- the broker dies or stalls -----
+
+fn broker_trouble(version: Version, test: &str, trouble: impl FnOnce(&mut Fleet)) {
+    let Some(server) = require(version, test) else {
+        return;
+    };
+    let mut fleet = Fleet::start(&server, 2, 2);
+    let jobs = marks(&fleet, 12, 400);
+    let dir = marks_dir(&fleet);
+    let flaky = artifacts::SCENARIO_FLAKY;
+    let run = Background::start(
+        &fleet,
+        &[
+            flaky,
+            "mark",
+            "--inputs",
+            path_str(&jobs),
+            "--dir",
+            &dir,
+            "--retries",
+            "3",
+        ],
+    );
+    eventually("work running", || executions(&fleet).len() >= 2);
+    trouble(&mut fleet);
+    let (rows, stderr, code) = run.finish(&fleet);
+    assert_eq!(code, 0, "{stderr}");
+    one_success_per_tag(&rows, 12, &stderr);
+    let ran = executions(&fleet);
+    assert_eq!(ran.len(), 12, "{ran:?}");
+    assert!(
+        ran.values().all(|&n| n <= 2),
+        "executed at most twice: {ran:?}"
+    );
+}
+
+#[test]
+fn a_broker_killed_and_restarted_loses_no_task_215() {
+    broker_trouble(Version::V215, "broker restart (2.15)", |fleet| {
+        fleet.server.kill();
+        std::thread::sleep(Duration::from_millis(500));
+        fleet.server.restart();
+    });
+}
+
+#[test]
+fn a_broker_killed_and_restarted_loses_no_task_29() {
+    broker_trouble(Version::V29, "broker restart (2.9)", |fleet| {
+        fleet.server.kill();
+        std::thread::sleep(Duration::from_millis(500));
+        fleet.server.restart();
+    });
+}
+
+#[test]
+fn a_paused_broker_loses_no_task() {
+    broker_trouble(Version::V215, "broker pause", |fleet| {
+        let pid = fleet.server.pid();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        std::thread::sleep(Duration::from_secs(3));
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    });
+}
+
+// ----- cancellation -----
+
+#[test]
+fn cancel_deletes_a_queued_attempt_and_stops_a_running_one() {
+    use osiiso_host::queue::{TaskOptions, TaskStatus, Workers};
+    use osiiso_host::{NatsQueue, Sandbox};
+
+    let Some(server) = require(Version::V215, "nats cancel") else {
+        return;
+    };
+    // One node with one slot: of three attempts in flight, one runs and two wait in the
+    // broker.
+    let fleet = Fleet::start(&server, 1, 1);
+    marks_dir(&fleet);
+    let plugin = crate::support::load(artifacts::SCENARIO_FLAKY)
+        .with_sandbox(Sandbox::new().dir(fleet.root.path().join("marks"), "/marks"));
+    let mark = plugin.task("mark").unwrap();
+    let queue = NatsQueue::builder()
+        .nats(fleet.url())
+        .workers(Workers::Fixed(3))
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            let input = json!({"tag": format!("t{i}"), "ms": if i == 0 { 60_000 } else { 100 }});
+            queue
+                .submit(
+                    mark.with_input(input),
+                    TaskOptions::new().name(format!("t{i}")),
+                )
+                .unwrap()
+        })
+        .collect();
+    queue.start().unwrap();
+    eventually("the first attempt running", || {
+        executions(&fleet).contains_key("t0")
+    });
+    // t1 is queued in the broker behind t0.
+    handles[1].cancel();
+    handles[0].cancel();
+    let summary = queue.run().unwrap();
+    assert_eq!(handles[0].status(), TaskStatus::Cancelled);
+    assert_eq!(handles[1].status(), TaskStatus::Cancelled);
+    assert_eq!(handles[2].status(), TaskStatus::Succeeded);
+    assert_eq!(summary.cancelled, 2);
+    let node = &fleet.nodes[0];
+    // The running guest really stopped (its node says so), and the queued one never ran.
+    eventually("the node to report the cancelled attempt", || {
+        node.log().contains("outcome=\"cancelled\"")
+    });
+    let ran = executions(&fleet);
+    assert!(
+        !ran.contains_key("t1"),
+        "a cancelled queued attempt never runs: {ran:?}"
+    );
+}
+
+// ----- plugins -----
+
+#[test]
+fn a_cold_node_fetches_the_plugin_once_and_compiles_it_into_its_cache() {
+    let Some(server) = require(Version::V215, "cold node") else {
+        return;
+    };
+    let server = crate::nats_fixture::Server::start(&server);
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // A cache of its own, outside what guests may be granted.
+    let cache_root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = cache_root.path().join("cache");
+    let node = Node::start(
+        &server.url(),
+        2,
+        root.path(),
+        &["--cache-dir", path_str(&cache)],
+    );
+    let fleet = Fleet {
+        server,
+        nodes: vec![node],
+        root,
+    };
+    fleet.wait_for_nodes(1);
+    for _ in 0..2 {
+        let out = run_on(&fleet, &[artifacts::DOUBLE, "--input", "21"]);
+        out.assert_code(0);
+        assert_eq!(out.single()["value"], 42);
+    }
+    let log = fleet.nodes[0].log();
+    assert_eq!(log.matches("plugin fetched").count(), 1, "{log}");
+    assert!(
+        cache.join("nats-plugins").read_dir().unwrap().count() == 1,
+        "the verified component is kept"
+    );
+}
+
+#[test]
+fn a_corrupted_stored_plugin_fails_as_plugin_load() {
+    let Some(server) = require(Version::V215, "corrupted plugin") else {
+        return;
+    };
+    let server = crate::nats_fixture::Server::start(&server);
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // A cache of its own, outside what guests may be granted.
+    let cache_root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = cache_root.path().join("cache");
+    let node = Node::start(
+        &server.url(),
+        1,
+        root.path(),
+        &["--cache-dir", path_str(&cache)],
+    );
+    let fleet = Fleet {
+        server,
+        nodes: vec![node],
+        root,
+    };
+    fleet.wait_for_nodes(1);
+    // Someone with access to the broker replaces the stored component.
+    let hash = blake3::hash(&std::fs::read(artifacts::ECHO).unwrap())
+        .to_hex()
+        .to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(fleet.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let store = js.get_object_store("osiiso1-plugins").await.unwrap();
+        let mut evil: &[u8] = b"\0asm not the component you hashed";
+        store
+            .put(format!("blake3-{hash}").as_str(), &mut evil)
+            .await
+            .unwrap();
+    });
+    let out = run_on(
+        &fleet,
+        &[artifacts::ECHO, "echo", "--input", "1", "--retries", "2"],
+    );
+    out.assert_code(1);
+    let row = out.single();
+    assert_eq!(error_kind(&row), "plugin_load", "{row:#}");
+    assert_eq!(row["attempts"], 1, "never retried: {row:#}");
+    let message = row["error"]["message"].as_str().unwrap();
+    assert!(message.contains("does not match its name"), "{message}");
+}
+
+// ----- node policy -----
+
+#[test]
+fn grants_outside_the_node_policy_fail_permanent_naming_the_grant() {
+    let Some(fleet) = crate::nats_fixture::shared_fleet() else {
+        return;
+    };
+    let outside = tempfile::tempdir().unwrap();
+    let grant = format!("{}::/marks", outside.path().display());
+    let echo = artifacts::ECHO;
+    let cases: [(&[&str], &str); 3] = [
+        (&["--dir", &grant], "outside every --allow-dir"),
+        (&["--inherit-env"], "--allow-env"),
+        (&["--allow-http", "example.com"], "'example.com'"),
+    ];
+    for (flags, needle) in cases {
+        let mut args = vec![echo, "echo", "--input", "1", "--retries", "2"];
+        args.extend_from_slice(flags);
+        let out = run_on(fleet, &args);
+        out.assert_code(1);
+        let row = out.single();
+        assert_eq!(error_kind(&row), "permanent", "{row:#}");
+        assert_eq!(row["attempts"], 1, "{row:#}");
+        let message = row["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{flags:?}: {message}");
+    }
+}
+
+// ----- the submitter dies -----
+
+#[test]
+fn a_killed_submitter_leaves_nothing_running_for_it() {
+    let Some(server) = require(Version::V215, "killed submitter") else {
+        return;
+    };
+    let fleet = Fleet::start(&server, 1, 1);
+    let jobs = marks(&fleet, 6, 2500);
+    let dir = marks_dir(&fleet);
+    let flaky = artifacts::SCENARIO_FLAKY;
+    let mut run = Background::start(
+        &fleet,
+        &[
+            flaky,
+            "mark",
+            "--inputs",
+            path_str(&jobs),
+            "--dir",
+            &dir,
+            "--workers",
+            "6",
+        ],
+    );
+    eventually("the first attempt running", || {
+        !executions(&fleet).is_empty()
+    });
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let node = &fleet.nodes[0];
+    // Whatever the node had not started when the submitter's heartbeat expired is dropped.
+    eventually("the node to drop the orphans", || {
+        let log = node.log();
+        let ran = executions(&fleet).values().sum::<usize>();
+        ran + log.matches("dropping an orphaned attempt").count() == 6
+    });
+    let ran = executions(&fleet).values().sum::<usize>();
+    assert!(
+        ran <= 2,
+        "at most the running attempt and one taken before expiry: {ran}"
+    );
+}
+
+// ----- parity with the local queues -----
+
+/// A jobs file that exercises ordering, retries, permanent failures and timeouts.
+fn parity_jobs(dir: &Path) -> std::path::PathBuf {
+    let jobs = vec![
+        json!({"task": "noop", "input": "low", "priority": 9, "name": "low"}),
+        json!({"task": "flaky", "input": {"succeed_on": 3, "value": "third"}, "retries": 3, "name": "flaky", "priority": 1}),
+        json!({"task": "flaky", "input": {"succeed_on": 5}, "retries": 1, "name": "exhausted", "priority": 2}),
+        json!({"task": "permanent", "input": null, "retries": 4, "name": "permanent", "priority": 2}),
+        json!({"task": "sleep", "input": 5000, "timeout": "300ms", "retries": 1, "name": "slow", "priority": 3}),
+        json!({"task": "noop", "input": "first", "priority": 0, "name": "first"}),
+        json!({"task": "noop", "input": "tie-a", "priority": 5, "name": "tie-a"}),
+        json!({"task": "noop", "input": "tie-b", "priority": 5, "name": "tie-b"}),
+    ];
+    write_jsonl(dir, "parity.jsonl", &jobs)
+}
+
+/// What a user compares: name, status, error kind, attempts, value, in start order.
+fn digest(rows: &[Value]) -> Vec<(String, String, String, u64, Value)> {
+    let mut rows = rows.to_vec();
+    rows.sort_by(|a, b| a["started_at"].as_str().cmp(&b["started_at"].as_str()));
+    rows.iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                status(r).to_string(),
+                r["error"]["kind"].as_str().unwrap_or("").to_string(),
+                r["attempts"].as_u64().unwrap(),
+                r["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn the_cli_gives_the_same_rows_as_the_thread_queue(version: Version, test: &str) {
+    let Some(server) = require(version, test) else {
+        return;
+    };
+    let fleet = Fleet::start(&server, 2, 2);
+    let jobs = parity_jobs(fleet.root.path());
+    let flaky = artifacts::SCENARIO_FLAKY;
+    let args = [
+        flaky,
+        "--jobs",
+        path_str(&jobs),
+        "--workers",
+        "1",
+        "--output",
+        "jsonl",
+    ];
+    let local = osiiso(&[&["run"][..], &args[..]].concat());
+    local.assert_code(1);
+    let remote = run_on(&fleet, &args[..args.len() - 2]);
+    remote.assert_code(1);
+    assert_eq!(digest(&remote.jsonl()), digest(&local.jsonl()));
+    assert!(
+        remote.stderr.contains("Failed      : 3"),
+        "{}",
+        remote.stderr
+    );
+}
+
+#[test]
+fn the_cli_gives_the_same_rows_as_the_thread_queue_215() {
+    the_cli_gives_the_same_rows_as_the_thread_queue(Version::V215, "nats parity (2.15)");
+}
+
+#[test]
+fn the_cli_gives_the_same_rows_as_the_thread_queue_29() {
+    the_cli_gives_the_same_rows_as_the_thread_queue(Version::V29, "nats parity (2.9)");
+}
+
+#[test]
+fn nodes_lists_every_live_node_with_its_slots() {
+    let Some(server) = require(Version::V29, "nodes listing (2.9)") else {
+        return;
+    };
+    let fleet = Fleet::start(&server, 2, 3);
+    let out = osiiso(&["nodes", "--nats", &fleet.url(), "--json"]);
+    out.assert_code(0);
+    let nodes: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert!(
+        nodes.iter().all(|n| n["slots"] == 3 && n["running"] == 0),
+        "{nodes:#?}"
+    );
+    let table = osiiso(&["nodes", "--nats", &fleet.url()]);
+    assert!(table.stdout.starts_with("ID"), "{}", table.stdout);
+    // A drained node leaves the live set.
+    fleet.nodes[0].signal(libc::SIGTERM);
+    fleet.wait_for_nodes(1);
+}

@@ -314,6 +314,16 @@ impl Fleet {
             {
                 return;
             }
+            for node in &self.nodes {
+                assert!(
+                    !std::path::Path::new(&format!("/proc/{}", node.child.id())).exists()
+                        || !std::fs::read_to_string(format!("/proc/{}/stat", node.child.id()))
+                            .unwrap_or_default()
+                            .contains(") Z "),
+                    "a node exited: {}",
+                    node.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "{n} nodes did not come up: {}",

@@ -116,6 +116,12 @@ impl Backend for Nats {
                 Ok::<_, NatsError>((Submitter::start(broker).await?, slots))
             })
             .map_err(|e| e.to_string())?;
+        if live_slots == 0 {
+            tracing::warn!(
+                url = %spec.url,
+                "no osiiso-host serve node is alive on this NATS server; attempts wait until one starts"
+            );
+        }
         Ok(Self {
             spec,
             runtime: Some(runtime),
