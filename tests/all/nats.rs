@@ -346,22 +346,23 @@ fn cancel_deletes_a_queued_attempt_and_stops_a_running_one() {
         .workers(Workers::Fixed(3))
         .build()
         .unwrap();
-    let handles: Vec<_> = (0..3)
-        .map(|i| {
-            let input = json!({"tag": format!("t{i}"), "ms": if i == 0 { 60_000 } else { 100 }});
-            queue
-                .submit(
-                    mark.with_input(input),
-                    TaskOptions::new().name(format!("t{i}")),
-                )
-                .unwrap()
-        })
-        .collect();
+    let submit = |i: usize, ms: u64| {
+        let input = json!({"tag": format!("t{i}"), "ms": ms});
+        queue
+            .submit(
+                mark.with_input(input),
+                TaskOptions::new().name(format!("t{i}")),
+            )
+            .unwrap()
+    };
+    let first = submit(0, 60_000);
     queue.start().unwrap();
     eventually("the first attempt running", || {
         executions(&fleet).contains_key("t0")
     });
-    // t1 is queued in the broker behind t0.
+    let handles = [first, submit(1, 100), submit(2, 100)];
+    // t1's attempt is published, and waits in the broker behind t0.
+    eventually("the second attempt queued", || handles[1].attempts() == 1);
     handles[1].cancel();
     handles[0].cancel();
     let summary = queue.run().unwrap();

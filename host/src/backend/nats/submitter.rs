@@ -103,7 +103,11 @@ impl Submitter {
                 submitter.pending.clone(),
             )),
             tokio::spawn(track_starts(events, submitter.pending.clone())),
-            tokio::spawn(watch_nodes(nodes, submitter.pending.clone())),
+            tokio::spawn(watch_liveness(
+                submitter.broker.client.clone(),
+                nodes,
+                submitter.pending.clone(),
+            )),
             tokio::spawn(heartbeat(
                 submitter.submitters.clone(),
                 submitter.id.clone(),
@@ -496,13 +500,35 @@ async fn track_starts(mut events: async_nats::Subscriber, pending: PendingMap) {
     }
 }
 
-/// Reports an attempt crashed once the node running it has missed heartbeats: a killed or
-/// frozen node is noticed in seconds, not after the broker's redelivery deadline.
-async fn watch_nodes(nodes: kv::Store, pending: PendingMap) {
+/// Ends attempts whose runner is gone: reported crashed once the node running one has
+/// missed heartbeats (a killed or frozen node is noticed in seconds, not at the broker's
+/// redelivery deadline), and failed `WorkerStart` (retryable) once the broker itself has
+/// been out of reach for [`PUBLISH_PATIENCE`].
+async fn watch_liveness(client: async_nats::Client, nodes: kv::Store, pending: PendingMap) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut disconnected_since: Option<Instant> = None;
     loop {
         tick.tick().await;
+        if client.connection_state() == async_nats::connection::State::Connected {
+            disconnected_since = None;
+        } else {
+            let since = *disconnected_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= PUBLISH_PATIENCE {
+                let lost: Vec<(String, Pending)> = pending.lock().drain().collect();
+                for (uid, waiting) in lost {
+                    let failure = TaskFailure::new(
+                        FailureKind::WorkerStart,
+                        format!(
+                            "lost the NATS server for {}s while the attempt ran",
+                            PUBLISH_PATIENCE.as_secs()
+                        ),
+                    );
+                    let _ = waiting.reply.send(ReportMsg::failed(&uid, "", failure));
+                }
+            }
+            continue;
+        }
         if pending.lock().values().all(|p| p.node.is_none()) {
             continue;
         }
