@@ -6,15 +6,16 @@
 //! cargo bench -p osiiso-host --bench osiiso -- b1 b7     # a subset
 //! ```
 //!
-//! Names: `attempt`, `b1` … `b8`, `b10`, `sleepers`. Without `--bench` on the command line (which
+//! Names: `attempt`, `b1` … `b10`, `sleepers`. Without `--bench` on the command line (which
 //! `cargo bench` always passes, and `cargo test --benches` does not) every benchmark runs once
 //! with tiny sizes as a smoke test; its verdicts mean nothing.
 //!
 //! Modules: `raw` (the raw-wasmtime baselines and `attempt`), `queues` (B1–B4, B6), `kernel`
-//! (B5, B5b), `cli` (B7, B10 with `osiiso_bench.py`), `sleepers` (B8 and `sleepers`), `measure`
+//! (B5, B5b), `distributed` (B9, NATS), `cli` (B7, B10 with `osiiso_bench.py`), `sleepers` (B8 and `sleepers`), `measure`
 //! (timing, load and formatting helpers).
 
 mod cli;
+mod distributed;
 mod kernel;
 mod measure;
 mod queues;
@@ -66,6 +67,10 @@ const BENCHES: &[(&str, &str)] = &[
     (
         "b8",
         "10,000 concurrent sleeping tasks on AsyncQueue: completes, peak RSS",
+    ),
+    (
+        "b9",
+        "20,000 trivial tasks: NatsQueue on 2 local nodes vs ProcessQueue 2 workers; 1 vs 2 nodes",
     ),
     (
         "b10",
@@ -204,6 +209,7 @@ fn run(selected: &[&str], scale: Scale) -> anyhow::Result<Vec<Verdict>> {
             "b5" => kernel::bench_b5(scale, &host)?,
             "b6" => queues::bench_b6(scale, &host)?,
             "b7" => cli::bench_b7(scale)?,
+            "b9" => distributed::bench_b9(scale, &noop()?)?,
             "b10" => cli::bench_b10(scale)?,
             other => bail!("no benchmark {other}"),
         };

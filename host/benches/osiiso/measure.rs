@@ -68,6 +68,13 @@ impl CpuSnapshot {
     }
 }
 
+impl CpuSnapshot {
+    /// CPU seconds this process has used.
+    pub(crate) fn own_seconds(&self) -> f64 {
+        self.own
+    }
+}
+
 /// Prints how much of the machine's CPU time other processes used between two snapshots.
 pub(crate) fn print_other_load(when: &str, from: Option<CpuSnapshot>, to: Option<CpuSnapshot>) {
     let (Some(from), Some(to)) = (from, to) else {

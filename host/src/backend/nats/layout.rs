@@ -6,11 +6,14 @@
 //! |---|---|
 //! | stream `OSIISO1_ATTEMPTS`, subjects `osiiso1.attempt.<band>.<submitter>` | work queue, file, dedup 2 min, max age 24 h |
 //! | consumers `OSIISO1_BAND_<0..7>` (made by nodes) | pull, explicit ack, the node's `ack_wait`, max deliver 5 |
-//! | stream `OSIISO1_REPORTS`, subjects `osiiso1.report.<submitter>` | work queue, file, dedup 2 min, max age 1 h |
-//! | consumer `OSIISO1_REPORTS_<submitter>` | pull, explicit ack, removed after 10 min of inactivity |
 //! | object store `osiiso1-plugins` | components named `blake3-<hex>` |
 //! | key-value `osiiso1-nodes`, `osiiso1-submitters` | liveness: entries expire 3 heartbeats after the last |
-//! | core subjects | `osiiso1.cancel.<submitter>`, `osiiso1.event.<submitter>`, `osiiso1.kick` |
+//! | core subjects | `osiiso1.report.<submitter>` (request/reply), `osiiso1.cancel.<submitter>`, `osiiso1.event.<submitter>`, `osiiso1.kick` |
+//!
+//! Reports travel as core requests that the submitter answers once it has taken them: a node
+//! retries until it gets the answer, and only then acknowledges the attempt. That is as
+//! durable as a stream of reports (a report is never dropped before the submitter has it),
+//! and costs the broker no stored message, consumer or acknowledgement per attempt.
 
 use std::time::Duration;
 
@@ -22,8 +25,6 @@ use super::NatsError;
 
 /// The stream of attempts waiting for a node.
 pub(crate) const ATTEMPTS_STREAM: &str = "OSIISO1_ATTEMPTS";
-/// The stream of attempt reports, one subject per submitter.
-pub(crate) const REPORTS_STREAM: &str = "OSIISO1_REPORTS";
 /// The object store of plugins, by content hash.
 pub(crate) const PLUGINS_BUCKET: &str = "osiiso1-plugins";
 /// Live nodes: `NodeInfo` by node id.
@@ -146,23 +147,6 @@ impl Broker {
             .map_err(|e| NatsError::broker("create the attempts stream", e))
     }
 
-    /// The reports stream, made if missing.
-    pub(crate) async fn reports(&self) -> Result<stream::Stream, NatsError> {
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: REPORTS_STREAM.to_string(),
-                subjects: vec!["osiiso1.report.*".to_string()],
-                retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                // Reports of a submitter that died are of no use to anyone.
-                max_age: Duration::from_secs(3600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::broker("create the reports stream", e))
-    }
-
     /// The durable consumer of one band, made or updated to `ack_wait`.
     pub(crate) async fn band_consumer(
         &self,
@@ -185,29 +169,6 @@ impl Broker {
             })
             .await
             .map_err(|e| NatsError::broker("create a band consumer", e))
-    }
-
-    /// The consumer of one submitter's reports.
-    pub(crate) async fn report_consumer(
-        &self,
-        reports: &stream::Stream,
-        submitter: &str,
-    ) -> Result<PullConsumer, NatsError> {
-        reports
-            .get_or_create_consumer(
-                &format!("OSIISO1_REPORTS_{submitter}"),
-                pull::Config {
-                    durable_name: Some(format!("OSIISO1_REPORTS_{submitter}")),
-                    filter_subject: report_subject(submitter),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 100_000,
-                    inactive_threshold: Duration::from_secs(600),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| NatsError::broker("create the report consumer", e))
     }
 
     /// The plugin store, made if missing.

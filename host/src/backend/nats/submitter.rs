@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{kv, object_store, stream};
@@ -67,8 +66,11 @@ impl Submitter {
     pub(crate) async fn start(broker: Broker) -> Result<Arc<Self>, NatsError> {
         let id = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let attempts = broker.attempts().await?;
-        let reports = broker.reports().await?;
-        let consumer = broker.report_consumer(&reports, &id).await?;
+        let reports = broker
+            .client
+            .subscribe(layout::report_subject(&id))
+            .await
+            .map_err(|e| NatsError::broker("subscribe to reports", e))?;
         let plugins = broker.plugins().await?;
         let submitters = broker.liveness(layout::SUBMITTERS_BUCKET).await?;
         let nodes = broker.liveness(layout::NODES_BUCKET).await?;
@@ -96,10 +98,8 @@ impl Submitter {
         });
         let tasks = vec![
             tokio::spawn(dispatch(
-                submitter.broker.clone(),
+                submitter.broker.client.clone(),
                 reports,
-                consumer,
-                submitter.id.clone(),
                 submitter.pending.clone(),
             )),
             tokio::spawn(track_starts(events, submitter.pending.clone())),
@@ -433,58 +433,32 @@ async fn read_plugin(path: &Path) -> Result<Vec<u8>, TaskFailure> {
     }
 }
 
-/// Routes reports to the attempts waiting for them; a report of an attempt that is no
-/// longer pending (a late node, a duplicate) is acknowledged and dropped.
+/// Routes reports to the attempts waiting for them, and answers each once it is taken, so
+/// that the node may acknowledge the attempt. A report of an attempt that is no longer
+/// pending (a late node, a repeat after a lost answer) is answered and dropped.
 async fn dispatch(
-    broker: Broker,
-    reports: stream::Stream,
-    mut consumer: PullConsumer,
-    id: String,
+    client: async_nats::Client,
+    mut reports: async_nats::Subscriber,
     pending: PendingMap,
 ) {
-    let mut failures = 0u32;
-    loop {
-        let batch = consumer
-            .batch()
-            .max_messages(512)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(batch) => batch,
-            Err(error) => {
-                failures += 1;
-                tracing::debug!(%error, "fetching reports failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if failures >= 5 {
-                    // The consumer may be gone (a broker that lost its state): make it again.
-                    if let Ok(again) = broker.report_consumer(&reports, &id).await {
-                        consumer = again;
+    while let Some(message) = reports.next().await {
+        match serde_json::from_slice::<ReportMsg>(&message.payload) {
+            Ok(report) => {
+                let waiting = pending.lock().remove(&report.uid);
+                match waiting {
+                    Some(waiting) => {
+                        let _ = waiting.reply.send(report);
                     }
-                    failures = 0;
+                    None => tracing::debug!(
+                        uid = %crate::text::escape_control(&report.uid),
+                        "dropping a report of an attempt that is no longer pending"
+                    ),
                 }
-                continue;
             }
-        };
-        failures = 0;
-        while let Some(message) = batch.next().await {
-            let Ok(message) = message else { break };
-            match serde_json::from_slice::<ReportMsg>(&message.payload) {
-                Ok(report) => {
-                    let waiting = pending.lock().remove(&report.uid);
-                    match waiting {
-                        Some(waiting) => {
-                            let _ = waiting.reply.send(report);
-                        }
-                        None => tracing::debug!(
-                            uid = %crate::text::escape_control(&report.uid),
-                            "dropping a report of an attempt that is no longer pending"
-                        ),
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "dropping a report that does not parse"),
-            }
-            let _ = message.ack().await;
+            Err(error) => tracing::warn!(%error, "dropping a report that does not parse"),
+        }
+        if let Some(reply) = message.reply {
+            let _ = client.publish(reply, Bytes::new()).await;
         }
     }
 }
@@ -583,6 +557,9 @@ async fn kicker(client: async_nats::Client, bands: Arc<AtomicU8>, kick: Arc<Noti
             let _ = client
                 .publish(layout::KICK_SUBJECT, Bytes::copy_from_slice(&[bands]))
                 .await;
+            // Attempts queued meanwhile share the next kick: nodes that are busy sweep the
+            // bands anyway, and an idle one waits a millisecond at most.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }

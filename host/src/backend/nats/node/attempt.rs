@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,9 +19,13 @@ use crate::failure::{FailureKind, TaskFailure};
 /// A node takes an attempt this long after its submitter's deadline as an orphan (clocks of
 /// two machines differ a little).
 const CLOCK_SLACK: Duration = Duration::from_secs(5);
-/// How long a node keeps trying to store a report before it leaves the attempt to be
+/// How long a node keeps trying to hand over a report before it leaves the attempt to be
 /// redelivered (and reported crashed by whoever gets it).
 const REPORT_PATIENCE: Duration = Duration::from_secs(120);
+/// Attempts still running after this long are announced to their submitter.
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(200);
+/// How long one hand-over waits for the submitter's answer.
+const REPORT_ANSWER: Duration = Duration::from_secs(5);
 
 /// Handles one delivered attempt; the slot is free again when this returns.
 pub(super) async fn handle(
@@ -88,32 +91,36 @@ pub(super) async fn handle(
         return;
     }
 
-    let started = StartedMsg {
-        uid: uid.to_string(),
-        node: shared.id.clone(),
+    // Attempts that run for a while say which node holds them, so that the submitter notices
+    // in seconds if this node dies; short ones report before it would matter.
+    let announce = {
+        let (client, subject) = (
+            shared.broker.client.clone(),
+            layout::event_subject(&attempt.submitter),
+        );
+        let started = serde_json::to_vec(&StartedMsg {
+            uid: uid.to_string(),
+            node: shared.id.clone(),
+        });
+        tokio::spawn(async move {
+            tokio::time::sleep(ANNOUNCE_AFTER).await;
+            if let Ok(payload) = started {
+                let _ = client.publish(subject, Bytes::from(payload)).await;
+            }
+        })
     };
-    if let Ok(payload) = serde_json::to_vec(&started) {
-        let _ = shared
-            .broker
-            .client
-            .publish(
-                layout::event_subject(&attempt.submitter),
-                Bytes::from(payload),
-            )
-            .await;
-    }
-
     let message = Arc::new(message);
     let lease = tokio::spawn(renew_lease(message.clone(), shared.ack_wait / 4));
     shared.busy.fetch_add(1, Ordering::Relaxed);
     let report = run(&shared, &attempt).await;
     shared.busy.fetch_sub(1, Ordering::Relaxed);
     let report = fitting_report(&shared, &attempt, report);
+    announce.abort();
     let stored = publish_report(&shared, &attempt, report).await;
     lease.abort();
     if stored {
-        // After the report: a node that dies between the two leaves a redelivery whose crash
-        // report is de-duplicated away, and the real report wins.
+        // After the submitter has the report: a node that dies between the two leaves a
+        // redelivery whose crash report arrives for an attempt no longer pending.
         let _ = message.ack().await;
     }
 }
@@ -245,8 +252,8 @@ fn fitting_report(shared: &NodeShared, attempt: &AttemptMsg, report: ReportMsg) 
     }
 }
 
-/// Stores the report in the submitter's report subject (de-duplicated by attempt);
-/// false if the broker would not take it in time.
+/// Hands the report to its submitter and waits for its answer; false if the submitter is
+/// gone or did not answer in time (the attempt then stays unacknowledged).
 async fn publish_report(shared: &NodeShared, attempt: &AttemptMsg, report: ReportMsg) -> bool {
     let Ok(payload) = serde_json::to_vec(&report) else {
         return false;
@@ -255,27 +262,21 @@ async fn publish_report(shared: &NodeShared, attempt: &AttemptMsg, report: Repor
     let subject = layout::report_subject(&attempt.submitter);
     let started = std::time::Instant::now();
     loop {
-        let message = PublishMessage::build()
-            .payload(payload.clone())
-            .message_id(format!("done.{}", attempt.uid));
-        let published = async {
-            shared
-                .broker
-                .js
-                .send_publish(subject.clone(), message)
-                .await?
-                .await
+        let request = shared
+            .broker
+            .client
+            .request(subject.clone(), payload.clone());
+        let error = match tokio::time::timeout(REPORT_ANSWER, request).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no answer".to_string(),
         };
-        match published.await {
-            Ok(_) => return true,
-            Err(error) if started.elapsed() < REPORT_PATIENCE => {
-                tracing::debug!(%error, "storing a report failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, uid = %attempt.uid, "giving up on storing a report");
-                return false;
-            }
+        if started.elapsed() >= REPORT_PATIENCE || !shared.submitter_alive(&attempt.submitter).await
+        {
+            tracing::warn!(%error, uid = %attempt.uid, "giving up on a report");
+            return false;
         }
+        tracing::debug!(%error, uid = %attempt.uid, "handing over a report failed; retrying");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

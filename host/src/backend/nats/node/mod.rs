@@ -185,7 +185,6 @@ impl NatsNode {
         })
         .await?;
         let attempts = broker.attempts().await?;
-        broker.reports().await?;
         let mut consumers = Vec::with_capacity(usize::from(BANDS));
         for band in 0..BANDS {
             consumers.push(
