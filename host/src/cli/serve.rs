@@ -64,7 +64,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.ack_wait = args.ack_wait;
     config.total_memory = args.total_memory;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread for the node's own work (fetching, leases, reports): guests run on the
+    // blocking pool, so it is never busy for long, and one thread saves a hand-off per message.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("osiiso-node")
         .build()

@@ -94,8 +94,10 @@ impl Backend for Nats {
     }
 
     fn build(options: NatsOptions, _settings: &QueueSettings) -> Result<Self, String> {
+        // One thread: a submitter waits on the broker, and every extra thread is a hand-off
+        // per message.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("osiiso-nats")
             .enable_all()
             .build()

@@ -27,11 +27,13 @@ const ANNOUNCE_AFTER: Duration = Duration::from_millis(200);
 /// How long one hand-over waits for the submitter's answer.
 const REPORT_ANSWER: Duration = Duration::from_secs(5);
 
-/// Handles one delivered attempt; the slot is free again when this returns.
+/// Handles one delivered attempt. The slot is free again once the guest is done (another
+/// attempt may start while this one's report is handed over); `_handling` until the end.
 pub(super) async fn handle(
     shared: Arc<NodeShared>,
     message: jetstream::Message,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
+    _handling: OwnedSemaphorePermit,
 ) {
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
     let attempt: AttemptMsg = match serde_json::from_slice(&message.payload) {
@@ -70,6 +72,7 @@ pub(super) async fn handle(
             ),
         );
         tracing::info!(uid, delivered, "redelivered attempt reported as crashed");
+        drop(slot);
         if publish_report(
             &shared,
             &attempt,
@@ -114,6 +117,7 @@ pub(super) async fn handle(
     shared.busy.fetch_add(1, Ordering::Relaxed);
     let report = run(&shared, &attempt).await;
     shared.busy.fetch_sub(1, Ordering::Relaxed);
+    drop(slot);
     let report = fitting_report(&shared, &attempt, report);
     announce.abort();
     let stored = publish_report(&shared, &attempt, report).await;

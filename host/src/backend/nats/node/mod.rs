@@ -32,6 +32,8 @@ const IDLE_SWEEP: Duration = Duration::from_millis(250);
 /// How long a fetch waits for a band's first message (a just-published message can take a
 /// moment to become visible to a pull).
 const FETCH_WAIT: Duration = Duration::from_millis(3);
+/// Attempts a node may hold at once, running or reporting.
+const HANDLING: usize = 1 << 20;
 /// Cancellations remembered for attempts this node has not seen yet.
 const REMEMBERED_CANCELS: usize = 100_000;
 
@@ -253,10 +255,12 @@ impl NatsNode {
         tracing::info!(node = %shared.id, slots = self.slots, "serving attempts");
 
         let slots = Arc::new(Semaphore::new(self.slots));
+        let handling = Arc::new(Semaphore::new(HANDLING));
         let fetching = Fetcher {
             shared: shared.clone(),
             consumers: self.consumers,
             slots: slots.clone(),
+            handling: handling.clone(),
             kicks,
             bands: AtomicU8::new(u8::MAX),
             last_sweep: Instant::now(),
@@ -265,8 +269,8 @@ impl NatsNode {
             () = fetching.run() => {}
             () = drain => tracing::info!(node = %shared.id, "draining: finishing running attempts"),
         }
-        // Every slot back means every attempt reported.
-        let _all = slots.acquire_many(self.slots as u32).await;
+        // Every permit back means every attempt run and reported.
+        let _all = handling.acquire_many(HANDLING as u32).await;
         beat.abort();
         listener.abort();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.nodes.delete(&shared.id)).await;
@@ -281,6 +285,8 @@ struct Fetcher {
     shared: Arc<NodeShared>,
     consumers: Vec<PullConsumer>,
     slots: Arc<Semaphore>,
+    /// One permit per attempt between fetch and acknowledgement.
+    handling: Arc<Semaphore>,
     kicks: async_nats::Subscriber,
     /// Bands that may have work (kicked, or not yet seen empty since the last sweep).
     bands: AtomicU8,
@@ -317,7 +323,16 @@ impl Fetcher {
                 for message in messages {
                     took = true;
                     let permit = permits.pop().expect("no more messages than permits");
-                    tokio::spawn(attempt::handle(self.shared.clone(), message, permit));
+                    let Ok(handling) = self.handling.clone().try_acquire_owned() else {
+                        // Never: a slot is held per attempt, and there are fewer slots.
+                        continue;
+                    };
+                    tokio::spawn(attempt::handle(
+                        self.shared.clone(),
+                        message,
+                        permit,
+                        handling,
+                    ));
                 }
                 if took {
                     // Lower bands first: look at them again before going on.
