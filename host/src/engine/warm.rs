@@ -28,7 +28,10 @@ use super::sandbox::Sandbox;
 use super::store::{AttemptStore, InvokeResult};
 use crate::attempt::AttemptReport;
 
-/// Warm instances kept between attempts (see the [module docs](self)). A queue's backend
+/// Warm instances kept between attempts, opt-in with [`Limits::reuse`]. One instance serves
+/// up to N attempts of the same plugin under the same limits and sandbox, so **a task can see
+/// what an earlier task of the same plugin left in memory**; anything but a clean return (a
+/// trap, a timeout, a cancellation, a limit touched) discards the instance. A queue's backend
 /// keeps one pool and runs every attempt through [`run`](Self::run) or
 /// [`run_async`](Self::run_async); plugins whose limits do not ask for reuse get a fresh
 /// instance as usual.
