@@ -60,6 +60,15 @@ pub(super) async fn handle(
         let _ = message.ack_with(AckKind::Term).await;
         return;
     }
+    if attempt
+        .expires_unix_ms
+        .is_some_and(|at| unix_millis() > at.saturating_add(CLOCK_SLACK.as_millis() as u64))
+        || !shared.submitter_alive(&attempt.submitter).await
+    {
+        tracing::info!(uid, "dropping an orphaned attempt");
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    }
     if delivered > 1 {
         // Whoever had it stopped renewing its lease: a crash report, not a rerun. The
         // submitter's retry rules decide, as for a crashed worker process.
@@ -73,24 +82,10 @@ pub(super) async fn handle(
         );
         tracing::info!(uid, delivered, "redelivered attempt reported as crashed");
         drop(slot);
-        if publish_report(
-            &shared,
-            &attempt,
-            ReportMsg::failed(uid, &shared.id, failure),
-        )
-        .await
-        {
+        let report = ReportMsg::failed(uid, &shared.id, failure);
+        if publish_report(&shared, &attempt, report).await != Handover::Pending {
             let _ = message.ack_with(AckKind::Term).await;
         }
-        return;
-    }
-    if attempt
-        .expires_unix_ms
-        .is_some_and(|at| unix_millis() > at.saturating_add(CLOCK_SLACK.as_millis() as u64))
-        || !shared.submitter_alive(&attempt.submitter).await
-    {
-        tracing::info!(uid, "dropping an orphaned attempt");
-        let _ = message.ack_with(AckKind::Term).await;
         return;
     }
 
@@ -120,11 +115,11 @@ pub(super) async fn handle(
     drop(slot);
     let report = fitting_report(&shared, &attempt, report);
     announce.abort();
-    let stored = publish_report(&shared, &attempt, report).await;
+    let handover = publish_report(&shared, &attempt, report).await;
     lease.abort();
-    if stored {
-        // After the submitter has the report: a node that dies between the two leaves a
-        // redelivery whose crash report arrives for an attempt no longer pending.
+    if handover != Handover::Pending {
+        // After the submitter has the report (or is gone): a node that dies between the two
+        // leaves a redelivery whose crash report arrives for an attempt no longer pending.
         let _ = message.ack().await;
     }
 }
@@ -256,11 +251,21 @@ fn fitting_report(shared: &NodeShared, attempt: &AttemptMsg, report: ReportMsg) 
     }
 }
 
-/// Hands the report to its submitter and waits for its answer; false if the submitter is
-/// gone or did not answer in time (the attempt then stays unacknowledged).
-async fn publish_report(shared: &NodeShared, attempt: &AttemptMsg, report: ReportMsg) -> bool {
+/// How handing over a report ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    /// The submitter answered: it has the report.
+    Delivered,
+    /// The submitter is no longer alive: nobody wants the report.
+    SubmitterGone,
+    /// No answer in time: the attempt stays unacknowledged, to be redelivered.
+    Pending,
+}
+
+/// Hands the report to its submitter and waits for its answer.
+async fn publish_report(shared: &NodeShared, attempt: &AttemptMsg, report: ReportMsg) -> Handover {
     let Ok(payload) = serde_json::to_vec(&report) else {
-        return false;
+        return Handover::Pending;
     };
     let payload = Bytes::from(payload);
     let subject = layout::report_subject(&attempt.submitter);
@@ -271,14 +276,17 @@ async fn publish_report(shared: &NodeShared, attempt: &AttemptMsg, report: Repor
             .client
             .request(subject.clone(), payload.clone());
         let error = match tokio::time::timeout(REPORT_ANSWER, request).await {
-            Ok(Ok(_)) => return true,
+            Ok(Ok(_)) => return Handover::Delivered,
             Ok(Err(error)) => error.to_string(),
             Err(_) => "no answer".to_string(),
         };
-        if started.elapsed() >= REPORT_PATIENCE || !shared.submitter_alive(&attempt.submitter).await
-        {
+        if !shared.submitter_alive(&attempt.submitter).await {
+            tracing::info!(uid = %attempt.uid, "the submitter is gone; dropping its report");
+            return Handover::SubmitterGone;
+        }
+        if started.elapsed() >= REPORT_PATIENCE {
             tracing::warn!(%error, uid = %attempt.uid, "giving up on a report");
-            return false;
+            return Handover::Pending;
         }
         tracing::debug!(%error, uid = %attempt.uid, "handing over a report failed; retrying");
         tokio::time::sleep(Duration::from_millis(200)).await;
