@@ -3,7 +3,7 @@
 //! and what it produced ([`AttemptOutcome`], [`AttemptReport`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -65,7 +65,12 @@ pub(crate) type CancelWatch = Box<dyn Fn() -> bool + Send + Sync>;
 /// the host); async code can await [`stopped`](Self::stopped).
 pub struct AttemptControl {
     cancelled: AtomicBool,
-    deadline: Option<Instant>,
+    /// What `deadline` counts from.
+    origin: Instant,
+    /// The deadline in nanoseconds after `origin`; `NO_DEADLINE` for none.
+    deadline: AtomicU64,
+    /// The limit a restarted clock keeps (the run's, when it was tighter than the timeout).
+    cap: Option<Instant>,
     timeout: Option<Duration>,
     watch: Option<CancelWatch>,
     cancel_notify: tokio::sync::Notify,
@@ -75,7 +80,7 @@ impl std::fmt::Debug for AttemptControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AttemptControl")
             .field("cancelled", &self.cancelled)
-            .field("deadline", &self.deadline)
+            .field("deadline", &self.deadline())
             .field("timeout", &self.timeout)
             .field("watched", &self.watch.is_some())
             .finish()
@@ -109,13 +114,59 @@ impl AttemptControl {
         left: Option<Duration>,
         watch: Option<CancelWatch>,
     ) -> Arc<Self> {
+        let origin = Instant::now();
+        let deadline = left.and_then(|t| origin.checked_add(t));
+        // A `left` shorter than the timeout is another limit (the run's): it stays.
+        let cap = match (timeout, left) {
+            (Some(timeout), Some(left)) if left < timeout => deadline,
+            (None, Some(_)) => deadline,
+            _ => None,
+        };
         Arc::new(Self {
             cancelled: AtomicBool::new(false),
-            deadline: left.and_then(|t| Instant::now().checked_add(t)),
+            origin,
+            deadline: AtomicU64::new(Self::encode(origin, deadline)),
+            cap,
             timeout,
             watch,
             cancel_notify: tokio::sync::Notify::new(),
         })
+    }
+
+    const NO_DEADLINE: u64 = u64::MAX;
+
+    fn encode(origin: Instant, deadline: Option<Instant>) -> u64 {
+        deadline.map_or(Self::NO_DEADLINE, |d| {
+            d.saturating_duration_since(origin)
+                .as_nanos()
+                .min(u128::from(Self::NO_DEADLINE - 1)) as u64
+        })
+    }
+
+    /// The attempt waits somewhere before it begins (for a machine to take it): its timeout
+    /// does not run until [`restart_clock`](Self::restart_clock) (docs/queues.md §7.1); a
+    /// tighter limit it was given still holds.
+    pub fn hold_clock(&self) {
+        if self.timeout.is_none() {
+            return;
+        }
+        self.deadline
+            .store(Self::encode(self.origin, self.cap), Ordering::Release);
+        self.cancel_notify.notify_waiters();
+    }
+
+    /// The attempt really begins now: it waited somewhere first (for a machine to take it),
+    /// and its timeout counts from here (docs/queues.md §7.1), within any tighter limit it
+    /// was given. Awaiting [`stopped`](Self::stopped) follows the change.
+    pub fn restart_clock(&self) {
+        let Some(timeout) = self.timeout else { return };
+        let Some(restarted) = Instant::now().checked_add(timeout) else {
+            return;
+        };
+        let deadline = self.cap.map_or(restarted, |cap| cap.min(restarted));
+        self.deadline
+            .store(Self::encode(self.origin, Some(deadline)), Ordering::Release);
+        self.cancel_notify.notify_waiters();
     }
 
     /// Polls the watch, if any, and reports whether the attempt is cancelled.
@@ -142,7 +193,7 @@ impl AttemptControl {
 
     /// Whether the deadline has passed.
     pub fn deadline_passed(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.deadline().is_some_and(|d| Instant::now() >= d)
     }
 
     /// The per-attempt timeout this control enforces.
@@ -152,7 +203,10 @@ impl AttemptControl {
 
     /// The deadline, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match self.deadline.load(Ordering::Acquire) {
+            Self::NO_DEADLINE => None,
+            nanos => Some(self.origin + Duration::from_nanos(nanos)),
+        }
     }
 
     /// Why the attempt must stop now, if it must: a cancellation comes first.
@@ -171,20 +225,36 @@ impl AttemptControl {
         self.stop_reason().is_some()
     }
 
-    /// Resolves when the attempt must stop: at its cancellation or at its deadline.
+    /// Resolves when the attempt must stop: at its cancellation or at its deadline (as it
+    /// stands then: a [`restart_clock`](Self::restart_clock) moves it).
     pub async fn stopped(&self) -> StopReason {
-        let deadline = async {
-            match self.deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                None => std::future::pending().await,
+        loop {
+            // Registered before the checks, so a cancel or restart between them is seen.
+            let changed = self.cancel_notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_cancelled() {
+                return StopReason::Cancelled;
             }
-        };
-        let cancelled =
-            crate::wait::notified(&self.cancel_notify, || self.is_cancelled().then_some(()));
-        tokio::select! {
-            biased;
-            () = cancelled => StopReason::Cancelled,
-            () = deadline => StopReason::Deadline,
+            let deadline = self.deadline();
+            let expired = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut changed => {}
+                () = expired => {
+                    if self.is_cancelled() {
+                        return StopReason::Cancelled;
+                    }
+                    if self.deadline() == deadline {
+                        return StopReason::Deadline;
+                    }
+                }
+            }
         }
     }
 

@@ -97,11 +97,21 @@ pub(crate) fn osiiso(args: &[&str]) -> Outcome {
     osiiso_in(args, &crate::support::cache_dir())
 }
 
+/// Runs the binary with `args` and extra environment variables.
+pub(crate) fn osiiso_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    osiiso_with(args, &crate::support::cache_dir(), env)
+}
+
 /// Runs the binary with `args` and the compile cache in `cache`.
 pub(crate) fn osiiso_in(args: &[&str], cache: &Path) -> Outcome {
+    osiiso_with(args, cache, &[])
+}
+
+fn osiiso_with(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Outcome {
     let start = Instant::now();
     let output = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .env("OSIISO_CACHE_DIR", cache)
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")

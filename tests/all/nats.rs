@@ -297,9 +297,10 @@ fn broker_trouble(version: Version, test: &str, trouble: impl FnOnce(&mut Fleet)
 
 #[test]
 fn a_broker_killed_and_restarted_loses_no_task_215() {
+    // Down longer than a liveness entry lives: on restart every heartbeat has expired.
     broker_trouble(Version::V215, "broker restart (2.15)", |fleet| {
         fleet.server.kill();
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(4));
         fleet.server.restart();
     });
 }
@@ -322,6 +323,84 @@ fn a_paused_broker_loses_no_task() {
         std::thread::sleep(Duration::from_secs(3));
         unsafe { libc::kill(pid, libc::SIGCONT) };
     });
+}
+
+#[test]
+fn an_attempt_timeout_counts_from_when_a_node_takes_it() {
+    let Some(server) = require(Version::V215, "nats attempt clock") else {
+        return;
+    };
+    // One slot, three attempts in flight: the last one waits on the broker for 2.4 s,
+    // longer than its 2 s timeout, and must not time out for it.
+    let fleet = Fleet::start(&server, 1, 1);
+    let flaky = artifacts::SCENARIO_FLAKY;
+    let out = run_on(
+        &fleet,
+        &[
+            flaky,
+            "sleep",
+            "--input",
+            "1200",
+            "--input",
+            "1200",
+            "--input",
+            "1200",
+            "--workers",
+            "3",
+            "--timeout",
+            "2s",
+        ],
+    );
+    out.assert_code(0);
+    assert!(
+        out.jsonl()
+            .iter()
+            .all(|r| status(r) == "succeeded" && r["attempts"] == 1)
+    );
+}
+
+#[test]
+fn a_nats_queue_is_built_and_run_from_async_code() {
+    use osiiso_host::NatsQueue;
+    use osiiso_host::queue::TaskOptions;
+
+    let Some(fleet) = crate::nats_fixture::shared_fleet() else {
+        return;
+    };
+    let echo = crate::support::load(artifacts::ECHO).task("echo").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let queue = NatsQueue::builder().nats(fleet.url()).build().unwrap();
+        let handle = queue
+            .submit(
+                echo.with_input(json!({"from": "async"})),
+                TaskOptions::new(),
+            )
+            .unwrap();
+        let summary = queue.run_async().await.unwrap();
+        assert!(summary.ok(), "{summary}");
+        assert_eq!(handle.await.value, Some(json!({"from": "async"})));
+    });
+}
+
+#[test]
+fn the_nats_url_variable_leaves_the_local_queues_alone() {
+    let out = crate::cli::osiiso_env(
+        &[
+            "run",
+            artifacts::ECHO,
+            "echo",
+            "--input",
+            "1",
+            "--output",
+            "jsonl",
+        ],
+        &[("OSIISO_NATS_URL", "nats://127.0.0.1:1")],
+    );
+    out.assert_code(0);
 }
 
 // ----- cancellation -----

@@ -114,9 +114,10 @@ struct QueueArgs {
     /// How quickly cancellations and deadlines reach running work.
     #[arg(long, value_name = "DUR", value_parser = duration)]
     poll: Option<Duration>,
-    /// The NATS server of `--queue nats`.
+    /// The NATS server of `--queue nats` [default: $OSIISO_NATS_URL, else
+    /// nats://127.0.0.1:4222].
     #[cfg(feature = "nats")]
-    #[arg(long, value_name = "URL", env = "OSIISO_NATS_URL")]
+    #[arg(long, value_name = "URL")]
     nats: Option<String>,
     /// OS memory cap per worker process (process queue).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -272,11 +273,14 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         QueueKind::Thread => run_queue(ThreadQueue::builder(), &args, workers, plan),
         #[cfg(feature = "nats")]
         QueueKind::Nats => {
+            // The environment is read here, not by clap: a variable set for `--queue nats`
+            // must not turn into a `--nats` flag on the local queues.
             let url = args
                 .queue
                 .nats
-                .as_deref()
-                .unwrap_or(osiiso_host::backend::DEFAULT_NATS_URL);
+                .clone()
+                .or_else(|| std::env::var("OSIISO_NATS_URL").ok())
+                .unwrap_or_else(|| osiiso_host::backend::DEFAULT_NATS_URL.to_string());
             let builder = osiiso_host::NatsQueue::builder().nats(url);
             run_queue(builder, &args, workers, plan)
         }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::{HttpGrant, Sandbox};
+use crate::engine::{DirGrant, GuestStdio, HttpGrant, Sandbox};
 
 /// A node's grant policy.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +56,33 @@ impl GrantPolicy {
             env,
             cache,
         })
+    }
+
+    /// The sandbox a node runs `sandbox` with: every grant checked against the policy (the
+    /// error names the first one outside it), directories by the canonical path that was
+    /// checked (so the path opened is the path judged), guest output captured.
+    pub(crate) fn apply(&self, sandbox: &Sandbox) -> Result<Sandbox, String> {
+        self.check(sandbox)?;
+        let mut applied = Sandbox::new()
+            .inherit_env(sandbox.inherits_env())
+            .stdio(GuestStdio::Capture);
+        for (key, value) in sandbox.env_vars() {
+            applied = applied.env(key, value);
+        }
+        for spec in sandbox.http_allowed() {
+            applied = applied.allow_http(spec.clone());
+        }
+        for grant in sandbox.dirs() {
+            let host = grant
+                .host
+                .canonicalize()
+                .map_err(|e| format!("directory '{}': {e}", grant.host.display()))?;
+            applied = applied.grant(DirGrant {
+                host,
+                ..grant.clone()
+            });
+        }
+        Ok(applied)
     }
 
     /// Checks what `sandbox` grants; the error names the first grant outside the policy.

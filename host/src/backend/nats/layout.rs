@@ -15,7 +15,10 @@
 //! durable as a stream of reports (a report is never dropped before the submitter has it),
 //! and costs the broker no stored message, consumer or acknowledgement per attempt.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
@@ -100,13 +103,30 @@ pub(crate) struct Broker {
     pub js: Context,
     /// The largest message the broker accepts.
     pub max_payload: usize,
+    /// When the connection was last re-established (long ago if never).
+    connected_at: Arc<Mutex<Instant>>,
 }
 
 impl Broker {
     /// Connects, failing fast (no retry of the first connection) with the URL in the error.
     pub(crate) async fn connect(spec: &ConnectSpec) -> Result<Self, NatsError> {
+        // The first connection counts as long ago: only a reconnection is recent.
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or_else(Instant::now);
+        let connected_at = Arc::new(Mutex::new(long_ago));
+        let on_event = connected_at.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let client = async_nats::ConnectOptions::new()
             .name(&spec.name)
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected)
+                    && connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0
+                {
+                    *on_event.lock() = Instant::now();
+                }
+                async {}
+            })
             .connection_timeout(spec.connect_timeout)
             .request_timeout(Some(Duration::from_secs(5)))
             // Unbounded reconnects, each soon: a broker restart must not end a run.
@@ -128,12 +148,23 @@ impl Broker {
             client,
             js,
             max_payload,
+            connected_at,
         })
+    }
+
+    /// How long the connection has been up since the last reconnection (zero while it is
+    /// down).
+    pub(crate) fn connected_for(&self) -> Duration {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Duration::ZERO;
+        }
+        self.connected_at.lock().elapsed()
     }
 
     /// The attempts stream, made if missing.
     pub(crate) async fn attempts(&self) -> Result<stream::Stream, NatsError> {
-        self.js
+        let made = self
+            .js
             .get_or_create_stream(stream::Config {
                 name: ATTEMPTS_STREAM.to_string(),
                 subjects: vec!["osiiso1.attempt.*.*".to_string()],
@@ -143,11 +174,21 @@ impl Broker {
                 max_age: Duration::from_secs(24 * 3600),
                 ..Default::default()
             })
-            .await
-            .map_err(|e| NatsError::broker("create the attempts stream", e))
+            .await;
+        match made {
+            Ok(stream) => Ok(stream),
+            // Another node or submitter made it at the same moment (2.9 says "subjects
+            // overlap" then): take theirs.
+            Err(error) => self
+                .js
+                .get_stream(ATTEMPTS_STREAM)
+                .await
+                .map_err(|_| NatsError::broker("create the attempts stream", error)),
+        }
     }
 
-    /// The durable consumer of one band, made or updated to `ack_wait`.
+    /// The durable consumer of one band, made with `ack_wait` if missing (an existing one
+    /// keeps its own: the whole fleet shares it).
     pub(crate) async fn band_consumer(
         &self,
         attempts: &stream::Stream,
@@ -156,17 +197,20 @@ impl Broker {
     ) -> Result<PullConsumer, NatsError> {
         let name = format!("OSIISO1_BAND_{band}");
         attempts
-            .create_consumer(pull::Config {
-                durable_name: Some(name),
-                // `.*`, not `.>`: 2.9 refuses a filter that is not a subset token by token.
-                filter_subject: format!("osiiso1.attempt.{band}.*"),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait,
-                max_deliver: MAX_DELIVER,
-                // Nodes hold at most their slots; the broker's default (1000) would cap a fleet.
-                max_ack_pending: 100_000,
-                ..Default::default()
-            })
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    // `.*`, not `.>`: 2.9 refuses a filter that is not a subset token by token.
+                    filter_subject: format!("osiiso1.attempt.{band}.*"),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait,
+                    max_deliver: MAX_DELIVER,
+                    // Nodes hold at most their slots; the broker's default (1000) would cap a fleet.
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(|e| NatsError::broker("create a band consumer", e))
     }
@@ -175,15 +219,24 @@ impl Broker {
     pub(crate) async fn plugins(&self) -> Result<object_store::ObjectStore, NatsError> {
         match self.js.get_object_store(PLUGINS_BUCKET).await {
             Ok(store) => Ok(store),
-            Err(_) => self
-                .js
-                .create_object_store(object_store::Config {
-                    bucket: PLUGINS_BUCKET.to_string(),
-                    storage: StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| NatsError::broker("create the plugin store", e)),
+            Err(_) => {
+                let made = self
+                    .js
+                    .create_object_store(object_store::Config {
+                        bucket: PLUGINS_BUCKET.to_string(),
+                        storage: StorageType::File,
+                        ..Default::default()
+                    })
+                    .await;
+                match made {
+                    Ok(store) => Ok(store),
+                    Err(error) => self
+                        .js
+                        .get_object_store(PLUGINS_BUCKET)
+                        .await
+                        .map_err(|_| NatsError::broker("create the plugin store", error)),
+                }
+            }
         }
     }
 
@@ -212,7 +265,13 @@ impl Broker {
                 ..Default::default()
             })
             .await;
-        made.map_err(|e| NatsError::broker("create a liveness bucket", e))?;
+        if let Err(error) = made {
+            // Made by someone else meanwhile?
+            if let Ok(store) = self.js.get_key_value(bucket).await {
+                return Ok(store);
+            }
+            return Err(NatsError::broker("create a liveness bucket", error));
+        }
         self.js
             .get_key_value(bucket)
             .await

@@ -79,6 +79,8 @@ pub struct Nats {
     /// Its own runtime: the connection, the report dispatcher and the queue's workers.
     runtime: Option<tokio::runtime::Runtime>,
     submitter: Mutex<Option<Arc<Submitter>>>,
+    /// Held while a submitter starts again after a `close`: one at a time.
+    starting: tokio::sync::Mutex<()>,
     /// Slots of the nodes alive at build time.
     live_slots: usize,
 }
@@ -107,17 +109,30 @@ impl Backend for Nats {
             connect_timeout: options.connect_timeout,
             name: "osiiso-host submitter".to_string(),
         };
-        let (submitter, live_slots) = runtime
-            .block_on(async {
-                let broker = Broker::connect(&spec).await?;
-                let nodes = broker.liveness(layout::NODES_BUCKET).await?;
-                let slots = layout::live_nodes(&nodes)
-                    .await
-                    .map(|nodes| nodes.iter().map(|n| n.slots).sum())
-                    .unwrap_or(0);
-                Ok::<_, NatsError>((Submitter::start(broker).await?, slots))
-            })
-            .map_err(|e| e.to_string())?;
+        let setup = async {
+            let broker = Broker::connect(&spec).await?;
+            let nodes = broker.liveness(layout::NODES_BUCKET).await?;
+            let slots = layout::live_nodes(&nodes)
+                .await
+                .map(|nodes| {
+                    // Entries are written by whoever reaches the broker: bounded.
+                    nodes
+                        .iter()
+                        .map(|n| n.slots.min(node::MAX_SLOTS))
+                        .fold(0usize, usize::saturating_add)
+                })
+                .unwrap_or(0);
+            Ok::<_, NatsError>((Submitter::start(broker).await?, slots))
+        };
+        // Inside another runtime (a builder called from async code) nothing may block it:
+        // the set-up runs on a thread of its own.
+        let (submitter, live_slots) = if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|scope| scope.spawn(|| runtime.block_on(setup)).join())
+                .map_err(|_| "its set-up panicked".to_string())?
+        } else {
+            runtime.block_on(setup)
+        }
+        .map_err(|e| e.to_string())?;
         if live_slots == 0 {
             tracing::warn!(
                 url = %spec.url,
@@ -128,6 +143,7 @@ impl Backend for Nats {
             spec,
             runtime: Some(runtime),
             submitter: Mutex::new(Some(submitter)),
+            starting: tokio::sync::Mutex::new(()),
             live_slots,
         })
     }
@@ -154,11 +170,16 @@ impl Nats {
         if let Some(submitter) = self.submitter.lock().clone() {
             return Ok(submitter);
         }
+        let _starting = self.starting.lock().await;
+        if let Some(submitter) = self.submitter.lock().clone() {
+            return Ok(submitter);
+        }
         let started = async { Submitter::start(Broker::connect(&self.spec).await?).await };
         let submitter = started
             .await
             .map_err(|e| TaskFailure::new(FailureKind::WorkerStart, e.to_string()))?;
-        Ok(self.submitter.lock().get_or_insert(submitter).clone())
+        *self.submitter.lock() = Some(submitter.clone());
+        Ok(submitter)
     }
 }
 
@@ -177,7 +198,8 @@ impl AsyncRunner for Nats {
     }
 
     fn close(&self) {
-        if let Some(submitter) = self.submitter.lock().take() {
+        let submitter = self.submitter.lock().take();
+        if let Some(submitter) = submitter {
             submitter.stop(self.handle());
         }
     }

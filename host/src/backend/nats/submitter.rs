@@ -28,6 +28,13 @@ use crate::queue::backend::Attempt;
 /// How long an attempt keeps trying to reach the broker before it fails as `WorkerStart`
 /// (retryable): longer than a broker restart, shorter than forever.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+/// How often (in heartbeats) unannounced attempts are looked for on the broker.
+const VANISHED_CHECK_TICKS: u64 = 3;
+/// An attempt is looked for once it is this old, and declared lost once it has been gone
+/// this long.
+const VANISHED_AFTER: Duration = Duration::from_secs(3);
+/// Attempts looked for per round, oldest first.
+const VANISHED_CHECKS: usize = 64;
 /// Heartbeats a node may miss, while it runs one of our attempts, before the attempt is
 /// reported crashed.
 const MISSED_HEARTBEATS: u8 = 2;
@@ -35,10 +42,18 @@ const MISSED_HEARTBEATS: u8 = 2;
 /// An attempt waiting for its report.
 struct Pending {
     reply: oneshot::Sender<ReportMsg>,
+    /// The attempt's control: its clock restarts when a node takes it.
+    control: Arc<AttemptControl>,
     /// The node that announced it took the attempt.
     node: Option<String>,
     /// Consecutive liveness checks that did not find that node.
     missing: u8,
+    /// The attempt's stream sequence, once published.
+    seq: Option<u64>,
+    /// When it was published.
+    since: Instant,
+    /// When its message was first found gone from the broker without a report.
+    vanished: Option<Instant>,
 }
 
 type PendingMap = Arc<Mutex<HashMap<String, Pending>>>;
@@ -106,6 +121,7 @@ impl Submitter {
             tokio::spawn(watch_liveness(
                 submitter.broker.client.clone(),
                 nodes,
+                submitter.attempts.clone(),
                 submitter.pending.clone(),
             )),
             tokio::spawn(heartbeat(
@@ -187,7 +203,10 @@ impl Submitter {
             attempt: attempt.number,
             timeout_ms: control.timeout().map(millis),
             left_ms: left.map(millis),
-            expires_unix_ms: left.map(|left| unix_millis().saturating_add(millis(left))),
+            // Only a limit that a node start does not move (the run's) makes an orphan.
+            expires_unix_ms: left
+                .filter(|left| control.timeout().is_none_or(|timeout| *left < timeout))
+                .map(|left| unix_millis().saturating_add(millis(left))),
             limits: plugin.limits().clone(),
             sandbox: plugin.sandbox().clone(),
         };
@@ -217,8 +236,12 @@ impl Submitter {
             uid.clone(),
             Pending {
                 reply,
+                control: control.clone(),
                 node: None,
                 missing: 0,
+                seq: None,
+                since: Instant::now(),
+                vanished: None,
             },
         );
         let mut in_flight = InFlight {
@@ -233,11 +256,25 @@ impl Submitter {
             .publish(&subject, &in_flight.uid, payload, control, name)
             .await
         {
-            Ok(seq) => in_flight.seq = Some(seq),
+            Ok(seq) => {
+                in_flight.seq = Some(seq);
+                if let Some(waiting) = self.pending.lock().get_mut(&in_flight.uid) {
+                    waiting.seq = Some(seq);
+                }
+            }
             Err(report) => return report,
         }
         self.kick_bands.fetch_or(1 << band, Ordering::Relaxed);
         self.kick.notify_one();
+        // Its timeout runs once a node takes it (the node says so), not while it waits on
+        // the broker for a free slot.
+        // Under the lock a node's announcement takes: held, then restarted, never the other
+        // way round.
+        if let Some(waiting) = self.pending.lock().get(&in_flight.uid)
+            && waiting.node.is_none()
+        {
+            control.hold_clock();
+        }
 
         tokio::pin!(report);
         let stopped = tokio::select! {
@@ -389,7 +426,14 @@ impl InFlight {
     fn settle(&mut self, report: Result<ReportMsg, oneshot::error::RecvError>) -> AttemptReport {
         self.settled = true;
         match report {
-            Ok(report) => report.into_report(),
+            Ok(report) => {
+                if report.local {
+                    // Made up here (its node vanished, the broker is away): whatever still
+                    // runs or waits out there is stopped.
+                    self.stop_remote();
+                }
+                report.into_report()
+            }
             // The sender went away without a report: the submitter is stopping.
             Err(_) => AttemptReport::failed(TaskFailure::new(
                 FailureKind::WorkerCrashed,
@@ -442,7 +486,21 @@ async fn dispatch(
     pending: PendingMap,
 ) {
     while let Some(message) = reports.next().await {
-        match serde_json::from_slice::<ReportMsg>(&message.payload) {
+        if message.payload.is_empty() {
+            // A node asking whether this submitter is alive.
+        } else {
+            route(&pending, &message.payload);
+        }
+        if let Some(reply) = message.reply {
+            let _ = client.publish(reply, Bytes::new()).await;
+        }
+    }
+}
+
+/// Hands a report to the attempt waiting for it.
+fn route(pending: &PendingMap, payload: &[u8]) {
+    {
+        match serde_json::from_slice::<ReportMsg>(payload) {
             Ok(report) => {
                 let waiting = pending.lock().remove(&report.uid);
                 match waiting {
@@ -457,18 +515,19 @@ async fn dispatch(
             }
             Err(error) => tracing::warn!(%error, "dropping a report that does not parse"),
         }
-        if let Some(reply) = message.reply {
-            let _ = client.publish(reply, Bytes::new()).await;
-        }
     }
 }
 
-/// Notes which node took which attempt.
+/// Notes which node took which attempt, and starts the attempt's clock then.
 async fn track_starts(mut events: async_nats::Subscriber, pending: PendingMap) {
     while let Some(message) = events.next().await {
         if let Ok(started) = serde_json::from_slice::<StartedMsg>(&message.payload)
             && let Some(waiting) = pending.lock().get_mut(&started.uid)
+            && waiting.node.is_none()
         {
+            // The attempt may have waited on the broker for a free slot: its timeout counts
+            // from now (docs/queues.md §7.1).
+            waiting.control.restart_clock();
             waiting.node = Some(started.node);
         }
     }
@@ -478,12 +537,19 @@ async fn track_starts(mut events: async_nats::Subscriber, pending: PendingMap) {
 /// missed heartbeats (a killed or frozen node is noticed in seconds, not at the broker's
 /// redelivery deadline), and failed `WorkerStart` (retryable) once the broker itself has
 /// been out of reach for [`PUBLISH_PATIENCE`].
-async fn watch_liveness(client: async_nats::Client, nodes: kv::Store, pending: PendingMap) {
+async fn watch_liveness(
+    client: async_nats::Client,
+    nodes: kv::Store,
+    attempts: stream::Stream,
+    pending: PendingMap,
+) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut disconnected_since: Option<Instant> = None;
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
+        ticks += 1;
         if client.connection_state() == async_nats::connection::State::Connected {
             disconnected_since = None;
         } else {
@@ -498,10 +564,15 @@ async fn watch_liveness(client: async_nats::Client, nodes: kv::Store, pending: P
                             PUBLISH_PATIENCE.as_secs()
                         ),
                     );
-                    let _ = waiting.reply.send(ReportMsg::failed(&uid, "", failure));
+                    let _ = waiting
+                        .reply
+                        .send(ReportMsg::failed(&uid, "", failure).local());
                 }
             }
             continue;
+        }
+        if ticks % VANISHED_CHECK_TICKS == 0 {
+            find_vanished(&attempts, &pending).await;
         }
         if pending.lock().values().all(|p| p.node.is_none()) {
             continue;
@@ -531,8 +602,57 @@ async fn watch_liveness(client: async_nats::Client, nodes: kv::Store, pending: P
                     FailureKind::WorkerCrashed,
                     format!("node {node} stopped heartbeating while running the attempt"),
                 );
-                let _ = waiting.reply.send(ReportMsg::failed(&uid, &node, failure));
+                let _ = waiting
+                    .reply
+                    .send(ReportMsg::failed(&uid, &node, failure).local());
             }
+        }
+    }
+}
+
+/// Ends attempts that no node announced and whose message left the broker without a report
+/// (a node dropped it as an orphan while this submitter looked gone, or a broker restart lost
+/// it): `worker_crashed`, retried like a crash. A node removes an attempt only after its
+/// submitter has the report, so a message gone for a while with no report means none is
+/// coming. Checks the oldest few per round.
+async fn find_vanished(attempts: &stream::Stream, pending: &PendingMap) {
+    let now = Instant::now();
+    let mut candidates: Vec<(Instant, String, u64)> = pending
+        .lock()
+        .iter()
+        .filter(|(_, p)| p.node.is_none() && now.duration_since(p.since) >= VANISHED_AFTER)
+        .filter_map(|(uid, p)| Some((p.since, uid.clone(), p.seq?)))
+        .collect();
+    candidates.sort();
+    candidates.truncate(VANISHED_CHECKS);
+    for (_, uid, seq) in candidates {
+        let gone = match tokio::time::timeout(HEARTBEAT, attempts.get_raw_message(seq)).await {
+            Ok(Ok(_)) => false,
+            Ok(Err(error)) => {
+                error.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound
+            }
+            Err(_) => false,
+        };
+        let mut pending = pending.lock();
+        let Some(waiting) = pending.get_mut(&uid) else {
+            continue;
+        };
+        if !gone {
+            waiting.vanished = None;
+            continue;
+        }
+        let since = *waiting.vanished.get_or_insert(now);
+        if now.duration_since(since) >= VANISHED_AFTER
+            && let Some(waiting) = pending.remove(&uid)
+        {
+            let failure = TaskFailure::new(
+                FailureKind::WorkerCrashed,
+                "the attempt left the NATS server without a report (lost in a broker \
+                 restart, or dropped by a node that took this submitter for gone)",
+            );
+            let _ = waiting
+                .reply
+                .send(ReportMsg::failed(&uid, "", failure).local());
         }
     }
 }

@@ -42,6 +42,9 @@ pub(crate) struct ReportMsg {
     pub fuel_consumed: Option<u64>,
     pub stdout: Option<CapturedOutput>,
     pub stderr: Option<CapturedOutput>,
+    /// Made up by the submitter itself (the attempt's node or broker went away).
+    #[serde(skip)]
+    pub local: bool,
 }
 
 /// [`AttemptOutcome`] on the wire (the value travels as JSON text).
@@ -66,7 +69,14 @@ impl ReportMsg {
             fuel_consumed: report.fuel_consumed,
             stdout: report.stdout,
             stderr: report.stderr,
+            local: false,
         }
+    }
+
+    /// Marks a report the submitter made up itself.
+    pub(crate) fn local(mut self) -> Self {
+        self.local = true;
+        self
     }
 
     /// A failure report of attempt `uid` (nothing ran, or what ran was lost).

@@ -13,7 +13,7 @@ use super::super::layout;
 use super::super::wire::{AttemptMsg, ReportMsg, StartedMsg, unix_millis};
 use super::NodeShared;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
-use crate::engine::{AttemptRequest, GuestStdio};
+use crate::engine::AttemptRequest;
 use crate::failure::{FailureKind, TaskFailure};
 
 /// A node takes an attempt this long after its submitter's deadline as an orphan (clocks of
@@ -82,15 +82,20 @@ pub(super) async fn handle(
         );
         tracing::info!(uid, delivered, "redelivered attempt reported as crashed");
         drop(slot);
+        let message = Arc::new(message);
+        let lease = tokio::spawn(renew_lease(message.clone(), shared.renew_every()));
         let report = ReportMsg::failed(uid, &shared.id, failure);
-        if publish_report(&shared, &attempt, report).await != Handover::Pending {
+        let handover = publish_report(&shared, &attempt, report).await;
+        lease.abort();
+        if handover != Handover::Pending {
             let _ = message.ack_with(AckKind::Term).await;
         }
         return;
     }
 
     // Attempts that run for a while say which node holds them, so that the submitter notices
-    // in seconds if this node dies; short ones report before it would matter.
+    // in seconds if this node dies (short ones report before it would matter), and attempts
+    // with a timeout say when they start.
     let announce = {
         let (client, subject) = (
             shared.broker.client.clone(),
@@ -100,15 +105,21 @@ pub(super) async fn handle(
             uid: uid.to_string(),
             node: shared.id.clone(),
         });
+        // An attempt with a timeout is announced at once: its clock starts on the node.
+        let after = if attempt.timeout_ms.is_some() {
+            Duration::ZERO
+        } else {
+            ANNOUNCE_AFTER
+        };
         tokio::spawn(async move {
-            tokio::time::sleep(ANNOUNCE_AFTER).await;
+            tokio::time::sleep(after).await;
             if let Ok(payload) = started {
                 let _ = client.publish(subject, Bytes::from(payload)).await;
             }
         })
     };
     let message = Arc::new(message);
-    let lease = tokio::spawn(renew_lease(message.clone(), shared.ack_wait / 4));
+    let lease = tokio::spawn(renew_lease(message.clone(), shared.renew_every()));
     shared.busy.fetch_add(1, Ordering::Relaxed);
     let report = run(&shared, &attempt).await;
     shared.busy.fetch_sub(1, Ordering::Relaxed);
@@ -127,14 +138,14 @@ pub(super) async fn handle(
 /// Runs the attempt under the node's policy and clock.
 async fn run(shared: &Arc<NodeShared>, attempt: &AttemptMsg) -> ReportMsg {
     let uid = attempt.uid.as_str();
-    if let Err(message) = shared.policy.check(&attempt.sandbox) {
-        tracing::info!(uid, %message, "attempt refused");
-        return ReportMsg::failed(
-            uid,
-            &shared.id,
-            TaskFailure::new(FailureKind::Permanent, message),
-        );
-    }
+    let sandbox = match shared.policy.apply(&attempt.sandbox) {
+        Ok(sandbox) => sandbox,
+        Err(message) => {
+            tracing::info!(uid, %message, "attempt refused");
+            let failure = TaskFailure::new(FailureKind::Permanent, message);
+            return ReportMsg::failed(uid, &shared.id, failure);
+        }
+    };
     let plugin = match shared
         .plugins
         .get(&attempt.plugin_hash, &attempt.plugin_name)
@@ -146,7 +157,7 @@ async fn run(shared: &Arc<NodeShared>, attempt: &AttemptMsg) -> ReportMsg {
     // Guest output comes back in the report; it never reaches the node's terminal.
     let plugin = plugin
         .with_limits(attempt.limits.clone())
-        .with_sandbox(attempt.sandbox.clone().stdio(GuestStdio::Capture));
+        .with_sandbox(sandbox);
     let task = match plugin.task(&attempt.task) {
         Ok(task) => task,
         Err(error) => {
@@ -168,11 +179,7 @@ async fn run(shared: &Arc<NodeShared>, attempt: &AttemptMsg) -> ReportMsg {
         attempt.timeout_ms.map(Duration::from_millis),
         attempt.left_ms.map(Duration::from_millis),
     );
-    shared
-        .running
-        .lock()
-        .push((uid.to_string(), control.clone()));
-    if shared.was_cancelled(uid) {
+    if !shared.start(uid, &control) {
         control.cancel();
     }
     tracing::info!(
@@ -202,7 +209,7 @@ async fn run(shared: &Arc<NodeShared>, attempt: &AttemptMsg) -> ReportMsg {
         }
     })
     .await;
-    shared.running.lock().retain(|(id, _)| id != uid);
+    shared.finish(uid);
     let report = ran.unwrap_or_else(|error| {
         AttemptReport::failed(TaskFailure::new(
             FailureKind::Panic,

@@ -8,7 +8,7 @@ mod plugins;
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -26,6 +26,8 @@ use super::wire::NodeInfo;
 use crate::attempt::AttemptControl;
 use crate::engine::{Host, WarmPool};
 
+/// The most slots a node may have (and the most a node entry may claim).
+pub(crate) const MAX_SLOTS: usize = 1024;
 /// How long a node sleeps when every band is empty before it looks again (attempts that
 /// come back after a lost node are announced by nobody).
 const IDLE_SWEEP: Duration = Duration::from_millis(250);
@@ -86,43 +88,76 @@ impl NodeConfig {
 pub(crate) struct NodeShared {
     pub(crate) id: String,
     pub(crate) broker: Broker,
-    pub(crate) ack_wait: Duration,
+    /// The fleet's lease (the band consumers' `ack_wait`), in milliseconds.
+    lease: AtomicU64,
+    /// This node's `--ack-wait`: the lease of consumers it makes.
+    ack_wait: Duration,
     pub(crate) policy: GrantPolicy,
     pub(crate) plugins: NodePlugins,
     pub(crate) warm: WarmPool,
-    /// Attempts running now, by uid.
-    pub(crate) running: Mutex<Vec<(String, Arc<AttemptControl>)>>,
-    /// Attempts cancelled before this node took them (bounded, oldest forgotten first).
-    cancelled: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// Attempts running here, and cancellations of attempts not (yet) seen: one lock, so a
+    /// cancel that races an attempt's start is never lost.
+    attempts: Mutex<Attempts>,
     submitters: kv::Store,
     /// Recent answers to "is this submitter alive?".
     alive: Mutex<Vec<(String, Instant, bool)>>,
     pub(crate) busy: AtomicUsize,
 }
 
+/// What runs here and what was cancelled.
+#[derive(Default)]
+struct Attempts {
+    running: Vec<(String, Arc<AttemptControl>)>,
+    /// Bounded: the oldest are forgotten first.
+    cancelled: HashSet<String>,
+    cancel_order: VecDeque<String>,
+}
+
 impl NodeShared {
-    /// Whether attempt `uid` was cancelled; a running one is stopped.
+    /// How often a running attempt's lease is renewed: a quarter of the fleet's lease.
+    pub(crate) fn renew_every(&self) -> Duration {
+        Duration::from_millis(self.lease.load(Ordering::Relaxed) / 4).max(Duration::from_millis(50))
+    }
+
+    /// Attempt `uid` is cancelled: stopped if it runs here, else remembered.
     fn cancel(&self, uid: &str) {
-        if let Some((_, control)) = self.running.lock().iter().find(|(id, _)| id == uid) {
+        let mut attempts = self.attempts.lock();
+        if let Some((_, control)) = attempts.running.iter().find(|(id, _)| id == uid) {
             control.cancel();
             return;
         }
-        let mut cancelled = self.cancelled.lock();
-        if cancelled.0.insert(uid.to_string()) {
-            cancelled.1.push_back(uid.to_string());
-            if cancelled.1.len() > REMEMBERED_CANCELS
-                && let Some(old) = cancelled.1.pop_front()
+        if attempts.cancelled.insert(uid.to_string()) {
+            attempts.cancel_order.push_back(uid.to_string());
+            if attempts.cancel_order.len() > REMEMBERED_CANCELS
+                && let Some(old) = attempts.cancel_order.pop_front()
             {
-                cancelled.0.remove(&old);
+                attempts.cancelled.remove(&old);
             }
         }
     }
 
     pub(crate) fn was_cancelled(&self, uid: &str) -> bool {
-        self.cancelled.lock().0.contains(uid)
+        self.attempts.lock().cancelled.contains(uid)
     }
 
-    /// Whether `submitter` is in the live set (answers are reused for a heartbeat).
+    /// Registers a running attempt; false if it was cancelled already.
+    pub(crate) fn start(&self, uid: &str, control: &Arc<AttemptControl>) -> bool {
+        let mut attempts = self.attempts.lock();
+        if attempts.cancelled.contains(uid) {
+            return false;
+        }
+        attempts.running.push((uid.to_string(), control.clone()));
+        true
+    }
+
+    pub(crate) fn finish(&self, uid: &str) {
+        self.attempts.lock().running.retain(|(id, _)| id != uid);
+    }
+
+    /// Whether `submitter` is alive (answers are reused for a heartbeat). It is gone only
+    /// when its heartbeat entry has expired *and* nothing answers on its report subject
+    /// while this node has been connected long enough for it to be back after a broker
+    /// restart; anything less certain counts as alive.
     pub(crate) async fn submitter_alive(&self, submitter: &str) -> bool {
         let now = Instant::now();
         {
@@ -133,12 +168,27 @@ impl NodeShared {
             }
         }
         let answer = match tokio::time::timeout(HEARTBEAT, self.submitters.get(submitter)).await {
-            Ok(Ok(value)) => value.is_some(),
-            // No answer says nothing: run it (the submitter drops what it no longer wants).
+            Ok(Ok(None)) => self.answers(submitter).await,
             _ => true,
         };
         self.alive.lock().push((submitter.to_string(), now, answer));
         answer
+    }
+
+    /// Whether something answers a ping on the submitter's report subject (or this node
+    /// cannot tell).
+    async fn answers(&self, submitter: &str) -> bool {
+        if self.broker.connected_for() < layout::LIVENESS.saturating_mul(2) {
+            return true;
+        }
+        let ping = self
+            .broker
+            .client
+            .request(layout::report_subject(submitter), Bytes::new());
+        match tokio::time::timeout(HEARTBEAT, ping).await {
+            Ok(Err(error)) => error.kind() != async_nats::RequestErrorKind::NoResponders,
+            _ => true,
+        }
     }
 }
 
@@ -155,8 +205,10 @@ impl NatsNode {
     /// Connects (failing fast, with the URL in the error), sets up the broker layout and
     /// the engine.
     pub async fn connect(config: NodeConfig) -> Result<Self, NatsError> {
-        if config.slots == 0 {
-            return Err(NatsError::Config("--slots must be at least 1".into()));
+        if config.slots == 0 || config.slots > MAX_SLOTS {
+            return Err(NatsError::Config(format!(
+                "--slots must be from 1 to {MAX_SLOTS}"
+            )));
         }
         let id = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut builder = Host::builder()
@@ -186,27 +238,19 @@ impl NatsNode {
             name: format!("osiiso-host node {id}"),
         })
         .await?;
-        let attempts = broker.attempts().await?;
-        let mut consumers = Vec::with_capacity(usize::from(BANDS));
-        for band in 0..BANDS {
-            consumers.push(
-                broker
-                    .band_consumer(&attempts, band, config.ack_wait)
-                    .await?,
-            );
-        }
+        let (consumers, lease) = bands(&broker, config.ack_wait).await?;
         let store = broker.plugins().await?;
         let nodes = broker.liveness(layout::NODES_BUCKET).await?;
         let submitters = broker.liveness(layout::SUBMITTERS_BUCKET).await?;
         let shared = Arc::new(NodeShared {
             id,
             broker,
+            lease: AtomicU64::new(lease.as_millis() as u64),
             ack_wait: config.ack_wait,
             policy,
             plugins: NodePlugins::new(host, store),
             warm: WarmPool::new(config.slots),
-            running: Mutex::new(Vec::new()),
-            cancelled: Mutex::new((HashSet::new(), VecDeque::new())),
+            attempts: Mutex::new(Attempts::default()),
             submitters,
             alive: Mutex::new(Vec::new()),
             busy: AtomicUsize::new(0),
@@ -256,6 +300,7 @@ impl NatsNode {
 
         let slots = Arc::new(Semaphore::new(self.slots));
         let handling = Arc::new(Semaphore::new(HANDLING));
+        let stop = Stop::default();
         let fetching = Fetcher {
             shared: shared.clone(),
             consumers: self.consumers,
@@ -264,10 +309,19 @@ impl NatsNode {
             kicks,
             bands: AtomicU8::new(u8::MAX),
             last_sweep: Instant::now(),
+            failures: 0,
         };
+        let fetch = fetching.run(&stop);
+        tokio::pin!(fetch);
+        tokio::pin!(drain);
         tokio::select! {
-            () = fetching.run() => {}
-            () = drain => tracing::info!(node = %shared.id, "draining: finishing running attempts"),
+            () = &mut fetch => {}
+            () = &mut drain => {
+                tracing::info!(node = %shared.id, "draining: finishing running attempts");
+                // The fetcher stops between fetches: what it took, it runs.
+                stop.set();
+                fetch.await;
+            }
         }
         // Every permit back means every attempt run and reported.
         let _all = handling.acquire_many(HANDLING as u32).await;
@@ -278,6 +332,53 @@ impl NatsNode {
         tracing::info!(node = %shared.id, "stopped");
         Ok(())
     }
+}
+
+/// Asks the fetch loop to stop at its next safe point.
+#[derive(Default)]
+struct Stop {
+    set: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once set.
+    async fn wait(&self) {
+        crate::wait::notified(&self.notify, || self.is_set().then_some(())).await;
+    }
+}
+
+/// The band consumers, made with `ack_wait` where missing, and the fleet's lease (their
+/// shortest `ack_wait`; the first node's `--ack-wait` sets it for everyone).
+async fn bands(
+    broker: &Broker,
+    ack_wait: Duration,
+) -> Result<(Vec<PullConsumer>, Duration), NatsError> {
+    let attempts = broker.attempts().await?;
+    let mut consumers = Vec::with_capacity(usize::from(BANDS));
+    let mut lease = Duration::MAX;
+    for band in 0..BANDS {
+        let consumer = broker.band_consumer(&attempts, band, ack_wait).await?;
+        lease = lease.min(consumer.cached_info().config.ack_wait);
+        consumers.push(consumer);
+    }
+    if lease != ack_wait {
+        tracing::warn!(
+            lease = ?lease,
+            ack_wait = ?ack_wait,
+            "the fleet's lease was set by the node that made the consumers; this node follows it"
+        );
+    }
+    Ok((consumers, lease))
 }
 
 /// The fetch loop: attempts for free slots, lowest band first.
@@ -291,14 +392,21 @@ struct Fetcher {
     /// Bands that may have work (kicked, or not yet seen empty since the last sweep).
     bands: AtomicU8,
     last_sweep: Instant,
+    /// Fetches that failed in a row.
+    failures: u32,
 }
 
 impl Fetcher {
-    async fn run(mut self) {
+    async fn run(mut self, stop: &Stop) {
         loop {
-            let Ok(first) = self.slots.clone().acquire_owned().await else {
-                return;
+            let first = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit,
+                () = stop.wait() => return,
             };
+            let Ok(first) = first else { return };
+            if stop.is_set() {
+                return;
+            }
             let mut permits = vec![first];
             while let Ok(permit) = self.slots.clone().try_acquire_owned() {
                 permits.push(permit);
@@ -340,15 +448,43 @@ impl Fetcher {
                 }
             }
             drop(permits);
+            if self.failures >= 10 {
+                self.set_up_again().await;
+            }
             if !took {
-                self.idle().await;
+                tokio::select! {
+                    () = self.idle() => {}
+                    () = stop.wait() => return,
+                }
             }
         }
     }
 
-    /// Up to `n` messages of `band`.
-    async fn fetch(&self, band: u8, n: usize) -> Vec<jetstream::Message> {
+    /// After fetches kept failing (a broker restarted with an empty store, say): makes the
+    /// layout again.
+    async fn set_up_again(&mut self) {
+        let shared = self.shared.clone();
+        tracing::warn!("fetching keeps failing; setting up the broker layout again");
+        self.failures = 0;
+        match bands(&shared.broker, shared.ack_wait).await {
+            Ok((consumers, lease)) => {
+                self.consumers = consumers;
+                shared
+                    .lease
+                    .store(lease.as_millis() as u64, Ordering::Relaxed);
+                let _ = shared.broker.plugins().await;
+                let _ = shared.broker.liveness(layout::NODES_BUCKET).await;
+                let _ = shared.broker.liveness(layout::SUBMITTERS_BUCKET).await;
+            }
+            Err(error) => tracing::warn!(%error, "cannot set up the broker layout"),
+        }
+    }
+
+    /// Up to `n` messages of `band`. Messages received before an error are kept: each one
+    /// is a lease this node now holds.
+    async fn fetch(&mut self, band: u8, n: usize) -> Vec<jetstream::Message> {
         let consumer = &self.consumers[usize::from(band)];
+        let mut messages = Vec::with_capacity(n);
         let fetch = async {
             let mut batch = consumer
                 .fetch()
@@ -356,22 +492,22 @@ impl Fetcher {
                 .expires(FETCH_WAIT)
                 .messages()
                 .await?;
-            let mut messages = Vec::with_capacity(n);
             while let Some(message) = batch.next().await {
                 messages.push(message?);
             }
-            Ok::<_, async_nats::Error>(messages)
+            Ok::<_, async_nats::Error>(())
         };
         // A bounded wait whatever the server does (2.9 can leave a pull unanswered).
-        match tokio::time::timeout(FETCH_WAIT + Duration::from_secs(2), fetch).await {
-            Ok(Ok(messages)) => messages,
-            Ok(Err(error)) => {
+        let fetched = tokio::time::timeout(FETCH_WAIT + Duration::from_secs(2), fetch).await;
+        match fetched {
+            Ok(Err(error)) if messages.is_empty() => {
+                self.failures += 1;
                 tracing::debug!(band, %error, "fetch failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                Vec::new()
             }
-            Err(_) => Vec::new(),
+            _ => self.failures = 0,
         }
+        messages
     }
 
     /// Notes the bands named by kicks that arrived meanwhile.
@@ -400,8 +536,18 @@ impl Fetcher {
 /// Stops running attempts (and remembers queued ones) that their submitter cancelled.
 async fn listen_for_cancels(mut cancels: async_nats::Subscriber, shared: Arc<NodeShared>) {
     while let Some(message) = cancels.next().await {
+        // Only a submitter's own attempts: `osiiso1.cancel.<submitter>` names `<submitter>-n`.
+        let submitter = message
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default();
         if let Ok(uid) = std::str::from_utf8(&message.payload)
             && uid.len() <= 128
+            && uid
+                .strip_prefix(submitter)
+                .is_some_and(|rest| rest.starts_with('-'))
         {
             shared.cancel(uid);
         }

@@ -17,6 +17,10 @@ use crate::failure::{FailureKind, TaskFailure};
 
 /// Plugins kept loaded in memory at most.
 const LOADED: usize = 32;
+/// Verified components kept on disk at most.
+const KEPT: usize = 64;
+/// How long downloading one component may take.
+const FETCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub(crate) struct NodePlugins {
     host: Host,
@@ -66,7 +70,17 @@ impl NodePlugins {
             .entry(hash.to_string())
             .or_default()
             .clone();
-        let _fetching = lock.lock().await;
+        let loaded = {
+            let _fetching = lock.lock().await;
+            self.load(hash, name).await
+        };
+        // Whatever the outcome: failures must not leave an entry per hash behind.
+        self.fetching.lock().remove(hash);
+        loaded
+    }
+
+    /// Loads the plugin (one caller per hash at a time).
+    async fn load(&self, hash: &str, name: &str) -> Result<Plugin, TaskFailure> {
         if let Some(plugin) = self.loaded.lock().get(hash) {
             return Ok(plugin.clone());
         }
@@ -99,8 +113,6 @@ impl NodePlugins {
             loaded.remove(&evicted);
         }
         loaded.insert(hash.to_string(), plugin.clone());
-        drop(loaded);
-        self.fetching.lock().remove(hash);
         Ok(plugin)
     }
 
@@ -127,17 +139,23 @@ impl NodePlugins {
                 format!("cannot fetch plugin {name} from NATS: {e}"),
             )
         };
-        let object = self
-            .store
-            .get(name.as_str())
+        let download = async {
+            let object = self
+                .store
+                .get(name.as_str())
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let mut bytes = Vec::new();
+            object
+                .take(MAX_PLUGIN_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            Ok(bytes)
+        };
+        let bytes = tokio::time::timeout(FETCH_PATIENCE, download)
             .await
-            .map_err(|e| unreachable(&e))?;
-        let mut bytes = Vec::new();
-        object
-            .take(MAX_PLUGIN_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|_| unreachable(&"timed out"))??;
         if bytes.len() as u64 > MAX_PLUGIN_BYTES {
             return Err(TaskFailure::new(
                 FailureKind::PluginLoad,
@@ -169,6 +187,7 @@ impl NodePlugins {
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)?;
+            evict_oldest(&dir, KEPT - 1);
             let mut file = tempfile::NamedTempFile::new_in(&dir)?;
             std::io::Write::write_all(&mut file, &bytes)?;
             file.persist(dir.join(format!("{name}.wasm")))
@@ -176,5 +195,28 @@ impl NodePlugins {
             Ok(())
         })
         .await;
+    }
+}
+
+/// Removes the oldest files of `dir` until at most `keep` are left.
+fn evict_oldest(dir: &std::path::Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let meta = e.metadata().ok()?;
+            meta.is_file()
+                .then(|| (meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()))
+        })
+        .collect();
+    if files.len() <= keep {
+        return;
+    }
+    files.sort();
+    let excess = files.len() - keep;
+    for (_, path) in files.into_iter().take(excess) {
+        let _ = std::fs::remove_file(path);
     }
 }
