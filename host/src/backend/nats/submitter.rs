@@ -571,7 +571,7 @@ async fn watch_liveness(
             }
             continue;
         }
-        if ticks % VANISHED_CHECK_TICKS == 0 {
+        if ticks.is_multiple_of(VANISHED_CHECK_TICKS) {
             find_vanished(&attempts, &pending).await;
         }
         if pending.lock().values().all(|p| p.node.is_none()) {
