@@ -98,6 +98,7 @@ pub(crate) fn osiiso(args: &[&str]) -> Outcome {
 }
 
 /// Runs the binary with `args` and extra environment variables.
+#[cfg(feature = "nats")]
 pub(crate) fn osiiso_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     osiiso_with(args, &crate::support::cache_dir(), env)
 }

@@ -15,6 +15,7 @@
 //! (timing, load and formatting helpers).
 
 mod cli;
+#[cfg(feature = "nats")]
 mod distributed;
 mod kernel;
 mod measure;
@@ -209,6 +210,7 @@ fn run(selected: &[&str], scale: Scale) -> anyhow::Result<Vec<Verdict>> {
             "b5" => kernel::bench_b5(scale, &host)?,
             "b6" => queues::bench_b6(scale, &host)?,
             "b7" => cli::bench_b7(scale)?,
+            #[cfg(feature = "nats")]
             "b9" => distributed::bench_b9(scale, &noop()?)?,
             "b10" => cli::bench_b10(scale)?,
             other => bail!("no benchmark {other}"),

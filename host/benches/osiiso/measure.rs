@@ -70,6 +70,7 @@ impl CpuSnapshot {
 
 impl CpuSnapshot {
     /// CPU seconds this process has used.
+    #[cfg(feature = "nats")]
     pub(crate) fn own_seconds(&self) -> f64 {
         self.own
     }

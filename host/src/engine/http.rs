@@ -78,6 +78,7 @@ impl HttpGrant {
     }
 
     /// Whether every destination `other` allows, this one allows too.
+    #[cfg(feature = "nats")]
     pub(crate) fn covers(&self, other: &HttpGrant) -> bool {
         self.host == other.host && self.port.is_none_or(|p| other.port == Some(p))
     }

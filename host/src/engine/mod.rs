@@ -33,6 +33,7 @@ use wasmtime::component::Linker;
 pub use attempt::AttemptRequest;
 pub use cache::CacheOutcome;
 pub use error::{HostError, LoadError};
+#[cfg(feature = "nats")]
 pub(crate) use http::HttpGrant;
 pub use limits::Limits;
 pub use plugin::{Plugin, Task, TaskInfo};
