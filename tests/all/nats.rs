@@ -463,19 +463,16 @@ fn cancel_deletes_a_queued_attempt_and_stops_a_running_one() {
 
 // ----- plugins -----
 
-#[test]
-fn a_cold_node_fetches_the_plugin_once_and_compiles_it_into_its_cache() {
-    let Some(server) = require(Version::V215, "cold node") else {
-        return;
-    };
-    let server = crate::nats_fixture::Server::start(&server);
+/// A server and one node with an empty compile cache of its own (outside what guests may
+/// be granted); the cache path and the directory holding it.
+fn cold_node(server: &Path) -> (Fleet, std::path::PathBuf, tempfile::TempDir) {
+    let server = crate::nats_fixture::Server::start(server);
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    // A cache of its own, outside what guests may be granted.
     let cache_root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let cache = cache_root.path().join("cache");
     let node = Node::start(
         &server.url(),
-        2,
+        1,
         root.path(),
         &["--cache-dir", path_str(&cache)],
     );
@@ -485,6 +482,15 @@ fn a_cold_node_fetches_the_plugin_once_and_compiles_it_into_its_cache() {
         root,
     };
     fleet.wait_for_nodes(1);
+    (fleet, cache, cache_root)
+}
+
+#[test]
+fn a_cold_node_fetches_the_plugin_once_and_compiles_it_into_its_cache() {
+    let Some(server) = require(Version::V215, "cold node") else {
+        return;
+    };
+    let (fleet, cache, _cache_root) = cold_node(&server);
     for _ in 0..2 {
         let out = run_on(&fleet, &[artifacts::DOUBLE, "--input", "21"]);
         out.assert_code(0);
@@ -503,23 +509,7 @@ fn a_corrupted_stored_plugin_fails_as_plugin_load() {
     let Some(server) = require(Version::V215, "corrupted plugin") else {
         return;
     };
-    let server = crate::nats_fixture::Server::start(&server);
-    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    // A cache of its own, outside what guests may be granted.
-    let cache_root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let cache = cache_root.path().join("cache");
-    let node = Node::start(
-        &server.url(),
-        1,
-        root.path(),
-        &["--cache-dir", path_str(&cache)],
-    );
-    let fleet = Fleet {
-        server,
-        nodes: vec![node],
-        root,
-    };
-    fleet.wait_for_nodes(1);
+    let (fleet, _cache, _cache_root) = cold_node(&server);
     // Someone with access to the broker replaces the stored component.
     let hash = blake3::hash(&std::fs::read(artifacts::ECHO).unwrap())
         .to_hex()

@@ -14,6 +14,7 @@ mod asynchronous;
 mod nats;
 mod process;
 mod thread;
+mod wire;
 
 pub use self::asynchronous::{Async, AsyncOptions, AsyncQueue};
 #[cfg(feature = "nats")]

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, OnceCell, oneshot};
 use tokio::task::JoinHandle;
 
+use super::super::wire::AttemptSpec;
 use super::NatsError;
 use super::layout::{self, Broker, HEARTBEAT};
 use super::wire::{AttemptMsg, ReportMsg, StartedMsg, unix_millis};
@@ -188,27 +189,18 @@ impl Submitter {
             self.id,
             self.next_attempt.fetch_add(1, Ordering::Relaxed)
         );
-        let left = control
-            .deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        let millis = |t: Duration| t.as_millis().min(u128::from(u64::MAX)) as u64;
+        let spec = AttemptSpec::new(&attempt, input);
+        // Only a limit that a node's start does not move (the run's) makes an orphan.
+        let expires_unix_ms = spec
+            .left_ms
+            .filter(|left| spec.timeout_ms.is_none_or(|timeout| *left < timeout))
+            .map(|left| unix_millis().saturating_add(left));
         let message = AttemptMsg {
             uid: uid.clone(),
             submitter: self.id.clone(),
-            plugin_hash: plugin.hash().to_string(),
             plugin_name: plugin.name().to_string(),
-            task: call.task().name().to_string(),
-            display_name: name.to_string(),
-            input,
-            attempt: attempt.number,
-            timeout_ms: control.timeout().map(millis),
-            left_ms: left.map(millis),
-            // Only a limit that a node start does not move (the run's) makes an orphan.
-            expires_unix_ms: left
-                .filter(|left| control.timeout().is_none_or(|timeout| *left < timeout))
-                .map(|left| unix_millis().saturating_add(millis(left))),
-            limits: plugin.limits().clone(),
-            sandbox: plugin.sandbox().clone(),
+            expires_unix_ms,
+            spec,
         };
         let payload = match serde_json::to_vec(&message) {
             Ok(payload) if payload.len() <= self.broker.max_payload => Bytes::from(payload),

@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attempt::{AttemptOutcome, AttemptReport};
-use crate::engine::{Limits, Sandbox};
-use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
+use super::super::wire::{AttemptSpec, WireReport};
+use crate::attempt::AttemptReport;
+use crate::failure::TaskFailure;
 
 /// One attempt, published by a submitter for any node to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -13,23 +13,14 @@ pub(crate) struct AttemptMsg {
     /// Unique per attempt: `<submitter>-<n>`.
     pub uid: String,
     pub submitter: String,
-    /// BLAKE3 of the component (hex); the object store holds it as `blake3-<hash>`.
-    pub plugin_hash: String,
+    /// The plugin's name, for messages and task identities (its component is in the
+    /// object store as `blake3-<spec.plugin_hash>`).
     pub plugin_name: String,
-    pub task: String,
-    pub display_name: String,
-    /// The JSON input, already encoded.
-    pub input: String,
-    pub attempt: u32,
-    /// The task's per-attempt timeout (for messages).
-    pub timeout_ms: Option<u64>,
-    /// What was left of it when published: the node's deadline, on its own clock.
-    pub left_ms: Option<u64>,
-    /// When the submitter gives up on the attempt (its wall clock, Unix milliseconds): a
-    /// node that takes it later drops it without running it.
+    /// When the submitter gives up on the attempt whatever happens (its wall clock, Unix
+    /// milliseconds): a node that takes it later drops it without running it.
     pub expires_unix_ms: Option<u64>,
-    pub limits: Limits,
-    pub sandbox: Sandbox,
+    #[serde(flatten)]
+    pub spec: AttemptSpec,
 }
 
 /// How an attempt ended, from the node that ran it.
@@ -38,21 +29,11 @@ pub(crate) struct ReportMsg {
     pub uid: String,
     /// The node that ran (or gave up) the attempt.
     pub node: String,
-    pub outcome: WireOutcome,
-    pub fuel_consumed: Option<u64>,
-    pub stdout: Option<CapturedOutput>,
-    pub stderr: Option<CapturedOutput>,
+    #[serde(flatten)]
+    pub report: WireReport,
     /// Made up by the submitter itself (the attempt's node or broker went away).
     #[serde(skip)]
     pub local: bool,
-}
-
-/// [`AttemptOutcome`] on the wire (the value travels as JSON text).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum WireOutcome {
-    Succeeded(String),
-    Failed(TaskFailure),
-    Cancelled,
 }
 
 impl ReportMsg {
@@ -61,16 +42,14 @@ impl ReportMsg {
         Self {
             uid: uid.to_string(),
             node: node.to_string(),
-            outcome: match report.outcome {
-                AttemptOutcome::Succeeded(value) => WireOutcome::Succeeded(value.to_string()),
-                AttemptOutcome::Failed(failure) => WireOutcome::Failed(failure),
-                AttemptOutcome::Cancelled => WireOutcome::Cancelled,
-            },
-            fuel_consumed: report.fuel_consumed,
-            stdout: report.stdout,
-            stderr: report.stderr,
+            report: WireReport::new(report),
             local: false,
         }
+    }
+
+    /// A failure report of attempt `uid` (nothing ran, or what ran was lost).
+    pub(crate) fn failed(uid: &str, node: &str, failure: TaskFailure) -> Self {
+        Self::new(uid, node, AttemptReport::failed(failure))
     }
 
     /// Marks a report the submitter made up itself.
@@ -79,27 +58,10 @@ impl ReportMsg {
         self
     }
 
-    /// A failure report of attempt `uid` (nothing ran, or what ran was lost).
-    pub(crate) fn failed(uid: &str, node: &str, failure: TaskFailure) -> Self {
-        Self::new(uid, node, AttemptReport::failed(failure))
-    }
-
-    /// The report this message carries. A value that is not JSON is a `Serialization` failure.
+    /// The report this message carries.
     pub(crate) fn into_report(self) -> AttemptReport {
-        let outcome = match self.outcome {
-            WireOutcome::Succeeded(json) => match serde_json::from_str(&json) {
-                Ok(value) => AttemptOutcome::Succeeded(value),
-                Err(e) => AttemptOutcome::Failed(TaskFailure::new(
-                    FailureKind::Serialization,
-                    format!("node {} sent a value that is not JSON: {e}", self.node),
-                )),
-            },
-            WireOutcome::Failed(failure) => AttemptOutcome::Failed(failure),
-            WireOutcome::Cancelled => AttemptOutcome::Cancelled,
-        };
-        AttemptReport::new(outcome)
-            .with_fuel(self.fuel_consumed)
-            .with_output(self.stdout, self.stderr)
+        let sender = format!("node {}", crate::text::for_display(&self.node, 64));
+        self.report.into_report(&sender)
     }
 }
 

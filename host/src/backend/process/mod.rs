@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 
 use self::child::{Event, InitError, PidRegistry, WorkerProcess};
 use self::protocol::{Reply, Request, RunRequest, encode_frame};
+use super::wire::AttemptSpec;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
 use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
@@ -311,7 +312,7 @@ fn crashed(
 impl BlockingRunner for Process {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
         let (call, name, control) = (attempt.call, attempt.name, attempt.control);
-        let (task, plugin) = (call.task(), call.task().plugin());
+        let plugin = call.task().plugin();
         let Some(path) = plugin.path() else {
             return AttemptReport::failed(TaskFailure::new(
                 FailureKind::Serialization,
@@ -330,23 +331,12 @@ impl BlockingRunner for Process {
             Ok(process) => process,
             Err(outcome) => return outcome.into(),
         };
-        let millis = |t: Duration| t.as_millis().min(u64::MAX as u128) as u64;
         let attempt_id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
+        // Measured now, after any spawn: the worker's deadline is the parent's.
         let request = Request::Run(Box::new(RunRequest {
             attempt_id,
             plugin_path: path.to_path_buf(),
-            plugin_hash: plugin.hash().to_string(),
-            task: task.name().to_string(),
-            display_name: name.to_string(),
-            input,
-            attempt: attempt.number,
-            timeout_ms: control.timeout().map(millis),
-            // Measured now, after any spawn: the worker's deadline is the parent's.
-            left_ms: control
-                .deadline()
-                .map(|d| millis(d.saturating_duration_since(Instant::now()))),
-            limits: plugin.limits().clone(),
-            sandbox: plugin.sandbox().clone(),
+            spec: AttemptSpec::new(&attempt, input),
         }));
         let frame = match encode_frame(&request) {
             Ok(frame) => frame,

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::super::wire::{AttemptSpec, WireReport};
 use super::init::WorkerInit;
-use crate::attempt::{AttemptOutcome, AttemptReport};
-use crate::engine::{Limits, Sandbox};
-use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
+use crate::attempt::AttemptReport;
 
 /// Bumped whenever a message changes shape.
 pub(crate) const PROTOCOL_VERSION: u32 = 2;
@@ -40,19 +39,8 @@ pub(crate) struct RunRequest {
     pub attempt_id: u64,
     /// Where the component lives; loaded through the shared compile cache.
     pub plugin_path: PathBuf,
-    /// BLAKE3 of the component bytes: the worker refuses a file that changed.
-    pub plugin_hash: String,
-    pub task: String,
-    pub display_name: String,
-    /// The JSON input, already encoded.
-    pub input: String,
-    pub attempt: u32,
-    /// The task's per-attempt timeout (for messages).
-    pub timeout_ms: Option<u64>,
-    /// What is left of it when the request is sent: the attempt's deadline.
-    pub left_ms: Option<u64>,
-    pub limits: Limits,
-    pub sandbox: Sandbox,
+    #[serde(flatten)]
+    pub spec: AttemptSpec,
 }
 
 /// Worker → parent.
@@ -85,18 +73,8 @@ pub(crate) struct LogRecord {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct DoneReply {
     pub attempt_id: u64,
-    pub outcome: WireOutcome,
-    pub fuel_consumed: Option<u64>,
-    pub stdout: Option<CapturedOutput>,
-    pub stderr: Option<CapturedOutput>,
-}
-
-/// [`AttemptOutcome`] on the wire (the value travels as JSON text).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum WireOutcome {
-    Succeeded(String),
-    Failed(TaskFailure),
-    Cancelled,
+    #[serde(flatten)]
+    pub report: WireReport,
 }
 
 impl DoneReply {
@@ -104,33 +82,13 @@ impl DoneReply {
     pub(crate) fn new(attempt_id: u64, report: AttemptReport) -> Self {
         Self {
             attempt_id,
-            outcome: match report.outcome {
-                AttemptOutcome::Succeeded(value) => WireOutcome::Succeeded(value.to_string()),
-                AttemptOutcome::Failed(failure) => WireOutcome::Failed(failure),
-                AttemptOutcome::Cancelled => WireOutcome::Cancelled,
-            },
-            fuel_consumed: report.fuel_consumed,
-            stdout: report.stdout,
-            stderr: report.stderr,
+            report: WireReport::new(report),
         }
     }
 
-    /// The report this reply carries. A value that is not JSON is a `Serialization` failure.
+    /// The report this reply carries.
     pub(crate) fn into_report(self) -> AttemptReport {
-        let outcome = match self.outcome {
-            WireOutcome::Succeeded(json) => match serde_json::from_str(&json) {
-                Ok(value) => AttemptOutcome::Succeeded(value),
-                Err(e) => AttemptOutcome::Failed(TaskFailure::new(
-                    FailureKind::Serialization,
-                    format!("the worker sent a value that is not JSON: {e}"),
-                )),
-            },
-            WireOutcome::Failed(failure) => AttemptOutcome::Failed(failure),
-            WireOutcome::Cancelled => AttemptOutcome::Cancelled,
-        };
-        AttemptReport::new(outcome)
-            .with_fuel(self.fuel_consumed)
-            .with_output(self.stdout, self.stderr)
+        self.report.into_report("the worker")
     }
 }
 

@@ -26,7 +26,7 @@ use super::protocol::{
     write_frame,
 };
 use crate::attempt::{AttemptControl, AttemptReport};
-use crate::engine::{AttemptRequest, Host, Plugin, WarmPool};
+use crate::engine::{Host, Plugin, WarmPool};
 
 /// Idle warm instances a worker keeps (its host holds four instances at most).
 const WARM_INSTANCES: usize = 2;
@@ -337,9 +337,10 @@ impl ControlChannel {
 fn watch(channel: &Arc<Mutex<ControlChannel>>, request: &RunRequest) -> Arc<AttemptControl> {
     let attempt_id = request.attempt_id;
     let channel = channel.clone();
+    let (timeout, left) = request.spec.clock();
     AttemptControl::watched(
-        request.timeout_ms.map(Duration::from_millis),
-        request.left_ms.map(Duration::from_millis),
+        timeout,
+        left,
         Box::new(move || {
             // Checks from another thread (an HTTP watcher) skip a read already in progress.
             channel
@@ -364,7 +365,7 @@ fn fitting_done(request: &RunRequest, report: AttemptReport) -> Reply {
                     FailureKind::Serialization,
                     format!(
                         "the result of task '{}' is {too_large}",
-                        request.display_name
+                        request.spec.display_name
                     ),
                 ))
             },
@@ -402,11 +403,12 @@ fn run_one(
     request: &RunRequest,
     control: Arc<AttemptControl>,
 ) -> AttemptReport {
-    let plugin = match plugins.get(&request.plugin_hash) {
+    let spec = &request.spec;
+    let plugin = match plugins.get(&spec.plugin_hash) {
         Some(plugin) => plugin.clone(),
         None => match host.load(&request.plugin_path) {
-            Ok(plugin) if plugin.hash() == request.plugin_hash => {
-                plugins.insert(request.plugin_hash.clone(), plugin.clone());
+            Ok(plugin) if plugin.hash() == spec.plugin_hash => {
+                plugins.insert(spec.plugin_hash.clone(), plugin.clone());
                 plugin
             }
             Ok(_) => {
@@ -426,35 +428,5 @@ fn run_one(
             }
         },
     };
-    let plugin = plugin
-        .with_limits(request.limits.clone())
-        .with_sandbox(request.sandbox.clone());
-    let task = match plugin.task(&request.task) {
-        Ok(task) => task,
-        Err(error) => {
-            return AttemptReport::failed(TaskFailure::new(
-                FailureKind::PluginLoad,
-                error.to_string(),
-            ));
-        }
-    };
-    let input: serde_json::Value = match serde_json::from_str(&request.input) {
-        Ok(input) => input,
-        Err(error) => {
-            return AttemptReport::failed(TaskFailure::new(
-                FailureKind::Serialization,
-                format!("cannot decode the input sent to the worker: {error}"),
-            ));
-        }
-    };
-    warm.run(
-        &task,
-        AttemptRequest {
-            input: &input,
-            attempt: request.attempt,
-            control,
-            display_name: &request.display_name,
-            progress: None,
-        },
-    )
+    spec.run(plugin, spec.sandbox.clone(), control, warm, "worker")
 }

@@ -13,7 +13,6 @@ use super::super::layout;
 use super::super::wire::{AttemptMsg, ReportMsg, StartedMsg, unix_millis};
 use super::NodeShared;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
-use crate::engine::AttemptRequest;
 use crate::failure::{FailureKind, TaskFailure};
 
 /// A node takes an attempt this long after its submitter's deadline as an orphan (clocks of
@@ -106,7 +105,7 @@ pub(super) async fn handle(
             node: shared.id.clone(),
         });
         // An attempt with a timeout is announced at once: its clock starts on the node.
-        let after = if attempt.timeout_ms.is_some() {
+        let after = if attempt.spec.timeout_ms.is_some() {
             Duration::ZERO
         } else {
             ANNOUNCE_AFTER
@@ -137,8 +136,10 @@ pub(super) async fn handle(
 
 /// Runs the attempt under the node's policy and clock.
 async fn run(shared: &Arc<NodeShared>, attempt: &AttemptMsg) -> ReportMsg {
-    let uid = attempt.uid.as_str();
-    let sandbox = match shared.policy.apply(&attempt.sandbox) {
+    let (uid, spec) = (attempt.uid.as_str(), &attempt.spec);
+    // Grants within the node's policy; guest output captured (it comes back in the report
+    // and never reaches the node's terminal).
+    let sandbox = match shared.policy.apply(&spec.sandbox) {
         Ok(sandbox) => sandbox,
         Err(message) => {
             tracing::info!(uid, %message, "attempt refused");
@@ -148,65 +149,26 @@ async fn run(shared: &Arc<NodeShared>, attempt: &AttemptMsg) -> ReportMsg {
     };
     let plugin = match shared
         .plugins
-        .get(&attempt.plugin_hash, &attempt.plugin_name)
+        .get(&spec.plugin_hash, &attempt.plugin_name)
         .await
     {
         Ok(plugin) => plugin,
         Err(failure) => return ReportMsg::failed(uid, &shared.id, failure),
     };
-    // Guest output comes back in the report; it never reaches the node's terminal.
-    let plugin = plugin
-        .with_limits(attempt.limits.clone())
-        .with_sandbox(sandbox);
-    let task = match plugin.task(&attempt.task) {
-        Ok(task) => task,
-        Err(error) => {
-            let failure = TaskFailure::new(FailureKind::PluginLoad, error.to_string());
-            return ReportMsg::failed(uid, &shared.id, failure);
-        }
-    };
-    let input: serde_json::Value = match serde_json::from_str(&attempt.input) {
-        Ok(input) => input,
-        Err(error) => {
-            let failure = TaskFailure::new(
-                FailureKind::Serialization,
-                format!("cannot decode the input sent to the node: {error}"),
-            );
-            return ReportMsg::failed(uid, &shared.id, failure);
-        }
-    };
-    let control = AttemptControl::with_time_left(
-        attempt.timeout_ms.map(Duration::from_millis),
-        attempt.left_ms.map(Duration::from_millis),
-    );
+    let (timeout, left) = spec.clock();
+    let control = AttemptControl::with_time_left(timeout, left);
     if !shared.start(uid, &control) {
         control.cancel();
     }
     tracing::info!(
         uid,
-        task = %crate::text::escape_control(&attempt.display_name),
-        attempt = attempt.attempt,
+        task = %crate::text::escape_control(&spec.display_name),
+        attempt = spec.attempt,
         "running"
     );
-    let (warm, display_name, number) = (
-        shared.warm.clone(),
-        attempt.display_name.clone(),
-        attempt.attempt,
-    );
     let ran = tokio::task::spawn_blocking({
-        let control = control.clone();
-        move || {
-            warm.run(
-                &task,
-                AttemptRequest {
-                    input: &input,
-                    attempt: number,
-                    control,
-                    display_name: &display_name,
-                    progress: None,
-                },
-            )
-        }
+        let (shared, spec) = (shared.clone(), spec.clone());
+        move || spec.run(plugin, sandbox, control, &shared.warm, "node")
     })
     .await;
     shared.finish(uid);
@@ -248,14 +210,13 @@ fn fitting_report(shared: &NodeShared, attempt: &AttemptMsg, report: ReportMsg) 
         format!(
             "the result of task '{}' is {size} bytes, over the NATS server's max_payload of {} \
              bytes",
-            crate::text::escape_control(&attempt.display_name),
+            crate::text::escape_control(&attempt.spec.display_name),
             shared.broker.max_payload
         ),
     );
-    ReportMsg {
-        fuel_consumed: report.fuel_consumed,
-        ..ReportMsg::failed(&attempt.uid, &shared.id, failure)
-    }
+    let mut fitting = ReportMsg::failed(&attempt.uid, &shared.id, failure);
+    fitting.report.fuel_consumed = report.report.fuel_consumed;
+    fitting
 }
 
 /// How handing over a report ended.
