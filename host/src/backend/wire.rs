@@ -3,6 +3,7 @@
 //! these in its own envelope (ids, paths, routing); what an attempt *is* and how its report
 //! comes back is written once, here.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,29 @@ pub(crate) struct AttemptSpec {
     pub left_ms: Option<u64>,
     pub limits: Limits,
     pub sandbox: Sandbox,
+}
+
+/// What an attempt needs before it can leave this process: the plugin's file (the
+/// receiver loads it from there or from the broker) and the encoded input, within the
+/// plugin's input limit. A failure here is final (typed, never retried); `receiver` says
+/// where it was going, for the message.
+pub(crate) fn outbound<'a>(
+    attempt: &Attempt<'a>,
+    receiver: &str,
+) -> Result<(&'a Path, String), TaskFailure> {
+    let plugin = attempt.call.task().plugin();
+    let Some(path) = plugin.path() else {
+        return Err(TaskFailure::new(
+            FailureKind::Serialization,
+            format!(
+                "plugin '{}' was not loaded from a file, so it cannot go to a {receiver}",
+                plugin.name()
+            ),
+        ));
+    };
+    let input = attempt.call.input().to_string();
+    plugin.limits().check_input(attempt.name, input.len())?;
+    Ok((path, input))
 }
 
 fn millis(t: Duration) -> u64 {

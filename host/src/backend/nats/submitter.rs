@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, OnceCell, oneshot};
 use tokio::task::JoinHandle;
 
-use super::super::wire::AttemptSpec;
+use super::super::wire::{AttemptSpec, outbound};
 use super::NatsError;
 use super::layout::{self, Broker, HEARTBEAT};
 use super::wire::{AttemptMsg, ReportMsg, StartedMsg, unix_millis};
@@ -162,19 +162,10 @@ impl Submitter {
     pub(crate) async fn run(self: &Arc<Self>, attempt: Attempt<'_>) -> AttemptReport {
         let (call, name, control) = (attempt.call, attempt.name, attempt.control);
         let plugin = call.task().plugin();
-        let Some(path) = plugin.path() else {
-            return AttemptReport::failed(TaskFailure::new(
-                FailureKind::Serialization,
-                format!(
-                    "plugin '{}' was not loaded from a file, so it cannot travel to a node",
-                    plugin.name()
-                ),
-            ));
+        let (path, input) = match outbound(&attempt, "node") {
+            Ok(outbound) => outbound,
+            Err(failure) => return AttemptReport::failed(failure),
         };
-        let input = call.input().to_string();
-        if let Err(failure) = plugin.limits().check_input(name, input.len()) {
-            return AttemptReport::failed(failure);
-        }
         let uploaded = tokio::select! {
             biased;
             uploaded = self.ensure_plugin(plugin, path) => uploaded,

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 
 use self::child::{Event, InitError, PidRegistry, WorkerProcess};
 use self::protocol::{Reply, Request, RunRequest, encode_frame};
-use super::wire::AttemptSpec;
+use super::wire::{AttemptSpec, outbound};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
 use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
@@ -313,20 +313,11 @@ impl BlockingRunner for Process {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
         let (call, name, control) = (attempt.call, attempt.name, attempt.control);
         let plugin = call.task().plugin();
-        let Some(path) = plugin.path() else {
-            return AttemptReport::failed(TaskFailure::new(
-                FailureKind::Serialization,
-                format!(
-                    "plugin '{}' was not loaded from a file, so a worker process cannot load it",
-                    plugin.name()
-                ),
-            ));
-        };
         // Oversized work fails here, typed and never retried, before a worker is touched.
-        let input = call.input().to_string();
-        if let Err(failure) = plugin.limits().check_input(name, input.len()) {
-            return AttemptReport::failed(failure);
-        }
+        let (path, input) = match outbound(&attempt, "worker process") {
+            Ok(outbound) => outbound,
+            Err(failure) => return AttemptReport::failed(failure),
+        };
         let mut process = match self.checkout(control, plugin.host()) {
             Ok(process) => process,
             Err(outcome) => return outcome.into(),
