@@ -215,6 +215,46 @@ fn a_killed_node_costs_a_retry_and_nothing_else_29() {
 }
 
 #[test]
+fn a_node_killed_as_an_attempt_starts_is_noticed_long_before_its_lease_ends() {
+    let Some(server) = require(Version::V215, "node killed at start") else {
+        return;
+    };
+    // A lease longer than `finish` waits: only the submitter's own checks can end the
+    // attempt, whether the node died before announcing it (usual: the kill follows the
+    // guest's first step within milliseconds) or after.
+    let fleet = Fleet::start_with_lease(&server, 1, 1, "300s");
+    let jobs = marks(&fleet, 1, 120_000);
+    let dir = marks_dir(&fleet);
+    let flaky = artifacts::SCENARIO_FLAKY;
+    let run = Background::start(
+        &fleet,
+        &[
+            flaky,
+            "mark",
+            "--inputs",
+            path_str(&jobs),
+            "--dir",
+            &dir,
+            "--retries",
+            "0",
+        ],
+    );
+    eventually("the attempt running", || executions(&fleet).len() == 1);
+    fleet.nodes[0].signal(libc::SIGKILL);
+    let (rows, stderr, code) = run.finish(&fleet);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(status(&rows[0]), "failed", "{:#}", rows[0]);
+    assert_eq!(error_kind(&rows[0]), "worker_crashed", "{:#}", rows[0]);
+    let message = rows[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("went silent before announcing")
+            || message.contains("stopped heartbeating while running"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_node_frozen_past_its_lease_is_replaced_and_its_late_report_discarded() {
     let Some(server) = require(Version::V215, "frozen node") else {
         return;

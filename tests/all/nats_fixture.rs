@@ -226,6 +226,17 @@ pub struct Node {
 impl Node {
     /// A node of `url` with `slots`, a 2 s lease, allowed to grant under `allow_dir`.
     pub fn start(url: &str, slots: usize, allow_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_lease(url, slots, allow_dir, "2s", extra)
+    }
+
+    /// As [`Node::start`], with the lease `--ack-wait lease`.
+    pub fn start_with_lease(
+        url: &str,
+        slots: usize,
+        allow_dir: &Path,
+        lease: &str,
+        extra: &[&str],
+    ) -> Self {
         let log = tempfile::Builder::new()
             .prefix("node-")
             .suffix(".log")
@@ -237,7 +248,7 @@ impl Node {
         let mut command = Command::new(BIN);
         command
             .args(["serve", "--nats", url, "--slots", &slots.to_string()])
-            .args(["--ack-wait", "2s", "--allow-dir"])
+            .args(["--ack-wait", lease, "--allow-dir"])
             .arg(allow_dir)
             .args(extra)
             .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
@@ -283,10 +294,15 @@ pub struct Fleet {
 impl Fleet {
     /// A server of `binary` with `nodes` nodes of `slots` each, alive once this returns.
     pub fn start(binary: &Path, nodes: usize, slots: usize) -> Self {
+        Self::start_with_lease(binary, nodes, slots, "2s")
+    }
+
+    /// As [`Fleet::start`], with the lease `--ack-wait lease`.
+    pub fn start_with_lease(binary: &Path, nodes: usize, slots: usize, lease: &str) -> Self {
         let server = Server::start(binary);
         let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let nodes = (0..nodes)
-            .map(|_| Node::start(&server.url(), slots, root.path(), &[]))
+            .map(|_| Node::start_with_lease(&server.url(), slots, root.path(), lease, &[]))
             .collect();
         let fleet = Self {
             server,

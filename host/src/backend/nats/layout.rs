@@ -56,6 +56,11 @@ pub(crate) fn band(priority: i32) -> u8 {
     priority.clamp(0, i32::from(BANDS) - 1) as u8
 }
 
+/// The durable consumer of a band.
+pub(crate) fn band_consumer_name(band: u8) -> String {
+    format!("OSIISO1_BAND_{band}")
+}
+
 pub(crate) fn attempt_subject(band: u8, submitter: &str) -> String {
     format!("osiiso1.attempt.{band}.{submitter}")
 }
@@ -195,7 +200,7 @@ impl Broker {
         band: u8,
         ack_wait: Duration,
     ) -> Result<PullConsumer, NatsError> {
-        let name = format!("OSIISO1_BAND_{band}");
+        let name = band_consumer_name(band);
         attempts
             .get_or_create_consumer(
                 &name,

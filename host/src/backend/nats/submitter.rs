@@ -39,6 +39,13 @@ const VANISHED_CHECKS: usize = 64;
 /// Heartbeats a node may miss, while it runs one of our attempts, before the attempt is
 /// reported crashed.
 const MISSED_HEARTBEATS: u8 = 2;
+/// Unannounced attempts this old are looked up on their band's consumer.
+const STRANDED_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// How long an attempt some node has taken may go unannounced, in time the broker was
+/// answering, before its node counts as dead. A live node announces within moments of
+/// taking an attempt (and again every few seconds while it runs), so silence this long means
+/// the node died or froze before its first announcement.
+const UNANNOUNCED_AFTER: Duration = Duration::from_secs(4);
 
 /// An attempt waiting for its report.
 struct Pending {
@@ -51,6 +58,10 @@ struct Pending {
     missing: u8,
     /// The attempt's stream sequence, once published.
     seq: Option<u64>,
+    /// Its priority band.
+    band: u8,
+    /// When its band's consumer was first seen past it with no node announcing it.
+    taken: Option<Instant>,
     /// When it was published.
     since: Instant,
     /// When its message was first found gone from the broker without a report.
@@ -214,6 +225,7 @@ impl Submitter {
             }
         };
 
+        let band = layout::band(attempt.priority);
         let (reply, report) = oneshot::channel();
         self.pending.lock().insert(
             uid.clone(),
@@ -223,6 +235,8 @@ impl Submitter {
                 node: None,
                 missing: 0,
                 seq: None,
+                band,
+                taken: None,
                 since: Instant::now(),
                 vanished: None,
             },
@@ -233,7 +247,6 @@ impl Submitter {
             seq: None,
             settled: false,
         };
-        let band = layout::band(attempt.priority);
         let subject = layout::attempt_subject(band, &self.id);
         match self
             .publish(&subject, &in_flight.uid, payload, control, name)
@@ -536,6 +549,8 @@ async fn watch_liveness(
         if client.connection_state() == async_nats::connection::State::Connected {
             disconnected_since = None;
         } else {
+            // Silence while the broker is away says nothing about the nodes.
+            forget_taken(&pending, None);
             let since = *disconnected_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= PUBLISH_PATIENCE {
                 let lost: Vec<(String, Pending)> = pending.lock().drain().collect();
@@ -557,6 +572,7 @@ async fn watch_liveness(
         if ticks.is_multiple_of(VANISHED_CHECK_TICKS) {
             find_vanished(&attempts, &pending).await;
         }
+        find_stranded(&attempts, &pending).await;
         if pending.lock().values().all(|p| p.node.is_none()) {
             continue;
         }
@@ -589,6 +605,76 @@ async fn watch_liveness(
                     .reply
                     .send(ReportMsg::failed(&uid, &node, failure).local());
             }
+        }
+    }
+}
+
+/// Ends attempts that a node took and died (or froze) with before announcing them: the band's
+/// consumer has delivered past the attempt, its message is still on the broker, and no node
+/// has said it holds it for [`UNANNOUNCED_AFTER`]. Without this such an attempt would wait
+/// for its lease to run out (`--ack-wait`, 30 s by default) and the broker to hand it out
+/// again. One consumer lookup per band with such attempts, none when there are none.
+async fn find_stranded(attempts: &stream::Stream, pending: &PendingMap) {
+    let now = Instant::now();
+    let bands = pending
+        .lock()
+        .values()
+        .filter(|p| {
+            p.node.is_none()
+                && p.seq.is_some()
+                && now.duration_since(p.since) >= STRANDED_CHECK_AFTER
+        })
+        .fold(0u8, |bands, p| bands | 1 << p.band);
+    for band in (0..layout::BANDS).filter(|band| bands & 1 << band != 0) {
+        let name = layout::band_consumer_name(band);
+        let Ok(Ok(info)) = tokio::time::timeout(HEARTBEAT, attempts.consumer_info(&name)).await
+        else {
+            forget_taken(pending, Some(band));
+            continue;
+        };
+        let delivered = info.delivered.stream_sequence;
+        let due: Vec<(String, u64)> = pending
+            .lock()
+            .iter_mut()
+            .filter(|(_, p)| p.band == band && p.node.is_none())
+            .filter_map(|(uid, p)| {
+                let Some(seq) = p.seq.filter(|&seq| seq <= delivered) else {
+                    p.taken = None;
+                    return None;
+                };
+                let taken = *p.taken.get_or_insert(now);
+                (now.duration_since(taken) >= UNANNOUNCED_AFTER).then(|| (uid.clone(), seq))
+            })
+            .collect();
+        for (uid, seq) in due {
+            // Gone from the broker instead: acknowledged or dropped, `find_vanished`'s case.
+            let held = matches!(
+                tokio::time::timeout(HEARTBEAT, attempts.get_raw_message(seq)).await,
+                Ok(Ok(_))
+            );
+            let mut pending = pending.lock();
+            if !held || pending.get(&uid).is_none_or(|p| p.node.is_some()) {
+                continue;
+            }
+            if let Some(waiting) = pending.remove(&uid) {
+                let failure = TaskFailure::new(
+                    FailureKind::WorkerCrashed,
+                    "the node that took the attempt went silent before announcing it (killed or \
+                     frozen as it started)",
+                );
+                let _ = waiting
+                    .reply
+                    .send(ReportMsg::failed(&uid, "", failure).local());
+            }
+        }
+    }
+}
+
+/// Restarts the unannounced-attempt clocks of `band` (of every band with `None`).
+fn forget_taken(pending: &PendingMap, band: Option<u8>) {
+    for p in pending.lock().values_mut() {
+        if band.is_none_or(|band| p.band == band) {
+            p.taken = None;
         }
     }
 }

@@ -23,6 +23,9 @@ const CLOCK_SLACK: Duration = Duration::from_secs(5);
 const REPORT_PATIENCE: Duration = Duration::from_secs(120);
 /// Attempts still running after this long are announced to their submitter.
 const ANNOUNCE_AFTER: Duration = Duration::from_millis(200);
+/// A running attempt is announced again this often (an announcement lost while the broker
+/// restarted must not make the submitter take the node for dead).
+const ANNOUNCE_AGAIN: Duration = Duration::from_secs(2);
 /// How long one hand-over waits for the submitter's answer.
 const REPORT_ANSWER: Duration = Duration::from_secs(5);
 
@@ -93,8 +96,9 @@ pub(super) async fn handle(
     }
 
     // Attempts that run for a while say which node holds them, so that the submitter notices
-    // in seconds if this node dies (short ones report before it would matter), and attempts
-    // with a timeout say when they start.
+    // in seconds if this node dies (short ones report before it would matter; one that goes
+    // silent before its announcement is found on the broker), and attempts with a timeout
+    // say when they start. The announcement repeats while the attempt runs.
     let announce = {
         let (client, subject) = (
             shared.broker.client.clone(),
@@ -111,9 +115,13 @@ pub(super) async fn handle(
             ANNOUNCE_AFTER
         };
         tokio::spawn(async move {
+            let Ok(payload) = started.map(Bytes::from) else {
+                return;
+            };
             tokio::time::sleep(after).await;
-            if let Ok(payload) = started {
-                let _ = client.publish(subject, Bytes::from(payload)).await;
+            loop {
+                let _ = client.publish(subject.clone(), payload.clone()).await;
+                tokio::time::sleep(ANNOUNCE_AGAIN).await;
             }
         })
     };
