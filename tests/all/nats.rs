@@ -42,6 +42,22 @@ fn marks_dir(fleet: &Fleet) -> String {
     format!("{}::/marks", dir.display())
 }
 
+/// `n` `mark` tasks of `ms` each, run on `fleet` in the background with `options` added.
+fn run_marks(fleet: &Fleet, n: usize, ms: u64, options: &[&str]) -> Background {
+    let jobs = marks(fleet, n, ms);
+    let dir = marks_dir(fleet);
+    let mut args = vec![
+        artifacts::SCENARIO_FLAKY,
+        "mark",
+        "--inputs",
+        path_str(&jobs),
+        "--dir",
+        &dir,
+    ];
+    args.extend_from_slice(options);
+    Background::start(fleet, &args)
+}
+
 /// How many times each tag ran.
 fn executions(fleet: &Fleet) -> HashMap<String, usize> {
     let log = std::fs::read_to_string(fleet.root.path().join("marks/log")).unwrap_or_default();
@@ -169,22 +185,7 @@ fn a_killed_node_costs_a_retry_and_nothing_else(version: Version, test: &str) {
         return;
     };
     let fleet = Fleet::start(&server, 2, 2);
-    let jobs = marks(&fleet, 4, 1500);
-    let dir = marks_dir(&fleet);
-    let flaky = artifacts::SCENARIO_FLAKY;
-    let run = Background::start(
-        &fleet,
-        &[
-            flaky,
-            "mark",
-            "--inputs",
-            path_str(&jobs),
-            "--dir",
-            &dir,
-            "--retries",
-            "2",
-        ],
-    );
+    let run = run_marks(&fleet, 4, 1500, &["--retries", "2"]);
     // Both nodes are running two attempts each: kill one.
     eventually("four attempts running", || {
         executions(&fleet).values().sum::<usize>() == 4
@@ -223,22 +224,7 @@ fn a_node_killed_as_an_attempt_starts_is_noticed_long_before_its_lease_ends() {
     // attempt, whether the node died before announcing it (usual: the kill follows the
     // guest's first step within milliseconds) or after.
     let fleet = Fleet::start_with_lease(&server, 1, 1, "300s");
-    let jobs = marks(&fleet, 1, 120_000);
-    let dir = marks_dir(&fleet);
-    let flaky = artifacts::SCENARIO_FLAKY;
-    let run = Background::start(
-        &fleet,
-        &[
-            flaky,
-            "mark",
-            "--inputs",
-            path_str(&jobs),
-            "--dir",
-            &dir,
-            "--retries",
-            "0",
-        ],
-    );
+    let run = run_marks(&fleet, 1, 120_000, &["--retries", "0"]);
     eventually("the attempt running", || executions(&fleet).len() == 1);
     fleet.nodes[0].signal(libc::SIGKILL);
     let (rows, stderr, code) = run.finish(&fleet);
@@ -260,22 +246,7 @@ fn a_node_frozen_past_its_lease_is_replaced_and_its_late_report_discarded() {
         return;
     };
     let fleet = Fleet::start(&server, 2, 1);
-    let jobs = marks(&fleet, 1, 2500);
-    let dir = marks_dir(&fleet);
-    let flaky = artifacts::SCENARIO_FLAKY;
-    let run = Background::start(
-        &fleet,
-        &[
-            flaky,
-            "mark",
-            "--inputs",
-            path_str(&jobs),
-            "--dir",
-            &dir,
-            "--retries",
-            "1",
-        ],
-    );
+    let run = run_marks(&fleet, 1, 2500, &["--retries", "1"]);
     eventually("the attempt running", || executions(&fleet).len() == 1);
     let holder = fleet
         .nodes
@@ -306,22 +277,7 @@ fn broker_trouble(version: Version, test: &str, trouble: impl FnOnce(&mut Fleet)
         return;
     };
     let mut fleet = Fleet::start(&server, 2, 2);
-    let jobs = marks(&fleet, 12, 400);
-    let dir = marks_dir(&fleet);
-    let flaky = artifacts::SCENARIO_FLAKY;
-    let run = Background::start(
-        &fleet,
-        &[
-            flaky,
-            "mark",
-            "--inputs",
-            path_str(&jobs),
-            "--dir",
-            &dir,
-            "--retries",
-            "3",
-        ],
-    );
+    let run = run_marks(&fleet, 12, 400, &["--retries", "3"]);
     eventually("work running", || executions(&fleet).len() >= 2);
     trouble(&mut fleet);
     let (rows, stderr, code) = run.finish(&fleet);
@@ -613,22 +569,7 @@ fn a_killed_submitter_leaves_nothing_running_for_it() {
         return;
     };
     let fleet = Fleet::start(&server, 1, 1);
-    let jobs = marks(&fleet, 6, 2500);
-    let dir = marks_dir(&fleet);
-    let flaky = artifacts::SCENARIO_FLAKY;
-    let mut run = Background::start(
-        &fleet,
-        &[
-            flaky,
-            "mark",
-            "--inputs",
-            path_str(&jobs),
-            "--dir",
-            &dir,
-            "--workers",
-            "6",
-        ],
-    );
+    let mut run = run_marks(&fleet, 6, 2500, &["--workers", "6"]);
     eventually("the first attempt running", || {
         !executions(&fleet).is_empty()
     });
