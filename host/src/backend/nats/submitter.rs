@@ -34,7 +34,7 @@ const VANISHED_CHECK_TICKS: u64 = 3;
 /// An attempt is looked for once it is this old, and declared lost once it has been gone
 /// this long.
 const VANISHED_AFTER: Duration = Duration::from_secs(3);
-/// Attempts looked for per round, oldest first.
+/// Attempts looked for per round (by each of the two checks), oldest first.
 const VANISHED_CHECKS: usize = 64;
 /// Heartbeats a node may miss, while it runs one of our attempts, before the attempt is
 /// reported crashed.
@@ -633,7 +633,7 @@ async fn find_stranded(attempts: &stream::Stream, pending: &PendingMap) {
             continue;
         };
         let delivered = info.delivered.stream_sequence;
-        let due: Vec<(String, u64)> = pending
+        let mut due: Vec<(String, u64)> = pending
             .lock()
             .iter_mut()
             .filter(|(_, p)| p.band == band && p.node.is_none())
@@ -646,6 +646,9 @@ async fn find_stranded(attempts: &stream::Stream, pending: &PendingMap) {
                 (now.duration_since(taken) >= UNANNOUNCED_AFTER).then(|| (uid.clone(), seq))
             })
             .collect();
+        // A bounded round (a dead node of many slots leaves many): the rest wait a heartbeat.
+        due.sort_unstable_by_key(|&(_, seq)| seq);
+        due.truncate(VANISHED_CHECKS);
         for (uid, seq) in due {
             // Gone from the broker instead: acknowledged or dropped, `find_vanished`'s case.
             let held = matches!(
