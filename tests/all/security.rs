@@ -678,14 +678,11 @@ fn guest_symlinks_cannot_point_outside_their_grant() {
 // ---------------------------------------------------------------------------------------------
 // warm instances (`--reuse`)
 
-/// The values of `count` tasks in a jobs file run on one worker with `extra` flags.
-fn counts(queue: &str, jobs: &[&str], extra: &[&str]) -> Vec<Value> {
+/// The rows of the secret keeper's `jobs` (JSON lines) run on one worker of `queue` with
+/// `extra` flags.
+fn secret_keeper_rows(queue: &str, jobs: &[String], extra: &[&str]) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = jobs
-        .iter()
-        .map(|task| format!(r#"{{"task": "{task}"}}"#))
-        .collect();
-    let file = write_lines(dir.path(), "jobs.jsonl", &lines);
+    let file = write_lines(dir.path(), "jobs.jsonl", jobs);
     let mut args = vec![
         "run",
         artifacts::HOSTILE_SECRET_KEEPER,
@@ -700,8 +697,19 @@ fn counts(queue: &str, jobs: &[&str], extra: &[&str]) -> Vec<Value> {
         "-q",
     ];
     args.extend(extra);
-    let out = osiiso(&args);
-    out.jsonl().iter().map(|r| r["value"].clone()).collect()
+    osiiso(&args).jsonl()
+}
+
+/// The values of the tasks `jobs` (by name) run on one worker with `extra` flags.
+fn counts(queue: &str, jobs: &[&str], extra: &[&str]) -> Vec<Value> {
+    let lines: Vec<String> = jobs
+        .iter()
+        .map(|task| format!(r#"{{"task": "{task}"}}"#))
+        .collect();
+    secret_keeper_rows(queue, &lines, extra)
+        .iter()
+        .map(|r| r["value"].clone())
+        .collect()
 }
 
 #[test]
@@ -744,36 +752,18 @@ fn reuse_keeps_state_within_a_plugin_and_a_trap_starts_clean() {
 
 #[test]
 fn a_secret_left_by_one_task_is_not_seen_by_the_next_by_default() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_lines(
-        dir.path(),
-        "jobs.jsonl",
-        &[
-            r#"{"task": "remember", "input": "s3cret"}"#.into(),
-            r#"{"task": "recall"}"#.into(),
-        ],
-    );
+    let jobs = [
+        r#"{"task": "remember", "input": "s3cret"}"#.to_string(),
+        r#"{"task": "recall"}"#.to_string(),
+    ];
     for queue in QUEUES {
-        for (extra, seen) in [(None, Value::Null), (Some("5"), Value::from("s3cret"))] {
-            let mut args = vec![
-                "run",
-                artifacts::HOSTILE_SECRET_KEEPER,
-                "--jobs",
-                path_str(&file),
-                "--queue",
-                queue,
-                "--workers",
-                "1",
-                "--output",
-                "jsonl",
-                "-q",
-            ];
-            if let Some(n) = extra {
-                args.extend(["--reuse", n]);
-            }
-            let rows = osiiso(&args).jsonl();
+        for (extra, seen) in [
+            (&[][..], Value::Null),
+            (&["--reuse", "5"][..], Value::from("s3cret")),
+        ] {
+            let rows = secret_keeper_rows(queue, &jobs, extra);
             let recall = rows.iter().find(|r| r["name"] == "recall").unwrap();
-            assert_eq!(recall["value"], seen, "{queue} reuse={extra:?}");
+            assert_eq!(recall["value"], seen, "{queue} {extra:?}");
         }
     }
 }

@@ -9,6 +9,9 @@
 //! | [`Process`] | a coordinator thread per persistent subprocess | a fresh instance in the subprocess |
 //! | [`Nats`] (feature `nats`) | tokio tasks, one attempt in flight each | on an `osiiso-host serve` node, through NATS JetStream |
 
+use crate::engine::AttemptRequest;
+use crate::queue::backend::Attempt;
+
 mod asynchronous;
 #[cfg(feature = "nats")]
 mod nats;
@@ -27,3 +30,14 @@ pub use self::process::{
     Process, ProcessContext, ProcessOptions, ProcessQueue, WorkerHook, WorkerHooks, WorkerInit,
 };
 pub use self::thread::{Initializer, Thread, ThreadOptions, ThreadQueue};
+
+/// The engine's request for an attempt that runs in this process (thread and async).
+fn local_request<'a>(attempt: &Attempt<'a>) -> AttemptRequest<'a> {
+    AttemptRequest {
+        input: attempt.call.input(),
+        attempt: attempt.number,
+        control: attempt.control.clone(),
+        display_name: attempt.name,
+        progress: None,
+    }
+}

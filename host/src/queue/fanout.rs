@@ -120,11 +120,7 @@ impl<B: Backend> Queue<B> {
             .key
             .clone()
             .unwrap_or_else(|| Arc::new(|call: &TaskCall| canonical_json(call.input())));
-        let (group_id, options) = self.group_options(options)?;
-        let items = calls(task, inputs)
-            .into_iter()
-            .map(|call| (call, options.clone()))
-            .collect();
+        let (group_id, items) = self.grouped(calls(task, inputs), options)?;
         let handles =
             self.submit_checkpointed(items, &checkpointing.checkpoint, &namespace, &key)?;
         Ok(Group::new(group_id, handles))
@@ -132,11 +128,7 @@ impl<B: Backend> Queue<B> {
 
     /// Submits several tasks as one group; the id is `options.group_id` or `group-<n>`.
     pub fn group(&self, items: Vec<TaskCall>, options: TaskOptions) -> Result<Group, Error> {
-        let (group_id, options) = self.group_options(options)?;
-        let items = items
-            .into_iter()
-            .map(|call| (call, options.clone()))
-            .collect();
+        let (group_id, items) = self.grouped(items, options)?;
         Ok(Group::new(group_id, self.submit_all(items)?))
     }
 
@@ -161,11 +153,7 @@ impl<B: Backend> Queue<B> {
                 ]))
             })
         });
-        let (group_id, options) = self.group_options(options)?;
-        let items = items
-            .into_iter()
-            .map(|call| (call, options.clone()))
-            .collect();
+        let (group_id, items) = self.grouped(items, options)?;
         let handles =
             self.submit_checkpointed(items, &checkpointing.checkpoint, &namespace, &key)?;
         Ok(Group::new(group_id, handles))
@@ -235,14 +223,24 @@ impl<B: Backend> Queue<B> {
         Ok(slots.into_iter().flatten().collect())
     }
 
-    /// The group id (the options', or a generated `group-<n>`) and the options carrying it.
-    fn group_options(&self, options: TaskOptions) -> Result<(String, TaskOptions), Error> {
+    /// The group id (the options', or a generated `group-<n>`) and each call with the
+    /// options carrying it.
+    fn grouped(
+        &self,
+        calls: Vec<TaskCall>,
+        options: TaskOptions,
+    ) -> Result<(String, Vec<(TaskCall, TaskOptions)>), Error> {
         options.validate()?;
         let group_id = match &options.group_id {
             Some(id) => id.clone(),
             None => self.core.next_group_id(),
         };
-        Ok((group_id.clone(), options.group_id(group_id)))
+        let options = options.group_id(group_id.clone());
+        let items = calls
+            .into_iter()
+            .map(|call| (call, options.clone()))
+            .collect();
+        Ok((group_id, items))
     }
 }
 

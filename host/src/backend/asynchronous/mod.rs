@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::attempt::AttemptReport;
-use crate::engine::{AttemptRequest, WarmPool};
+use crate::engine::WarmPool;
 use crate::queue::backend::{
     AcceptsFutures, AcceptsNative, AsyncRunner, Attempt, Backend, QueueSettings, Runner,
 };
@@ -91,16 +91,9 @@ impl AcceptsFutures for Async {}
 impl AsyncRunner for Async {
     fn run<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, AttemptReport> {
         Box::pin(async move {
-            let run = self.warm.run_async(
-                attempt.call.task(),
-                AttemptRequest {
-                    input: attempt.call.input(),
-                    attempt: attempt.number,
-                    control: attempt.control.clone(),
-                    display_name: attempt.name,
-                    progress: None,
-                },
-            );
+            let run = self
+                .warm
+                .run_async(attempt.call.task(), super::local_request(&attempt));
             // Dropping the attempt's future stops the guest at once.
             tokio::select! {
                 biased;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::attempt::AttemptReport;
-use crate::engine::{AttemptRequest, WarmPool};
+use crate::engine::WarmPool;
 use crate::queue::backend::{
     AcceptsNative, Attempt, Backend, BlockingRunner, QueueSettings, Runner,
 };
@@ -83,16 +83,8 @@ impl AcceptsNative for Thread {}
 
 impl BlockingRunner for Thread {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
-        self.warm.run(
-            attempt.call.task(),
-            AttemptRequest {
-                input: attempt.call.input(),
-                attempt: attempt.number,
-                control: attempt.control.clone(),
-                display_name: attempt.name,
-                progress: None,
-            },
-        )
+        self.warm
+            .run(attempt.call.task(), super::local_request(&attempt))
     }
 
     fn close(&self) {
