@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use osiiso_host::TaskFailure;
-use osiiso_host::ThreadQueue;
-use osiiso_host::queue::{NativeTask, TaskOptions, TaskStatus, Workers};
+use osiiso_host::queue::{
+    AsyncNativeTask, Error, Mode, NativeTask, TaskOptions, TaskStatus, Workers,
+};
+use osiiso_host::{AsyncQueue, ThreadQueue};
 
 /// `cancel()` while a native closure is stuck: the closure is abandoned, its replacement
 /// worker records the task and stops, and the queue closes.
@@ -80,4 +82,92 @@ fn cancelling_queued_tasks_while_workers_take_them() {
         assert!(summary.cancelled <= cancelled);
         assert_eq!(queue.stats().pending, 0);
     }
+}
+
+/// An infinite `run()` that begins while another thread's graceful shutdown is stopping the
+/// workers (a stream that ended at once): the run starts no worker the shutdown does not
+/// know of, so both return — the run with its summary, or `ShutDown` if the queue closed
+/// first — and nothing hangs.
+#[test]
+fn an_infinite_run_racing_a_graceful_shutdown_never_hangs() {
+    for round in 0..200 {
+        let queue = Arc::new(
+            ThreadQueue::builder()
+                .workers(Workers::Fixed(2))
+                .mode(Mode::Infinite)
+                .build()
+                .unwrap(),
+        );
+        let handle = queue
+            .submit_native(
+                NativeTask::new("one", || Ok::<_, TaskFailure>(())),
+                TaskOptions::new(),
+            )
+            .unwrap();
+        queue.start().unwrap();
+        let shutting = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.shutdown())
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runner = queue.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(runner.run());
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(summary)) => assert!(summary.total_submitted <= 1, "round {round}"),
+            Ok(Err(error)) => assert!(matches!(error, Error::ShutDown), "round {round}: {error}"),
+            Err(_) => panic!("round {round}: run() racing shutdown() never returned"),
+        }
+        shutting.join().unwrap();
+        assert!(queue.is_closed(), "round {round}");
+        assert_eq!(handle.wait().status, TaskStatus::Succeeded, "round {round}");
+    }
+}
+
+/// The same race on an AsyncQueue: `run_async()` against `shutdown_async()`.
+#[test]
+fn an_async_infinite_run_racing_a_graceful_shutdown_never_hangs() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for round in 0..200 {
+            let queue = Arc::new(
+                AsyncQueue::builder()
+                    .workers(Workers::Fixed(2))
+                    .mode(Mode::Infinite)
+                    .build()
+                    .unwrap(),
+            );
+            let handle = queue
+                .submit_async(
+                    AsyncNativeTask::new("one", || async { Ok::<_, TaskFailure>(()) }),
+                    TaskOptions::new(),
+                )
+                .unwrap();
+            queue.start().unwrap();
+            let shutting = tokio::spawn({
+                let queue = queue.clone();
+                async move { queue.shutdown_async().await }
+            });
+            let running = tokio::spawn({
+                let queue = queue.clone();
+                async move { queue.run_async().await }
+            });
+            match tokio::time::timeout(Duration::from_secs(20), running).await {
+                Ok(Ok(Ok(summary))) => assert!(summary.total_submitted <= 1, "round {round}"),
+                Ok(Ok(Err(error))) => {
+                    assert!(matches!(error, Error::ShutDown), "round {round}: {error}")
+                }
+                Ok(Err(panic)) => panic!("round {round}: {panic}"),
+                Err(_) => panic!("round {round}: run_async() racing shutdown_async() hung"),
+            }
+            shutting.await.unwrap();
+            assert!(queue.is_closed(), "round {round}");
+            assert_eq!(handle.await.status, TaskStatus::Succeeded, "round {round}");
+        }
+    });
 }

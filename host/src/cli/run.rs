@@ -444,7 +444,7 @@ fn run_queue<B: Backend>(
                 .iter()
                 .filter(|h| h.attempts() == 0 && h.is_done())
                 .count();
-            run_to_end(&queue, &stop)
+            run_to_end(&queue)
         }
         Work::Stream(stream) => {
             let (reader, resolver) = *stream;
@@ -461,7 +461,7 @@ fn run_queue<B: Backend>(
             let _ = std::thread::Builder::new()
                 .name("osiiso-feed".into())
                 .spawn(move || feeder.run(reader, &restored));
-            run_to_end(&queue, &stop)
+            run_to_end(&queue)
         }
     };
     let results: Vec<_> = if reporter.writes_at_end() {
@@ -484,15 +484,15 @@ fn run_queue<B: Backend>(
     }
 }
 
-/// Runs the queue until it is done. A run stopped before it began (a signal, an output
-/// failure) has nothing left to run: its summary is what was recorded.
+/// Runs the queue until it is done. Only this command closes its queue: a queue closed
+/// before the run began (a signal, an output failure, or a stream that ended and drained
+/// first) has nothing left to run, and its summary is what was recorded.
 fn run_to_end<B: Backend>(
     queue: &osiiso_host::queue::Queue<B>,
-    stop: &AtomicBool,
 ) -> Result<RunSummary, osiiso_host::queue::Error> {
     let started = std::time::Instant::now();
     match queue.run_with(RunOptions::default()) {
-        Err(osiiso_host::queue::Error::ShutDown) if stop.load(Ordering::SeqCst) => {
+        Err(osiiso_host::queue::Error::ShutDown) => {
             queue.wait_closed();
             let results = queue
                 .results()

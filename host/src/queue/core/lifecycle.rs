@@ -32,6 +32,11 @@ impl Core {
         if state.phase.is_closed() || matches!(state.phase, Phase::Closing | Phase::RuntimeLost) {
             return Err(Error::ShutDown);
         }
+        if state.phase == Phase::Stopping {
+            // The shutdown stopping the workers would not wait for new ones; the queue is
+            // about to close, which an infinite run waits for.
+            return Ok(());
+        }
         if let Runner::Async(_) = &self.runner {
             self.bind_runtime(state)?;
         }
@@ -185,7 +190,7 @@ impl Core {
             return;
         }
         self.wait_until(&mut state, None, State::is_idle);
-        state.halted = true;
+        Self::begin_stopping(&mut state);
         state = self.stop_workers(state);
         self.finish_shutdown(state);
     }
@@ -205,6 +210,14 @@ impl Core {
         self.notify_changed();
         self.room_notify.notify_waiters();
         true
+    }
+
+    /// Step 5 of a graceful shutdown, once drained: halted, and no worker starts from here on.
+    pub(crate) fn begin_stopping(state: &mut State) {
+        state.halted = true;
+        if state.phase == Phase::Draining {
+            state.phase = Phase::Stopping;
+        }
     }
 
     /// The end of a graceful shutdown, once idle and without workers: closed.

@@ -21,6 +21,9 @@ pub(crate) enum Phase {
     Started,
     /// A graceful shutdown is draining: no admissions; everything outstanding runs.
     Draining,
+    /// A graceful shutdown has drained and is stopping its workers: no admissions, and no
+    /// worker starts (a `start` or `run` now waits for the close instead).
+    Stopping,
     /// `cancel()` ran: no admissions; closed once the last worker has exited.
     Closing,
     /// Shut down.
