@@ -190,7 +190,7 @@ impl Core {
             return;
         }
         self.wait_until(&mut state, None, State::is_idle);
-        Self::begin_stopping(&mut state);
+        state.begin_stopping();
         state = self.stop_workers(state);
         self.finish_shutdown(state);
     }
@@ -210,14 +210,6 @@ impl Core {
         self.notify_changed();
         self.room_notify.notify_waiters();
         true
-    }
-
-    /// Step 5 of a graceful shutdown, once drained: halted, and no worker starts from here on.
-    pub(crate) fn begin_stopping(state: &mut State) {
-        state.halted = true;
-        if state.phase == Phase::Draining {
-            state.phase = Phase::Stopping;
-        }
     }
 
     /// The end of a graceful shutdown, once idle and without workers: closed.

@@ -67,7 +67,7 @@ impl Core {
             return;
         }
         self.wait_until_async(None, State::is_idle).await;
-        Self::begin_stopping(&mut self.state.lock());
+        self.state.lock().begin_stopping();
         self.stop_workers_async().await;
         self.mark_closed(&mut self.state.lock());
         self.close_runner_async().await;

@@ -106,6 +106,14 @@ impl State {
         }
     }
 
+    /// Step 5 of a graceful shutdown, once drained: halted, and no worker starts from here on.
+    pub(crate) fn begin_stopping(&mut self) {
+        self.halted = true;
+        if self.phase == Phase::Draining {
+            self.phase = Phase::Stopping;
+        }
+    }
+
     /// Nothing outstanding and no recording in progress.
     pub(crate) fn is_idle(&self) -> bool {
         self.outstanding == 0 && self.recording == 0
