@@ -27,6 +27,35 @@ fn echo_lists_its_tasks_with_descriptions() {
 }
 
 #[test]
+fn struct_inputs_get_a_derived_schema_and_declared_schemas_win() {
+    let plugin = load(artifacts::ECHO);
+    // `greet(person: Person)` with `#[derive(Deserialize, JsonSchema)]`.
+    let greet = plugin.task("greet").unwrap();
+    let schema = greet.info().input_schema.clone().expect("a derived schema");
+    assert_eq!(schema["type"], json!("object"), "{schema}");
+    assert_eq!(
+        schema["properties"]["name"]["type"],
+        json!("string"),
+        "{schema}"
+    );
+    assert_eq!(
+        schema["properties"]["excited"]["type"],
+        json!("boolean"),
+        "{schema}"
+    );
+    assert_eq!(schema["required"], json!(["name"]), "{schema}");
+    // `#[task(input_schema = ...)]` is taken as written.
+    let fail = plugin.task("fail").unwrap();
+    assert_eq!(
+        fail.info().input_schema,
+        Some(json!({"enum": ["failed", "permanent", "invalid"]}))
+    );
+    // A type with neither has none: `echo(input: serde_json::Value)` is anything.
+    let echo = plugin.task("echo").unwrap();
+    assert_eq!(echo.info().input_schema, Some(json!({})));
+}
+
+#[test]
 fn tasks_return_values_and_typed_errors() {
     let plugin = load(artifacts::ECHO);
     let report = run(&plugin, "add", json!([2, 40]));

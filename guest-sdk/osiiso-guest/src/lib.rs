@@ -67,7 +67,9 @@ pub fn progress(done: u64, total: u64) {
 /// Items the `#[task]` macro expands to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::dispatch::{TaskDef, decode_args, encode_output};
+    pub use crate::dispatch::{
+        NoJsonSchema, SchemaProbe, TaskDef, ViaJsonSchema, decode_args, encode_output,
+    };
     pub use inventory;
     pub use serde_json;
 }
