@@ -656,6 +656,29 @@ fn second_run_hits_the_compile_cache() {
 }
 
 #[test]
+fn guest_logs_show_by_default_and_host_internals_only_with_v() {
+    let greet = [
+        "run",
+        artifacts::ECHO,
+        "greet",
+        "--input",
+        r#"{"name": "Ada", "excited": false}"#,
+        "--output",
+        "jsonl",
+        "-q",
+    ];
+    let quiet = osiiso(&greet);
+    quiet.assert_code(0);
+    assert!(quiet.stderr.contains("greeting Ada"), "{quiet:#?}");
+    assert!(!quiet.stderr.contains("plugin compiled"), "{quiet:#?}");
+
+    let verbose = osiiso(&[&greet[..], &["-v"]].concat());
+    verbose.assert_code(0);
+    assert!(verbose.stderr.contains("greeting Ada"), "{verbose:#?}");
+    assert!(verbose.stderr.contains("plugin compiled"), "{verbose:#?}");
+}
+
+#[test]
 fn no_cache_writes_nothing() {
     let cache = tempfile::tempdir().unwrap();
     let out = osiiso_in(

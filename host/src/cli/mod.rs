@@ -24,7 +24,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "osiiso-host", version, about, propagate_version = true)]
 struct Cli {
-    /// More log output on stderr (-v debug, -vv trace). `RUST_LOG` overrides.
+    /// More log output on stderr. By default guest logs at info and above and host warnings
+    /// show; -v adds guest and host debug lines; -vv their trace lines and other crates'
+    /// info; -vvv everything. `RUST_LOG` overrides (targets: `osiiso::guest`
+    /// for guest logs, `osiiso_host` for the host).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
@@ -87,7 +90,7 @@ pub(crate) fn main() -> ExitCode {
             }
         };
     }
-    // A node logs what it runs; other commands only warnings.
+    // A node logs what it runs; other commands show guest logs and host warnings.
     #[cfg(feature = "nats")]
     let quiet = !matches!(cli.command, Command::Serve(_));
     #[cfg(not(feature = "nats"))]
@@ -128,11 +131,13 @@ fn report_error(message: &str) {
 
 fn init_tracing(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
+    // wasmtime-wasi-http warns on every failed connection; the task's error says so.
     let default = match verbose {
-        // wasmtime-wasi-http warns on every failed connection; the task's error says so.
-        0 if quiet => "warn,wasmtime_wasi_http=error",
-        0 => "osiiso_host=info,warn,wasmtime_wasi_http=error",
-        1 => "osiiso_host=debug,osiiso=debug,info",
+        0 if quiet => "warn,osiiso::guest=info,wasmtime_wasi_http=error",
+        // A node logs what it runs.
+        0 => "warn,osiiso::guest=info,osiiso_host=info,wasmtime_wasi_http=error",
+        1 => "warn,osiiso::guest=debug,osiiso_host=debug,wasmtime_wasi_http=error",
+        2 => "info,osiiso::guest=trace,osiiso_host=trace",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
