@@ -3,7 +3,9 @@
 //! plugins that cannot be loaded (and a NATS server that cannot be reached).
 
 mod compile;
+mod feed;
 mod jobs;
+mod lines;
 mod list;
 #[cfg(feature = "nats")]
 mod nodes;

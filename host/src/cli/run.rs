@@ -2,7 +2,7 @@
 //! report.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,14 +16,15 @@ use osiiso_host::queue::{
     TaskOptions, Workers,
 };
 use osiiso_host::units::parse_size;
-use osiiso_host::{AsyncQueue, Plugin, ProcessQueue, Task, ThreadQueue};
+use osiiso_host::{AsyncQueue, Plugin, ProcessQueue, Sandbox, Task, ThreadQueue};
 
 use super::Failure;
-use super::jobs::{self, JobReader, LineKind};
+use super::feed::{Fed, Feeder, Jobs, Tally, Window};
+use super::jobs::{self, JobReader, LineKind, LineRules, Reads};
 use super::options::{CacheArgs, LimitArgs, SandboxArgs, duration};
 use super::output::{OutputError, OutputFormat, ProgressMode, Reporter};
 use super::signals::Interrupts;
-use super::work::{self, CheckpointPlan, Feeder, Resolver, Submission};
+use super::work::{self, CheckpointPlan, Resolver, Submission};
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
     /// The plugin component (.wasm) or a precompiled artifact.
@@ -41,13 +42,15 @@ pub(crate) struct RunArgs {
     /// stdin).
     #[arg(long, value_name = "FILE.jsonl")]
     jobs: Option<PathBuf>,
-    /// `finite` reads every input first (a bad line stops the run before anything runs);
-    /// `infinite` submits each line as it arrives and writes each result as its task
-    /// finishes, until the input ends (a stream: `tail -f events.jsonl | osiiso-host run ...`).
+    /// `finite` checks every input first (a bad line stops the run before anything runs),
+    /// then submits them as the workers take them; `infinite` submits each line as it arrives
+    /// (a bad one is reported and skipped) and writes each result as its task finishes, until
+    /// the input ends (a stream: `tail -f events.jsonl | osiiso-host run ...`).
     #[arg(long, value_enum, default_value = "finite")]
     mode: ModeArg,
     /// Remember in this SQLite file which inputs succeeded: a rerun restores them (attempts
-    /// 0, "restored from checkpoint") and runs only the rest.
+    /// 0, "restored from checkpoint") and runs only the rest. It must lie outside every
+    /// `--dir`/`--dir-ro` grant.
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
 
@@ -209,15 +212,25 @@ fn check_workers<B: Backend>(workers: Workers) -> anyhow::Result<()> {
 
 /// What a run works on.
 enum Work {
-    /// Every job, read and checked before anything runs.
-    List(Vec<Submission>),
-    /// Jobs read and submitted as they arrive (infinite mode).
-    Stream(Box<(JobReader, Resolver)>),
+    /// Every job, resolved and admitted at once: so that priorities and delays hold across
+    /// the whole list, and so that a run that stops early (fail-first, a run timeout) gives
+    /// every job a row. The queue may start first when admission order is running order.
+    List {
+        submissions: Vec<Submission>,
+        admission_order: bool,
+    },
+    /// Jobs checked before anything runs, then read again and submitted as the workers take
+    /// them (finite mode, when admission order is the running order).
+    Checked(Jobs, Resolver),
+    /// Lines submitted as they arrive (infinite mode).
+    Stream(Jobs, Resolver),
 }
 
 /// Everything a run needs besides its queue.
 struct Plan {
     work: Work,
+    /// Jobs to submit (finite mode).
+    total: Option<usize>,
     checkpoint: Option<CheckpointPlan>,
     reporter: Arc<Reporter>,
 }
@@ -249,7 +262,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     let plugin = plugin.with_sandbox(args.sandbox.sandbox(&host)?);
     let plugin = allow_http(plugin, &args.queue.allow_http)?;
     let checkpoint = match &args.checkpoint {
-        Some(path) => Some(Checkpoint::open(path)?),
+        Some(path) => Some(open_checkpoint(path, plugin.sandbox())?),
         None => None,
     };
     let plan = plan(&args, &plugin, checkpoint)?;
@@ -287,7 +300,23 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     }
 }
 
-/// Reads (finite) or opens (infinite) the work, and the checkpoint plan.
+/// Opens `--checkpoint`, refusing (before the file is created) one that a guest could reach
+/// through a grant.
+fn open_checkpoint(path: &Path, sandbox: &Sandbox) -> anyhow::Result<Checkpoint> {
+    if let Some(grant) = Checkpoint::grant_reaching(path, sandbox) {
+        let flag = if grant.read_only { "--dir-ro" } else { "--dir" };
+        bail!(
+            "--checkpoint '{}' is inside '{}', granted to the guest by {flag}: a guest that can \
+             reach the checkpoint could read every recorded result or forge completions; keep \
+             it outside every granted directory",
+            path.display(),
+            grant.host.display()
+        );
+    }
+    Ok(Checkpoint::open(path)?)
+}
+
+/// Checks (finite) or opens (infinite) the work, and the checkpoint plan.
 fn plan(args: &RunArgs, plugin: &Plugin, checkpoint: Option<Checkpoint>) -> anyhow::Result<Plan> {
     let base = args.task_options.apply(TaskOptions::new());
     base.validate().map_err(|e| anyhow!("{e}"))?;
@@ -305,42 +334,59 @@ fn plan(args: &RunArgs, plugin: &Plugin, checkpoint: Option<Checkpoint>) -> anyh
     let mut resolver = Resolver::new(plugin.clone(), default_task, move |task| {
         options.options_for(task)
     });
+    let rules = |kind| LineRules::new(kind, base.clone(), plugin.limits().max_input_bytes);
+    let reads = match args.mode {
+        ModeArg::Finite => Reads::Twice,
+        ModeArg::Infinite => Reads::Once,
+    };
     let source = match (&args.jobs, &args.inputs_file) {
-        (Some(jobs), _) => Some(JobReader::open(jobs, LineKind::Job, &base)?),
-        (None, Some(file)) => Some(JobReader::open(file, LineKind::Input, &base)?),
+        (Some(jobs), _) => Some(JobReader::open(jobs, rules(LineKind::Job), reads)?),
+        (None, Some(file)) => Some(JobReader::open(file, rules(LineKind::Input), reads)?),
         (None, None) => None,
     };
     let mut inline = jobs::from_inputs(&args.inputs)?;
     if source.is_none() && inline.is_empty() {
         inline = jobs::from_inputs(&["null".to_string()])?;
     }
-    let work = match (args.mode, source) {
+    let (work, total) = match (args.mode, source) {
         (ModeArg::Infinite, Some(reader)) => {
             if !inline.is_empty() {
                 bail!("--mode infinite reads its work from --inputs or --jobs only, not --input");
             }
-            Work::Stream(Box::new((reader, resolver)))
+            (Work::Stream(Box::new(reader), resolver), None)
         }
-        (_, source) => {
-            let mut submissions = Vec::new();
-            if let Some(reader) = source {
-                for spec in jobs::read_all(reader)? {
-                    submissions.push(resolver.resolve(spec)?);
+        (_, mut source) => {
+            // Everything is checked before anything runs; nothing checked is kept.
+            let inline_jobs = inline.iter().cloned().map(Ok);
+            let checked = work::check(
+                source.iter_mut().flatten().chain(inline_jobs),
+                &mut resolver,
+            )?;
+            let again = source.map(JobReader::again).transpose()?;
+            let jobs: Jobs = Box::new(
+                again
+                    .into_iter()
+                    .flatten()
+                    .chain(inline.into_iter().map(Ok)),
+            );
+            let stops_early = args.queue.fail_first || args.queue.run_timeout.is_some();
+            let work = if checked.admission_order && !stops_early {
+                Work::Checked(jobs, resolver)
+            } else {
+                Work::List {
+                    submissions: jobs
+                        .map(|spec| resolver.resolve(spec?))
+                        .collect::<anyhow::Result<_>>()?,
+                    admission_order: checked.admission_order,
                 }
-            }
-            for spec in inline {
-                submissions.push(resolver.resolve(spec)?);
-            }
-            Work::List(submissions)
+            };
+            (work, Some(checked.count))
         }
-    };
-    let total = match &work {
-        Work::List(submissions) => Some(submissions.len()),
-        Work::Stream(..) => None,
     };
     let reporter = Arc::new(Reporter::new(args.output, args.progress, args.quiet, total));
     Ok(Plan {
         work,
+        total,
         checkpoint,
         reporter,
     })
@@ -355,6 +401,7 @@ fn run_queue<B: Backend>(
 ) -> Result<(), Failure> {
     let Plan {
         work,
+        total,
         checkpoint,
         reporter,
     } = plan;
@@ -384,20 +431,30 @@ fn run_queue<B: Backend>(
     if let Some(timeout) = args.queue.run_timeout {
         builder = builder.timeout(timeout);
     }
-    let on_complete = reporter.clone();
+    let tally = Arc::new(Tally::default());
+    let (on_complete, finished) = (reporter.clone(), tally.clone());
     let queue = Arc::new(
         builder
-            .on_complete(move |result| on_complete.finished(result))
+            .on_complete(move |result| {
+                finished.finished.fetch_add(1, Ordering::SeqCst);
+                on_complete.finished(result)
+            })
             .build()
             .map_err(|e| anyhow!("{e}"))?,
     );
     // Stopping a run early (a signal, results that cannot be written): no more input is read,
     // what is not done is cancelled, and the run ends with its summary.
     let stop = Arc::new(AtomicBool::new(false));
+    // Room for unfinished tasks while jobs are fed: what bounds the inputs the host holds.
+    let window = Window::new(match workers {
+        Workers::Fixed(n) => n.saturating_mul(2),
+        Workers::Auto => 0,
+    });
     let stopper = {
-        let (queue, stop) = (Arc::downgrade(&queue), stop.clone());
+        let (queue, stop, window) = (Arc::downgrade(&queue), stop.clone(), window.clone());
         move || {
             stop.store(true, Ordering::SeqCst);
+            window.close();
             if let Some(queue) = queue.upgrade() {
                 queue.cancel();
             }
@@ -414,54 +471,63 @@ fn run_queue<B: Backend>(
     };
 
     let mut handles = Vec::new();
-    let mut restored_count = 0;
-    let rejected = Arc::new(AtomicBool::new(false));
+    let feeder = |resolver, plan| Feeder {
+        queue: queue.clone(),
+        resolver,
+        plan,
+        stop: stop.clone(),
+        window: window.clone(),
+        tally: tally.clone(),
+        keep: reporter.writes_at_end(),
+    };
+    // The run's duration counts from here: feeding jobs is part of it.
+    let started = std::time::Instant::now();
     let summary = match work {
-        Work::List(submissions) => {
+        Work::List {
+            submissions,
+            admission_order,
+        } => {
             // A bounded queue must run while it is fed, or submission would block; so may
             // any queue whose running order is its admission order. Otherwise everything is
             // admitted first, so that priorities hold across the whole work list.
-            let total = submissions.len();
-            if args.queue.size > 0 || work::order_is_admission_order(&submissions) {
+            if args.queue.size > 0 || admission_order {
                 queue.start().map_err(|e| anyhow!("{e}"))?;
             }
             match work::submit(&queue, submissions, checkpoint.as_ref(), &restored) {
                 Ok(submitted) => handles = submitted,
                 // Fail-first halted the queue while it was still being fed, or the run was
                 // stopped.
-                Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown) => {
-                    if !stop.load(Ordering::SeqCst) {
-                        let _ = writeln!(
-                            std::io::stderr(),
-                            "osiiso-host: the queue stopped taking work; not every job of \
-                             {total} was submitted"
-                        );
-                    }
-                }
+                Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown) => {}
                 Err(e) => return Err(anyhow!("{e}").into()),
             }
-            restored_count = handles
+            let restored = handles
                 .iter()
                 .filter(|h| h.attempts() == 0 && h.is_done())
                 .count();
-            run_to_end(&queue)
+            tally.restored.store(restored, Ordering::SeqCst);
+            run_to_end(&queue, started)
         }
-        Work::Stream(stream) => {
-            let (reader, resolver) = *stream;
+        Work::Checked(jobs, resolver) => {
             queue.start().map_err(|e| anyhow!("{e}"))?;
-            let feeder = Feeder {
-                queue: queue.clone(),
-                resolver,
-                plan: checkpoint,
-                stop: stop.clone(),
-                rejected: rejected.clone(),
-            };
+            let (fed, kept) = feeder(resolver, checkpoint).feed(jobs, &restored);
+            handles = kept;
+            if let Fed::Closed(origin) = fed {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "osiiso-host: the queue stopped taking work at {origin}"
+                );
+            }
+            run_to_end(&queue, started)
+        }
+        Work::Stream(jobs, resolver) => {
+            queue.start().map_err(|e| anyhow!("{e}"))?;
+            let feeder = feeder(resolver, checkpoint);
             let restored = restored.clone();
             // Not joined: a reader blocked on stdin cannot be woken; the process ends anyway.
             let _ = std::thread::Builder::new()
                 .name("osiiso-feed".into())
-                .spawn(move || feeder.run(reader, &restored));
-            run_to_end(&queue)
+                .spawn(move || feeder.run(jobs, &restored));
+            run_to_end(&queue, started)
         }
     };
     let results: Vec<_> = if reporter.writes_at_end() {
@@ -472,25 +538,52 @@ fn run_queue<B: Backend>(
     let written = reporter.finish(&results);
     let summary = summary.map_err(|e| anyhow!("{e}"))?;
     let interrupted = interrupts.received();
-    report_end(args, &summary, restored_count, interrupted, &written);
+    let inputs = Inputs {
+        restored: tally.restored.load(Ordering::SeqCst),
+        skipped: tally.skipped.load(Ordering::SeqCst),
+        // Every admitted task has been recorded (and counted) by now.
+        unsubmitted: total.map_or(0, |total| {
+            let accounted =
+                tally.finished.load(Ordering::SeqCst) + tally.restored.load(Ordering::SeqCst);
+            total.saturating_sub(accounted)
+        }),
+    };
+    report_end(args, &summary, &inputs, interrupted, &written);
     // The queue is done; leave its memory to the operating system.
     std::mem::forget(handles);
     match (written, interrupted) {
         (Err(OutputError::BrokenPipe), _) => Err(Failure::BrokenPipe),
         (Err(error), _) => Err(Failure::Output(error.to_string())),
         (Ok(()), Some(signal)) => Err(Failure::Interrupted(signal.exit_code())),
-        (Ok(()), None) if summary.ok() && !rejected.load(Ordering::SeqCst) => Ok(()),
+        (Ok(()), None) if summary.ok() && inputs.all_run() => Ok(()),
         (Ok(()), None) => Err(Failure::Tasks),
     }
 }
 
-/// Runs the queue until it is done. Only this command closes its queue: a queue closed
-/// before the run began (a signal, an output failure, or a stream that ended and drained
-/// first) has nothing left to run, and its summary is what was recorded.
+/// What became of a run's inputs besides its tasks.
+struct Inputs {
+    /// Restored from the checkpoint, not run again.
+    restored: usize,
+    /// Bad lines reported and skipped (infinite mode, or a file that changed while read).
+    skipped: usize,
+    /// Checked jobs never submitted: the queue stopped taking work, or the run was stopped.
+    unsubmitted: usize,
+}
+
+impl Inputs {
+    fn all_run(&self) -> bool {
+        self.skipped == 0 && self.unsubmitted == 0
+    }
+}
+
+/// Runs the queue until it is done; the summary's duration counts from `started`. Only this
+/// command closes its queue: a queue closed before the run began (a signal, an output
+/// failure, or a stream that ended and drained first) has nothing left to run, and its
+/// summary is what was recorded.
 fn run_to_end<B: Backend>(
     queue: &osiiso_host::queue::Queue<B>,
+    started: std::time::Instant,
 ) -> Result<RunSummary, osiiso_host::queue::Error> {
-    let started = std::time::Instant::now();
     match queue.run_with(RunOptions::default()) {
         Err(osiiso_host::queue::Error::ShutDown) => {
             queue.wait_closed();
@@ -501,15 +594,20 @@ fn run_to_end<B: Backend>(
                 .collect();
             Ok(RunSummary::from_results(results, started, false))
         }
+        Ok(mut summary) => {
+            summary.duration = started.elapsed();
+            Ok(summary)
+        }
         other => other,
     }
 }
 
-/// The summary and notes on stderr; nothing for a reader that went away.
+/// The summary and notes on stderr; nothing for a reader that went away. A run that lost
+/// inputs (skipped lines, jobs never submitted) is not reported as passed.
 fn report_end(
     args: &RunArgs,
     summary: &RunSummary,
-    restored: usize,
+    inputs: &Inputs,
     interrupted: Option<super::signals::Interrupted>,
     written: &Result<(), OutputError>,
 ) {
@@ -518,13 +616,37 @@ fn report_end(
     }
     let mut stderr = std::io::stderr().lock();
     if !args.quiet {
-        let _ = writeln!(stderr, "{summary}");
-        if restored > 0 {
-            let _ = writeln!(
-                stderr,
-                "  {restored} more restored from the checkpoint (not run again)"
+        let mut text = summary.to_string();
+        if !inputs.all_run() {
+            text = text.replacen(
+                "Run Summary: PASSED",
+                "Run Summary: COMPLETED WITH ERRORS",
+                1,
             );
         }
+        let _ = writeln!(stderr, "{text}");
+        if inputs.restored > 0 {
+            let _ = writeln!(
+                stderr,
+                "  {} more restored from the checkpoint (not run again)",
+                inputs.restored
+            );
+        }
+    }
+    if inputs.skipped > 0 {
+        let _ = writeln!(
+            stderr,
+            "osiiso-host: {} input line(s) skipped, not run (see the errors above)",
+            inputs.skipped
+        );
+    }
+    if inputs.unsubmitted > 0 {
+        let _ = writeln!(
+            stderr,
+            "osiiso-host: {} job(s) not submitted: the run stopped before it reached them; \
+             they have no row",
+            inputs.unsubmitted
+        );
     }
     if let Some(signal) = interrupted {
         let _ = writeln!(
