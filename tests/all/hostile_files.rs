@@ -217,3 +217,248 @@ fn a_checkpoint_that_is_not_a_regular_file_is_refused() {
         out.assert_usage_error(&[needle]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// inputs files
+
+/// Runs the binary with `stdin`, and returns its outcome and its peak resident memory in
+/// bytes (`wait4`: this child's own figure, whatever else the test binary runs).
+fn measured(args: &[&str], stdin: Stdio) -> (Outcome, u64) {
+    let start = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waiting for our own child, with valid pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let outcome = Outcome {
+        code,
+        stdout: stdout.join().unwrap(),
+        stderr: strip_ansi(&stderr.join().unwrap()),
+        elapsed: start.elapsed(),
+    };
+    (outcome, usage.ru_maxrss as u64 * 1024)
+}
+
+const GIB: u64 = 1 << 30;
+
+/// `lines` written as a file in `dir`, each followed by a newline.
+fn file_of(dir: &Path, name: &str, lines: &[&[u8]]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut bytes = Vec::new();
+    for line in lines {
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    }
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A JSON array of `n` zeros: its parsed form takes about 16 times its text.
+fn zeros(n: usize) -> Vec<u8> {
+    let mut text = b"[0".to_vec();
+    text.extend(std::iter::repeat_n(*b",0", n - 1).flatten());
+    text.push(b']');
+    text
+}
+
+#[test]
+fn over_long_lines_are_refused_before_they_are_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 MB of two over-limit lines; parsed, they would take more than 3 GB.
+    let long = zeros(50 << 20);
+    let file = file_of(dir.path(), "long.jsonl", &[b"1", &long, &long, b"2"]);
+    let (out, peak) = measured(
+        &[
+            "run",
+            artifacts::DOUBLE,
+            "--inputs",
+            path_str(&file),
+            "--output",
+            "jsonl",
+        ],
+        Stdio::null(),
+    );
+    out.assert_usage_error(&["long.jsonl line 2", "16 MiB", "--max-input-bytes"]);
+    assert!(peak < GIB, "peak RSS {peak} bytes");
+
+    // In a stream, each one is skipped with an error and the lines after it run.
+    let (out, peak) = measured(
+        &[
+            "run",
+            artifacts::DOUBLE,
+            "--inputs",
+            "-",
+            "--mode",
+            "infinite",
+            "--output",
+            "jsonl",
+        ],
+        Stdio::from(std::fs::File::open(&file).unwrap()),
+    );
+    assert!(peak < GIB, "peak RSS {peak} bytes");
+    assert_eq!(out.code, 1, "{out:#?}");
+    let values: Vec<i64> = out
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_i64().unwrap())
+        .collect();
+    assert_eq!(values, [2, 4], "{out:#?}");
+    for line in ["line 2", "line 3"] {
+        assert!(
+            out.stderr
+                .contains(&format!("- {line}: longer than the 16 MiB")),
+            "{line}: {}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains("COMPLETED WITH ERRORS"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("PASSED"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("2 input line(s) skipped"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_finite_run_holds_its_inputs_only_while_they_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 lines of 1 MB arrays: parsed all at once, they took 700 MB.
+    let line = zeros(1 << 19);
+    let lines: Vec<&[u8]> = std::iter::repeat_n(line.as_slice(), 40).collect();
+    let file = file_of(dir.path(), "wide.jsonl", &lines);
+    let (out, peak) = measured(
+        &[
+            "run",
+            artifacts::DOUBLE,
+            "--inputs",
+            path_str(&file),
+            "--output",
+            "jsonl",
+            "-q",
+        ],
+        Stdio::null(),
+    );
+    // `double` takes a number: each array is refused by the guest, with its row.
+    let rows = out.jsonl();
+    assert_eq!(rows.len(), 40, "{}", out.stderr);
+    assert!(rows.iter().all(|r| r["error"]["kind"] == "invalid_input"));
+    assert!(peak < 384 << 20, "peak RSS {peak} bytes");
+}
+
+#[test]
+fn hostile_inputs_files_are_refused_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let digits = "9".repeat(1 << 20);
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("nul", b"\0", "line 2"),
+        ("utf8", b"\"\xff\xfe\"", "line 2: not valid UTF-8"),
+        (
+            "deep",
+            deep.as_bytes(),
+            "line 2: not valid JSON: recursion limit",
+        ),
+        (
+            "number",
+            b"1e999999",
+            "line 2: not valid JSON: number out of range",
+        ),
+        ("digits", digits.as_bytes(), "line 2: not valid JSON"),
+    ];
+    for (name, bad, needle) in cases {
+        let file = file_of(dir.path(), &format!("{name}.jsonl"), &[b"1", bad, b"2"]);
+        let args = [
+            "run",
+            artifacts::DOUBLE,
+            "--inputs",
+            path_str(&file),
+            "--output",
+            "jsonl",
+        ];
+        // Finite: nothing runs.
+        bounded(&args, Duration::from_secs(60)).assert_usage_error(&[needle]);
+        // A stream: skipped, the rest runs.
+        let mut streamed = args.to_vec();
+        streamed.extend(["--mode", "infinite"]);
+        let out = bounded(&streamed, Duration::from_secs(60));
+        assert_eq!(out.code, 1, "{name}: {out:#?}");
+        assert_eq!(out.jsonl().len(), 2, "{name}: {out:#?}");
+        assert!(out.stderr.contains(needle), "{name}: {}", out.stderr);
+    }
+    // Duplicate keys are JSON: the last one wins, as serde_json reads them.
+    let file = file_of(
+        dir.path(),
+        "dup.jsonl",
+        &[br#"{"task": "add", "task": "echo", "input": 5}"#],
+    );
+    let out = osiiso(&[
+        "run",
+        artifacts::ECHO,
+        "--jobs",
+        path_str(&file),
+        "--output",
+        "jsonl",
+    ]);
+    out.assert_code(0);
+    assert_eq!(out.single()["name"], "echo");
+    // A directory is no file of lines.
+    osiiso(&["run", artifacts::DOUBLE, "--inputs", path_str(dir.path())])
+        .assert_usage_error(&["is a directory"]);
+}
+
+#[test]
+fn a_fifo_of_inputs_is_read_once_and_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("inputs.fifo");
+    let c_path = std::ffi::CString::new(path_str(&fifo)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    for (text, code, rows) in [("1\n2\n\n3\n", 0, 3), ("1\n2\nnot json\n", 2, 0)] {
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, text).unwrap())
+        };
+        let out = bounded(
+            &[
+                "run",
+                artifacts::DOUBLE,
+                "--inputs",
+                path_str(&fifo),
+                "--output",
+                "jsonl",
+            ],
+            Duration::from_secs(60),
+        );
+        writer.join().unwrap();
+        assert_eq!(out.code, code, "{out:#?}");
+        assert_eq!(out.jsonl().len(), rows, "{out:#?}");
+    }
+}

@@ -18,8 +18,9 @@ use super::work::{CheckpointPlan, Resolver, Submission, is_restored};
 /// The most submitted tasks left unfinished: room for a thousand workers many times over, and
 /// a bound on what the queue holds.
 pub(crate) const WINDOW_TASKS: usize = 65_536;
-/// The most input bytes (as read) of unfinished tasks. A larger job still goes, alone.
-pub(crate) const WINDOW_BYTES: usize = 64 << 20;
+/// The most input bytes (as read) of unfinished tasks: parsed, up to about 16 times as much.
+/// A larger job still goes, alone.
+pub(crate) const WINDOW_BYTES: usize = 16 << 20;
 
 /// Jobs, read as they are needed.
 pub(crate) type Jobs = Box<dyn Iterator<Item = anyhow::Result<JobSpec>> + Send>;

@@ -15,6 +15,7 @@ mod run;
 #[cfg(feature = "nats")]
 mod serve;
 mod signals;
+mod validate;
 mod work;
 
 use std::io::Write as _;
