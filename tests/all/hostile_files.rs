@@ -223,6 +223,10 @@ fn a_checkpoint_that_is_not_a_regular_file_is_refused() {
 
 /// Runs the binary with `stdin`, and returns its outcome and its peak resident memory in
 /// bytes (`wait4`: this child's own figure, whatever else the test binary runs).
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which reports its peak memory"
+)]
 fn measured(args: &[&str], stdin: Stdio) -> (Outcome, u64) {
     let start = Instant::now();
     let mut child = Command::new(BIN)

@@ -406,7 +406,7 @@ mod tests {
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, b"1\n\n[2]\n{\"a\":3}\n").unwrap();
         let mut first = JobReader::open(&path, rules(LineKind::Input, 1024), Reads::Twice).unwrap();
-        let checked = first.by_ref().map(|j| j.unwrap().input).count();
+        let checked = first.by_ref().inspect(|j| assert!(j.is_ok())).count();
         // Appended after the check: not read the second time.
         std::fs::OpenOptions::new()
             .append(true)
