@@ -354,7 +354,9 @@ fn over_long_lines_are_refused_before_they_are_parsed() {
 #[test]
 fn a_finite_run_holds_its_inputs_only_while_they_run() {
     let dir = tempfile::tempdir().unwrap();
-    // 40 lines of 1 MB arrays: parsed all at once, they took 700 MB.
+    // 40 lines of 1 MB arrays: parsed all at once, they took 700 MB. `--size 2` keeps two
+    // tasks outstanding (as the default window keeps 16 MiB of input), so that what the run
+    // holds does not depend on how fast the workers go.
     let line = zeros(1 << 19);
     let lines: Vec<&[u8]> = std::iter::repeat_n(line.as_slice(), 40).collect();
     let file = file_of(dir.path(), "wide.jsonl", &lines);
@@ -364,6 +366,8 @@ fn a_finite_run_holds_its_inputs_only_while_they_run() {
             artifacts::DOUBLE,
             "--inputs",
             path_str(&file),
+            "--size",
+            "2",
             "--output",
             "jsonl",
             "-q",
