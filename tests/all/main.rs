@@ -9,6 +9,7 @@ mod engine_cache;
 mod engine_load;
 mod foreign_guests;
 mod hostile;
+mod hostile_files;
 mod http;
 mod long_runs;
 #[cfg(feature = "nats")]

@@ -3,7 +3,9 @@
 //! plugins that cannot be loaded (and a NATS server that cannot be reached).
 
 mod compile;
+mod feed;
 mod jobs;
+mod lines;
 mod list;
 #[cfg(feature = "nats")]
 mod nodes;
@@ -13,6 +15,7 @@ mod run;
 #[cfg(feature = "nats")]
 mod serve;
 mod signals;
+mod validate;
 mod work;
 
 use std::io::Write as _;

@@ -51,6 +51,10 @@ pub(crate) struct LimitArgs {
     /// Linear-memory cap per attempt, e.g. 64MiB [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<usize>,
+    /// Largest input of one task [default: 16MiB]. A larger one fails `invalid_input`; a
+    /// longer line of --inputs/--jobs is refused before it is parsed (lines up to 256MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_input_bytes: Option<usize>,
     /// Let one instance serve up to N attempts of the plugin (warm instances; default 1,
     /// a fresh instance per attempt). Faster, but a task can see what an earlier task of the
     /// same plugin left in memory; a trap, timeout or cancel discards the instance.
@@ -66,6 +70,9 @@ impl LimitArgs {
         }
         if let Some(bytes) = self.max_memory {
             limits = limits.max_memory(bytes);
+        }
+        if let Some(bytes) = self.max_input_bytes {
+            limits = limits.max_input_bytes(bytes);
         }
         if let Some(attempts) = self.reuse {
             limits = limits.reuse(attempts);
