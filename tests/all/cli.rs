@@ -282,7 +282,9 @@ fn list_of_a_non_wasm_file_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.wasm");
     std::fs::write(&text, "just some text\n").unwrap();
-    osiiso(&["list", path_str(&text)]).assert_usage_error(&["notes.wasm", "not a WebAssembly"]);
+    let out = osiiso(&["list", path_str(&text)]);
+    out.assert_usage_error(&["notes.wasm", "not a WebAssembly", "`\\0asm`"]);
+    assert!(!out.stderr.contains("\\\\"), "escaped once: {out:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------

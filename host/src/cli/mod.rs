@@ -126,9 +126,10 @@ pub(crate) fn main() -> ExitCode {
 }
 
 /// Prints `error: …` on stderr. Messages can quote guest text (task names, schemas), so
-/// control characters are escaped; a failed write to stderr has nowhere to be reported.
+/// whatever acts on a terminal is escaped — once: text the message already quotes escaped
+/// keeps its single backslashes. A failed write to stderr has nowhere to be reported.
 fn report_error(message: &str) {
-    let message = osiiso_host::text::escape_control_keep_newlines(message);
+    let message = osiiso_host::text::escape_terminal_keep_newlines(message);
     let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 

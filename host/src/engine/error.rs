@@ -41,7 +41,7 @@ pub enum LoadError {
         message: String,
     },
     /// The bytes are not WebAssembly at all.
-    #[error("plugin '{plugin}' is not a WebAssembly file (no `\\0asm` header)")]
+    #[error("plugin '{plugin}' is not a WebAssembly file (it does not start with `\\0asm`)")]
     NotWasm {
         /// The plugin's name or path.
         plugin: String,
