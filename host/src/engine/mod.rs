@@ -11,6 +11,7 @@ mod budget;
 mod cache;
 mod config;
 mod contract;
+mod descriptors;
 mod epoch;
 mod error;
 mod fs_guard;
@@ -228,13 +229,13 @@ impl HostBuilder {
         // completes; it is bounded by the attempt's deadline (see `http`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| interruptible::shadow_blocking_io(&mut linker))
-            .and_then(|()| fs_guard::guard_symlinks_sync(&mut linker))
+            .and_then(|()| fs_guard::guard_sync(&mut linker))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker))
             .and_then(|()| contract::add_host_to_linker(&mut linker))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker_async = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
-            .and_then(|()| fs_guard::guard_symlinks_async(&mut linker_async))
+            .and_then(|()| fs_guard::guard_async(&mut linker_async))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_async))
             .and_then(|()| contract::add_host_to_linker(&mut linker_async))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
@@ -245,6 +246,9 @@ impl HostBuilder {
         };
         let cache = CompileCache::open(root, &engine);
         let ticker = EpochTicker::start(&engine, self.tick)?;
+        // Raises the process's open-files limit and sizes the guests' share of it.
+        let descriptor_pool = descriptors::pool().total();
+        tracing::debug!(descriptor_pool, "descriptors guests may hold together");
         let total_memory = self.total_memory.unwrap_or_else(budget::default_total);
         Ok(Host {
             inner: Arc::new(HostInner {
