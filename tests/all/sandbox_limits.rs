@@ -1,0 +1,326 @@
+//! What the host spends on a guest's filesystem and network calls, through the real binary on
+//! every queue: a FIFO in a grant never blocks a worker (timeouts and the first SIGTERM still
+//! end the run), a descriptor hog cannot starve the tasks beside it, and directory listings
+//! are not copied into host memory.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use osiiso_test_artifacts as artifacts;
+use serde_json::{Value, json};
+
+use crate::cli::{BIN, error_kind, path_str, status, write_jsonl};
+use crate::hostile::mkfifo;
+
+/// Every queue the CLI offers.
+const QUEUES: &[&str] = &["thread", "async", "process"];
+
+/// Long enough for any of these runs on a loaded machine; a run still going then is stuck.
+const STUCK: Duration = Duration::from_secs(120);
+
+/// A running `osiiso-host`, its output read as it comes.
+struct Run {
+    child: Child,
+    stdout: JoinHandle<String>,
+    stderr: JoinHandle<String>,
+}
+
+/// What a finished run did.
+struct Finished {
+    code: i32,
+    rows: Vec<Value>,
+    stderr: String,
+    /// Peak resident memory of the process, in KiB.
+    max_rss_kib: i64,
+}
+
+impl Run {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let read_all = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        };
+        let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+        let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the run to end; one still running after [`STUCK`] is killed (its whole
+    /// process group) and fails the test.
+    fn finish(self) -> Finished {
+        let pid = self.child.id() as i32;
+        let started = Instant::now();
+        let (code, max_rss_kib) = loop {
+            let mut status = 0;
+            // SAFETY: all-zero is a valid `rusage`.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: waits for our own child, writing into valid locals.
+            let waited = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            assert!(waited >= 0, "wait4: {}", std::io::Error::last_os_error());
+            if waited == pid {
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    -1
+                };
+                break (code, usage.ru_maxrss);
+            }
+            if started.elapsed() > STUCK {
+                // SAFETY: killing our own child's process group.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                panic!("the run is stuck after {STUCK:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.stdout.join().unwrap();
+        let rows = stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a row ({e}): {l}")))
+            .collect();
+        Finished {
+            code,
+            rows,
+            stderr: self.stderr.join().unwrap(),
+            max_rss_kib,
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Finished {
+    Run::start(args).finish()
+}
+
+/// A granted directory with a FIFO nobody writes to and a regular file.
+fn fifo_grant() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    mkfifo(&dir.path().join("fifo"));
+    std::fs::write(dir.path().join("ok.txt"), "fine").unwrap();
+    dir
+}
+
+fn grant(dir: &Path) -> String {
+    format!("{}::/g", dir.display())
+}
+
+#[test]
+fn a_fifo_in_a_grant_never_blocks_a_worker() {
+    let dir = fifo_grant();
+    let grant = grant(dir.path());
+    for queue in QUEUES {
+        let done = run(&[
+            "run",
+            artifacts::HOSTILE_SPECIAL_FILES,
+            "read",
+            "--input",
+            "\"/g/fifo\"",
+            "--input",
+            "\"/g/fifo\"",
+            "--input",
+            "\"/g/ok.txt\"",
+            "--input",
+            "\"/g/ok.txt\"",
+            "--dir",
+            &grant,
+            "--timeout",
+            "2s",
+            "--queue",
+            queue,
+            "--workers",
+            "2",
+            "--output",
+            "jsonl",
+        ]);
+        assert_eq!(done.code, 1, "{queue}: {}", done.stderr);
+        assert_eq!(
+            done.rows.len(),
+            4,
+            "{queue}: a row per task: {}",
+            done.stderr
+        );
+        for row in &done.rows {
+            if row["value"] == json!(4) {
+                assert_eq!(status(row), "succeeded", "{queue}: {row}");
+            } else {
+                assert_eq!(error_kind(row), "permanent", "{queue}: {row}");
+                let message = row["error"]["message"].as_str().unwrap();
+                assert!(message.contains("not permitted"), "{queue}: {row}");
+            }
+        }
+        assert_eq!(
+            done.rows
+                .iter()
+                .filter(|r| status(r) == "succeeded")
+                .count(),
+            2,
+            "{queue}"
+        );
+    }
+}
+
+#[test]
+fn the_first_sigterm_ends_a_run_that_met_a_fifo() {
+    let dir = fifo_grant();
+    let grant = grant(dir.path());
+    let mut jobs = vec![json!({"task": "read", "input": "/g/fifo"}); 2];
+    jobs.extend(vec![json!({"task": "sleep", "input": 20_000}); 4]);
+    let jobs = write_jsonl(dir.path(), "jobs.jsonl", &jobs);
+    for queue in QUEUES {
+        let run = Run::start(&[
+            "run",
+            artifacts::HOSTILE_SPECIAL_FILES,
+            "--jobs",
+            path_str(&jobs),
+            "--dir",
+            &grant,
+            "--queue",
+            queue,
+            "--workers",
+            "2",
+            "--output",
+            "jsonl",
+        ]);
+        // Let the FIFO tasks meet their FIFO and the sleepers start.
+        std::thread::sleep(Duration::from_millis(1500));
+        run.signal(libc::SIGTERM);
+        let done = run.finish();
+        assert_eq!(done.code, 143, "{queue}: {}", done.stderr);
+        assert_eq!(
+            done.rows.len(),
+            6,
+            "{queue}: a row per task: {}",
+            done.stderr
+        );
+        assert!(
+            done.rows
+                .iter()
+                .all(|r| matches!(status(r), "failed" | "cancelled")),
+            "{queue}: {:?}",
+            done.rows
+        );
+    }
+}
+
+#[test]
+fn four_ordinary_tasks_beside_a_descriptor_hog_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "x").unwrap();
+    let grant = grant(dir.path());
+    // The hog opens all it can and holds it; the others start while it holds.
+    let mut jobs = vec![json!({
+        "task": "files",
+        "name": "hog",
+        "input": {"path": "/g/f", "count": 1_000_000, "hold_ms": 1500},
+    })];
+    jobs.extend(vec![
+        json!({
+            "task": "files",
+            "input": {"path": "/g/f", "count": 20},
+            "delay": 0.5,
+        });
+        4
+    ]);
+    let jobs = write_jsonl(dir.path(), "jobs.jsonl", &jobs);
+    for queue in QUEUES {
+        let done = run(&[
+            "run",
+            artifacts::HOSTILE_FD_HOG,
+            "--jobs",
+            path_str(&jobs),
+            "--dir-ro",
+            &grant,
+            "--queue",
+            queue,
+            "--workers",
+            "5",
+            "--output",
+            "jsonl",
+        ]);
+        assert_eq!(done.code, 1, "{queue}: {}", done.stderr);
+        assert_eq!(done.rows.len(), 5, "{queue}: {}", done.stderr);
+        for row in &done.rows {
+            if row["name"] == "hog" {
+                assert_eq!(error_kind(row), "resource_limit", "{queue}: {row}");
+                let message = row["error"]["message"].as_str().unwrap();
+                assert!(message.contains("256 open files"), "{queue}: {row}");
+                assert_eq!(row["attempts"], 1, "{queue}: not retried: {row}");
+            } else {
+                assert_eq!(status(row), "succeeded", "{queue}: {row}");
+                assert_eq!(row["value"], 20, "{queue}: {row}");
+            }
+        }
+    }
+}
+
+#[test]
+fn directory_listings_are_streamed_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = 20_000;
+    for n in 0..entries {
+        let name = format!("{n:06}-{}", "x".repeat(200));
+        std::fs::File::create(dir.path().join(name)).unwrap();
+    }
+    let grant = grant(dir.path());
+    let listed = run(&[
+        "run",
+        artifacts::HOSTILE_FD_HOG,
+        "list",
+        "--input",
+        "\"/g\"",
+        "--dir-ro",
+        &grant,
+        "--output",
+        "jsonl",
+    ]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.rows[0]["value"], entries);
+    // Eighty listings held at once (within the descriptor budget): copies of the listing took
+    // 420 MB of host memory; streams hold a read buffer each (the whole run: about 26 MB).
+    let held = run(&[
+        "run",
+        artifacts::HOSTILE_FD_HOG,
+        "listings",
+        "--input",
+        r#"{"path": "/g", "count": 80}"#,
+        "--dir-ro",
+        &grant,
+        "--max-memory",
+        "32MiB",
+        "--output",
+        "jsonl",
+    ]);
+    assert_eq!(held.code, 0, "{}", held.stderr);
+    assert_eq!(held.rows[0]["value"], 80);
+    assert!(
+        held.max_rss_kib < 128 << 10,
+        "host memory: {} KiB",
+        held.max_rss_kib
+    );
+}
