@@ -40,7 +40,31 @@ struct Finished {
 
 impl Run {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_with(args, Command::new(BIN))
+    }
+
+    /// With the soft and hard `RLIMIT_NOFILE` both at `limit`.
+    fn start_with_open_files(args: &[&str], limit: u64) -> Self {
+        let mut command = Command::new(BIN);
+        // SAFETY: setrlimit is async-signal-safe; it only touches the child.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Self::start_with(args, command)
+    }
+
+    fn start_with(args: &[&str], mut command: Command) -> Self {
+        let mut child = command
             .args(args)
             .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
             .env_remove("RUST_LOG")
@@ -274,6 +298,58 @@ fn four_ordinary_tasks_beside_a_descriptor_hog_all_succeed() {
             } else {
                 assert_eq!(status(row), "succeeded", "{queue}: {row}");
                 assert_eq!(row["value"], 20, "{queue}: {row}");
+            }
+        }
+    }
+}
+
+#[test]
+fn guests_together_leave_the_host_descriptors_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "x").unwrap();
+    let grant = grant(dir.path());
+    // A hog whose own budget is no limit takes the whole pool the process gives guests; the
+    // others still load and start (their instances and grants are the host's descriptors).
+    let mut jobs = vec![json!({
+        "task": "files",
+        "name": "hog",
+        "input": {"path": "/g/f", "count": 1_000_000, "hold_ms": 1500},
+    })];
+    jobs.extend(vec![
+        json!({"task": "files", "input": {"path": "/g/f", "count": 0}, "delay": 0.5});
+        4
+    ]);
+    let jobs = write_jsonl(dir.path(), "jobs.jsonl", &jobs);
+    for queue in QUEUES {
+        let args = [
+            "run",
+            artifacts::HOSTILE_FD_HOG,
+            "--jobs",
+            path_str(&jobs),
+            "--dir-ro",
+            &grant,
+            "--max-open-files",
+            "100000",
+            "--queue",
+            queue,
+            "--workers",
+            "5",
+            "--output",
+            "jsonl",
+        ];
+        let done = Run::start_with_open_files(&args, 600).finish();
+        assert_eq!(done.code, 1, "{queue}: {}", done.stderr);
+        assert_eq!(done.rows.len(), 5, "{queue}: {}", done.stderr);
+        for row in &done.rows {
+            if row["name"] == "hog" {
+                assert_eq!(error_kind(row), "resource_limit", "{queue}: {row}");
+                let message = row["error"]["message"].as_str().unwrap();
+                assert!(
+                    message.contains("descriptors the host gives all attempts together"),
+                    "{queue}: {row}"
+                );
+            } else {
+                assert_eq!(status(row), "succeeded", "{queue}: {row}");
             }
         }
     }
