@@ -220,6 +220,10 @@ impl HostBuilder {
     }
 
     /// Creates the engine, links the host interfaces and starts the epoch ticker.
+    ///
+    /// The first host of a process also raises the process's soft open-files limit
+    /// (`RLIMIT_NOFILE`) to its hard limit and gives guests three quarters of it, shared by
+    /// all their attempts (see [`Limits::max_open_files`]); the rest stays the host's.
     pub fn build(self) -> Result<Host, HostError> {
         let (engine, pooling) =
             config::build_engine(self.max_instances, self.pooling, self.address_space_cap)
