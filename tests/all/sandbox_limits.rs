@@ -400,3 +400,47 @@ fn directory_listings_are_streamed_not_copied() {
         held.max_rss_kib
     );
 }
+
+/// A node runs attempts like the thread queue: a FIFO in a grant is refused there too, at
+/// once (unguarded, the submitter saw a timeout and the node lost the slot for good).
+#[cfg(feature = "nats")]
+#[test]
+fn a_fifo_in_a_grant_never_blocks_a_node() {
+    let Some(fleet) = crate::nats_fixture::shared_fleet() else {
+        return;
+    };
+    // Inside the nodes' --allow-dir.
+    let dir = tempfile::tempdir_in(fleet.root.path()).unwrap();
+    mkfifo(&dir.path().join("fifo"));
+    let grant = grant(dir.path());
+    let url = fleet.url();
+    let done = run(&[
+        "run",
+        artifacts::HOSTILE_SPECIAL_FILES,
+        "read",
+        "--input",
+        "\"/g/fifo\"",
+        "--dir",
+        &grant,
+        "--timeout",
+        "2s",
+        "--queue",
+        "nats",
+        "--nats",
+        &url,
+        "--output",
+        "jsonl",
+    ]);
+    assert_eq!(done.code, 1, "{}", done.stderr);
+    let [row] = done.rows.as_slice() else {
+        panic!("one row: {:?} {}", done.rows, done.stderr);
+    };
+    assert_eq!(error_kind(row), "permanent", "{row}");
+    assert!(
+        row["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not permitted"),
+        "{row}"
+    );
+}
