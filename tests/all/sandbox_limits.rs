@@ -34,8 +34,6 @@ struct Finished {
     code: i32,
     rows: Vec<Value>,
     stderr: String,
-    /// Peak resident memory of the process, in KiB.
-    max_rss_kib: i64,
 }
 
 impl Run {
@@ -96,29 +94,28 @@ impl Run {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
+    /// The peak resident memory of the process so far, in KiB (`VmHWM`: of this program
+    /// alone, unlike `ru_maxrss`, which also counts the test process it was spawned from).
+    fn peak_memory_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {status}"))
+    }
+
     /// Waits for the run to end; one still running after [`STUCK`] is killed (its whole
     /// process group) and fails the test.
-    fn finish(self) -> Finished {
-        let pid = self.child.id() as i32;
+    fn finish(mut self) -> Finished {
         let started = Instant::now();
-        let (code, max_rss_kib) = loop {
-            let mut status = 0;
-            // SAFETY: all-zero is a valid `rusage`.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: waits for our own child, writing into valid locals.
-            let waited = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-            assert!(waited >= 0, "wait4: {}", std::io::Error::last_os_error());
-            if waited == pid {
-                let code = if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    -1
-                };
-                break (code, usage.ru_maxrss);
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
             }
             if started.elapsed() > STUCK {
                 // SAFETY: killing our own child's process group.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
                 panic!("the run is stuck after {STUCK:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -133,7 +130,6 @@ impl Run {
             code,
             rows,
             stderr: self.stderr.join().unwrap(),
-            max_rss_kib,
         }
     }
 }
@@ -378,27 +374,36 @@ fn directory_listings_are_streamed_not_copied() {
     assert_eq!(listed.code, 0, "{}", listed.stderr);
     assert_eq!(listed.rows[0]["value"], entries);
     // Eighty listings held at once (within the descriptor budget): copies of the listing took
-    // 420 MB of host memory; streams hold a read buffer each (the whole run: about 26 MB).
-    let held = run(&[
+    // 430 MB of host memory; streams hold a read buffer each (the whole run: about 30 MB).
+    let handshake = tempfile::tempdir().unwrap();
+    let handshake_grant = format!("{}::/handshake", handshake.path().display());
+    let input = json!({"path": "/g", "count": 80, "handshake": "/handshake"}).to_string();
+    let held = Run::start(&[
         "run",
         artifacts::HOSTILE_FD_HOG,
         "listings",
         "--input",
-        r#"{"path": "/g", "count": 80}"#,
+        &input,
         "--dir-ro",
         &grant,
+        "--dir",
+        &handshake_grant,
         "--max-memory",
         "32MiB",
         "--output",
         "jsonl",
     ]);
+    let started = Instant::now();
+    while !handshake.path().join("holding").exists() {
+        assert!(started.elapsed() < STUCK, "the listings never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let peak = held.peak_memory_kib();
+    std::fs::write(handshake.path().join("release"), "").unwrap();
+    let held = held.finish();
     assert_eq!(held.code, 0, "{}", held.stderr);
     assert_eq!(held.rows[0]["value"], 80);
-    assert!(
-        held.max_rss_kib < 128 << 10,
-        "host memory: {} KiB",
-        held.max_rss_kib
-    );
+    assert!(peak < 128 << 10, "host memory: {peak} KiB");
 }
 
 /// A node runs attempts like the thread queue: a FIFO in a grant is refused there too, at

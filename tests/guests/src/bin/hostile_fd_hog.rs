@@ -16,6 +16,10 @@ struct Hog {
     /// How long to hold them before returning.
     #[serde(default)]
     hold_ms: u64,
+    /// A writable directory: once everything is open, the task creates `holding` there and
+    /// holds on until `release` appears (so that the host can be measured meanwhile).
+    #[serde(default)]
+    handshake: Option<String>,
 }
 
 /// Opens `path` `count` times and holds every handle; fails with the first error.
@@ -98,6 +102,14 @@ fn connections(hog: Hog) -> Result<u32, TaskError> {
 
 fn finish(hog: &Hog, held: usize, result: std::io::Result<()>) -> Result<u32, TaskError> {
     std::thread::sleep(Duration::from_millis(hog.hold_ms));
+    if let Some(dir) = &hog.handshake {
+        let dir = std::path::Path::new(dir);
+        std::fs::write(dir.join("holding"), "")
+            .map_err(|e| TaskError::permanent(format!("handshake: {e}")))?;
+        while !dir.join("release").exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     match result {
         Ok(()) => Ok(held as u32),
         Err(e) => Err(TaskError::failed(format!("held {held}, then: {e}"))),
