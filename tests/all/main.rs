@@ -18,5 +18,6 @@ mod nats;
 mod nats_fixture;
 mod process_faults;
 mod queue_races;
+mod sandbox_limits;
 mod scenarios;
 mod security;

@@ -60,6 +60,11 @@ pub(crate) struct LimitArgs {
     /// same plugin left in memory; a trap, timeout or cancel discards the instance.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub reuse: Option<u32>,
+    /// Files, directories, directory listings and HTTP connections the host may hold open
+    /// for one attempt at a time [default: 256]; beyond it the guest's call fails, and an
+    /// attempt that then fails is `resource_limit`.
+    #[arg(long, value_name = "N")]
+    pub max_open_files: Option<u32>,
 }
 
 impl LimitArgs {
@@ -76,6 +81,9 @@ impl LimitArgs {
         }
         if let Some(attempts) = self.reuse {
             limits = limits.reuse(attempts);
+        }
+        if let Some(descriptors) = self.max_open_files {
+            limits = limits.max_open_files(descriptors);
         }
         limits
     }

@@ -11,6 +11,7 @@ mod budget;
 mod cache;
 mod config;
 mod contract;
+mod descriptors;
 mod epoch;
 mod error;
 mod fs_guard;
@@ -219,6 +220,10 @@ impl HostBuilder {
     }
 
     /// Creates the engine, links the host interfaces and starts the epoch ticker.
+    ///
+    /// The first host of a process also raises the process's soft open-files limit
+    /// (`RLIMIT_NOFILE`) to its hard limit and gives guests three quarters of it, shared by
+    /// all their attempts (see [`Limits::max_open_files`]); the rest stays the host's.
     pub fn build(self) -> Result<Host, HostError> {
         let (engine, pooling) =
             config::build_engine(self.max_instances, self.pooling, self.address_space_cap)
@@ -228,13 +233,13 @@ impl HostBuilder {
         // completes; it is bounded by the attempt's deadline (see `http`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| interruptible::shadow_blocking_io(&mut linker))
-            .and_then(|()| fs_guard::guard_symlinks_sync(&mut linker))
+            .and_then(|()| fs_guard::guard_sync(&mut linker))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker))
             .and_then(|()| contract::add_host_to_linker(&mut linker))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker_async = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
-            .and_then(|()| fs_guard::guard_symlinks_async(&mut linker_async))
+            .and_then(|()| fs_guard::guard_async(&mut linker_async))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_async))
             .and_then(|()| contract::add_host_to_linker(&mut linker_async))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
@@ -245,6 +250,9 @@ impl HostBuilder {
         };
         let cache = CompileCache::open(root, &engine);
         let ticker = EpochTicker::start(&engine, self.tick)?;
+        // Raises the process's open-files limit and sizes the guests' share of it.
+        let descriptor_pool = descriptors::pool().total();
+        tracing::debug!(descriptor_pool, "descriptors guests may hold together");
         let total_memory = self.total_memory.unwrap_or_else(budget::default_total);
         Ok(Host {
             inner: Arc::new(HostInner {

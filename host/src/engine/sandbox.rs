@@ -14,6 +14,11 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use super::http::HttpGrant;
 use super::output::TailPipe;
 
+/// Filesystem calls run on the calling thread (wasmtime-wasi's `allow_blocking_current_thread`)
+/// rather than on a blocking pool: cheaper, and safe because a guest can open only regular
+/// files and directories (see `fs_guard`), whose calls return on their own.
+pub(crate) const BLOCKING_FS_INLINE: bool = true;
+
 /// A host directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirGrant {
@@ -217,7 +222,7 @@ impl Sandbox {
         stderr: &TailPipe,
     ) -> std::io::Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
-        builder.allow_blocking_current_thread(true);
+        builder.allow_blocking_current_thread(BLOCKING_FS_INLINE);
         if self.inherit_env {
             builder.inherit_env();
         }

@@ -11,6 +11,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::attempt::AttemptRequest;
 use super::contract::{Level, WitTaskError};
+use super::descriptors::Descriptors;
 use super::http::{HttpGrant, HttpPolicy};
 use super::limits::{Limits, MemoryLimiter};
 use super::output::TailPipe;
@@ -36,6 +37,8 @@ pub(crate) struct AttemptState {
     http_grants: Arc<[HttpGrant]>,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// What the host holds open for the guest: files, listings, HTTP connections.
+    descriptors: Descriptors,
     pub(crate) control: Arc<AttemptControl>,
     pub(crate) attempt: u32,
     task: Arc<str>,
@@ -65,6 +68,11 @@ impl AttemptState {
             Level::Warn => tracing::warn!(target: "osiiso::guest", plugin, task, "{message}"),
             Level::Error => tracing::error!(target: "osiiso::guest", plugin, task, "{message}"),
         }
+    }
+
+    /// The descriptor budget of this store.
+    pub(crate) fn descriptors(&self) -> &Descriptors {
+        &self.descriptors
     }
 
     pub(crate) fn progress(&mut self, done: u64, total: u64) {
@@ -124,13 +132,15 @@ impl AttemptStore {
             .map_err(|e| load_failure(e.to_string()))?;
         let http_grants = plugin.sandbox().http_grants().map_err(load_failure)?;
         let budget = plugin.host().memory_budget();
+        let descriptors = Descriptors::new(limits.max_open_files as usize);
         let state = AttemptState {
             wasi,
             http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy::new(http_grants.clone(), control.clone()),
+            http_policy: HttpPolicy::new(http_grants.clone(), control.clone(), descriptors.clone()),
             http_grants,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits, budget.clone(), control.clone()),
+            descriptors,
             control: control.clone(),
             attempt: 0,
             task: Arc::from(""),
@@ -171,8 +181,13 @@ impl AttemptStore {
     fn rearm(&mut self, control: &Arc<AttemptControl>) {
         let state = self.store.data_mut();
         state.control = control.clone();
-        state.http_policy = HttpPolicy::new(state.http_grants.clone(), control.clone());
+        state.http_policy = HttpPolicy::new(
+            state.http_grants.clone(),
+            control.clone(),
+            state.descriptors.clone(),
+        );
         state.limiter.begin_attempt(control.clone());
+        state.descriptors.begin_attempt();
         state.panic_message = None;
         // Fuel is always on in this engine, so setting it cannot fail.
         let _ = self.store.set_fuel(self.fuel_budget);
@@ -187,7 +202,10 @@ impl AttemptStore {
     /// instance in a state no later attempt should see.
     pub(crate) fn reusable_after(&self, result: &InvokeResult) -> bool {
         let state = self.store.data();
-        result.is_ok() && !state.limiter.touched() && !state.control.is_cancelled()
+        result.is_ok()
+            && !state.limiter.touched()
+            && state.descriptors.refused().is_none()
+            && !state.control.is_cancelled()
     }
 
     /// The report of an attempt that ended with `result`.
@@ -212,7 +230,9 @@ impl AttemptStore {
                     ),
                 )),
             },
-            Ok(Err(error)) => AttemptOutcome::Failed(guest_failure(error)),
+            Ok(Err(error)) => AttemptOutcome::Failed(
+                self.over_budget_or(guest_failure(error), request.display_name),
+            ),
             Err(error) => self.classify_abnormal(error, request),
         };
         AttemptReport::new(outcome)
@@ -264,6 +284,8 @@ impl AttemptStore {
                     crate::units::format_size(state.budget_total)
                 ),
             )
+        } else if let Some(refusal) = state.descriptors.refused() {
+            refusal.failure(name)
         } else if let Some(panic) = &state.panic_message {
             TaskFailure::new(FailureKind::Trap, format!("task '{name}' {panic}"))
         } else if limiter.os_refused {
@@ -285,6 +307,19 @@ impl AttemptStore {
             TaskFailure::new(FailureKind::Trap, format!("task '{name}' failed: {error}"))
         };
         AttemptOutcome::Failed(failure.with_detail(detail))
+    }
+}
+
+impl AttemptStore {
+    /// A failure the guest returned after the host refused it a descriptor is reported as
+    /// the limit it ran into, with the guest's own message as detail.
+    fn over_budget_or(&self, failure: TaskFailure, name: &str) -> TaskFailure {
+        match self.store.data().descriptors.refused() {
+            Some(refusal) => refusal
+                .failure(name)
+                .with_detail(format!("the task's own error: {failure}")),
+            None => failure,
+        }
     }
 }
 
