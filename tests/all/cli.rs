@@ -658,6 +658,24 @@ fn second_run_hits_the_compile_cache() {
 }
 
 #[test]
+fn retry_is_accepted_for_retries() {
+    let out = osiiso(&[
+        "run",
+        artifacts::ECHO,
+        "fail",
+        "--input",
+        r#""failed""#,
+        "--retry",
+        "2",
+        "--output",
+        "jsonl",
+        "-q",
+    ]);
+    out.assert_code(1);
+    assert_eq!(out.single()["attempts"], 3, "{out:#?}");
+}
+
+#[test]
 fn guest_logs_show_by_default_and_host_internals_only_with_v() {
     let greet = [
         "run",

@@ -154,6 +154,23 @@ fn hostile_ignores_cancel() {
 }
 
 #[test]
+fn hostile_no_tasks() {
+    // The library loads it, and says why no task can be picked.
+    let plugin = load(artifacts::HOSTILE_NO_TASKS);
+    assert!(plugin.tasks().is_empty());
+    let error = plugin.only_task().unwrap_err().to_string();
+    assert!(error.contains("has no tasks at all"), "{error}");
+    let error = plugin.task("anything").unwrap_err().to_string();
+    assert!(error.contains("has no tasks at all"), "{error}");
+    // `list` and `run` refuse it (exit 2) rather than print nothing or an empty choice.
+    crate::cli::osiiso(&["list", artifacts::HOSTILE_NO_TASKS])
+        .assert_usage_error(&["hostile_no_tasks", "has no tasks at all"]);
+    let run = crate::cli::osiiso(&["run", artifacts::HOSTILE_NO_TASKS]);
+    run.assert_usage_error(&["has no tasks at all"]);
+    assert!(!run.stderr.contains("name one of"), "{run:#?}");
+}
+
+#[test]
 fn scenario_flaky() {
     let plugin = load(artifacts::SCENARIO_FLAKY);
     let f = failure(run(&plugin, "flaky", json!({"succeed_on": 2})).outcome);

@@ -26,6 +26,12 @@ pub(crate) struct ListArgs {
 pub(crate) fn run(args: ListArgs) -> Result<(), Failure> {
     let host = args.cache.host(4)?;
     let plugin = args.limits.load(&host, &args.plugin)?;
+    if plugin.tasks().is_empty() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "plugin '{}' has no tasks at all (its task list is empty)",
+            args.plugin.display()
+        )));
+    }
     let mut out = BufWriter::new(io::stdout().lock());
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, plugin.tasks())

@@ -91,7 +91,7 @@ pub enum LoadError {
         message: String,
     },
     /// No task of that name.
-    #[error("plugin '{plugin}' has no task '{task}'; its tasks are: {}", known.join(", "))]
+    #[error("plugin '{plugin}' has no task '{task}'; {}", its_tasks(known))]
     UnknownTask {
         /// The plugin's name.
         plugin: String,
@@ -100,8 +100,8 @@ pub enum LoadError {
         /// The names it has.
         known: Vec<String>,
     },
-    /// No task named, and the plugin has several.
-    #[error("plugin '{plugin}' has {} tasks; name one of: {}", known.len(), known.join(", "))]
+    /// No task named, and the plugin has several (or none at all).
+    #[error("plugin '{plugin}' {}", name_one_of(known))]
     TaskNotNamed {
         /// The plugin's name.
         plugin: String,
@@ -120,4 +120,26 @@ pub enum HostError {
     /// The epoch ticker thread could not be started.
     #[error("cannot start the epoch ticker thread: {0}")]
     Ticker(#[from] std::io::Error),
+}
+
+/// The end of an unknown-task message: the names to choose from, or that there are none.
+fn its_tasks(known: &[String]) -> String {
+    if known.is_empty() {
+        "it has no tasks at all (its task list is empty)".into()
+    } else {
+        format!("its tasks are: {}", known.join(", "))
+    }
+}
+
+/// Why a task must be named: the plugin has several (listed), or none.
+fn name_one_of(known: &[String]) -> String {
+    if known.is_empty() {
+        "has no tasks at all (its task list is empty)".into()
+    } else {
+        format!(
+            "has {} tasks; name one of: {}",
+            known.len(),
+            known.join(", ")
+        )
+    }
 }

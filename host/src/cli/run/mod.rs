@@ -150,7 +150,7 @@ struct QueueArgs {
 #[derive(Args, Debug)]
 struct TaskArgs {
     /// Extra attempts after the first, for retryable failures.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", alias = "retry")]
     retries: Option<u32>,
     /// Pause before the first retry.
     #[arg(long, value_name = "DUR", value_parser = duration)]
