@@ -30,7 +30,8 @@ pub use osiiso_guest_macros::task;
 #[allow(missing_docs, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        // `wit` links to the repository's `wit/`, so a packaged crate carries the contract.
+        path: "wit",
         world: "plugin",
     });
 }
