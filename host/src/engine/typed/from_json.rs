@@ -708,7 +708,10 @@ mod tests {
             ])]
         );
         assert_eq!(ok("f32", json!(0.5)), vec![Val::Float32(0.5)]);
-        assert_eq!(err("f32", json!(1e300)), "x: 1e+300 is out of range for f32");
+        assert_eq!(
+            err("f32", json!(1e300)),
+            "x: 1e+300 is out of range for f32"
+        );
         assert_eq!(ok("char", json!("é")), vec![Val::Char('é')]);
         assert!(err("char", json!("ab")).contains("a string of one character"));
         let bytes = vec![Val::List(vec![Val::U8(1), Val::U8(2), Val::U8(255)])];
