@@ -221,3 +221,63 @@ fn compile_caches_an_adapted_program() {
     // Still one entry: the second load hit it.
     assert_eq!(crate::support::cache_entries(&cache), entries);
 }
+
+#[test]
+fn a_precompiled_core_module_is_refused_like_any_artifact() {
+    let module = std::fs::read(artifacts::WC_PROGRAM_P1).unwrap();
+    let native = wasmtime::Engine::default()
+        .precompile_module(&module)
+        .unwrap();
+    let error = host().load_bytes("program.wasm", &native).unwrap_err();
+    assert!(matches!(error, LoadError::Precompiled { .. }), "{error}");
+    // Even allowed, a module artifact is not a component and is rejected, never run.
+    let trusting = osiiso_host::Host::builder()
+        .cache(false)
+        .allow_precompiled(true)
+        .build()
+        .unwrap();
+    let error = trusting.load_bytes("program.wasm", &native).unwrap_err();
+    assert!(
+        error.to_string().contains("precompiled artifact rejected"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_tampered_cache_entry_of_an_adapted_program_is_rebuilt() {
+    use osiiso_host::CacheOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let host = osiiso_host::Host::builder()
+        .cache_dir(dir.path())
+        .build()
+        .unwrap();
+    let load = || host.load(artifacts::WC_PROGRAM_P1).unwrap();
+    assert_eq!(load().cache_outcome(), CacheOutcome::Miss);
+    assert_eq!(load().cache_outcome(), CacheOutcome::Hit);
+    let [entry] = crate::support::cache_entries(dir.path())
+        .try_into()
+        .unwrap();
+    // An entry planted without the cache's key (here: another plugin's, copied over).
+    let other = osiiso_host::Host::builder()
+        .cache_dir(dir.path())
+        .build()
+        .unwrap();
+    other.load(artifacts::ECHO).unwrap();
+    let echo = crate::support::cache_entries(dir.path())
+        .into_iter()
+        .find(|e| *e != entry)
+        .unwrap();
+    std::fs::copy(&echo, &entry).unwrap();
+    let plugin = load();
+    assert_eq!(plugin.cache_outcome(), CacheOutcome::Rebuilt);
+    assert_eq!(
+        plugin.tasks()[0].name,
+        "run",
+        "the program's own code, not echo's"
+    );
+    let report = run(&plugin, "run", json!(["x"]));
+    assert_eq!(
+        report.outcome,
+        AttemptOutcome::Succeeded(out("args: x\n0 0 0\n"))
+    );
+}

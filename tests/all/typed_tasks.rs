@@ -418,3 +418,84 @@ fn the_cli_refuses_a_task_that_cannot_run() {
     osiiso(&["run", artifacts::TYPED_CALC, "--input", "1"])
         .assert_usage_error(&["name one of", "add"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// a hostile typed component (tests/typed-guests)
+
+#[test]
+fn a_value_too_large_to_send_fails_as_serialization() {
+    let plugin = load(artifacts::HOSTILE_TYPED);
+    // 12 MiB of NUL characters are 72 MiB of JSON: over the 64 MiB bound on a value.
+    let failed = failure(&plugin, "big-string", json!(12));
+    assert_eq!(failed.kind, FailureKind::Serialization, "{failed}");
+    assert!(
+        failed.message.contains("64 MiB limit for values"),
+        "{failed}"
+    );
+    assert!(!failed.kind.is_retryable());
+    // Under the bound it goes through.
+    assert_eq!(
+        value(&plugin, "big-string", json!(0)),
+        json!(""),
+        "an empty string is a value"
+    );
+    let bytes = value(&plugin, "big-bytes", json!(100_000));
+    assert_eq!(bytes.as_array().map(Vec::len), Some(100_000));
+}
+
+#[test]
+fn the_host_builds_bounded_values_from_a_guest_list() {
+    let plugin = load(artifacts::HOSTILE_TYPED);
+    // 50 M bytes would be 50 M host values: wasmtime's bound on what one call copies out of
+    // a guest (128 MiB of host data) stops it; the task fails and the host goes on.
+    let report = run(&plugin, "big-bytes", json!(50_000_000));
+    let AttemptOutcome::Failed(failed) = &report.outcome else {
+        panic!("{report:?}");
+    };
+    assert!(failed.message.contains("too much data"), "{failed}");
+    assert_eq!(
+        value(&plugin, "big-bytes", json!(3)),
+        json!([255, 255, 255])
+    );
+}
+
+#[test]
+fn a_long_err_is_cut_in_the_message() {
+    let plugin = load(artifacts::HOSTILE_TYPED);
+    let failed = failure(&plugin, "big-err", json!(64));
+    assert_eq!(failed.kind, FailureKind::Failed);
+    assert!(
+        failed.message.len() < 9 * 1024,
+        "{} bytes",
+        failed.message.len()
+    );
+    assert!(
+        failed.message.contains("too large"),
+        "{}",
+        &failed.message[..200]
+    );
+}
+
+#[test]
+fn guest_text_in_typed_values_and_errors_never_reaches_the_terminal_raw() {
+    for input in ["false", "true"] {
+        let out = osiiso(&[
+            "run",
+            artifacts::HOSTILE_TYPED,
+            "terminal",
+            "--input",
+            input,
+            "--output",
+            "table",
+        ]);
+        for stream in [&out.stdout, &out.stderr] {
+            assert!(!stream.contains('\x1b'), "raw escape: {out:#?}");
+            assert!(!stream.contains('\u{202e}'), "raw bidi override: {out:#?}");
+        }
+        // Shown, visibly escaped (JSON's `\u001b` in a value, `\e` in an error message).
+        assert!(
+            out.stdout.contains("[31mred") || out.stderr.contains("[31mred"),
+            "{out:#?}"
+        );
+    }
+}

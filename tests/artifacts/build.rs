@@ -19,6 +19,8 @@ const PLUGINS: &[(&str, &str)] = &[
     ("mix", "mix"),
     ("typed-calc", "typed_calc"),
     ("wc-program", "wc-program"),
+    // A hostile typed component (tests/typed-guests).
+    ("hostile-typed", "hostile_typed"),
 ];
 /// Crates also built for `wasm32-wasip1` (core modules), exposed as `<NAME>_P1`.
 const WASIP1_PROGRAMS: &[(&str, &str)] = &[("wc-program", "wc-program")];
@@ -41,7 +43,13 @@ fn main() {
         .map(|t| t.join("wasm-guests"))
         .unwrap_or_else(|| out_dir.join("wasm-guests"));
 
-    for dir in ["wit", "guest-sdk", "plugins", "tests/guests"] {
+    for dir in [
+        "wit",
+        "guest-sdk",
+        "plugins",
+        "tests/guests",
+        "tests/typed-guests",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
 

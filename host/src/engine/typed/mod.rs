@@ -360,6 +360,66 @@ mod tests {
         assert_eq!(found[1].info.signature.as_deref(), Some("func(n: u32)"));
     }
 
+    /// What keeps discovery cheap on a hostile component: the component model bounds the
+    /// types of all its exports together (a million nodes; wasmtime refuses a component over
+    /// it), and each function's scan and schema have their own bounds here.
+    #[test]
+    fn many_functions_of_a_huge_type_are_refused_before_discovery() {
+        // t(k+1) = tuple<tk, tk>: t14 has 2^15 leaves; 300 functions of it are ~20M nodes.
+        let mut types = String::from("(type $t0 (tuple u8 u8))\n");
+        for k in 1..=14 {
+            types += &format!("(type $t{k} (tuple $t{0} $t{0}))\n", k - 1);
+        }
+        // `n` functions taking a `t{depth}`.
+        let funcs = |n: usize, depth: usize| {
+            (0..n)
+                .map(|i| {
+                    format!(
+                        "(func (export \"f{i}\") (param \"x\" $t{depth}) (canon lift \
+                         (core func $i \"f\") (memory $mem) (realloc (core func $i \"realloc\"))))\n"
+                    )
+                })
+                .collect::<String>()
+        };
+        let component = |n: usize, depth: usize| {
+            format!(
+                r#"(component
+                    (core module $m
+                        (memory (export "memory") 1)
+                        (func (export "f") (param i32))
+                        (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 0))
+                    (core instance $i (instantiate $m))
+                    (alias core export $i "memory" (core memory $mem))
+                    {types}
+                    {}
+                )"#,
+                funcs(n, depth)
+            )
+        };
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).unwrap();
+        let error =
+            Component::new(&engine, wat::parse_str(component(300, 14)).unwrap()).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("effective type size"),
+            "{error:#}"
+        );
+        // Under the bound, a function is described within its own limits.
+        let found = discover_wat(&component(1, 13));
+        assert!(found[0].info.not_runnable.is_none());
+        let signature = found[0].info.signature.as_ref().unwrap();
+        assert!(
+            signature.len() <= 2051 && signature.ends_with('…'),
+            "{signature}"
+        );
+        let schema = found[0].info.input_schema.as_ref().unwrap();
+        assert_eq!(
+            schema["description"],
+            "the input type is too large to describe"
+        );
+    }
+
     #[test]
     fn a_function_with_a_resource_is_listed_as_not_runnable() {
         let found = discover_wat(
