@@ -152,3 +152,27 @@ fn unsatisfiable_import_is_named() {
     let message = error.to_string();
     assert!(message.contains("acme:db/query@1.0.0"), "{message}");
 }
+
+#[test]
+fn a_component_whose_functions_cannot_run_says_so() {
+    let component = wat::parse_str(
+        r#"(component
+            (type $r (resource (rep i32)))
+            (core module $m (func (export "f") (param i32) (result i32) local.get 0))
+            (core instance $i (instantiate $m))
+            (func $make (param "n" u32) (result (own $r)) (canon lift (core func $i "f")))
+            (instance $counters (export "counter" (type $r)) (export "make" (func $make)))
+            (export "acme:x/counters@1.0.0" (instance $counters))
+        )"#,
+    )
+    .unwrap();
+    let plugin = host().load_bytes("counters.wasm", &component).unwrap();
+    assert_eq!(plugin.tasks().len(), 1, "listed");
+    let error = plugin.only_task().unwrap_err();
+    assert!(
+        error.to_string().contains("has no task that can run"),
+        "{error}"
+    );
+    let error = plugin.task("make").unwrap_err();
+    assert!(matches!(error, LoadError::NotRunnable { .. }), "{error}");
+}

@@ -114,12 +114,19 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
-    /// No task named, and the plugin has several.
-    #[error("plugin '{plugin}' has {} tasks; name one of: {}", known.len(), known.join(", "))]
+    /// No task named, and the plugin has several that can run (or none).
+    #[error(
+        "{}",
+        if known.is_empty() {
+            format!("plugin '{plugin}' has no task that can run (see `osiiso-host list`)")
+        } else {
+            format!("plugin '{plugin}' has {} tasks; name one of: {}", known.len(), known.join(", "))
+        }
+    )]
     TaskNotNamed {
         /// The plugin's name.
         plugin: String,
-        /// The names it has.
+        /// The names of the tasks that can run.
         known: Vec<String>,
     },
 }
