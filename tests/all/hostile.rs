@@ -159,14 +159,14 @@ fn hostile_no_tasks() {
     let plugin = load(artifacts::HOSTILE_NO_TASKS);
     assert!(plugin.tasks().is_empty());
     let error = plugin.only_task().unwrap_err().to_string();
-    assert!(error.contains("has no tasks at all"), "{error}");
+    assert!(error.contains("has no task that can run"), "{error}");
     let error = plugin.task("anything").unwrap_err().to_string();
-    assert!(error.contains("has no tasks at all"), "{error}");
+    assert!(error.contains("has no task that can run"), "{error}");
     // `list` and `run` refuse it (exit 2) rather than print nothing or an empty choice.
     crate::cli::osiiso(&["list", artifacts::HOSTILE_NO_TASKS])
         .assert_usage_error(&["hostile_no_tasks", "has no tasks at all"]);
     let run = crate::cli::osiiso(&["run", artifacts::HOSTILE_NO_TASKS]);
-    run.assert_usage_error(&["has no tasks at all"]);
+    run.assert_usage_error(&["has no task that can run"]);
     assert!(!run.stderr.contains("name one of"), "{run:#?}");
 }
 

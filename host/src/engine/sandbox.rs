@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::http::HttpGrant;
 use super::output::TailPipe;
@@ -215,12 +215,13 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Builds the WASI context of one attempt.
-    pub(crate) fn wasi_ctx(
+    /// The builder of an attempt's WASI context (the store adds a program's arguments, stdin
+    /// and environment to it).
+    pub(crate) fn wasi_builder(
         &self,
         stdout: &TailPipe,
         stderr: &TailPipe,
-    ) -> std::io::Result<WasiCtx> {
+    ) -> std::io::Result<WasiCtxBuilder> {
         let mut builder = WasiCtxBuilder::new();
         builder.allow_blocking_current_thread(BLOCKING_FS_INLINE);
         if self.inherit_env {
@@ -257,6 +258,6 @@ impl Sandbox {
                     ))
                 })?;
         }
-        Ok(builder.build())
+        Ok(builder)
     }
 }

@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::attempt::AttemptRequest;
+use super::command::ProgramInput;
 use super::contract::{Level, WitTaskError};
 use super::descriptors::Descriptors;
 use super::http::{HttpGrant, HttpPolicy};
@@ -17,7 +18,7 @@ use super::limits::{Limits, MemoryLimiter};
 use super::output::TailPipe;
 use super::plugin::Plugin;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason};
-use crate::failure::{FailureKind, TaskFailure};
+use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
 use crate::text;
 
 /// Prefix of the log line the Rust SDK's panic hook sends before the guest traps.
@@ -111,12 +112,14 @@ pub(crate) struct AttemptStore {
 }
 
 impl AttemptStore {
-    /// A new store, armed for an attempt under `control` (see [`arm`](Self::arm)).
+    /// A new store, armed for an attempt under `control` (see [`arm`](Self::arm)); a WASI
+    /// program's store also gets the program's arguments, stdin and environment.
     pub(crate) fn new(
         plugin: &Plugin,
         limits: &Limits,
         control: &Arc<AttemptControl>,
         asynchronous: bool,
+        program: Option<&ProgramInput>,
     ) -> Result<Self, TaskFailure> {
         let load_failure = |e: String| {
             TaskFailure::new(
@@ -126,10 +129,14 @@ impl AttemptStore {
         };
         let stdout = TailPipe::new(limits.capture_bytes);
         let stderr = TailPipe::new(limits.capture_bytes);
-        let wasi = plugin
+        let mut wasi = plugin
             .sandbox()
-            .wasi_ctx(&stdout, &stderr)
+            .wasi_builder(&stdout, &stderr)
             .map_err(|e| load_failure(e.to_string()))?;
+        if let Some(program) = program {
+            program.configure(&mut wasi, plugin.name());
+        }
+        let wasi = wasi.build();
         let http_grants = plugin.sandbox().http_grants().map_err(load_failure)?;
         let budget = plugin.host().memory_budget();
         let descriptors = Descriptors::new(limits.max_open_files as usize);
@@ -196,6 +203,17 @@ impl AttemptStore {
         self.pipes.1.reset();
     }
 
+    /// What the guest wrote to stdout and stderr in this attempt (the captured tails).
+    pub(crate) fn captured_output(&self) -> (Option<CapturedOutput>, Option<CapturedOutput>) {
+        (self.pipes.0.captured(), self.pipes.1.captured())
+    }
+
+    /// Forgets the captured output (a program's value has taken it).
+    pub(crate) fn clear_output(&mut self) {
+        self.pipes.0.reset();
+        self.pipes.1.reset();
+    }
+
     /// Whether the instance in this store may serve another attempt after one that ended
     /// with `result`: only if the guest returned on its own (a value or a task error) and no
     /// limit was touched. A trap, an interruption, fuel or memory exhaustion all leave the
@@ -249,6 +267,10 @@ impl AttemptStore {
     ) -> AttemptOutcome {
         let name = request.display_name;
         let control = &request.control;
+        // A failure the host decided on the guest's output (a typed value too large to send).
+        if let Some(failure) = error.downcast_ref::<TaskFailure>() {
+            return AttemptOutcome::Failed(failure.clone());
+        }
         // An interruption by the host (the epoch callback, a blocking call that watched the
         // control) or a stop that raced the guest's own error: one rule decides.
         if error.downcast_ref::<StopReason>().is_some() || control.should_stop() {
