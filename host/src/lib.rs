@@ -32,6 +32,8 @@ pub mod backend;
 mod engine;
 mod failure;
 mod helpers;
+pub mod metrics;
+mod progress;
 pub mod queue;
 pub mod text;
 pub mod units;
@@ -53,3 +55,4 @@ pub use engine::{
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
 pub use helpers::{HelperOptions, RunConfig, amap, pmap, run, tmap};
+pub use progress::{PROGRESS_INTERVAL, Progress};

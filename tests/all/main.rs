@@ -18,6 +18,7 @@ mod long_runs;
 mod nats;
 #[cfg(feature = "nats")]
 mod nats_fixture;
+mod observe;
 mod process_faults;
 mod programs;
 mod queue_races;

@@ -25,7 +25,7 @@ pub(crate) enum OutputFormat {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ProgressMode {
-    /// On a terminal, when there is more than one task.
+    /// On a terminal (for one task, its guest's own progress).
     Auto,
     Always,
     Never,
@@ -183,9 +183,7 @@ impl Reporter {
         let show = match progress {
             ProgressMode::Always => true,
             ProgressMode::Never => false,
-            ProgressMode::Auto => {
-                !quiet && total.is_none_or(|n| n > 1) && io::stderr().is_terminal()
-            }
+            ProgressMode::Auto => !quiet && io::stderr().is_terminal(),
         };
         let bar = show.then(|| {
             let bar = match total {
@@ -225,6 +223,11 @@ impl Reporter {
         {
             stop();
         }
+    }
+
+    /// The progress bar, when one is shown.
+    pub(crate) fn bar(&self) -> Option<&ProgressBar> {
+        self.bar.as_ref()
     }
 
     /// Whether results are written at the end (a JSON array, a table) rather than as they come.

@@ -84,7 +84,6 @@ impl MemoryBudget {
     }
 
     /// Bytes held by live instances now.
-    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.usage.lock().used
     }

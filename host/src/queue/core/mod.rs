@@ -6,7 +6,8 @@
 //! - `timers`: scheduled tasks falling due;
 //! - `workers`: how many workers, what they take;
 //! - `recording`: results, aborts, cancelling one task;
-//! - `lifecycle`, `lifecycle_async`: start, run, join, shutdowns, cancel, reset.
+//! - `lifecycle`, `lifecycle_async`: start, run, join, shutdowns, cancel, reset;
+//! - `watch`: what the metrics see of the queue, guest progress to the hook.
 
 mod admission;
 mod lifecycle;
@@ -14,6 +15,7 @@ mod lifecycle_async;
 mod recording;
 mod state;
 mod timers;
+mod watch;
 mod workers;
 
 use std::sync::{Arc, Weak};
