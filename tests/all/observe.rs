@@ -425,3 +425,130 @@ fn run_http_serves_the_live_run() {
     assert!(!status.success());
     assert!(TcpStream::connect(addr).is_err());
 }
+
+/// Runs headless chromium with the flags of a clean, offline profile and `extra`.
+fn chromium(profile: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new("timeout")
+        .arg("120")
+        .arg("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The status page in a real browser during a run: running tasks with progress, failures and
+/// the plot in the DOM, and a screenshot that is not an empty page. With
+/// `OSIISO_SCREENSHOT_OUT=path.png` the screenshot is kept there (docs/status-page.png is made
+/// this way).
+#[test]
+fn the_status_page_in_headless_chromium() {
+    if !have("chromium", "the_status_page_in_headless_chromium") {
+        return;
+    }
+    let metrics = Metrics::new();
+    metrics.watch_host(&crate::support::host());
+    let queue = ThreadQueue::builder()
+        .workers(Workers::Fixed(3))
+        .metrics(&metrics)
+        .build()
+        .unwrap();
+    let plugin = load(artifacts::SCENARIO_FLAKY);
+    let (steps, noop, permanent) = (
+        plugin.task("steps").unwrap(),
+        plugin.task("noop").unwrap(),
+        plugin.task("permanent").unwrap(),
+    );
+    for i in 0..200 {
+        queue
+            .submit(noop.with_input(json!(i)), TaskOptions::new())
+            .unwrap();
+    }
+    for i in 0..3 {
+        queue
+            .submit(
+                permanent.with_input(json!(null)),
+                TaskOptions::new().name(format!("import-{i} <script>alert(1)</script>")),
+            )
+            .unwrap();
+    }
+    let long: Vec<_> = [("resize-images", 9000), ("train-model", 12000)]
+        .into_iter()
+        .map(|(name, steps_n)| {
+            queue
+                .submit(
+                    steps.with_input(json!({"steps": steps_n, "ms": 2})),
+                    TaskOptions::new().name(name),
+                )
+                .unwrap()
+        })
+        .collect();
+    queue.start().unwrap();
+    let server = StatusServer::bind("127.0.0.1:0".parse().unwrap(), &metrics).unwrap();
+    while long
+        .iter()
+        .any(|h| h.progress().is_none_or(|p| p.done < 50))
+        || metrics.status(0).counts.failed < 3
+    {
+        assert!(long.iter().all(|h| !h.is_done()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://{}/", server.local_addr());
+    let scratch = tempfile::tempdir().unwrap();
+    let dom = chromium(&scratch.path().join("dom"), &["--dump-dom", &url]);
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(
+        dom.contains("train-model") && dom.contains("resize-images"),
+        "{dom}"
+    );
+    assert!(dom.contains("<meter"), "{dom}");
+    assert!(
+        dom.contains("permanent") && dom.contains("no retry can fix this"),
+        "{dom}"
+    );
+    assert!(dom.contains("<polygon"), "{dom}");
+    // The hostile name is text, not an element.
+    assert!(!dom.contains("<script>alert"), "{dom}");
+
+    let png = scratch.path().join("page.png");
+    let shot = chromium(
+        &scratch.path().join("shot"),
+        &[
+            "--hide-scrollbars",
+            "--window-size=1000,760",
+            &format!("--screenshot={}", png.display()),
+            &url,
+        ],
+    );
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&shot.stderr)
+        )
+    });
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    // A blank page of this size compresses to a few KiB; the page with its tables and plot
+    // does not.
+    assert!(
+        bytes.len() > 20_000,
+        "{} bytes: an empty page?",
+        bytes.len()
+    );
+    if let Ok(out) = std::env::var("OSIISO_SCREENSHOT_OUT") {
+        std::fs::write(out, &bytes).unwrap();
+    }
+    for handle in &long {
+        handle.cancel();
+    }
+    queue.run().unwrap();
+}

@@ -419,56 +419,54 @@ impl Collector for Metrics {
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let e = &mut encoder;
 
-        {
-            counter(
-                e,
-                "osiiso_tasks_submitted",
-                "Tasks admitted to a queue.",
-                load(&shared.submitted),
-            )?;
-            gauge(
-                e,
-                "osiiso_tasks_queued",
-                "Tasks outstanding and not in their attempt loop (ready, or scheduled for later).",
-                gauges.queued as f64,
-            )?;
-            let finished: Vec<([(&str, &str); 2], u64)> = (0..Outcome::COUNT)
-                .map(|i| {
-                    let labels = match i {
-                        0 | 1 => [("status", Outcome::label(i)), ("", "")],
-                        _ => [("status", "failed"), ("kind", Outcome::label(i))],
-                    };
-                    (labels, load(&shared.finished[i]))
-                })
-                .collect();
-            labelled_counters(
-                e,
-                "osiiso_tasks_finished",
-                "Tasks finished, by status, and by failure kind for failed ones.",
-                finished.iter().map(|(labels, value)| {
-                    let used = if labels[1].0.is_empty() { 1 } else { 2 };
-                    (&labels[..used], *value)
-                }),
-            )?;
-            counter(
-                e,
-                "osiiso_task_retries",
-                "Failed attempts that were retried.",
-                load(&shared.retries),
-            )?;
-            gauge(
-                e,
-                "osiiso_throughput_per_second",
-                "Tasks finished per second over the last minute.",
-                shared.throughput.rate(self.finished_count()),
-            )?;
-            gauge(
-                e,
-                "osiiso_run_duration_seconds",
-                "Duration of the current run, or of the last one once it ended.",
-                self.run_duration(),
-            )?;
-        }
+        counter(
+            e,
+            "osiiso_tasks_submitted",
+            "Tasks admitted to a queue.",
+            load(&shared.submitted),
+        )?;
+        gauge(
+            e,
+            "osiiso_tasks_queued",
+            "Tasks outstanding and not in their attempt loop (ready, or scheduled for later).",
+            gauges.queued as f64,
+        )?;
+        let finished: Vec<([(&str, &str); 2], u64)> = (0..Outcome::COUNT)
+            .map(|i| {
+                let labels = match i {
+                    0 | 1 => [("status", Outcome::label(i)), ("", "")],
+                    _ => [("status", "failed"), ("kind", Outcome::label(i))],
+                };
+                (labels, load(&shared.finished[i]))
+            })
+            .collect();
+        labelled_counters(
+            e,
+            "osiiso_tasks_finished",
+            "Tasks finished, by status, and by failure kind for failed ones.",
+            finished.iter().map(|(labels, value)| {
+                let used = if labels[1].0.is_empty() { 1 } else { 2 };
+                (&labels[..used], *value)
+            }),
+        )?;
+        counter(
+            e,
+            "osiiso_task_retries",
+            "Failed attempts that were retried.",
+            load(&shared.retries),
+        )?;
+        gauge(
+            e,
+            "osiiso_throughput_per_second",
+            "Tasks finished per second over the last minute.",
+            shared.throughput.rate(self.finished_count()),
+        )?;
+        gauge(
+            e,
+            "osiiso_run_duration_seconds",
+            "Duration of the current run, or of the last one once it ended.",
+            self.run_duration(),
+        )?;
 
         gauge(
             e,
