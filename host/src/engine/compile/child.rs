@@ -193,8 +193,12 @@ impl CompileProcess {
             .stderr(Stdio::piped())
             // Signals from the terminal go to the host, which decides.
             .process_group(0);
+        let threads = compile_threads(limits.memory);
+        // wasmtime compiles functions in parallel on rayon's pool; every thread's stack counts
+        // against the data limit, so a small limit gets fewer threads.
+        command.env("RAYON_NUM_THREADS", threads.to_string());
         let data = limits.memory;
-        let cpu = cpu_seconds(limits.timeout);
+        let cpu = cpu_seconds(limits.timeout, threads);
         // SAFETY: between fork and exec the closure only makes system calls (getpid,
         // getppid, prctl, getrlimit, setrlimit), which are async-signal-safe.
         let parent = unsafe { libc::getpid() };
@@ -235,8 +239,11 @@ impl CompileProcess {
         }
     }
 
+    /// Kills the process and anything it started (its process group), and reaps it.
     fn kill(&mut self) {
         if !self.1 {
+            // SAFETY: signalling the group of a child this host has not reaped yet.
+            unsafe { libc::kill(-(self.0.id() as libc::pid_t), libc::SIGKILL) };
             let _ = self.0.kill();
             let _ = self.0.wait();
             self.1 = true;
@@ -280,15 +287,25 @@ fn cap(resource: Resource, soft: u64, hard: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// CPU seconds the compile process may use: the timeout on every core it could use at once,
-/// plus one. The wall-clock deadline stops it first; this stops it even if the host that
-/// watches it is frozen.
-fn cpu_seconds(timeout: Duration) -> u64 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+/// Memory per compile thread: a thread's stack and its share of the work.
+const MEMORY_PER_THREAD: u64 = 64 << 20;
+
+/// Threads a compile process uses: one per core, and one per [`MEMORY_PER_THREAD`] of its
+/// memory limit at most.
+fn compile_threads(memory: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let affordable = usize::try_from(memory / MEMORY_PER_THREAD).unwrap_or(usize::MAX);
+    cores.min(affordable).max(1)
+}
+
+/// CPU seconds the compile process may use: the timeout on every thread it runs, plus one.
+/// The wall-clock deadline stops it first; this stops it even if the host that watches it is
+/// frozen.
+fn cpu_seconds(timeout: Duration, threads: usize) -> u64 {
     timeout
         .as_secs()
         .saturating_add(1)
-        .saturating_mul(cores)
+        .saturating_mul(threads as u64)
         .saturating_add(1)
 }
 
