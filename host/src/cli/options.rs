@@ -34,7 +34,7 @@ pub(crate) struct CacheArgs {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct CompileLimitArgs {
     /// How long compiling a plugin may take before the load fails [default: 2m].
-    #[arg(long, value_name = "DUR", value_parser = duration)]
+    #[arg(long, value_name = "DUR", value_parser = compile_timeout)]
     pub compile_timeout: Option<std::time::Duration>,
     /// The memory compiling a plugin may use before the load fails, at least 64MiB
     /// [default: 2GiB].
@@ -52,6 +52,14 @@ impl CompileLimitArgs {
             builder = builder.compile_memory(bytes as u64);
         }
         builder
+    }
+}
+
+/// A `--compile-timeout` value: a duration above zero.
+fn compile_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match duration(text)? {
+        std::time::Duration::ZERO => Err("must be more than 0".into()),
+        timeout => Ok(timeout),
     }
 }
 

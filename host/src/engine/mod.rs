@@ -234,8 +234,8 @@ impl HostBuilder {
     }
 
     /// How long compiling one plugin may take (default 2 minutes), in a compile process: a
-    /// load that takes longer fails with [`LoadError::CompileTimeout`]. A cache hit does not
-    /// compile.
+    /// load that takes longer fails with [`LoadError::CompileTimeout`] (with a zero timeout,
+    /// every compilation does). A cache hit does not compile.
     pub fn compile_timeout(mut self, timeout: Duration) -> Self {
         self.compile_timeout = timeout;
         self

@@ -199,6 +199,7 @@ fn compile_limits_below_what_a_compile_process_needs_are_refused() {
         ["--compile-memory", "1MiB"],
         ["--compile-memory", "lots"],
         ["--compile-timeout", "soon"],
+        ["--compile-timeout", "0s"],
     ] {
         let mut all = vec!["list", artifacts::ECHO];
         all.extend(args);

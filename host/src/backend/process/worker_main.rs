@@ -84,7 +84,7 @@ impl WorkerOptions {
         }
         if let Some(timeout) = self.compile_timeout {
             args.push("--compile-timeout-ms".into());
-            args.push(timeout.as_millis().to_string());
+            args.push(timeout.as_millis().min(u64::MAX.into()).to_string());
         }
         if let Some(memory) = self.compile_memory {
             args.push("--compile-memory".into());
@@ -460,4 +460,31 @@ fn run_one(
         },
     };
     spec.run(plugin, spec.sandbox.clone(), control, warm, "worker")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_options_round_trip_with_the_compile_limits() {
+        let options = WorkerOptions {
+            cache_dir: Some("/tmp/cache".into()),
+            memory_limit: Some(512 << 20),
+            total_memory: Some(1 << 30),
+            compile_timeout: Some(Duration::from_millis(2500)),
+            compile_memory: Some(64 << 20),
+            ..WorkerOptions::default()
+        };
+        let parsed = WorkerOptions::from_args(&options.to_args()).unwrap();
+        assert_eq!(parsed.compile_timeout, options.compile_timeout);
+        assert_eq!(parsed.compile_memory, options.compile_memory);
+        assert_eq!(parsed.memory_limit, options.memory_limit);
+        // A timeout too long for milliseconds still starts the worker.
+        let forever = WorkerOptions {
+            compile_timeout: Some(Duration::MAX),
+            ..WorkerOptions::default()
+        };
+        assert!(WorkerOptions::from_args(&forever.to_args()).is_ok());
+    }
 }

@@ -27,7 +27,10 @@ pub(super) fn compile(
     max_artifact: u64,
 ) -> Result<Vec<u8>, CompileError> {
     let started = Instant::now();
-    let deadline = started + limits.timeout;
+    // A timeout too long to add is as good as none.
+    let deadline = started
+        .checked_add(limits.timeout)
+        .unwrap_or_else(|| started + Duration::from_secs(1 << 32));
     let mut child = CompileProcess::spawn(program, args, limits)?;
     let stdin = child.0.stdin.take().expect("piped");
     let mut stdout = child.0.stdout.take().expect("piped");
