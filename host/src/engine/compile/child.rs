@@ -202,9 +202,9 @@ impl CompileProcess {
         command.env("RAYON_NUM_THREADS", threads.to_string());
         let data = limits.memory;
         let cpu = cpu_seconds(limits.timeout, threads);
-        // SAFETY: between fork and exec the closure only makes system calls (getpid,
-        // getppid, prctl, getrlimit, setrlimit), which are async-signal-safe.
-        let parent = unsafe { libc::getpid() };
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the closure only makes system calls (getppid, prctl,
+        // getrlimit, setrlimit, _exit), which are async-signal-safe.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -214,6 +214,12 @@ impl CompileProcess {
                     // The host died before the death signal was armed.
                     libc::_exit(1);
                 }
+                // Nothing it runs gains privileges; an abort under the limits writes no
+                // core file of up to the whole limit.
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                cap(libc::RLIMIT_CORE, 0, 0)?;
                 cap(libc::RLIMIT_DATA, data, data)?;
                 cap(libc::RLIMIT_CPU, cpu, cpu.saturating_add(1))
             })
