@@ -1,4 +1,4 @@
-//! Argument parsing, logging set-up and exit codes (DESIGN.md §7): 0 when every task
+//! Argument parsing, logging set-up and exit codes (README.md, "CLI reference"): 0 when every task
 //! succeeded, 1 when any failed, was cancelled or the run timed out, 2 for usage errors and
 //! plugins that cannot be loaded (and a NATS server that cannot be reached).
 

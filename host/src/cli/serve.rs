@@ -1,5 +1,5 @@
-//! `osiiso-host serve --nats URL ...`: a node that runs attempts of NATS queues (DESIGN.md
-//! §7, docs/distributed.md). The first SIGTERM or SIGINT drains it (running attempts finish
+//! `osiiso-host serve --nats URL ...`: a node that runs attempts of NATS queues (README.md,
+//! "Running on many machines"; docs/distributed.md). The first SIGTERM or SIGINT drains it (running attempts finish
 //! and report, no new ones are taken); a second one exits at once.
 
 use std::path::PathBuf;
