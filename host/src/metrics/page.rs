@@ -71,7 +71,7 @@ fn counts(html: &mut String, status: &Status) {
         cell(
             "memory in use",
             format!("{} / {}", megabytes(used), megabytes(total)),
-            "",
+            "wide",
         );
     }
     html.push_str("</section>\n");
@@ -122,7 +122,7 @@ fn running(html: &mut String, status: &Status) {
         return;
     }
     html.push_str(
-        "<table><thead><tr><th>task</th><th>plugin/task</th><th>attempt</th><th>elapsed</th>\
+        "<div class=\"scroll\"><table><thead><tr><th>task</th><th>plugin/task</th><th>attempt</th><th>elapsed</th>\
          <th>progress</th></tr></thead><tbody>",
     );
     for attempt in &status.running {
@@ -145,7 +145,7 @@ fn running(html: &mut String, status: &Status) {
             short_duration(attempt.elapsed),
         );
     }
-    html.push_str("</tbody></table></section>\n");
+    html.push_str("</tbody></table></div></section>\n");
 }
 
 fn failures(html: &mut String, status: &Status) {
@@ -155,7 +155,7 @@ fn failures(html: &mut String, status: &Status) {
         return;
     }
     html.push_str(
-        "<table><thead><tr><th>when</th><th>task</th><th>kind</th><th>message</th></tr></thead>\
+        "<div class=\"scroll\"><table><thead><tr><th>when</th><th>task</th><th>kind</th><th>message</th></tr></thead>\
          <tbody>",
     );
     let now = SystemTime::now();
@@ -171,7 +171,7 @@ fn failures(html: &mut String, status: &Status) {
             escape(&failure.message),
         );
     }
-    html.push_str("</tbody></table></section>\n");
+    html.push_str("</tbody></table></div></section>\n");
 }
 
 /// HTML-escapes text for an element or a quoted attribute.
@@ -202,8 +202,14 @@ fn short_duration(duration: Duration) -> String {
     }
 }
 
+/// `12 MiB`, `11.8 GiB`.
 fn megabytes(bytes: usize) -> String {
-    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib < 1024.0 {
+        format!("{mib:.0} MiB")
+    } else {
+        format!("{:.1} GiB", mib / 1024.0)
+    }
 }
 
 /// The plot's scale: 1, 2 or 5 times a power of ten, at least `peak` (and at least 1).
@@ -227,16 +233,17 @@ h1{font-size:1.3em;margin:0}h2{font-size:1.05em;margin:18px 0 6px}\
 .muted{color:#6b7180}\
 .badge{padding:1px 8px;border-radius:10px;font-weight:600;font-size:.85em}\
 .badge.ok{background:#d8f3dc;color:#1b5e20}.badge.warn{background:#fff3c4;color:#7a5b00}.badge.bad{background:#fde0e0;color:#9b1c1c}\
-.counts{display:grid;grid-template-columns:repeat(auto-fill,minmax(110px,1fr));gap:8px;margin-top:12px}\
+.counts{display:grid;grid-template-columns:repeat(auto-fill,minmax(120px,1fr));gap:8px;margin-top:12px}\
 .count{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:8px}\
-.count b{display:block;font-size:1.35em;font-variant-numeric:tabular-nums}\
+.count b{display:block;font-size:1.35em;font-variant-numeric:tabular-nums;white-space:nowrap}\
 .count span{color:#6b7180;font-size:.85em}\
-.count.ok b{color:#1b5e20}.count.bad b{color:#9b1c1c}\
+.count.wide{grid-column:span 2}.count.ok b{color:#1b5e20}.count.bad b{color:#9b1c1c}\
 .plot{width:100%;height:140px;background:#fff;border:1px solid #e1e4ea;border-radius:8px;display:block}\
 .plot .area{fill:#9ec5fe;stroke:#1f6feb;stroke-width:1.5;vector-effect:non-scaling-stroke}\
 .plot .grid{stroke:#e1e4ea;stroke-dasharray:4 4;vector-effect:non-scaling-stroke}\
 .axis{display:flex;justify-content:space-between;color:#6b7180;font-size:.8em}\
-table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #e1e4ea;border-radius:8px;display:block;overflow-x:auto}\
+.scroll{overflow-x:auto;background:#fff;border:1px solid #e1e4ea;border-radius:8px}\
+table{width:100%;border-collapse:collapse}\
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eef0f3;vertical-align:top}\
 th{font-size:.8em;color:#6b7180;font-weight:600}\
 td.message{word-break:break-word;white-space:pre-wrap;max-width:60ch}\
