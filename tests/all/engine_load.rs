@@ -1,6 +1,6 @@
 //! Loading plugins: task lists, and precise errors for everything that is not a plugin.
 
-use osiiso_host::{AttemptOutcome, FailureKind, LoadError};
+use osiiso_host::{AttemptOutcome, FailureKind, Json, LoadError};
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
 
@@ -30,11 +30,14 @@ fn echo_lists_its_tasks_with_descriptions() {
 fn tasks_return_values_and_typed_errors() {
     let plugin = load(artifacts::ECHO);
     let report = run(&plugin, "add", json!([2, 40]));
-    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(42)));
+    assert_eq!(
+        report.outcome,
+        AttemptOutcome::Succeeded(Json::from(json!(42)))
+    );
     let report = run(&plugin, "greet", json!({"name": "Ada", "excited": true}));
     assert_eq!(
         report.outcome,
-        AttemptOutcome::Succeeded(json!({"message": "Hello, Ada!", "attempt": 1}))
+        AttemptOutcome::Succeeded(Json::from(json!({"message": "Hello, Ada!", "attempt": 1})))
     );
     for (kind, expected) in [
         ("failed", FailureKind::Failed),

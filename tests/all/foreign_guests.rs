@@ -140,7 +140,7 @@ fn py_text() -> &'static Plugin {
 /// Runs one attempt and returns its value, or panics with the outcome.
 fn succeeds(plugin: &Plugin, task: &str, input: Value) -> Value {
     match support::run(plugin, task, input.clone()).outcome {
-        AttemptOutcome::Succeeded(value) => value,
+        AttemptOutcome::Succeeded(value) => value.to_value(),
         other => panic!(
             "{}/{task}({input}) should succeed: {other:?}",
             plugin.name()

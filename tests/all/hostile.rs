@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use osiiso_host::{AttemptControl, AttemptOutcome, FailureKind, Limits, Sandbox, TaskFailure};
+use osiiso_host::{
+    AttemptControl, AttemptOutcome, FailureKind, Json, Limits, Sandbox, TaskFailure,
+};
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
 
@@ -74,7 +76,10 @@ fn hostile_panic() {
 fn hostile_big_output() {
     let plugin = load(artifacts::HOSTILE_BIG_OUTPUT);
     let report = run(&plugin, "flood", json!(100));
-    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(100 << 20)));
+    assert_eq!(
+        report.outcome,
+        AttemptOutcome::Succeeded(Json::from(json!(100 << 20)))
+    );
     let stdout = report.stdout.expect("stdout captured");
     assert!(stdout.truncated);
     assert_eq!(stdout.total_bytes, 100 << 20);
@@ -102,7 +107,7 @@ fn hostile_fs_escape() {
     let plugin = plugin.with_sandbox(Sandbox::new().dir_read_only(inside.path(), "/data"));
     assert_eq!(
         run(&plugin, "read", json!("/data/ok.txt")).outcome,
-        AttemptOutcome::Succeeded(json!("fine"))
+        AttemptOutcome::Succeeded(Json::from(json!("fine")))
     );
     for path in [
         "/data/../secret.txt",
@@ -128,12 +133,12 @@ fn hostile_env_probe() {
     let plugin = load(artifacts::HOSTILE_ENV_PROBE);
     assert_eq!(
         run(&plugin, "env", json!(null)).outcome,
-        AttemptOutcome::Succeeded(json!([]))
+        AttemptOutcome::Succeeded(Json::from(json!([])))
     );
     let plugin = plugin.with_sandbox(Sandbox::new().env("ONLY", "this"));
     assert_eq!(
         run(&plugin, "env", json!(null)).outcome,
-        AttemptOutcome::Succeeded(json!([["ONLY", "this"]]))
+        AttemptOutcome::Succeeded(Json::from(json!([["ONLY", "this"]])))
     );
 }
 
@@ -163,7 +168,7 @@ fn scenario_flaky() {
     assert_eq!(f.kind, FailureKind::Permanent);
     assert_eq!(
         run(&plugin, "noop", json!({"a": 1})).outcome,
-        AttemptOutcome::Succeeded(json!({"a": 1}))
+        AttemptOutcome::Succeeded(Json::from(json!({"a": 1})))
     );
 }
 
@@ -195,7 +200,7 @@ fn hostile_symlink_escape() {
             json!({"target": "inside.txt", "link": "/data/ok"})
         )
         .outcome,
-        AttemptOutcome::Succeeded(json!("/data/ok -> inside.txt"))
+        AttemptOutcome::Succeeded(Json::from(json!("/data/ok -> inside.txt")))
     );
     let made = std::fs::read_link(granted.path().join("ok")).unwrap();
     assert_eq!(made, std::path::Path::new("inside.txt"));
@@ -213,7 +218,10 @@ fn hostile_terminal() {
     assert!(shown.contains("\\e[2J"), "{shown}");
     // Guest stdout is captured, never mixed into anything of the host's.
     let report = run(&plugin, "forge_row", json!(null));
-    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(1)));
+    assert_eq!(
+        report.outcome,
+        AttemptOutcome::Succeeded(Json::from(json!(1)))
+    );
     assert!(report.stdout.unwrap().text.contains("forged"));
 }
 
@@ -256,11 +264,11 @@ fn hostile_secret_keeper() {
     // The default: a fresh instance for every attempt, so nothing survives a task.
     assert_eq!(
         run(&plugin, "remember", json!("s3cret")).outcome,
-        AttemptOutcome::Succeeded(json!(true))
+        AttemptOutcome::Succeeded(Json::from(json!(true)))
     );
     assert_eq!(
         run(&plugin, "recall", json!(null)).outcome,
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(Json::from(json!(null)))
     );
     let pool = WarmPool::new(4);
     let attempt = |plugin: &osiiso_host::Plugin, task: &str, input: serde_json::Value| {
@@ -281,7 +289,7 @@ fn hostile_secret_keeper() {
     attempt(&plugin, "remember", json!("s3cret"));
     assert_eq!(
         attempt(&plugin, "recall", json!(null)),
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(Json::from(json!(null)))
     );
     assert_eq!(pool.idle(), 0);
 
@@ -290,7 +298,7 @@ fn hostile_secret_keeper() {
     attempt(&warm, "remember", json!("s3cret"));
     assert_eq!(
         attempt(&warm, "recall", json!(null)),
-        AttemptOutcome::Succeeded(json!("s3cret"))
+        AttemptOutcome::Succeeded(Json::from(json!("s3cret")))
     );
     // ...and never crosses other limits or another sandbox.
     let other_limits = plugin
@@ -298,12 +306,12 @@ fn hostile_secret_keeper() {
         .with_limits(Limits::new().reuse(10).fuel(1 << 40));
     assert_eq!(
         attempt(&other_limits, "recall", json!(null)),
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(Json::from(json!(null)))
     );
     let other_sandbox = warm.clone().with_sandbox(Sandbox::new().env("K", "V"));
     assert_eq!(
         attempt(&other_sandbox, "recall", json!(null)),
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(Json::from(json!(null)))
     );
 
     // A counter grows on one warm instance; a trap discards it, and the next attempt starts
@@ -311,17 +319,17 @@ fn hostile_secret_keeper() {
     let counter = plugin.with_limits(Limits::new().reuse(100).max_memory(64 << 20));
     assert_eq!(
         attempt(&counter, "count", json!(null)),
-        AttemptOutcome::Succeeded(json!(1))
+        AttemptOutcome::Succeeded(Json::from(json!(1)))
     );
     assert_eq!(
         attempt(&counter, "count", json!(null)),
-        AttemptOutcome::Succeeded(json!(2))
+        AttemptOutcome::Succeeded(Json::from(json!(2)))
     );
     let crash = failure(attempt(&counter, "count_and_crash", json!(null)));
     assert_eq!(crash.kind, FailureKind::Trap, "{crash}");
     assert_eq!(
         attempt(&counter, "count", json!(null)),
-        AttemptOutcome::Succeeded(json!(1))
+        AttemptOutcome::Succeeded(Json::from(json!(1)))
     );
     // An instance serves `reuse` attempts at most.
     let short = counter.with_limits(Limits::new().reuse(2));
@@ -330,6 +338,6 @@ fn hostile_secret_keeper() {
         .collect();
     assert_eq!(
         counts,
-        [1, 2, 1, 2, 1].map(|n| AttemptOutcome::Succeeded(json!(n)))
+        [1, 2, 1, 2, 1].map(|n| AttemptOutcome::Succeeded(Json::from(json!(n))))
     );
 }

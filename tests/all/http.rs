@@ -190,12 +190,15 @@ fn async_queue_fetches_from_an_allowed_host() {
         let plain = plain.await;
         assert_eq!(
             plain.value,
-            Some(json!({"status": 200, "json": {"ok": true, "path": "/a"}})),
+            Some(json!({"status": 200, "json": {"ok": true, "path": "/a"}}).into()),
             "{:?}",
             plain.error
         );
         let object = object.await;
-        assert_eq!(object.value.as_ref().unwrap()["json"]["path"], "/b?c=d");
+        assert_eq!(
+            object.value.as_ref().unwrap().to_value()["json"]["path"],
+            "/b?c=d"
+        );
     });
     assert_eq!(server.requests(), 2);
 }

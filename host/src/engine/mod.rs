@@ -7,7 +7,7 @@
 //! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`](crate::AttemptControl::cancel).
 
 mod attempt;
-mod budget;
+pub(crate) mod budget;
 mod cache;
 mod config;
 mod contract;

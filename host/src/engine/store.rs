@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::attempt::AttemptRequest;
+use super::budget::MemoryBudget;
 use super::contract::{Level, WitTaskError};
 use super::http::{HttpGrant, HttpPolicy};
 use super::limits::{Limits, MemoryLimiter};
@@ -17,6 +18,7 @@ use super::output::TailPipe;
 use super::plugin::Plugin;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason};
 use crate::failure::{FailureKind, TaskFailure};
+use crate::json::Json;
 use crate::text;
 
 /// Prefix of the log line the Rust SDK's panic hook sends before the guest traps.
@@ -42,8 +44,8 @@ pub(crate) struct AttemptState {
     plugin: Arc<str>,
     panic_message: Option<String>,
     progress: Option<ProgressFn>,
-    /// The host's memory budget, for messages.
-    budget_total: usize,
+    /// The host's memory budget: returned values are charged to it.
+    budget: Arc<MemoryBudget>,
 }
 
 impl AttemptState {
@@ -137,7 +139,7 @@ impl AttemptStore {
             plugin: plugin.name_arc(),
             panic_message: None,
             progress: None,
-            budget_total: budget.total(),
+            budget,
         };
         let mut store = Store::new(plugin.engine(), state);
         if asynchronous {
@@ -202,8 +204,13 @@ impl AttemptStore {
             .ok()
             .map(|left| self.fuel_budget - left);
         let outcome = match result {
-            Ok(Ok(json)) => match serde_json::from_str(&json) {
-                Ok(value) => AttemptOutcome::Succeeded(value),
+            // Kept as its text, validated: never parsed into a tree, which would cost many
+            // times its size. It counts against the memory budget until it is recorded.
+            Ok(Ok(json)) => match Json::from_string(json) {
+                Ok(value) => {
+                    value.charge(&self.store.data().budget);
+                    AttemptOutcome::Succeeded(value)
+                }
                 Err(e) => AttemptOutcome::Failed(TaskFailure::new(
                     FailureKind::Serialization,
                     format!(
@@ -261,7 +268,7 @@ impl AttemptStore {
                 format!(
                     "task '{name}' could not grow its memory: the host's total memory budget \
                      of {} is in use by other attempts (raise it with --total-memory)",
-                    crate::units::format_size(state.budget_total)
+                    crate::units::format_size(state.budget.total())
                 ),
             )
         } else if let Some(panic) = &state.panic_message {

@@ -47,8 +47,8 @@ pub use self::error::{Error, ExecutionError};
 pub use self::fanout::{Checkpointing, KeyFn};
 pub use self::group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
 pub use self::handle::Handle;
-pub use self::options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
-pub use self::result::{RunSummary, TaskResult, TaskStatus};
+pub use self::options::{FailPolicy, Mode, OnExit, Retention, TaskOptions, Workers};
+pub use self::result::{KEPT_FAILURES, RunSummary, TaskResult, TaskStatus};
 pub use self::work::{AsyncNativeTask, NativeFn, NativeFutureFn, NativeTask};
 
 use self::backend::{AcceptsFutures, AcceptsNative, Backend, Runner};
@@ -84,6 +84,13 @@ pub struct Stats {
     pub workers: usize,
     /// Whether shutdown has completed.
     pub closed: bool,
+    /// Tasks whose state is in memory: every outstanding task, and every finished one that a
+    /// handle or a group still holds (docs/queues.md §9.3). A finished task nobody holds is
+    /// gone.
+    pub live_tasks: usize,
+    /// Results the queue itself holds: all of them under [`Retention::All`], at most
+    /// [`KEPT_FAILURES`] under [`Retention::Counts`].
+    pub held_results: usize,
 }
 
 /// A task queue whose attempts run on the backend `B`. See the [module documentation](self).
@@ -254,7 +261,8 @@ impl<B: Backend> Queue<B> {
         self.core.clear_results()
     }
 
-    /// Every result since construction, `reset()` or `clear_results()`.
+    /// Every result since construction, `reset()` or `clear_results()` (none when the queue
+    /// keeps counts only: [`Retention::Counts`]).
     pub fn results(&self) -> Vec<Arc<TaskResult>> {
         self.core.results()
     }

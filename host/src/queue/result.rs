@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::error::ExecutionError;
 use crate::failure::{CapturedOutput, TaskFailure};
+use crate::json::Json;
 use crate::text;
 
 /// Where a task is in its life.
@@ -78,8 +79,8 @@ pub struct TaskResult {
     pub metadata: Value,
     /// Final status.
     pub status: TaskStatus,
-    /// The value, on success.
-    pub value: Option<Value>,
+    /// The value, on success: the JSON text the task returned, in its own key order.
+    pub value: Option<Json>,
     /// The failure, on failure.
     pub error: Option<TaskFailure>,
     /// Attempts started.
@@ -145,7 +146,7 @@ impl serde::Serialize for TaskResult {
             metadata: &self.metadata,
             started_at: self.started_wall.map(Rfc3339),
             finished_at: Rfc3339(self.finished_wall),
-            duration_ms: self.duration.as_secs_f64() * 1e3,
+            duration_ms: millis(self.duration),
             fuel_consumed: self.fuel_consumed,
             stdout: self.stdout.as_ref(),
             stderr: self.stderr.as_ref(),
@@ -160,7 +161,7 @@ struct ResultRow<'a> {
     name: &'a str,
     task: &'a str,
     status: &'static str,
-    value: Option<&'a Value>,
+    value: Option<&'a Json>,
     error: Option<ErrorRow<'a>>,
     message: &'a str,
     attempts: u32,
@@ -173,6 +174,13 @@ struct ResultRow<'a> {
     fuel_consumed: Option<u64>,
     stdout: Option<&'a CapturedOutput>,
     stderr: Option<&'a CapturedOutput>,
+}
+
+/// Milliseconds with microsecond precision, so that they print without float noise
+/// (`0.308`, never `0.30753600000000003`): a whole number of microseconds over 1000 is the
+/// double nearest that decimal, which prints as the decimal.
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1e3
 }
 
 #[derive(serde::Serialize)]
@@ -273,8 +281,58 @@ pub struct RunSummary {
     pub timed_out: bool,
     /// From the start of the run (or wait) to the build of the summary.
     pub duration: Duration,
-    /// The results, in record order.
+    /// The results, in record order. A queue that keeps counts only
+    /// ([`Retention::Counts`](super::Retention)) puts only the first [`KEPT_FAILURES`] failed
+    /// results here; the counts above still count every result.
     pub results: Vec<Arc<TaskResult>>,
+}
+
+/// How many failed results a counts-only summary ([`Retention::Counts`](super::Retention))
+/// keeps, for its display.
+pub const KEPT_FAILURES: usize = 20;
+
+/// Results counted by status as they are recorded, with the first [`KEPT_FAILURES`] failed
+/// ones: the summary of a queue that keeps counts only.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    total: usize,
+    succeeded: usize,
+    failed: usize,
+    cancelled: usize,
+    failures: Vec<Arc<TaskResult>>,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, result: &Arc<TaskResult>) {
+        self.total += 1;
+        match result.status {
+            TaskStatus::Succeeded => self.succeeded += 1,
+            TaskStatus::Cancelled => self.cancelled += 1,
+            _ => {
+                self.failed += 1;
+                if self.failures.len() < KEPT_FAILURES {
+                    self.failures.push(result.clone());
+                }
+            }
+        }
+    }
+
+    /// Failed results kept.
+    pub(crate) fn kept(&self) -> usize {
+        self.failures.len()
+    }
+
+    pub(crate) fn into_summary(self, run_start: Instant, timed_out: bool) -> RunSummary {
+        RunSummary {
+            total_submitted: self.total,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            cancelled: self.cancelled,
+            timed_out,
+            duration: run_start.elapsed(),
+            results: self.failures,
+        }
+    }
 }
 
 impl RunSummary {
@@ -317,11 +375,11 @@ impl RunSummary {
     }
 
     /// The values of the successful results, in result order.
-    pub fn values(&self) -> Vec<Value> {
+    pub fn values(&self) -> Vec<Json> {
         self.results
             .iter()
             .filter(|r| r.ok())
-            .map(|r| r.value.clone().unwrap_or(Value::Null))
+            .map(|r| r.value.clone().unwrap_or_else(Json::null))
             .collect()
     }
 
@@ -410,11 +468,11 @@ impl fmt::Display for RunSummary {
         if self.failed > 0 {
             writeln!(f, "{bar}")?;
             writeln!(f, "  Failures:")?;
-            for r in self
+            let listed = self
                 .results
                 .iter()
-                .filter(|r| r.status == TaskStatus::Failed)
-            {
+                .filter(|r| r.status == TaskStatus::Failed);
+            for r in listed.clone() {
                 // Names and messages come from guests: shown with control characters escaped.
                 let name = text::escape_control(&r.name);
                 if r.attempts > 1 {
@@ -428,6 +486,10 @@ impl fmt::Display for RunSummary {
                     }
                 }
             }
+            let unlisted = self.failed.saturating_sub(listed.count());
+            if unlisted > 0 {
+                writeln!(f, "    … and {unlisted} more")?;
+            }
         }
         write!(f, "{bar}")
     }
@@ -435,8 +497,22 @@ impl fmt::Display for RunSummary {
 
 #[cfg(test)]
 mod tests {
-    use super::Rfc3339;
+    use super::{Rfc3339, millis};
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn durations_print_without_float_noise() {
+        let shown = |d: Duration| serde_json::to_string(&millis(d)).unwrap();
+        assert_eq!(shown(Duration::from_nanos(307_536_001)), "307.536");
+        assert_eq!(shown(Duration::from_nanos(307_536)), "0.307");
+        assert_eq!(shown(Duration::from_micros(1)), "0.001");
+        assert_eq!(shown(Duration::from_secs(2)), "2000.0");
+        for micros in (0..2_000_000u64).step_by(7919) {
+            let text = shown(Duration::from_micros(micros));
+            let decimals = text.split('.').nth(1).map_or(0, str::len);
+            assert!(decimals <= 3, "{micros} µs shown as {text}");
+        }
+    }
 
     #[test]
     fn rfc3339_matches_the_calendar() {

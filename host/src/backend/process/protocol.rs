@@ -16,7 +16,7 @@ use super::init::WorkerInit;
 use crate::attempt::AttemptReport;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 
@@ -73,7 +73,7 @@ pub(crate) struct LogRecord {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct DoneReply {
     pub attempt_id: u64,
-    #[serde(flatten)]
+    /// Not flattened: the value inside travels as raw JSON, which serde cannot buffer.
     pub report: WireReport,
 }
 
