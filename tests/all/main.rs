@@ -11,6 +11,7 @@ mod foreign_guests;
 mod hostile;
 mod http;
 mod long_runs;
+mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]

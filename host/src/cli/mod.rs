@@ -9,10 +9,12 @@ mod list;
 mod nodes;
 mod options;
 mod output;
+mod rows;
 mod run;
 #[cfg(feature = "nats")]
 mod serve;
 mod signals;
+mod spill;
 mod work;
 
 use std::io::Write as _;

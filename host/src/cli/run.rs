@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use osiiso_host::backend::{Async, Process, Thread};
 use osiiso_host::queue::backend::Backend;
 use osiiso_host::queue::{
-    Checkpoint, FailPolicy, Handle, Mode, OnExit, QueueBuilder, RunOptions, RunSummary,
+    Checkpoint, FailPolicy, Handle, Mode, OnExit, QueueBuilder, Retention, RunOptions, RunSummary,
     TaskOptions, Workers,
 };
 use osiiso_host::units::parse_size;
@@ -338,7 +338,12 @@ fn plan(args: &RunArgs, plugin: &Plugin, checkpoint: Option<Checkpoint>) -> anyh
         Work::List(submissions) => Some(submissions.len()),
         Work::Stream(..) => None,
     };
-    let reporter = Arc::new(Reporter::new(args.output, args.progress, args.quiet, total));
+    let reporter = Arc::new(Reporter::new(
+        args.output,
+        args.progress,
+        args.quiet,
+        total,
+    )?);
     Ok(Plan {
         work,
         checkpoint,
@@ -359,7 +364,10 @@ fn run_queue<B: Backend>(
         reporter,
     } = plan;
     let infinite = matches!(work, Work::Stream(..));
+    // The reporter writes (or spills) each row and counts it: the queue keeps counts only,
+    // and a finished task leaves nothing behind, however long the run.
     let mut builder = builder
+        .retention(Retention::Counts)
         .workers(workers)
         .size(args.queue.size)
         .burst(args.queue.burst)
@@ -384,13 +392,7 @@ fn run_queue<B: Backend>(
     if let Some(timeout) = args.queue.run_timeout {
         builder = builder.timeout(timeout);
     }
-    let on_complete = reporter.clone();
-    let queue = Arc::new(
-        builder
-            .on_complete(move |result| on_complete.finished(result))
-            .build()
-            .map_err(|e| anyhow!("{e}"))?,
-    );
+    let queue = Arc::new(builder.build().map_err(|e| anyhow!("{e}"))?);
     // Stopping a run early (a signal, results that cannot be written): no more input is read,
     // what is not done is cancelled, and the run ends with its summary.
     let stop = Arc::new(AtomicBool::new(false));
@@ -406,15 +408,10 @@ fn run_queue<B: Backend>(
     reporter.on_output_failure(stopper.clone());
     let interrupts = Interrupts::watch(Box::new(stopper))
         .map_err(|e| anyhow!("cannot watch for signals: {e}"))?;
-    let printer = reporter.clone();
-    let restored = move |handle: &Handle| {
-        if let Some(result) = handle.result() {
-            printer.finished(&result);
-        }
-    };
+    // Every submitted task, in input order, goes to the reporter; nothing here keeps it.
+    let tracker = reporter.clone();
+    let track = move |handle: &Handle| tracker.track(handle);
 
-    let mut handles = Vec::new();
-    let mut restored_count = 0;
     let rejected = Arc::new(AtomicBool::new(false));
     let summary = match work {
         Work::List(submissions) => {
@@ -425,8 +422,8 @@ fn run_queue<B: Backend>(
             if args.queue.size > 0 || work::order_is_admission_order(&submissions) {
                 queue.start().map_err(|e| anyhow!("{e}"))?;
             }
-            match work::submit(&queue, submissions, checkpoint.as_ref(), &restored) {
-                Ok(submitted) => handles = submitted,
+            match work::submit(&queue, submissions, checkpoint.as_ref(), &track) {
+                Ok(()) => {}
                 // Fail-first halted the queue while it was still being fed, or the run was
                 // stopped.
                 Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown) => {
@@ -440,11 +437,7 @@ fn run_queue<B: Backend>(
                 }
                 Err(e) => return Err(anyhow!("{e}").into()),
             }
-            restored_count = handles
-                .iter()
-                .filter(|h| h.attempts() == 0 && h.is_done())
-                .count();
-            run_to_end(&queue)
+            run_to_end(&queue, &reporter)
         }
         Work::Stream(stream) => {
             let (reader, resolver) = *stream;
@@ -456,25 +449,17 @@ fn run_queue<B: Backend>(
                 stop: stop.clone(),
                 rejected: rejected.clone(),
             };
-            let restored = restored.clone();
             // Not joined: a reader blocked on stdin cannot be woken; the process ends anyway.
             let _ = std::thread::Builder::new()
                 .name("osiiso-feed".into())
-                .spawn(move || feeder.run(reader, &restored));
-            run_to_end(&queue)
+                .spawn(move || feeder.run(reader, &track));
+            run_to_end(&queue, &reporter)
         }
     };
-    let results: Vec<_> = if reporter.writes_at_end() {
-        handles.iter().filter_map(|h| h.result()).collect()
-    } else {
-        Vec::new()
-    };
-    let written = reporter.finish(&results);
+    let written = reporter.finish();
     let summary = summary.map_err(|e| anyhow!("{e}"))?;
     let interrupted = interrupts.received();
-    report_end(args, &summary, restored_count, interrupted, &written);
-    // The queue is done; leave its memory to the operating system.
-    std::mem::forget(handles);
+    report_end(args, &summary, reporter.restored(), interrupted, &written);
     match (written, interrupted) {
         (Err(OutputError::BrokenPipe), _) => Err(Failure::BrokenPipe),
         (Err(error), _) => Err(Failure::Output(error.to_string())),
@@ -486,20 +471,16 @@ fn run_queue<B: Backend>(
 
 /// Runs the queue until it is done. Only this command closes its queue: a queue closed
 /// before the run began (a signal, an output failure, or a stream that ended and drained
-/// first) has nothing left to run, and its summary is what was recorded.
+/// first) has nothing left to run, and its summary is what the reporter counted.
 fn run_to_end<B: Backend>(
     queue: &osiiso_host::queue::Queue<B>,
+    reporter: &Reporter,
 ) -> Result<RunSummary, osiiso_host::queue::Error> {
     let started = std::time::Instant::now();
     match queue.run_with(RunOptions::default()) {
         Err(osiiso_host::queue::Error::ShutDown) => {
             queue.wait_closed();
-            let results = queue
-                .results()
-                .into_iter()
-                .filter(|r| !r.detached)
-                .collect();
-            Ok(RunSummary::from_results(results, started, false))
+            Ok(reporter.summary(started))
         }
         other => other,
     }

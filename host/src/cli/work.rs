@@ -126,32 +126,25 @@ impl CheckpointPlan {
     }
 }
 
-/// Submits `items` in order, restoring what the checkpoint remembers; restored handles are
-/// passed to `restored` at once (they never reach `on_complete`).
+/// Submits `items` in order, restoring what the checkpoint remembers, and passes every
+/// handle (restored ones included, done already) to `submitted`, in input order, without
+/// keeping any.
 pub(crate) fn submit<B: Backend>(
     queue: &Queue<B>,
     items: Vec<Submission>,
     plan: Option<&CheckpointPlan>,
-    restored: &dyn Fn(&Handle),
-) -> Result<Vec<Handle>, QueueError> {
+    submitted: &dyn Fn(&Handle),
+) -> Result<(), QueueError> {
     let handles = match plan {
         Some(plan) => {
             queue.submit_checkpointed(items, &plan.checkpoint, &plan.namespace, &plan.key)?
         }
         None => queue.submit_all(items)?,
     };
-    for handle in &handles {
-        if handle.attempts() == 0 && handle.is_done() && is_restored(handle) {
-            restored(handle);
-        }
+    for handle in handles {
+        submitted(&handle);
     }
-    Ok(handles)
-}
-
-fn is_restored(handle: &Handle) -> bool {
-    handle
-        .result()
-        .is_some_and(|r| r.message.starts_with("restored from checkpoint"))
+    Ok(())
 }
 
 /// Feeds an infinite run from a stream: each line is submitted as it arrives (blocking for
@@ -168,7 +161,8 @@ pub(crate) struct Feeder<B: Backend> {
 }
 
 impl<B: Backend> Feeder<B> {
-    pub(crate) fn run(mut self, reader: JobReader, restored: &dyn Fn(&Handle)) {
+    /// Feeds every line, passing each handle to `submitted` (see [`submit`]).
+    pub(crate) fn run(mut self, reader: JobReader, submitted: &dyn Fn(&Handle)) {
         for spec in reader {
             if self.stop.load(Ordering::SeqCst) {
                 return;
@@ -182,8 +176,7 @@ impl<B: Backend> Feeder<B> {
                     continue;
                 }
             };
-            let submitted = futures::executor::block_on(self.submit_one(submission, restored));
-            match submitted {
+            match futures::executor::block_on(self.submit_one(submission, submitted)) {
                 Ok(()) => {}
                 // The queue stopped taking work (a signal, fail-first): stop reading.
                 Err(QueueError::Closed | QueueError::ShutDown | QueueError::RuntimeGone) => return,
@@ -202,7 +195,7 @@ impl<B: Backend> Feeder<B> {
     async fn submit_one(
         &self,
         (call, options): Submission,
-        restored: &dyn Fn(&Handle),
+        submitted: &dyn Fn(&Handle),
     ) -> Result<(), QueueError> {
         if let Some(plan) = &self.plan {
             let handles = loop {
@@ -220,12 +213,12 @@ impl<B: Backend> Feeder<B> {
                     other => break other?,
                 }
             };
-            if let Some(handle) = handles.first().filter(|h| is_restored(h)) {
-                restored(handle);
-            }
+            handles.iter().for_each(submitted);
             return Ok(());
         }
-        self.queue.submit_wait(call, options).await.map(drop)
+        let handle = self.queue.submit_wait(call, options).await?;
+        submitted(&handle);
+        Ok(())
     }
 }
 

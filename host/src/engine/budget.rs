@@ -88,8 +88,7 @@ impl MemoryBudget {
         self.total
     }
 
-    /// Bytes held by live instances now.
-    #[cfg(test)]
+    /// Bytes held now: the memories of live instances and the values in flight.
     pub(crate) fn used(&self) -> usize {
         self.usage.lock().used
     }

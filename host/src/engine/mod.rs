@@ -398,6 +398,13 @@ impl Host {
         self.inner.memory_budget.total()
     }
 
+    /// The part of the memory budget in use now: the linear memories of live instances, and
+    /// the values attempts returned that are not recorded yet (a value counts from when the
+    /// guest returns it until its task's result is recorded and `on_complete` has returned).
+    pub fn memory_in_use(&self) -> usize {
+        self.inner.memory_budget.used()
+    }
+
     pub(crate) fn memory_budget(&self) -> Arc<MemoryBudget> {
         self.inner.memory_budget.clone()
     }

@@ -27,6 +27,14 @@ const PANIC_PREFIX: &str = "panicked at ";
 /// Fuel between yields of an async guest: far below a millisecond of execution.
 const ASYNC_YIELD_FUEL: u64 = 100_000;
 
+/// The most bytes the host copies out of a guest in one call: a task's value, a log line.
+/// More fails the attempt with `serialization` (wasmtime's "hostcall fuel", whose default
+/// this is, made explicit).
+pub(crate) const MAX_CALL_OUTPUT_BYTES: usize = 128 << 20;
+
+/// How wasmtime says a call wanted to copy more than [`MAX_CALL_OUTPUT_BYTES`].
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls";
+
 /// How a call into the guest ended.
 pub(crate) type InvokeResult = wasmtime::Result<Result<String, WitTaskError>>;
 
@@ -142,6 +150,7 @@ impl AttemptStore {
             budget,
         };
         let mut store = Store::new(plugin.engine(), state);
+        store.set_hostcall_fuel(MAX_CALL_OUTPUT_BYTES);
         if asynchronous {
             store.limiter_async(|state| &mut state.limiter);
             // Fuel is always on in this engine, so this cannot fail.
@@ -279,6 +288,15 @@ impl AttemptStore {
                 format!(
                     "task '{name}' could not grow its memory: the process's memory cap was \
                      reached"
+                ),
+            )
+        } else if trap.is_none() && detail.contains(HOSTCALL_FUEL_EXHAUSTED) {
+            TaskFailure::new(
+                FailureKind::Serialization,
+                format!(
+                    "task '{name}' handed the host more than {} in one call (its value or a \
+                     log line): the most the host copies out of a guest at once",
+                    crate::units::format_size(MAX_CALL_OUTPUT_BYTES)
                 ),
             )
         } else if trap == Some(Trap::StackOverflow) {
