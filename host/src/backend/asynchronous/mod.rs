@@ -41,7 +41,7 @@ use crate::queue::{Queue, QueueBuilder};
 ///     )?;
 ///     let summary = queue.run_async().await?;
 ///     assert_eq!(summary.succeeded, 401);
-///     assert_eq!(group.handles()[7].clone().await.value, Some(json!(7)));
+///     assert_eq!(group.handles()[7].clone().await.value, Some(json!(7).into()));
 ///     assert_eq!(nap.value()?, json!("rested"));
 ///     Ok::<_, Box<dyn std::error::Error>>(())
 /// })?;
