@@ -501,6 +501,62 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     #[test]
+    fn a_counted_summary_lists_its_first_failures_and_says_how_many_more() {
+        use super::{KEPT_FAILURES, Tally, TaskResult, TaskStatus};
+        use crate::failure::{FailureKind, TaskFailure};
+        use std::sync::Arc;
+        use std::time::Instant;
+        let result = |i: usize, status: TaskStatus| {
+            let failure = TaskFailure::new(FailureKind::Failed, format!("boom {i}"));
+            Arc::new(TaskResult {
+                task_id: format!("{i:032x}"),
+                name: format!("t{i}"),
+                task: "p/t".into(),
+                priority: 3,
+                must_complete: false,
+                group_id: None,
+                detached: false,
+                scheduled_for: None,
+                created_at: Instant::now(),
+                metadata: serde_json::Value::Null,
+                status,
+                value: None,
+                error: (status == TaskStatus::Failed).then(|| failure.clone()),
+                attempts: 1,
+                started_at: None,
+                finished_at: Instant::now(),
+                started_wall: None,
+                finished_wall: SystemTime::now(),
+                duration: Duration::ZERO,
+                message: failure.message.clone(),
+                fuel_consumed: None,
+                stdout: None,
+                stderr: None,
+                backend: "thread",
+            })
+        };
+        let mut tally = Tally::default();
+        for i in 0..30 {
+            tally.add(&result(i, TaskStatus::Failed));
+            tally.add(&result(i, TaskStatus::Succeeded));
+        }
+        tally.add(&result(99, TaskStatus::Cancelled));
+        let summary = tally.into_summary(Instant::now(), false);
+        assert_eq!(
+            (summary.total_submitted, summary.succeeded, summary.failed),
+            (61, 30, 30)
+        );
+        assert_eq!(summary.cancelled, 1);
+        assert_eq!(summary.results.len(), KEPT_FAILURES);
+        let shown = summary.to_string();
+        assert!(
+            shown.contains("boom 19") && !shown.contains("boom 20"),
+            "{shown}"
+        );
+        assert!(shown.contains("… and 10 more"), "{shown}");
+    }
+
+    #[test]
     fn durations_print_without_float_noise() {
         let shown = |d: Duration| serde_json::to_string(&millis(d)).unwrap();
         assert_eq!(shown(Duration::from_nanos(307_536_001)), "307.536");
