@@ -10,7 +10,8 @@ use super::backend::Backend;
 use super::error::{Error, ExecutionError};
 use super::handle::{Handle, result_value};
 use super::options::TaskOptions;
-use super::result::{RunSummary, TaskStatus};
+use super::result::TaskStatus;
+use super::summary::RunSummary;
 use crate::engine::Task;
 use crate::json::Json;
 

@@ -36,6 +36,7 @@ mod handle;
 mod options;
 mod rate;
 mod result;
+mod summary;
 mod work;
 
 use std::sync::Arc;
@@ -48,7 +49,8 @@ pub use self::fanout::{Checkpointing, KeyFn};
 pub use self::group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
 pub use self::handle::Handle;
 pub use self::options::{FailPolicy, Mode, OnExit, Retention, TaskOptions, Workers};
-pub use self::result::{KEPT_FAILURES, RunSummary, TaskResult, TaskStatus};
+pub use self::result::{TaskResult, TaskStatus};
+pub use self::summary::{KEPT_FAILURES, RunSummary};
 pub use self::work::{AsyncNativeTask, NativeFn, NativeFutureFn, NativeTask};
 
 use self::backend::{AcceptsFutures, AcceptsNative, Backend, Runner};

@@ -9,7 +9,7 @@ use super::super::RunOptions;
 use super::super::backend::Runner;
 use super::super::error::{Error, ExecutionError};
 use super::super::options::{Mode, OnExit};
-use super::super::result::RunSummary;
+use super::super::summary::RunSummary;
 use super::state::ActiveRun;
 use super::{Core, Phase, State};
 use crate::wait;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::super::options::Retention;
-use super::super::result::{RunSummary, Tally, TaskResult};
+use super::super::result::TaskResult;
+use super::super::summary::{RunSummary, Tally};
 
 /// The recorded results, behind the queue lock.
 pub(crate) struct ResultLog {
