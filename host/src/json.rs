@@ -134,8 +134,9 @@ impl Json {
     }
 
     /// Counts this text against `budget` until it is [released](Self::release) (the queue
-    /// does that once the task's result is recorded and `on_complete` has returned), or until
-    /// the last clone is dropped. A value charged already stays with its first budget.
+    /// charges a value when an attempt returns it, and releases it once the task's result is
+    /// recorded and `on_complete` has returned), or until the last clone is dropped. A value
+    /// charged already stays with its first budget.
     pub(crate) fn charge(&self, budget: &Arc<MemoryBudget>) {
         let mut charge = self.inner.charge.lock();
         if charge.is_none() {

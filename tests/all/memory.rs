@@ -11,7 +11,7 @@ use osiiso_host::queue::{
     KEPT_FAILURES, Mode, NativeTask, Queue, Retention, TaskOptions, TaskStatus, Workers,
 };
 use osiiso_host::{
-    AsyncQueue, AttemptOutcome, FailureKind, Host, LoadError, TaskFailure, ThreadQueue,
+    AsyncQueue, AttemptOutcome, FailureKind, Host, Json, LoadError, TaskFailure, ThreadQueue,
 };
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
@@ -140,57 +140,70 @@ fn deep_values_are_refused_cleanly_on_every_backend() {
     }
 }
 
-#[test]
-fn values_in_flight_count_against_the_memory_budget() {
-    let host = Host::builder()
+/// A host of its own, so that no other test's attempts share its memory budget.
+fn own_host() -> Host {
+    Host::builder()
         .cache_dir(cache_dir())
-        .total_memory(512 << 20)
+        .total_memory(1 << 30)
         .build()
-        .unwrap();
-    let plugin = host.load(artifacts::HOSTILE_OVERSIZED).unwrap();
-    let big = 8 << 20;
-    // One attempt: once the instance is gone, the value alone holds the budget.
-    let report = run(&plugin, "big_value", json!(big));
-    let AttemptOutcome::Succeeded(value) = &report.outcome else {
-        panic!("{:?}", report.outcome);
-    };
-    assert_eq!(value.len(), big + 2);
-    assert_eq!(host.memory_in_use(), big + 2);
-    drop(report);
-    assert_eq!(host.memory_in_use(), 0);
+        .unwrap()
+}
 
-    // Through a queue: counted while it is being recorded (on_complete sees it), given back
-    // once recorded, even though the queue and a handle still keep the result.
+/// Runs `task(input)` of the oversized guest on a ThreadQueue: the budget in use that
+/// `on_complete` saw, the value, and the budget in use once the run is over.
+fn budget_seen_by_on_complete(
+    host: &Host,
+    task: &str,
+    input: serde_json::Value,
+) -> (usize, Json, usize) {
+    let plugin = host.load(artifacts::HOSTILE_OVERSIZED).unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let (seen_in, counting_host) = (seen.clone(), host.clone());
     let queue = ThreadQueue::builder()
         .on_complete(move |_| seen_in.store(counting_host.memory_in_use(), Ordering::SeqCst))
         .build()
         .unwrap();
-    let task = plugin.task("big_value").unwrap();
     let handle = queue
-        .submit(task.with_input(json!(big)), TaskOptions::new())
+        .submit(
+            plugin.task(task).unwrap().with_input(input),
+            TaskOptions::new(),
+        )
         .unwrap();
     queue.run().unwrap();
-    assert_eq!(seen.load(Ordering::SeqCst), big + 2);
+    (
+        seen.load(Ordering::SeqCst),
+        handle.value().unwrap(),
+        host.memory_in_use(),
+    )
+}
+
+#[test]
+fn values_in_flight_count_against_the_memory_budget() {
+    let host = own_host();
+    let big = 8 << 20;
+    // Counted while it is being recorded (on_complete sees it), given back once recorded,
+    // although the queue and the handle still keep the result.
+    let (while_recorded, value, after) = budget_seen_by_on_complete(&host, "big_value", json!(big));
+    assert_eq!(value.len(), big + 2);
+    assert_eq!(while_recorded, big + 2);
+    assert_eq!(after, 0);
+
+    // A report from a single attempt outside any queue is the caller's: it counts nothing.
+    let plugin = host.load(artifacts::HOSTILE_OVERSIZED).unwrap();
+    let report = run(&plugin, "big_value", json!(big));
+    assert!(matches!(report.outcome, AttemptOutcome::Succeeded(_)));
     assert_eq!(host.memory_in_use(), 0);
-    assert_eq!(handle.value().unwrap().len(), big + 2);
-    assert_eq!(queue.results().len(), 1);
 }
 
 #[test]
 fn a_large_value_is_kept_once_not_inflated() {
     // 3M elements: a parsed tree would take ~100 MB of host memory; the text is 6 MB, kept
-    // once and counted as such.
-    let host = Host::builder().cache_dir(cache_dir()).build().unwrap();
-    let plugin = host.load(artifacts::HOSTILE_OVERSIZED).unwrap();
+    // once, counted once, in the guest's own form.
     let elements = 3_000_000;
-    let report = run(&plugin, "big_array", json!(elements));
-    let AttemptOutcome::Succeeded(value) = report.outcome else {
-        panic!("{:?}", report.outcome);
-    };
+    let (while_recorded, value, _) =
+        budget_seen_by_on_complete(&own_host(), "big_array", json!(elements));
     assert_eq!(value.len(), 2 * elements + 1);
-    assert_eq!(host.memory_in_use(), value.len());
+    assert_eq!(while_recorded, value.len());
     assert!(value.as_str().starts_with("[7,7,"));
 }
 

@@ -6,7 +6,7 @@
 //! — every other holder of budget is itself waiting — is refused instead, which fails that
 //! attempt with a memory-limit error and frees what it held for the others.
 //!
-//! The values attempts return count too, from when the guest returns one until its task's
+//! The values attempts return count too, from when a queue receives one until its task's
 //! result is recorded (and written by the CLI): each holds a [`Charge`]. A charge never waits
 //! and is never refused — the bytes exist already — but while it is held, growing attempts
 //! see that much less room.

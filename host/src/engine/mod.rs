@@ -399,8 +399,9 @@ impl Host {
     }
 
     /// The part of the memory budget in use now: the linear memories of live instances, and
-    /// the values attempts returned that are not recorded yet (a value counts from when the
-    /// guest returns it until its task's result is recorded and `on_complete` has returned).
+    /// the values a queue received from attempts and has not recorded yet (a value counts
+    /// until its task's result is recorded and `on_complete` has returned). A report from
+    /// [`Task::run_attempt`] is the caller's, and counts nothing.
     pub fn memory_in_use(&self) -> usize {
         self.inner.memory_budget.used()
     }

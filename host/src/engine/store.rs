@@ -10,7 +10,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::attempt::AttemptRequest;
-use super::budget::MemoryBudget;
 use super::contract::{Level, WitTaskError};
 use super::http::{HttpGrant, HttpPolicy};
 use super::limits::{Limits, MemoryLimiter};
@@ -52,8 +51,8 @@ pub(crate) struct AttemptState {
     plugin: Arc<str>,
     panic_message: Option<String>,
     progress: Option<ProgressFn>,
-    /// The host's memory budget: returned values are charged to it.
-    budget: Arc<MemoryBudget>,
+    /// The host's memory budget, for messages.
+    budget_total: usize,
 }
 
 impl AttemptState {
@@ -147,7 +146,7 @@ impl AttemptStore {
             plugin: plugin.name_arc(),
             panic_message: None,
             progress: None,
-            budget,
+            budget_total: budget.total(),
         };
         let mut store = Store::new(plugin.engine(), state);
         store.set_hostcall_fuel(MAX_CALL_OUTPUT_BYTES);
@@ -214,12 +213,9 @@ impl AttemptStore {
             .map(|left| self.fuel_budget - left);
         let outcome = match result {
             // Kept as its text, validated: never parsed into a tree, which would cost many
-            // times its size. It counts against the memory budget until it is recorded.
+            // times its size.
             Ok(Ok(json)) => match Json::from_string(json) {
-                Ok(value) => {
-                    value.charge(&self.store.data().budget);
-                    AttemptOutcome::Succeeded(value)
-                }
+                Ok(value) => AttemptOutcome::Succeeded(value),
                 Err(e) => AttemptOutcome::Failed(TaskFailure::new(
                     FailureKind::Serialization,
                     format!(
@@ -277,7 +273,7 @@ impl AttemptStore {
                 format!(
                     "task '{name}' could not grow its memory: the host's total memory budget \
                      of {} is in use by other attempts (raise it with --total-memory)",
-                    crate::units::format_size(state.budget.total())
+                    crate::units::format_size(state.budget_total)
                 ),
             )
         } else if let Some(panic) = &state.panic_message {

@@ -105,8 +105,8 @@ impl Core {
         }
         let failure = match report.outcome {
             AttemptOutcome::Succeeded(value) => {
-                // A value from another process or machine counts against this host's memory
-                // budget from here until it is recorded (the engine charged its own already).
+                // The value counts against the host's memory budget from here until it is
+                // recorded (docs/queues.md §9.3), wherever the attempt ran.
                 if let Work::Wasm(call) = &cell.work {
                     value.charge(&call.task().plugin().host().memory_budget());
                 }
