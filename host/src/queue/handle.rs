@@ -202,7 +202,8 @@ impl TaskCell {
 }
 
 /// The caller's view of one submitted task. Cheap to clone, `Send + Sync`, and may outlive
-/// its queue.
+/// its queue. It keeps its task (the input, and the result once done) for as long as it is
+/// held; once the task is recorded, handles are all that keep it.
 ///
 /// ```
 /// use osiiso_host::{Host, ThreadQueue};

@@ -96,6 +96,14 @@ pub struct Stats {
 }
 
 /// A task queue whose attempts run on the backend `B`. See the [module documentation](self).
+///
+/// # What it keeps
+///
+/// A finished task whose [`Handle`] nobody holds leaves nothing behind: the queue keeps its
+/// result (for [`results`](Self::results) and run summaries) under [`Retention::All`], the
+/// default, and only counts it under [`Retention::Counts`]. A long or endless run should use
+/// the latter and drop the handles it does not need: its memory then stays flat
+/// ([`Stats::live_tasks`], [`Stats::held_results`]; docs/queues.md §9.3).
 pub struct Queue<B: Backend> {
     core: Arc<Core>,
     backend: Arc<B>,
