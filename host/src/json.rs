@@ -18,9 +18,11 @@ use crate::engine::budget::{Charge, MemoryBudget};
 /// A JSON value kept as validated, compact text: what a task returned, in the guest's own key
 /// order, parsed only when asked ([`get`](Self::get), [`to_value`](Self::to_value)).
 ///
-/// Every `Json` is well-formed JSON that `serde_json` parses with its default limits: at most
-/// 127 nested arrays and objects, numbers in range, text without insignificant whitespace
-/// (so that it fits on one line of a JSON-lines file). Cloning is cheap: clones share the text.
+/// A `Json` made from text (what a guest returned, a report from a worker process or a node)
+/// or from a serializable value is well-formed JSON that `serde_json` parses with its default
+/// limits — at most 127 nested arrays and objects, numbers in range — written without
+/// insignificant whitespace, so that it fits on one line of a JSON-lines file. (One made from
+/// a `serde_json::Value` is that value as it is.) Cloning is cheap: clones share the text.
 ///
 /// Two values are equal when they are the same JSON value, whatever their key order; compare
 /// [`as_str`](Self::as_str) for the exact text. A `Json` also compares with a
@@ -74,9 +76,11 @@ impl Json {
     }
 
     /// The JSON form of any serializable value, or the error that says it has none (a map
-    /// with non-string keys, a failing `Serialize`).
+    /// with non-string keys, a failing `Serialize`) or one `serde_json` would not parse back
+    /// (nested too deep).
     pub fn serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         let text = serde_json::to_string(value)?;
+        validate(&text)?;
         Ok(Self::from_checked(text))
     }
 
@@ -378,6 +382,10 @@ mod tests {
         assert!(error.to_string().contains("recursion limit"), "{error}");
         // What is accepted always parses back.
         assert!(Json::parse(&deep(127)).unwrap().get::<Value>().is_ok());
+        // So does what a native task returns, or it is refused.
+        let nested = (0..200).fold(Value::Null, |inner, _| Value::Array(vec![inner]));
+        assert!(Json::serialize(&nested).is_err());
+        assert!(Json::serialize(&json!({"ok": [1, 2]})).is_ok());
     }
 
     #[test]

@@ -99,6 +99,37 @@ fn json_output_keeps_input_order_and_rows_carry_their_values() {
 }
 
 #[test]
+fn every_task_taken_gets_a_row_when_fail_first_stops_the_feeding() {
+    // A bounded queue is fed while it runs; the first failure halts it part-way through the
+    // inputs. Every task it took must still get its row, and the summary counts the same.
+    let mut args = vec![
+        "run",
+        artifacts::ECHO,
+        "fail",
+        "--size",
+        "2",
+        "--workers",
+        "1",
+        "--fail-first",
+        "--output",
+        "jsonl",
+    ];
+    for _ in 0..30 {
+        args.extend(["--input", r#""x""#]);
+    }
+    let outcome = osiiso(&args);
+    outcome.assert_code(1);
+    let rows = outcome.jsonl();
+    assert!(!rows.is_empty(), "{outcome:#?}");
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("Total tasks : {}", rows.len())),
+        "{outcome:#?}"
+    );
+}
+
+#[test]
 fn deep_values_are_refused_cleanly_on_every_backend() {
     for queue in ["thread", "async", "process"] {
         let outcome = osiiso(&[

@@ -128,20 +128,23 @@ impl CheckpointPlan {
 
 /// Submits `items` in order, restoring what the checkpoint remembers, and passes every
 /// handle (restored ones included, done already) to `submitted`, in input order, without
-/// keeping any.
+/// keeping any. Without a checkpoint each task is handed on as soon as it is admitted, so
+/// that a queue that stops taking work part-way (fail-first, a signal) still has every task
+/// it took reported; a bounded queue is waited on for room.
 pub(crate) fn submit<B: Backend>(
     queue: &Queue<B>,
     items: Vec<Submission>,
     plan: Option<&CheckpointPlan>,
     submitted: &dyn Fn(&Handle),
 ) -> Result<(), QueueError> {
-    let handles = match plan {
-        Some(plan) => {
-            queue.submit_checkpointed(items, &plan.checkpoint, &plan.namespace, &plan.key)?
-        }
-        None => queue.submit_all(items)?,
-    };
-    for handle in handles {
+    if let Some(plan) = plan {
+        let handles =
+            queue.submit_checkpointed(items, &plan.checkpoint, &plan.namespace, &plan.key)?;
+        handles.iter().for_each(submitted);
+        return Ok(());
+    }
+    for (call, options) in items {
+        let handle = futures::executor::block_on(queue.submit_wait(call, options))?;
         submitted(&handle);
     }
     Ok(())
