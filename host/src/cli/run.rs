@@ -422,7 +422,12 @@ fn run_queue<B: Backend>(
             if args.queue.size > 0 || work::order_is_admission_order(&submissions) {
                 queue.start().map_err(|e| anyhow!("{e}"))?;
             }
-            match work::submit(&queue, submissions, checkpoint.as_ref(), &track) {
+            let admit = if args.queue.size > 0 {
+                work::Admit::EachWaitingForRoom
+            } else {
+                work::Admit::Batch
+            };
+            match work::submit(&queue, submissions, checkpoint.as_ref(), admit, &track) {
                 Ok(()) => {}
                 // Fail-first halted the queue while it was still being fed, or the run was
                 // stopped.

@@ -126,27 +126,42 @@ impl CheckpointPlan {
     }
 }
 
+/// How a list of tasks is admitted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// All at once: nothing can stop the admission part-way, so fail-first cancels what it
+    /// reaches instead of refusing it.
+    Batch,
+    /// One by one, waiting for room in a bounded queue; each task is handed on as soon as it
+    /// is admitted, so that a queue that stops taking work part-way (fail-first, a signal)
+    /// still has every task it took reported.
+    EachWaitingForRoom,
+}
+
 /// Submits `items` in order, restoring what the checkpoint remembers, and passes every
 /// handle (restored ones included, done already) to `submitted`, in input order, without
-/// keeping any. Without a checkpoint each task is handed on as soon as it is admitted, so
-/// that a queue that stops taking work part-way (fail-first, a signal) still has every task
-/// it took reported; a bounded queue is waited on for room.
+/// keeping any.
 pub(crate) fn submit<B: Backend>(
     queue: &Queue<B>,
     items: Vec<Submission>,
     plan: Option<&CheckpointPlan>,
+    admit: Admit,
     submitted: &dyn Fn(&Handle),
 ) -> Result<(), QueueError> {
-    if let Some(plan) = plan {
-        let handles =
-            queue.submit_checkpointed(items, &plan.checkpoint, &plan.namespace, &plan.key)?;
-        handles.iter().for_each(submitted);
-        return Ok(());
-    }
-    for (call, options) in items {
-        let handle = futures::executor::block_on(queue.submit_wait(call, options))?;
-        submitted(&handle);
-    }
+    let handles = match (plan, admit) {
+        (Some(plan), _) => {
+            queue.submit_checkpointed(items, &plan.checkpoint, &plan.namespace, &plan.key)?
+        }
+        (None, Admit::Batch) => queue.submit_all(items)?,
+        (None, Admit::EachWaitingForRoom) => {
+            for (call, options) in items {
+                let handle = futures::executor::block_on(queue.submit_wait(call, options))?;
+                submitted(&handle);
+            }
+            return Ok(());
+        }
+    };
+    handles.iter().for_each(submitted);
     Ok(())
 }
 
