@@ -19,7 +19,7 @@ fn calc() -> Plugin {
 
 fn value(plugin: &Plugin, task: &str, input: Value) -> Value {
     match run(plugin, task, input.clone()).outcome {
-        AttemptOutcome::Succeeded(value) => value,
+        AttemptOutcome::Succeeded(value) => value.into(),
         other => panic!("{task}({input}) should succeed: {other:?}"),
     }
 }
