@@ -204,7 +204,7 @@ impl<B: Backend> Queue<B> {
                 Some(hit) => {
                     let value = hit
                         .has_value
-                        .then(|| hit.value.as_ref().map_or_else(Json::null, Json::from));
+                        .then(|| hit.value.clone().unwrap_or_else(Json::null));
                     slots.push(Some(self.core.restored(
                         call.into(),
                         options,

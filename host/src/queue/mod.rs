@@ -50,7 +50,7 @@ pub use self::group::{AsCompleted, BoundTask, Group, as_completed, as_completed_
 pub use self::handle::Handle;
 pub use self::options::{FailPolicy, Mode, OnExit, Retention, TaskOptions, Workers};
 pub use self::result::{TaskResult, TaskStatus};
-pub use self::summary::{KEPT_FAILURES, RunSummary};
+pub use self::summary::{KEPT_FAILURES, RunStatus, RunSummary};
 pub use self::work::{AsyncNativeTask, NativeFn, NativeFutureFn, NativeTask};
 
 use self::backend::{AcceptsFutures, AcceptsNative, Backend, Runner};

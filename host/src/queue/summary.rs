@@ -210,28 +210,95 @@ impl RunSummary {
     }
 }
 
+/// What a run came to, as the first line of its summary says it.
+///
+/// ```
+/// use osiiso_host::queue::{RunStatus, RunSummary};
+/// let summary = RunSummary::from_results(Vec::new(), std::time::Instant::now(), false);
+/// assert_eq!(summary.status(), RunStatus::Passed);
+/// // A caller that refused some of its inputs before they became tasks says so.
+/// let shown = summary.display_with(RunStatus::CompletedWithErrors).to_string();
+/// assert!(shown.contains("Run Summary: COMPLETED WITH ERRORS"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Nothing failed, nothing was cancelled, no timeout: `PASSED`.
+    Passed,
+    /// Something failed or was cancelled: `COMPLETED WITH ERRORS`.
+    CompletedWithErrors,
+    /// The run hit its timeout: `TIMED OUT`.
+    TimedOut,
+}
+
+impl RunStatus {
+    /// The status as the summary shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passed => "PASSED",
+            Self::CompletedWithErrors => "COMPLETED WITH ERRORS",
+            Self::TimedOut => "TIMED OUT",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RunSummary {
+    /// `TimedOut` if the run hit its timeout, else `Passed` if [`ok`](Self::ok), else
+    /// `CompletedWithErrors` (a run with only cancellations too).
+    pub fn status(&self) -> RunStatus {
+        if self.timed_out {
+            RunStatus::TimedOut
+        } else if self.ok() {
+            RunStatus::Passed
+        } else {
+            RunStatus::CompletedWithErrors
+        }
+    }
+
+    /// The summary block with `status` on its first line instead of [`status`](Self::status):
+    /// for a caller that knows of errors the queue never saw, such as inputs it refused before
+    /// they became tasks. `Display` is `display_with(self.status())`.
+    pub fn display_with(&self, status: RunStatus) -> impl fmt::Display + '_ {
+        SummaryBlock {
+            summary: self,
+            status,
+        }
+    }
+}
+
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.display_with(self.status()).fmt(f)
+    }
+}
+
+/// A summary shown with a given status.
+struct SummaryBlock<'a> {
+    summary: &'a RunSummary,
+    status: RunStatus,
+}
+
+impl fmt::Display for SummaryBlock<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { summary, status } = self;
         let bar = "-".repeat(40);
-        let status = if self.timed_out {
-            "TIMED OUT"
-        } else if self.ok() {
-            "PASSED"
-        } else {
-            "COMPLETED WITH ERRORS"
-        };
         writeln!(f, "{bar}")?;
         writeln!(f, "  Run Summary: {status}")?;
         writeln!(f, "{bar}")?;
-        writeln!(f, "  Total tasks : {}", self.total_submitted)?;
-        writeln!(f, "  Succeeded   : {}", self.succeeded)?;
-        writeln!(f, "  Failed      : {}", self.failed)?;
-        writeln!(f, "  Cancelled   : {}", self.cancelled)?;
-        writeln!(f, "  Duration    : {:.3}s", self.duration.as_secs_f64())?;
-        if self.failed > 0 {
+        writeln!(f, "  Total tasks : {}", summary.total_submitted)?;
+        writeln!(f, "  Succeeded   : {}", summary.succeeded)?;
+        writeln!(f, "  Failed      : {}", summary.failed)?;
+        writeln!(f, "  Cancelled   : {}", summary.cancelled)?;
+        writeln!(f, "  Duration    : {:.3}s", summary.duration.as_secs_f64())?;
+        if summary.failed > 0 {
             writeln!(f, "{bar}")?;
             writeln!(f, "  Failures:")?;
-            let listed = self
+            let listed = summary
                 .results
                 .iter()
                 .filter(|r| r.status == TaskStatus::Failed);
@@ -249,7 +316,7 @@ impl fmt::Display for RunSummary {
                     }
                 }
             }
-            let unlisted = self.failed.saturating_sub(listed.count());
+            let unlisted = summary.failed.saturating_sub(listed.count());
             if unlisted > 0 {
                 writeln!(f, "    … and {unlisted} more")?;
             }
@@ -260,6 +327,29 @@ impl fmt::Display for RunSummary {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_summary_is_shown_with_its_own_status_or_the_one_it_is_given() {
+        use super::{RunStatus, RunSummary};
+        use std::time::Instant;
+        let mut summary = RunSummary::from_results(Vec::new(), Instant::now(), false);
+        assert_eq!(summary.status(), RunStatus::Passed);
+        let shown = summary.to_string();
+        assert!(shown.contains("Run Summary: PASSED"), "{shown}");
+        let given = summary
+            .display_with(RunStatus::CompletedWithErrors)
+            .to_string();
+        assert_eq!(
+            given,
+            shown.replace("PASSED", "COMPLETED WITH ERRORS"),
+            "only the status line differs"
+        );
+        summary.cancelled = 1;
+        assert_eq!(summary.status(), RunStatus::CompletedWithErrors);
+        summary.timed_out = true;
+        assert_eq!(summary.status(), RunStatus::TimedOut);
+        assert!(summary.to_string().contains("Run Summary: TIMED OUT"));
+    }
+
     #[test]
     fn a_counted_summary_lists_its_first_failures_and_says_how_many_more() {
         use super::super::result::{TaskResult, TaskStatus};

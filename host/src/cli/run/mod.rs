@@ -12,8 +12,8 @@ use clap::{Args, ValueEnum};
 use osiiso_host::backend::{Async, Process, Thread};
 use osiiso_host::queue::backend::Backend;
 use osiiso_host::queue::{
-    FailPolicy, Handle, Mode, OnExit, QueueBuilder, Retention, RunOptions, RunSummary, TaskOptions,
-    Workers,
+    FailPolicy, Handle, Mode, OnExit, QueueBuilder, Retention, RunOptions, RunStatus, RunSummary,
+    TaskOptions, Workers,
 };
 use osiiso_host::units::parse_size;
 use osiiso_host::{AsyncQueue, Plugin, ProcessQueue, Task, ThreadQueue};
@@ -465,15 +465,11 @@ fn report_end(
     }
     let mut stderr = std::io::stderr().lock();
     if !args.quiet {
-        let mut text = summary.to_string();
-        if !inputs.all_run() {
-            text = text.replacen(
-                "Run Summary: PASSED",
-                "Run Summary: COMPLETED WITH ERRORS",
-                1,
-            );
-        }
-        let _ = writeln!(stderr, "{text}");
+        let status = match summary.status() {
+            RunStatus::Passed if !inputs.all_run() => RunStatus::CompletedWithErrors,
+            status => status,
+        };
+        let _ = writeln!(stderr, "{}", summary.display_with(status));
         if inputs.restored > 0 {
             let _ = writeln!(
                 stderr,
