@@ -15,9 +15,11 @@ use parking_lot::{Condvar, Mutex};
 use super::jobs::{JobSpec, Origin};
 use super::work::{CheckpointPlan, Resolver, Submission};
 
-/// The most submitted tasks left unfinished: room for a thousand workers many times over, and
-/// a bound on what the queue holds.
-pub(crate) const WINDOW_TASKS: usize = 65_536;
+/// The most submitted tasks left unfinished (or twice the workers, if more): enough read
+/// ahead to keep every worker busy, and a bound on what the queue holds — a few hundred bytes
+/// a task, so about a megabyte, reached within the first few thousand tasks: a run of a
+/// million tasks holds what a run of ten thousand does.
+pub(crate) const WINDOW_TASKS: usize = 4_096;
 /// The most input bytes (as read) of unfinished tasks: parsed, up to about 16 times as much.
 /// A larger job still goes, alone.
 pub(crate) const WINDOW_BYTES: usize = 16 << 20;
