@@ -1,4 +1,4 @@
-//! The scenario matrix: every rule of SEMANTICS.md as a generic scenario, instantiated for
+//! The scenario matrix: every rule of docs/queues.md as a generic scenario, instantiated for
 //! each backend by `scenarios!`. A new backend adds one line at the bottom.
 //!
 //! WASM tasks are used wherever possible; native closures only where a scenario needs a
