@@ -174,6 +174,7 @@ fn osiiso(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BIN)
         .args(args)
         .env("OSIISO_CACHE_DIR", support::cache_dir())
+        .env("OSIISO_COMPILE_TIMEOUT", "15m")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .output()
