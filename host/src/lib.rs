@@ -32,6 +32,7 @@ pub mod backend;
 mod engine;
 mod failure;
 mod helpers;
+mod json;
 pub mod metrics;
 mod progress;
 pub mod queue;
@@ -57,4 +58,5 @@ pub use engine::{
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
 pub use helpers::{HelperOptions, RunConfig, amap, pmap, run, tmap};
+pub use json::Json;
 pub use progress::{PROGRESS_INTERVAL, Progress};

@@ -13,10 +13,12 @@ mod nodes;
 mod options;
 mod output;
 mod progress;
+mod rows;
 mod run;
 #[cfg(feature = "nats")]
 mod serve;
 mod signals;
+mod spill;
 mod validate;
 mod work;
 

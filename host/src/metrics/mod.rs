@@ -544,13 +544,13 @@ impl Collector for Metrics {
             gauge(
                 e,
                 "osiiso_memory_in_use_bytes",
-                "Linear memory held by live instances.",
+                "The memory budget in use: linear memory of live instances and values not yet recorded.",
                 used as f64,
             )?;
             gauge(
                 e,
                 "osiiso_memory_budget_bytes",
-                "The total memory budget of live instances (--total-memory).",
+                "The total memory budget (--total-memory).",
                 total as f64,
             )?;
         }

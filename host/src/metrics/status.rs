@@ -40,7 +40,7 @@ pub struct Status {
     pub running: Vec<RunningAttempt>,
     /// The most recent failures, newest first.
     pub failures: Vec<RecentFailure>,
-    /// Linear memory held by live instances, and the budget, in bytes (when a host is
+    /// The memory budget in use (live instances, values in flight) and the budget, in bytes (when a host is
     /// watched).
     pub memory: Option<(usize, usize)>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::backend::{Backend, QueueSettings};
 use super::error::Error;
 use super::handle::Handle;
-use super::options::{FailPolicy, Mode, OnExit, Workers};
+use super::options::{FailPolicy, Mode, OnExit, Retention, Workers};
 use super::result::TaskResult;
 use crate::failure::TaskFailure;
 use crate::metrics::Metrics;
@@ -45,6 +45,7 @@ pub(crate) struct QueueConfig {
     pub(crate) on_progress: Option<OnProgress>,
     /// Where the queue counts what it does.
     pub(crate) metrics: Option<Metrics>,
+    pub(crate) retention: Retention,
     /// The `Auto` worker limit of this backend.
     pub(crate) auto_limit: usize,
 }
@@ -117,6 +118,7 @@ impl<B: Backend> QueueBuilder<B> {
                 on_retry: None,
                 on_progress: None,
                 metrics: None,
+                retention: Retention::All,
                 auto_limit: B::auto_limit(cpus),
             },
         }
@@ -185,6 +187,13 @@ impl<B: Backend> QueueBuilder<B> {
     /// Idle time after which surplus auto workers retire in infinite mode (default 30 s).
     pub fn retire_idle_after(mut self, after: Duration) -> Self {
         self.config.retire_idle_after = after;
+        self
+    }
+
+    /// What the queue keeps of recorded results: every one (the default), or counts only,
+    /// for runs of any length in flat memory (docs/queues.md §9.3).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.config.retention = retention;
         self
     }
 
