@@ -252,7 +252,7 @@ impl Reporter {
 
     fn count(&self, result: &TaskResult) {
         let mut tally = self.tally.lock();
-        if is_restored(result) {
+        if result.restored() {
             tally.restored += 1;
             return;
         }
@@ -326,10 +326,6 @@ impl Reporter {
             .and_then(|()| out.flush())
             .map_err(OutputError::from_io)
     }
-}
-
-fn is_restored(result: &TaskResult) -> bool {
-    result.attempts == 0 && result.message.starts_with("restored from checkpoint")
 }
 
 /// A result as one JSON object — `index`, the input's position from 0, then the result's
