@@ -203,6 +203,8 @@ impl Process {
             allow_precompiled: host.allows_precompiled(),
             // The workers together stay within the parent's budget.
             total_memory: Some(host.total_memory() / self.slots.max(1)),
+            // Guest code is compiled as in the parent.
+            no_fuel: !host.meters_fuel(),
         };
         let mut process = WorkerProcess::spawn(&self.options.context, &options, &self.pids)
             .map_err(AttemptOutcome::Failed)?;

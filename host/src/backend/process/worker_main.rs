@@ -50,6 +50,8 @@ pub struct WorkerOptions {
     pub allow_precompiled: bool,
     /// The memory budget of this worker's live instances (its share of the parent's).
     pub total_memory: Option<usize>,
+    /// Run guest code without fuel metering (the parent's host does not meter fuel).
+    pub no_fuel: bool,
 }
 
 impl WorkerOptions {
@@ -78,6 +80,9 @@ impl WorkerOptions {
             args.push("--total-memory".into());
             args.push(total.to_string());
         }
+        if self.no_fuel {
+            args.push("--no-fuel".into());
+        }
         args
     }
 
@@ -98,6 +103,7 @@ impl WorkerOptions {
                     options.log_level = Some(value.parse().map_err(|_| "bad --log-level")?);
                 }
                 "--allow-precompiled" => options.allow_precompiled = true,
+                "--no-fuel" => options.no_fuel = true,
                 "--total-memory" => {
                     let value = it.next().ok_or("--total-memory needs a value")?;
                     options.total_memory = Some(value.parse().map_err(|_| "bad --total-memory")?);
@@ -174,6 +180,7 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
             .cache(!options.no_cache)
             .max_instances(4)
             .allow_precompiled(options.allow_precompiled)
+            .fuel_metering(!options.no_fuel)
             .tick(Duration::from_millis(10));
         if let Some(cap) = options.memory_limit {
             builder = builder.address_space_cap(cap);
