@@ -14,8 +14,7 @@ const POOL_MAX_MEMORY: usize = 4 << 30;
 /// thread stacks and compiled plugins.
 const CAPPED_PROCESS_OVERHEAD: u64 = 160 << 20;
 
-/// Builds the engine, with the pooling allocator when the probe succeeds, and with fuel
-/// metering compiled into guest code when `fuel` is set.
+/// Builds the engine, with the pooling allocator when the probe succeeds.
 ///
 /// Returns the engine and whether it pools instances.
 pub(crate) fn build_engine(
@@ -24,6 +23,47 @@ pub(crate) fn build_engine(
     address_space_cap: Option<u64>,
     fuel: bool,
 ) -> wasmtime::Result<(Engine, bool)> {
+    if address_space_cap.is_some() {
+        return Ok((compile_engine(address_space_cap, fuel)?, false));
+    }
+    if pooling != Some(false) {
+        let mut config = code_config(None, fuel);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(max_instances)));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(error) if pooling.is_none() => {
+                tracing::debug!(%error, "pooling allocator unavailable; allocating on demand");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((compile_engine(None, fuel)?, false))
+}
+
+/// An engine with the code settings of a host built with this `address_space_cap` and
+/// `fuel` metering, and
+/// instances allocated on demand. The instance allocator does not change compiled code, so
+/// what this engine compiles loads into every engine [`build_engine`] makes for the same cap:
+/// the compile process uses it.
+pub(crate) fn compile_engine(
+    address_space_cap: Option<u64>,
+    fuel: bool,
+) -> wasmtime::Result<Engine> {
+    Engine::new(&code_config(address_space_cap, fuel))
+}
+
+/// Everything that shapes compiled code (features, fuel, epochs, memory tunables).
+fn code_config(address_space_cap: Option<u64>, fuel: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        // Fuel counting costs instructions in every loop of the guest (about a fifth of a
+        // tight integer loop's, README "Performance"): compiled in only when asked for.
+        .consume_fuel(fuel)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(ASYNC_STACK)
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
     if let Some(cap) = address_space_cap {
         // Under an address-space cap (RLIMIT_AS) the usual multi-GiB reservation per linear
         // memory cannot be made. Reserve most of the cap once, so that a memory grows in
@@ -35,63 +75,40 @@ pub(crate) fn build_engine(
             .max(cap / 4)
             .max(16 << 20)
             & !0xffff;
-        let mut config = base_config(None, fuel);
         config
             .memory_reservation(reservation)
             .memory_guard_size(0)
             .memory_reservation_for_growth(0)
             .memory_may_move(false)
             .guard_before_linear_memory(false);
-        return Ok((Engine::new(&config)?, false));
     }
-    if pooling != Some(false) {
-        match Engine::new(&base_config(Some(max_instances), fuel)) {
-            Ok(engine) => return Ok((engine, true)),
-            Err(error) if pooling.is_none() => {
-                tracing::debug!(%error, "pooling allocator unavailable; allocating on demand");
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    Ok((Engine::new(&base_config(None, fuel))?, false))
+    config
 }
 
-fn base_config(pool_instances: Option<u32>, fuel: bool) -> Config {
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        // Fuel counting costs instructions in every loop of the guest (about a fifth of a
-        // tight integer loop's, measured): compiled in only when asked for.
-        .consume_fuel(fuel)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .async_stack_size(ASYNC_STACK)
-        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
-    if let Some(instances) = pool_instances {
-        let mut pool = PoolingAllocationConfig::default();
-        // A Rust component has a handful of core instances (the program plus the canonical
-        // ABI shims); leave headroom for other toolchains.
-        pool.total_component_instances(instances)
-            .total_core_instances(instances.saturating_mul(8))
-            .total_memories(instances.saturating_mul(2))
-            .total_tables(instances.saturating_mul(4))
-            .total_stacks(instances)
-            .max_memory_size(POOL_MAX_MEMORY)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_core_instances_per_component(32)
-            .table_elements(100_000);
-        let reset = MemoryReset::detect();
-        pool.pagemap_scan(if reset == MemoryReset::PagemapScan {
-            Enabled::Yes
-        } else {
-            Enabled::No
-        })
-        .linear_memory_keep_resident(reset.keep_resident())
-        .table_keep_resident(64 << 10);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    }
-    config
+/// The pooling allocator's configuration for `instances` component instances.
+fn pool(instances: u32) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust component has a handful of core instances (the program plus the canonical
+    // ABI shims); leave headroom for other toolchains.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_memory_size(POOL_MAX_MEMORY)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_core_instances_per_component(32)
+        .table_elements(100_000);
+    let reset = MemoryReset::detect();
+    pool.pagemap_scan(if reset == MemoryReset::PagemapScan {
+        Enabled::Yes
+    } else {
+        Enabled::No
+    })
+    .linear_memory_keep_resident(reset.keep_resident())
+    .table_keep_resident(64 << 10);
+    pool
 }
 
 /// How a pooled slot's linear memory is made clean for its next instance.
@@ -139,4 +156,40 @@ fn swap_enabled() -> bool {
         .find_map(|line| line.strip_prefix("SwapTotal:"))
         .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
         .is_none_or(|kib| kib > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cache::engine_fingerprint;
+
+    /// The compile process's engine makes code every engine of a host with the same cap
+    /// loads: the instance allocator is not part of the compiled code.
+    #[test]
+    fn the_compile_engine_matches_every_host_engine() {
+        for fuel in [true, false] {
+            for (pooling, cap) in [
+                (Some(true), None),
+                (Some(false), None),
+                (None, Some(512 << 20)),
+            ] {
+                let (engine, _) = build_engine(8, pooling, cap, fuel).unwrap();
+                assert_eq!(
+                    engine_fingerprint(&engine),
+                    engine_fingerprint(&compile_engine(cap, fuel).unwrap()),
+                    "pooling {pooling:?}, cap {cap:?}, fuel {fuel}"
+                );
+            }
+        }
+        assert_ne!(
+            engine_fingerprint(&compile_engine(None, true).unwrap()),
+            engine_fingerprint(&compile_engine(Some(512 << 20), true).unwrap()),
+            "a cap changes the code, so it must reach the compile process"
+        );
+        assert_ne!(
+            engine_fingerprint(&compile_engine(None, true).unwrap()),
+            engine_fingerprint(&compile_engine(None, false).unwrap()),
+            "fuel metering changes the code, so it must reach the compile process"
+        );
+    }
 }

@@ -205,6 +205,8 @@ impl Process {
             total_memory: Some(host.total_memory() / self.slots.max(1)),
             // Guest code is compiled as in the parent.
             no_fuel: !host.meters_fuel(),
+            compile_timeout: Some(host.compile_timeout()),
+            compile_memory: Some(host.compile_memory()),
         };
         let mut process = WorkerProcess::spawn(&self.options.context, &options, &self.pids)
             .map_err(AttemptOutcome::Failed)?;

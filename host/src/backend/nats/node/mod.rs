@@ -64,6 +64,12 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// Linear memory all running attempts may hold together (default: half the machine).
     pub total_memory: Option<usize>,
+    /// How long compiling one plugin may take (default
+    /// [`DEFAULT_COMPILE_TIMEOUT`](crate::DEFAULT_COMPILE_TIMEOUT)).
+    pub compile_timeout: Option<Duration>,
+    /// The memory compiling one plugin may use (default
+    /// [`DEFAULT_COMPILE_MEMORY`](crate::DEFAULT_COMPILE_MEMORY)).
+    pub compile_memory: Option<u64>,
 }
 
 impl NodeConfig {
@@ -80,6 +86,8 @@ impl NodeConfig {
             ack_wait: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             total_memory: None,
+            compile_timeout: None,
+            compile_memory: None,
         }
     }
 }
@@ -221,6 +229,12 @@ impl NatsNode {
         }
         if let Some(total) = config.total_memory {
             builder = builder.total_memory(total);
+        }
+        if let Some(timeout) = config.compile_timeout {
+            builder = builder.compile_timeout(timeout);
+        }
+        if let Some(bytes) = config.compile_memory {
+            builder = builder.compile_memory(bytes);
         }
         let host = builder
             .build()

@@ -21,6 +21,12 @@ const LOADED: usize = 32;
 const KEPT: usize = 64;
 /// How long downloading one component may take.
 const FETCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Plugins that did not load, remembered at most: every task of a plugin that cannot be
+/// compiled (a compile bomb up to its limit, say) must not cost the node a compilation.
+const REMEMBERED_FAILURES: usize = 256;
+/// How long a failed load is remembered (a load that ran out of time on a busy node may
+/// succeed later).
+const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub(crate) struct NodePlugins {
     host: Host,
@@ -28,6 +34,8 @@ pub(crate) struct NodePlugins {
     /// Verified components, `blake3-<hex>.wasm`, when the node has a cache directory.
     dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, Plugin>>,
+    /// Plugins whose load failed, with when and why.
+    failed: Mutex<HashMap<String, (std::time::Instant, TaskFailure)>>,
     /// One fetch per plugin at a time.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -40,6 +48,7 @@ impl NodePlugins {
             store,
             dir,
             loaded: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
         }
     }
@@ -84,6 +93,9 @@ impl NodePlugins {
         if let Some(plugin) = self.loaded.lock().get(hash) {
             return Ok(plugin.clone());
         }
+        if let Some(failure) = self.failed_before(hash) {
+            return Err(failure);
+        }
         let bytes = match self.local(hash).await {
             Some(bytes) => bytes,
             None => {
@@ -97,7 +109,9 @@ impl NodePlugins {
         let plugin = match loaded {
             Ok(Ok(plugin)) => plugin,
             Ok(Err(error)) => {
-                return Err(TaskFailure::new(FailureKind::PluginLoad, error.to_string()));
+                let failure = TaskFailure::new(FailureKind::PluginLoad, error.to_string());
+                self.remember_failure(hash, &failure);
+                return Err(failure);
             }
             Err(error) => {
                 return Err(TaskFailure::new(
@@ -114,6 +128,36 @@ impl NodePlugins {
         }
         loaded.insert(hash.to_string(), plugin.clone());
         Ok(plugin)
+    }
+
+    /// Why the plugin did not load, if it failed recently.
+    fn failed_before(&self, hash: &str) -> Option<TaskFailure> {
+        let mut failed = self.failed.lock();
+        match failed.get(hash) {
+            Some((when, failure)) if when.elapsed() < FAILURE_MEMORY => Some(failure.clone()),
+            Some(_) => {
+                failed.remove(hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember_failure(&self, hash: &str, failure: &TaskFailure) {
+        let mut failed = self.failed.lock();
+        failed.retain(|_, (when, _)| when.elapsed() < FAILURE_MEMORY);
+        if failed.len() >= REMEMBERED_FAILURES
+            && let Some(oldest) = failed
+                .iter()
+                .min_by_key(|(_, (when, _))| *when)
+                .map(|(hash, _)| hash.clone())
+        {
+            failed.remove(&oldest);
+        }
+        failed.insert(
+            hash.to_string(),
+            (std::time::Instant::now(), failure.clone()),
+        );
     }
 
     /// The local copy, if there is one and it still hashes to its name.
