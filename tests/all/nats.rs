@@ -378,7 +378,7 @@ fn a_nats_queue_is_built_and_run_from_async_code() {
             .unwrap();
         let summary = queue.run_async().await.unwrap();
         assert!(summary.ok(), "{summary}");
-        assert_eq!(handle.await.value, Some(json!({"from": "async"})));
+        assert_eq!(handle.await.value, Some(json!({"from": "async"}).into()));
     });
 }
 

@@ -7,7 +7,7 @@
 //! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`](crate::AttemptControl::cancel).
 
 mod attempt;
-mod budget;
+pub(crate) mod budget;
 mod cache;
 mod call;
 mod command;
@@ -265,7 +265,7 @@ impl HostBuilder {
     ///     display_name: "echo",
     ///     progress: None,
     /// });
-    /// assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!("hi")));
+    /// assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!("hi").into()));
     /// assert_eq!(report.fuel_consumed, None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -538,6 +538,14 @@ impl Host {
     /// The total memory budget shared by this host's live instances, in bytes.
     pub fn total_memory(&self) -> usize {
         self.inner.memory_budget.total()
+    }
+
+    /// The part of the memory budget in use now: the linear memories of live instances, and
+    /// the values a queue received from attempts and has not recorded yet (a value counts
+    /// until its task's result is recorded and `on_complete` has returned). A report from
+    /// [`Task::run_attempt`] is the caller's, and counts nothing.
+    pub fn memory_in_use(&self) -> usize {
+        self.inner.memory_budget.used()
     }
 
     pub(crate) fn memory_budget(&self) -> Arc<MemoryBudget> {

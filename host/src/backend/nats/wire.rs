@@ -29,7 +29,7 @@ pub(crate) struct ReportMsg {
     pub uid: String,
     /// The node that ran (or gave up) the attempt.
     pub node: String,
-    #[serde(flatten)]
+    /// Not flattened: the value inside travels as raw JSON, which serde cannot buffer.
     pub report: WireReport,
     /// Made up by the submitter itself (the attempt's node or broker went away).
     #[serde(skip)]
