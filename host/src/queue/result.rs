@@ -111,6 +111,12 @@ impl TaskResult {
         self.status == TaskStatus::Succeeded
     }
 
+    /// Whether it was restored from a checkpoint instead of run: it succeeded without an
+    /// attempt, which nothing else does.
+    pub fn restored(&self) -> bool {
+        self.status == TaskStatus::Succeeded && self.attempts == 0
+    }
+
     /// The stable JSON object of the CLI contract (README.md, "The result object") as a value. Its keys are in
     /// `serde_json`'s map order; serialize the result itself (`serde_json::to_writer(w,
     /// &result)`) for the documented key order.

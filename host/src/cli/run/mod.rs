@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -347,7 +347,7 @@ fn run_queue<B: Backend>(
     let tracker = reporter.clone();
     let track = move |handle: &Handle| tracker.track(handle);
 
-    let skipped = Arc::new(AtomicUsize::new(0));
+    let skipped = reporter.skipped();
     let feeder = |resolver, plan| Feeder {
         queue: queue.clone(),
         resolver,
