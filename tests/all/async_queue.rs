@@ -162,16 +162,36 @@ fn a_thousand_sleeping_guests_wait_together() {
 #[test]
 fn a_spinning_guest_does_not_starve_the_others() {
     // One thread for everything: only fuel yields let the sleepers make progress.
+    spinner_beside_sleepers(&crate::support::host());
+}
+
+#[test]
+fn without_fuel_metering_a_spinning_guest_yields_at_epoch_ticks() {
+    // No fuel to yield by: the epoch callback yields at every tick instead.
+    let host = crate::support::unmetered_host();
+    assert!(!host.meters_fuel());
+    spinner_beside_sleepers(&host);
+}
+
+/// 100 sleepers finish on a one-thread runtime while a guest that never returns spins beside
+/// them (it is cancelled at the end).
+fn spinner_beside_sleepers(host: &osiiso_host::Host) {
     let runtime = current_thread_runtime();
     runtime.block_on(async {
         let queue = AsyncQueue::builder()
             .workers(Workers::Fixed(101))
             .build()
             .unwrap();
-        let grind = load(artifacts::HOSTILE_IGNORES_CANCEL)
+        let grind = host
+            .load(artifacts::HOSTILE_IGNORES_CANCEL)
+            .unwrap()
             .task("grind")
             .unwrap();
-        let sleep = load(artifacts::SCENARIO_FLAKY).task("sleep").unwrap();
+        let sleep = host
+            .load(artifacts::SCENARIO_FLAKY)
+            .unwrap()
+            .task("sleep")
+            .unwrap();
         let spinner = queue
             .submit(
                 grind.with_input(Value::Null),
@@ -183,7 +203,13 @@ fn a_spinning_guest_does_not_starve_the_others() {
             .unwrap();
         queue.start().unwrap();
         for handle in sleepers.iter() {
-            assert_eq!(handle.clone().await.status, TaskStatus::Succeeded);
+            let result = handle.clone().await;
+            assert_eq!(result.status, TaskStatus::Succeeded);
+            assert_eq!(
+                result.fuel_consumed.is_some(),
+                host.meters_fuel(),
+                "{result:?}"
+            );
         }
         assert!(
             !spinner.is_done(),

@@ -455,6 +455,47 @@ fn fuel_budget_stops_score_with_out_of_fuel() {
 }
 
 #[test]
+fn fuel_consumed_appears_with_fuel_on_thread_and_process_and_always_on_async() {
+    for (queue, fuel, metered) in [
+        ("thread", None, false),
+        ("thread", Some("1000000000"), true),
+        ("process", None, false),
+        ("process", Some("1000000000"), true),
+        // The async queue counts fuel to yield, budget or not.
+        ("async", None, true),
+        ("async", Some("1000000000"), true),
+    ] {
+        let mut args = vec![
+            "run",
+            artifacts::SCORE,
+            "--input",
+            "1000",
+            "--queue",
+            queue,
+            "--output",
+            "jsonl",
+            "-q",
+        ];
+        if let Some(fuel) = fuel {
+            args.extend(["--fuel", fuel]);
+        }
+        let out = osiiso(&args);
+        out.assert_code(0);
+        let result = out.single();
+        assert_eq!(status(&result), "succeeded", "{queue} {fuel:?}: {result}");
+        let consumed = &result["fuel_consumed"];
+        if metered {
+            assert!(
+                consumed.as_u64().is_some_and(|f| f > 1000),
+                "{queue} {fuel:?}: {result}"
+            );
+        } else {
+            assert!(consumed.is_null(), "{queue} {fuel:?}: {result}");
+        }
+    }
+}
+
+#[test]
 fn timeout_stops_an_infinite_loop() {
     let out = osiiso(&[
         "run",

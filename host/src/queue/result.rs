@@ -93,7 +93,8 @@ pub struct TaskResult {
     pub duration: Duration,
     /// `""` on success, the failure message, or why it was cancelled.
     pub message: String,
-    /// Fuel consumed over all attempts (WASM tasks).
+    /// Fuel consumed over all attempts (WASM tasks on a host that meters fuel, see
+    /// [`HostBuilder::fuel_metering`](crate::HostBuilder::fuel_metering); else `None`).
     pub fuel_consumed: Option<u64>,
     /// Captured stdout of the final attempt.
     pub stdout: Option<CapturedOutput>,

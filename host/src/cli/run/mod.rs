@@ -234,7 +234,9 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         Workers::Auto => 64,
     };
 
-    let host = args.cache.host(instances)?;
+    // Fuel is counted only when a budget asks for it, or for the async queue's yields.
+    let fuel_metering = args.limits.fuel.is_some() || args.queue.kind == QueueKind::Async;
+    let host = args.cache.host(instances, fuel_metering)?;
     let plugin = args.limits.load(&host, &args.plugin)?;
     let plugin = plugin.with_sandbox(args.sandbox.sandbox(&host)?);
     let plugin = allow_http(plugin, &args.queue.allow_http)?;
