@@ -57,6 +57,6 @@ pub use engine::{
     WarmPool, maybe_run_compiler,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
-pub use helpers::{HelperOptions, RunConfig, amap, pmap, run, tmap};
+pub use helpers::{HelperOptions, RuntimeConfig, amap, block_on, pmap, tmap};
 pub use json::Json;
 pub use progress::{PROGRESS_INTERVAL, Progress};
