@@ -172,7 +172,7 @@ fn an_unreachable_broker_fails_fast_with_exit_2_and_the_url() {
     ]);
     run.assert_usage_error(&[&url]);
     osiiso(&["nodes", "--nats", &url]).assert_usage_error(&[&url]);
-    osiiso(&["serve", "--nats", &url]).assert_usage_error(&[&url]);
+    // (`serve` waits for its broker instead: nats_service.rs.)
     // `--nats` means the NATS queue.
     osiiso(&["run", echo, "echo", "--input", "1", "--nats", &url])
         .assert_usage_error(&["--queue nats"]);
@@ -481,6 +481,25 @@ fn cold_node(server: &Path) -> (Fleet, std::path::PathBuf, tempfile::TempDir) {
     (fleet, cache, cache_root)
 }
 
+/// The same server with its node replaced by a new cold one.
+fn cold_node_on(mut fleet: Fleet) -> (Fleet, std::path::PathBuf, tempfile::TempDir) {
+    for node in &mut fleet.nodes {
+        node.stop();
+    }
+    fleet.nodes.clear();
+    let cache_root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = cache_root.path().join("cache");
+    let node = Node::start(
+        &fleet.url(),
+        1,
+        fleet.root.path(),
+        &["--cache-dir", path_str(&cache)],
+    );
+    fleet.nodes.push(node);
+    fleet.wait_for_nodes(1);
+    (fleet, cache, cache_root)
+}
+
 #[test]
 fn a_cold_node_fetches_the_plugin_once_and_compiles_it_into_its_cache() {
     let Some(server) = require(Version::V215, "cold node") else {
@@ -500,37 +519,78 @@ fn a_cold_node_fetches_the_plugin_once_and_compiles_it_into_its_cache() {
     );
 }
 
-#[test]
-fn a_corrupted_stored_plugin_fails_as_plugin_load() {
-    let Some(server) = require(Version::V215, "corrupted plugin") else {
-        return;
-    };
-    let (fleet, _cache, _cache_root) = cold_node(&server);
-    // Someone with access to the broker replaces the stored component.
-    let hash = blake3::hash(&std::fs::read(artifacts::ECHO).unwrap())
+/// Replaces the stored component of `plugin` with other bytes, as anyone with access to the
+/// broker could.
+fn corrupt_stored_plugin(url: &str, plugin: &str) {
+    let hash = blake3::hash(&std::fs::read(plugin).unwrap())
         .to_hex()
         .to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = async_nats::connect(fleet.url()).await.unwrap();
+        let client = async_nats::connect(url).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let store = js.get_object_store("osiiso1-plugins").await.unwrap();
+        let store = js.get_object_store("osiiso2-plugins").await.unwrap();
         let mut evil: &[u8] = b"\0asm not the component you hashed";
         store
             .put(format!("blake3-{hash}").as_str(), &mut evil)
             .await
             .unwrap();
     });
-    let out = run_on(
-        &fleet,
-        &[artifacts::ECHO, "echo", "--input", "1", "--retries", "2"],
+}
+
+#[test]
+fn a_corrupted_stored_plugin_is_replaced_by_the_next_submitter() {
+    let Some(server) = require(Version::V215, "corrupted plugin") else {
+        return;
+    };
+    let (fleet, _cache, _cache_root) = cold_node(&server);
+    run_on(&fleet, &[artifacts::ECHO, "echo", "--input", "1"]).assert_code(0);
+    corrupt_stored_plugin(&fleet.url(), artifacts::ECHO);
+    // A cold node would now fetch the wrong bytes; the submitter checks the store first.
+    let (fleet, _cache, _cache_root) = cold_node_on(fleet);
+    let out = run_on(&fleet, &[artifacts::ECHO, "echo", "--input", "2"]);
+    out.assert_code(0);
+    assert_eq!(out.single()["attempts"], 1, "{:#}", out.single());
+    assert!(
+        out.stderr
+            .contains("does not match the file; uploading it again"),
+        "{}",
+        out.stderr
     );
-    out.assert_code(1);
-    let row = out.single();
-    assert_eq!(error_kind(&row), "plugin_load", "{row:#}");
-    assert_eq!(row["attempts"], 1, "never retried: {row:#}");
-    let message = row["error"]["message"].as_str().unwrap();
-    assert!(message.contains("does not match its name"), "{message}");
+}
+
+#[test]
+fn a_plugin_corrupted_behind_a_submitters_back_costs_one_retry() {
+    use osiiso_host::NatsQueue;
+    use osiiso_host::queue::TaskOptions;
+
+    let Some(server) = require(Version::V215, "plugin corrupted mid-run") else {
+        return;
+    };
+    let (fleet, _cache, _cache_root) = cold_node(&server);
+    let echo = crate::support::load(artifacts::ECHO).task("echo").unwrap();
+    let queue = NatsQueue::builder().nats(fleet.url()).build().unwrap();
+    let first = queue
+        .submit(echo.with_input(json!(1)), TaskOptions::new())
+        .unwrap();
+    queue.run().unwrap();
+    assert_eq!(first.value().unwrap(), json!(1));
+    // The submitter checked the store once; it is changed after that, and a node that never
+    // saw the plugin fetches it.
+    corrupt_stored_plugin(&fleet.url(), artifacts::ECHO);
+    let (fleet, _cache, _cache_root) = cold_node_on(fleet);
+    let second = queue
+        .submit(echo.with_input(json!(2)), TaskOptions::new().retries(1))
+        .unwrap();
+    queue.run().unwrap();
+    let result = second.result().unwrap();
+    assert_eq!(result.value, Some(json!(2)), "{result:#?}");
+    assert_eq!(
+        result.attempts, 2,
+        "the node's complaint cost one retry: {result:#?}"
+    );
+    let log = fleet.nodes[0].log();
+    assert!(log.contains("the stored plugin is wrong"), "{log}");
 }
 
 // ----- node policy -----
