@@ -345,7 +345,9 @@ where
         };
         let permanent = {
             let text = error.to_string().to_ascii_lowercase();
-            text.contains("permission") || text.contains("insufficient resources")
+            text.contains("permission")
+                || text.contains("insufficient resources")
+                || text.contains("replicas")
         };
         if permanent || patience.is_some_and(|p| started.elapsed() + pause > p) {
             return Err(error);

@@ -280,6 +280,10 @@ pub async fn live_nodes(
         inbox_prefix: None,
     })
     .await?;
-    let nodes = broker.nodes().await?;
-    layout::live_nodes(&nodes).await
+    // Only read: a broker no node ever used has no nodes bucket yet, and none alive.
+    match broker.js.get_key_value(layout::NODES_BUCKET).await {
+        Ok(nodes) => layout::live_nodes(&nodes).await,
+        Err(error) if error.to_string().contains("not found") => Ok(Vec::new()),
+        Err(error) => Err(NatsError::broker("open the nodes bucket", error)),
+    }
 }
