@@ -237,7 +237,7 @@ fn with_the_documented_layout_a_submitter_cannot_pose_as_a_node_nor_read_attempt
                         let submitter = event.subject.split('.').nth(2).unwrap().to_string();
                         let running: Value = serde_json::from_slice(&event.payload).unwrap();
                         for entry in running["attempts"].as_array().unwrap() {
-                            let token = entry[0].as_str().unwrap();
+                            let token = entry["token"].as_str().unwrap();
                             forge_everything(&client, &submitter, token).await;
                             cancels.fetch_add(1, Ordering::Relaxed);
                         }

@@ -98,6 +98,8 @@ pub struct Nats {
     starting: tokio::sync::Mutex<()>,
     /// Slots of the nodes alive at build time.
     live_slots: usize,
+    /// Submitters still leaving (removing their entry, deleting their payloads).
+    leaving: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Backend for Nats {
@@ -164,6 +166,7 @@ impl Backend for Nats {
             submitter: Mutex::new(Some(submitter)),
             starting: tokio::sync::Mutex::new(()),
             live_slots,
+            leaving: Mutex::new(Vec::new()),
         })
     }
 
@@ -221,8 +224,10 @@ impl AsyncRunner for Nats {
 
     fn close(&self) {
         let submitter = self.submitter.lock().take();
-        if let Some(submitter) = submitter {
-            submitter.stop(self.handle());
+        if let Some(submitter) = submitter
+            && let Some(leaving) = submitter.stop(self.handle())
+        {
+            self.leaving.lock().push(leaving);
         }
     }
 }
@@ -235,7 +240,16 @@ impl Drop for Nats {
                 // Inside a runtime nothing may block.
                 runtime.shutdown_background();
             } else {
-                // What is left (leaving the live set) gets a moment to finish.
+                // Leaving the live set gets a moment to finish: a
+                // runtime that shuts down drops its tasks.
+                let leaving: Vec<_> = self.leaving.lock().drain(..).collect();
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(3),
+                        futures::future::join_all(leaving),
+                    )
+                    .await;
+                });
                 runtime.shutdown_timeout(Duration::from_millis(500));
             }
         }

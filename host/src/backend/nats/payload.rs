@@ -118,10 +118,13 @@ pub(crate) async fn write_object(
     }
 }
 
-/// Deletes object `name` (best effort: the store's max age removes what is left).
-pub(crate) fn delete_object(store: &ObjectStore, name: String) {
-    let store = store.clone();
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(OBJECT_PATIENCE, store.delete(&name)).await;
-    });
+/// Deletes object `name` of `store`, awaited by whoever no longer needs it (a process that
+/// exits drops the tasks of its runtime). Best effort: the payload store's max age removes
+/// whatever is left.
+pub(crate) async fn delete_object(store: &ObjectStore, name: &str) {
+    match tokio::time::timeout(OBJECT_PATIENCE, store.delete(name)).await {
+        Ok(Ok(())) => tracing::debug!(object = %name, "payload deleted"),
+        Ok(Err(error)) => tracing::debug!(object = %name, %error, "cannot delete a payload"),
+        Err(_) => tracing::debug!(object = %name, "deleting a payload timed out"),
+    }
 }

@@ -326,24 +326,58 @@ pub(crate) fn restore_report(report: &mut WireReport, sections: &[&[u8]]) -> Opt
     Some(())
 }
 
-/// "These attempts of yours still run here": a node to one submitter, every
-/// [`ANNOUNCE_AGAIN`](super::timing::ANNOUNCE_AGAIN). Each entry is signed with its attempt's
-/// key over (node, beat, token); `beat` grows with every announcement, so an old one cannot
-/// be replayed.
+/// "These attempts of yours are held here": a node to one submitter, every
+/// [`ANNOUNCE_AGAIN`](super::timing::ANNOUNCE_AGAIN), the submitter's proof that the node is
+/// alive. Each entry is signed with its attempt's key over (node, beat, token, running);
+/// `beat` grows with every announcement, so an old one cannot be replayed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunningMsg {
     pub node: String,
     pub beat: u64,
-    pub attempts: Vec<(String, Mac)>,
+    pub attempts: Vec<Announced>,
 }
 
-impl RunningMsg {
-    /// The MAC of one entry.
-    pub(crate) fn mac(key: &AttemptKey, node: &str, beat: u64, token: &str) -> Mac {
-        key.mac(
+/// One attempt of a [`RunningMsg`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Announced {
+    pub token: String,
+    /// Its guest runs (its clock runs on the node); else the node prepares it (fetches its
+    /// plugin or input, compiles).
+    pub running: bool,
+    pub mac: Mac,
+}
+
+impl Announced {
+    pub(crate) fn new(key: &AttemptKey, node: &str, beat: u64, token: &str, running: bool) -> Self {
+        Self {
+            token: token.to_string(),
+            running,
+            mac: key.mac(
+                Purpose::Running,
+                &Self::parts(node, beat, token, running)
+                    .each_ref()
+                    .map(Vec::as_slice),
+            ),
+        }
+    }
+
+    /// Whether `key` signed it, in an announcement of `node` numbered `beat`.
+    pub(crate) fn is_signed_by(&self, key: &AttemptKey, node: &str, beat: u64) -> bool {
+        let parts = Self::parts(node, beat, &self.token, self.running);
+        key.verify(
             Purpose::Running,
-            &[node.as_bytes(), &beat.to_be_bytes(), token.as_bytes()],
+            &parts.each_ref().map(Vec::as_slice),
+            &self.mac,
         )
+    }
+
+    fn parts(node: &str, beat: u64, token: &str, running: bool) -> [Vec<u8>; 4] {
+        [
+            node.as_bytes().to_vec(),
+            beat.to_be_bytes().to_vec(),
+            token.as_bytes().to_vec(),
+            vec![u8::from(running)],
+        ]
     }
 }
 

@@ -11,14 +11,14 @@ use futures::StreamExt;
 use super::super::alarm::Forgeries;
 use super::super::layout;
 use super::super::timing::{ANNOUNCE_AFTER, ANNOUNCE_AGAIN};
-use super::super::wire::{CancelMsg, RunningMsg};
+use super::super::wire::{Announced, CancelMsg, RunningMsg};
 use super::NodeShared;
 
 pub(super) static FORGED_CANCELS: Forgeries = Forgeries::new("cancellation");
 
-/// Announces held attempts to their submitters: each one once it has run for
-/// [`ANNOUNCE_AFTER`] (at once when its clock starts on this node), then all of them every
-/// [`ANNOUNCE_AGAIN`], one message per submitter.
+/// Announces held attempts to their submitters: each one once this node has held it for
+/// [`ANNOUNCE_AFTER`], and again when its guest starts if it has a timeout (its clock starts
+/// then); all of them every [`ANNOUNCE_AGAIN`], one message per submitter.
 pub(super) async fn announce(shared: Arc<NodeShared>) {
     let mut beat = 0u64;
     let mut last_round = Instant::now();
@@ -35,22 +35,28 @@ pub(super) async fn announce(shared: Arc<NodeShared>) {
             last_round = now;
         }
         beat += 1;
-        let mut by_submitter: HashMap<String, Vec<(String, super::super::wire::Mac)>> =
-            HashMap::new();
+        let mut by_submitter: HashMap<String, Vec<Announced>> = HashMap::new();
         {
             let mut attempts = shared.attempts.lock();
             for ((submitter, token), held) in attempts.held.iter_mut() {
-                let due =
-                    held.announce_at_once || now.duration_since(held.started) >= ANNOUNCE_AFTER;
-                if !due || (held.announced && !full) {
+                let due = match held.announced {
+                    // Nothing said yet: once held a while, or started with a clock.
+                    None => {
+                        (held.timed && held.running)
+                            || now.duration_since(held.taken) >= ANNOUNCE_AFTER
+                    }
+                    // Its clock started since: say so now.
+                    Some(said) => full || (held.timed && held.running && !said),
+                };
+                if !due {
                     continue;
                 }
-                held.announced = true;
-                let mac = RunningMsg::mac(&held.key, &shared.id, beat, token);
+                held.announced = Some(held.running);
+                let entry = Announced::new(&held.key, &shared.id, beat, token, held.running);
                 by_submitter
                     .entry(submitter.clone())
                     .or_default()
-                    .push((token.clone(), mac));
+                    .push(entry);
             }
         }
         for (submitter, attempts) in by_submitter {

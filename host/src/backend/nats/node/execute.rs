@@ -73,6 +73,12 @@ pub(super) async fn handle(
     let header = &taken.header;
     let uid = format!("{}-{}", header.submitter, header.token);
     let timed = header.spec.timeout_ms.is_some();
+    if shared.holds(&header.submitter, &header.token) {
+        // This node runs (or reports) it already: the broker lost track of the lease.
+        tracing::debug!(uid, "dropping a second delivery of an attempt held here");
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    }
     if !shared.hold(&header.submitter, &header.token, &header.key, timed) {
         tracing::debug!(uid, "dropping a cancelled attempt");
         let _ = message.ack_with(AckKind::Term).await;
@@ -109,10 +115,6 @@ pub(super) async fn handle(
         let handover = send_report(&shared, header, kind, Default::default(), false).await;
         finish(handover).await;
         return;
-    }
-    if timed {
-        // Its clock starts here: say so at once.
-        shared.announce_now.notify_one();
     }
     shared.busy.fetch_add(1, Ordering::Relaxed);
     let (report, bad_plugin) = run(&shared, &taken, &uid).await;

@@ -135,11 +135,15 @@ pub(crate) struct Held {
     /// Its control, once its guest is about to run.
     pub control: Option<Arc<AttemptControl>>,
     pub cancelled: bool,
-    /// When it started (announced from [`ANNOUNCE_AFTER`](super::timing::ANNOUNCE_AFTER) on,
-    /// or at once when `announce_at_once`).
-    pub started: Instant,
-    pub announce_at_once: bool,
-    pub announced: bool,
+    /// When this node took it: it is announced from
+    /// [`ANNOUNCE_AFTER`](super::timing::ANNOUNCE_AFTER) on.
+    pub taken: Instant,
+    /// Its guest runs (its clock runs here).
+    pub running: bool,
+    /// Its clock matters (it has a timeout): it is announced as soon as its guest starts.
+    pub timed: bool,
+    /// What the last announcement said of it (`None`: never announced).
+    pub announced: Option<bool>,
 }
 
 type AttemptId = (String, String);
@@ -171,13 +175,7 @@ impl NodeShared {
 
     /// Holds attempt (`submitter`, `token`); false if a cancellation signed with its key
     /// came first (a cancellation with another signature is logged as forged and ignored).
-    pub(crate) fn hold(
-        &self,
-        submitter: &str,
-        token: &str,
-        key: &AttemptKey,
-        at_once: bool,
-    ) -> bool {
+    pub(crate) fn hold(&self, submitter: &str, token: &str, key: &AttemptKey, timed: bool) -> bool {
         let id = (submitter.to_string(), token.to_string());
         let mut attempts = self.attempts.lock();
         if let Some(mac) = attempts.cancelled.remove(&id) {
@@ -198,12 +196,20 @@ impl NodeShared {
                 key: key.clone(),
                 control: None,
                 cancelled: false,
-                started: Instant::now(),
-                announce_at_once: at_once,
-                announced: false,
+                taken: Instant::now(),
+                running: false,
+                timed,
+                announced: None,
             },
         );
         true
+    }
+
+    /// Whether this node holds attempt (`submitter`, `token`) already (the broker handed it
+    /// out again while this node was away from it).
+    pub(crate) fn holds(&self, submitter: &str, token: &str) -> bool {
+        let id = (submitter.to_string(), token.to_string());
+        self.attempts.lock().held.contains_key(&id)
     }
 
     /// The attempt's guest is about to run under `control`: false if it was cancelled

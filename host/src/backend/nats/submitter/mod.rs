@@ -61,6 +61,8 @@ pub(super) struct Pending {
     pub heard: Instant,
     /// The node's last announcement counter (an older one is a replay).
     pub beat: u64,
+    /// The node said the attempt's guest runs: its clock runs.
+    pub clock_started: bool,
     /// The attempt's stream sequence, once published.
     pub seq: Option<u64>,
     /// Its priority band.
@@ -172,8 +174,9 @@ impl Submitter {
     }
 
     /// Stops the background tasks and removes this submitter from the live set, so that
-    /// nodes drop whatever of it is still queued.
-    pub(crate) fn stop(&self, runtime: &tokio::runtime::Handle) {
+    /// nodes drop whatever of it is still queued. Inside a runtime this runs in the
+    /// background: the task it returns.
+    pub(crate) fn stop(&self, runtime: &tokio::runtime::Handle) -> Option<JoinHandle<()>> {
         for task in self.tasks.lock().drain(..) {
             task.abort();
         }
@@ -182,9 +185,10 @@ impl Submitter {
             let _ = tokio::time::timeout(Duration::from_secs(2), submitters.delete(&id)).await;
         };
         if tokio::runtime::Handle::try_current().is_ok() {
-            runtime.spawn(leave);
+            Some(runtime.spawn(leave))
         } else {
             runtime.block_on(leave);
+            None
         }
     }
 
@@ -234,7 +238,7 @@ impl Submitter {
             }
         };
         if let Some(object) = stored {
-            delete_object(&self.payloads, object);
+            delete_object(&self.payloads, &object).await;
         }
         report
     }
@@ -280,6 +284,7 @@ impl Submitter {
                 node: None,
                 heard: now,
                 beat: 0,
+                clock_started: false,
                 seq: None,
                 band,
                 since: now,

@@ -112,7 +112,8 @@ fn route(pending: &PendingMap, payloads: &ObjectStore, payload: &[u8], me: &str)
         if let Body::Stored { object, .. } = &header.body
             && *object == layout::report_object(me, &header.token, &header.node)
         {
-            delete_object(payloads, object.clone());
+            let (payloads, object) = (payloads.clone(), object.clone());
+            tokio::spawn(async move { delete_object(&payloads, &object).await });
         }
         tracing::debug!(
             attempt = %crate::text::for_display(&header.token, 64),
@@ -143,20 +144,22 @@ fn route(pending: &PendingMap, payloads: &ObjectStore, payload: &[u8], me: &str)
     let sender = format!("node {}", crate::text::for_display(&header.node, 64));
     let verdict = match std::mem::replace(&mut header.kind, ReportKind::Returned) {
         ReportKind::Returned => Verdict::Returned,
-        ReportKind::Redelivered { delivered } => {
-            if waiting.node.is_some() && waiting.heard.elapsed() < NODE_SILENCE {
-                // Its node still runs it (its lease lapsed while the broker was away): its
-                // own report will come.
-                return Route::Answer;
-            }
-            Verdict::Lost(TaskFailure::new(
+        ReportKind::Redelivered { delivered } => match &waiting.node {
+            // Its node still runs it (its lease lapsed while the broker was away): its own
+            // report will come.
+            Some(_) if waiting.heard.elapsed() < NODE_SILENCE => return Route::Answer,
+            Some(node) => Verdict::Lost(TaskFailure::new(
                 FailureKind::WorkerCrashed,
                 format!(
-                    "the node running the attempt stopped renewing its lease (delivery \
-                     {delivered}, noticed by {sender})"
+                    "node {node} stopped renewing its lease on the attempt and went silent \
+                     (delivery {delivered}, noticed by {sender})"
                 ),
-            ))
-        }
+            )),
+            // Nobody said it held the attempt: its holder may be about to report (the broker
+            // restarted under it), or be gone. Once this copy is gone too, the vanished
+            // check decides.
+            None => return Route::Answer,
+        },
         ReportKind::Ran(mut report) => match &header.body {
             Body::Inline { sections } => {
                 let restored = sections.len() == REPORT_SECTIONS
@@ -235,10 +238,11 @@ async fn fetch(pending: &PendingMap, payloads: &ObjectStore, header: &ReportHead
             return false;
         }
     };
+    // Before the verdict: the queue may be done (and the process gone) as soon as it has it.
+    delete_object(payloads, object).await;
     if let Some(waiting) = pending.lock().remove(&header.token) {
         waiting.settle(verdict);
     }
-    delete_object(payloads, object.clone());
     true
 }
 
@@ -252,24 +256,19 @@ pub(super) async fn track_running(mut events: async_nats::Subscriber, pending: P
         };
         let now = Instant::now();
         let mut pending = pending.lock();
-        for (token, mac) in &running.attempts {
+        for entry in &running.attempts {
+            let token = &entry.token;
             let Some(waiting) = pending.get_mut(token) else {
                 continue;
             };
-            let expected = RunningMsg::mac(&waiting.key, &running.node, running.beat, token);
-            if expected != *mac {
+            if !entry.is_signed_by(&waiting.key, &running.node, running.beat) {
                 FORGED_ANNOUNCEMENTS.dropped(&format!(
                     "an announcement of attempt {token} that its key did not sign"
                 ));
                 continue;
             }
             match &waiting.node {
-                None => {
-                    // The attempt may have waited on the broker for a free slot: its timeout
-                    // counts from now (docs/queues.md §7.1).
-                    waiting.control.restart_clock();
-                    waiting.node = Some(running.node.clone());
-                }
+                None => waiting.node = Some(running.node.clone()),
                 Some(node) if *node != running.node => {
                     FORGED_ANNOUNCEMENTS.dropped(&format!(
                         "node {} announced attempt {token}, which node {node} took",
@@ -282,6 +281,12 @@ pub(super) async fn track_running(mut events: async_nats::Subscriber, pending: P
                     continue;
                 }
                 Some(_) => {}
+            }
+            if entry.running && !waiting.clock_started {
+                // The attempt may have waited on the broker for a free slot, and on the node
+                // for its plugin: its timeout counts from now (docs/queues.md §7.1).
+                waiting.control.restart_clock();
+                waiting.clock_started = true;
             }
             waiting.beat = running.beat;
             waiting.heard = now;

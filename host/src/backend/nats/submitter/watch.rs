@@ -51,7 +51,7 @@ pub(super) async fn watch(
             let now = Instant::now();
             for waiting in pending.lock().values_mut() {
                 waiting.heard = now;
-                if waiting.node.is_some() {
+                if waiting.clock_started {
                     waiting.control.restart_clock();
                 }
             }
