@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, Context};
 use parking_lot::Mutex;
 
 use super::NatsError;
-use super::timing::{BACKOFF_FIRST, REQUEST_TIMEOUT, backoff};
+use super::timing::{BACKOFF_FIRST, RECONNECT_STEP, REQUEST_TIMEOUT, backoff};
 
 /// How to reach the broker.
 #[derive(Debug, Clone)]
@@ -190,7 +190,7 @@ impl Broker {
             // Unbounded reconnects, each soon: a server's death or restart must not end a run.
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| {
-                Duration::from_millis(100).saturating_mul(attempts.min(10) as u32)
+                RECONNECT_STEP.saturating_mul(attempts.min(10) as u32)
             });
         if let Some(prefix) = spec.inbox_prefix {
             options = options.custom_inbox_prefix(prefix);

@@ -82,7 +82,7 @@ impl Default for NatsOptions {
     fn default() -> Self {
         Self {
             servers: vec![DEFAULT_URL.to_string()],
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: timing::CONNECT_TIMEOUT,
             replicas: None,
         }
     }

@@ -67,8 +67,21 @@ pub(crate) const LONG_POLL: Duration = Duration::from_secs(30);
 /// How often the broker says a long poll is still held; a poll not heard of for twice this
 /// is taken as lost (a server died, a consumer moved) and made again.
 pub(crate) const POLL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often a node looks for pulls the broker stopped talking about.
+pub(crate) const PULL_CHECK: Duration = Duration::from_secs(1);
+/// How long a band that refused a pull is left alone.
+pub(crate) const REFUSED_PAUSE: Duration = Duration::from_secs(1);
 
 // ----- the broker -----
+
+/// How long one try of the first connection to a server may take (`--nats` defaults; a
+/// builder or node may set another).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The pause before the n-th try to reconnect: n times this, at most ten times.
+pub(crate) const RECONNECT_STEP: Duration = Duration::from_millis(100);
+/// How long a process that stops waits for the broker to take its leave (its liveness
+/// entry removed, what it sent flushed).
+pub(crate) const LEAVE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How long a request to the broker (JetStream API, a report, a ping) may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,6 +124,10 @@ const _: () = {
     // A publish retried at its pace stays within the duplicate window for many tries.
     assert!(ms(DUPLICATE_WINDOW) > 100 * ms(PUBLISH_RETRY));
     assert!(ms(BACKOFF_FIRST) < ms(BACKOFF_MAX));
+    // Lost pulls are looked for several times per heartbeat window.
+    assert!(ms(PULL_CHECK) < ms(POLL_HEARTBEAT));
+    // Reconnecting tries every second at worst: well within a liveness window.
+    assert!(10 * ms(RECONNECT_STEP) < ms(SUBMITTER_LIVENESS));
 };
 
 /// The next pause of a backoff that started at [`BACKOFF_FIRST`].

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream;
 use futures::StreamExt;
@@ -21,14 +21,12 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::super::NatsError;
 use super::super::layout::{self, ATTEMPTS_STREAM, BANDS};
-use super::super::timing::{LONG_POLL, POLL_HEARTBEAT, REQUEST_TIMEOUT};
+use super::super::timing::{LONG_POLL, POLL_HEARTBEAT, PULL_CHECK, REFUSED_PAUSE, REQUEST_TIMEOUT};
 use super::NodeShared;
 use super::execute;
 
 /// Pulls that failed in a row (unanswered, lost) before the node sets the layout up again.
 const FAILURES_BEFORE_SETUP: u32 = 10;
-/// How long a band that refused a pull is left alone.
-const REFUSED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Asks the fetch loop to stop at its next safe point.
 #[derive(Default)]
@@ -138,7 +136,7 @@ impl Fetcher {
 
     /// Takes attempts until `stop`; then hands back whatever the broker still delivers.
     pub(crate) async fn run(mut self, stop: &Stop) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(PULL_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconnections = self.shared.broker.reconnections();
         while !stop.is_set() {

@@ -29,8 +29,8 @@ use super::connection::{Broker, ConnectSpec, patiently, split_servers};
 use super::grants::GrantPolicy;
 use super::layout::{self, BANDS, NODE_INBOX_PREFIX};
 use super::timing::{
-    DEFAULT_LEASE, HEARTBEAT, NODE_HEARTBEAT, REQUEST_TIMEOUT, SUBMITTER_GONE_AFTER,
-    SUBMITTER_LIVENESS,
+    CONNECT_TIMEOUT, DEFAULT_LEASE, HEARTBEAT, LEAVE_PATIENCE, MIN_LEASE, NODE_HEARTBEAT,
+    REQUEST_TIMEOUT, SUBMITTER_GONE_AFTER, SUBMITTER_LIVENESS,
 };
 use super::wire::{AttemptKey, Mac, NodeInfo};
 use crate::attempt::AttemptControl;
@@ -96,7 +96,7 @@ impl NodeConfig {
             cache_dir: None,
             no_cache: false,
             ack_wait: DEFAULT_LEASE,
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: CONNECT_TIMEOUT,
             total_memory: None,
             replicas: None,
             wait_for_broker: false,
@@ -348,6 +348,12 @@ impl NatsNode {
                 "--slots must be from 1 to {MAX_SLOTS}"
             )));
         }
+        if config.ack_wait < MIN_LEASE {
+            return Err(NatsError::Config(format!(
+                "--ack-wait must be at least {}",
+                humantime::format_duration(MIN_LEASE)
+            )));
+        }
         let id = layout::random_id("n");
         let mut builder = Host::builder()
             .cache(!config.no_cache)
@@ -469,8 +475,8 @@ impl NatsNode {
         beat.abort();
         listener.abort();
         announcer.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.nodes.delete(&shared.id)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+        let _ = tokio::time::timeout(LEAVE_PATIENCE, self.nodes.delete(&shared.id)).await;
+        let _ = tokio::time::timeout(LEAVE_PATIENCE, client.flush()).await;
         tracing::info!(node = %shared.id, "stopped");
         Ok(())
     }

@@ -28,7 +28,7 @@ use super::NatsError;
 use super::connection::{Broker, patiently};
 use super::layout;
 use super::payload::delete_object;
-use super::timing::{HEARTBEAT, PUBLISH_RETRY};
+use super::timing::{HEARTBEAT, LEAVE_PATIENCE, PUBLISH_RETRY};
 use super::wire::{AttemptHeader, AttemptKey, Body, CancelMsg, write_frame};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
 use crate::failure::{FailureKind, TaskFailure};
@@ -182,7 +182,7 @@ impl Submitter {
         }
         let (submitters, id) = (self.submitters.clone(), self.id.clone());
         let leave = async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), submitters.delete(&id)).await;
+            let _ = tokio::time::timeout(LEAVE_PATIENCE, submitters.delete(&id)).await;
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             Some(runtime.spawn(leave))
