@@ -5,43 +5,43 @@
 //! - [`fetch`]: taking attempts (sweeps while there is work, long polls while there is none).
 //! - [`execute`]: one attempt, from its message to its report.
 //! - [`announce`]: "still running" to each submitter, and cancellations in.
+//! - [`held`]: the attempts a node holds, and cancellations of those it has not seen.
+//! - [`orphans`]: whether a submitter is gone.
 //! - [`plugins`]: components from memory, disk or the broker, checked against their hash.
 
 mod announce;
 mod execute;
 mod fetch;
+mod held;
+mod orphans;
 mod plugins;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{kv, object_store};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
+use self::held::Attempts;
+use self::orphans::Liveness;
 use self::plugins::NodePlugins;
 use super::NatsError;
 use super::connection::{Broker, ConnectSpec, patiently, split_servers};
 use super::grants::GrantPolicy;
 use super::layout::{self, BANDS, NODE_INBOX_PREFIX};
-use super::timing::{
-    CONNECT_TIMEOUT, DEFAULT_LEASE, HEARTBEAT, LEAVE_PATIENCE, MIN_LEASE, NODE_HEARTBEAT,
-    REQUEST_TIMEOUT, SUBMITTER_GONE_AFTER, SUBMITTER_LIVENESS,
-};
-use super::wire::{AttemptKey, Mac, NodeInfo};
-use crate::attempt::AttemptControl;
+use super::timing::{CONNECT_TIMEOUT, DEFAULT_LEASE, LEAVE_PATIENCE, MIN_LEASE, NODE_HEARTBEAT};
+use super::wire::NodeInfo;
 use crate::engine::{Host, WarmPool};
 
 /// The most slots a node may have (and the most a node entry may claim).
 pub(crate) const MAX_SLOTS: usize = 1024;
 /// Attempts a node may hold at once, running, waiting for a slot or reporting.
 const HANDLING: usize = 1 << 20;
-/// Cancellations remembered for attempts this node has not seen yet.
-const REMEMBERED_CANCELS: usize = 100_000;
 
 /// How a node is configured (`osiiso-host serve`).
 #[derive(Debug, Clone)]
@@ -129,205 +129,10 @@ pub(crate) struct NodeShared {
     pub(crate) draining: AtomicBool,
 }
 
-/// An attempt held by this node, by (submitter, token).
-pub(crate) struct Held {
-    pub key: AttemptKey,
-    /// Its control, once its guest is about to run.
-    pub control: Option<Arc<AttemptControl>>,
-    pub cancelled: bool,
-    /// When this node took it: it is announced from
-    /// [`ANNOUNCE_AFTER`](super::timing::ANNOUNCE_AFTER) on.
-    pub taken: Instant,
-    /// Its guest runs (its clock runs here).
-    pub running: bool,
-    /// Its clock matters (it has a timeout): it is announced as soon as its guest starts.
-    pub timed: bool,
-    /// What the last announcement said of it (`None`: never announced).
-    pub announced: Option<bool>,
-}
-
-type AttemptId = (String, String);
-
-/// What is held here and what was cancelled.
-#[derive(Default)]
-struct Attempts {
-    held: HashMap<AttemptId, Held>,
-    /// Cancellations of attempts not seen here, with their MACs (checked once the attempt
-    /// and its key arrive). Bounded: the oldest are forgotten first.
-    cancelled: HashMap<AttemptId, Mac>,
-    cancel_order: VecDeque<AttemptId>,
-}
-
-/// What this node learnt about one submitter.
-#[derive(Debug, Clone, Copy)]
-struct Liveness {
-    /// When it was last asked.
-    checked: Instant,
-    /// When it was first found gone, in the current run of such findings.
-    gone_since: Option<Instant>,
-}
-
 impl NodeShared {
     /// How often a held attempt's lease is renewed: a quarter of the fleet's lease.
     pub(crate) fn renew_every(&self) -> Duration {
         Duration::from_millis(self.lease.load(Ordering::Relaxed) / 4).max(Duration::from_millis(50))
-    }
-
-    /// Holds attempt (`submitter`, `token`); false if a cancellation signed with its key
-    /// came first (a cancellation with another signature is logged as forged and ignored).
-    pub(crate) fn hold(&self, submitter: &str, token: &str, key: &AttemptKey, timed: bool) -> bool {
-        let id = (submitter.to_string(), token.to_string());
-        let mut attempts = self.attempts.lock();
-        if let Some(mac) = attempts.cancelled.remove(&id) {
-            let cancel = super::wire::CancelMsg {
-                token: token.to_string(),
-                mac,
-            };
-            if cancel.is_signed_by(key) {
-                return false;
-            }
-            announce::FORGED_CANCELS.dropped(&format!(
-                "a cancellation of attempt {token} that its key did not sign"
-            ));
-        }
-        attempts.held.insert(
-            id,
-            Held {
-                key: key.clone(),
-                control: None,
-                cancelled: false,
-                taken: Instant::now(),
-                running: false,
-                timed,
-                announced: None,
-            },
-        );
-        true
-    }
-
-    /// Whether this node holds attempt (`submitter`, `token`) already (the broker handed it
-    /// out again while this node was away from it).
-    pub(crate) fn holds(&self, submitter: &str, token: &str) -> bool {
-        let id = (submitter.to_string(), token.to_string());
-        self.attempts.lock().held.contains_key(&id)
-    }
-
-    /// The attempt's guest is about to run under `control`: false if it was cancelled
-    /// meanwhile.
-    pub(crate) fn start(
-        &self,
-        submitter: &str,
-        token: &str,
-        control: &Arc<AttemptControl>,
-    ) -> bool {
-        let id = (submitter.to_string(), token.to_string());
-        let mut attempts = self.attempts.lock();
-        match attempts.held.get_mut(&id) {
-            Some(held) if !held.cancelled => {
-                held.control = Some(control.clone());
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// The attempt is no longer held here.
-    pub(crate) fn release(&self, submitter: &str, token: &str) {
-        let id = (submitter.to_string(), token.to_string());
-        self.attempts.lock().held.remove(&id);
-    }
-
-    /// A cancellation from `submitter`: stops the attempt if it runs here (and the
-    /// cancellation is signed with its key), else remembers it.
-    fn cancel(&self, submitter: &str, token: &str, mac: Mac) {
-        let id = (submitter.to_string(), token.to_string());
-        let mut attempts = self.attempts.lock();
-        if let Some(held) = attempts.held.get_mut(&id) {
-            let cancel = super::wire::CancelMsg {
-                token: token.to_string(),
-                mac,
-            };
-            if !cancel.is_signed_by(&held.key) {
-                announce::FORGED_CANCELS.dropped(&format!(
-                    "a cancellation of attempt {token} that its key did not sign"
-                ));
-                return;
-            }
-            held.cancelled = true;
-            if let Some(control) = &held.control {
-                control.cancel();
-            }
-            return;
-        }
-        if attempts.cancelled.insert(id.clone(), mac).is_none() {
-            attempts.cancel_order.push_back(id);
-            if attempts.cancel_order.len() > REMEMBERED_CANCELS
-                && let Some(old) = attempts.cancel_order.pop_front()
-            {
-                attempts.cancelled.remove(&old);
-            }
-        }
-    }
-
-    /// Whether `submitter` is gone: its heartbeat entry has expired *and* nothing answers on
-    /// its report subject, found again [`SUBMITTER_GONE_AFTER`] after it was first found so
-    /// (a submitter that moved to another server of a cluster is back by then), while this
-    /// node was connected long enough to tell. Anything less certain counts as alive.
-    pub(crate) async fn submitter_gone(&self, submitter: &str) -> bool {
-        let Some(since) = self.absent_since(submitter).await else {
-            return false;
-        };
-        let waited = since.elapsed();
-        if waited < SUBMITTER_GONE_AFTER {
-            tokio::time::sleep(SUBMITTER_GONE_AFTER - waited).await;
-        }
-        self.absent_since(submitter).await.is_some()
-    }
-
-    /// Since when `submitter` has looked absent (`None`: it does not). A look is reused for a
-    /// heartbeat.
-    async fn absent_since(&self, submitter: &str) -> Option<Instant> {
-        let now = Instant::now();
-        {
-            let mut alive = self.alive.lock();
-            alive.retain(|_, l| now.duration_since(l.checked) < SUBMITTER_GONE_AFTER * 4);
-            if let Some(known) = alive.get(submitter)
-                && now.duration_since(known.checked) < HEARTBEAT
-            {
-                return known.gone_since;
-            }
-        }
-        let absent = self.broker.connected_for() >= SUBMITTER_LIVENESS.saturating_mul(2)
-            && matches!(
-                tokio::time::timeout(REQUEST_TIMEOUT, self.submitters.get(submitter)).await,
-                Ok(Ok(None))
-            )
-            && !self.answers(submitter).await;
-        let mut alive = self.alive.lock();
-        let entry = alive.entry(submitter.to_string()).or_insert(Liveness {
-            checked: now,
-            gone_since: None,
-        });
-        entry.checked = now;
-        if absent {
-            Some(*entry.gone_since.get_or_insert(now))
-        } else {
-            entry.gone_since = None;
-            None
-        }
-    }
-
-    /// Whether something answers a ping on the submitter's report subject (or this node
-    /// cannot tell).
-    async fn answers(&self, submitter: &str) -> bool {
-        let ping = self
-            .broker
-            .client
-            .request(layout::report_subject(submitter), Bytes::new());
-        match tokio::time::timeout(HEARTBEAT, ping).await {
-            Ok(Err(error)) => error.kind() != async_nats::RequestErrorKind::NoResponders,
-            _ => true,
-        }
     }
 }
 
