@@ -227,26 +227,28 @@ impl Broker {
     /// when it is not there, one when it is.
     pub(crate) async fn connect_patiently(spec: &ConnectSpec) -> Result<Self, NatsError> {
         let mut pause = BACKOFF_FIRST;
-        let mut warned = false;
+        let mut last: Option<String> = None;
+        let mut tries = 0u32;
         loop {
             match Self::connect(spec).await {
                 Ok(broker) => {
-                    if warned {
+                    if last.is_some() {
                         tracing::info!(servers = %spec.shown(), "reached the NATS server");
                     }
                     return Ok(broker);
                 }
                 Err(error @ NatsError::Config(_)) => return Err(error),
                 Err(error) => {
-                    if !warned {
+                    let text = error.to_string();
+                    tries += 1;
+                    // Once, again when the reason changes, and about once a minute.
+                    if last.as_deref() != Some(text.as_str()) || tries.is_multiple_of(12) {
                         tracing::warn!(
-                            %error,
+                            error = %text,
                             "waiting for the NATS server (trying again every few seconds)"
                         );
-                        warned = true;
-                    } else {
-                        tracing::debug!(%error, "the NATS server is still not reachable");
                     }
+                    last = Some(text);
                 }
             }
             tokio::time::sleep(pause).await;
@@ -348,6 +350,7 @@ where
             text.contains("permission")
                 || text.contains("insufficient resources")
                 || text.contains("replicas")
+                || text.contains("not enabled")
         };
         if permanent || patience.is_some_and(|p| started.elapsed() + pause > p) {
             return Err(error);
