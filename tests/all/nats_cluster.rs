@@ -17,7 +17,9 @@ const STREAMS: [&str; 5] = [
     "OBJ_osiiso2-payloads",
 ];
 
-/// The leader and the replicas of `stream`, asked of the servers of `url`.
+/// The leader and the replicas of `stream`, asked of the servers of `url`. A stream whose
+/// leader just died answers nothing until its survivors have elected another (seconds): the
+/// question is asked again until it is answered, for at most a minute.
 fn stream_info(url: &str, stream: &str) -> (String, usize) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -25,8 +27,18 @@ fn stream_info(url: &str, stream: &str) -> (String, usize) {
             url.split(',').map(|s| s.parse().unwrap()).collect();
         let client = async_nats::connect(servers.as_slice()).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let mut stream = js.get_stream(stream).await.unwrap();
-        let info = stream.info().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let info = loop {
+            // `get_stream` asks the stream's leader for its info.
+            match js.get_stream(stream).await {
+                Ok(found) => break found.cached_info().clone(),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("{stream} not answered yet: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{stream} never answered: {e}"),
+            }
+        };
         let leader = info
             .cluster
             .as_ref()

@@ -81,11 +81,12 @@ fn a_broker_outage_costs_waiting_and_no_attempt() {
         return;
     };
     let mut fleet = Fleet::start(&binary, 2, 2);
-    let run = run_marks(&fleet, 12, 400, &["--retries", "0"]);
+    // A timeout far shorter than the outage: no clock runs while the broker is away.
+    let run = run_marks(&fleet, 12, 400, &["--retries", "0", "--timeout", "2s"]);
     eventually("work running", || executions(&fleet).len() >= 2);
     fleet.server().kill();
-    // Longer than every liveness window and every request's patience: what was running
-    // finishes and waits to report, what was queued waits to be published.
+    // Longer than every liveness window, every request's patience and the timeout: what was
+    // running finishes and waits to report, what was queued waits to be published.
     std::thread::sleep(Duration::from_secs(8));
     fleet.server().restart();
     let (rows, stderr, code) = run.finish(&fleet);
