@@ -153,7 +153,8 @@ typedef enum osiiso_level {
     OSIISO_ERROR,
 } osiiso_level;
 
-/* A log line attributed to the running task (printf-style; shown by the CLI with -v). */
+/* A log line attributed to the running task (printf-style). The CLI shows info, warn and
+ * error lines by default, debug with -v, trace with -vv (RUST_LOG=osiiso::guest=trace). */
 void osiiso_log(osiiso_level level, const char *format, ...) OSIISO_PRINTF(2, 3);
 /* Progress of the current attempt. */
 void osiiso_progress(uint64_t done, uint64_t total);

@@ -25,6 +25,10 @@ pub enum FailureKind {
     OutOfFuel,
     /// The memory limiter refused linear-memory or table growth.
     MemoryLimit,
+    /// The host refused the guest a resource it spends on the guest's behalf beyond its
+    /// limit: a descriptor (file, directory, listing, HTTP connection) over
+    /// [`Limits::max_open_files`](crate::Limits::max_open_files) or the process's pool.
+    ResourceLimit,
     /// A process worker died mid-attempt.
     WorkerCrashed,
     /// A process worker could not be spawned, handshaken or initialised.
@@ -61,6 +65,7 @@ impl FailureKind {
             Self::Trap => "trap",
             Self::OutOfFuel => "out_of_fuel",
             Self::MemoryLimit => "memory_limit",
+            Self::ResourceLimit => "resource_limit",
             Self::WorkerCrashed => "worker_crashed",
             Self::WorkerStart => "worker_start",
             Self::Panic => "panic",

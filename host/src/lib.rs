@@ -49,7 +49,7 @@ pub use backend::worker_main::{
 pub use backend::{AsyncQueue, ProcessQueue, ThreadQueue};
 pub use engine::{
     AttemptRequest, CacheOutcome, DEFAULT_MAX_PLUGIN_BYTES, DirGrant, GuestStdio, Host,
-    HostBuilder, HostError, Limits, LoadError, Plugin, Sandbox, Task, TaskInfo, WarmPool,
+    HostBuilder, HostError, Limits, LoadError, Plugin, Sandbox, Task, TaskInfo, TaskKind, WarmPool,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
 pub use helpers::{HelperOptions, RunConfig, amap, pmap, run, tmap};

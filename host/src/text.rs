@@ -85,6 +85,37 @@ pub fn escape_control_keep_newlines(text: &str) -> String {
         .join("\n")
 }
 
+/// Escapes only what acts on a terminal — control characters other than line breaks,
+/// bidirectional and zero-width characters — and leaves backslashes as they are: for a
+/// message that may quote guest text already escaped with [`escape_control`], which must not
+/// be escaped twice (`\e` shown as `\\e`).
+///
+/// ```
+/// use osiiso_host::text::{escape_control, escape_terminal_keep_newlines};
+/// let name = escape_control("evil\x1b[2Jname");
+/// let message = format!("unknown task '{name}'\nand a \x1b raw escape");
+/// assert_eq!(
+///     escape_terminal_keep_newlines(&message),
+///     "unknown task 'evil\\e[2Jname'\nand a \\e raw escape"
+/// );
+/// ```
+pub fn escape_terminal_keep_newlines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push('\n'),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x1b' => out.push_str("\\e"),
+            c if c.is_control() || is_invisible_format(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn needs_escape(c: char) -> bool {
     c == '\\' || c.is_control() || is_invisible_format(c)
 }

@@ -218,3 +218,50 @@ fn one_shot_helpers_map_in_input_order() {
     assert_eq!(error.to_string(), "1 task(s) failed");
     assert_eq!(checkpoint.count(None).unwrap(), 1);
 }
+
+#[test]
+fn a_plugin_whose_sandbox_reaches_the_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = Checkpoint::open(dir.path().join("run.sqlite")).unwrap();
+    let granted = load(artifacts::DOUBLE)
+        .with_sandbox(osiiso_host::Sandbox::new().dir_read_only(dir.path().join("."), "/data"));
+    let queue = ThreadQueue::builder().build().unwrap();
+    let error = queue
+        .map_checkpointed(
+            &granted.task("double").unwrap(),
+            [json!(1)],
+            TaskOptions::new(),
+            &Checkpointing::new(&checkpoint),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Checkpoint(m) if m.contains("run.sqlite") && m.contains("/data")),
+        "{error}"
+    );
+    assert_eq!(queue.stats().pending, 0, "nothing admitted");
+    // The same plugin without the grant runs.
+    let (values, _, _) = run_once(&checkpoint, &[json!(1)]);
+    assert_eq!(values, [json!(2)]);
+}
+
+#[test]
+fn a_checkpoint_with_a_trigger_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crafted.sqlite");
+    let checkpoint = Checkpoint::open(&path).unwrap();
+    checkpoint.close();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER spin AFTER INSERT ON completions BEGIN
+                 SELECT count(*) FROM (WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL
+                                       SELECT n + 1 FROM r) SELECT n FROM r);
+             END;",
+        )
+        .unwrap();
+    let error = Checkpoint::open(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("crafted.sqlite") && error.contains("trigger 'spin'"),
+        "{error}"
+    );
+}

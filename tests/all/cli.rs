@@ -282,7 +282,9 @@ fn list_of_a_non_wasm_file_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.wasm");
     std::fs::write(&text, "just some text\n").unwrap();
-    osiiso(&["list", path_str(&text)]).assert_usage_error(&["notes.wasm", "not a WebAssembly"]);
+    let out = osiiso(&["list", path_str(&text)]);
+    out.assert_usage_error(&["notes.wasm", "not a WebAssembly", "`\\0asm`"]);
+    assert!(!out.stderr.contains("\\\\"), "escaped once: {out:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,6 +655,47 @@ fn second_run_hits_the_compile_cache() {
     assert!(second.stderr.contains("cache=Hit"), "{second:#?}");
     assert!(!second.stderr.contains("cache=Miss"), "{second:#?}");
     assert_eq!(cwasm_files(cache.path()), entries, "no new entry");
+}
+
+#[test]
+fn retry_is_accepted_for_retries() {
+    let out = osiiso(&[
+        "run",
+        artifacts::ECHO,
+        "fail",
+        "--input",
+        r#""failed""#,
+        "--retry",
+        "2",
+        "--output",
+        "jsonl",
+        "-q",
+    ]);
+    out.assert_code(1);
+    assert_eq!(out.single()["attempts"], 3, "{out:#?}");
+}
+
+#[test]
+fn guest_logs_show_by_default_and_host_internals_only_with_v() {
+    let greet = [
+        "run",
+        artifacts::ECHO,
+        "greet",
+        "--input",
+        r#"{"name": "Ada", "excited": false}"#,
+        "--output",
+        "jsonl",
+        "-q",
+    ];
+    let quiet = osiiso(&greet);
+    quiet.assert_code(0);
+    assert!(quiet.stderr.contains("greeting Ada"), "{quiet:#?}");
+    assert!(!quiet.stderr.contains("plugin compiled"), "{quiet:#?}");
+
+    let verbose = osiiso(&[&greet[..], &["-v"]].concat());
+    verbose.assert_code(0);
+    assert!(verbose.stderr.contains("greeting Ada"), "{verbose:#?}");
+    assert!(verbose.stderr.contains("plugin compiled"), "{verbose:#?}");
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //!
 //! On a machine without those tools (a newcomer's first `cargo test`), these tests say on
 //! stderr that they were skipped and why, and pass. CI sets `OSIISO_REQUIRE_FOREIGN=1`,
-//! which makes a missing tool a failure instead.
+//! which makes a missing tool a failure instead. The JavaScript plugins, the typed
+//! components in JavaScript and Python and the C program use the same harness
+//! (`foreign_components.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +21,7 @@ use std::sync::OnceLock;
 use osiiso_host::{AttemptOutcome, FailureKind, Plugin};
 use serde_json::{Value, json};
 
+use crate::jobs::{err, ok, run_jobs, with};
 use crate::support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_osiiso-host");
@@ -26,66 +29,81 @@ const BIN: &str = env!("CARGO_BIN_EXE_osiiso-host");
 /// Every queue the CLI offers.
 const QUEUES: &[&str] = &["thread", "process", "async"];
 
-/// Paths of the built components.
-struct Guests {
-    wordcount_c: PathBuf,
-    py_text: PathBuf,
-}
-
-/// Set by CI: the C and Python toolchains must be there.
+/// Set by CI: the toolchains of the foreign plugins must be there.
 const REQUIRE: &str = "OSIISO_REQUIRE_FOREIGN";
 
-/// True (once reported on stderr) when the toolchains for the C and Python plugins are
-/// missing and not required: the test returns without running.
-fn skipped() -> bool {
-    static MISSING: OnceLock<Option<String>> = OnceLock::new();
-    let missing = MISSING.get_or_init(|| {
-        if std::env::var_os(REQUIRE).is_some() {
-            return None;
-        }
-        let missing: Vec<&str> = [
-            ("clang", &["--version"][..]),
-            ("componentize-py", &["--version"][..]),
-        ]
-        .into_iter()
-        .filter(|(tool, args)| {
-            !Command::new(tool)
-                .args(*args)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .map(|(tool, _)| tool)
-        .chain(
-            (![
+/// A toolchain a foreign plugin needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    /// clang with wasi-libc (C).
+    C,
+    /// componentize-py (Python).
+    Python,
+    /// node and npm (JavaScript, with componentize-js from npm).
+    Js,
+}
+
+/// Whether this machine has `tool` (checked once).
+fn has(tool: Tool) -> bool {
+    static FOUND: OnceLock<[bool; 3]> = OnceLock::new();
+    let runs = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let found = FOUND.get_or_init(|| {
+        let wasi_libc = std::env::var_os("WASI_SYSROOT").is_some()
+            || [
                 "/usr/include/wasm32-wasi",
                 "/usr/share/wasi-sysroot",
                 "/opt/wasi-sdk",
             ]
             .iter()
-            .any(|dir| Path::new(dir).is_dir())
-                && std::env::var_os("WASI_SYSROOT").is_none())
-            .then_some("wasi-libc"),
-        )
-        .collect();
-        (!missing.is_empty()).then(|| {
-            let reason = format!(
-                "SKIPPED the C and Python plugin tests: {} not installed here (.ci/run installs \
-                 them; set {REQUIRE}=1 to make this a failure)",
-                missing.join(", ")
-            );
-            // Straight to the terminal: libtest captures the print macros of passing tests.
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "{reason}");
-            reason
-        })
+            .any(|dir| Path::new(dir).is_dir());
+        [
+            runs("clang") && wasi_libc,
+            runs("componentize-py"),
+            runs("node") && runs("npm"),
+        ]
     });
-    missing.is_some()
+    found[tool as usize]
 }
 
-/// Builds (or finds up to date) the C and Python components, once per test binary.
-fn guests() -> &'static Guests {
-    static GUESTS: OnceLock<Guests> = OnceLock::new();
-    GUESTS.get_or_init(|| {
+/// True (reported on stderr) when a toolchain `test` needs is missing and not required: the
+/// test returns without running.
+pub(crate) fn skipped(test: &str, tools: &[Tool]) -> bool {
+    if std::env::var_os(REQUIRE).is_some() {
+        return false;
+    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|tool| !has(**tool))
+        .map(|tool| match tool {
+            Tool::C => "clang with wasi-libc",
+            Tool::Python => "componentize-py",
+            Tool::Js => "node and npm",
+        })
+        .collect();
+    if missing.is_empty() {
+        return false;
+    }
+    // Straight to the terminal: libtest captures the print macros of passing tests.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {} not installed here (.ci/run installs them; set {REQUIRE}=1 to make \
+         this a failure)",
+        missing.join(", ")
+    );
+    true
+}
+
+/// A component built by `tests/foreign` (`cargo build -p osiiso-foreign-guests`, once per
+/// test binary; a no-op when .ci/run built them already).
+pub(crate) fn guest(file: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
         let output = Command::new(env!("CARGO"))
@@ -99,46 +117,41 @@ fn guests() -> &'static Guests {
             ])
             .arg(target)
             .output()
-            .expect("running cargo to build the C and Python plugins");
+            .expect("running cargo to build the foreign plugins");
         assert!(
             output.status.success(),
-            "building the C and Python plugins (`cargo build -p osiiso-foreign-guests`) failed; \
-             they need clang, lld, wasi-libc, libclang-rt-dev-wasm32 (Debian) and \
-             componentize-py (PyPI), which .ci/run installs:\n{}",
+            "building the foreign plugins (`cargo build -p osiiso-foreign-guests`) failed; \
+             they need clang, lld, wasi-libc, libclang-rt-dev-wasm32 (Debian), componentize-py \
+             (PyPI) and node with npm, which .ci/run installs:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let dir = target.join("foreign-guests");
-        let guests = Guests {
-            wordcount_c: dir.join("wordcount-c.wasm"),
-            py_text: dir.join("py-text.wasm"),
-        };
-        for path in [&guests.wordcount_c, &guests.py_text] {
-            assert!(path.is_file(), "{} was not built", path.display());
-        }
-        guests
-    })
+        target.join("foreign-guests")
+    });
+    let path = dir.join(file);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
 }
 
-fn path_str(path: &Path) -> &str {
+pub(crate) fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
 /// The C plugin, loaded once.
-fn wordcount_c() -> &'static Plugin {
+pub(crate) fn wordcount_c() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    PLUGIN.get_or_init(|| support::load(path_str(&guests().wordcount_c)))
+    PLUGIN.get_or_init(|| support::load(path_str(&guest("wordcount-c.wasm"))))
 }
 
 /// The Python plugin, loaded once. The first load compiles ~19 MB of wasm (CPython) into the
 /// shared compile cache; every later load, including the CLI's and the process workers', hits
 /// the cache.
-fn py_text() -> &'static Plugin {
+pub(crate) fn py_text() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    PLUGIN.get_or_init(|| support::load(path_str(&guests().py_text)))
+    PLUGIN.get_or_init(|| support::load(path_str(&guest("py-text.wasm"))))
 }
 
 /// Runs one attempt and returns its value, or panics with the outcome.
-fn succeeds(plugin: &Plugin, task: &str, input: Value) -> Value {
+pub(crate) fn succeeds(plugin: &Plugin, task: &str, input: Value) -> Value {
     match support::run(plugin, task, input.clone()).outcome {
         AttemptOutcome::Succeeded(value) => value,
         other => panic!(
@@ -149,7 +162,7 @@ fn succeeds(plugin: &Plugin, task: &str, input: Value) -> Value {
 }
 
 /// Runs one attempt and returns the failure's kind and message, or panics with the outcome.
-fn fails(plugin: &Plugin, task: &str, input: Value) -> (FailureKind, String) {
+pub(crate) fn fails(plugin: &Plugin, task: &str, input: Value) -> (FailureKind, String) {
     match support::run(plugin, task, input.clone()).outcome {
         AttemptOutcome::Failed(failure) => (failure.kind, failure.message),
         other => panic!("{}/{task}({input}) should fail: {other:?}", plugin.name()),
@@ -173,7 +186,7 @@ fn osiiso(args: &[&str]) -> (i32, String, String) {
 }
 
 /// `osiiso-host list PLUGIN --json`, as the task array.
-fn list_json(plugin: &Path) -> Vec<Value> {
+pub(crate) fn list_json(plugin: &Path) -> Vec<Value> {
     let (code, stdout, stderr) = osiiso(&["list", path_str(plugin), "--json"]);
     assert_eq!(code, 0, "list failed:\n{stdout}\n{stderr}");
     let tasks: Value = serde_json::from_str(&stdout)
@@ -181,14 +194,14 @@ fn list_json(plugin: &Path) -> Vec<Value> {
     tasks.as_array().expect("an array of tasks").clone()
 }
 
-fn find<'a>(tasks: &'a [Value], name: &str) -> &'a Value {
+pub(crate) fn find<'a>(tasks: &'a [Value], name: &str) -> &'a Value {
     tasks
         .iter()
         .find(|t| t["name"] == name)
         .unwrap_or_else(|| panic!("no task {name} in {tasks:?}"))
 }
 
-fn names(tasks: &[Value]) -> Vec<&str> {
+pub(crate) fn names(tasks: &[Value]) -> Vec<&str> {
     tasks.iter().map(|t| t["name"].as_str().unwrap()).collect()
 }
 
@@ -197,10 +210,10 @@ fn names(tasks: &[Value]) -> Vec<&str> {
 
 #[test]
 fn c_plugin_lists_its_tasks() {
-    if skipped() {
+    if skipped("c_plugin_lists_its_tasks", &[Tool::C]) {
         return;
     }
-    let tasks = list_json(&guests().wordcount_c);
+    let tasks = list_json(&guest("wordcount-c.wasm"));
     assert_eq!(names(&tasks), ["count", "longest", "flaky"]);
     let count = find(&tasks, "count");
     assert_eq!(
@@ -215,7 +228,7 @@ fn c_plugin_lists_its_tasks() {
     assert_eq!(flaky["timeout_ms"], 5000, "{flaky}");
 
     // The human listing shows the same tasks.
-    let (code, stdout, _) = osiiso(&["list", path_str(&guests().wordcount_c)]);
+    let (code, stdout, _) = osiiso(&["list", path_str(&guest("wordcount-c.wasm"))]);
     assert_eq!(code, 0);
     for name in ["count", "longest", "flaky"] {
         assert!(
@@ -229,11 +242,11 @@ fn c_plugin_lists_its_tasks() {
 
 #[test]
 fn python_plugin_lists_its_tasks() {
-    if skipped() {
+    if skipped("python_plugin_lists_its_tasks", &[Tool::Python]) {
         return;
     }
     py_text(); // compile once into the shared cache before the CLI loads it
-    let tasks = list_json(&guests().py_text);
+    let tasks = list_json(&guest("py-text.wasm"));
     assert_eq!(names(&tasks), ["stats", "top-words", "flaky", "divide"]);
     let top = find(&tasks, "top-words");
     assert!(
@@ -255,7 +268,7 @@ fn python_plugin_lists_its_tasks() {
 
 #[test]
 fn c_plugin_results_and_error_kinds() {
-    if skipped() {
+    if skipped("c_plugin_results_and_error_kinds", &[Tool::C]) {
         return;
     }
     let plugin = wordcount_c();
@@ -299,7 +312,7 @@ fn c_plugin_results_and_error_kinds() {
 
 #[test]
 fn python_plugin_results_and_error_kinds() {
-    if skipped() {
+    if skipped("python_plugin_results_and_error_kinds", &[Tool::Python]) {
         return;
     }
     let plugin = py_text();
@@ -333,7 +346,7 @@ fn python_plugin_results_and_error_kinds() {
 
 #[test]
 fn c_and_python_count_alike() {
-    if skipped() {
+    if skipped("c_and_python_count_alike", &[Tool::C, Tool::Python]) {
         return;
     }
     for text in [
@@ -355,103 +368,16 @@ fn c_and_python_count_alike() {
 // ---------------------------------------------------------------------------------------------
 // the CLI, on every queue
 
-/// One job line and what its result must be.
-struct Expect {
-    job: Value,
-    status: &'static str,
-    kind: Option<&'static str>,
-    value: Option<Value>,
-    attempts: u64,
-}
-
-fn ok(name: &str, task: &str, input: Value, value: Value, attempts: u64) -> Expect {
-    Expect {
-        job: json!({"name": name, "task": task, "input": input, "retry_delay": 0}),
-        status: "succeeded",
-        kind: None,
-        value: Some(value),
-        attempts,
-    }
-}
-
-fn err(name: &str, task: &str, input: Value, kind: &'static str, attempts: u64) -> Expect {
-    Expect {
-        job: json!({"name": name, "task": task, "input": input, "retry_delay": 0}),
-        status: "failed",
-        kind: Some(kind),
-        value: None,
-        attempts,
-    }
-}
-
-fn with(mut expect: Expect, key: &str, value: Value) -> Expect {
-    expect.job[key] = value;
-    expect
-}
-
-/// Runs `expects` as one jobs file through `queue` and checks every result.
-fn run_jobs(plugin: &Path, queue: &str, expects: &[Expect]) {
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = dir.path().join("jobs.jsonl");
-    let lines: Vec<String> = expects.iter().map(|e| e.job.to_string()).collect();
-    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
-    let (code, stdout, stderr) = osiiso(&[
-        "run",
-        path_str(plugin),
-        "--jobs",
-        path_str(&jobs),
-        "--queue",
-        queue,
-        "--workers",
-        "2",
-        "--output",
-        "jsonl",
-        "--progress",
-        "never",
-    ]);
-    let context = format!(
-        "queue {queue}, plugin {}:\n{stdout}\n{stderr}",
-        plugin.display()
-    );
-    let any_failure = expects.iter().any(|e| e.status != "succeeded");
-    assert_eq!(code, if any_failure { 1 } else { 0 }, "{context}");
-    let results: Vec<Value> = stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{context}")))
-        .collect();
-    assert_eq!(results.len(), expects.len(), "{context}");
-    for expect in expects {
-        let name = expect.job["name"].as_str().unwrap();
-        let result = results
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("no result named {name}: {context}"));
-        assert_eq!(
-            result["status"], expect.status,
-            "{name}: {result}\n{context}"
-        );
-        assert_eq!(result["attempts"], expect.attempts, "{name}: {result}");
-        match expect.kind {
-            Some(kind) => assert_eq!(result["error"]["kind"], kind, "{name}: {result}"),
-            None => assert_eq!(result["error"], Value::Null, "{name}: {result}"),
-        }
-        if let Some(value) = &expect.value {
-            assert_eq!(&result["value"], value, "{name}: {result}");
-        }
-    }
-}
-
 #[test]
 fn c_plugin_runs_on_every_queue() {
-    if skipped() {
+    if skipped("c_plugin_runs_on_every_queue", &[Tool::C]) {
         return;
     }
     wordcount_c();
     for queue in QUEUES {
         run_jobs(
-            &guests().wordcount_c,
-            queue,
+            &guest("wordcount-c.wasm"),
+            &["--queue", queue, "--workers", "2"],
             &[
                 ok(
                     "count",
@@ -493,14 +419,14 @@ fn c_plugin_runs_on_every_queue() {
 
 #[test]
 fn python_plugin_runs_on_every_queue() {
-    if skipped() {
+    if skipped("python_plugin_runs_on_every_queue", &[Tool::Python]) {
         return;
     }
     py_text(); // warm the shared compile cache once, for the CLI and its workers
     for queue in QUEUES {
         run_jobs(
-            &guests().py_text,
-            queue,
+            &guest("py-text.wasm"),
+            &["--queue", queue, "--workers", "2"],
             &[
                 ok(
                     "stats",

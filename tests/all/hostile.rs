@@ -154,6 +154,23 @@ fn hostile_ignores_cancel() {
 }
 
 #[test]
+fn hostile_no_tasks() {
+    // The library loads it, and says why no task can be picked.
+    let plugin = load(artifacts::HOSTILE_NO_TASKS);
+    assert!(plugin.tasks().is_empty());
+    let error = plugin.only_task().unwrap_err().to_string();
+    assert!(error.contains("has no task that can run"), "{error}");
+    let error = plugin.task("anything").unwrap_err().to_string();
+    assert!(error.contains("has no task that can run"), "{error}");
+    // `list` and `run` refuse it (exit 2) rather than print nothing or an empty choice.
+    crate::cli::osiiso(&["list", artifacts::HOSTILE_NO_TASKS])
+        .assert_usage_error(&["hostile_no_tasks", "has no tasks at all"]);
+    let run = crate::cli::osiiso(&["run", artifacts::HOSTILE_NO_TASKS]);
+    run.assert_usage_error(&["has no task that can run"]);
+    assert!(!run.stderr.contains("name one of"), "{run:#?}");
+}
+
+#[test]
 fn scenario_flaky() {
     let plugin = load(artifacts::SCENARIO_FLAKY);
     let f = failure(run(&plugin, "flaky", json!({"succeed_on": 2})).outcome);
@@ -331,5 +348,130 @@ fn hostile_secret_keeper() {
     assert_eq!(
         counts,
         [1, 2, 1, 2, 1].map(|n| AttemptOutcome::Succeeded(json!(n)))
+    );
+}
+
+/// Runs `f` on a thread and waits at most `limit` for it: a call that blocks for ever fails
+/// the test instead of hanging the suite.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    result
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still blocked after {limit:?}"))
+}
+
+/// Makes a FIFO at `path`.
+pub(crate) fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn hostile_special_files() {
+    let granted = tempfile::tempdir().unwrap();
+    mkfifo(&granted.path().join("fifo"));
+    std::os::unix::fs::symlink("fifo", granted.path().join("to-fifo")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(granted.path().join("socket")).unwrap();
+    std::fs::write(granted.path().join("ok.txt"), "fine").unwrap();
+    let plugin = load(artifacts::HOSTILE_SPECIAL_FILES).with_sandbox(
+        Sandbox::new()
+            .dir(granted.path(), "/g")
+            .dir_read_only("/dev", "/dev"),
+    );
+    // Each would block its worker for ever (a FIFO with no other end), or read without end
+    // (`/dev/zero`): refused at once, whatever the path that leads there.
+    for (task, path) in [
+        ("read", "/g/fifo"),
+        ("write", "/g/fifo"),
+        ("read", "/g/to-fifo"),
+        ("read", "/g/socket"),
+        ("write", "/g/socket"),
+        ("read", "/dev/null"),
+        ("read", "/dev/zero"),
+    ] {
+        let plugin = plugin.clone();
+        let control = AttemptControl::new(Some(Duration::from_secs(2)));
+        let report = within(Duration::from_secs(60), move || {
+            run_with(&plugin, task, json!(path), control)
+        });
+        let f = failure(report.outcome);
+        assert_eq!(f.kind, FailureKind::Permanent, "{task} {path}: {f}");
+        assert!(f.message.contains("not permitted"), "{task} {path}: {f}");
+    }
+    // Regular files and directories are untouched.
+    assert_eq!(
+        run(&plugin, "read", json!("/g/ok.txt")).outcome,
+        AttemptOutcome::Succeeded(json!(4))
+    );
+    assert_eq!(
+        run(&plugin, "write", json!("/g/new.txt")).outcome,
+        AttemptOutcome::Succeeded(json!(null))
+    );
+    assert_eq!(
+        std::fs::read_to_string(granted.path().join("new.txt")).unwrap(),
+        "hello\n"
+    );
+}
+
+#[test]
+fn hostile_fd_hog() {
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("f"), "x").unwrap();
+    std::fs::create_dir(granted.path().join("d")).unwrap();
+    for n in 0..10 {
+        std::fs::write(granted.path().join(format!("d/{n}")), "").unwrap();
+    }
+    let plugin = load(artifacts::HOSTILE_FD_HOG)
+        .with_sandbox(Sandbox::new().dir_read_only(granted.path(), "/g"));
+    let hog = |count: u32| json!({"path": "/g/f", "count": count});
+
+    // Within the default budget of 256: many files at once, and any number one after another.
+    assert_eq!(
+        run(&plugin, "files", hog(200)).outcome,
+        AttemptOutcome::Succeeded(json!(200))
+    );
+    assert_eq!(
+        run(&plugin, "sequential", hog(5000)).outcome,
+        AttemptOutcome::Succeeded(json!(5000))
+    );
+    assert_eq!(
+        run(&plugin, "list", json!("/g/d")).outcome,
+        AttemptOutcome::Succeeded(json!(10))
+    );
+
+    // Beyond it: the guest's open fails, and the attempt is reported as the limit.
+    let f = failure(run(&plugin, "files", hog(100_000)).outcome);
+    assert_eq!(f.kind, FailureKind::ResourceLimit, "{f}");
+    assert!(
+        f.message.contains("limit of 256 open files") && f.message.contains("--max-open-files"),
+        "{f}"
+    );
+    let detail = f.detail.unwrap_or_default();
+    assert!(detail.contains("held 256, then:"), "{detail}");
+
+    // A lower limit; directories and listings count too.
+    let small = plugin.with_limits(Limits::new().max_open_files(16));
+    let f = failure(run(&small, "files", hog(17)).outcome);
+    assert_eq!(f.kind, FailureKind::ResourceLimit, "{f}");
+    assert!(f.message.contains("limit of 16 open files"), "{f}");
+    let dirs = json!({"path": "/g/d", "count": 17});
+    let f = failure(run(&small, "files", dirs.clone()).outcome);
+    assert_eq!(f.kind, FailureKind::ResourceLimit, "{f}");
+    let f = failure(run(&small, "listings", dirs).outcome);
+    assert_eq!(f.kind, FailureKind::ResourceLimit, "{f}");
+    // Closing gives the budget back: one after another, nothing runs out.
+    assert_eq!(
+        run(&small, "sequential", hog(1000)).outcome,
+        AttemptOutcome::Succeeded(json!(1000))
+    );
+    let listing = json!({"path": "/g/d", "count": 5});
+    assert_eq!(
+        run(&small, "listings", listing).outcome,
+        AttemptOutcome::Succeeded(json!(5))
     );
 }

@@ -432,3 +432,83 @@ fn cancelling_stops_a_stalled_body_read_in_the_sync_path() {
     drop(report);
     server.join().unwrap();
 }
+
+/// A server on 127.0.0.1 that answers each request with headers promising a body it never
+/// sends, so every connection stays open until the client closes it; it counts the most
+/// connections open at once.
+struct StallingServer {
+    authority: String,
+    peak: Arc<AtomicUsize>,
+}
+
+impl StallingServer {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let open = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        {
+            let peak = peak.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    let now = open.fetch_add(1, Ordering::AcqRel) + 1;
+                    peak.fetch_max(now, Ordering::AcqRel);
+                    let open = open.clone();
+                    std::thread::spawn(move || {
+                        let _ = stall(stream);
+                        open.fetch_sub(1, Ordering::AcqRel);
+                    });
+                }
+            });
+        }
+        Self { authority, peak }
+    }
+}
+
+/// Reads the request head, answers with headers only, then waits for the client to leave.
+fn stall(stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let mut stream = stream;
+    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")?;
+    stream.flush()?;
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).map(drop)
+}
+
+#[test]
+fn connections_in_flight_count_against_the_descriptor_budget() {
+    let server = StallingServer::start();
+    let plugin = load(artifacts::HOSTILE_FD_HOG)
+        .with_sandbox(Sandbox::new().allow_http(&server.authority))
+        .with_limits(osiiso_host::Limits::new().max_open_files(8));
+    let hog = |count: u32| json!({"path": server.authority, "count": count});
+    // Eight responses held open at once fit; a ninth connection is refused, and the attempt
+    // is reported as the limit.
+    let report = crate::support::run(&plugin, "connections", hog(12));
+    let osiiso_host::AttemptOutcome::Failed(failure) = report.outcome else {
+        panic!("expected a failure: {report:?}");
+    };
+    assert_eq!(failure.kind, FailureKind::ResourceLimit, "{failure}");
+    assert!(
+        failure.message.contains("limit of 8 open files"),
+        "{failure}"
+    );
+    let detail = failure.detail.unwrap_or_default();
+    assert!(detail.contains("ConnectionLimitReached"), "{detail}");
+    assert!(
+        server.peak.load(Ordering::Acquire) <= 8,
+        "the server saw at most 8 connections at once"
+    );
+    assert_eq!(
+        crate::support::run(&plugin, "connections", hog(8)).outcome,
+        osiiso_host::AttemptOutcome::Succeeded(json!(8))
+    );
+}

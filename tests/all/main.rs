@@ -7,9 +7,12 @@ mod checkpoint;
 mod cli;
 mod engine_cache;
 mod engine_load;
+mod foreign_components;
 mod foreign_guests;
 mod hostile;
+mod hostile_files;
 mod http;
+mod jobs;
 mod long_runs;
 #[cfg(feature = "nats")]
 mod nats;
@@ -24,6 +27,9 @@ mod nats_service;
 #[cfg(feature = "nats")]
 mod nats_trust;
 mod process_faults;
+mod programs;
 mod queue_races;
+mod sandbox_limits;
 mod scenarios;
 mod security;
+mod typed_tasks;

@@ -602,3 +602,43 @@ fn nodes_lists_every_live_node_with_its_slots() {
     fleet.nodes[0].signal(libc::SIGTERM);
     fleet.wait_for_nodes(1);
 }
+
+#[test]
+fn a_typed_task_runs_on_nats_nodes() {
+    let Some(fleet) = crate::nats_fixture::shared_fleet() else {
+        return;
+    };
+    use crate::jobs::{err, ok, run_jobs, with};
+    let url = fleet.url();
+    run_jobs(
+        Path::new(artifacts::TYPED_CALC),
+        &["--queue", "nats", "--nats", &url],
+        &[
+            ok(
+                "summary",
+                "stats#summarize",
+                json!([1, 2, 4.5]),
+                json!({"count": 3, "mean": 2.5, "min": 1.0, "max": 4.5}),
+                1,
+            ),
+            ok(
+                "u64",
+                "checksum",
+                json!("AQID"),
+                json!(15_035_938_162_879_559_083_u64),
+                1,
+            ),
+            with(
+                err("err", "divide", json!([1, 0]), "failed", 2).message("cannot divide"),
+                "retries",
+                json!(1),
+            ),
+            with(
+                err("mismatch", "summarize", json!(["x"]), "invalid_input", 1)
+                    .message("values[0]: expected f64, got \"x\""),
+                "retries",
+                json!(3),
+            ),
+        ],
+    );
+}

@@ -395,14 +395,18 @@ fn the_memory_cap_holds_already_when_listing() {
 #[test]
 fn oversized_process_frames_fail_once_and_keep_the_worker() {
     let dir = tempfile::tempdir().unwrap();
-    // An 80 MiB input: over the input limit, refused before any worker sees it.
-    let big = format!("\"{}\"", "x".repeat(80 << 20));
-    let inputs = write_lines(dir.path(), "big.jsonl", &[big, "\"small\"".into()]);
+    // An input just over the 16 MiB limit, on a jobs line (which has room beyond the limit
+    // for its task and options): refused before any worker sees it.
+    let big = format!(
+        r#"{{"task": "measure", "input": "{}"}}"#,
+        "x".repeat((16 << 20) + 1024)
+    );
+    let small = r#"{"task": "measure", "input": "small"}"#.to_string();
+    let inputs = write_lines(dir.path(), "big.jsonl", &[big, small]);
     let out = osiiso(&[
         "run",
         artifacts::HOSTILE_OVERSIZED,
-        "measure",
-        "--inputs",
+        "--jobs",
         path_str(&inputs),
         "--queue",
         "process",

@@ -8,8 +8,22 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Example plugins, one crate each.
-const PLUGINS: &[&str] = &["echo", "score", "files", "fetch", "double", "mix"];
+/// Example plugins, one crate each: `(crate, artifact file stem)`. `typed-calc` is a component
+/// built with plain wit-bindgen (no SDK), `wc-program` a plain WASI program (`fn main`).
+const PLUGINS: &[(&str, &str)] = &[
+    ("echo", "echo"),
+    ("score", "score"),
+    ("files", "files"),
+    ("fetch", "fetch"),
+    ("double", "double"),
+    ("mix", "mix"),
+    ("typed-calc", "typed_calc"),
+    ("wc-program", "wc-program"),
+    // A hostile typed component (tests/typed-guests).
+    ("hostile-typed", "hostile_typed"),
+];
+/// Crates also built for `wasm32-wasip1` (core modules), exposed as `<NAME>_P1`.
+const WASIP1_PROGRAMS: &[(&str, &str)] = &[("wc-program", "wc-program")];
 /// The crate holding one binary per test guest.
 const GUESTS_PACKAGE: &str = "osiiso-test-guests";
 
@@ -29,7 +43,13 @@ fn main() {
         .map(|t| t.join("wasm-guests"))
         .unwrap_or_else(|| out_dir.join("wasm-guests"));
 
-    for dir in ["wit", "guest-sdk", "plugins", "tests/guests"] {
+    for dir in [
+        "wit",
+        "guest-sdk",
+        "plugins",
+        "tests/guests",
+        "tests/typed-guests",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
 
@@ -41,33 +61,35 @@ fn main() {
         .arg("--target-dir")
         .arg(&target_dir)
         .args(["-p", GUESTS_PACKAGE]);
-    for plugin in PLUGINS {
+    for (plugin, _) in PLUGINS {
         command.args(["-p", plugin]);
     }
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-    ] {
-        command.env_remove(var);
+    run(command, "wasm32-wasip2");
+
+    // The same programs as WASI preview-1 core modules.
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command
+        .current_dir(&workspace)
+        .args(["build", "--release", "--target", "wasm32-wasip1"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (program, _) in WASIP1_PROGRAMS {
+        command.args(["-p", program]);
     }
-    let status = command
-        .status()
-        .expect("failed to run cargo to build the wasm guests");
-    assert!(
-        status.success(),
-        "building the wasm guests failed: is the wasm32-wasip2 target installed? \
-         (`rustup target add wasm32-wasip2`)"
-    );
+    run(command, "wasm32-wasip1");
 
     let release = target_dir.join("wasm32-wasip2").join("release");
+    let release_p1 = target_dir.join("wasm32-wasip1").join("release");
     let mut code = String::new();
-    for plugin in PLUGINS {
-        push_const(&mut code, plugin, &release.join(format!("{plugin}.wasm")));
+    for (plugin, file) in PLUGINS {
+        push_const(&mut code, plugin, &release.join(format!("{file}.wasm")));
+    }
+    for (program, file) in WASIP1_PROGRAMS {
+        push_const(
+            &mut code,
+            &format!("{program}_p1"),
+            &release_p1.join(format!("{file}.wasm")),
+        );
     }
     let mut guests: Vec<String> = fs::read_dir(workspace.join("tests/guests/src/bin"))
         .unwrap()
@@ -89,6 +111,30 @@ fn main() {
     fs::write(out_dir.join("artifacts.rs"), code).unwrap();
 }
 
+/// Runs a cargo build of guests for `target`, without the flags of the build that runs this
+/// script.
+fn run(mut command: Command, target: &str) {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        command.env_remove(var);
+    }
+    let status = command
+        .status()
+        .expect("failed to run cargo to build the wasm guests");
+    assert!(
+        status.success(),
+        "building the wasm guests failed: is the {target} target installed? \
+         (`rustup target add {target}`)"
+    );
+}
+
 fn push_const(code: &mut String, name: &str, path: &Path) {
     assert!(
         path.exists(),
@@ -99,7 +145,7 @@ fn push_const(code: &mut String, name: &str, path: &Path) {
     writeln!(
         code,
         "pub const {}: &str = {:?};",
-        name.to_uppercase(),
+        name.to_uppercase().replace('-', "_"),
         path.display().to_string()
     )
     .unwrap();

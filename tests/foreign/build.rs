@@ -1,20 +1,36 @@
-//! Builds the plugins written in other languages than Rust, from source:
+//! Builds the plugins written in other languages than Rust, from source, with tools no one
+//! here wrote:
 //!
 //! * `plugins/wordcount-c` with the C SDK (`guest-sdk/c`) through the `osiiso-c` build tool:
 //!   clang + wasi-libc (Debian: `clang lld wasi-libc libclang-rt-dev-wasm32`) and the WASI
-//!   preview-1 adapter of wasmtime 48.0.8;
-//! * `plugins/py-text` with `componentize-py` (PyPI).
+//!   preview-1 adapter of wasmtime 48.0.8; `plugins/wc-program-c`, a plain WASI program, with
+//!   clang alone (a preview-1 core module);
+//! * `plugins/py-text` and the Python `plugins/typed-calc` with `componentize-py` (PyPI);
+//! * `plugins/js-text` (the JavaScript SDK, `guest-sdk/js`) and the JavaScript
+//!   `plugins/typed-calc` with `componentize-js` from npm, installed once, at the version
+//!   `guest-sdk/js/package-lock.json` pins, into `<target>/js-tools/`.
 //!
-//! The components land in `<target>/foreign-guests/` (where `tests/all/foreign_guests.rs`
-//! looks for them) and their paths become constants of this crate.
+//! A toolchain that is missing skips its components with a warning (the tests that need them
+//! say SKIPPED), unless `OSIISO_REQUIRE_FOREIGN` is set: then it is an error. The components
+//! land in `<target>/foreign-guests/` and their paths become constants of this crate. Slow
+//! builds (componentize-py, componentize-js) are skipped when nothing they read changed.
 
-use std::collections::hash_map::DefaultHasher;
+#[path = "build/c.rs"]
+mod c;
+#[path = "build/js.rs"]
+mod js;
+#[path = "build/python.rs"]
+mod python;
+#[path = "build/stamp.rs"]
+mod stamp;
+
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+/// Set by CI: every toolchain must be there.
+const REQUIRE: &str = "OSIISO_REQUIRE_FOREIGN";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -25,44 +41,146 @@ fn main() {
         .unwrap()
         .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
-    // <target>/<profile>/build/<pkg>/out → <target>/foreign-guests, shared by every profile.
-    let guests_dir = out_dir
+    // <target>/<profile>/build/<pkg>/out → <target>, shared by every profile.
+    let target = out_dir
         .ancestors()
         .nth(4)
-        .map(|target| target.join("foreign-guests"))
-        .unwrap_or_else(|| out_dir.join("foreign-guests"));
-    fs::create_dir_all(&guests_dir).unwrap();
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.clone());
+    let guests = target.join("foreign-guests");
+    fs::create_dir_all(&guests).unwrap();
 
-    let wit = workspace.join("wit");
-    let c_plugin = workspace.join("plugins/wordcount-c");
-    let py_plugin = workspace.join("plugins/py-text");
-    for path in [&wit, &c_plugin, &py_plugin, &workspace.join("guest-sdk/c")] {
-        println!("cargo:rerun-if-changed={}", path.display());
+    let ws = |path: &str| workspace.join(path);
+    for path in [
+        "wit",
+        "guest-sdk/c",
+        "guest-sdk/js",
+        "plugins/wordcount-c",
+        "plugins/wc-program-c",
+        "plugins/py-text",
+        "plugins/js-text",
+        "plugins/typed-calc/wit",
+        "plugins/typed-calc/js",
+        "plugins/typed-calc/py",
+    ] {
+        println!("cargo:rerun-if-changed={}", ws(path).display());
     }
-    for var in ["OSIISO_CLANG", "WASI_SYSROOT", "COMPONENTIZE_PY", "PYTHON"] {
+    for var in [
+        "OSIISO_CLANG",
+        "WASI_SYSROOT",
+        "COMPONENTIZE_PY",
+        "PYTHON",
+        "NODE",
+        "NPM",
+        REQUIRE,
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
-    let wordcount = guests_dir.join("wordcount-c.wasm");
-    build_c(&wit, &c_plugin, &wordcount, &out_dir.join("wordcount-c"));
+    let mut built: Vec<(&str, PathBuf, &str)> = Vec::new();
+    let mut out = |name, file: &str, what| {
+        let path = guests.join(file);
+        built.push((name, path.clone(), what));
+        path
+    };
+    let wordcount = out(
+        "WORDCOUNT_C",
+        "wordcount-c.wasm",
+        "the C example plugin `plugins/wordcount-c`",
+    );
+    let wc_program_c = out(
+        "WC_PROGRAM_C",
+        "wc-program-c.wasm",
+        "the C WASI program `plugins/wc-program-c` (a preview-1 core module)",
+    );
+    let py_text = out(
+        "PY_TEXT",
+        "py-text.wasm",
+        "the Python example plugin `plugins/py-text`",
+    );
+    let typed_py = out(
+        "TYPED_CALC_PY",
+        "typed-calc-py.wasm",
+        "`plugins/typed-calc` in Python (componentize-py, no SDK)",
+    );
+    let js_text = out(
+        "JS_TEXT",
+        "js-text.wasm",
+        "the JavaScript example plugin `plugins/js-text`",
+    );
+    let typed_js = out(
+        "TYPED_CALC_JS",
+        "typed-calc-js.wasm",
+        "`plugins/typed-calc` in JavaScript (componentize-js, no SDK)",
+    );
 
-    let py_text = guests_dir.join("py-text.wasm");
-    build_python(&wit, &py_plugin, &py_text, &out_dir.join("py-text"));
+    match osiiso_c::Toolchain::detect() {
+        Ok(toolchain) => {
+            c::build_plugin(
+                &toolchain,
+                &ws("wit"),
+                &ws("plugins/wordcount-c"),
+                &wordcount,
+                &out_dir.join("wordcount-c"),
+            );
+            c::build_program(&toolchain, &ws("plugins/wc-program-c"), &wc_program_c);
+        }
+        Err(e) => missing(&format!(
+            "the C plugins: {e:#} (.ci/run installs the toolchain: apt-get install {})",
+            osiiso_c::DEBIAN_PACKAGES
+        )),
+    }
+
+    match python::Componentize::find() {
+        Ok(tool) => {
+            tool.build(
+                &ws("wit"),
+                "plugin",
+                &ws("plugins/py-text"),
+                "app",
+                &py_text,
+                &out_dir.join("py-text"),
+            );
+            tool.build(
+                &ws("plugins/typed-calc/wit"),
+                "calc",
+                &ws("plugins/typed-calc/py"),
+                "app",
+                &typed_py,
+                &out_dir.join("typed-calc-py"),
+            );
+        }
+        Err(e) => missing(&format!(
+            "the Python plugins: {e} (.ci/run installs it: pip install componentize-py==0.25.1)"
+        )),
+    }
+
+    match js::Componentize::install(&ws("guest-sdk/js"), &target.join("js-tools")) {
+        Ok(tool) => {
+            tool.build(
+                &ws("wit"),
+                "plugin",
+                &[&ws("plugins/js-text/app.js"), &ws("guest-sdk/js/osiiso.js")],
+                &js_text,
+                &out_dir.join("js-text"),
+            );
+            tool.build(
+                &ws("plugins/typed-calc/wit"),
+                "calc",
+                &[&ws("plugins/typed-calc/js/calc.js")],
+                &typed_js,
+                &out_dir.join("typed-calc-js"),
+            );
+        }
+        Err(e) => missing(&format!(
+            "the JavaScript plugins: {e} (.ci/run installs node and npm; componentize-js comes \
+             from npm)"
+        )),
+    }
 
     let mut code = String::new();
-    for (name, path, what) in [
-        (
-            "WORDCOUNT_C",
-            &wordcount,
-            "the C example plugin `plugins/wordcount-c`",
-        ),
-        (
-            "PY_TEXT",
-            &py_text,
-            "the Python example plugin `plugins/py-text`",
-        ),
-    ] {
-        writeln!(code, "/// Path of {what}.").unwrap();
+    for (name, path, what) in built {
+        writeln!(code, "/// Path of {what} (missing when its toolchain is).").unwrap();
         writeln!(
             code,
             "pub const {name}: &str = {:?};",
@@ -73,147 +191,10 @@ fn main() {
     fs::write(out_dir.join("paths.rs"), code).unwrap();
 }
 
-fn build_c(wit: &Path, plugin: &Path, output: &Path, work: &Path) {
-    let toolchain = osiiso_c::Toolchain::detect().unwrap_or_else(|e| {
-        panic!(
-            "cannot build the C plugin: {e:#}\n(.ci/run installs the toolchain: apt-get install {})",
-            osiiso_c::DEBIAN_PACKAGES
-        )
-    });
-    let mut sources: Vec<PathBuf> = fs::read_dir(plugin)
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            (path.extension()? == "c").then_some(path)
-        })
-        .collect();
-    sources.sort();
-    let mut options = osiiso_c::BuildOptions::new(sources, output, work);
-    options.wit = osiiso_c::Wit::Path(wit.to_path_buf());
-    options.extra_flags.push("-Werror".into());
-    osiiso_c::build_plugin(&toolchain, &options)
-        .unwrap_or_else(|e| panic!("building {}: {e:#}", plugin.display()));
-}
-
-/// How to run componentize-py: `$COMPONENTIZE_PY`, `componentize-py` on `PATH`, or its
-/// console-script entry point through `$PYTHON`/`python3`.
-fn componentize_py() -> (Command, String) {
-    let python = env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
-    let make: Box<dyn Fn() -> Command> = match env::var_os("COMPONENTIZE_PY") {
-        Some(path) => Box::new(move || Command::new(&path)),
-        None if Command::new("componentize-py")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()) =>
-        {
-            Box::new(|| Command::new("componentize-py"))
-        }
-        // Installed for this Python but not on PATH (e.g. no shim yet): its entry point.
-        None => Box::new(move || {
-            let mut command = Command::new(&python);
-            command.args([
-                "-c",
-                "import sys, componentize_py; sys.argv[0] = 'componentize-py'; \
-                 sys.exit(componentize_py.script())",
-            ]);
-            command
-        }),
-    };
-    let version = version_of(&mut make());
-    let mut command = make();
-    command.arg("--quiet");
-    (command, version)
-}
-
-fn version_of(command: &mut Command) -> String {
-    match command.arg("--version").output() {
-        Ok(output) if output.status.success() => {
-            String::from_utf8_lossy(&output.stdout).trim().to_owned()
-        }
-        Ok(output) => panic!(
-            "componentize-py --version failed: {}\n(.ci/run installs it: pip install \
-             componentize-py)",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(e) => panic!(
-            "cannot run componentize-py: {e}\n(.ci/run installs it: pip install componentize-py)"
-        ),
+/// A toolchain is missing: an error under `OSIISO_REQUIRE_FOREIGN`, else a warning.
+fn missing(what: &str) {
+    if env::var_os(REQUIRE).is_some() {
+        panic!("cannot build {what}; {REQUIRE} is set");
     }
-}
-
-fn build_python(wit: &Path, plugin: &Path, output: &Path, work: &Path) {
-    let (mut command, version) = componentize_py();
-
-    // componentize-py takes ~30 s: skip it when nothing it reads has changed.
-    let mut hasher = DefaultHasher::new();
-    version.hash(&mut hasher);
-    let sources = python_sources(plugin);
-    for file in sources.iter().chain(&files_under(wit)) {
-        file.hash(&mut hasher);
-        fs::read(file).unwrap().hash(&mut hasher);
-    }
-    let stamp = format!("{:016x}", hasher.finish());
-    let stamp_file = output.with_extension("stamp");
-    if output.is_file() && fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
-        return;
-    }
-
-    // Build from a copy holding only the sources, so neither bytecode caches nor stray files
-    // from the plugin directory end up in the component (or in the source tree).
-    let src = work.join("src");
-    let _ = fs::remove_dir_all(&src);
-    fs::create_dir_all(&src).unwrap();
-    for file in &sources {
-        fs::copy(file, src.join(file.file_name().unwrap())).unwrap();
-    }
-    let _ = fs::remove_file(&stamp_file);
-    let result = command
-        .current_dir(work)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .arg("-d")
-        .arg(wit)
-        .args(["-w", "plugin", "componentize", "app", "-p"])
-        .arg(&src)
-        .arg("-o")
-        .arg(output)
-        .output()
-        .expect("running componentize-py");
-    assert!(
-        result.status.success(),
-        "componentize-py failed to build {} ({}):\n{}{}",
-        plugin.display(),
-        result.status,
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    fs::write(&stamp_file, stamp).unwrap();
-}
-
-fn python_sources(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            (path.extension()? == "py").then_some(path)
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
+    println!("cargo:warning=skipping {what}");
 }

@@ -1,6 +1,7 @@
 //! The `osiiso:task/tasks` export: every `#[task]` registers a [`TaskDef`], and one export
 //! lists and dispatches them.
 
+use std::marker::PhantomData;
 use std::sync::Once;
 
 use serde::Serialize;
@@ -16,8 +17,8 @@ pub struct TaskDef {
     pub name: &'static str,
     /// The function's doc comment.
     pub description: &'static str,
-    /// JSON Schema of the input, when the macro could derive it.
-    pub input_schema: Option<&'static str>,
+    /// JSON Schema of the input: declared, or derived from the argument types when possible.
+    pub input_schema: fn() -> Option<String>,
     /// Suggested retries.
     pub retries: Option<u32>,
     /// Suggested per-attempt timeout in milliseconds.
@@ -27,6 +28,44 @@ pub struct TaskDef {
 }
 
 inventory::collect!(TaskDef);
+
+/// Picks the schema of an argument type by autoref specialization: the macro calls
+/// `(&SchemaProbe::<T>::new()).input_schema()`, which resolves to [`ViaJsonSchema`] when
+/// `T: schemars::JsonSchema` (a method on `&SchemaProbe<T>`) and to [`NoJsonSchema`] (a method
+/// on `&&SchemaProbe<T>`, one auto-reference further) otherwise.
+pub struct SchemaProbe<T>(PhantomData<T>);
+
+impl<T> SchemaProbe<T> {
+    /// A probe for `T`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+/// The schema of a type that implements `schemars::JsonSchema`, as compact JSON.
+pub trait ViaJsonSchema {
+    /// The schema.
+    fn input_schema(&self) -> Option<String>;
+}
+
+impl<T: schemars::JsonSchema> ViaJsonSchema for SchemaProbe<T> {
+    fn input_schema(&self) -> Option<String> {
+        serde_json::to_string(&schemars::schema_for!(T)).ok()
+    }
+}
+
+/// No schema for a type without `schemars::JsonSchema`.
+pub trait NoJsonSchema {
+    /// `None`.
+    fn input_schema(&self) -> Option<String>;
+}
+
+impl<T> NoJsonSchema for &SchemaProbe<T> {
+    fn input_schema(&self) -> Option<String> {
+        None
+    }
+}
 
 /// How much of an undecodable input, or of the decoder's message, an error quotes.
 const QUOTE_BYTES: usize = 200;
@@ -97,7 +136,7 @@ impl Guest for Dispatcher {
             .map(|def| TaskInfo {
                 name: def.name.to_string(),
                 description: def.description.to_string(),
-                input_schema: def.input_schema.map(str::to_string),
+                input_schema: (def.input_schema)(),
                 retries: def.retries,
                 timeout_ms: def.timeout_ms,
             })

@@ -30,7 +30,8 @@ pub use osiiso_guest_macros::task;
 #[allow(missing_docs, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        // `wit` links to the repository's `wit/`, so a packaged crate carries the contract.
+        path: "wit",
         world: "plugin",
     });
 }
@@ -67,7 +68,9 @@ pub fn progress(done: u64, total: u64) {
 /// Items the `#[task]` macro expands to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::dispatch::{TaskDef, decode_args, encode_output};
+    pub use crate::dispatch::{
+        NoJsonSchema, SchemaProbe, TaskDef, ViaJsonSchema, decode_args, encode_output,
+    };
     pub use inventory;
     pub use serde_json;
 }

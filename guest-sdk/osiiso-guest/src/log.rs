@@ -29,24 +29,34 @@ macro_rules! __osiiso_log {
     };
 }
 
-/// Logs at trace level.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! __osiiso_trace { ($($arg:tt)+) => { $crate::__osiiso_log!(0, $($arg)+) }; }
-/// Logs at debug level.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! __osiiso_debug { ($($arg:tt)+) => { $crate::__osiiso_log!(1, $($arg)+) }; }
-/// Logs at info level.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! __osiiso_info { ($($arg:tt)+) => { $crate::__osiiso_log!(2, $($arg)+) }; }
-/// Logs at warn level.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! __osiiso_warn { ($($arg:tt)+) => { $crate::__osiiso_log!(3, $($arg)+) }; }
-/// Logs at error level.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! __osiiso_error { ($($arg:tt)+) => { $crate::__osiiso_log!(4, $($arg)+) }; }
 
+/// Logs at debug level: `debug!("{x}")`, formatted like `format!`.
+#[doc(inline)]
 pub use crate::__osiiso_debug as debug;
+/// Logs at error level: `error!("{x}")`, formatted like `format!`.
+#[doc(inline)]
 pub use crate::__osiiso_error as error;
+/// Logs at info level: `info!("{x}")`, formatted like `format!`.
+#[doc(inline)]
 pub use crate::__osiiso_info as info;
+/// Logs at trace level: `trace!("{x}")`, formatted like `format!`.
+#[doc(inline)]
 pub use crate::__osiiso_trace as trace;
+/// Logs at warn level: `warn!("{x}")`, formatted like `format!`.
+#[doc(inline)]
 pub use crate::__osiiso_warn as warn;

@@ -1,9 +1,16 @@
 //! Reading the work of a `run`: `--input`, `--inputs FILE.jsonl|-` and `--jobs FILE.jsonl|-`.
-//! Files are hostile input: every line and every file is bounded, and each error names the
-//! file, the line and the limit. In finite mode everything is parsed and validated before
-//! anything runs.
+//! Files are hostile input: every line is bounded by the per-input limit before it is parsed
+//! (an over-long line is skipped without being read into memory), and each error names the
+//! file, the line and the limit.
+//!
+//! A finite run reads its source twice (`Reads::Twice`): once to check every line, once to
+//! submit. A regular file is read again from where it started, up to the bytes checked; a
+//! source that cannot be read twice (stdin, a pipe, a device) keeps its raw lines in memory,
+//! up to [`MAX_KEPT_BYTES`].
 
-use std::io::{self, BufRead, BufReader};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,11 +19,15 @@ use osiiso_host::queue::TaskOptions;
 use osiiso_host::units::format_size;
 use serde_json::{Map, Value};
 
-/// The longest line of an inputs or jobs file. Larger than any sensible input limit, so that
-/// an oversized input becomes one task's `invalid_input` failure, not a refused file.
+use super::lines::{BoundedLines, LineError};
+
+/// The longest line of an inputs or jobs file, whatever the per-input limit.
 pub(crate) const MAX_LINE_BYTES: usize = 256 << 20;
-/// The largest inputs or jobs file read whole (finite mode).
-pub(crate) const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Room on a `--jobs` line beyond the per-input limit, for its task and options.
+pub(crate) const JOB_LINE_EXTRA: usize = 64 << 10;
+/// The most a finite run keeps of a source it cannot read twice (stdin, a pipe).
+pub(crate) const MAX_KEPT_BYTES: usize = 1 << 30;
+const READ_BUFFER: usize = 256 << 10;
 
 /// Where a job came from, for messages: `jobs.jsonl line 3`, `--input #2`.
 #[derive(Debug, Clone)]
@@ -35,6 +46,7 @@ impl std::fmt::Display for Origin {
 }
 
 /// One task to submit.
+#[derive(Clone)]
 pub(crate) struct JobSpec {
     /// Where it came from.
     pub origin: Origin,
@@ -43,6 +55,8 @@ pub(crate) struct JobSpec {
     pub input: Value,
     /// Per-task option overrides (a `--jobs` line).
     pub overrides: Map<String, Value>,
+    /// The bytes it was read from.
+    pub bytes: usize,
 }
 
 /// Parses each `--input` as JSON.
@@ -63,12 +77,23 @@ pub(crate) fn from_inputs(inputs: &[String]) -> anyhow::Result<Vec<JobSpec>> {
                 task: None,
                 input,
                 overrides: Map::new(),
+                bytes: text.len(),
             })
         })
         .collect()
 }
 
-/// How each line of a source becomes a job.
+/// How each line of a source becomes a job, and how long it may be.
+#[derive(Clone, Debug)]
+pub(crate) struct LineRules {
+    kind: LineKind,
+    /// Checks each `--jobs` line's options, so that a bad value is reported with its line.
+    base: TaskOptions,
+    /// The per-input limit (`--max-input-bytes`).
+    max_input: usize,
+}
+
+/// What a line is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LineKind {
     /// `--inputs`: the line is the input.
@@ -77,55 +102,160 @@ pub(crate) enum LineKind {
     Job,
 }
 
+impl LineRules {
+    pub(crate) fn new(kind: LineKind, base: TaskOptions, max_input: usize) -> Self {
+        Self {
+            kind,
+            base,
+            max_input,
+        }
+    }
+
+    /// The longest line: the input limit (plus room for the task and options on a jobs
+    /// line), never beyond [`MAX_LINE_BYTES`].
+    fn max_line(&self) -> usize {
+        let extra = match self.kind {
+            LineKind::Input => 0,
+            LineKind::Job => JOB_LINE_EXTRA,
+        };
+        self.max_input.saturating_add(extra).min(MAX_LINE_BYTES)
+    }
+
+    /// Why line `line` is too long.
+    fn too_long(&self, name: &str, line: usize) -> anyhow::Error {
+        let max = self.max_line();
+        let limit = if max == MAX_LINE_BYTES {
+            format!("the {} limit for one line", format_size(max))
+        } else if self.kind == LineKind::Job {
+            format!(
+                "the {} limit for one input (--max-input-bytes) plus {} for a job's task and \
+                 options",
+                format_size(self.max_input),
+                format_size(JOB_LINE_EXTRA)
+            )
+        } else {
+            format!(
+                "the {} limit for one input (--max-input-bytes)",
+                format_size(max)
+            )
+        };
+        anyhow!("{name} line {line}: longer than {limit}; not read")
+    }
+}
+
+/// How often a source will be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// Streamed once (infinite mode).
+    Once,
+    /// Checked, then read again to submit (finite mode).
+    Twice,
+}
+
+/// A second handle on a regular file, and the offset its lines start at.
+struct Rewind {
+    file: File,
+    start: u64,
+}
+
 /// The lines of a JSONL source as jobs, one at a time, each bounded.
 pub(crate) struct JobReader {
     name: Arc<str>,
     lines: BoundedLines<Box<dyn BufRead + Send>>,
-    kind: LineKind,
-    base: TaskOptions,
+    rules: LineRules,
+    /// How to read a regular file again.
+    rewind: Option<Rewind>,
+    /// The raw lines of a source that cannot be read again, kept for the second read.
+    kept: Option<Vec<u8>>,
+    /// The first of two reads: an inputs line is validated, not built (its job's input is
+    /// `null`), which is all a check needs and several times cheaper.
+    checking: bool,
 }
 
 impl JobReader {
-    /// Opens `source` (`-` is stdin). `base` checks each `--jobs` line's options, so a bad
-    /// value is reported with its line.
-    pub(crate) fn open(source: &Path, kind: LineKind, base: &TaskOptions) -> anyhow::Result<Self> {
-        let reader: Box<dyn BufRead + Send> = if source == Path::new("-") {
-            Box::new(BufReader::with_capacity(256 << 10, io::stdin()))
+    /// Opens `source` (`-` is stdin). A directory is refused; a regular file (stdin too, when
+    /// it is one) can be read twice; anything else is a stream.
+    pub(crate) fn open(source: &Path, rules: LineRules, reads: Reads) -> anyhow::Result<Self> {
+        let name = source.display().to_string();
+        let file = if source == Path::new("-") {
+            io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from)
+                .context("cannot read stdin")?
         } else {
-            let file = std::fs::File::open(source)
-                .with_context(|| format!("cannot open {}", source.display()))?;
-            Box::new(BufReader::with_capacity(256 << 10, file))
+            File::open(source).with_context(|| format!("cannot open {name}"))?
         };
-        Ok(Self::from_reader(
-            &source.display().to_string(),
-            reader,
-            kind,
-            base,
-        ))
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read {name}"))?;
+        if meta.is_dir() {
+            bail!("{name} is a directory, not a file of JSON lines");
+        }
+        let mut reader = Self::from_reader(
+            &name,
+            Box::new(BufReader::with_capacity(READ_BUFFER, file.try_clone()?)),
+            rules,
+        );
+        if reads == Reads::Twice {
+            reader.checking = true;
+            let mut file = file;
+            match file.stream_position() {
+                Ok(start) if meta.is_file() => reader.rewind = Some(Rewind { file, start }),
+                _ => reader.kept = Some(Vec::new()),
+            }
+        }
+        Ok(reader)
     }
 
     pub(crate) fn from_reader(
         name: &str,
         reader: Box<dyn BufRead + Send>,
-        kind: LineKind,
-        base: &TaskOptions,
+        rules: LineRules,
     ) -> Self {
+        let max = rules.max_line();
         Self {
             name: Arc::from(name),
-            lines: BoundedLines::new(reader, MAX_LINE_BYTES),
-            kind,
-            base: base.clone(),
+            lines: BoundedLines::new(reader, max),
+            rules,
+            rewind: None,
+            kept: None,
+            checking: false,
         }
     }
 
-    /// Bytes read so far.
-    pub(crate) fn bytes_read(&self) -> u64 {
-        self.lines.consumed
+    /// The same lines again, for the second read of a source opened with `Reads::Twice`:
+    /// exactly the bytes read so far, from the file or from the lines kept.
+    pub(crate) fn again(self) -> anyhow::Result<Self> {
+        let reader: Box<dyn BufRead + Send> = match (self.rewind, self.kept) {
+            (Some(Rewind { mut file, start }), _) => {
+                file.seek(SeekFrom::Start(start))
+                    .with_context(|| format!("cannot read {} again", self.name))?;
+                let len = self.lines.consumed();
+                Box::new(BufReader::with_capacity(READ_BUFFER, file.take(len)))
+            }
+            (None, Some(kept)) => Box::new(io::Cursor::new(kept)),
+            (None, None) => bail!("{} was opened to be read once", self.name),
+        };
+        Ok(Self::from_reader(&self.name, reader, self.rules))
     }
 
-    /// The source's name in messages.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
+    /// Keeps a raw line for the second read, within [`MAX_KEPT_BYTES`].
+    fn keep(&mut self, line: &[u8]) -> anyhow::Result<()> {
+        let Some(kept) = &mut self.kept else {
+            return Ok(());
+        };
+        if kept.len() + line.len() + 1 > MAX_KEPT_BYTES {
+            bail!(
+                "{}: more than the {} a finite run keeps of input it cannot read twice (stdin, \
+                 a pipe); pass a file, or stream it with --mode infinite",
+                self.name,
+                format_size(MAX_KEPT_BYTES)
+            );
+        }
+        kept.extend_from_slice(line);
+        kept.push(b'\n');
+        Ok(())
     }
 }
 
@@ -137,11 +267,7 @@ impl Iterator for JobReader {
             let (n, line) = match self.lines.next()? {
                 Ok(line) => line,
                 Err(LineError::TooLong { line }) => {
-                    return Some(Err(anyhow!(
-                        "{} line {line}: longer than the {} limit for one line",
-                        self.name,
-                        format_size(MAX_LINE_BYTES)
-                    )));
+                    return Some(Err(self.rules.too_long(&self.name, line)));
                 }
                 Err(LineError::Io { line, error }) => {
                     return Some(Err(anyhow!(
@@ -150,6 +276,9 @@ impl Iterator for JobReader {
                     )));
                 }
             };
+            if let Err(error) = self.keep(&line) {
+                return Some(Err(error));
+            }
             let Ok(text) = std::str::from_utf8(&line) else {
                 return Some(Err(anyhow!("{} line {n}: not valid UTF-8", self.name)));
             };
@@ -160,29 +289,13 @@ impl Iterator for JobReader {
                 source: self.name.clone(),
                 line: n,
             };
-            return Some(match self.kind {
+            return Some(match self.rules.kind {
+                LineKind::Input if self.checking => check_input_line(origin, text),
                 LineKind::Input => parse_input_line(origin, text),
-                LineKind::Job => parse_job_line(origin, text, &self.base),
+                LineKind::Job => parse_job_line(origin, text, &self.rules.base),
             });
         }
     }
-}
-
-/// Reads every job of `reader`, refusing a source over [`MAX_FILE_BYTES`].
-pub(crate) fn read_all(mut reader: JobReader) -> anyhow::Result<Vec<JobSpec>> {
-    let mut specs = Vec::new();
-    while let Some(spec) = reader.next() {
-        specs.push(spec?);
-        if reader.bytes_read() > MAX_FILE_BYTES {
-            bail!(
-                "{}: larger than the {} limit for a file read whole (stream it with --mode \
-                 infinite)",
-                reader.name(),
-                format_size(MAX_FILE_BYTES as usize)
-            );
-        }
-    }
-    Ok(specs)
 }
 
 fn parse_input_line(origin: Origin, line: &str) -> anyhow::Result<JobSpec> {
@@ -192,6 +305,19 @@ fn parse_input_line(origin: Origin, line: &str) -> anyhow::Result<JobSpec> {
         task: None,
         input,
         overrides: Map::new(),
+        bytes: line.len(),
+    })
+}
+
+/// Validates an inputs line as [`parse_input_line`] would parse it, without building it.
+fn check_input_line(origin: Origin, line: &str) -> anyhow::Result<JobSpec> {
+    super::validate::validate(line).map_err(|e| anyhow!("{origin}: not valid JSON: {e}"))?;
+    Ok(JobSpec {
+        origin,
+        task: None,
+        input: Value::Null,
+        overrides: Map::new(),
+        bytes: line.len(),
     })
 }
 
@@ -214,106 +340,30 @@ fn parse_job_line(origin: Origin, line: &str, base: &TaskOptions) -> anyhow::Res
         task,
         input,
         overrides: object,
+        bytes: line.len(),
     })
-}
-
-/// Why a line could not be read.
-#[derive(Debug)]
-pub(crate) enum LineError {
-    /// Over the line limit; the rest of the source is not read.
-    TooLong {
-        line: usize,
-    },
-    Io {
-        line: usize,
-        error: io::Error,
-    },
-}
-
-/// Lines (without their `\n` or `\r\n`) of a reader, each at most `max` bytes, with their
-/// 1-based numbers. A line over the limit ends the iteration with an error, without
-/// reading the rest of it into memory.
-pub(crate) struct BoundedLines<R> {
-    reader: R,
-    max: usize,
-    line: usize,
-    consumed: u64,
-    done: bool,
-}
-
-impl<R: BufRead> BoundedLines<R> {
-    pub(crate) fn new(reader: R, max: usize) -> Self {
-        Self {
-            reader,
-            max,
-            line: 0,
-            consumed: 0,
-            done: false,
-        }
-    }
-}
-
-impl<R: BufRead> Iterator for BoundedLines<R> {
-    type Item = Result<(usize, Vec<u8>), LineError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        self.line += 1;
-        let mut line = Vec::new();
-        loop {
-            let chunk = match self.reader.fill_buf() {
-                Ok(chunk) => chunk,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    self.done = true;
-                    return Some(Err(LineError::Io {
-                        line: self.line,
-                        error,
-                    }));
-                }
-            };
-            if chunk.is_empty() {
-                self.done = true;
-                return (!line.is_empty()).then_some(Ok((self.line, line)));
-            }
-            let (take, ends) = match chunk.iter().position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (chunk.len(), false),
-            };
-            if line.len() + take > self.max + 2 {
-                self.done = true;
-                return Some(Err(LineError::TooLong { line: self.line }));
-            }
-            line.extend_from_slice(&chunk[..take]);
-            self.reader.consume(take);
-            self.consumed += take as u64;
-            if ends {
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if line.len() > self.max {
-                    self.done = true;
-                    return Some(Err(LineError::TooLong { line: self.line }));
-                }
-                return Some(Ok((self.line, line)));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
+    use std::io::Write as _;
 
-    fn jobs(text: &[u8]) -> Vec<anyhow::Result<JobSpec>> {
+    fn rules(kind: LineKind, max_input: usize) -> LineRules {
+        LineRules::new(kind, TaskOptions::new(), max_input)
+    }
+
+    fn read(text: &[u8], rules: LineRules) -> Vec<anyhow::Result<JobSpec>> {
         let reader: Box<dyn BufRead + Send> = Box::new(io::Cursor::new(text.to_vec()));
-        JobReader::from_reader("jobs.jsonl", reader, LineKind::Job, &TaskOptions::new())
+        JobReader::from_reader("jobs.jsonl", reader, rules)
             .take(10_000)
             .collect()
+    }
+
+    fn jobs(text: &[u8]) -> Vec<anyhow::Result<JobSpec>> {
+        read(text, rules(LineKind::Job, 16 << 20))
     }
 
     #[test]
@@ -330,13 +380,59 @@ mod tests {
     }
 
     #[test]
-    fn an_overlong_line_is_refused_without_reading_it_whole() {
-        let mut lines = BoundedLines::new(io::BufReader::new(io::repeat(b'x')), 1024);
-        match lines.next() {
-            Some(Err(LineError::TooLong { line: 1 })) => {}
-            other => panic!("{other:?}"),
-        }
-        assert!(lines.next().is_none());
+    fn a_line_over_the_input_limit_is_refused_before_parsing_and_the_rest_is_read() {
+        // Not JSON at all: a parse would say so; the length is checked first.
+        let long = format!("{}\n2\n", "[".repeat(100));
+        let out = read(long.as_bytes(), rules(LineKind::Input, 64));
+        assert_eq!(out.len(), 2);
+        let error = out[0].as_ref().err().unwrap().to_string();
+        assert!(
+            error.contains("jobs.jsonl line 1") && error.contains("64 B limit for one input"),
+            "{error}"
+        );
+        assert_eq!(out[1].as_ref().unwrap().input, serde_json::json!(2));
+        // A jobs line has room for its task and options beyond the input limit.
+        let job = format!(
+            r#"{{"task":"t","priority":1,"input":"{}"}}"#,
+            "x".repeat(60)
+        );
+        let out = read(job.as_bytes(), rules(LineKind::Job, 64));
+        assert!(out[0].is_ok());
+    }
+
+    #[test]
+    fn a_second_read_gives_the_same_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, b"1\n\n[2]\n{\"a\":3}\n").unwrap();
+        let mut first = JobReader::open(&path, rules(LineKind::Input, 1024), Reads::Twice).unwrap();
+        let checked = first.by_ref().inspect(|j| assert!(j.is_ok())).count();
+        // Appended after the check: not read the second time.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"4\n")
+            .unwrap();
+        let again: Vec<Value> = first.again().unwrap().map(|j| j.unwrap().input).collect();
+        assert_eq!(again, [json!(1), json!([2]), json!({"a": 3})]);
+        assert_eq!(checked, 3);
+
+        let mut kept = JobReader {
+            kept: Some(Vec::new()),
+            ..JobReader::from_reader(
+                "-",
+                Box::new(io::Cursor::new(b"1\r\n\n2\n".to_vec())),
+                rules(LineKind::Input, 1024),
+            )
+        };
+        assert_eq!(kept.by_ref().count(), 2);
+        let origins: Vec<String> = kept
+            .again()
+            .unwrap()
+            .map(|j| j.unwrap().origin.to_string())
+            .collect();
+        assert_eq!(origins, ["- line 1", "- line 3"]);
     }
 
     proptest! {
@@ -345,12 +441,34 @@ mod tests {
         /// Arbitrary bytes: no panic, and every error names the file and a line.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            for result in jobs(&bytes) {
+            for result in read(&bytes, rules(LineKind::Job, 100)) {
                 if let Err(error) = result {
                     let message = error.to_string();
                     prop_assert!(message.starts_with("jobs.jsonl"), "{}", message);
                 }
             }
+        }
+
+        /// The check (which validates inputs lines) and the second read (which parses them)
+        /// agree on every line: the same ones are errors (their wording may differ).
+        #[test]
+        fn checking_and_parsing_agree(bytes in proptest::collection::vec(
+            prop_oneof![
+                any::<u8>(),
+                proptest::sample::select(b"\n[]{}\",:0123456789.eE-+ntrufals\\".to_vec()),
+            ],
+            0..512,
+        )) {
+            let summary = |reader: JobReader| -> Vec<Result<usize, Option<String>>> {
+                reader
+                    .map(|j| j.map(|j| j.bytes).map_err(|e| e.to_string().split(':').next().map(str::to_string)))
+                    .collect()
+            };
+            let lines = || -> Box<dyn BufRead + Send> { Box::new(io::Cursor::new(bytes.clone())) };
+            let mut checking = JobReader::from_reader("in", lines(), rules(LineKind::Input, 64));
+            checking.checking = true;
+            let parsing = JobReader::from_reader("in", lines(), rules(LineKind::Input, 64));
+            prop_assert_eq!(summary(checking), summary(parsing));
         }
 
         /// Lines built from JSON-ish fragments: no panic, the errors say which line.

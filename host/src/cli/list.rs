@@ -26,6 +26,12 @@ pub(crate) struct ListArgs {
 pub(crate) fn run(args: ListArgs) -> Result<(), Failure> {
     let host = args.cache.host(4)?;
     let plugin = args.limits.load(&host, &args.plugin)?;
+    if plugin.tasks().is_empty() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "plugin '{}' has no tasks at all (its task list is empty)",
+            args.plugin.display()
+        )));
+    }
     let mut out = BufWriter::new(io::stdout().lock());
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, plugin.tasks())
@@ -51,16 +57,30 @@ fn write_table(out: &mut impl Write, plugin: &Plugin) -> io::Result<()> {
         .collect();
     let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     for (task, name) in plugin.tasks().iter().zip(&names) {
-        let mut lines = task.description.lines();
+        // A typed task shows its WIT signature first, and why it cannot run if it cannot.
+        let mut lines: Vec<String> = task.signature.iter().cloned().collect();
+        lines.extend(task.description.lines().map(str::to_string));
+        if let Some(reason) = &task.not_runnable {
+            lines.push(format!("not runnable: {reason}"));
+        }
+        let mut lines = lines.iter();
         writeln!(
             out,
             "{name:width$}  {}",
-            escape_control(lines.next().unwrap_or(""))
+            escape_control(lines.next().map_or("", String::as_str))
         )?;
         for line in lines {
             writeln!(out, "{:width$}  {}", "", escape_control(line))?;
         }
         let mut extras = Vec::new();
+        if !task.aliases.is_empty() {
+            let aliases: Vec<String> = task
+                .aliases
+                .iter()
+                .map(|a| escape_control(a).into_owned())
+                .collect();
+            extras.push(format!("also: {}", aliases.join(", ")));
+        }
         if let Some(schema) = &task.input_schema {
             extras.push(format!("input: {}", escape_control(&schema.to_string())));
         }

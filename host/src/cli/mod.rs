@@ -3,7 +3,9 @@
 //! plugins that cannot be loaded (and a NATS server that cannot be reached).
 
 mod compile;
+mod feed;
 mod jobs;
+mod lines;
 mod list;
 #[cfg(feature = "nats")]
 mod nodes;
@@ -13,6 +15,7 @@ mod run;
 #[cfg(feature = "nats")]
 mod serve;
 mod signals;
+mod validate;
 mod work;
 
 use std::io::Write as _;
@@ -24,7 +27,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "osiiso-host", version, about, propagate_version = true)]
 struct Cli {
-    /// More log output on stderr (-v debug, -vv trace). `RUST_LOG` overrides.
+    /// More log output on stderr. By default guest logs at info and above and host warnings
+    /// show; -v adds guest and host debug lines; -vv their trace lines and other crates'
+    /// info; -vvv everything. `RUST_LOG` overrides (targets: `osiiso::guest`
+    /// for guest logs, `osiiso_host` for the host).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
@@ -87,7 +93,7 @@ pub(crate) fn main() -> ExitCode {
             }
         };
     }
-    // A node logs what it runs; other commands only warnings.
+    // A node logs what it runs; other commands show guest logs and host warnings.
     #[cfg(feature = "nats")]
     let quiet = !matches!(cli.command, Command::Serve(_));
     #[cfg(not(feature = "nats"))]
@@ -120,19 +126,22 @@ pub(crate) fn main() -> ExitCode {
 }
 
 /// Prints `error: …` on stderr. Messages can quote guest text (task names, schemas), so
-/// control characters are escaped; a failed write to stderr has nowhere to be reported.
+/// whatever acts on a terminal is escaped — once: text the message already quotes escaped
+/// keeps its single backslashes. A failed write to stderr has nowhere to be reported.
 fn report_error(message: &str) {
-    let message = osiiso_host::text::escape_control_keep_newlines(message);
+    let message = osiiso_host::text::escape_terminal_keep_newlines(message);
     let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
+    // wasmtime-wasi-http warns on every failed connection; the task's error says so.
     let default = match verbose {
-        // wasmtime-wasi-http warns on every failed connection; the task's error says so.
-        0 if quiet => "warn,wasmtime_wasi_http=error",
-        0 => "osiiso_host=info,warn,wasmtime_wasi_http=error",
-        1 => "osiiso_host=debug,osiiso=debug,info",
+        0 if quiet => "warn,osiiso::guest=info,wasmtime_wasi_http=error",
+        // A node logs what it runs.
+        0 => "warn,osiiso::guest=info,osiiso_host=info,wasmtime_wasi_http=error",
+        1 => "warn,osiiso::guest=debug,osiiso_host=debug,wasmtime_wasi_http=error",
+        2 => "info,osiiso::guest=trace,osiiso_host=trace",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -51,11 +51,20 @@ pub(crate) struct LimitArgs {
     /// Linear-memory cap per attempt, e.g. 64MiB [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<usize>,
+    /// Largest input of one task [default: 16MiB]. A larger one fails `invalid_input`; a
+    /// longer line of --inputs/--jobs is refused before it is parsed (lines up to 256MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_input_bytes: Option<usize>,
     /// Let one instance serve up to N attempts of the plugin (warm instances; default 1,
     /// a fresh instance per attempt). Faster, but a task can see what an earlier task of the
     /// same plugin left in memory; a trap, timeout or cancel discards the instance.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub reuse: Option<u32>,
+    /// Files, directories, directory listings and HTTP connections the host may hold open
+    /// for one attempt at a time [default: 256]; beyond it the guest's call fails, and an
+    /// attempt that then fails is `resource_limit`.
+    #[arg(long, value_name = "N")]
+    pub max_open_files: Option<u32>,
 }
 
 impl LimitArgs {
@@ -67,8 +76,14 @@ impl LimitArgs {
         if let Some(bytes) = self.max_memory {
             limits = limits.max_memory(bytes);
         }
+        if let Some(bytes) = self.max_input_bytes {
+            limits = limits.max_input_bytes(bytes);
+        }
         if let Some(attempts) = self.reuse {
             limits = limits.reuse(attempts);
+        }
+        if let Some(descriptors) = self.max_open_files {
+            limits = limits.max_open_files(descriptors);
         }
         limits
     }

@@ -1,10 +1,10 @@
 //! From jobs to submissions: each job's task and options resolved against the plugin, and,
-//! with `--checkpoint`, the namespace and key that remember it. Finite runs submit a whole
-//! list; infinite runs feed lines as they arrive.
+//! with `--checkpoint`, the namespace and key that remember it. A finite run checks every job
+//! before anything runs; then it is fed job by job (`feed`), or, when priorities or delays
+//! must be seen whole, submitted as one list.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::anyhow;
 use osiiso_host::queue::backend::Backend;
@@ -14,7 +14,7 @@ use osiiso_host::queue::{
 use osiiso_host::{Plugin, Task, TaskCall};
 use serde_json::Value;
 
-use super::jobs::{JobReader, JobSpec};
+use super::jobs::JobSpec;
 
 /// One task ready to submit.
 pub(crate) type Submission = (TaskCall, TaskOptions);
@@ -84,15 +84,36 @@ impl Resolver {
     }
 }
 
-/// Whether admission order alone decides the running order: every task has the same
-/// priority and none waits for a delay. The queue may then start while it is fed.
-pub(crate) fn order_is_admission_order(submissions: &[Submission]) -> bool {
-    let mut priorities = submissions.iter().map(|(_, o)| o.priority);
-    let first = priorities.next();
-    priorities.all(|p| Some(p) == first)
-        && submissions
-            .iter()
-            .all(|(_, o)| o.delay.is_none() && o.run_at.is_none())
+/// What checking a finite run's jobs found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// Jobs to submit.
+    pub(crate) count: usize,
+    /// Whether admission order alone decides the running order: every task has the same
+    /// priority and none waits for a delay. The queue may then start while it is fed.
+    pub(crate) admission_order: bool,
+}
+
+/// Checks every job before anything runs: each one is parsed, resolved against the plugin
+/// and dropped, so that nothing is kept. The first bad job is the error.
+pub(crate) fn check(
+    jobs: impl Iterator<Item = anyhow::Result<JobSpec>>,
+    resolver: &mut Resolver,
+) -> anyhow::Result<Checked> {
+    let mut count = 0;
+    let mut priority = None;
+    let mut admission_order = true;
+    for spec in jobs {
+        let (_, options) = resolver.resolve(spec?)?;
+        count += 1;
+        admission_order &= *priority.get_or_insert(options.priority) == options.priority
+            && options.delay.is_none()
+            && options.run_at.is_none();
+    }
+    Ok(Checked {
+        count,
+        admission_order,
+    })
 }
 
 /// Where a checkpointed run remembers its tasks: the task's identity when the run has a
@@ -148,89 +169,9 @@ pub(crate) fn submit<B: Backend>(
     Ok(handles)
 }
 
-fn is_restored(handle: &Handle) -> bool {
+/// Whether `handle` was restored from the checkpoint rather than run.
+pub(crate) fn is_restored(handle: &Handle) -> bool {
     handle
         .result()
         .is_some_and(|r| r.message.starts_with("restored from checkpoint"))
-}
-
-/// Feeds an infinite run from a stream: each line is submitted as it arrives (blocking for
-/// room on a bounded queue, which holds the producer back), and the end of the stream shuts
-/// the queue down gracefully once everything has finished. A bad line is reported and
-/// skipped; `stop` ends the feeding early (a signal, an output failure).
-pub(crate) struct Feeder<B: Backend> {
-    pub(crate) queue: Arc<Queue<B>>,
-    pub(crate) resolver: Resolver,
-    pub(crate) plan: Option<CheckpointPlan>,
-    pub(crate) stop: Arc<AtomicBool>,
-    /// Lines that could not be submitted.
-    pub(crate) rejected: Arc<AtomicBool>,
-}
-
-impl<B: Backend> Feeder<B> {
-    pub(crate) fn run(mut self, reader: JobReader, restored: &dyn Fn(&Handle)) {
-        for spec in reader {
-            if self.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let submission = spec.and_then(|spec| self.resolver.resolve(spec));
-            let submission = match submission {
-                Ok(submission) => submission,
-                Err(error) => {
-                    self.rejected.store(true, Ordering::SeqCst);
-                    report_line_error(&error);
-                    continue;
-                }
-            };
-            let submitted = futures::executor::block_on(self.submit_one(submission, restored));
-            match submitted {
-                Ok(()) => {}
-                // The queue stopped taking work (a signal, fail-first): stop reading.
-                Err(QueueError::Closed | QueueError::ShutDown | QueueError::RuntimeGone) => return,
-                Err(error) => {
-                    self.rejected.store(true, Ordering::SeqCst);
-                    report_line_error(&anyhow!("{error}"));
-                }
-            }
-        }
-        if !self.stop.load(Ordering::SeqCst) {
-            // The end of the stream: let everything finish, then close.
-            self.queue.shutdown();
-        }
-    }
-
-    async fn submit_one(
-        &self,
-        (call, options): Submission,
-        restored: &dyn Fn(&Handle),
-    ) -> Result<(), QueueError> {
-        if let Some(plan) = &self.plan {
-            let handles = loop {
-                let item = vec![(call.clone(), options.clone())];
-                match self.queue.submit_checkpointed(
-                    item,
-                    &plan.checkpoint,
-                    &plan.namespace,
-                    &plan.key,
-                ) {
-                    // A bounded async queue is full: wait a moment for room.
-                    Err(QueueError::QueueFull(_)) => {
-                        std::thread::sleep(std::time::Duration::from_millis(5))
-                    }
-                    other => break other?,
-                }
-            };
-            if let Some(handle) = handles.first().filter(|h| is_restored(h)) {
-                restored(handle);
-            }
-            return Ok(());
-        }
-        self.queue.submit_wait(call, options).await.map(drop)
-    }
-}
-
-fn report_line_error(error: &anyhow::Error) {
-    use std::io::Write as _;
-    let message = osiiso_host::text::escape_control_keep_newlines(&format!("{error:#}"));
-    let _ = writeln!(std::io::stderr(), "error: {message} (skipped)");
 }

@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
-use super::plugin::Task;
+use super::call::{Bound, Input};
+use super::command::ProgramInput;
 use super::store::{AttemptStore, InvokeResult};
+use super::task::{Entry, Task};
+use super::typed;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::failure::{FailureKind, TaskFailure};
 
@@ -30,11 +33,11 @@ impl Task {
     /// [`AttemptReport`]; this never panics on guest behaviour.
     pub fn run_attempt(&self, request: AttemptRequest<'_>) -> AttemptReport {
         let _permit = self.plugin().host().instance_permit_blocking();
-        let input = match self.encode_input(&request) {
+        let input = match self.prepare(&request) {
             Ok(input) => input,
             Err(report) => return *report,
         };
-        let mut store = match self.new_store(&request, false) {
+        let mut store = match self.new_store(&request, false, input.program()) {
             Ok(store) => store,
             Err(report) => return *report,
         };
@@ -47,11 +50,11 @@ impl Task {
     /// others. Dropping the future stops the guest.
     pub async fn run_attempt_async(&self, request: AttemptRequest<'_>) -> AttemptReport {
         let _permit = self.plugin().host().instance_permit().await;
-        let input = match self.encode_input(&request) {
+        let input = match self.prepare(&request) {
             Ok(input) => input,
             Err(report) => return *report,
         };
-        let mut store = match self.new_store(&request, true) {
+        let mut store = match self.new_store(&request, true, input.program()) {
             Ok(store) => store,
             Err(report) => return *report,
         };
@@ -59,63 +62,133 @@ impl Task {
         store.report(result, &request)
     }
 
-    /// Encodes the input, refusing one over the plugin's input limit, and checks that the
-    /// attempt has not been cancelled already.
-    pub(crate) fn encode_input(
+    /// Makes the input ready for the task's entry before any instance exists: refuses one over
+    /// the plugin's input limit, converts it for a typed function or a program (an input that
+    /// does not fit is `invalid_input`, never retried, and the guest never runs), and checks
+    /// that the attempt has not been cancelled already.
+    pub(crate) fn prepare(
         &self,
         request: &AttemptRequest<'_>,
-    ) -> Result<String, Box<AttemptReport>> {
-        let input = serde_json::to_string(request.input).map_err(|e| {
-            Box::new(AttemptReport::failed(TaskFailure::new(
-                FailureKind::Serialization,
-                format!("cannot encode input: {e}"),
-            )))
-        })?;
-        self.plugin()
-            .limits()
-            .check_input(request.display_name, input.len())
-            .map_err(|failure| Box::new(AttemptReport::failed(failure)))?;
+    ) -> Result<Input, Box<AttemptReport>> {
+        let failed = |failure: TaskFailure| Box::new(AttemptReport::failed(failure));
+        let name = request.display_name;
+        let limits = self.plugin().limits();
+        let input = match self.entry() {
+            Entry::Sdk => {
+                let input = serde_json::to_string(request.input).map_err(|e| {
+                    failed(TaskFailure::new(
+                        FailureKind::Serialization,
+                        format!("cannot encode input: {e}"),
+                    ))
+                })?;
+                limits.check_input(name, input.len()).map_err(failed)?;
+                Input::Json(input)
+            }
+            Entry::Func(func) => {
+                limits
+                    .check_input(name, encoded_len(request.input))
+                    .map_err(failed)?;
+                let params = typed::from_json::params(&func.ty, request.input).map_err(|e| {
+                    failed(TaskFailure::new(
+                        FailureKind::InvalidInput,
+                        format!("input of task '{name}' does not fit its WIT types: {e}"),
+                    ))
+                })?;
+                Input::Values(params)
+            }
+            Entry::Program(_) => {
+                limits
+                    .check_input(name, encoded_len(request.input))
+                    .map_err(failed)?;
+                let program =
+                    ProgramInput::parse(request.input, self.plugin().sandbox()).map_err(|e| {
+                        failed(TaskFailure::new(
+                            FailureKind::InvalidInput,
+                            format!("input of program '{name}': {e}"),
+                        ))
+                    })?;
+                Input::Program(program)
+            }
+            Entry::NotRunnable => {
+                return Err(failed(TaskFailure::new(
+                    FailureKind::Permanent,
+                    format!(
+                        "task '{name}' cannot run: {}",
+                        self.info()
+                            .not_runnable
+                            .as_deref()
+                            .unwrap_or("not runnable")
+                    ),
+                )));
+            }
+        };
         if request.control.is_cancelled() {
             return Err(Box::new(AttemptOutcome::Cancelled.into()));
         }
         Ok(input)
     }
 
-    /// A store for this task's plugin, armed for `request`.
+    /// A store for this task's plugin, armed for `request` (with a program's arguments, stdin
+    /// and environment).
     pub(crate) fn new_store(
         &self,
         request: &AttemptRequest<'_>,
         asynchronous: bool,
+        program: Option<&ProgramInput>,
     ) -> Result<AttemptStore, Box<AttemptReport>> {
         let plugin = self.plugin();
-        let mut store = AttemptStore::new(plugin, plugin.limits(), &request.control, asynchronous)
-            .map_err(|failure| Box::new(AttemptReport::failed(failure)))?;
+        let mut store = AttemptStore::new(
+            plugin,
+            plugin.limits(),
+            &request.control,
+            asynchronous,
+            program,
+        )
+        .map_err(|failure| Box::new(AttemptReport::failed(failure)))?;
         store.arm(request, self.name_arc());
         Ok(store)
     }
 
+    /// Whether this task's attempts always get a fresh instance, whatever the plugin's
+    /// [`reuse`](super::Limits::reuse): a WASI program runs `main` once per instance.
+    pub(crate) fn always_fresh(&self) -> bool {
+        matches!(self.entry(), Entry::Program(_))
+    }
+
     /// Instantiates the plugin in `store` and calls the task once.
-    fn call_fresh(&self, store: &mut AttemptStore, input: String) -> InvokeResult {
+    fn call_fresh(&self, store: &mut AttemptStore, input: Input) -> InvokeResult {
         let plugin = self.plugin();
-        let store = &mut store.store;
-        let instance = plugin.instance_pre().instantiate(&mut *store)?;
-        let invoke = plugin.invoke_fn(&mut *store, &instance)?;
-        let (result,) = invoke.call(&mut *store, (self.name().to_string(), input))?;
-        Ok(result)
+        let instance = plugin.instance_pre().instantiate(&mut store.store)?;
+        let bound = Bound::new(plugin, &mut store.store, instance)?;
+        bound.call(store, self, input)
     }
 
     /// [`call_fresh`](Self::call_fresh) for an async store.
-    async fn call_fresh_async(&self, store: &mut AttemptStore, input: String) -> InvokeResult {
+    async fn call_fresh_async(&self, store: &mut AttemptStore, input: Input) -> InvokeResult {
         let plugin = self.plugin();
-        let store = &mut store.store;
         let instance = plugin
             .instance_pre_async()?
-            .instantiate_async(&mut *store)
+            .instantiate_async(&mut store.store)
             .await?;
-        let invoke = plugin.invoke_fn(&mut *store, &instance)?;
-        let (result,) = invoke
-            .call_async(&mut *store, (self.name().to_string(), input))
-            .await?;
-        Ok(result)
+        let bound = Bound::new(plugin, &mut store.store, instance)?;
+        bound.call_async(store, self, input).await
     }
+}
+
+/// The length of `value`'s JSON text, without keeping the text.
+fn encoded_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0 += data.len();
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }

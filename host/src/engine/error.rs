@@ -41,15 +41,17 @@ pub enum LoadError {
         message: String,
     },
     /// The bytes are not WebAssembly at all.
-    #[error("plugin '{plugin}' is not a WebAssembly file (no `\\0asm` header)")]
+    #[error("plugin '{plugin}' is not a WebAssembly file (it does not start with `\\0asm`)")]
     NotWasm {
         /// The plugin's name or path.
         plugin: String,
     },
-    /// A core module where a component is required.
+    /// A core module that is not a WASI preview-1 program (it has no `_start`): only those
+    /// run as core modules.
     #[error(
-        "plugin '{plugin}' is a core WebAssembly module, not a component; build it for \
-         wasm32-wasip2 or wrap it with `wasm-tools component new`"
+        "plugin '{plugin}' is a core WebAssembly module without a `_start` export, not a \
+         component; only WASI preview-1 programs run as core modules: build it for \
+         wasm32-wasip2 (or as a wasm32-wasip1 program), or wrap it with `wasm-tools component new`"
     )]
     CoreModule {
         /// The plugin's name or path.
@@ -63,9 +65,11 @@ pub enum LoadError {
         /// The compiler's message.
         message: String,
     },
-    /// The component does not export the task interface.
+    /// The component exports nothing that can be a task: no `osiiso:task/tasks@0.1.0`, no
+    /// function, no `wasi:cli/run`.
     #[error(
-        "plugin '{plugin}' does not export `osiiso:task/tasks@0.1.0`; it exports: {}",
+        "plugin '{plugin}' exports no task: no `osiiso:task/tasks@0.1.0`, no function and no \
+         `wasi:cli/run`; it exports: {}",
         if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
     )]
     MissingExport {
@@ -91,7 +95,7 @@ pub enum LoadError {
         message: String,
     },
     /// No task of that name.
-    #[error("plugin '{plugin}' has no task '{task}'; its tasks are: {}", known.join(", "))]
+    #[error("plugin '{plugin}' has no task '{task}'; {}", its_tasks(known))]
     UnknownTask {
         /// The plugin's name.
         plugin: String,
@@ -100,12 +104,22 @@ pub enum LoadError {
         /// The names it has.
         known: Vec<String>,
     },
-    /// No task named, and the plugin has several.
-    #[error("plugin '{plugin}' has {} tasks; name one of: {}", known.len(), known.join(", "))]
+    /// The task is listed but cannot run (a function that takes or returns a resource).
+    #[error("task '{task}' of plugin '{plugin}' cannot run: {reason}")]
+    NotRunnable {
+        /// The plugin's name.
+        plugin: String,
+        /// The task.
+        task: String,
+        /// Why.
+        reason: String,
+    },
+    /// No task named, and the plugin has several that can run (or none).
+    #[error("plugin '{plugin}' {}", name_one_of(known))]
     TaskNotNamed {
         /// The plugin's name.
         plugin: String,
-        /// The names it has.
+        /// The names of the tasks that can run.
         known: Vec<String>,
     },
 }
@@ -120,4 +134,26 @@ pub enum HostError {
     /// The epoch ticker thread could not be started.
     #[error("cannot start the epoch ticker thread: {0}")]
     Ticker(#[from] std::io::Error),
+}
+
+/// The end of an unknown-task message: the names to choose from, or that there are none.
+fn its_tasks(known: &[String]) -> String {
+    if known.is_empty() {
+        "it has no task that can run (`osiiso-host list` shows why)".into()
+    } else {
+        format!("its tasks are: {}", known.join(", "))
+    }
+}
+
+/// Why a task must be named: the plugin has several (listed), or none.
+fn name_one_of(known: &[String]) -> String {
+    if known.is_empty() {
+        "has no task that can run (`osiiso-host list` shows why)".into()
+    } else {
+        format!(
+            "has {} tasks; name one of: {}",
+            known.len(),
+            known.join(", ")
+        )
+    }
 }

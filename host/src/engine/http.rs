@@ -18,6 +18,7 @@ use http::uri::Scheme;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::descriptors::Descriptors;
 use crate::attempt::AttemptControl;
 
 /// How often an in-flight request checks whether its attempt should stop.
@@ -88,15 +89,26 @@ impl HttpGrant {
     }
 }
 
-/// The `wasi:http` hooks of one attempt: the allow-list and the attempt's control.
+/// The `wasi:http` hooks of one attempt: the allow-list, the attempt's control and the
+/// store's descriptor budget (a connection counts from its request to the end of its
+/// response).
 pub(crate) struct HttpPolicy {
     grants: Arc<[HttpGrant]>,
     control: Arc<AttemptControl>,
+    descriptors: Descriptors,
 }
 
 impl HttpPolicy {
-    pub(crate) fn new(grants: Arc<[HttpGrant]>, control: Arc<AttemptControl>) -> Self {
-        Self { grants, control }
+    pub(crate) fn new(
+        grants: Arc<[HttpGrant]>,
+        control: Arc<AttemptControl>,
+        descriptors: Descriptors,
+    ) -> Self {
+        Self {
+            grants,
+            control,
+            descriptors,
+        }
     }
 }
 
@@ -140,6 +152,13 @@ impl WasiHttpHooks for HttpPolicy {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        // The connection lives in the request's future, then in its I/O future (which ends,
+        // or is dropped, with the response): both carry the witness the budget watches.
+        let Ok(reserved) = self.descriptors.reserve(1) else {
+            return Box::new(async { Err(Error::ConnectionLimitReached) });
+        };
+        let connection = Arc::new(());
+        reserved.hold(Arc::downgrade(&connection) as _);
         let control = self.control.clone();
         let options = clamp_options(options, control.deadline());
         Box::new(async move {
@@ -153,6 +172,10 @@ impl WasiHttpHooks for HttpPolicy {
                 sent = send => {
                     let (response, io) = sent?;
                     let response = response.map(BodyExt::boxed_unsync);
+                    let io = async move {
+                        let _connection = connection;
+                        io.await
+                    };
                     Ok((response, Box::new(io) as IoFuture))
                 }
                 () = stop => Err(Error::ConnectionTimeout),

@@ -33,10 +33,24 @@ pub struct Limits {
     /// same plugin left in memory. See [`WarmPool`](super::WarmPool).
     #[serde(default = "one")]
     pub reuse: u32,
+    /// Descriptors the host may hold for one instance at a time (default 256): files and
+    /// directories the guest opened, directory listings it is reading (two each), outgoing
+    /// HTTP connections in flight. Beyond it the guest's call fails (`quota`, or
+    /// `connection-limit-reached` for HTTP), and an attempt that then fails is reported as
+    /// [`ResourceLimit`](FailureKind::ResourceLimit).
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: u32,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// The default of [`Limits::max_open_files`].
+pub(crate) const DEFAULT_MAX_OPEN_FILES: u32 = 256;
+
+fn default_max_open_files() -> u32 {
+    DEFAULT_MAX_OPEN_FILES
 }
 
 impl Default for Limits {
@@ -48,12 +62,14 @@ impl Default for Limits {
             capture_bytes: 64 << 10,
             max_input_bytes: 16 << 20,
             reuse: 1,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
         }
     }
 }
 
 impl Limits {
-    /// The defaults: unmetered fuel, 1 GiB of memory, 64 KiB output capture.
+    /// The defaults: unmetered fuel, 1 GiB of memory, 64 KiB output capture, 256 open
+    /// files.
     pub fn new() -> Self {
         Self::default()
     }
@@ -79,6 +95,19 @@ impl Limits {
     /// Sets the largest accepted input.
     pub fn max_input_bytes(mut self, bytes: usize) -> Self {
         self.max_input_bytes = bytes;
+        self
+    }
+
+    /// Sets how many descriptors the host may hold for one instance (see
+    /// [`max_open_files`](Self::max_open_files)).
+    ///
+    /// ```
+    /// use osiiso_host::Limits;
+    /// assert_eq!(Limits::new().max_open_files, 256);
+    /// assert_eq!(Limits::new().max_open_files(16).max_open_files, 16);
+    /// ```
+    pub fn max_open_files(mut self, descriptors: u32) -> Self {
+        self.max_open_files = descriptors;
         self
     }
 

@@ -9,8 +9,11 @@
 mod attempt;
 mod budget;
 mod cache;
+mod call;
+mod command;
 mod config;
 mod contract;
+mod descriptors;
 mod epoch;
 mod error;
 mod fs_guard;
@@ -21,6 +24,8 @@ mod output;
 mod plugin;
 mod sandbox;
 mod store;
+mod task;
+mod typed;
 mod warm;
 
 use std::path::{Path, PathBuf};
@@ -36,8 +41,9 @@ pub use error::{HostError, LoadError};
 #[cfg(feature = "nats")]
 pub(crate) use http::HttpGrant;
 pub use limits::Limits;
-pub use plugin::{Plugin, Task, TaskInfo};
+pub use plugin::Plugin;
 pub use sandbox::{DirGrant, GuestStdio, Sandbox};
+pub use task::{Task, TaskInfo, TaskKind};
 pub use warm::WarmPool;
 
 use budget::MemoryBudget;
@@ -219,6 +225,10 @@ impl HostBuilder {
     }
 
     /// Creates the engine, links the host interfaces and starts the epoch ticker.
+    ///
+    /// The first host of a process also raises the process's soft open-files limit
+    /// (`RLIMIT_NOFILE`) to its hard limit and gives guests three quarters of it, shared by
+    /// all their attempts (see [`Limits::max_open_files`]); the rest stays the host's.
     pub fn build(self) -> Result<Host, HostError> {
         let (engine, pooling) =
             config::build_engine(self.max_instances, self.pooling, self.address_space_cap)
@@ -228,15 +238,17 @@ impl HostBuilder {
         // completes; it is bounded by the attempt's deadline (see `http`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| interruptible::shadow_blocking_io(&mut linker))
-            .and_then(|()| fs_guard::guard_symlinks_sync(&mut linker))
+            .and_then(|()| fs_guard::guard_sync(&mut linker))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker))
             .and_then(|()| contract::add_host_to_linker(&mut linker))
+            .and_then(|()| command::core_module::add_exit_to_linker(&mut linker))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker_async = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
-            .and_then(|()| fs_guard::guard_symlinks_async(&mut linker_async))
+            .and_then(|()| fs_guard::guard_async(&mut linker_async))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_async))
             .and_then(|()| contract::add_host_to_linker(&mut linker_async))
+            .and_then(|()| command::core_module::add_exit_to_linker(&mut linker_async))
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let root = if self.cache_enabled {
             self.cache_dir.or_else(CompileCache::default_root)
@@ -245,6 +257,9 @@ impl HostBuilder {
         };
         let cache = CompileCache::open(root, &engine);
         let ticker = EpochTicker::start(&engine, self.tick)?;
+        // Raises the process's open-files limit and sizes the guests' share of it.
+        let descriptor_pool = descriptors::pool().total();
+        tracing::debug!(descriptor_pool, "descriptors guests may hold together");
         let total_memory = self.total_memory.unwrap_or_else(budget::default_total);
         Ok(Host {
             inner: Arc::new(HostInner {
@@ -317,6 +332,8 @@ impl Host {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| name.to_string());
         let hash = blake3::hash(bytes).to_hex().to_string();
+        // The compile cache keeps compiled code under the hash of the bytes compiled.
+        let mut cache_key = hash.clone();
         let (component, outcome) = if cache::is_precompiled(bytes) {
             if !self.inner.allow_precompiled {
                 return Err(LoadError::Precompiled { plugin: shown });
@@ -329,10 +346,21 @@ impl Host {
             })?;
             (component, CacheOutcome::Precompiled)
         } else {
-            check_component_header(&shown, bytes)?;
+            // A WASI preview-1 program becomes a component first.
+            let adapted = match check_component_header(&shown, bytes)? {
+                Wasm::Component => None,
+                Wasm::CoreModule => Some(command::core_module::componentize(&shown, bytes)?),
+            };
+            if let Some(adapted) = &adapted {
+                cache_key = blake3::hash(adapted).to_hex().to_string();
+            }
             self.inner
                 .cache
-                .load_or_compile(&self.inner.engine, &hash, bytes)
+                .load_or_compile(
+                    &self.inner.engine,
+                    &cache_key,
+                    adapted.as_deref().unwrap_or(bytes),
+                )
                 .map_err(|e| LoadError::Compile {
                     plugin: shown.clone(),
                     message: format!("{e:#}"),
@@ -340,6 +368,7 @@ impl Host {
         };
         tracing::debug!(plugin = name, cache = ?outcome, "plugin compiled");
         Plugin::load(self, name, path, hash, component, outcome, limits)
+            .map(|plugin| plugin.with_cache_key(cache_key))
             .map_err(|e| rename(e, &shown))
     }
 
@@ -357,7 +386,7 @@ impl Host {
             return self
                 .inner
                 .cache
-                .entry_path(plugin.hash())
+                .entry_path(plugin.cache_key())
                 .ok_or_else(|| LoadError::Compile {
                     plugin: wasm.display().to_string(),
                     message: "the compile cache is disabled or not trusted; pass an output file"
@@ -466,20 +495,25 @@ impl Host {
     /// Whether the host links an import of this name.
     pub(crate) fn provides(&self, import: &str) -> bool {
         import == contract::HOST_IMPORT
+            || import == command::core_module::EXIT_IMPORT
             || WASI_PACKAGES
                 .iter()
                 .any(|pkg| import.starts_with(pkg) && import.contains("@0.2."))
     }
 }
 
+/// What kind of WebAssembly a plugin file holds.
+enum Wasm {
+    Component,
+    CoreModule,
+}
+
 /// Distinguishes "not wasm" and "a core module" from a component before compiling.
-fn check_component_header(plugin: &str, bytes: &[u8]) -> Result<(), LoadError> {
+fn check_component_header(plugin: &str, bytes: &[u8]) -> Result<Wasm, LoadError> {
     if wasmparser::Parser::is_component(bytes) {
-        Ok(())
+        Ok(Wasm::Component)
     } else if wasmparser::Parser::is_core_wasm(bytes) {
-        Err(LoadError::CoreModule {
-            plugin: plugin.to_string(),
-        })
+        Ok(Wasm::CoreModule)
     } else {
         Err(LoadError::NotWasm {
             plugin: plugin.to_string(),

@@ -1,10 +1,12 @@
-//! Plugins: a compiled component, its pre-linked instance, and its task list.
+//! Plugins: a compiled component, its pre-linked instance, and its task list: the tasks an
+//! SDK plugin lists through `osiiso:task/tasks`, or else the component's own exports (typed
+//! functions and a WASI program's `run`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
 use wasmtime::{Engine, Store};
 
@@ -12,46 +14,33 @@ use super::cache::CacheOutcome;
 use super::contract::{InvokeFn, ListFn, TASKS_EXPORT};
 use super::error::LoadError;
 use super::store::{AttemptState, AttemptStore};
+use super::task::{Entry, Task, TaskInfo, TaskKind};
+use super::typed;
 use super::{Host, Limits, Sandbox};
-use crate::attempt::{AttemptControl, TaskCall};
+use crate::attempt::AttemptControl;
 use crate::failure::{FailureKind, TaskFailure};
 
 /// How long a plugin may take to instantiate and answer `list` at load time.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a plugin says about one of its tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TaskInfo {
-    /// The name to invoke it by.
-    pub name: String,
-    /// Human description.
-    pub description: String,
-    /// JSON Schema of the input, when known.
-    pub input_schema: Option<serde_json::Value>,
-    /// Suggested retries.
-    pub retries: Option<u32>,
-    /// Suggested per-attempt timeout.
-    #[serde(rename = "timeout_ms", serialize_with = "serialize_ms")]
-    pub timeout: Option<Duration>,
-}
-
-fn serialize_ms<S: serde::Serializer>(t: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_some(&(t.as_millis() as u64)),
-        None => s.serialize_none(),
-    }
-}
 
 struct PluginInner {
     host: Host,
     name: Arc<str>,
     path: Option<PathBuf>,
     hash: String,
+    /// What the compile cache keeps the compiled code under: the hash of the bytes compiled
+    /// (a preview-1 program's adapted component, else the file's hash).
+    cache_key: String,
     component: Component,
     pre: InstancePre<AttemptState>,
     pre_async: std::sync::OnceLock<InstancePre<AttemptState>>,
-    invoke_index: ComponentExportIndex,
+    /// `invoke` of `osiiso:task/tasks`, for an SDK plugin.
+    invoke_index: Option<ComponentExportIndex>,
     tasks: Vec<TaskInfo>,
+    /// How each task of `tasks` is called.
+    entries: Vec<Entry>,
+    /// Other names of tasks (`acme:calc/stats@0.1.0#summarize`, `summarize`): index in `tasks`.
+    aliases: HashMap<String, usize>,
     cache: CacheOutcome,
 }
 
@@ -111,16 +100,20 @@ impl Plugin {
         let plugin_err = || name.to_string();
         let engine = host.engine();
         let component_type = component.component_type();
-        let exports: Vec<String> = component_type
-            .exports(engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
-        let Some(tasks_index) = component.get_export_index(None, TASKS_EXPORT) else {
+        let tasks_index = component.get_export_index(None, TASKS_EXPORT);
+        let found = match tasks_index {
+            Some(_) => Vec::new(),
+            None => typed::discover(&component, engine),
+        };
+        if tasks_index.is_none() && found.is_empty() {
             return Err(LoadError::MissingExport {
                 plugin: plugin_err(),
-                exports,
+                exports: component_type
+                    .exports(engine)
+                    .map(|(n, _)| n.to_string())
+                    .collect(),
             });
-        };
+        }
         let pre = host.linker().instantiate_pre(&component).map_err(|error| {
             let imports: Vec<String> = component_type
                 .imports(engine)
@@ -144,35 +137,52 @@ impl Plugin {
             plugin: plugin_err(),
             message,
         };
-        let invoke_index = component
-            .get_export_index(Some(&tasks_index), "invoke")
-            .ok_or_else(|| contract("`osiiso:task/tasks` has no `invoke` function".into()))?;
-        let list_index = component
-            .get_export_index(Some(&tasks_index), "list")
-            .ok_or_else(|| contract("`osiiso:task/tasks` has no `list` function".into()))?;
+        let (invoke_index, list_index) = match &tasks_index {
+            Some(tasks_index) => {
+                let invoke = component
+                    .get_export_index(Some(tasks_index), "invoke")
+                    .ok_or_else(|| {
+                        contract("`osiiso:task/tasks` has no `invoke` function".into())
+                    })?;
+                let list = component
+                    .get_export_index(Some(tasks_index), "list")
+                    .ok_or_else(|| contract("`osiiso:task/tasks` has no `list` function".into()))?;
+                (Some(invoke), Some(list))
+            }
+            None => (None, None),
+        };
+        let (tasks, entries): (Vec<TaskInfo>, Vec<Entry>) =
+            found.into_iter().map(|f| (f.info, f.entry)).unzip();
 
         let mut plugin = Self {
             inner: Arc::new(PluginInner {
                 host: host.clone(),
                 name: Arc::from(name),
                 path: path.map(Path::to_path_buf),
+                cache_key: hash.clone(),
                 hash,
                 component,
                 pre,
                 pre_async: std::sync::OnceLock::new(),
                 invoke_index,
-                tasks: Vec::new(),
+                tasks,
+                entries,
+                aliases: HashMap::new(),
                 cache,
             }),
             limits: Arc::new(limits),
             sandbox: Arc::new(Sandbox::default()),
         };
-        let tasks = plugin
-            .read_task_list(&list_index)
-            .map_err(|f| contract(f.message))?;
-        Arc::get_mut(&mut plugin.inner)
-            .expect("plugin not shared yet")
-            .tasks = tasks;
+        if let Some(list_index) = list_index {
+            let tasks = plugin
+                .read_task_list(&list_index)
+                .map_err(|f| contract(f.message))?;
+            let inner = Arc::get_mut(&mut plugin.inner).expect("plugin not shared yet");
+            inner.entries = vec![Entry::Sdk; tasks.len()];
+            inner.tasks = tasks;
+        }
+        let inner = Arc::get_mut(&mut plugin.inner).expect("plugin not shared yet");
+        inner.aliases = aliases(&inner.tasks);
         Ok(plugin)
     }
 
@@ -189,7 +199,7 @@ impl Plugin {
             fuel: None,
             ..self.limits().clone()
         };
-        let mut store = AttemptStore::new(self, &limits, &control, false)?;
+        let mut store = AttemptStore::new(self, &limits, &control, false, None)?;
         let store = &mut store.store;
         let fail = |e: wasmtime::Error| {
             TaskFailure::new(
@@ -228,6 +238,10 @@ impl Plugin {
                     input_schema,
                     retries: info.retries,
                     timeout: info.timeout_ms.map(Duration::from_millis),
+                    kind: TaskKind::Sdk,
+                    signature: None,
+                    not_runnable: None,
+                    aliases: Vec::new(),
                 })
             })
             .collect()
@@ -252,6 +266,19 @@ impl Plugin {
         &self.inner.hash
     }
 
+    /// The key of its compile-cache entry.
+    pub(crate) fn cache_key(&self) -> &str {
+        &self.inner.cache_key
+    }
+
+    /// The plugin with compiled code kept under `key` (not shared yet: called at load).
+    pub(crate) fn with_cache_key(mut self, key: String) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.cache_key = key;
+        }
+        self
+    }
+
     /// Whether the compiled code came from the compile cache.
     pub fn cache_outcome(&self) -> CacheOutcome {
         self.inner.cache
@@ -266,29 +293,55 @@ impl Plugin {
         self.inner.tasks.iter().map(|t| t.name.clone()).collect()
     }
 
-    /// A handle to one task, checked against the plugin's task list.
+    /// The names of the tasks that can run.
+    fn runnable_names(&self) -> Vec<String> {
+        self.inner
+            .tasks
+            .iter()
+            .filter(|t| t.not_runnable.is_none())
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    /// A handle to one task, checked against the plugin's task list. A typed task may be
+    /// named in full (`acme:calc/stats@0.1.0#summarize`) or bare (`summarize`) when that is
+    /// unambiguous; a listed task that cannot run is an error that says why.
     pub fn task(&self, name: &str) -> Result<Task, LoadError> {
-        match self.inner.tasks.iter().find(|t| t.name == name) {
-            Some(info) => Ok(Task {
-                plugin: self.clone(),
-                name: Arc::from(name),
-                info: Arc::new(info.clone()),
-            }),
-            None => Err(LoadError::UnknownTask {
+        let found = self
+            .inner
+            .tasks
+            .iter()
+            .position(|t| t.name == name)
+            .or_else(|| self.inner.aliases.get(name).copied());
+        let Some(index) = found else {
+            return Err(LoadError::UnknownTask {
                 plugin: self.name().to_string(),
                 task: name.to_string(),
                 known: self.task_names(),
-            }),
+            });
+        };
+        let info = &self.inner.tasks[index];
+        if let Some(reason) = &info.not_runnable {
+            return Err(LoadError::NotRunnable {
+                plugin: self.name().to_string(),
+                task: info.name.clone(),
+                reason: reason.clone(),
+            });
         }
+        Ok(Task::new(
+            self.clone(),
+            info.clone(),
+            self.inner.entries[index].clone(),
+        ))
     }
 
-    /// The only task, when the plugin has exactly one.
+    /// The only task that can run, when the plugin has exactly one.
     pub fn only_task(&self) -> Result<Task, LoadError> {
-        match self.inner.tasks.as_slice() {
-            [only] => self.task(&only.name.clone()),
+        match self.runnable_names().as_slice() {
+            [only] => self.task(only),
             _ => Err(LoadError::TaskNotNamed {
                 plugin: self.name().to_string(),
-                known: self.task_names(),
+                known: self.runnable_names(),
             }),
         }
     }
@@ -345,50 +398,36 @@ impl Plugin {
         Ok(self.inner.pre_async.get_or_init(|| pre))
     }
 
+    /// `invoke` of an SDK plugin's instance; `None` for a plugin of typed exports.
     pub(crate) fn invoke_fn(
         &self,
         store: &mut Store<AttemptState>,
         instance: &Instance,
-    ) -> wasmtime::Result<InvokeFn> {
-        instance.get_typed_func(store, &self.inner.invoke_index)
+    ) -> wasmtime::Result<Option<InvokeFn>> {
+        self.inner
+            .invoke_index
+            .as_ref()
+            .map(|index| instance.get_typed_func(store, index))
+            .transpose()
     }
 }
 
-/// One task of a plugin: what a queue submits with a JSON input.
-#[derive(Clone, Debug)]
-pub struct Task {
-    plugin: Plugin,
-    name: Arc<str>,
-    info: Arc<TaskInfo>,
-}
-
-impl Task {
-    /// The task's name within its plugin.
-    pub fn name(&self) -> &str {
-        &self.name
+/// Every alias of every task: an alias that two tasks share, or that is some task's own name,
+/// names none of them.
+fn aliases(tasks: &[TaskInfo]) -> HashMap<String, usize> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for task in tasks {
+        for alias in &task.aliases {
+            *counts.entry(alias).or_default() += 1;
+        }
     }
-
-    pub(crate) fn name_arc(&self) -> Arc<str> {
-        self.name.clone()
+    let mut aliases = HashMap::new();
+    for (index, task) in tasks.iter().enumerate() {
+        for alias in &task.aliases {
+            if counts[alias.as_str()] == 1 && !tasks.iter().any(|t| t.name == *alias) {
+                aliases.insert(alias.clone(), index);
+            }
+        }
     }
-
-    /// The plugin it belongs to.
-    pub fn plugin(&self) -> &Plugin {
-        &self.plugin
-    }
-
-    /// What the plugin says about it.
-    pub fn info(&self) -> &TaskInfo {
-        &self.info
-    }
-
-    /// Stable identity: `<plugin>/<task>`.
-    pub fn identity(&self) -> String {
-        format!("{}/{}", self.plugin.name(), self.name)
-    }
-
-    /// This task with an input: what a queue submits.
-    pub fn with_input(&self, input: serde_json::Value) -> TaskCall {
-        TaskCall::new(self.clone(), input)
-    }
+    aliases
 }

@@ -9,10 +9,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::http::HttpGrant;
 use super::output::TailPipe;
+
+/// Filesystem calls run on the calling thread (wasmtime-wasi's `allow_blocking_current_thread`)
+/// rather than on a blocking pool: cheaper, and safe because a guest can open only regular
+/// files and directories (see `fs_guard`), whose calls return on their own.
+pub(crate) const BLOCKING_FS_INLINE: bool = true;
 
 /// A host directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,14 +215,15 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Builds the WASI context of one attempt.
-    pub(crate) fn wasi_ctx(
+    /// The builder of an attempt's WASI context (the store adds a program's arguments, stdin
+    /// and environment to it).
+    pub(crate) fn wasi_builder(
         &self,
         stdout: &TailPipe,
         stderr: &TailPipe,
-    ) -> std::io::Result<WasiCtx> {
+    ) -> std::io::Result<WasiCtxBuilder> {
         let mut builder = WasiCtxBuilder::new();
-        builder.allow_blocking_current_thread(true);
+        builder.allow_blocking_current_thread(BLOCKING_FS_INLINE);
         if self.inherit_env {
             builder.inherit_env();
         }
@@ -252,6 +258,6 @@ impl Sandbox {
                     ))
                 })?;
         }
-        Ok(builder.build())
+        Ok(builder)
     }
 }

@@ -10,13 +10,15 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::attempt::AttemptRequest;
+use super::command::ProgramInput;
 use super::contract::{Level, WitTaskError};
+use super::descriptors::Descriptors;
 use super::http::{HttpGrant, HttpPolicy};
 use super::limits::{Limits, MemoryLimiter};
 use super::output::TailPipe;
 use super::plugin::Plugin;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason};
-use crate::failure::{FailureKind, TaskFailure};
+use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
 use crate::text;
 
 /// Prefix of the log line the Rust SDK's panic hook sends before the guest traps.
@@ -36,6 +38,8 @@ pub(crate) struct AttemptState {
     http_grants: Arc<[HttpGrant]>,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// What the host holds open for the guest: files, listings, HTTP connections.
+    descriptors: Descriptors,
     pub(crate) control: Arc<AttemptControl>,
     pub(crate) attempt: u32,
     task: Arc<str>,
@@ -65,6 +69,11 @@ impl AttemptState {
             Level::Warn => tracing::warn!(target: "osiiso::guest", plugin, task, "{message}"),
             Level::Error => tracing::error!(target: "osiiso::guest", plugin, task, "{message}"),
         }
+    }
+
+    /// The descriptor budget of this store.
+    pub(crate) fn descriptors(&self) -> &Descriptors {
+        &self.descriptors
     }
 
     pub(crate) fn progress(&mut self, done: u64, total: u64) {
@@ -103,12 +112,14 @@ pub(crate) struct AttemptStore {
 }
 
 impl AttemptStore {
-    /// A new store, armed for an attempt under `control` (see [`arm`](Self::arm)).
+    /// A new store, armed for an attempt under `control` (see [`arm`](Self::arm)); a WASI
+    /// program's store also gets the program's arguments, stdin and environment.
     pub(crate) fn new(
         plugin: &Plugin,
         limits: &Limits,
         control: &Arc<AttemptControl>,
         asynchronous: bool,
+        program: Option<&ProgramInput>,
     ) -> Result<Self, TaskFailure> {
         let load_failure = |e: String| {
             TaskFailure::new(
@@ -118,19 +129,25 @@ impl AttemptStore {
         };
         let stdout = TailPipe::new(limits.capture_bytes);
         let stderr = TailPipe::new(limits.capture_bytes);
-        let wasi = plugin
+        let mut wasi = plugin
             .sandbox()
-            .wasi_ctx(&stdout, &stderr)
+            .wasi_builder(&stdout, &stderr)
             .map_err(|e| load_failure(e.to_string()))?;
+        if let Some(program) = program {
+            program.configure(&mut wasi, plugin.name());
+        }
+        let wasi = wasi.build();
         let http_grants = plugin.sandbox().http_grants().map_err(load_failure)?;
         let budget = plugin.host().memory_budget();
+        let descriptors = Descriptors::new(limits.max_open_files as usize);
         let state = AttemptState {
             wasi,
             http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy::new(http_grants.clone(), control.clone()),
+            http_policy: HttpPolicy::new(http_grants.clone(), control.clone(), descriptors.clone()),
             http_grants,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits, budget.clone(), control.clone()),
+            descriptors,
             control: control.clone(),
             attempt: 0,
             task: Arc::from(""),
@@ -171,12 +188,28 @@ impl AttemptStore {
     fn rearm(&mut self, control: &Arc<AttemptControl>) {
         let state = self.store.data_mut();
         state.control = control.clone();
-        state.http_policy = HttpPolicy::new(state.http_grants.clone(), control.clone());
+        state.http_policy = HttpPolicy::new(
+            state.http_grants.clone(),
+            control.clone(),
+            state.descriptors.clone(),
+        );
         state.limiter.begin_attempt(control.clone());
+        state.descriptors.begin_attempt();
         state.panic_message = None;
         // Fuel is always on in this engine, so setting it cannot fail.
         let _ = self.store.set_fuel(self.fuel_budget);
         self.store.set_epoch_deadline(1);
+        self.pipes.0.reset();
+        self.pipes.1.reset();
+    }
+
+    /// What the guest wrote to stdout and stderr in this attempt (the captured tails).
+    pub(crate) fn captured_output(&self) -> (Option<CapturedOutput>, Option<CapturedOutput>) {
+        (self.pipes.0.captured(), self.pipes.1.captured())
+    }
+
+    /// Forgets the captured output (a program's value has taken it).
+    pub(crate) fn clear_output(&mut self) {
         self.pipes.0.reset();
         self.pipes.1.reset();
     }
@@ -187,7 +220,10 @@ impl AttemptStore {
     /// instance in a state no later attempt should see.
     pub(crate) fn reusable_after(&self, result: &InvokeResult) -> bool {
         let state = self.store.data();
-        result.is_ok() && !state.limiter.touched() && !state.control.is_cancelled()
+        result.is_ok()
+            && !state.limiter.touched()
+            && state.descriptors.refused().is_none()
+            && !state.control.is_cancelled()
     }
 
     /// The report of an attempt that ended with `result`.
@@ -212,7 +248,9 @@ impl AttemptStore {
                     ),
                 )),
             },
-            Ok(Err(error)) => AttemptOutcome::Failed(guest_failure(error)),
+            Ok(Err(error)) => AttemptOutcome::Failed(
+                self.over_budget_or(guest_failure(error), request.display_name),
+            ),
             Err(error) => self.classify_abnormal(error, request),
         };
         AttemptReport::new(outcome)
@@ -229,6 +267,10 @@ impl AttemptStore {
     ) -> AttemptOutcome {
         let name = request.display_name;
         let control = &request.control;
+        // A failure the host decided on the guest's output (a typed value too large to send).
+        if let Some(failure) = error.downcast_ref::<TaskFailure>() {
+            return AttemptOutcome::Failed(failure.clone());
+        }
         // An interruption by the host (the epoch callback, a blocking call that watched the
         // control) or a stop that raced the guest's own error: one rule decides.
         if error.downcast_ref::<StopReason>().is_some() || control.should_stop() {
@@ -264,6 +306,8 @@ impl AttemptStore {
                     crate::units::format_size(state.budget_total)
                 ),
             )
+        } else if let Some(refusal) = state.descriptors.refused() {
+            refusal.failure(name)
         } else if let Some(panic) = &state.panic_message {
             TaskFailure::new(FailureKind::Trap, format!("task '{name}' {panic}"))
         } else if limiter.os_refused {
@@ -285,6 +329,19 @@ impl AttemptStore {
             TaskFailure::new(FailureKind::Trap, format!("task '{name}' failed: {error}"))
         };
         AttemptOutcome::Failed(failure.with_detail(detail))
+    }
+}
+
+impl AttemptStore {
+    /// A failure the guest returned after the host refused it a descriptor is reported as
+    /// the limit it ran into, with the guest's own message as detail.
+    fn over_budget_or(&self, failure: TaskFailure, name: &str) -> TaskFailure {
+        match self.store.data().descriptors.refused() {
+            Some(refusal) => refusal
+                .failure(name)
+                .with_detail(format!("the task's own error: {failure}")),
+            None => failure,
+        }
     }
 }
 

@@ -21,11 +21,12 @@ use wasmtime::Engine;
 use super::Host;
 use super::attempt::AttemptRequest;
 use super::budget::{EvictIdle, MemoryBudget};
-use super::contract::InvokeFn;
+use super::call::Bound;
 use super::limits::Limits;
-use super::plugin::{Plugin, Task};
+use super::plugin::Plugin;
 use super::sandbox::Sandbox;
 use super::store::{AttemptStore, InvokeResult};
+use super::task::Task;
 use crate::attempt::AttemptReport;
 
 /// Warm instances kept between attempts, opt-in with [`Limits::reuse`]. One instance serves
@@ -105,7 +106,7 @@ impl WarmKey {
 struct WarmInstance {
     key: WarmKey,
     store: AttemptStore,
-    invoke: InvokeFn,
+    bound: Bound,
     uses: u32,
     _permit: OwnedSemaphorePermit,
 }
@@ -143,13 +144,14 @@ impl WarmPool {
     }
 
     /// Runs one attempt synchronously: in a warm instance of the task's plugin when its limits
-    /// ask for reuse, else in a fresh one ([`Task::run_attempt`]).
+    /// ask for reuse, else in a fresh one ([`Task::run_attempt`]). A WASI program's `run`
+    /// always gets a fresh instance.
     pub fn run(&self, task: &Task, request: AttemptRequest<'_>) -> AttemptReport {
         let reuse = task.plugin().limits().reuse;
-        if reuse <= 1 {
+        if reuse <= 1 || task.always_fresh() {
             return task.run_attempt(request);
         }
-        let input = match task.encode_input(&request) {
+        let input = match task.prepare(&request) {
             Ok(input) => input,
             Err(report) => return *report,
         };
@@ -167,10 +169,7 @@ impl WarmPool {
             }
         };
         warm.store.arm(&request, task.name_arc());
-        let result = warm
-            .invoke
-            .call(&mut warm.store.store, (task.name().to_string(), input))
-            .map(|(result,)| result);
+        let result = warm.bound.call(&mut warm.store, task, input);
         self.finish(warm, result, &request, reuse)
     }
 
@@ -178,10 +177,10 @@ impl WarmPool {
     /// guest and discards its instance.
     pub async fn run_async(&self, task: &Task, request: AttemptRequest<'_>) -> AttemptReport {
         let reuse = task.plugin().limits().reuse;
-        if reuse <= 1 {
+        if reuse <= 1 || task.always_fresh() {
             return task.run_attempt_async(request).await;
         }
-        let input = match task.encode_input(&request) {
+        let input = match task.prepare(&request) {
             Ok(input) => input,
             Err(report) => return *report,
         };
@@ -203,11 +202,7 @@ impl WarmPool {
             }
         };
         warm.store.arm(&request, task.name_arc());
-        let result = warm
-            .invoke
-            .call_async(&mut warm.store.store, (task.name().to_string(), input))
-            .await
-            .map(|(result,)| result);
+        let result = warm.bound.call_async(&mut warm.store, task, input).await;
         self.finish(warm, result, &request, reuse)
     }
 
@@ -253,17 +248,17 @@ impl WarmPool {
     ) -> Result<WarmInstance, Box<AttemptReport>> {
         self.watch_budget(task.plugin().host());
         let key = WarmKey::of(task.plugin(), false);
-        let mut store = task.new_store(request, false)?;
+        let mut store = task.new_store(request, false, None)?;
         let plugin = task.plugin();
         let instantiated = plugin
             .instance_pre()
             .instantiate(&mut store.store)
-            .and_then(|instance| plugin.invoke_fn(&mut store.store, &instance));
+            .and_then(|instance| Bound::new(plugin, &mut store.store, instance));
         match instantiated {
-            Ok(invoke) => Ok(WarmInstance {
+            Ok(bound) => Ok(WarmInstance {
                 key,
                 store,
-                invoke,
+                bound,
                 uses: 0,
                 _permit: permit,
             }),
@@ -280,21 +275,21 @@ impl WarmPool {
     ) -> Result<WarmInstance, Box<AttemptReport>> {
         self.watch_budget(task.plugin().host());
         let key = WarmKey::of(task.plugin(), true);
-        let mut store = task.new_store(request, true)?;
+        let mut store = task.new_store(request, true, None)?;
         let plugin = task.plugin();
-        let instantiated: wasmtime::Result<InvokeFn> = async {
+        let instantiated: wasmtime::Result<Bound> = async {
             let instance = plugin
                 .instance_pre_async()?
                 .instantiate_async(&mut store.store)
                 .await?;
-            plugin.invoke_fn(&mut store.store, &instance)
+            Bound::new(plugin, &mut store.store, instance)
         }
         .await;
         match instantiated {
-            Ok(invoke) => Ok(WarmInstance {
+            Ok(bound) => Ok(WarmInstance {
                 key,
                 store,
-                invoke,
+                bound,
                 uses: 0,
                 _permit: permit,
             }),

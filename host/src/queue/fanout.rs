@@ -172,7 +172,9 @@ impl<B: Backend> Queue<B> {
 
     /// [`submit_all`](Self::submit_all) with a checkpoint: one batched lookup of every key,
     /// then, in order, a restored handle for each hit and a submission for each miss, recorded
-    /// under `namespace` when (and only when) it succeeds.
+    /// under `namespace` when (and only when) it succeeds. A plugin whose sandbox grants the
+    /// checkpoint's directory is refused ([`Checkpoint::check_sandbox`]) before anything is
+    /// admitted.
     pub fn submit_checkpointed(
         &self,
         items: Vec<(TaskCall, TaskOptions)>,
@@ -180,8 +182,15 @@ impl<B: Backend> Queue<B> {
         namespace: &str,
         key: &KeyFn,
     ) -> Result<Vec<Handle>, Error> {
-        for (_, options) in &items {
+        let mut cleared: Option<&crate::engine::Sandbox> = None;
+        for (call, options) in &items {
             options.validate()?;
+            // A guest that could write the checkpoint could forge its completions.
+            let sandbox = call.task().plugin().sandbox();
+            if cleared != Some(sandbox) {
+                checkpoint.check_sandbox(sandbox)?;
+                cleared = Some(sandbox);
+            }
         }
         let keys: Vec<String> = items.iter().map(|(call, _)| key(call)).collect();
         let hits: HashMap<String, Hit> = checkpoint.lookup(namespace, &keys)?;

@@ -1,6 +1,7 @@
 //! Small example tasks: the quickest way to see osiiso-host work.
 
 use osiiso_guest::{TaskError, task};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Returns its input unchanged.
@@ -28,7 +29,7 @@ fn greet(person: Person) -> Greeting {
 }
 
 /// Fails with the given kind: `"failed"`, `"permanent"` or `"invalid"`.
-#[task]
+#[task(input_schema = r#"{"enum": ["failed", "permanent", "invalid"]}"#)]
 fn fail(kind: String) -> Result<(), TaskError> {
     match kind.as_str() {
         "permanent" => Err(TaskError::permanent("asked to fail permanently")),
@@ -37,7 +38,8 @@ fn fail(kind: String) -> Result<(), TaskError> {
     }
 }
 
-#[derive(Deserialize)]
+/// Who to greet. Its input schema is derived (`JsonSchema`).
+#[derive(Deserialize, JsonSchema)]
 struct Person {
     name: String,
     #[serde(default)]

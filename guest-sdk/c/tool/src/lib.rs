@@ -242,7 +242,9 @@ impl Toolchain {
             "-isystem".into(),
             self.libc_include.clone().into(),
         ];
-        flags.push("-std=c11".into());
+        // C11 with the POSIX and GNU extensions wasi-libc has (`strndup`, `strdup`, ...);
+        // `-std=c11` would hide them. Flags after `--` can still ask for strict C.
+        flags.push("-std=gnu11".into());
         flags
     }
 

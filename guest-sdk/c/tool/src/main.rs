@@ -11,7 +11,7 @@ const USAGE: &str = "\
 osiiso-c: build osiiso-host plugins written in C
 
 usage:
-  osiiso-c build -o OUT.wasm [--wit PATH] [--work DIR] [-I DIR]... [-O LEVEL] SOURCE.c... [-- CLANG_FLAGS...]
+  osiiso-c build -o OUT.wasm [--wit PATH] [--work DIR (keep scratch files)] [-I DIR]... [-O LEVEL] SOURCE.c... [-- CLANG_FLAGS...]
         bindings + SDK + clang (wasm32-wasi, wasi-libc) + component with the preview-1 adapter
   osiiso-c bindings [--wit PATH] DIR        write the wit-bindgen C bindings (plugin.h, plugin.c)
   osiiso-c sdk DIR                          write the C SDK (osiiso.h, osiiso.c)
@@ -102,11 +102,17 @@ fn run(mut args: Vec<OsString>) -> Result<()> {
     match command.as_str() {
         "build" => {
             let output = args.output.context("build needs -o OUT.wasm")?;
-            let work = args.work.unwrap_or_else(|| {
-                let mut name = output.file_name().unwrap_or_default().to_os_string();
-                name.push(".build");
-                output.with_file_name(name)
-            });
+            // Scratch files go to a temporary directory removed afterwards, unless `--work`
+            // asks to keep them.
+            let scratch = match &args.work {
+                Some(_) => None,
+                None => Some(tempfile::tempdir().context("creating a scratch directory")?),
+            };
+            let work = match (&args.work, &scratch) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(dir)) => dir.path().to_path_buf(),
+                (None, None) => unreachable!("a scratch directory exists without --work"),
+            };
             let mut options = BuildOptions::new(args.positional, &output, work);
             options.wit = args.wit;
             options.include_dirs = args.include_dirs;

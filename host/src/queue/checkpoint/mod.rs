@@ -5,6 +5,13 @@
 //! fan-out (a task identity, or a name the caller gives), the key names one input (its canonical
 //! JSON unless the caller derives it). It is opened in WAL mode with `synchronous = NORMAL`, so
 //! a process killed in the middle of a run keeps every completion recorded before the kill.
+//!
+//! A checkpoint is input like any other file: its rows are claims made by whoever could write
+//! it. It is opened defensively ([`file`]), and refused to a plugin whose sandbox could reach it
+//! ([`reach`]).
+
+mod file;
+mod reach;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,32 +19,18 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
+use self::file::Db;
 use super::error::Error;
+use crate::engine::{DirGrant, Sandbox};
 
 /// Keys looked up per SQL statement.
 const LOOKUP_BATCH: usize = 500;
-
-/// The table and its columns, as created.
-const SCHEMA: &str = "CREATE TABLE completions (
-    namespace TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value BLOB,
-    encoding TEXT NOT NULL,
-    name TEXT,
-    recorded_at REAL NOT NULL,
-    PRIMARY KEY (namespace, key)
-) WITHOUT ROWID";
-const COLUMNS: [&str; 6] = [
-    "namespace",
-    "key",
-    "value",
-    "encoding",
-    "name",
-    "recorded_at",
-];
+/// Sandboxes remembered as unable to reach the checkpoint.
+const CLEARED_SANDBOXES: usize = 16;
 
 /// A stored completion found by [`Checkpoint::lookup`].
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +65,12 @@ pub struct Checkpoint {
 
 struct Inner {
     path: PathBuf,
+    /// The canonical directories SQLite works in for this file, judged at open.
+    homes: Vec<PathBuf>,
     store_values: bool,
-    connection: Mutex<Option<Connection>>,
+    connection: Mutex<Option<Db>>,
+    /// Sandboxes already found unable to reach the file.
+    cleared: Mutex<Vec<Sandbox>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -87,8 +84,11 @@ impl std::fmt::Debug for Checkpoint {
 
 impl Checkpoint {
     /// Opens (or creates) the checkpoint at `path`; `":memory:"` is a checkpoint that does not
-    /// persist. A file that is not a database, or a database that is not a checkpoint, is an
-    /// error naming the file, and the file is left as it is.
+    /// persist. Anything but a new file or a checkpoint exactly as osiiso creates it is an
+    /// error naming the file, and the file is left as it is: not a regular file, not a
+    /// database, or a database with anything besides its one table (a trigger, a view, an
+    /// index, another table). SQLite runs in defensive mode with an untrusted schema, and
+    /// every operation under a step budget and a busy timeout.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::open_with(path, true)
     }
@@ -97,14 +97,62 @@ impl Checkpoint {
     /// succeeded is kept (restored tasks then have no value).
     pub fn open_with(path: impl AsRef<Path>, store_values: bool) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
-        let connection = open_connection(&path)?;
+        let db = file::open(&path, file::MAX_STEPS)?;
         Ok(Self {
             inner: Arc::new(Inner {
+                homes: reach::homes(&path),
                 path,
                 store_values,
-                connection: Mutex::new(Some(connection)),
+                connection: Mutex::new(Some(db)),
+                cleared: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// The first directory grant of `sandbox` through which a guest could reach a checkpoint
+    /// at `path` (its directory, or its target's when `path` is a symbolic link, is inside the
+    /// grant), judged after resolving symbolic links and `..`. Check before
+    /// [`open`](Self::open), which creates the file.
+    ///
+    /// ```
+    /// use osiiso_host::Sandbox;
+    /// use osiiso_host::queue::Checkpoint;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let sandbox = Sandbox::new().dir(dir.path(), "/data");
+    /// let inside = dir.path().join("sub/../run.sqlite");
+    /// # std::fs::create_dir(dir.path().join("sub"))?;
+    /// assert_eq!(Checkpoint::grant_reaching(&inside, &sandbox).unwrap().guest, "/data");
+    /// assert!(Checkpoint::grant_reaching("elsewhere.sqlite", &sandbox).is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn grant_reaching(path: impl AsRef<Path>, sandbox: &Sandbox) -> Option<&DirGrant> {
+        reach::grant_reaching(&reach::homes(path.as_ref()), sandbox)
+    }
+
+    /// Refuses a `sandbox` through which a guest could reach this checkpoint (see
+    /// [`grant_reaching`](Self::grant_reaching)): a guest that can write it could forge
+    /// completions. The checkpointed submissions call it for each plugin's sandbox.
+    pub fn check_sandbox(&self, sandbox: &Sandbox) -> Result<(), Error> {
+        if self.inner.cleared.lock().contains(sandbox) {
+            return Ok(());
+        }
+        if let Some(grant) = reach::grant_reaching(&self.inner.homes, sandbox) {
+            return Err(Error::Checkpoint(format!(
+                "checkpoint '{}' is inside '{}', which the plugin's sandbox grants to the guest \
+                 as '{}': a guest that can write the checkpoint could forge its completions; \
+                 keep it outside every granted directory",
+                self.inner.path.display(),
+                grant.host.display(),
+                grant.guest
+            )));
+        }
+        let mut cleared = self.inner.cleared.lock();
+        if cleared.len() >= CLEARED_SANDBOXES {
+            cleared.clear();
+        }
+        cleared.push(sandbox.clone());
+        Ok(())
     }
 
     /// The file it was opened from.
@@ -167,23 +215,12 @@ impl Checkpoint {
                 let args = std::iter::once(namespace).chain(batch.iter().map(String::as_str));
                 let mut rows = statement.query(params_from_iter(args))?;
                 while let Some(row) = rows.next()? {
-                    let key: String = row.get(0)?;
-                    let blob: Option<Vec<u8>> = row.get(1)?;
-                    let encoding: String = row.get(2)?;
-                    let hit = match (encoding.as_str(), blob) {
-                        ("none", _) => Some(Hit {
-                            value: None,
-                            has_value: false,
-                        }),
-                        ("json", Some(blob)) => {
-                            serde_json::from_slice(&blob).ok().map(|value| Hit {
-                                value: Some(value),
-                                has_value: true,
-                            })
-                        }
-                        _ => None,
+                    // Columns are read by reference: a crafted row of another type is one
+                    // that does not decode, not an error for the whole lookup.
+                    let Ok(key) = row.get_ref(0)?.as_str().map(str::to_string) else {
+                        continue;
                     };
-                    match hit {
+                    match decode(row.get_ref(1)?, row.get_ref(2)?) {
                         Some(hit) => {
                             hits.insert(key, hit);
                         }
@@ -249,13 +286,14 @@ impl Checkpoint {
     /// Closes the file; later calls fail with [`Error::CheckpointClosed`]. Idempotent. Close it
     /// after the queue has finished: completions recorded after it are lost.
     pub fn close(&self) {
-        if let Some(connection) = self.inner.connection.lock().take()
-            && let Err((_, error)) = connection.close()
+        if let Some(db) = self.inner.connection.lock().take()
+            && let Err((_, error)) = db.connection.close()
         {
             tracing::warn!(path = %self.inner.path.display(), %error, "closing the checkpoint");
         }
     }
 
+    /// Runs one operation on the connection, under a fresh step budget.
     fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>,
@@ -264,57 +302,29 @@ impl Checkpoint {
         let Some(db) = connection.as_ref() else {
             return Err(Error::CheckpointClosed);
         };
-        f(db).map_err(|e| Error::Checkpoint(format!("{}: {e}", self.inner.path.display())))
+        db.start_operation();
+        f(&db.connection).map_err(|e| {
+            let why = db.budget_spent().unwrap_or_else(|| e.to_string());
+            Error::Checkpoint(format!("{}: {why}", self.inner.path.display()))
+        })
     }
 }
 
-/// Opens `path`, checks that it is empty or a checkpoint (before changing anything), then
-/// sets WAL mode and creates the table if needed.
-fn open_connection(path: &Path) -> Result<Connection, Error> {
-    let shown = path.display();
-    let refuse =
-        |why: String| Error::Checkpoint(format!("'{shown}' is not an osiiso checkpoint: {why}"));
-    let db = Connection::open(path)
-        .map_err(|e| Error::Checkpoint(format!("cannot open checkpoint '{shown}': {e}")))?;
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
-        .and_then(|mut s| {
-            s.query_map([], |row| row.get(0))?
-                .collect::<Result<Vec<String>, _>>()
-        })
-        .map_err(|e| refuse(e.to_string()))?;
-    match tables.as_slice() {
-        [] => {}
-        [only] if only == "completions" => {
-            let columns: Vec<String> = db
-                .prepare("SELECT name FROM pragma_table_info('completions')")
-                .and_then(|mut s| {
-                    s.query_map([], |row| row.get(0))?
-                        .collect::<Result<Vec<String>, _>>()
-                })
-                .map_err(|e| refuse(e.to_string()))?;
-            if columns != COLUMNS {
-                return Err(refuse(format!(
-                    "its completions table has the columns {}",
-                    columns.join(", ")
-                )));
-            }
+/// A stored value and its encoding as a hit, or `None` when they do not decode.
+fn decode(value: ValueRef<'_>, encoding: ValueRef<'_>) -> Option<Hit> {
+    match (encoding.as_str().ok()?, value) {
+        ("none", _) => Some(Hit {
+            value: None,
+            has_value: false,
+        }),
+        ("json", ValueRef::Blob(bytes) | ValueRef::Text(bytes)) => {
+            serde_json::from_slice(bytes).ok().map(|value| Hit {
+                value: Some(value),
+                has_value: true,
+            })
         }
-        other => {
-            return Err(refuse(format!("it holds the tables {}", other.join(", "))));
-        }
+        _ => None,
     }
-    let setup = |db: &Connection| -> rusqlite::Result<()> {
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        if tables.is_empty() {
-            db.execute(SCHEMA, [])?;
-        }
-        Ok(())
-    };
-    setup(&db)
-        .map_err(|e| Error::Checkpoint(format!("cannot prepare checkpoint '{shown}': {e}")))?;
-    Ok(db)
 }
 
 /// The canonical JSON of a value: object keys sorted, no whitespace. `1` and `"1"` differ;

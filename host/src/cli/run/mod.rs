@@ -12,18 +12,20 @@ use clap::{Args, ValueEnum};
 use osiiso_host::backend::{Async, Process, Thread};
 use osiiso_host::queue::backend::Backend;
 use osiiso_host::queue::{
-    Checkpoint, FailPolicy, Handle, Mode, OnExit, QueueBuilder, RunOptions, RunSummary,
-    TaskOptions, Workers,
+    FailPolicy, Handle, Mode, OnExit, QueueBuilder, RunOptions, RunSummary, TaskOptions, Workers,
 };
 use osiiso_host::units::parse_size;
 use osiiso_host::{AsyncQueue, Plugin, ProcessQueue, Task, ThreadQueue};
 
+mod plan;
+
+use self::plan::{Plan, Work, open_checkpoint, plan};
 use super::Failure;
-use super::jobs::{self, JobReader, LineKind};
+use super::feed::{Fed, Feeder, Tally, Window};
 use super::options::{CacheArgs, LimitArgs, SandboxArgs, duration};
-use super::output::{OutputError, OutputFormat, ProgressMode, Reporter};
+use super::output::{OutputError, OutputFormat, ProgressMode};
 use super::signals::Interrupts;
-use super::work::{self, CheckpointPlan, Feeder, Resolver, Submission};
+use super::work;
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
     /// The plugin component (.wasm) or a precompiled artifact.
@@ -41,13 +43,15 @@ pub(crate) struct RunArgs {
     /// stdin).
     #[arg(long, value_name = "FILE.jsonl")]
     jobs: Option<PathBuf>,
-    /// `finite` reads every input first (a bad line stops the run before anything runs);
-    /// `infinite` submits each line as it arrives and writes each result as its task
-    /// finishes, until the input ends (a stream: `tail -f events.jsonl | osiiso-host run ...`).
+    /// `finite` checks every input first (a bad line stops the run before anything runs),
+    /// then submits them as the workers take them; `infinite` submits each line as it arrives
+    /// (a bad one is reported and skipped) and writes each result as its task finishes, until
+    /// the input ends (a stream: `tail -f events.jsonl | osiiso-host run ...`).
     #[arg(long, value_enum, default_value = "finite")]
     mode: ModeArg,
     /// Remember in this SQLite file which inputs succeeded: a rerun restores them (attempts
-    /// 0, "restored from checkpoint") and runs only the rest.
+    /// 0, "restored from checkpoint") and runs only the rest. It must lie outside every
+    /// `--dir`/`--dir-ro` grant.
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
 
@@ -151,7 +155,7 @@ struct QueueArgs {
 #[derive(Args, Debug)]
 struct TaskArgs {
     /// Extra attempts after the first, for retryable failures.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", alias = "retry")]
     retries: Option<u32>,
     /// Pause before the first retry.
     #[arg(long, value_name = "DUR", value_parser = duration)]
@@ -212,21 +216,6 @@ fn check_workers<B: Backend>(workers: Workers) -> anyhow::Result<()> {
     }
 }
 
-/// What a run works on.
-enum Work {
-    /// Every job, read and checked before anything runs.
-    List(Vec<Submission>),
-    /// Jobs read and submitted as they arrive (infinite mode).
-    Stream(Box<(JobReader, Resolver)>),
-}
-
-/// Everything a run needs besides its queue.
-struct Plan {
-    work: Work,
-    checkpoint: Option<CheckpointPlan>,
-    reporter: Arc<Reporter>,
-}
-
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
         return Err(anyhow!("--worker-memory needs --queue process").into());
@@ -258,7 +247,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     let plugin = plugin.with_sandbox(args.sandbox.sandbox(&host)?);
     let plugin = allow_http(plugin, &args.queue.allow_http)?;
     let checkpoint = match &args.checkpoint {
-        Some(path) => Some(Checkpoint::open(path)?),
+        Some(path) => Some(open_checkpoint(path, plugin.sandbox())?),
         None => None,
     };
     let plan = plan(&args, &plugin, checkpoint)?;
@@ -299,65 +288,6 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     }
 }
 
-/// Reads (finite) or opens (infinite) the work, and the checkpoint plan.
-fn plan(args: &RunArgs, plugin: &Plugin, checkpoint: Option<Checkpoint>) -> anyhow::Result<Plan> {
-    let base = args.task_options.apply(TaskOptions::new());
-    base.validate().map_err(|e| anyhow!("{e}"))?;
-    let default_task = match &args.task {
-        Some(name) => Some(plugin.task(name)?),
-        None => None,
-    };
-    let single_task = match (&default_task, &args.jobs) {
-        (Some(task), _) => Some(task.clone()),
-        (None, None) => Some(plugin.only_task()?),
-        (None, Some(_)) => None,
-    };
-    let checkpoint = checkpoint.map(|c| CheckpointPlan::new(c, plugin, single_task.as_ref()));
-    let options = args.task_options.task_defaults();
-    let mut resolver = Resolver::new(plugin.clone(), default_task, move |task| {
-        options.options_for(task)
-    });
-    let source = match (&args.jobs, &args.inputs_file) {
-        (Some(jobs), _) => Some(JobReader::open(jobs, LineKind::Job, &base)?),
-        (None, Some(file)) => Some(JobReader::open(file, LineKind::Input, &base)?),
-        (None, None) => None,
-    };
-    let mut inline = jobs::from_inputs(&args.inputs)?;
-    if source.is_none() && inline.is_empty() {
-        inline = jobs::from_inputs(&["null".to_string()])?;
-    }
-    let work = match (args.mode, source) {
-        (ModeArg::Infinite, Some(reader)) => {
-            if !inline.is_empty() {
-                bail!("--mode infinite reads its work from --inputs or --jobs only, not --input");
-            }
-            Work::Stream(Box::new((reader, resolver)))
-        }
-        (_, source) => {
-            let mut submissions = Vec::new();
-            if let Some(reader) = source {
-                for spec in jobs::read_all(reader)? {
-                    submissions.push(resolver.resolve(spec)?);
-                }
-            }
-            for spec in inline {
-                submissions.push(resolver.resolve(spec)?);
-            }
-            Work::List(submissions)
-        }
-    };
-    let total = match &work {
-        Work::List(submissions) => Some(submissions.len()),
-        Work::Stream(..) => None,
-    };
-    let reporter = Arc::new(Reporter::new(args.output, args.progress, args.quiet, total));
-    Ok(Plan {
-        work,
-        checkpoint,
-        reporter,
-    })
-}
-
 /// Builds the queue, feeds it, runs it and reports.
 fn run_queue<B: Backend>(
     builder: QueueBuilder<B>,
@@ -367,6 +297,7 @@ fn run_queue<B: Backend>(
 ) -> Result<(), Failure> {
     let Plan {
         work,
+        total,
         checkpoint,
         reporter,
     } = plan;
@@ -396,20 +327,30 @@ fn run_queue<B: Backend>(
     if let Some(timeout) = args.queue.run_timeout {
         builder = builder.timeout(timeout);
     }
-    let on_complete = reporter.clone();
+    let tally = Arc::new(Tally::default());
+    let (on_complete, finished) = (reporter.clone(), tally.clone());
     let queue = Arc::new(
         builder
-            .on_complete(move |result| on_complete.finished(result))
+            .on_complete(move |result| {
+                finished.finished.fetch_add(1, Ordering::SeqCst);
+                on_complete.finished(result)
+            })
             .build()
             .map_err(|e| anyhow!("{e}"))?,
     );
     // Stopping a run early (a signal, results that cannot be written): no more input is read,
     // what is not done is cancelled, and the run ends with its summary.
     let stop = Arc::new(AtomicBool::new(false));
+    // Room for unfinished tasks while jobs are fed: what bounds the inputs the host holds.
+    let window = Window::new(match workers {
+        Workers::Fixed(n) => n.saturating_mul(2),
+        Workers::Auto => 0,
+    });
     let stopper = {
-        let (queue, stop) = (Arc::downgrade(&queue), stop.clone());
+        let (queue, stop, window) = (Arc::downgrade(&queue), stop.clone(), window.clone());
         move || {
             stop.store(true, Ordering::SeqCst);
+            window.close();
             if let Some(queue) = queue.upgrade() {
                 queue.cancel();
             }
@@ -426,54 +367,63 @@ fn run_queue<B: Backend>(
     };
 
     let mut handles = Vec::new();
-    let mut restored_count = 0;
-    let rejected = Arc::new(AtomicBool::new(false));
+    let feeder = |resolver, plan| Feeder {
+        queue: queue.clone(),
+        resolver,
+        plan,
+        stop: stop.clone(),
+        window: window.clone(),
+        tally: tally.clone(),
+        keep: reporter.writes_at_end(),
+    };
+    // The run's duration counts from here: feeding jobs is part of it.
+    let started = std::time::Instant::now();
     let summary = match work {
-        Work::List(submissions) => {
+        Work::List {
+            submissions,
+            admission_order,
+        } => {
             // A bounded queue must run while it is fed, or submission would block; so may
             // any queue whose running order is its admission order. Otherwise everything is
             // admitted first, so that priorities hold across the whole work list.
-            let total = submissions.len();
-            if args.queue.size > 0 || work::order_is_admission_order(&submissions) {
+            if args.queue.size > 0 || admission_order {
                 queue.start().map_err(|e| anyhow!("{e}"))?;
             }
             match work::submit(&queue, submissions, checkpoint.as_ref(), &restored) {
                 Ok(submitted) => handles = submitted,
                 // Fail-first halted the queue while it was still being fed, or the run was
                 // stopped.
-                Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown) => {
-                    if !stop.load(Ordering::SeqCst) {
-                        let _ = writeln!(
-                            std::io::stderr(),
-                            "osiiso-host: the queue stopped taking work; not every job of \
-                             {total} was submitted"
-                        );
-                    }
-                }
+                Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown) => {}
                 Err(e) => return Err(anyhow!("{e}").into()),
             }
-            restored_count = handles
+            let restored = handles
                 .iter()
                 .filter(|h| h.attempts() == 0 && h.is_done())
                 .count();
-            run_to_end(&queue)
+            tally.restored.store(restored, Ordering::SeqCst);
+            run_to_end(&queue, started)
         }
-        Work::Stream(stream) => {
-            let (reader, resolver) = *stream;
+        Work::Checked(jobs, resolver) => {
             queue.start().map_err(|e| anyhow!("{e}"))?;
-            let feeder = Feeder {
-                queue: queue.clone(),
-                resolver,
-                plan: checkpoint,
-                stop: stop.clone(),
-                rejected: rejected.clone(),
-            };
+            let (fed, kept) = feeder(resolver, checkpoint).feed(jobs, &restored);
+            handles = kept;
+            if let Fed::Closed(origin) = fed {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "osiiso-host: the queue stopped taking work at {origin}"
+                );
+            }
+            run_to_end(&queue, started)
+        }
+        Work::Stream(jobs, resolver) => {
+            queue.start().map_err(|e| anyhow!("{e}"))?;
+            let feeder = feeder(resolver, checkpoint);
             let restored = restored.clone();
             // Not joined: a reader blocked on stdin cannot be woken; the process ends anyway.
             let _ = std::thread::Builder::new()
                 .name("osiiso-feed".into())
-                .spawn(move || feeder.run(reader, &restored));
-            run_to_end(&queue)
+                .spawn(move || feeder.run(jobs, &restored));
+            run_to_end(&queue, started)
         }
     };
     let results: Vec<_> = if reporter.writes_at_end() {
@@ -484,25 +434,52 @@ fn run_queue<B: Backend>(
     let written = reporter.finish(&results);
     let summary = summary.map_err(|e| anyhow!("{e}"))?;
     let interrupted = interrupts.received();
-    report_end(args, &summary, restored_count, interrupted, &written);
+    let inputs = Inputs {
+        restored: tally.restored.load(Ordering::SeqCst),
+        skipped: tally.skipped.load(Ordering::SeqCst),
+        // Every admitted task has been recorded (and counted) by now.
+        unsubmitted: total.map_or(0, |total| {
+            let accounted =
+                tally.finished.load(Ordering::SeqCst) + tally.restored.load(Ordering::SeqCst);
+            total.saturating_sub(accounted)
+        }),
+    };
+    report_end(args, &summary, &inputs, interrupted, &written);
     // The queue is done; leave its memory to the operating system.
     std::mem::forget(handles);
     match (written, interrupted) {
         (Err(OutputError::BrokenPipe), _) => Err(Failure::BrokenPipe),
         (Err(error), _) => Err(Failure::Output(error.to_string())),
         (Ok(()), Some(signal)) => Err(Failure::Interrupted(signal.exit_code())),
-        (Ok(()), None) if summary.ok() && !rejected.load(Ordering::SeqCst) => Ok(()),
+        (Ok(()), None) if summary.ok() && inputs.all_run() => Ok(()),
         (Ok(()), None) => Err(Failure::Tasks),
     }
 }
 
-/// Runs the queue until it is done. Only this command closes its queue: a queue closed
-/// before the run began (a signal, an output failure, or a stream that ended and drained
-/// first) has nothing left to run, and its summary is what was recorded.
+/// What became of a run's inputs besides its tasks.
+struct Inputs {
+    /// Restored from the checkpoint, not run again.
+    restored: usize,
+    /// Bad lines reported and skipped (infinite mode, or a file that changed while read).
+    skipped: usize,
+    /// Checked jobs never submitted: the queue stopped taking work, or the run was stopped.
+    unsubmitted: usize,
+}
+
+impl Inputs {
+    fn all_run(&self) -> bool {
+        self.skipped == 0 && self.unsubmitted == 0
+    }
+}
+
+/// Runs the queue until it is done; the summary's duration counts from `started`. Only this
+/// command closes its queue: a queue closed before the run began (a signal, an output
+/// failure, or a stream that ended and drained first) has nothing left to run, and its
+/// summary is what was recorded.
 fn run_to_end<B: Backend>(
     queue: &osiiso_host::queue::Queue<B>,
+    started: std::time::Instant,
 ) -> Result<RunSummary, osiiso_host::queue::Error> {
-    let started = std::time::Instant::now();
     match queue.run_with(RunOptions::default()) {
         Err(osiiso_host::queue::Error::ShutDown) => {
             queue.wait_closed();
@@ -513,15 +490,20 @@ fn run_to_end<B: Backend>(
                 .collect();
             Ok(RunSummary::from_results(results, started, false))
         }
+        Ok(mut summary) => {
+            summary.duration = started.elapsed();
+            Ok(summary)
+        }
         other => other,
     }
 }
 
-/// The summary and notes on stderr; nothing for a reader that went away.
+/// The summary and notes on stderr; nothing for a reader that went away. A run that lost
+/// inputs (skipped lines, jobs never submitted) is not reported as passed.
 fn report_end(
     args: &RunArgs,
     summary: &RunSummary,
-    restored: usize,
+    inputs: &Inputs,
     interrupted: Option<super::signals::Interrupted>,
     written: &Result<(), OutputError>,
 ) {
@@ -530,13 +512,37 @@ fn report_end(
     }
     let mut stderr = std::io::stderr().lock();
     if !args.quiet {
-        let _ = writeln!(stderr, "{summary}");
-        if restored > 0 {
-            let _ = writeln!(
-                stderr,
-                "  {restored} more restored from the checkpoint (not run again)"
+        let mut text = summary.to_string();
+        if !inputs.all_run() {
+            text = text.replacen(
+                "Run Summary: PASSED",
+                "Run Summary: COMPLETED WITH ERRORS",
+                1,
             );
         }
+        let _ = writeln!(stderr, "{text}");
+        if inputs.restored > 0 {
+            let _ = writeln!(
+                stderr,
+                "  {} more restored from the checkpoint (not run again)",
+                inputs.restored
+            );
+        }
+    }
+    if inputs.skipped > 0 {
+        let _ = writeln!(
+            stderr,
+            "osiiso-host: {} input line(s) skipped, not run (see the errors above)",
+            inputs.skipped
+        );
+    }
+    if inputs.unsubmitted > 0 {
+        let _ = writeln!(
+            stderr,
+            "osiiso-host: {} job(s) not submitted: the run stopped before it reached them; \
+             they have no row",
+            inputs.unsubmitted
+        );
     }
     if let Some(signal) = interrupted {
         let _ = writeln!(

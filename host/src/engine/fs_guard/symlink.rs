@@ -9,16 +9,13 @@
 //! rule, so does any chain of them.
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource};
+use wasmtime::component::{LinkerInstance, Resource};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, Host, HostDescriptor};
 use wasmtime_wasi::runtime::in_tokio;
 
-use super::store::AttemptState;
+use crate::engine::store::AttemptState;
 
-/// The interface wasmtime-wasi defines (its WIT version; older guests are served by semver
-/// matching).
-const TYPES_INTERFACE: &str = "wasi:filesystem/types@0.2.12";
 const SYMLINK_AT: &str = "[method]descriptor.symlink-at";
 
 /// Whether a link whose text is `target` may be created: relative, and never climbing.
@@ -29,10 +26,9 @@ pub(crate) fn target_stays_inside(target: &str) -> bool {
 type SymlinkArgs = (Resource<Descriptor>, String, String);
 type SymlinkResult = (Result<(), ErrorCode>,);
 
-/// Replaces `symlink-at` in a sync linker that already has WASI.
-pub(crate) fn guard_symlinks_sync(linker: &mut Linker<AttemptState>) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    linker.instance(TYPES_INTERFACE)?.func_wrap(
+/// Defines `symlink-at` in the `wasi:filesystem/types` of a sync linker.
+pub(super) fn define_sync(types: &mut LinkerInstance<'_, AttemptState>) -> wasmtime::Result<()> {
+    types.func_wrap(
         SYMLINK_AT,
         |mut store: StoreContextMut<'_, AttemptState>,
          (fd, target, link): SymlinkArgs|
@@ -47,15 +43,12 @@ pub(crate) fn guard_symlinks_sync(linker: &mut Linker<AttemptState>) -> wasmtime
                 Err(error) => Err(Host::convert_error_code(&mut view, error)?),
             },))
         },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
+    )
 }
 
-/// Replaces `symlink-at` in an async linker that already has WASI.
-pub(crate) fn guard_symlinks_async(linker: &mut Linker<AttemptState>) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    linker.instance(TYPES_INTERFACE)?.func_wrap_async(
+/// Defines `symlink-at` in the `wasi:filesystem/types` of an async linker.
+pub(super) fn define_async(types: &mut LinkerInstance<'_, AttemptState>) -> wasmtime::Result<()> {
+    types.func_wrap_async(
         SYMLINK_AT,
         |mut store: StoreContextMut<'_, AttemptState>, (fd, target, link): SymlinkArgs| {
             Box::new(async move {
@@ -70,9 +63,7 @@ pub(crate) fn guard_symlinks_async(linker: &mut Linker<AttemptState>) -> wasmtim
                 },))
             })
         },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
+    )
 }
 
 fn refused(target: &str) -> ErrorCode {

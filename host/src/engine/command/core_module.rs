@@ -1,0 +1,277 @@
+//! WASI preview-1 core modules (`wasm32-wasip1`, clang with wasi-libc) as programs: a module
+//! that exports `_start` and imports only `wasi_snapshot_preview1` is turned into a
+//! `wasi:cli/run` component with the preview-1 *command* adapter of the wasmtime release the
+//! host embeds (what `wasm-tools component new --adapt` does). The program then runs on the
+//! same WASI implementation, sandbox and limits as every component: no second, preview-1 host
+//! with rules of its own.
+//!
+//! One thing is added: the adapter's `proc_exit` reports only success or failure (WASI 0.2's
+//! `exit`), so the module's own `proc_exit` import is routed to the host's
+//! `osiiso:program/exit` instead, which carries the exact status.
+//!
+//! The conversion is deterministic, so the compile cache keeps the result under the module's
+//! own hash, with the usual authentication.
+
+use std::ops::Range;
+
+use wasi_preview1_component_adapter_provider::{
+    WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME as PREVIEW1,
+    WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER as COMMAND_ADAPTER,
+};
+use wasmtime::component::Linker;
+
+use crate::engine::error::LoadError;
+use crate::engine::store::AttemptState;
+
+/// The entry point a preview-1 program exports.
+const START: &str = "_start";
+/// The host interface a program's `proc_exit` is routed to.
+pub(crate) const EXIT_IMPORT: &str = "osiiso:program/exit@0.1.0";
+/// Its WIT, embedded into the module before it is adapted.
+const EXIT_WIT: &str = "package osiiso:program@0.1.0;
+
+/// The exit of a WASI preview-1 program with its exact status (`proc_exit`).
+interface exit {
+    exit: func(status: u32);
+}
+
+world program {
+    import exit;
+}
+";
+
+/// Adds [`EXIT_IMPORT`] to a linker: it ends the program with its status.
+pub(crate) fn add_exit_to_linker(linker: &mut Linker<AttemptState>) -> wasmtime::Result<()> {
+    linker.instance(EXIT_IMPORT)?.func_wrap(
+        "exit",
+        |_, (status,): (u32,)| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(status as i32)))
+        },
+    )
+}
+
+/// The component of a preview-1 program, or why `module` is not one. `plugin` names it in
+/// errors.
+pub(crate) fn componentize(plugin: &str, module: &[u8]) -> Result<Vec<u8>, LoadError> {
+    let invalid = |error: wasmparser::BinaryReaderError| LoadError::Compile {
+        plugin: plugin.to_string(),
+        message: format!("invalid core module: {error}"),
+    };
+    let mut has_start = false;
+    let mut foreign = Vec::new();
+    let mut proc_exit = None;
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        match payload.map_err(invalid)? {
+            wasmparser::Payload::ImportSection(imports) => {
+                proc_exit = find_proc_exit(&imports);
+                for import in imports.into_imports() {
+                    let import = import.map_err(invalid)?;
+                    if import.module != PREVIEW1 && foreign.len() < 10 {
+                        let name = format!("`{}.{}`", import.module, import.name);
+                        if !foreign.contains(&name) {
+                            foreign.push(name);
+                        }
+                    }
+                }
+            }
+            wasmparser::Payload::ExportSection(exports) => {
+                for export in exports {
+                    let export = export.map_err(invalid)?;
+                    has_start |=
+                        export.name == START && export.kind == wasmparser::ExternalKind::Func;
+                }
+            }
+            _ => {}
+        }
+    }
+    if !has_start {
+        return Err(LoadError::CoreModule {
+            plugin: plugin.to_string(),
+        });
+    }
+    if !foreign.is_empty() {
+        return Err(LoadError::UnsatisfiedImport {
+            plugin: plugin.to_string(),
+            imports: foreign,
+        });
+    }
+    let adapt_failed = |e: anyhow::Error| LoadError::Compile {
+        plugin: plugin.to_string(),
+        message: format!("cannot adapt the WASI preview-1 program into a component: {e:#}"),
+    };
+    let module = match proc_exit {
+        Some(entry) => route_proc_exit(module, &entry).map_err(adapt_failed)?,
+        None => module.to_vec(),
+    };
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&module)
+        .and_then(|encoder| encoder.adapter(PREVIEW1, COMMAND_ADAPTER))
+        .and_then(|encoder| encoder.encode())
+        .map_err(adapt_failed)
+}
+
+/// Where the `wasi_snapshot_preview1.proc_exit` import sits in the import section.
+struct ProcExit {
+    /// The import section's contents.
+    section: Range<usize>,
+    /// The import entry.
+    entry: Range<usize>,
+}
+
+/// The `proc_exit` import entry, when the section is in the plain encoding (one entry per
+/// import); otherwise the program keeps the adapter's exit (status 0 or 1).
+fn find_proc_exit(imports: &wasmparser::ImportSectionReader<'_>) -> Option<ProcExit> {
+    let section = imports.range();
+    let mut starts = Vec::new();
+    let mut found = None;
+    for item in imports.clone().into_iter_with_offsets() {
+        let (offset, group) = item.ok()?;
+        let wasmparser::Imports::Single(_, import) = group else {
+            return None;
+        };
+        if import.module == PREVIEW1 && import.name == "proc_exit" {
+            found = Some(starts.len());
+        }
+        starts.push(offset);
+    }
+    let index = found?;
+    let end = starts.get(index + 1).copied().unwrap_or(section.end);
+    Some(ProcExit {
+        entry: starts[index]..end,
+        section,
+    })
+}
+
+/// `module` with its `proc_exit` import taken from [`EXIT_IMPORT`] and the WIT of that
+/// interface embedded, for the component encoder.
+fn route_proc_exit(module: &[u8], proc_exit: &ProcExit) -> anyhow::Result<Vec<u8>> {
+    let (module_name, name) = (EXIT_IMPORT, "exit");
+    // The entry: module name, field name, then its type, which stays.
+    let entry = &module[proc_exit.entry.clone()];
+    let (len, at) = read_u32(entry, 0)?;
+    let (len, at) = read_u32(entry, at + len as usize)?;
+    let ty = entry
+        .get(at + len as usize..)
+        .ok_or_else(|| anyhow::anyhow!("truncated import entry"))?;
+    let mut renamed = Vec::new();
+    for text in [module_name, name] {
+        write_u32(&mut renamed, text.len() as u32);
+        renamed.extend_from_slice(text.as_bytes());
+    }
+    renamed.extend_from_slice(ty);
+
+    let section = proc_exit.section.clone();
+    let mut contents = module[section.start..proc_exit.entry.start].to_vec();
+    contents.extend_from_slice(&renamed);
+    contents.extend_from_slice(&module[proc_exit.entry.end..section.end]);
+
+    let header = section_header_start(module, section.start)?;
+    let mut out = module[..header].to_vec();
+    out.push(2); // the import section's id
+    write_u32(&mut out, contents.len() as u32);
+    out.extend_from_slice(&contents);
+    out.extend_from_slice(&module[section.end..]);
+
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_str("osiiso-program-exit.wit", EXIT_WIT)?;
+    let world = resolve.select_world(&[package], Some("program"))?;
+    wit_component::embed_component_metadata(
+        &mut out,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )?;
+    Ok(out)
+}
+
+/// Where the header (id and size) of the section whose contents start at `contents` begins.
+fn section_header_start(module: &[u8], contents: usize) -> anyhow::Result<usize> {
+    let mut at = 8; // magic and version
+    while at < contents {
+        let header = at;
+        let (size, after) = read_u32(module, at + 1)?;
+        if after == contents {
+            return Ok(header);
+        }
+        at = after + size as usize;
+    }
+    Err(anyhow::anyhow!("import section not found"))
+}
+
+/// An unsigned LEB128 u32 at `at`: its value and the offset after it.
+fn read_u32(bytes: &[u8], mut at: usize) -> anyhow::Result<(u32, usize)> {
+    let mut value = 0u32;
+    for shift in (0..35).step_by(7) {
+        let byte = *bytes
+            .get(at)
+            .ok_or_else(|| anyhow::anyhow!("truncated LEB128"))?;
+        at += 1;
+        value |= u32::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((value, at));
+        }
+    }
+    Err(anyhow::anyhow!("LEB128 too long"))
+}
+
+fn write_u32(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leb128_round_trips() {
+        for value in [0, 1, 127, 128, 300, 16_384, u32::MAX] {
+            let mut bytes = Vec::new();
+            write_u32(&mut bytes, value);
+            assert_eq!(read_u32(&bytes, 0).unwrap(), (value, bytes.len()));
+        }
+        assert!(read_u32(&[0x80, 0x80], 0).is_err());
+    }
+
+    #[test]
+    fn modules_that_are_not_programs_are_refused() {
+        let no_start = wat::parse_str("(module (func (export \"f\")))").unwrap();
+        assert!(matches!(
+            componentize("lib.wasm", &no_start),
+            Err(LoadError::CoreModule { .. })
+        ));
+        let foreign = wat::parse_str(
+            r#"(module (import "env" "f" (func)) (func (export "_start")) (memory (export "memory") 1))"#,
+        )
+        .unwrap();
+        let error = componentize("env.wasm", &foreign).unwrap_err();
+        assert!(error.to_string().contains("`env.f`"), "{error}");
+    }
+
+    #[test]
+    fn proc_exit_is_routed_to_the_host() {
+        let module = wat::parse_str(
+            r#"(module
+                (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+                (memory (export "memory") 1)
+                (func (export "_start") (call $exit (i32.const 7))))"#,
+        )
+        .unwrap();
+        let component = componentize("exit.wasm", &module).unwrap();
+        assert!(wasmparser::Parser::is_component(&component));
+        let text = String::from_utf8_lossy(&component);
+        assert!(
+            text.contains(EXIT_IMPORT),
+            "the component imports the host's exit"
+        );
+    }
+}
