@@ -1,4 +1,4 @@
-//! CLI tests: the real `osiiso-host` binary on real plugins (DESIGN.md §7).
+//! CLI tests: the real `osiiso-host` binary on real plugins (README.md, "CLI reference").
 //!
 //! Every test runs the binary as a subprocess and asserts on its exit status, its JSON output
 //! (the documented result object) and its messages on stderr.
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_osiiso-host");
 
-/// The documented fields of a result object (DESIGN.md §7).
+/// The documented fields of a result object (README.md, "The result object").
 const RESULT_FIELDS: &[&str] = &[
     "id",
     "name",

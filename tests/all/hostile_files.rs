@@ -1,5 +1,5 @@
-//! Files the user points the CLI at, crafted by someone else (HOSTILE.md, "Files and inputs the
-//! user points at"): checkpoints with triggers, views and extra objects, checkpoints a guest can
+//! Files the user points the CLI at, crafted by someone else (SECURITY.md, "Inputs and jobs
+//! files"): checkpoints with triggers, views and extra objects, checkpoints a guest can
 //! reach through a grant, checkpoints that are not files; inputs files with over-long lines,
 //! NUL bytes, invalid UTF-8, deep nesting, huge numbers, devices, FIFOs and directories.
 //! Every case ends within a bound, with exit 2 and a message naming the file, or with one

@@ -1,4 +1,4 @@
-//! The scenario matrix: every rule of SEMANTICS.md as a generic scenario, instantiated for
+//! The scenario matrix: every rule of docs/queues.md as a generic scenario, instantiated for
 //! each backend by `scenarios!`. A new backend adds one line at the bottom.
 //!
 //! WASM tasks are used wherever possible; native closures only where a scenario needs a
@@ -174,6 +174,40 @@ pub fn retries_exhausted_and_permanent_never_retried<K: TestKind>() {
     let r = permanent.result().unwrap();
     assert_eq!(r.attempts, 1);
     assert_eq!(r.error.as_ref().unwrap().kind, FailureKind::Permanent);
+}
+
+/// A task's suggested retries and timeout apply to the options nobody chose, on every queue;
+/// chosen ones (`retries(0)` included) win.
+pub fn suggested_options_apply_unless_chosen<K: TestKind>() {
+    let queue = one_worker::<K>().build().unwrap();
+    let suggests = flaky_task("suggests");
+    let input = json!({"succeed_on": 3, "value": "third"});
+    let default = queue
+        .submit(suggests.with_input(input.clone()), TaskOptions::new())
+        .unwrap();
+    let chosen = queue
+        .submit(
+            suggests.with_input(input.clone()),
+            TaskOptions::new()
+                .retries(0)
+                .timeout(Duration::from_secs(20)),
+        )
+        .unwrap();
+    let jobs_line = TaskOptions::new()
+        .with_json_overrides(json!({"retries": 1, "timeout": null}).as_object().unwrap())
+        .unwrap();
+    let overridden = queue.submit(suggests.with_input(input), jobs_line).unwrap();
+    queue.run().unwrap();
+    assert_eq!(default.options().retries, 2);
+    assert_eq!(default.options().timeout, Some(Duration::from_secs(30)));
+    let r = default.result().unwrap();
+    assert_eq!((r.status, r.attempts), (TaskStatus::Succeeded, 3));
+    assert_eq!(chosen.options().timeout, Some(Duration::from_secs(20)));
+    let r = chosen.result().unwrap();
+    assert_eq!((r.status, r.attempts), (TaskStatus::Failed, 1));
+    assert_eq!(overridden.options().timeout, None);
+    let r = overridden.result().unwrap();
+    assert_eq!((r.status, r.attempts), (TaskStatus::Failed, 2));
 }
 
 pub fn timeouts_are_retried_and_really_stop<K: TestKind>() {
@@ -874,6 +908,7 @@ macro_rules! wasm_scenarios {
             priority_order_fifo_ties,
             retry_sequence_and_hook_order,
             retries_exhausted_and_permanent_never_retried,
+            suggested_options_apply_unless_chosen,
             timeouts_are_retried_and_really_stop,
             sleeping_guests_stop_at_the_deadline_and_on_cancel,
             fail_first_spares_must_complete,

@@ -1,7 +1,10 @@
 //! The trust boundary around the sandbox (SECURITY.md), tried through the real binary as a
 //! hostile plugin author would: precompiled native code, planted and swapped cache entries,
 //! output files that are not files, lost results, limits that must hold in aggregate,
-//! oversized frames, guest text aimed at the terminal, guest output in the result stream.
+//! oversized frames, guest text aimed at the terminal, guest output in the result stream,
+//! and compile bombs (`security/compile_bombs.rs`).
+
+mod compile_bombs;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

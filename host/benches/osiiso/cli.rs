@@ -117,7 +117,7 @@ const OSIISO_SCRIPT: &str = concat!(
 );
 
 /// The backends B10 compares: queue, workers, and the goals for CLI/osiiso tasks per second,
-/// fresh instances and `--reuse` (DESIGN.md §10).
+/// fresh instances and `--reuse` (README.md, "Benchmarks").
 const B10_BACKENDS: [(&str, usize, f64, f64); 3] = [
     ("thread", 4, 10.0, 10.0),
     ("async", 8, 1.5, 5.0),

@@ -1,5 +1,18 @@
-//! The benchmarks of DESIGN.md §10, printed as ratios measured within one run of one process
-//! (these machines are noisy, so each comparison interleaves its two sides).
+//! The project's benchmarks, printed as ratios measured within one run of one process (these
+//! machines are noisy, so each comparison interleaves its two sides):
+//!
+//! | name | what | against | goal |
+//! |---|---|---|---|
+//! | B1 | a trivial task, a fresh instance each, `ThreadQueue` with 2 workers | a raw-wasmtime loop on 2 threads | ≥ 0.85× |
+//! | B2 | the same on `AsyncQueue` | the raw loop | ≥ 0.75× |
+//! | B3 | the same on `ProcessQueue` | the raw loop | ≥ 0.5× |
+//! | B4 | native no-op closures through `ThreadQueue` (queue overhead only) | — | ≥ 300k tasks/s |
+//! | B5, B5b | a CPU-bound kernel in wasm (B5b: one without `%`) | the same Rust compiled natively | ≤ 1.15× the time |
+//! | B6 | `ProcessQueue` with 2 workers on CPU-bound tasks | 1 worker | ≥ 1.85× |
+//! | B7 | `osiiso-host run` of a trivial plugin, warm compile cache, the whole process | a cold cache | ≤ 20 ms, ≥ 5× faster |
+//! | B8 | 10,000 concurrent sleeping tasks on `AsyncQueue` | — | completes, peak RSS ≤ 1.5 GiB |
+//! | B9 | 20,000 trivial tasks on `NatsQueue` with 2 local `serve` nodes | `ProcessQueue`, 2 workers | ≥ 0.25× at window 256 |
+//! | B10 | the CLI on 50,000 trivial inputs, fresh and `--reuse` | osiiso 1.1.0 under Python 3.13 | see `cli.rs` |
 //!
 //! ```text
 //! cargo bench -p osiiso-host --bench osiiso              # everything

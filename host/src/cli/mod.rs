@@ -1,4 +1,4 @@
-//! Argument parsing, logging set-up and exit codes (DESIGN.md §7): 0 when every task
+//! Argument parsing, logging set-up and exit codes (README.md, "CLI reference"): 0 when every task
 //! succeeded, 1 when any failed, was cancelled or the run timed out, 2 for usage errors and
 //! plugins that cannot be loaded (and a NATS server that cannot be reached).
 
@@ -82,6 +82,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 pub(crate) fn main() -> ExitCode {
+    // Started as a compile process by a host (this one, or an embedder's)?
+    osiiso_host::maybe_run_compiler();
     let cli = Cli::parse();
     if let Command::Worker { args } = &cli.command {
         // A worker's logs travel to its parent's subscriber; it installs its own.
@@ -119,10 +121,28 @@ pub(crate) fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Failure::Usage(error)) => {
-            report_error(&format!("{error:#}"));
+            report_error(&describe(&error));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, joined by `: `, without a cause whose text is already in the
+/// message: many error types (io errors wrapped by libraries, say) print their cause in
+/// their own message and hand it out as their source too.
+fn describe(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// Prints `error: …` on stderr. Messages can quote guest text (task names, schemas), so
@@ -151,4 +171,25 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(verbose > 1)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    /// An error that prints its cause and also hands it out as its source.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read 'x.wasm': {source}")]
+    struct Repeats {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let error = anyhow::Error::new(Repeats { source: io() });
+        assert_eq!(describe(&error), format!("cannot read 'x.wasm': {}", io()));
+        let error = anyhow::Error::new(io()).context("loading the plugin");
+        assert_eq!(describe(&error), format!("loading the plugin: {}", io()));
+    }
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use osiiso_host::units::{parse_duration, parse_size};
-use osiiso_host::{DirGrant, GuestStdio, Host, Limits, Plugin, Sandbox};
+use osiiso_host::{
+    DirGrant, GuestStdio, Host, HostBuilder, Limits, MIN_COMPILE_MEMORY, Plugin, Sandbox,
+};
 
 /// The engine: where compiled plugins are cached, what may be loaded, memory in aggregate.
 #[derive(Args, Debug, Clone)]
@@ -24,6 +26,53 @@ pub(crate) struct CacheArgs {
     /// room beyond it [default: half of the machine's memory].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub total_memory: Option<usize>,
+    #[command(flatten)]
+    pub compile: CompileLimitArgs,
+}
+
+/// What compiling a plugin may spend (a cache hit compiles nothing).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct CompileLimitArgs {
+    /// How long compiling a plugin may take before the load fails [default: 2m].
+    #[arg(long, value_name = "DUR", value_parser = compile_timeout)]
+    pub compile_timeout: Option<std::time::Duration>,
+    /// The memory compiling a plugin may use before the load fails, at least 64MiB
+    /// [default: 2GiB].
+    #[arg(long, value_name = "SIZE", value_parser = compile_memory)]
+    pub compile_memory: Option<usize>,
+}
+
+impl CompileLimitArgs {
+    /// Applies the limits to a host builder.
+    pub(crate) fn apply(&self, mut builder: HostBuilder) -> HostBuilder {
+        if let Some(timeout) = self.compile_timeout {
+            builder = builder.compile_timeout(timeout);
+        }
+        if let Some(bytes) = self.compile_memory {
+            builder = builder.compile_memory(bytes as u64);
+        }
+        builder
+    }
+}
+
+/// A `--compile-timeout` value: a duration above zero.
+fn compile_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match duration(text)? {
+        std::time::Duration::ZERO => Err("must be more than 0".into()),
+        timeout => Ok(timeout),
+    }
+}
+
+/// A `--compile-memory` value: a size of at least [`MIN_COMPILE_MEMORY`].
+fn compile_memory(text: &str) -> Result<usize, String> {
+    let bytes = parse_size(text)?;
+    if (bytes as u64) < MIN_COMPILE_MEMORY {
+        return Err(format!(
+            "at least {} (the compile process needs some to start)",
+            osiiso_host::units::format_size(MIN_COMPILE_MEMORY as usize)
+        ));
+    }
+    Ok(bytes)
 }
 
 impl CacheArgs {
@@ -38,7 +87,7 @@ impl CacheArgs {
         if let Some(total) = self.total_memory {
             builder = builder.total_memory(total);
         }
-        Ok(builder.build()?)
+        Ok(self.compile.apply(builder).build()?)
     }
 }
 

@@ -1,6 +1,7 @@
-//! `osiiso-host serve --nats URL ...`: a node that runs attempts of NATS queues
-//! (docs/distributed.md). It waits for its broker at start; the first SIGTERM or SIGINT drains
-//! it (running attempts finish and report, no new ones are taken); a second one exits at once.
+//! `osiiso-host serve --nats URL ...`: a node that runs attempts of NATS queues (README.md,
+//! "Running on many machines"; docs/distributed.md). It waits for its broker at start; the
+//! first SIGTERM or SIGINT drains it (running attempts finish and report, no new ones are
+//! taken); a second one exits at once.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use osiiso_host::backend::{DEFAULT_NATS_URL, NatsNode, NodeConfig};
 use osiiso_host::units::parse_size;
 
 use super::Failure;
-use super::options::duration;
+use super::options::{CompileLimitArgs, duration};
 use super::signals::Interrupts;
 
 #[derive(Args, Debug)]
@@ -56,6 +57,10 @@ pub(crate) struct ServeArgs {
     /// the machine's memory].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     total_memory: Option<usize>,
+    // What compiling a plugin sent by a submitter may spend; a plugin over a limit fails its
+    // tasks with `plugin_load`.
+    #[command(flatten)]
+    compile: CompileLimitArgs,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -76,6 +81,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.no_cache = args.no_cache;
     config.ack_wait = args.ack_wait;
     config.total_memory = args.total_memory;
+    config.compile_timeout = args.compile.compile_timeout;
+    config.compile_memory = args.compile.compile_memory.map(|bytes| bytes as u64);
 
     // One thread for the node's own work (fetching, leases, reports): guests run on the
     // blocking pool, so it is never busy for long, and one thread saves a hand-off per message.

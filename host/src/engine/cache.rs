@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::compile::{self, CompileError, CompileStep};
+
 /// First bytes of a compile-cache entry.
 const ENTRY_MAGIC: &[u8; 16] = b"osiiso-cache-v2\0";
 /// First bytes of a precompiled artifact written by `compile -o`.
@@ -82,12 +84,11 @@ impl std::fmt::Debug for CompileCache {
 impl CompileCache {
     /// Opens the cache under `root`, creating it private to this user. A directory that is
     /// not the user's own is not used: the host warns, naming it, and compiles in memory.
-    pub(crate) fn open(root: Option<PathBuf>, engine: &Engine) -> Self {
+    pub(crate) fn open(root: Option<PathBuf>, fingerprint: &str) -> Self {
         let Some(root) = root else {
             return Self { store: None };
         };
-        let fingerprint = engine_fingerprint(engine);
-        match TrustedDir::open(&root, &fingerprint) {
+        match TrustedDir::open(&root, fingerprint) {
             Ok(store) => Self { store: Some(store) },
             Err(reason) => {
                 tracing::warn!(
@@ -117,15 +118,18 @@ impl CompileCache {
     }
 
     /// Returns the compiled component, from the cache when an entry for exactly these bytes
-    /// and this engine verifies.
+    /// and this engine verifies; otherwise compiled by `compile` (and the entry written).
+    /// A hit never compiles.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
+        compile: &CompileStep,
         component_hash: &str,
         wasm: &[u8],
-    ) -> wasmtime::Result<(Component, CacheOutcome)> {
+    ) -> Result<(Component, CacheOutcome), CompileError> {
         let Some(store) = &self.store else {
-            return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
+            let artifact = compile.compile(engine, wasm)?;
+            return Ok((compile::load(engine, &artifact)?, CacheOutcome::Disabled));
         };
         let path = store.dir.join(format!("{component_hash}.cwasm"));
         let mut outcome = CacheOutcome::Miss;
@@ -143,11 +147,11 @@ impl CompileCache {
                 outcome = CacheOutcome::Rebuilt;
             }
         }
-        let component = Component::new(engine, wasm)?;
-        if let Err(error) = store.write_entry(&path, component_hash, &component.serialize()?) {
+        let artifact = compile.compile(engine, wasm)?;
+        if let Err(error) = store.write_entry(&path, component_hash, &artifact) {
             tracing::warn!(path = %path.display(), %error, "cannot write compile cache entry");
         }
-        Ok((component, outcome))
+        Ok((compile::load(engine, &artifact)?, outcome))
     }
 }
 
@@ -388,7 +392,9 @@ pub(crate) fn open_artifact(engine: &Engine, bytes: &[u8]) -> Result<Component, 
     unsafe { Component::deserialize(engine, payload) }.map_err(|e| format!("{e:#}"))
 }
 
-fn engine_fingerprint(engine: &Engine) -> String {
+/// What an engine's compiled code must match: this crate's version and wasmtime's
+/// compatibility hash of the engine's settings.
+pub(crate) fn engine_fingerprint(engine: &Engine) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -22,6 +22,41 @@ pub(crate) fn build_engine(
     pooling: Option<bool>,
     address_space_cap: Option<u64>,
 ) -> wasmtime::Result<(Engine, bool)> {
+    if address_space_cap.is_some() {
+        return Ok((compile_engine(address_space_cap)?, false));
+    }
+    if pooling != Some(false) {
+        let mut config = code_config(None);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(max_instances)));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(error) if pooling.is_none() => {
+                tracing::debug!(%error, "pooling allocator unavailable; allocating on demand");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((compile_engine(None)?, false))
+}
+
+/// An engine with the code settings of a host built with this `address_space_cap`, and
+/// instances allocated on demand. The instance allocator does not change compiled code, so
+/// what this engine compiles loads into every engine [`build_engine`] makes for the same cap:
+/// the compile process uses it.
+pub(crate) fn compile_engine(address_space_cap: Option<u64>) -> wasmtime::Result<Engine> {
+    Engine::new(&code_config(address_space_cap))
+}
+
+/// Everything that shapes compiled code (features, fuel, epochs, memory tunables).
+fn code_config(address_space_cap: Option<u64>) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(ASYNC_STACK)
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
     if let Some(cap) = address_space_cap {
         // Under an address-space cap (RLIMIT_AS) the usual multi-GiB reservation per linear
         // memory cannot be made. Reserve most of the cap once, so that a memory grows in
@@ -33,61 +68,40 @@ pub(crate) fn build_engine(
             .max(cap / 4)
             .max(16 << 20)
             & !0xffff;
-        let mut config = base_config(None);
         config
             .memory_reservation(reservation)
             .memory_guard_size(0)
             .memory_reservation_for_growth(0)
             .memory_may_move(false)
             .guard_before_linear_memory(false);
-        return Ok((Engine::new(&config)?, false));
     }
-    if pooling != Some(false) {
-        match Engine::new(&base_config(Some(max_instances))) {
-            Ok(engine) => return Ok((engine, true)),
-            Err(error) if pooling.is_none() => {
-                tracing::debug!(%error, "pooling allocator unavailable; allocating on demand");
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    Ok((Engine::new(&base_config(None))?, false))
+    config
 }
 
-fn base_config(pool_instances: Option<u32>) -> Config {
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        .consume_fuel(true)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .async_stack_size(ASYNC_STACK)
-        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
-    if let Some(instances) = pool_instances {
-        let mut pool = PoolingAllocationConfig::default();
-        // A Rust component has a handful of core instances (the program plus the canonical
-        // ABI shims); leave headroom for other toolchains.
-        pool.total_component_instances(instances)
-            .total_core_instances(instances.saturating_mul(8))
-            .total_memories(instances.saturating_mul(2))
-            .total_tables(instances.saturating_mul(4))
-            .total_stacks(instances)
-            .max_memory_size(POOL_MAX_MEMORY)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_core_instances_per_component(32)
-            .table_elements(100_000);
-        let reset = MemoryReset::detect();
-        pool.pagemap_scan(if reset == MemoryReset::PagemapScan {
-            Enabled::Yes
-        } else {
-            Enabled::No
-        })
-        .linear_memory_keep_resident(reset.keep_resident())
-        .table_keep_resident(64 << 10);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    }
-    config
+/// The pooling allocator's configuration for `instances` component instances.
+fn pool(instances: u32) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust component has a handful of core instances (the program plus the canonical
+    // ABI shims); leave headroom for other toolchains.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_memory_size(POOL_MAX_MEMORY)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_core_instances_per_component(32)
+        .table_elements(100_000);
+    let reset = MemoryReset::detect();
+    pool.pagemap_scan(if reset == MemoryReset::PagemapScan {
+        Enabled::Yes
+    } else {
+        Enabled::No
+    })
+    .linear_memory_keep_resident(reset.keep_resident())
+    .table_keep_resident(64 << 10);
+    pool
 }
 
 /// How a pooled slot's linear memory is made clean for its next instance.
@@ -135,4 +149,33 @@ fn swap_enabled() -> bool {
         .find_map(|line| line.strip_prefix("SwapTotal:"))
         .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
         .is_none_or(|kib| kib > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cache::engine_fingerprint;
+
+    /// The compile process's engine makes code every engine of a host with the same cap
+    /// loads: the instance allocator is not part of the compiled code.
+    #[test]
+    fn the_compile_engine_matches_every_host_engine() {
+        for (pooling, cap) in [
+            (Some(true), None),
+            (Some(false), None),
+            (None, Some(512 << 20)),
+        ] {
+            let (engine, _) = build_engine(8, pooling, cap).unwrap();
+            assert_eq!(
+                engine_fingerprint(&engine),
+                engine_fingerprint(&compile_engine(cap).unwrap()),
+                "pooling {pooling:?}, cap {cap:?}"
+            );
+        }
+        assert_ne!(
+            engine_fingerprint(&compile_engine(None).unwrap()),
+            engine_fingerprint(&compile_engine(Some(512 << 20)).unwrap()),
+            "a cap changes the code, so it must reach the compile process"
+        );
+    }
 }

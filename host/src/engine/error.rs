@@ -1,4 +1,8 @@
 //! Errors of the engine layer: building a host and loading plugins.
+//!
+//! Every message is complete on its own (queues keep `to_string()` as a task's failure
+//! message), so no variant also hands its cause out as [`source`](std::error::Error::source):
+//! a chain printer would show it twice.
 
 use std::path::PathBuf;
 
@@ -7,12 +11,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read plugin '{path}': {source}")]
+    #[error("cannot read plugin '{}': {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is over the host's plugin size limit.
     #[error("plugin '{}' is larger than the {} limit for plugin files", path.display(), crate::units::format_size(*limit as usize))]
@@ -63,6 +67,41 @@ pub enum LoadError {
         /// The plugin's name or path.
         plugin: String,
         /// The compiler's message.
+        message: String,
+    },
+    /// Compiling the plugin took longer than the host's compile timeout.
+    #[error(
+        "plugin '{plugin}' did not compile within the compile timeout of {}; raise it with \
+         --compile-timeout (HostBuilder::compile_timeout) if the plugin is trusted",
+        humantime::format_duration(*limit)
+    )]
+    CompileTimeout {
+        /// The plugin's name or path.
+        plugin: String,
+        /// The timeout.
+        limit: std::time::Duration,
+    },
+    /// Compiling the plugin needed more memory than the host's compile memory limit.
+    #[error(
+        "plugin '{plugin}' needs more than the compile memory limit of {} to compile ({detail}); \
+         raise it with --compile-memory (HostBuilder::compile_memory) if the plugin is trusted",
+        crate::units::format_size(*limit as usize)
+    )]
+    CompileMemory {
+        /// The plugin's name or path.
+        plugin: String,
+        /// The limit in bytes.
+        limit: u64,
+        /// How the compile process ended.
+        detail: String,
+    },
+    /// The compile process could not compile the plugin (it could not start, is another build
+    /// of the host, or died).
+    #[error("plugin '{plugin}' cannot be compiled: {message}")]
+    Compiler {
+        /// The plugin's name or path.
+        plugin: String,
+        /// What happened.
         message: String,
     },
     /// The component exports nothing that can be a task: no `osiiso:task/tasks@0.1.0`, no
@@ -131,9 +170,12 @@ pub enum HostError {
     /// wasmtime refused the configuration.
     #[error("cannot create the WebAssembly engine: {0}")]
     Engine(String),
+    /// The compile process cannot be set up.
+    #[error("cannot set up plugin compilation: {0}")]
+    Compiler(String),
     /// The epoch ticker thread could not be started.
     #[error("cannot start the epoch ticker thread: {0}")]
-    Ticker(#[from] std::io::Error),
+    Ticker(std::io::Error),
 }
 
 /// The end of an unknown-task message: the names to choose from, or that there are none.

@@ -11,6 +11,7 @@ mod budget;
 mod cache;
 mod call;
 mod command;
+mod compile;
 mod config;
 mod contract;
 mod descriptors;
@@ -37,6 +38,11 @@ use wasmtime::component::Linker;
 
 pub use attempt::AttemptRequest;
 pub use cache::CacheOutcome;
+pub use compile::{
+    COMPILE_MARKER, Compiler, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, MIN_COMPILE_MEMORY,
+    maybe_run_compiler,
+};
+pub(crate) use compile::{HOST_BINARY, sibling_binary};
 pub use error::{HostError, LoadError};
 #[cfg(feature = "nats")]
 pub(crate) use http::HttpGrant;
@@ -48,13 +54,14 @@ pub use warm::WarmPool;
 
 use budget::MemoryBudget;
 use cache::CompileCache;
+use compile::{CompileError, CompileLimits, CompileStep};
 use epoch::EpochTicker;
 use store::AttemptState;
 
 /// Reads a plugin file of at most `limit` bytes.
 pub(crate) fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
-    cache::read_bounded(path, limit).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::FileTooLarge {
+    cache::read_bounded(path, limit).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::FileTooLarge {
             LoadError::TooLarge {
                 path: path.to_path_buf(),
                 limit,
@@ -62,7 +69,7 @@ pub(crate) fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, LoadE
         } else {
             LoadError::Read {
                 path: path.to_path_buf(),
-                source,
+                error,
             }
         }
     })
@@ -89,6 +96,7 @@ struct HostInner {
     linker: Linker<AttemptState>,
     linker_async: Linker<AttemptState>,
     cache: CompileCache,
+    compile: CompileStep,
     ticker: EpochTicker,
     pooling: bool,
     max_instances: u32,
@@ -142,6 +150,9 @@ pub struct HostBuilder {
     total_memory: Option<usize>,
     allow_precompiled: bool,
     max_plugin_bytes: u64,
+    compiler: Compiler,
+    compile_timeout: Duration,
+    compile_memory: u64,
 }
 
 impl Default for HostBuilder {
@@ -156,6 +167,9 @@ impl Default for HostBuilder {
             total_memory: None,
             allow_precompiled: false,
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
+            compiler: Compiler::Auto,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+            compile_memory: DEFAULT_COMPILE_MEMORY,
         }
     }
 }
@@ -218,6 +232,30 @@ impl HostBuilder {
         self
     }
 
+    /// Where plugins are compiled (default [`Compiler::Auto`]: a compile process, under
+    /// the compile limits).
+    pub fn compiler(mut self, compiler: Compiler) -> Self {
+        self.compiler = compiler;
+        self
+    }
+
+    /// How long compiling one plugin may take (default 2 minutes), in a compile process: a
+    /// load that takes longer fails with [`LoadError::CompileTimeout`] (with a zero timeout,
+    /// every compilation does). A cache hit does not compile.
+    pub fn compile_timeout(mut self, timeout: Duration) -> Self {
+        self.compile_timeout = timeout;
+        self
+    }
+
+    /// The memory compiling one plugin may use (default 2 GiB, at least
+    /// [`MIN_COMPILE_MEMORY`]), in a compile process: a load that needs more fails with
+    /// [`LoadError::CompileMemory`]. The host compiles one plugin at a time, so this bounds
+    /// its compilations together too.
+    pub fn compile_memory(mut self, bytes: u64) -> Self {
+        self.compile_memory = bytes.max(MIN_COMPILE_MEMORY);
+        self
+    }
+
     /// The epoch tick (default 10 ms): deadlines and cancellations reach guests within it.
     pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick;
@@ -255,8 +293,20 @@ impl HostBuilder {
         } else {
             None
         };
-        let cache = CompileCache::open(root, &engine);
-        let ticker = EpochTicker::start(&engine, self.tick)?;
+        let fingerprint = cache::engine_fingerprint(&engine);
+        let cache = CompileCache::open(root, &fingerprint);
+        let compile = CompileStep::new(
+            &self.compiler,
+            CompileLimits {
+                timeout: self.compile_timeout,
+                memory: self.compile_memory,
+            },
+            fingerprint,
+            self.address_space_cap,
+            self.max_plugin_bytes,
+        )
+        .map_err(HostError::Compiler)?;
+        let ticker = EpochTicker::start(&engine, self.tick).map_err(HostError::Ticker)?;
         // Raises the process's open-files limit and sizes the guests' share of it.
         let descriptor_pool = descriptors::pool().total();
         tracing::debug!(descriptor_pool, "descriptors guests may hold together");
@@ -267,6 +317,7 @@ impl HostBuilder {
                 linker,
                 linker_async,
                 cache,
+                compile,
                 ticker,
                 pooling,
                 max_instances: self.max_instances,
@@ -358,13 +409,11 @@ impl Host {
                 .cache
                 .load_or_compile(
                     &self.inner.engine,
+                    &self.inner.compile,
                     &cache_key,
                     adapted.as_deref().unwrap_or(bytes),
                 )
-                .map_err(|e| LoadError::Compile {
-                    plugin: shown.clone(),
-                    message: format!("{e:#}"),
-                })?
+                .map_err(|e| compile_failure(e, &shown))?
         };
         tracing::debug!(plugin = name, cache = ?outcome, "plugin compiled");
         Plugin::load(self, name, path, hash, component, outcome, limits)
@@ -415,6 +464,22 @@ impl Host {
     /// Whether the compile cache is used.
     pub fn cache_enabled(&self) -> bool {
         self.inner.cache.root().is_some()
+    }
+
+    /// How long compiling one plugin may take ([`HostBuilder::compile_timeout`]).
+    pub fn compile_timeout(&self) -> Duration {
+        self.inner.compile.limits().timeout
+    }
+
+    /// The memory compiling one plugin may use ([`HostBuilder::compile_memory`]).
+    pub fn compile_memory(&self) -> u64 {
+        self.inner.compile.limits().memory
+    }
+
+    /// The binary whose compile processes compile plugins; `None` when they compile in this
+    /// process, where the compile limits do not apply ([`Compiler`]).
+    pub fn compile_program(&self) -> Option<&Path> {
+        self.inner.compile.program()
     }
 
     /// Whether [`load`](Self::load) accepts precompiled artifacts.
@@ -518,6 +583,21 @@ fn check_component_header(plugin: &str, bytes: &[u8]) -> Result<Wasm, LoadError>
         Err(LoadError::NotWasm {
             plugin: plugin.to_string(),
         })
+    }
+}
+
+/// The load error of a compilation that failed.
+fn compile_failure(error: CompileError, plugin: &str) -> LoadError {
+    let plugin = plugin.to_string();
+    match error {
+        CompileError::Invalid(message) => LoadError::Compile { plugin, message },
+        CompileError::Timeout { limit } => LoadError::CompileTimeout { plugin, limit },
+        CompileError::Memory { limit, detail } => LoadError::CompileMemory {
+            plugin,
+            limit,
+            detail,
+        },
+        CompileError::Process(message) => LoadError::Compiler { plugin, message },
     }
 }
 

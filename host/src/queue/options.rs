@@ -43,6 +43,17 @@ pub struct TaskOptions {
     pub detached: bool,
     /// Copied unchanged to the handle and the result.
     pub metadata: Value,
+    /// Which of the options a plugin may suggest were chosen by the caller.
+    chosen: Chosen,
+}
+
+/// The options a task may suggest (`retries`, `timeout`) that the caller chose: through their
+/// setters or a `--jobs` line. A suggestion fills only an option nobody chose that is still at
+/// its default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Chosen {
+    retries: bool,
+    timeout: bool,
 }
 
 impl Default for TaskOptions {
@@ -60,6 +71,7 @@ impl Default for TaskOptions {
             group_id: None,
             detached: false,
             metadata: Value::Null,
+            chosen: Chosen::default(),
         }
     }
 }
@@ -77,9 +89,56 @@ macro_rules! setters {
 }
 
 impl TaskOptions {
-    /// The defaults: priority 3, no timeout, no retries.
+    /// The defaults: priority 3, no timeout, no retries — unless the task suggests retries or
+    /// a timeout (a plugin's `#[task(retries = 3, timeout = "5s")]`, shown by
+    /// `osiiso-host list`): a suggestion applies when the task is submitted with an option
+    /// nobody chose. Choose one to override it, `retries(0)` included.
+    ///
+    /// ```
+    /// use osiiso_host::queue::TaskOptions;
+    /// use std::time::Duration;
+    /// // A task suggesting 3 retries and a 5 s timeout, submitted with these options, gets
+    /// // its 3 retries (nobody chose any) and the 1 s timeout chosen here.
+    /// let chosen = TaskOptions::new().timeout(Duration::from_secs(1));
+    /// let applied = chosen.with_suggestions(Some(3), Some(Duration::from_secs(5)));
+    /// assert_eq!(applied.retries, 3);
+    /// assert_eq!(applied.timeout, Some(Duration::from_secs(1)));
+    /// ```
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the per-attempt timeout (chosen: a task's suggested timeout no longer applies).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self.chosen.timeout = true;
+        self
+    }
+
+    /// Sets the number of retries (chosen: a task's suggested retries no longer apply).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self.chosen.retries = true;
+        self
+    }
+
+    /// Fills the options a task suggests that the caller left alone: `retries` when not chosen
+    /// and 0, `timeout` when not chosen and none. The queues call this when they admit a WASM
+    /// task, with the task's [`TaskInfo`](crate::TaskInfo) suggestions.
+    pub fn with_suggestions(mut self, retries: Option<u32>, timeout: Option<Duration>) -> Self {
+        if let Some(retries) = retries
+            && !self.chosen.retries
+            && self.retries == 0
+        {
+            self.retries = retries;
+        }
+        if let Some(timeout) = timeout
+            && !self.chosen.timeout
+            && self.timeout.is_none()
+        {
+            self.timeout = Some(timeout);
+        }
+        self
     }
 
     setters! {
@@ -87,10 +146,6 @@ impl TaskOptions {
         priority: i32 => priority;
         /// Marks the task as surviving sparing aborts.
         must_complete: bool => must_complete;
-        /// Sets the per-attempt timeout.
-        timeout: Duration => Some(timeout);
-        /// Sets the number of retries.
-        retries: u32 => retries;
         /// Sets the pause before the first retry.
         retry_delay: Duration => retry_delay;
         /// Sets the backoff multiplier.
@@ -185,10 +240,14 @@ impl TaskOptions {
                         return Err(Error::InvalidOption("retries must be >= 0".into()));
                     }
                     options.retries = u32::try_from(n).map_err(|_| bad("at most 4294967295"))?;
+                    options.chosen.retries = true;
                 }
                 "retry_delay" => options.retry_delay = json_duration(key, value)?,
                 "backoff" => options.backoff = value.as_f64().ok_or_else(|| bad("a number"))?,
-                "timeout" => options.timeout = json_optional_duration(key, value)?,
+                "timeout" => {
+                    options.timeout = json_optional_duration(key, value)?;
+                    options.chosen.timeout = true;
+                }
                 "delay" => options.delay = json_optional_duration(key, value)?,
                 "must_complete" => {
                     options.must_complete = value.as_bool().ok_or_else(|| bad("true or false"))?

@@ -113,7 +113,7 @@ impl TaskResult {
         self.status == TaskStatus::Succeeded
     }
 
-    /// The stable JSON object of the CLI contract (DESIGN.md §7) as a value. Its keys are in
+    /// The stable JSON object of the CLI contract (README.md, "The result object") as a value. Its keys are in
     /// `serde_json`'s map order; serialize the result itself (`serde_json::to_writer(w,
     /// &result)`) for the documented key order.
     pub fn to_json(&self) -> Value {

@@ -335,21 +335,17 @@ fn command(context: &ProcessContext, options: &WorkerOptions) -> Result<Command,
 
 /// Where the `osiiso-host` binary is, for the default context.
 fn default_binary() -> PathBuf {
-    const NAME: &str = "osiiso-host";
+    use crate::engine::{HOST_BINARY, sibling_binary};
     if let Some(path) = std::env::var_os("OSIISO_HOST_BIN") {
         return PathBuf::from(path);
     }
     if let Ok(exe) = std::env::current_exe() {
-        if exe.file_name().is_some_and(|n| n == NAME) {
+        if exe.file_name().is_some_and(|n| n == HOST_BINARY) {
             return exe;
         }
-        // Tests and examples live in target/<profile>/{deps,examples}/.
-        for dir in exe.ancestors().skip(1).take(2) {
-            let candidate = dir.join(NAME);
-            if candidate.is_file() {
-                return candidate;
-            }
+        if let Some(sibling) = sibling_binary(&exe) {
+            return sibling;
         }
     }
-    PathBuf::from(NAME)
+    PathBuf::from(HOST_BINARY)
 }

@@ -203,6 +203,8 @@ impl Process {
             allow_precompiled: host.allows_precompiled(),
             // The workers together stay within the parent's budget.
             total_memory: Some(host.total_memory() / self.slots.max(1)),
+            compile_timeout: Some(host.compile_timeout()),
+            compile_memory: Some(host.compile_memory()),
         };
         let mut process = WorkerProcess::spawn(&self.options.context, &options, &self.pids)
             .map_err(AttemptOutcome::Failed)?;

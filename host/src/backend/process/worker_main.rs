@@ -50,6 +50,10 @@ pub struct WorkerOptions {
     pub allow_precompiled: bool,
     /// The memory budget of this worker's live instances (its share of the parent's).
     pub total_memory: Option<usize>,
+    /// How long compiling one plugin may take (the parent's compile timeout).
+    pub compile_timeout: Option<Duration>,
+    /// The memory compiling one plugin may use (the parent's compile memory limit).
+    pub compile_memory: Option<u64>,
 }
 
 impl WorkerOptions {
@@ -78,6 +82,14 @@ impl WorkerOptions {
             args.push("--total-memory".into());
             args.push(total.to_string());
         }
+        if let Some(timeout) = self.compile_timeout {
+            args.push("--compile-timeout-ms".into());
+            args.push(timeout.as_millis().min(u64::MAX.into()).to_string());
+        }
+        if let Some(memory) = self.compile_memory {
+            args.push("--compile-memory".into());
+            args.push(memory.to_string());
+        }
         args
     }
 
@@ -102,6 +114,16 @@ impl WorkerOptions {
                     let value = it.next().ok_or("--total-memory needs a value")?;
                     options.total_memory = Some(value.parse().map_err(|_| "bad --total-memory")?);
                 }
+                "--compile-timeout-ms" => {
+                    let value = it.next().ok_or("--compile-timeout-ms needs a value")?;
+                    let millis = value.parse().map_err(|_| "bad --compile-timeout-ms")?;
+                    options.compile_timeout = Some(Duration::from_millis(millis));
+                }
+                "--compile-memory" => {
+                    let value = it.next().ok_or("--compile-memory needs a value")?;
+                    options.compile_memory =
+                        Some(value.parse().map_err(|_| "bad --compile-memory")?);
+                }
                 other => return Err(format!("unknown worker argument '{other}'")),
             }
         }
@@ -114,8 +136,10 @@ impl WorkerOptions {
 pub const WORKER_MARKER: &str = "--osiiso-worker";
 
 /// If this process was started as a worker by
-/// [`ProcessContext::CurrentExe`](crate::backend::ProcessContext::CurrentExe),
-/// serves as one and exits; otherwise returns. Call it first thing in `main`.
+/// [`ProcessContext::CurrentExe`](crate::backend::ProcessContext::CurrentExe), serves as one
+/// and exits; if it was started as a compile process, compiles and exits
+/// ([`maybe_run_compiler`](crate::maybe_run_compiler)); otherwise returns. Call it first
+/// thing in `main`.
 pub fn maybe_run_worker() {
     maybe_run_worker_with(WorkerHooks::new());
 }
@@ -123,6 +147,7 @@ pub fn maybe_run_worker() {
 /// [`maybe_run_worker`] for a binary that offers initializer hooks
 /// ([`WorkerInit::hook`](crate::backend::WorkerInit::hook)).
 pub fn maybe_run_worker_with(hooks: WorkerHooks) {
+    crate::engine::maybe_run_compiler();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(position) = args.iter().position(|a| a == WORKER_MARKER) {
         let code = match WorkerOptions::from_args(&args[position + 1..]) {
@@ -180,6 +205,12 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         }
         if let Some(total) = options.total_memory {
             builder = builder.total_memory(total);
+        }
+        if let Some(timeout) = options.compile_timeout {
+            builder = builder.compile_timeout(timeout);
+        }
+        if let Some(memory) = options.compile_memory {
+            builder = builder.compile_memory(memory);
         }
         if let Some(dir) = &options.cache_dir {
             builder = builder.cache_dir(dir);
@@ -429,4 +460,31 @@ fn run_one(
         },
     };
     spec.run(plugin, spec.sandbox.clone(), control, warm, "worker")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_options_round_trip_with_the_compile_limits() {
+        let options = WorkerOptions {
+            cache_dir: Some("/tmp/cache".into()),
+            memory_limit: Some(512 << 20),
+            total_memory: Some(1 << 30),
+            compile_timeout: Some(Duration::from_millis(2500)),
+            compile_memory: Some(64 << 20),
+            ..WorkerOptions::default()
+        };
+        let parsed = WorkerOptions::from_args(&options.to_args()).unwrap();
+        assert_eq!(parsed.compile_timeout, options.compile_timeout);
+        assert_eq!(parsed.compile_memory, options.compile_memory);
+        assert_eq!(parsed.memory_limit, options.memory_limit);
+        // A timeout too long for milliseconds still starts the worker.
+        let forever = WorkerOptions {
+            compile_timeout: Some(Duration::MAX),
+            ..WorkerOptions::default()
+        };
+        assert!(WorkerOptions::from_args(&forever.to_args()).is_ok());
+    }
 }

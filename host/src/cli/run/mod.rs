@@ -582,16 +582,10 @@ pub(crate) struct TaskDefaults {
 }
 
 impl TaskDefaults {
-    /// The options of a task: the plugin's suggestions, then the command line's flags.
-    fn options_for(&self, task: &Task) -> TaskOptions {
-        let mut options = TaskOptions::new();
-        if let Some(retries) = task.info().retries {
-            options = options.retries(retries);
-        }
-        if let Some(timeout) = task.info().timeout {
-            options = options.timeout(timeout);
-        }
-        self.apply(options)
+    /// The options of a task: the command line's flags (the queue fills what the task suggests
+    /// and no flag chose).
+    fn options_for(&self, _task: &Task) -> TaskOptions {
+        self.apply(TaskOptions::new())
     }
 
     fn apply(&self, mut options: TaskOptions) -> TaskOptions {

@@ -19,7 +19,16 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
+    /// A task to admit; a WASM task's suggested retries and timeout fill the options the
+    /// caller left alone.
     pub(crate) fn new(work: Work, options: TaskOptions) -> Self {
+        let options = match &work {
+            Work::Wasm(call) => {
+                let info = call.task().info();
+                options.with_suggestions(info.retries, info.timeout)
+            }
+            Work::Native { .. } | Work::Future { .. } => options,
+        };
         Self {
             work,
             options,

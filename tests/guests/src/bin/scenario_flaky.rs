@@ -21,6 +21,12 @@ fn flaky(spec: Flaky) -> Result<serde_json::Value, TaskError> {
     }
 }
 
+/// `flaky` with suggested options: 2 retries and a 30 s timeout per attempt.
+#[task(retries = 2, timeout = "30s")]
+fn suggests(spec: Flaky) -> Result<serde_json::Value, TaskError> {
+    flaky(spec)
+}
+
 /// Fails permanently.
 #[task]
 fn permanent() -> Result<(), TaskError> {

@@ -75,6 +75,12 @@ pub struct NodeConfig {
     /// Wait for the broker (and for JetStream) at start for as long as it takes, instead of
     /// failing (`serve` does).
     pub wait_for_broker: bool,
+    /// How long compiling one plugin may take (default
+    /// [`DEFAULT_COMPILE_TIMEOUT`](crate::DEFAULT_COMPILE_TIMEOUT)).
+    pub compile_timeout: Option<Duration>,
+    /// The memory compiling one plugin may use (default
+    /// [`DEFAULT_COMPILE_MEMORY`](crate::DEFAULT_COMPILE_MEMORY)).
+    pub compile_memory: Option<u64>,
 }
 
 impl NodeConfig {
@@ -100,6 +106,8 @@ impl NodeConfig {
             total_memory: None,
             replicas: None,
             wait_for_broker: false,
+            compile_timeout: None,
+            compile_memory: None,
         }
     }
 }
@@ -170,6 +178,12 @@ impl NatsNode {
         }
         if let Some(total) = config.total_memory {
             builder = builder.total_memory(total);
+        }
+        if let Some(timeout) = config.compile_timeout {
+            builder = builder.compile_timeout(timeout);
+        }
+        if let Some(bytes) = config.compile_memory {
+            builder = builder.compile_memory(bytes);
         }
         let host = builder
             .build()

@@ -21,6 +21,12 @@ use crate::failure::{FailureKind, TaskFailure};
 const LOADED: usize = 32;
 /// Verified components kept on disk at most.
 const KEPT: usize = 64;
+/// Plugins that did not load, remembered at most: every task of a plugin that cannot be
+/// compiled (a compile bomb up to its limit, say) must not cost the node a compilation.
+const REMEMBERED_FAILURES: usize = 256;
+/// How long a failed load is remembered (a load that ran out of time on a busy node may
+/// succeed later).
+const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 /// The longest plugin name kept for display.
 const NAME_BYTES: usize = 128;
 
@@ -40,6 +46,8 @@ pub(crate) struct NodePlugins {
     dir: Option<PathBuf>,
     /// Loaded plugins by hash, with the name they first came with.
     loaded: Mutex<HashMap<String, (String, Plugin)>>,
+    /// Plugins whose load failed, with when and why.
+    failed: Mutex<HashMap<String, (std::time::Instant, TaskFailure)>>,
     /// One fetch per plugin at a time.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -52,6 +60,7 @@ impl NodePlugins {
             store,
             dir,
             loaded: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
         }
     }
@@ -107,6 +116,9 @@ impl NodePlugins {
         if let Some((_, plugin)) = self.loaded.lock().get(hash) {
             return Ok(plugin.clone());
         }
+        if let Some(failure) = self.failed_before(hash) {
+            return Err(PluginError::Failed(failure));
+        }
         let bytes = match self.local(hash).await {
             Some(bytes) => bytes,
             None => {
@@ -135,7 +147,11 @@ impl NodePlugins {
         };
         let plugin = match loaded {
             Ok(Ok(plugin)) => plugin,
-            Ok(Err(error)) => return Err(failed(error.to_string())),
+            Ok(Err(error)) => {
+                let failure = TaskFailure::new(FailureKind::PluginLoad, error.to_string());
+                self.remember_failure(hash, &failure);
+                return Err(PluginError::Failed(failure));
+            }
             Err(error) => {
                 return Err(failed(format!(
                     "loading the plugin did not finish: {error}"
@@ -150,6 +166,36 @@ impl NodePlugins {
         }
         loaded.insert(hash.to_string(), (name, plugin.clone()));
         Ok(plugin)
+    }
+
+    /// Why the plugin did not load, if it failed recently.
+    fn failed_before(&self, hash: &str) -> Option<TaskFailure> {
+        let mut failed = self.failed.lock();
+        match failed.get(hash) {
+            Some((when, failure)) if when.elapsed() < FAILURE_MEMORY => Some(failure.clone()),
+            Some(_) => {
+                failed.remove(hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember_failure(&self, hash: &str, failure: &TaskFailure) {
+        let mut failed = self.failed.lock();
+        failed.retain(|_, (when, _)| when.elapsed() < FAILURE_MEMORY);
+        if failed.len() >= REMEMBERED_FAILURES
+            && let Some(oldest) = failed
+                .iter()
+                .min_by_key(|(_, (when, _))| *when)
+                .map(|(hash, _)| hash.clone())
+        {
+            failed.remove(&oldest);
+        }
+        failed.insert(
+            hash.to_string(),
+            (std::time::Instant::now(), failure.clone()),
+        );
     }
 
     /// The local copy, if there is one and it still hashes to its name.

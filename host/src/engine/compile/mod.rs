@@ -1,0 +1,299 @@
+//! Compiling plugins: the one step where WebAssembly becomes native code, and what bounds it.
+//!
+//! Cranelift's time and memory follow what a component contains, not its size: a 4 MB file
+//! of a million empty functions needs several GB, deeply nested blocks take minutes, and an
+//! allocation that fails inside the compiler ends the process. Nothing inside a process can
+//! stop a compilation half-way, so by default it runs in a **compile process**: the host's
+//! own binary started with [`COMPILE_MARKER`], with no environment, no descriptors but its
+//! pipes, `RLIMIT_DATA` at the compile memory limit, `RLIMIT_CPU` as a backstop, and a
+//! wall-clock deadline after which the host kills it. It reads the component on stdin and
+//! answers with the serialized artifact, which the host writes to the compile cache (with
+//! the cache's MAC, as for any entry) and loads. A cache hit never starts one.
+//!
+//! [`CompileStep::compile`] is the only entry point: WebAssembly in, an artifact for the
+//! host's engine out.
+
+mod child;
+mod serve;
+mod wire;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use self::serve::ServeArgs;
+
+/// The first argument that makes a binary serve as a compile process (see
+/// [`maybe_run_compiler`]).
+pub const COMPILE_MARKER: &str = "--osiiso-compile";
+
+/// How long compiling one plugin may take by default (`--compile-timeout`): a 19 MB
+/// componentize-py plugin compiles in about 10 s on 2 busy cores.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The memory compiling one plugin may use by default (`--compile-memory`): that 19 MB plugin
+/// needs about 400 MiB.
+pub const DEFAULT_COMPILE_MEMORY: u64 = 2 << 30;
+
+/// The least compile memory a host accepts: the compile process itself needs some to start.
+pub const MIN_COMPILE_MEMORY: u64 = 64 << 20;
+
+/// Set once this binary has shown that it serves [`COMPILE_MARKER`].
+static SERVES_MARKER: AtomicBool = AtomicBool::new(false);
+
+/// If this process was started as a compile process, compiles and exits; otherwise returns.
+/// Call it first thing in `main` ([`maybe_run_worker`](crate::maybe_run_worker) calls it
+/// too): a binary that does can then compile plugins in a child process of itself.
+///
+/// ```no_run
+/// // First thing in `main`:
+/// osiiso_host::maybe_run_compiler();
+/// // ... the program's own work.
+/// ```
+pub fn maybe_run_compiler() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|first| first == COMPILE_MARKER) {
+        let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        std::process::exit(serve::serve(&rest));
+    }
+    SERVES_MARKER.store(true, Ordering::Relaxed);
+}
+
+/// Where a [`Host`](crate::Host) compiles plugins
+/// ([`HostBuilder::compiler`](crate::HostBuilder::compiler)).
+///
+/// In a compile process, `--compile-timeout` and `--compile-memory`
+/// ([`HostBuilder::compile_timeout`](crate::HostBuilder::compile_timeout),
+/// [`compile_memory`](crate::HostBuilder::compile_memory)) bound what a hostile plugin file
+/// can make the compiler spend. In this process nothing bounds it.
+///
+/// ```
+/// use osiiso_host::{Compiler, Host};
+/// use std::time::Duration;
+///
+/// let host = Host::builder()
+///     .compiler(Compiler::Auto)
+///     .compile_timeout(Duration::from_secs(30))
+///     .compile_memory(1 << 30)
+///     .build()?;
+/// assert_eq!(host.compile_memory(), 1 << 30);
+/// # Ok::<(), osiiso_host::HostError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compiler {
+    /// A compile process of the first of: this executable, if it called
+    /// [`maybe_run_compiler`] (or [`maybe_run_worker`](crate::maybe_run_worker)) or is
+    /// `osiiso-host`; `$OSIISO_HOST_BIN`; an `osiiso-host` next to (or one directory above)
+    /// this executable. When there is none, plugins compile **in this process**, unbounded,
+    /// and the host warns once.
+    #[default]
+    Auto,
+    /// A compile process of this program: `osiiso-host`, or a binary whose `main` calls
+    /// [`maybe_run_compiler`]. It must be the same build as this host.
+    Program(PathBuf),
+    /// A compile process of this executable, whose `main` calls [`maybe_run_compiler`].
+    CurrentExe,
+    /// In this process: no limit applies. For plugins the user trusts.
+    InProcess,
+}
+
+/// What one compilation may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompileLimits {
+    /// Wall-clock time.
+    pub(crate) timeout: Duration,
+    /// The compile process's data limit (`RLIMIT_DATA`) in bytes.
+    pub(crate) memory: u64,
+}
+
+/// Why a component did not compile.
+#[derive(Debug)]
+pub(crate) enum CompileError {
+    /// It is not a valid component (the compiler's message).
+    Invalid(String),
+    /// Compiling took longer than the timeout.
+    Timeout { limit: Duration },
+    /// Compiling needed more memory than the limit.
+    Memory { limit: u64, detail: String },
+    /// The compile process could not do its job.
+    Process(String),
+}
+
+/// Where compilation happens, once resolved.
+#[derive(Debug, Clone)]
+enum Place {
+    /// A compile process of `program`; `shown` names it in messages.
+    Process { program: PathBuf, shown: PathBuf },
+    /// In this process; `fallback` when `Auto` found no binary (the host warns once).
+    InProcess { fallback: bool },
+}
+
+/// A host's compile step: where, under which limits, one compilation at a time.
+pub(crate) struct CompileStep {
+    place: Place,
+    limits: CompileLimits,
+    args: ServeArgs,
+    /// One compilation at a time per host: together they stay within one compile memory
+    /// limit, and each can use every core.
+    slot: Mutex<()>,
+    warned: AtomicBool,
+}
+
+impl std::fmt::Debug for CompileStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileStep")
+            .field("place", &self.place)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompileStep {
+    /// The compile step of a host whose engine has this cache `fingerprint` and was built for
+    /// `address_space_cap`; it compiles components of at most `max_input` bytes.
+    pub(crate) fn new(
+        compiler: &Compiler,
+        limits: CompileLimits,
+        fingerprint: String,
+        address_space_cap: Option<u64>,
+        max_input: u64,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            place: resolve(compiler)?,
+            limits,
+            args: ServeArgs {
+                fingerprint,
+                address_space_cap,
+                max_input,
+            },
+            slot: Mutex::new(()),
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// The limits of one compilation.
+    pub(crate) fn limits(&self) -> CompileLimits {
+        self.limits
+    }
+
+    /// The binary that compiles, when compilation runs in a compile process.
+    pub(crate) fn program(&self) -> Option<&Path> {
+        match &self.place {
+            Place::Process { shown, .. } => Some(shown),
+            Place::InProcess { .. } => None,
+        }
+    }
+
+    /// Compiles `wasm` (a component) for `engine`, returning the serialized artifact that
+    /// [`load`] turns into a component.
+    pub(crate) fn compile(&self, engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
+        let _slot = self.slot.lock();
+        match &self.place {
+            Place::Process { program, .. } => {
+                child::compile(program, &self.args, wasm, &self.limits, self.limits.memory)
+            }
+            Place::InProcess { fallback } => {
+                if *fallback && !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "compiling plugins in this process, without the compile time and \
+                         memory limits: no osiiso-host binary was found (set OSIISO_HOST_BIN, \
+                         or HostBuilder::compiler)"
+                    );
+                }
+                engine
+                    .precompile_component(wasm)
+                    .map_err(|e| CompileError::Invalid(format!("{e:#}")))
+            }
+        }
+    }
+}
+
+/// Loads an artifact from [`CompileStep::compile`] (or a verified compile-cache entry).
+pub(crate) fn load(engine: &Engine, artifact: &[u8]) -> Result<Component, CompileError> {
+    // SAFETY: the artifact was made by `Engine::precompile_component` for an engine with this
+    // engine's settings, in this process or in a compile process this host started from a
+    // binary it chose, and came over a pipe only the two of them hold (or from a cache entry
+    // whose MAC verified). wasmtime checks its own compatibility header as well.
+    unsafe { Component::deserialize(engine, artifact) }
+        .map_err(|e| CompileError::Process(format!("cannot load the compiled code: {e:#}")))
+}
+
+fn resolve(compiler: &Compiler) -> Result<Place, String> {
+    match compiler {
+        Compiler::Auto => Ok(auto()),
+        Compiler::Program(program) => Ok(process(program)),
+        Compiler::CurrentExe => {
+            this_executable().ok_or_else(|| "cannot locate the current executable".to_string())
+        }
+        Compiler::InProcess => Ok(Place::InProcess { fallback: false }),
+    }
+}
+
+fn auto() -> Place {
+    let exe = std::env::current_exe().ok();
+    let is_osiiso_host = exe
+        .as_deref()
+        .and_then(Path::file_name)
+        .is_some_and(|name| name == HOST_BINARY);
+    if (SERVES_MARKER.load(Ordering::Relaxed) || is_osiiso_host)
+        && let Some(place) = this_executable()
+    {
+        return place;
+    }
+    if let Some(program) = std::env::var_os("OSIISO_HOST_BIN") {
+        return process(Path::new(&program));
+    }
+    match exe.as_deref().and_then(sibling_binary) {
+        Some(program) => process(&program),
+        None => Place::InProcess { fallback: true },
+    }
+}
+
+/// A compile process of `program`. The process starts in `/` with no `PATH`, so the
+/// program is found now: a path from here, a bare name on this process's `PATH`.
+fn process(program: &Path) -> Place {
+    let found = if program.components().count() > 1 || program.is_absolute() {
+        std::path::absolute(program).ok()
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        })
+    };
+    Place::Process {
+        program: found.unwrap_or_else(|| program.to_path_buf()),
+        shown: program.to_path_buf(),
+    }
+}
+
+/// This process's own executable: `/proc/self/exe`, which names the very file it runs even
+/// after the file on disk was replaced.
+fn this_executable() -> Option<Place> {
+    let shown = std::env::current_exe().ok()?;
+    let proc = Path::new("/proc/self/exe");
+    let program = if proc.exists() {
+        proc.to_path_buf()
+    } else {
+        shown.clone()
+    };
+    Some(Place::Process { program, shown })
+}
+
+/// The file name of the host's binary.
+pub(crate) const HOST_BINARY: &str = "osiiso-host";
+
+/// An `osiiso-host` next to `exe`, or one directory above it (tests and examples live in
+/// `target/<profile>/{deps,examples}/`).
+pub(crate) fn sibling_binary(exe: &Path) -> Option<PathBuf> {
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(HOST_BINARY))
+        .find(|candidate| candidate.is_file())
+}

@@ -1,0 +1,149 @@
+//! The compile process's side: `<binary> --osiiso-compile ARGS`, started by
+//! [`child`](super::child) under the compile limits. It reads one component on stdin,
+//! compiles it with the engine settings it was given, writes one [`Reply`] on stdout and exits.
+//! It runs no guest code, opens no file and reads no environment.
+
+use std::io::{BufWriter, Read, Write};
+
+use super::wire::Reply;
+use crate::engine::{cache, config};
+
+/// What the parent asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct ServeArgs {
+    /// The cache fingerprint the parent's engine has; another one means another build.
+    pub(super) fingerprint: String,
+    /// The parent's `address_space_cap`, which shapes compiled code.
+    pub(super) address_space_cap: Option<u64>,
+    /// The most bytes read on stdin.
+    pub(super) max_input: u64,
+}
+
+impl ServeArgs {
+    pub(super) fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--fingerprint".to_string(),
+            self.fingerprint.clone(),
+            "--max-input".to_string(),
+            self.max_input.to_string(),
+        ];
+        if let Some(cap) = self.address_space_cap {
+            args.push("--address-space-cap".into());
+            args.push(cap.to_string());
+        }
+        args
+    }
+
+    pub(super) fn parse(args: &[String]) -> Result<Self, String> {
+        let mut parsed = Self::default();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--fingerprint" => parsed.fingerprint = value()?.clone(),
+                "--max-input" => {
+                    parsed.max_input = value()?.parse().map_err(|_| "bad --max-input")?;
+                }
+                "--address-space-cap" => {
+                    parsed.address_space_cap =
+                        Some(value()?.parse().map_err(|_| "bad --address-space-cap")?);
+                }
+                other => return Err(format!("unknown compile argument '{other}'")),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Serves one compile request; returns the exit code (0 whenever a reply was written).
+pub(crate) fn serve(args: &[String]) -> i32 {
+    close_inherited_descriptors();
+    let reply = match ServeArgs::parse(args) {
+        Ok(args) => compile(&args),
+        Err(message) => Reply::Failed(message),
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    match reply.write(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(_) => 3,
+    }
+}
+
+fn compile(args: &ServeArgs) -> Reply {
+    let mut wasm = Vec::new();
+    if let Err(error) = std::io::stdin()
+        .lock()
+        .take(args.max_input.saturating_add(1))
+        .read_to_end(&mut wasm)
+    {
+        return Reply::Failed(format!("cannot read the component: {error}"));
+    }
+    if wasm.len() as u64 > args.max_input {
+        return Reply::Failed(format!(
+            "the component is larger than {} bytes",
+            args.max_input
+        ));
+    }
+    let engine = match config::compile_engine(args.address_space_cap) {
+        Ok(engine) => engine,
+        Err(error) => return Reply::Failed(format!("cannot create the engine: {error:#}")),
+    };
+    let fingerprint = cache::engine_fingerprint(&engine);
+    if fingerprint != args.fingerprint {
+        return Reply::Incompatible(format!(
+            "its engine fingerprint is {fingerprint}, the host's is {}",
+            args.fingerprint
+        ));
+    }
+    match engine.precompile_component(&wasm) {
+        Ok(artifact) => Reply::Artifact(artifact),
+        Err(error) => Reply::Invalid(format!("{error:#}")),
+    }
+}
+
+/// Closes every descriptor above stderr that this process inherited without close-on-exec
+/// (a careless library in the parent, say): the compiler needs none of them.
+fn close_inherited_descriptors() {
+    // SAFETY: close_range on descriptors this process does not use; nothing else runs yet.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0;
+    if closed {
+        return;
+    }
+    // Kernels before 5.9: close what /proc lists.
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: as above; the directory's own descriptor is already closed.
+        unsafe { libc::close(fd) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_round_trip() {
+        for args in [
+            ServeArgs {
+                fingerprint: "0123abcd".into(),
+                address_space_cap: None,
+                max_input: 256 << 20,
+            },
+            ServeArgs {
+                fingerprint: "ff".into(),
+                address_space_cap: Some(1 << 30),
+                max_input: 1,
+            },
+        ] {
+            assert_eq!(ServeArgs::parse(&args.to_args()).unwrap(), args);
+        }
+        assert!(ServeArgs::parse(&["--max-input".into()]).is_err());
+        assert!(ServeArgs::parse(&["--nonsense".into()]).is_err());
+    }
+}

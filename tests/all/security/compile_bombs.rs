@@ -1,0 +1,418 @@
+//! Compile bombs: components that are small on disk and cost the compiler minutes or
+//! gigabytes (SECURITY.md, "Exhaust the host"). Each bomb is a real plugin — the echo
+//! component with one more core module, which nothing instantiates but the compiler still
+//! compiles — so that only the compile limits can stop it. The limits here are lowered far
+//! below what the bombs need: about 600 MB and minutes of CPU.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use osiiso_host::{CacheOutcome, Compiler, Host, LoadError};
+use osiiso_test_artifacts as artifacts;
+
+use crate::cli::{osiiso, osiiso_in, path_str};
+
+/// The lowest compile memory limit; a memory bomb needs ten times as much.
+const MEMORY: &str = "64MiB";
+/// A compile timeout a time bomb overruns many times over, however fast the machine.
+const TIMEOUT: &str = "2s";
+
+// ---------------------------------------------------------------------------------------------
+// the bombs, in the binary format
+
+fn leb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn section(id: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![id];
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A core module of functions `() -> ()` with these bodies (locals and code, `end`
+/// included).
+fn core_module(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let mut functions = Vec::new();
+    leb128(bodies.len(), &mut functions);
+    functions.resize(functions.len() + bodies.len(), 0x00);
+    let mut code = Vec::new();
+    leb128(bodies.len(), &mut code);
+    for body in bodies {
+        leb128(body.len(), &mut code);
+        code.extend_from_slice(body);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend(section(1, b"\x01\x60\x00\x00"));
+    module.extend(section(3, &functions));
+    module.extend(section(10, &code));
+    module
+}
+
+/// The echo plugin plus a core module of these function bodies.
+fn echo_with(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let mut component = std::fs::read(artifacts::ECHO).unwrap();
+    component.extend(section(1, &core_module(bodies)));
+    component
+}
+
+/// `n` empty functions: about 6 KB of compiler memory each.
+fn many_functions(n: usize) -> Vec<u8> {
+    echo_with(&vec![vec![0x00, 0x0b]; n])
+}
+
+/// One function of `depth` nested `loop`s: quadratic compile time.
+fn nested_loops(depth: usize) -> Vec<u8> {
+    let mut body = vec![0x00];
+    body.extend([0x03, 0x40].repeat(depth));
+    body.extend(vec![0x0b; depth + 1]);
+    echo_with(&[body])
+}
+
+/// One function of `depth` nested `if`s.
+fn nested_ifs(depth: usize) -> Vec<u8> {
+    let mut body = vec![0x00];
+    body.extend([0x41, 0x00, 0x04, 0x40].repeat(depth));
+    body.extend(vec![0x0b; depth + 1]);
+    echo_with(&[body])
+}
+
+/// `depth` nested blocks holding `count` blocks that each end in a `br_table` over every
+/// depth: a million edges into a few blocks, superlinear compile time.
+fn br_tables(depth: usize, count: usize) -> Vec<u8> {
+    let mut table = vec![0x02, 0x40, 0x41, 0x00, 0x0e];
+    leb128(depth, &mut table);
+    for target in 0..depth {
+        leb128(target, &mut table);
+    }
+    table.extend([0x00, 0x0b]);
+    let mut body = vec![0x00];
+    body.extend([0x02, 0x40].repeat(depth));
+    body.extend(table.repeat(count));
+    body.extend(vec![0x0b; depth + 1]);
+    echo_with(&[body])
+}
+
+/// Writes `bytes` as `name` in `dir`.
+fn plugin(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
+// the CLI: exit 2, naming the limit and the flag that raises it
+
+#[test]
+fn list_refuses_a_memory_bomb_naming_the_compile_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = plugin(dir.path(), "bomb.wasm", &many_functions(100_000));
+    osiiso(&[
+        "list",
+        path_str(&bomb),
+        "--no-cache",
+        "--compile-memory",
+        MEMORY,
+    ])
+    .assert_usage_error(&[
+        "bomb.wasm",
+        "compile memory limit of 64 MiB",
+        "--compile-memory",
+    ]);
+}
+
+#[test]
+fn run_refuses_a_time_bomb_naming_the_compile_timeout_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bomb) in [
+        ("loops.wasm", nested_loops(30_000)),
+        ("ifs.wasm", nested_ifs(100_000)),
+        ("tables.wasm", br_tables(10, 100_000)),
+    ] {
+        let bomb = plugin(dir.path(), name, &bomb);
+        osiiso(&[
+            "run",
+            path_str(&bomb),
+            "echo",
+            "--input",
+            "1",
+            "--no-cache",
+            "--compile-timeout",
+            TIMEOUT,
+            "--output",
+            "jsonl",
+        ])
+        .assert_usage_error(&[name, "compile timeout of 2s", "--compile-timeout"]);
+    }
+}
+
+#[test]
+fn compile_refuses_bombs_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let memory_bomb = plugin(dir.path(), "memory.wasm", &many_functions(100_000));
+    let out = dir.path().join("memory.cwasm");
+    osiiso_in(
+        &[
+            "compile",
+            path_str(&memory_bomb),
+            "-o",
+            path_str(&out),
+            "--compile-memory",
+            MEMORY,
+        ],
+        &cache,
+    )
+    .assert_usage_error(&["memory.wasm", "compile memory limit", "--compile-memory"]);
+    assert!(!out.exists(), "no artifact is written");
+
+    let time_bomb = plugin(dir.path(), "time.wasm", &nested_loops(30_000));
+    osiiso_in(
+        &[
+            "compile",
+            path_str(&time_bomb),
+            "--compile-timeout",
+            TIMEOUT,
+        ],
+        &cache,
+    )
+    .assert_usage_error(&["time.wasm", "compile timeout", "--compile-timeout"]);
+    assert!(
+        crate::support::cache_entries(&cache).is_empty(),
+        "no cache entry is written"
+    );
+}
+
+#[test]
+fn compile_limits_below_what_a_compile_process_needs_are_refused() {
+    for args in [
+        ["--compile-memory", "1MiB"],
+        ["--compile-memory", "lots"],
+        ["--compile-timeout", "soon"],
+        ["--compile-timeout", "0s"],
+    ] {
+        let mut all = vec!["list", artifacts::ECHO];
+        all.extend(args);
+        let out = osiiso(&all);
+        out.assert_code(2);
+        assert!(out.stderr.contains(args[0]), "{out:#?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the library
+
+#[test]
+fn a_host_refuses_bombs_and_keeps_compiling_honest_plugins() {
+    let cache = tempfile::tempdir().unwrap();
+    // Twice what the echo plugin needs, a fifth of what the memory bomb needs.
+    let memory = 128 << 20;
+    let host = Host::builder()
+        .cache_dir(cache.path())
+        .compile_memory(memory)
+        .build()
+        .unwrap();
+    assert!(
+        host.compile_program().is_some(),
+        "the tests find target/<profile>/osiiso-host"
+    );
+    assert_eq!(host.compile_memory(), memory);
+
+    // A bomb too small to matter: the construction itself is a valid plugin.
+    let small = host.load_bytes("small", &many_functions(100)).unwrap();
+    assert!(small.task("echo").is_ok());
+
+    match host.load_bytes("memory-bomb", &many_functions(100_000)) {
+        Err(LoadError::CompileMemory { plugin, limit, .. }) => {
+            assert_eq!((plugin.as_str(), limit), ("memory-bomb", memory));
+        }
+        other => panic!("expected CompileMemory, got {other:?}"),
+    }
+    let hasty = Host::builder()
+        .cache_dir(cache.path())
+        .compile_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    match hasty.load_bytes("time-bomb", &nested_loops(30_000)) {
+        Err(error @ LoadError::CompileTimeout { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("time-bomb") && message.contains("compile_timeout"),
+                "{message}"
+            );
+        }
+        other => panic!("expected CompileTimeout, got {other:?}"),
+    }
+    // Only the honest plugin reached the cache, and the host still compiles.
+    assert_eq!(crate::support::cache_entries(cache.path()).len(), 1);
+    let echo = host.load(artifacts::ECHO).unwrap();
+    assert_eq!(echo.cache_outcome(), CacheOutcome::Miss);
+}
+
+#[test]
+fn cache_hits_never_start_a_compile_process() {
+    let cache = tempfile::tempdir().unwrap();
+    let warm = Host::builder().cache_dir(cache.path()).build().unwrap();
+    assert_eq!(
+        warm.load(artifacts::ECHO).unwrap().cache_outcome(),
+        CacheOutcome::Miss
+    );
+    // A compiler that cannot start: a hit must not need it, a miss fails naming it.
+    let nowhere = PathBuf::from("/nonexistent/osiiso-host");
+    let host = Host::builder()
+        .cache_dir(cache.path())
+        .compiler(Compiler::Program(nowhere.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(host.compile_program(), Some(nowhere.as_path()));
+    assert_eq!(
+        host.load(artifacts::ECHO).unwrap().cache_outcome(),
+        CacheOutcome::Hit
+    );
+    match host.load(artifacts::DOUBLE) {
+        Err(error @ LoadError::Compiler { .. }) => {
+            assert!(
+                error.to_string().contains("/nonexistent/osiiso-host"),
+                "{error}"
+            );
+        }
+        other => panic!("expected a Compiler error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_compile_process_that_misbehaves_fails_the_load_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let cases = [
+        // The kernel's OOM killer.
+        (
+            script("oom-killed", "kill -KILL $$"),
+            "compile memory limit",
+        ),
+        // std's abort when an allocation fails under the data limit.
+        (
+            script(
+                "alloc-failed",
+                "echo 'memory allocation of 4624 bytes failed' >&2; kill -ABRT $$",
+            ),
+            "memory allocation of 4624 bytes failed",
+        ),
+        (
+            script("panics", "echo 'the compiler broke' >&2; exit 101"),
+            "the compiler broke",
+        ),
+        (
+            script("garbage", "cat >/dev/null; printf '%0100d' 0"),
+            "compile reply magic",
+        ),
+        (
+            script(
+                "huge",
+                "cat >/dev/null; printf 'osiiso-compile1\\000\\000\\377\\377\\377\\377\\377\\377\\377\\377'",
+            ),
+            "more than the",
+        ),
+        // A reply, then a process that does not exit; and one that never replies, with a
+        // child that holds its pipes open.
+        (
+            script(
+                "lingers",
+                "cat >/dev/null; printf 'osiiso-compile1\\000\\001\\000\\000\\000\\000\\000\\000\\000\\000'; exec sleep 600",
+            ),
+            "compile timeout",
+        ),
+        (script("stalls", "sleep 600 & wait"), "compile timeout"),
+    ];
+    for (program, needle) in cases {
+        let host = Host::builder()
+            .cache(false)
+            .compiler(Compiler::Program(program.clone()))
+            .compile_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let error = host.load(artifacts::ECHO).unwrap_err().to_string();
+        assert!(
+            error.contains(needle) && error.contains("echo.wasm"),
+            "{}: expected {needle:?} in: {error}",
+            program.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// nodes compile what submitters send
+
+/// A submitter whose own limits let the plugin through sends it to a node with a lower
+/// compile memory limit: every task fails `plugin_load` once, naming the node's limit.
+#[cfg(feature = "nats")]
+#[test]
+fn a_node_fails_the_tasks_of_a_compile_bomb_with_plugin_load() {
+    use crate::nats_fixture::{Node, Server, Version, require};
+    let Some(server) = require(Version::V215, "compile bomb on a node") else {
+        return;
+    };
+    let server = Server::start(&server);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Its own cache: the submitter's compiled entry must not be a hit on the node.
+    let cache_root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node_cache = cache_root.path().join("cache");
+    let _node = Node::start(
+        &server.url(),
+        1,
+        dir.path(),
+        &[
+            "--cache-dir",
+            path_str(&node_cache),
+            "--compile-memory",
+            MEMORY,
+        ],
+    );
+    let bomb = plugin(dir.path(), "bomb.wasm", &many_functions(20_000));
+    let url = server.url();
+    let out = osiiso(&[
+        "run",
+        path_str(&bomb),
+        "echo",
+        "--input",
+        "1",
+        "--input",
+        "2",
+        "--retries",
+        "2",
+        "--queue",
+        "nats",
+        "--nats",
+        &url,
+        "--output",
+        "jsonl",
+    ]);
+    out.assert_code(1);
+    let rows = out.jsonl();
+    assert_eq!(rows.len(), 2, "{out:#?}");
+    for row in rows {
+        assert_eq!(crate::cli::error_kind(&row), "plugin_load", "{row:#}");
+        assert_eq!(row["attempts"], 1, "never retried: {row:#}");
+        let message = row["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("compile memory limit of 64 MiB")
+                && message.contains("--compile-memory"),
+            "{message}"
+        );
+    }
+}
