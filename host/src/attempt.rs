@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::engine::Task;
 use crate::failure::{CapturedOutput, TaskFailure};
+use crate::json::Json;
 
 /// A WASM task with its JSON input: what every queue submits (`task.with_input(json)`).
 #[derive(Clone, Debug)]
@@ -276,16 +277,16 @@ impl AttemptControl {
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptOutcome {
-    /// The task returned this JSON value.
-    Succeeded(Value),
+    /// The task returned this JSON value (kept as its text).
+    Succeeded(Json),
     /// The task failed.
     Failed(TaskFailure),
     /// The attempt was cancelled before it produced an outcome.
     Cancelled,
 }
 
-impl From<Result<Value, TaskFailure>> for AttemptOutcome {
-    fn from(result: Result<Value, TaskFailure>) -> Self {
+impl From<Result<Json, TaskFailure>> for AttemptOutcome {
+    fn from(result: Result<Json, TaskFailure>) -> Self {
         match result {
             Ok(value) => Self::Succeeded(value),
             Err(failure) => Self::Failed(failure),

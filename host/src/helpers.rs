@@ -8,9 +8,11 @@ use serde_json::Value;
 
 use crate::backend::{AsyncQueue, ProcessContext, ProcessQueue, ThreadQueue, WorkerInit};
 use crate::engine::Task;
+use crate::json::Json;
 use crate::queue::backend::Backend;
 use crate::queue::{
-    Checkpoint, Checkpointing, Error, KeyFn, Queue, QueueBuilder, RunOptions, TaskOptions, Workers,
+    Checkpoint, Checkpointing, Error, KeyFn, Queue, QueueBuilder, Retention, RunOptions,
+    TaskOptions, Workers,
 };
 
 /// The options of a one-shot helper.
@@ -109,7 +111,11 @@ impl HelperOptions {
     }
 
     fn configure<B: Backend>(&self, builder: QueueBuilder<B>) -> QueueBuilder<B> {
-        let mut builder = builder.workers(self.workers.map_or(Workers::Auto, Workers::Fixed));
+        // The group keeps every handle, so the values; the queue itself need not keep the
+        // results as well.
+        let mut builder = builder
+            .workers(self.workers.map_or(Workers::Auto, Workers::Fixed))
+            .retention(Retention::Counts);
         if let Some(rate) = self.rate {
             builder = builder.rate(rate);
         }
@@ -143,7 +149,7 @@ pub fn tmap(
     task: &Task,
     items: impl IntoIterator<Item = Value>,
     options: HelperOptions,
-) -> Result<Vec<Value>, Error> {
+) -> Result<Vec<Json>, Error> {
     let queue = options.configure(ThreadQueue::builder()).build()?;
     blocking_map(&queue, task, items, &options)
 }
@@ -153,7 +159,7 @@ pub fn pmap(
     task: &Task,
     items: impl IntoIterator<Item = Value>,
     options: HelperOptions,
-) -> Result<Vec<Value>, Error> {
+) -> Result<Vec<Json>, Error> {
     let mut builder = options.configure(ProcessQueue::builder());
     if let Some(context) = &options.context {
         builder = builder.context(context.clone());
@@ -170,7 +176,7 @@ pub async fn amap(
     task: &Task,
     items: impl IntoIterator<Item = Value>,
     options: HelperOptions,
-) -> Result<Vec<Value>, Error> {
+) -> Result<Vec<Json>, Error> {
     let queue = options.configure(AsyncQueue::builder()).build()?;
     queue.start()?;
     let mapped = map(&queue, task, items, &options);
@@ -193,7 +199,7 @@ fn blocking_map<B: Backend>(
     task: &Task,
     items: impl IntoIterator<Item = Value>,
     options: &HelperOptions,
-) -> Result<Vec<Value>, Error> {
+) -> Result<Vec<Json>, Error> {
     queue.scope(|queue| {
         let group = map(queue, task, items, options)?;
         queue.run_with(options.run_options())?;

@@ -32,6 +32,7 @@ pub mod backend;
 mod engine;
 mod failure;
 mod helpers;
+mod json;
 pub mod queue;
 pub mod text;
 pub mod units;
@@ -55,3 +56,4 @@ pub use engine::{
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
 pub use helpers::{HelperOptions, RunConfig, amap, pmap, run, tmap};
+pub use json::Json;

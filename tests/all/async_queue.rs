@@ -73,7 +73,10 @@ fn handles_are_futures_and_completion_order_is_a_stream() {
             .collect()
             .await;
         assert_eq!(order, ["10", "300"]);
-        assert_eq!(native.clone().await.value, Some(json!("from a future")));
+        assert_eq!(
+            native.clone().await.value,
+            Some(json!("from a future").into())
+        );
         let summary = queue.run_async().await.unwrap();
         assert_eq!(summary.succeeded, 3);
     });
@@ -100,7 +103,7 @@ fn bounded_submit_is_queue_full_and_submit_wait_waits() {
             .submit_wait(noop.with_input(json!(2)), TaskOptions::new())
             .await
             .unwrap();
-        assert_eq!(second.await.value, Some(json!(2)));
+        assert_eq!(second.await.value, Some(json!(2).into()));
         queue.run_async().await.unwrap();
     });
 }

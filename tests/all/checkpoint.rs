@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use osiiso_host::queue::{
     Checkpoint, Checkpointing, Error, TaskOptions, TaskStatus, canonical_json,
 };
-use osiiso_host::{HelperOptions, ThreadQueue, amap, pmap, tmap};
+use osiiso_host::{HelperOptions, Json, ThreadQueue, amap, pmap, tmap};
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
@@ -37,7 +37,7 @@ fn run_once(checkpoint: &Checkpoint, inputs: &[Value]) -> (Vec<Value>, usize, us
         .unwrap();
     let summary = queue.run().unwrap();
     (
-        group.values().unwrap(),
+        group.values().unwrap().iter().map(Json::to_value).collect(),
         summary.total_submitted,
         started.load(Ordering::SeqCst),
     )

@@ -112,6 +112,7 @@ fn osiiso_with(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Outcome {
     let start = Instant::now();
     let output = Command::new(BIN)
         .args(args)
+        .env("OSIISO_COMPILE_TIMEOUT", "15m")
         .envs(env.iter().copied())
         .env("OSIISO_CACHE_DIR", cache)
         .env_remove("RUST_LOG")

@@ -1,6 +1,6 @@
 //! Loading plugins: task lists, and precise errors for everything that is not a plugin.
 
-use osiiso_host::{AttemptOutcome, FailureKind, LoadError};
+use osiiso_host::{AttemptOutcome, FailureKind, Json, LoadError};
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
 
@@ -59,11 +59,14 @@ fn struct_inputs_get_a_derived_schema_and_declared_schemas_win() {
 fn tasks_return_values_and_typed_errors() {
     let plugin = load(artifacts::ECHO);
     let report = run(&plugin, "add", json!([2, 40]));
-    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(42)));
+    assert_eq!(
+        report.outcome,
+        AttemptOutcome::Succeeded(Json::from(json!(42)))
+    );
     let report = run(&plugin, "greet", json!({"name": "Ada", "excited": true}));
     assert_eq!(
         report.outcome,
-        AttemptOutcome::Succeeded(json!({"message": "Hello, Ada!", "attempt": 1}))
+        AttemptOutcome::Succeeded(Json::from(json!({"message": "Hello, Ada!", "attempt": 1})))
     );
     for (kind, expected) in [
         ("failed", FailureKind::Failed),
@@ -157,7 +160,7 @@ fn an_exported_function_is_a_typed_task() {
         Some("func(a: u32, b: u32) -> u32")
     );
     let report = run(&plugin, "add", json!({"a": 40, "b": 2}));
-    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(42)));
+    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(42).into()));
 }
 
 #[test]

@@ -153,7 +153,7 @@ pub(crate) fn py_text() -> &'static Plugin {
 /// Runs one attempt and returns its value, or panics with the outcome.
 pub(crate) fn succeeds(plugin: &Plugin, task: &str, input: Value) -> Value {
     match support::run(plugin, task, input.clone()).outcome {
-        AttemptOutcome::Succeeded(value) => value,
+        AttemptOutcome::Succeeded(value) => value.to_value(),
         other => panic!(
             "{}/{task}({input}) should succeed: {other:?}",
             plugin.name()
@@ -174,6 +174,7 @@ fn osiiso(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BIN)
         .args(args)
         .env("OSIISO_CACHE_DIR", support::cache_dir())
+        .env("OSIISO_COMPILE_TIMEOUT", "15m")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .output()

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use osiiso_host::{AttemptControl, AttemptOutcome, FailureKind, Limits, Sandbox, TaskFailure};
+use osiiso_host::{
+    AttemptControl, AttemptOutcome, FailureKind, Json, Limits, Sandbox, TaskFailure,
+};
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
 
@@ -74,7 +76,10 @@ fn hostile_panic() {
 fn hostile_big_output() {
     let plugin = load(artifacts::HOSTILE_BIG_OUTPUT);
     let report = run(&plugin, "flood", json!(100));
-    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(100 << 20)));
+    assert_eq!(
+        report.outcome,
+        AttemptOutcome::Succeeded(Json::from(json!(100 << 20)))
+    );
     let stdout = report.stdout.expect("stdout captured");
     assert!(stdout.truncated);
     assert_eq!(stdout.total_bytes, 100 << 20);
@@ -102,7 +107,7 @@ fn hostile_fs_escape() {
     let plugin = plugin.with_sandbox(Sandbox::new().dir_read_only(inside.path(), "/data"));
     assert_eq!(
         run(&plugin, "read", json!("/data/ok.txt")).outcome,
-        AttemptOutcome::Succeeded(json!("fine"))
+        AttemptOutcome::Succeeded(Json::from(json!("fine")))
     );
     for path in [
         "/data/../secret.txt",
@@ -128,12 +133,12 @@ fn hostile_env_probe() {
     let plugin = load(artifacts::HOSTILE_ENV_PROBE);
     assert_eq!(
         run(&plugin, "env", json!(null)).outcome,
-        AttemptOutcome::Succeeded(json!([]))
+        AttemptOutcome::Succeeded(Json::from(json!([])))
     );
     let plugin = plugin.with_sandbox(Sandbox::new().env("ONLY", "this"));
     assert_eq!(
         run(&plugin, "env", json!(null)).outcome,
-        AttemptOutcome::Succeeded(json!([["ONLY", "this"]]))
+        AttemptOutcome::Succeeded(Json::from(json!([["ONLY", "this"]])))
     );
 }
 
@@ -180,7 +185,7 @@ fn scenario_flaky() {
     assert_eq!(f.kind, FailureKind::Permanent);
     assert_eq!(
         run(&plugin, "noop", json!({"a": 1})).outcome,
-        AttemptOutcome::Succeeded(json!({"a": 1}))
+        AttemptOutcome::Succeeded(Json::from(json!({"a": 1})))
     );
 }
 
@@ -212,7 +217,7 @@ fn hostile_symlink_escape() {
             json!({"target": "inside.txt", "link": "/data/ok"})
         )
         .outcome,
-        AttemptOutcome::Succeeded(json!("/data/ok -> inside.txt"))
+        AttemptOutcome::Succeeded(Json::from(json!("/data/ok -> inside.txt")))
     );
     let made = std::fs::read_link(granted.path().join("ok")).unwrap();
     assert_eq!(made, std::path::Path::new("inside.txt"));
@@ -230,7 +235,10 @@ fn hostile_terminal() {
     assert!(shown.contains("\\e[2J"), "{shown}");
     // Guest stdout is captured, never mixed into anything of the host's.
     let report = run(&plugin, "forge_row", json!(null));
-    assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(1)));
+    assert_eq!(
+        report.outcome,
+        AttemptOutcome::Succeeded(Json::from(json!(1)))
+    );
     assert!(report.stdout.unwrap().text.contains("forged"));
 }
 
@@ -273,11 +281,11 @@ fn hostile_secret_keeper() {
     // The default: a fresh instance for every attempt, so nothing survives a task.
     assert_eq!(
         run(&plugin, "remember", json!("s3cret")).outcome,
-        AttemptOutcome::Succeeded(json!(true))
+        AttemptOutcome::Succeeded(Json::from(json!(true)))
     );
     assert_eq!(
         run(&plugin, "recall", json!(null)).outcome,
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(Json::from(json!(null)))
     );
     let pool = WarmPool::new(4);
     let attempt = |plugin: &osiiso_host::Plugin, task: &str, input: serde_json::Value| {
@@ -298,7 +306,7 @@ fn hostile_secret_keeper() {
     attempt(&plugin, "remember", json!("s3cret"));
     assert_eq!(
         attempt(&plugin, "recall", json!(null)),
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(Json::from(json!(null)))
     );
     assert_eq!(pool.idle(), 0);
 
@@ -307,7 +315,7 @@ fn hostile_secret_keeper() {
     attempt(&warm, "remember", json!("s3cret"));
     assert_eq!(
         attempt(&warm, "recall", json!(null)),
-        AttemptOutcome::Succeeded(json!("s3cret"))
+        AttemptOutcome::Succeeded(Json::from(json!("s3cret")))
     );
     // ...and never crosses other limits or another sandbox.
     let other_limits = plugin
@@ -315,12 +323,12 @@ fn hostile_secret_keeper() {
         .with_limits(Limits::new().reuse(10).fuel(1 << 40));
     assert_eq!(
         attempt(&other_limits, "recall", json!(null)),
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(Json::from(json!(null)))
     );
     let other_sandbox = warm.clone().with_sandbox(Sandbox::new().env("K", "V"));
     assert_eq!(
         attempt(&other_sandbox, "recall", json!(null)),
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(Json::from(json!(null)))
     );
 
     // A counter grows on one warm instance; a trap discards it, and the next attempt starts
@@ -328,17 +336,17 @@ fn hostile_secret_keeper() {
     let counter = plugin.with_limits(Limits::new().reuse(100).max_memory(64 << 20));
     assert_eq!(
         attempt(&counter, "count", json!(null)),
-        AttemptOutcome::Succeeded(json!(1))
+        AttemptOutcome::Succeeded(Json::from(json!(1)))
     );
     assert_eq!(
         attempt(&counter, "count", json!(null)),
-        AttemptOutcome::Succeeded(json!(2))
+        AttemptOutcome::Succeeded(Json::from(json!(2)))
     );
     let crash = failure(attempt(&counter, "count_and_crash", json!(null)));
     assert_eq!(crash.kind, FailureKind::Trap, "{crash}");
     assert_eq!(
         attempt(&counter, "count", json!(null)),
-        AttemptOutcome::Succeeded(json!(1))
+        AttemptOutcome::Succeeded(Json::from(json!(1)))
     );
     // An instance serves `reuse` attempts at most.
     let short = counter.with_limits(Limits::new().reuse(2));
@@ -347,7 +355,7 @@ fn hostile_secret_keeper() {
         .collect();
     assert_eq!(
         counts,
-        [1, 2, 1, 2, 1].map(|n| AttemptOutcome::Succeeded(json!(n)))
+        [1, 2, 1, 2, 1].map(|n| AttemptOutcome::Succeeded(Json::from(json!(n))))
     );
 }
 
@@ -406,11 +414,11 @@ fn hostile_special_files() {
     // Regular files and directories are untouched.
     assert_eq!(
         run(&plugin, "read", json!("/g/ok.txt")).outcome,
-        AttemptOutcome::Succeeded(json!(4))
+        AttemptOutcome::Succeeded(json!(4).into())
     );
     assert_eq!(
         run(&plugin, "write", json!("/g/new.txt")).outcome,
-        AttemptOutcome::Succeeded(json!(null))
+        AttemptOutcome::Succeeded(json!(null).into())
     );
     assert_eq!(
         std::fs::read_to_string(granted.path().join("new.txt")).unwrap(),
@@ -433,15 +441,15 @@ fn hostile_fd_hog() {
     // Within the default budget of 256: many files at once, and any number one after another.
     assert_eq!(
         run(&plugin, "files", hog(200)).outcome,
-        AttemptOutcome::Succeeded(json!(200))
+        AttemptOutcome::Succeeded(json!(200).into())
     );
     assert_eq!(
         run(&plugin, "sequential", hog(5000)).outcome,
-        AttemptOutcome::Succeeded(json!(5000))
+        AttemptOutcome::Succeeded(json!(5000).into())
     );
     assert_eq!(
         run(&plugin, "list", json!("/g/d")).outcome,
-        AttemptOutcome::Succeeded(json!(10))
+        AttemptOutcome::Succeeded(json!(10).into())
     );
 
     // Beyond it: the guest's open fails, and the attempt is reported as the limit.
@@ -467,11 +475,11 @@ fn hostile_fd_hog() {
     // Closing gives the budget back: one after another, nothing runs out.
     assert_eq!(
         run(&small, "sequential", hog(1000)).outcome,
-        AttemptOutcome::Succeeded(json!(1000))
+        AttemptOutcome::Succeeded(json!(1000).into())
     );
     let listing = json!({"path": "/g/d", "count": 5});
     assert_eq!(
         run(&small, "listings", listing).outcome,
-        AttemptOutcome::Succeeded(json!(5))
+        AttemptOutcome::Succeeded(json!(5).into())
     );
 }

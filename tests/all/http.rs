@@ -190,12 +190,15 @@ fn async_queue_fetches_from_an_allowed_host() {
         let plain = plain.await;
         assert_eq!(
             plain.value,
-            Some(json!({"status": 200, "json": {"ok": true, "path": "/a"}})),
+            Some(json!({"status": 200, "json": {"ok": true, "path": "/a"}}).into()),
             "{:?}",
             plain.error
         );
         let object = object.await;
-        assert_eq!(object.value.as_ref().unwrap()["json"]["path"], "/b?c=d");
+        assert_eq!(
+            object.value.as_ref().unwrap().to_value()["json"]["path"],
+            "/b?c=d"
+        );
     });
     assert_eq!(server.requests(), 2);
 }
@@ -509,6 +512,6 @@ fn connections_in_flight_count_against_the_descriptor_budget() {
     );
     assert_eq!(
         crate::support::run(&plugin, "connections", hog(8)).outcome,
-        osiiso_host::AttemptOutcome::Succeeded(json!(8))
+        osiiso_host::AttemptOutcome::Succeeded(json!(8).into())
     );
 }

@@ -67,13 +67,21 @@ fn workers_of(child: &Child) -> Vec<i32> {
         .collect()
 }
 
-/// Whether any of `pids` still runs (after its parent exited and a moment passed).
+/// Whether any of `pids` still runs (after its parent exited and a moment passed). A zombie
+/// has exited: it only waits for whoever adopted it (init, once its parent is gone) to reap
+/// it, which may take any time.
 fn left_behind(pids: &[i32]) -> Vec<i32> {
     std::thread::sleep(Duration::from_millis(300));
     pids.iter()
         .copied()
-        // SAFETY: signal 0 only checks that the process exists.
-        .filter(|&pid| unsafe { libc::kill(pid, 0) } == 0)
+        .filter(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) STATE ...`; no file: gone.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            state.is_some_and(|state| state != "Z" && state != "X")
+        })
         .collect()
 }
 

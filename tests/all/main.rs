@@ -14,6 +14,7 @@ mod hostile_files;
 mod http;
 mod jobs;
 mod long_runs;
+mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]

@@ -239,7 +239,7 @@ fn a_nats_queue_is_built_and_run_from_async_code() {
             .unwrap();
         let summary = queue.run_async().await.unwrap();
         assert!(summary.ok(), "{summary}");
-        assert_eq!(handle.await.value, Some(json!({"from": "async"})));
+        assert_eq!(handle.await.value, Some(json!({"from": "async"}).into()));
     });
 }
 
@@ -445,7 +445,7 @@ fn a_plugin_corrupted_behind_a_submitters_back_costs_one_retry() {
         .unwrap();
     queue.run().unwrap();
     let result = second.result().unwrap();
-    assert_eq!(result.value, Some(json!(2)), "{result:#?}");
+    assert_eq!(result.value, Some(json!(2).into()), "{result:#?}");
     assert_eq!(
         result.attempts, 2,
         "the node's complaint cost one retry: {result:#?}"

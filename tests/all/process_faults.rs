@@ -65,7 +65,7 @@ fn killed_worker_fails_its_attempt_and_the_pool_recovers() {
         .unwrap();
     assert_eq!(
         after.wait().value,
-        Some(json!("still here")),
+        Some(json!("still here").into()),
         "a new worker took over"
     );
     queue.shutdown();
@@ -132,7 +132,7 @@ fn stopped_worker_is_killed_at_the_deadline() {
 /// A fake worker: handshakes, then behaves as `after_request` says once a request arrives.
 fn fake_worker(dir: &Path, after_request: &str) -> PathBuf {
     // The protocol version this host speaks (protocol.rs).
-    let hello = r#"{"Hello":{"version":2,"pid":1}}"#;
+    let hello = r#"{"Hello":{"version":3,"pid":1}}"#;
     let script = format!(
         "#!/bin/sh\nprintf '\\{:03o}\\000\\000\\000{hello}'\nhead -c 4 >/dev/null\n{after_request}\n",
         hello.len()

@@ -53,7 +53,7 @@ fn args_stdin_and_env_reach_the_program_and_its_output_is_the_value() {
         );
         assert_eq!(
             report.outcome,
-            AttemptOutcome::Succeeded(out("args: --env GREETING\n2 4 19\nGREETING=hé\n")),
+            AttemptOutcome::Succeeded(out("args: --env GREETING\n2 4 19\nGREETING=hé\n").into()),
             "{path}"
         );
         // The output is in the value, not twice in the row.
@@ -62,12 +62,12 @@ fn args_stdin_and_env_reach_the_program_and_its_output_is_the_value() {
         let report = run(&plugin, "run", json!(["a", "b"]));
         assert_eq!(
             report.outcome,
-            AttemptOutcome::Succeeded(out("args: a b\n0 0 0\n"))
+            AttemptOutcome::Succeeded(out("args: a b\n0 0 0\n").into())
         );
         let report = run(&plugin, "run", Value::Null);
         assert_eq!(
             report.outcome,
-            AttemptOutcome::Succeeded(out("args: \n0 0 0\n"))
+            AttemptOutcome::Succeeded(out("args: \n0 0 0\n").into())
         );
     }
 }
@@ -124,7 +124,7 @@ fn bad_program_inputs_are_invalid_input() {
         let report = run(&plugin, "run", json!(["--env", "MODE"]));
         assert_eq!(
             report.outcome,
-            AttemptOutcome::Succeeded(out("args: --env MODE\n0 0 0\nMODE=prod\n"))
+            AttemptOutcome::Succeeded(out("args: --env MODE\n0 0 0\nMODE=prod\n").into())
         );
     }
 }
@@ -278,6 +278,6 @@ fn a_tampered_cache_entry_of_an_adapted_program_is_rebuilt() {
     let report = run(&plugin, "run", json!(["x"]));
     assert_eq!(
         report.outcome,
-        AttemptOutcome::Succeeded(out("args: x\n0 0 0\n"))
+        AttemptOutcome::Succeeded(out("args: x\n0 0 0\n").into())
     );
 }

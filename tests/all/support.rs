@@ -4,13 +4,18 @@ use std::sync::OnceLock;
 
 use osiiso_host::{AttemptControl, AttemptReport, AttemptRequest, Host, Plugin};
 
+/// How long the tests let a plugin compile: the 12-19 MB foreign components can take minutes
+/// on two cores busy with the whole test suite, past the default of two minutes.
+pub const COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// A host whose compile cache lives in a directory shared by the whole test binary, so
-/// each guest is compiled once per run.
+/// each guest is compiled once per run, with the tests' compile timeout.
 pub fn host() -> Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| {
         Host::builder()
             .cache_dir(cache_dir())
+            .compile_timeout(COMPILE_TIMEOUT)
             .build()
             .expect("host builds")
     })

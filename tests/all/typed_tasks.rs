@@ -19,7 +19,7 @@ fn calc() -> Plugin {
 
 fn value(plugin: &Plugin, task: &str, input: Value) -> Value {
     match run(plugin, task, input.clone()).outcome {
-        AttemptOutcome::Succeeded(value) => value,
+        AttemptOutcome::Succeeded(value) => value.into(),
         other => panic!("{task}({input}) should succeed: {other:?}"),
     }
 }
@@ -446,13 +446,19 @@ fn a_value_too_large_to_send_fails_as_serialization() {
 #[test]
 fn the_host_builds_bounded_values_from_a_guest_list() {
     let plugin = load(artifacts::HOSTILE_TYPED);
-    // 50 M bytes would be 50 M host values: wasmtime's bound on what one call copies out of
-    // a guest (128 MiB of host data) stops it; the task fails and the host goes on.
+    // 50 M bytes would be 50 M host values: the host's bound on what one call copies out of
+    // a guest (128 MiB of host data) stops it; the task fails `serialization`, not retried,
+    // and the host goes on.
     let report = run(&plugin, "big-bytes", json!(50_000_000));
     let AttemptOutcome::Failed(failed) = &report.outcome else {
         panic!("{report:?}");
     };
-    assert!(failed.message.contains("too much data"), "{failed}");
+    assert_eq!(failed.kind, FailureKind::Serialization, "{failed}");
+    assert!(
+        failed.message.contains("more than 128 MiB in one call"),
+        "{failed}"
+    );
+    assert!(!failed.kind.is_retryable());
     assert_eq!(
         value(&plugin, "big-bytes", json!(3)),
         json!([255, 255, 255])

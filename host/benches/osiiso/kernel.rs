@@ -64,7 +64,8 @@ fn wasm_kernel(task: &Task, name: &str, n: u64) -> anyhow::Result<(u64, Duration
     match report.outcome {
         AttemptOutcome::Succeeded(value) => {
             let value = value
-                .as_u64()
+                .get::<u64>()
+                .ok()
                 .with_context(|| format!("{name} returned a non-integer"))?;
             Ok((value, elapsed, report.fuel_consumed))
         }

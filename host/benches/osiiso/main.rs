@@ -19,19 +19,20 @@
 //! cargo bench -p osiiso-host --bench osiiso -- b1 b7     # a subset
 //! ```
 //!
-//! Names: `attempt`, `b1` … `b10`, `sleepers`. Without `--bench` on the command line (which
+//! Names: `attempt`, `b1` … `b10`, `sleepers`, `memory`. Without `--bench` on the command line (which
 //! `cargo bench` always passes, and `cargo test --benches` does not) every benchmark runs once
 //! with tiny sizes as a smoke test; its verdicts mean nothing.
 //!
 //! Modules: `raw` (the raw-wasmtime baselines and `attempt`), `queues` (B1–B4, B6), `kernel`
-//! (B5, B5b), `distributed` (B9, NATS), `cli` (B7, B10 with `osiiso_bench.py`), `sleepers` (B8 and `sleepers`), `measure`
-//! (timing, load and formatting helpers).
+//! (B5, B5b), `distributed` (B9, NATS), `cli` (B7, B10 with `osiiso_bench.py`), `sleepers` (B8 and `sleepers`),
+//! `memory` (peak RSS of long CLI runs), `measure` (timing, load and formatting helpers).
 
 mod cli;
 #[cfg(feature = "nats")]
 mod distributed;
 mod kernel;
 mod measure;
+mod memory;
 mod queues;
 mod raw;
 mod sleepers;
@@ -93,6 +94,10 @@ const BENCHES: &[(&str, &str)] = &[
     (
         "sleepers",
         "AsyncQueue: 1,000 x 100 ms sleepers on 1,000 workers; 100 sleepers beside a spinning guest",
+    ),
+    (
+        "memory",
+        "peak RSS of the CLI at 100k and 1M tasks (finite jsonl/json, infinite stdin), bytes per task; 4 x 60 MB values",
     ),
 ];
 
@@ -226,6 +231,7 @@ fn run(selected: &[&str], scale: Scale) -> anyhow::Result<Vec<Verdict>> {
             #[cfg(feature = "nats")]
             "b9" => distributed::bench_b9(scale, &noop()?)?,
             "b10" => cli::bench_b10(scale)?,
+            "memory" => memory::bench_memory(scale)?,
             other => bail!("no benchmark {other}"),
         };
         for verdict in &found {

@@ -177,7 +177,7 @@ fn engine_noop(task: &Task) -> anyhow::Result<()> {
         progress: None,
     });
     match report.outcome {
-        AttemptOutcome::Succeeded(Value::Null) => Ok(()),
+        AttemptOutcome::Succeeded(value) if value.is_null() => Ok(()),
         other => bail!("engine noop ended with {other:?}"),
     }
 }

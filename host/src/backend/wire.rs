@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
 use crate::engine::{AttemptRequest, Limits, Plugin, Sandbox, WarmPool};
 use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
+use crate::json::Json;
 use crate::queue::backend::Attempt;
 
 /// What runs: the plugin (by content hash), the task, its input and everything that bounds it.
@@ -133,7 +135,8 @@ impl AttemptSpec {
     }
 }
 
-/// An [`AttemptReport`] on the wire (the value travels as JSON text).
+/// An [`AttemptReport`] on the wire. The value travels as the JSON it is, inside the
+/// report's own JSON (never escaped into a string), and is validated where it arrives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WireReport {
     pub outcome: WireOutcome,
@@ -145,16 +148,40 @@ pub(crate) struct WireReport {
 /// [`AttemptOutcome`] on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum WireOutcome {
-    Succeeded(String),
+    Succeeded(WireValue),
     Failed(TaskFailure),
     Cancelled,
+}
+
+/// A value on the wire: sent as the [`Json`] it is; received as raw text, unchecked until
+/// [`WireReport::into_report`] validates it (so that a bad value fails its task, typed,
+/// and the rest of the report still arrives).
+#[derive(Debug, Clone)]
+pub(crate) enum WireValue {
+    Sent(Json),
+    Received(Box<RawValue>),
+}
+
+impl Serialize for WireValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Sent(json) => json.serialize(serializer),
+            Self::Received(raw) => raw.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WireValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Self::Received)
+    }
 }
 
 impl WireReport {
     pub(crate) fn new(report: AttemptReport) -> Self {
         Self {
             outcome: match report.outcome {
-                AttemptOutcome::Succeeded(value) => WireOutcome::Succeeded(value.to_string()),
+                AttemptOutcome::Succeeded(value) => WireOutcome::Succeeded(WireValue::Sent(value)),
                 AttemptOutcome::Failed(failure) => WireOutcome::Failed(failure),
                 AttemptOutcome::Cancelled => WireOutcome::Cancelled,
             },
@@ -164,16 +191,21 @@ impl WireReport {
         }
     }
 
-    /// The report. A value that is not JSON is a `Serialization` failure naming `sender`.
+    /// The report. A value that is not JSON a queue keeps (see [`Json`]) is a
+    /// `Serialization` failure naming `sender`.
     pub(crate) fn into_report(self, sender: &str) -> AttemptReport {
         let outcome = match self.outcome {
-            WireOutcome::Succeeded(json) => match serde_json::from_str(&json) {
-                Ok(value) => AttemptOutcome::Succeeded(value),
-                Err(e) => AttemptOutcome::Failed(TaskFailure::new(
-                    FailureKind::Serialization,
-                    format!("{sender} sent a value that is not JSON: {e}"),
-                )),
-            },
+            WireOutcome::Succeeded(WireValue::Sent(value)) => AttemptOutcome::Succeeded(value),
+            WireOutcome::Succeeded(WireValue::Received(raw)) => {
+                let text: Box<str> = raw.into();
+                match Json::from_string(text.into()) {
+                    Ok(value) => AttemptOutcome::Succeeded(value),
+                    Err(e) => AttemptOutcome::Failed(TaskFailure::new(
+                        FailureKind::Serialization,
+                        format!("{sender} sent a value that is not JSON: {e}"),
+                    )),
+                }
+            }
             WireOutcome::Failed(failure) => AttemptOutcome::Failed(failure),
             WireOutcome::Cancelled => AttemptOutcome::Cancelled,
         };

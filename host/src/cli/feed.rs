@@ -13,11 +13,13 @@ use osiiso_host::queue::{Error as QueueError, Handle, Queue};
 use parking_lot::{Condvar, Mutex};
 
 use super::jobs::{JobSpec, Origin};
-use super::work::{CheckpointPlan, Resolver, Submission, is_restored};
+use super::work::{CheckpointPlan, Resolver, Submission};
 
-/// The most submitted tasks left unfinished: room for a thousand workers many times over, and
-/// a bound on what the queue holds.
-pub(crate) const WINDOW_TASKS: usize = 65_536;
+/// The most submitted tasks left unfinished (or twice the workers, if more): enough read
+/// ahead to keep every worker busy, and a bound on what the queue holds — a few hundred bytes
+/// a task, so about a megabyte, reached within the first few thousand tasks: a run of a
+/// million tasks holds what a run of ten thousand does.
+pub(crate) const WINDOW_TASKS: usize = 4_096;
 /// The most input bytes (as read) of unfinished tasks: parsed, up to about 16 times as much.
 /// A larger job still goes, alone.
 pub(crate) const WINDOW_BYTES: usize = 16 << 20;
@@ -82,17 +84,6 @@ impl Window {
     }
 }
 
-/// What a feeder did, read by the run's report.
-#[derive(Default)]
-pub(crate) struct Tally {
-    /// Tasks recorded (`on_complete`): every admitted task, once.
-    pub(crate) finished: AtomicUsize,
-    /// Jobs restored from the checkpoint.
-    pub(crate) restored: AtomicUsize,
-    /// Lines reported and skipped.
-    pub(crate) skipped: AtomicUsize,
-}
-
 /// How a feeding ended.
 pub(crate) enum Fed {
     /// Every job was read.
@@ -110,19 +101,18 @@ pub(crate) struct Feeder<B: Backend> {
     pub(crate) plan: Option<CheckpointPlan>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) window: Arc<Window>,
-    pub(crate) tally: Arc<Tally>,
-    /// Keep the handles, in order (for output written at the end).
-    pub(crate) keep: bool,
+    /// Lines reported and skipped.
+    pub(crate) skipped: Arc<AtomicUsize>,
 }
 
 impl<B: Backend> Feeder<B> {
-    /// Feeds every job, in order, and returns how it ended with the handles kept. Restored
-    /// handles are passed to `restored` at once (they never reach `on_complete`).
-    pub(crate) fn feed(&mut self, jobs: Jobs, restored: &dyn Fn(&Handle)) -> (Fed, Vec<Handle>) {
-        let mut handles = Vec::new();
+    /// Feeds every job, in order, and returns how it ended. Every handle (a restored one
+    /// included, done already) is passed to `submitted` as it is admitted, in input order;
+    /// none is kept.
+    pub(crate) fn feed(&mut self, jobs: Jobs, submitted: &dyn Fn(&Handle)) -> Fed {
         for spec in jobs {
             if self.stop.load(Ordering::SeqCst) {
-                return (Fed::Stopped, handles);
+                return Fed::Stopped;
             }
             let spec = match spec {
                 Ok(spec) => spec,
@@ -140,19 +130,13 @@ impl<B: Backend> Feeder<B> {
                 }
             };
             if !self.window.enter(bytes) {
-                return (Fed::Stopped, handles);
+                return Fed::Stopped;
             }
             match futures::executor::block_on(self.submit_one(submission)) {
                 Ok(handle) => {
                     let window = self.window.clone();
                     handle.add_done_callback(move |_| window.leave(bytes));
-                    if handle.attempts() == 0 && handle.is_done() && is_restored(&handle) {
-                        self.tally.restored.fetch_add(1, Ordering::SeqCst);
-                        restored(&handle);
-                    }
-                    if self.keep {
-                        handles.push(handle);
-                    }
+                    submitted(&handle);
                 }
                 Err(error) => {
                     self.window.leave(bytes);
@@ -162,20 +146,20 @@ impl<B: Backend> Feeder<B> {
                                 true => Fed::Stopped,
                                 false => Fed::Closed(origin),
                             };
-                            return (fed, handles);
+                            return fed;
                         }
                         error => self.skip(&anyhow!("{origin}: {error}")),
                     }
                 }
             }
         }
-        (Fed::Ended, handles)
+        Fed::Ended
     }
 
     /// Feeds a stream until it ends, then shuts the queue down gracefully once everything
     /// has finished (infinite mode).
-    pub(crate) fn run(mut self, jobs: Jobs, restored: &dyn Fn(&Handle)) {
-        let (fed, _) = self.feed(jobs, restored);
+    pub(crate) fn run(mut self, jobs: Jobs, submitted: &dyn Fn(&Handle)) {
+        let fed = self.feed(jobs, submitted);
         if matches!(fed, Fed::Ended) && !self.stop.load(Ordering::SeqCst) {
             self.queue.shutdown();
         }
@@ -183,7 +167,7 @@ impl<B: Backend> Feeder<B> {
 
     fn skip(&self, error: &anyhow::Error) {
         use std::io::Write as _;
-        self.tally.skipped.fetch_add(1, Ordering::SeqCst);
+        self.skipped.fetch_add(1, Ordering::SeqCst);
         let message = osiiso_host::text::escape_control_keep_newlines(&format!("{error:#}"));
         let _ = writeln!(std::io::stderr(), "error: {message} (skipped)");
     }

@@ -11,10 +11,12 @@ mod list;
 mod nodes;
 mod options;
 mod output;
+mod rows;
 mod run;
 #[cfg(feature = "nats")]
 mod serve;
 mod signals;
+mod spill;
 mod validate;
 mod work;
 

@@ -34,7 +34,7 @@ pub(crate) struct CacheArgs {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct CompileLimitArgs {
     /// How long compiling a plugin may take before the load fails [default: 2m].
-    #[arg(long, value_name = "DUR", value_parser = compile_timeout)]
+    #[arg(long, env = "OSIISO_COMPILE_TIMEOUT", value_name = "DUR", value_parser = compile_timeout)]
     pub compile_timeout: Option<std::time::Duration>,
     /// The memory compiling a plugin may use before the load fails, at least 64MiB
     /// [default: 2GiB].

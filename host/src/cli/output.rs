@@ -1,17 +1,24 @@
-//! Reporting results: JSON lines as tasks finish, a JSON array or a table at the end, a
-//! progress bar on a terminal, the run summary on stderr.
+//! Reporting results: JSON lines as tasks finish, a JSON array or a table at the end (in input
+//! order), a progress bar on a terminal, the counts for the run summary on stderr. Memory does
+//! not grow with the tasks reported: JSON lines go out bounded (`rows`), rows for the end wait
+//! on disk (`spill`).
 //!
 //! Every write of results is checked. A reader that went away (`EPIPE`) or a full disk ends
 //! the run: the reporter calls its stop hook (which cancels the queue) and the command exits
 //! non-zero, quietly for a closed pipe and with a clear error otherwise.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
-use osiiso_host::queue::TaskResult;
+use osiiso_host::queue::{Handle, KEPT_FAILURES, RunSummary, TaskResult, TaskStatus};
 use osiiso_host::text::{escape_control, truncate};
+
+use super::rows::RowStream;
+use super::spill::Spill;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OutputFormat {
@@ -41,7 +48,7 @@ pub(crate) enum OutputError {
 }
 
 impl OutputError {
-    fn from_io(error: io::Error) -> Self {
+    pub(crate) fn from_io(error: io::Error) -> Self {
         if error.kind() == io::ErrorKind::BrokenPipe {
             Self::BrokenPipe
         } else {
@@ -61,15 +68,15 @@ impl std::fmt::Display for OutputError {
 
 type StopHook = Box<dyn Fn() + Send + Sync>;
 
-/// What the reporter shares with its writer thread.
-struct Shared {
+/// What the reporter shares with whoever writes rows.
+pub(crate) struct Shared {
     failure: Mutex<Option<OutputError>>,
     stop: OnceLock<StopHook>,
 }
 
 impl Shared {
     /// Remembers the first failure and stops the run once.
-    fn fail(&self, error: OutputError) {
+    pub(crate) fn fail(&self, error: OutputError) {
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if failure.is_none() {
             *failure = Some(error);
@@ -80,7 +87,7 @@ impl Shared {
         }
     }
 
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -88,84 +95,37 @@ impl Shared {
     }
 }
 
-/// Receives results as they are recorded.
+/// Where finished tasks' rows go.
+enum Rows {
+    /// JSON lines, written as tasks finish.
+    Stream(RowStream),
+    /// Rows kept on disk for the end, in input order (a JSON array, a table).
+    AtEnd(Spill),
+}
+
+/// Receives every submitted task and reports it once it is done: its row, the progress bar,
+/// and the counts of the summary. It keeps no task: what a finished task leaves behind is its
+/// row (written, or on disk) and its place in the counts.
 pub(crate) struct Reporter {
     format: OutputFormat,
     bar: Option<ProgressBar>,
     shared: Arc<Shared>,
-    /// JSON lines, written as tasks finish.
-    rows: Option<RowBuffer>,
+    rows: Rows,
+    /// The input position of the next task tracked.
+    next: AtomicUsize,
+    tally: parking_lot::Mutex<Tally>,
 }
 
-/// Rows on their way to stdout. There is no writer thread: whoever adds a row while nobody
-/// is writing becomes the writer and drains what piles up meanwhile, so rows go out as soon as
-/// their task finishes, in batches under load, with no wake-up per row.
-struct RowBuffer {
-    pending: parking_lot::Mutex<Pending>,
-    /// Wakes `finish` when the last writer is done.
-    drained: parking_lot::Condvar,
-    bar: Option<ProgressBar>,
-}
-
+/// The counts of what was reported, for a summary the queue could not give.
 #[derive(Default)]
-struct Pending {
-    bytes: Vec<u8>,
-    /// Someone is writing: new rows are left for them.
-    writing: bool,
-}
-
-impl RowBuffer {
-    fn push(&self, result: &TaskResult, shared: &Shared) {
-        thread_local! {
-            static ROW: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
-        }
-        let Some(mut batch) = ROW.with_borrow_mut(|row| {
-            row.clear();
-            // A result serializes to JSON without fail: its values are JSON already.
-            if serde_json::to_writer(&mut *row, result).is_ok() {
-                row.push(b'\n');
-            }
-            let mut pending = self.pending.lock();
-            pending.bytes.extend_from_slice(row);
-            if pending.writing {
-                return None;
-            }
-            pending.writing = true;
-            Some(std::mem::take(&mut pending.bytes))
-        }) else {
-            return;
-        };
-        loop {
-            if !shared.failed() {
-                let mut out = io::stdout().lock();
-                let written = match &self.bar {
-                    Some(bar) => bar.suspend(|| out.write_all(&batch).and_then(|()| out.flush())),
-                    None => out.write_all(&batch).and_then(|()| out.flush()),
-                };
-                if let Err(error) = written {
-                    shared.fail(OutputError::from_io(error));
-                }
-            }
-            batch.clear();
-            let mut pending = self.pending.lock();
-            if pending.bytes.is_empty() {
-                pending.writing = false;
-                // Keep the allocation for the next batch.
-                pending.bytes = batch;
-                self.drained.notify_all();
-                return;
-            }
-            std::mem::swap(&mut pending.bytes, &mut batch);
-        }
-    }
-
-    /// Waits until no row is being written.
-    fn wait_drained(&self) {
-        let mut pending = self.pending.lock();
-        while pending.writing {
-            self.drained.wait(&mut pending);
-        }
-    }
+struct Tally {
+    succeeded: usize,
+    failed: usize,
+    cancelled: usize,
+    /// The first failed results, for the summary's list.
+    failures: Vec<Arc<TaskResult>>,
+    /// Tasks restored from a checkpoint (never run, so in no summary of the queue).
+    restored: usize,
 }
 
 impl Reporter {
@@ -174,7 +134,7 @@ impl Reporter {
         progress: ProgressMode,
         quiet: bool,
         total: Option<usize>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let format = format.unwrap_or(if io::stdout().is_terminal() {
             OutputFormat::Table
         } else {
@@ -200,21 +160,31 @@ impl Reporter {
             );
             bar
         });
-        let shared = Arc::new(Shared {
-            failure: Mutex::new(None),
-            stop: OnceLock::new(),
-        });
-        let rows = (format == OutputFormat::Jsonl).then(|| RowBuffer {
-            pending: parking_lot::Mutex::new(Pending::default()),
-            drained: parking_lot::Condvar::new(),
-            bar: bar.clone(),
-        });
-        Self {
+        let rows = match format {
+            OutputFormat::Jsonl => Rows::Stream(RowStream::new(bar.clone())),
+            OutputFormat::Json | OutputFormat::Table => Rows::AtEnd(Spill::new().map_err(|e| {
+                anyhow::anyhow!(
+                    "--output {}: cannot create a temporary file in {} for the rows: {e}",
+                    if format == OutputFormat::Json {
+                        "json"
+                    } else {
+                        "table"
+                    },
+                    std::env::temp_dir().display()
+                )
+            })?),
+        };
+        Ok(Self {
             format,
             bar,
-            shared,
+            shared: Arc::new(Shared {
+                failure: Mutex::new(None),
+                stop: OnceLock::new(),
+            }),
             rows,
-        }
+            next: AtomicUsize::new(0),
+            tally: parking_lot::Mutex::new(Tally::default()),
+        })
     }
 
     /// What to call once when results can no longer be written (cancel the run).
@@ -227,15 +197,33 @@ impl Reporter {
         }
     }
 
-    /// Whether results are written at the end (a JSON array, a table) rather than as they come.
-    pub(crate) fn writes_at_end(&self) -> bool {
-        self.format != OutputFormat::Jsonl
+    /// Takes a submitted task, in input order: its row is reported when it is done (at once
+    /// if it is done already, as a task restored from a checkpoint is). The reporter keeps
+    /// its input position, not its handle.
+    pub(crate) fn track(self: &Arc<Self>, handle: &Handle) {
+        let position = self.next.fetch_add(1, Ordering::SeqCst);
+        let reporter = self.clone();
+        handle.add_done_callback(move |handle| {
+            if let Some(result) = handle.result() {
+                reporter.finished(position, &result);
+            }
+        });
     }
 
-    /// Called once per finished task (from the queue's `on_complete`).
-    pub(crate) fn finished(&self, result: &TaskResult) {
-        if let Some(rows) = &self.rows {
-            rows.push(result, &self.shared);
+    /// Reports one finished task.
+    fn finished(&self, position: usize, result: &TaskResult) {
+        self.count(result);
+        match &self.rows {
+            Rows::Stream(stream) => stream.push(json_row(result, b"\n"), &self.shared),
+            Rows::AtEnd(spill) => {
+                let row = match self.format {
+                    OutputFormat::Table => table_row(result),
+                    _ => json_row(result, b""),
+                };
+                if let Err(error) = spill.put(position, &row) {
+                    self.shared.fail(OutputError::Io(error));
+                }
+            }
         }
         if let Some(bar) = &self.bar {
             bar.inc(1);
@@ -249,11 +237,57 @@ impl Reporter {
         }
     }
 
-    /// Writes the end-of-run output for `results` (submission order) and reports whether
+    fn count(&self, result: &TaskResult) {
+        let mut tally = self.tally.lock();
+        if is_restored(result) {
+            tally.restored += 1;
+            return;
+        }
+        if result.detached {
+            return;
+        }
+        match result.status {
+            TaskStatus::Succeeded => tally.succeeded += 1,
+            TaskStatus::Cancelled => tally.cancelled += 1,
+            _ => {
+                tally.failed += 1;
+                if tally.failures.len() < KEPT_FAILURES {
+                    tally.failures.push(Arc::new(result.clone()));
+                }
+            }
+        }
+    }
+
+    /// Tasks handed to [`track`](Self::track) so far: every task admitted.
+    pub(crate) fn tracked(&self) -> usize {
+        self.next.load(Ordering::SeqCst)
+    }
+
+    /// Tasks restored from a checkpoint so far.
+    pub(crate) fn restored(&self) -> usize {
+        self.tally.lock().restored
+    }
+
+    /// The summary of what was reported (restored and detached tasks aside), for a run whose
+    /// queue had closed before it could give one.
+    pub(crate) fn summary(&self, started: Instant) -> RunSummary {
+        let tally = self.tally.lock();
+        RunSummary {
+            total_submitted: tally.succeeded + tally.failed + tally.cancelled,
+            succeeded: tally.succeeded,
+            failed: tally.failed,
+            cancelled: tally.cancelled,
+            timed_out: false,
+            duration: started.elapsed(),
+            results: tally.failures.clone(),
+        }
+    }
+
+    /// Writes the end-of-run output (the rows kept, in input order) and reports whether
     /// every result reached stdout.
-    pub(crate) fn finish(&self, results: &[Arc<TaskResult>]) -> Result<(), OutputError> {
-        if let Some(rows) = &self.rows {
-            rows.wait_drained();
+    pub(crate) fn finish(&self) -> Result<(), OutputError> {
+        if let Rows::Stream(stream) = &self.rows {
+            stream.wait_drained();
         }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -267,11 +301,13 @@ impl Reporter {
         {
             return Err(failure);
         }
+        let Rows::AtEnd(spill) = &self.rows else {
+            return Ok(());
+        };
         let mut out = BufWriter::new(io::stdout().lock());
         let written = match self.format {
-            OutputFormat::Jsonl => Ok(()),
-            OutputFormat::Json => write_array(&mut out, results),
-            OutputFormat::Table => write_table(&mut out, results),
+            OutputFormat::Table => write_table(&mut out, spill),
+            _ => write_array(&mut out, spill),
         };
         written
             .and_then(|()| out.flush())
@@ -279,39 +315,58 @@ impl Reporter {
     }
 }
 
-fn write_array(out: &mut impl Write, results: &[Arc<TaskResult>]) -> io::Result<()> {
-    out.write_all(b"[")?;
-    for (i, result) in results.iter().enumerate() {
-        out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
-        serde_json::to_writer(&mut *out, &**result)?;
-    }
-    out.write_all(if results.is_empty() { b"]\n" } else { b"\n]\n" })
+fn is_restored(result: &TaskResult) -> bool {
+    result.attempts == 0 && result.message.starts_with("restored from checkpoint")
 }
 
-fn write_table(out: &mut impl Write, results: &[Arc<TaskResult>]) -> io::Result<()> {
+/// A result as one JSON object (the documented keys, in order), then `end`.
+fn json_row(result: &TaskResult, end: &[u8]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(512);
+    // A result serializes to JSON without fail: its values are JSON already.
+    if serde_json::to_writer(&mut row, result).is_ok() {
+        row.extend_from_slice(end);
+    }
+    row
+}
+
+fn write_array(out: &mut impl Write, spill: &Spill) -> io::Result<()> {
+    out.write_all(b"[")?;
+    let mut first = true;
+    spill.for_each(|row| {
+        out.write_all(if first { b"\n  " } else { b",\n  " })?;
+        first = false;
+        out.write_all(row)
+    })?;
+    out.write_all(if first { b"]\n" } else { b"\n]\n" })
+}
+
+fn write_table(out: &mut impl Write, spill: &Spill) -> io::Result<()> {
     writeln!(
         out,
         "{:<24} {:<10} {:>8} {:>10}  VALUE / ERROR",
         "NAME", "STATUS", "ATTEMPTS", "MS"
     )?;
-    for r in results {
-        let detail = match (&r.value, &r.error) {
-            (Some(v), _) => v.to_string(),
-            (None, Some(e)) => format!("{}: {}", e.kind, e.message),
-            (None, None) => r.message.clone(),
-        };
-        // Guest text: escaped, so that it cannot act on the terminal, and cut to the column.
-        writeln!(
-            out,
-            "{:<24} {:<10} {:>8} {:>10.1}  {}",
-            column(&r.name, 24),
-            r.status,
-            r.attempts,
-            r.duration.as_secs_f64() * 1e3,
-            column(&detail, 200)
-        )?;
-    }
-    Ok(())
+    spill.for_each(|row| out.write_all(row))
+}
+
+/// One line of the table.
+fn table_row(r: &TaskResult) -> Vec<u8> {
+    let detail = match (&r.value, &r.error) {
+        (Some(v), _) => column(&truncate(v.as_str(), 800), 200),
+        (None, Some(e)) => column(&format!("{}: {}", e.kind, e.message), 200),
+        (None, None) => column(&r.message, 200),
+    };
+    // Guest text: escaped, so that it cannot act on the terminal, and cut to the column.
+    format!(
+        "{:<24} {:<10} {:>8} {:>10.1}  {}\n",
+        column(&r.name, 24),
+        // `as_str`: `Display` of a status ignores the padding.
+        r.status.as_str(),
+        r.attempts,
+        r.duration.as_secs_f64() * 1e3,
+        detail
+    )
+    .into_bytes()
 }
 
 /// `text` with control characters escaped, cut to `max` characters.

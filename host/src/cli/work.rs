@@ -1,7 +1,8 @@
 //! From jobs to submissions: each job's task and options resolved against the plugin, and,
 //! with `--checkpoint`, the namespace and key that remember it. A finite run checks every job
 //! before anything runs; then it is fed job by job (`feed`), or, when priorities or delays
-//! must be seen whole, submitted as one list.
+//! must be seen whole or the run may stop early, admitted as one batch (`submit_batch`).
+//! Either way every handle goes to one callback as it is admitted, and none is kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -147,31 +148,22 @@ impl CheckpointPlan {
     }
 }
 
-/// Submits `items` in order, restoring what the checkpoint remembers; restored handles are
-/// passed to `restored` at once (they never reach `on_complete`).
-pub(crate) fn submit<B: Backend>(
+/// Admits `items` as one batch, in order, restoring what the checkpoint remembers, and passes
+/// every handle (restored ones included, done already) to `submitted`, in input order,
+/// without keeping any. Nothing can stop a batch part-way: fail-first or a run timeout
+/// cancels what it reaches, so every job gets its row.
+pub(crate) fn submit_batch<B: Backend>(
     queue: &Queue<B>,
     items: Vec<Submission>,
     plan: Option<&CheckpointPlan>,
-    restored: &dyn Fn(&Handle),
-) -> Result<Vec<Handle>, QueueError> {
+    submitted: &dyn Fn(&Handle),
+) -> Result<(), QueueError> {
     let handles = match plan {
         Some(plan) => {
             queue.submit_checkpointed(items, &plan.checkpoint, &plan.namespace, &plan.key)?
         }
         None => queue.submit_all(items)?,
     };
-    for handle in &handles {
-        if handle.attempts() == 0 && handle.is_done() && is_restored(handle) {
-            restored(handle);
-        }
-    }
-    Ok(handles)
-}
-
-/// Whether `handle` was restored from the checkpoint rather than run.
-pub(crate) fn is_restored(handle: &Handle) -> bool {
-    handle
-        .result()
-        .is_some_and(|r| r.message.starts_with("restored from checkpoint"))
+    handles.iter().for_each(submitted);
+    Ok(())
 }

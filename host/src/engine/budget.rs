@@ -5,6 +5,11 @@
 //! waits for room (other attempts finishing) instead of failing. A wait that could never end
 //! — every other holder of budget is itself waiting — is refused instead, which fails that
 //! attempt with a memory-limit error and frees what it held for the others.
+//!
+//! The values attempts return count too, from when a queue receives one until its task's
+//! result is recorded (and written by the CLI): each holds a [`Charge`]. A charge never waits
+//! and is never refused — the bytes exist already — but while it is held, growing attempts
+//! see that much less room.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +88,7 @@ impl MemoryBudget {
         self.total
     }
 
-    /// Bytes held by live instances now.
-    #[cfg(test)]
+    /// Bytes held now: the memories of live instances and the values in flight.
     pub(crate) fn used(&self) -> usize {
         self.usage.lock().used
     }
@@ -124,6 +128,37 @@ impl MemoryBudget {
         drop(usage);
         self.room.notify_all();
         self.room_async.notify_waiters();
+    }
+}
+
+/// Host memory a value on its way to being recorded holds (see the module docs); given back
+/// when dropped.
+pub(crate) struct Charge {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl MemoryBudget {
+    /// Counts `bytes` that exist already (a returned value) until the charge is dropped. It
+    /// may take the usage past the total: growing attempts then wait until it is given back.
+    pub(crate) fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
+        if bytes > 0 {
+            let mut usage = self.usage.lock();
+            usage.used = usage.used.saturating_add(bytes);
+            // A holder that does not wait: growth waiting for room waits for it to be given
+            // back (it will be, once its task is recorded) instead of being refused.
+            usage.holders += 1;
+        }
+        Charge {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(std::mem::take(&mut self.bytes));
     }
 }
 
@@ -296,6 +331,30 @@ mod tests {
         let mut b = b;
         assert_eq!(b.grow_blocking(60, never), Ok(Err(Refusal::Exhausted)));
         drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_charge_holds_room_until_dropped() {
+        let budget = MemoryBudget::new(100);
+        let mut a = Reservation::new(budget.clone());
+        assert_eq!(a.grow_blocking(60, || None::<()>), Ok(Ok(())));
+        // Forced: the bytes exist already, so the usage may pass the total.
+        let charge = budget.charge(70);
+        assert_eq!(budget.used(), 130);
+        // Growth now waits for the charge (a holder that is not waiting) instead of being
+        // refused, and gets its room once the value is recorded.
+        let waiter = std::thread::spawn(move || (a.grow_blocking(30, || None::<()>), a));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            !waiter.is_finished(),
+            "growth must wait for the charged value"
+        );
+        drop(charge);
+        let (grown, a) = waiter.join().unwrap();
+        assert_eq!(grown, Ok(Ok(())));
+        assert_eq!(budget.used(), 90);
+        drop(a);
         assert_eq!(budget.used(), 0);
     }
 

@@ -7,7 +7,7 @@
 //! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`](crate::AttemptControl::cancel).
 
 mod attempt;
-mod budget;
+pub(crate) mod budget;
 mod cache;
 mod call;
 mod command;
@@ -490,6 +490,14 @@ impl Host {
     /// The total memory budget shared by this host's live instances, in bytes.
     pub fn total_memory(&self) -> usize {
         self.inner.memory_budget.total()
+    }
+
+    /// The part of the memory budget in use now: the linear memories of live instances, and
+    /// the values a queue received from attempts and has not recorded yet (a value counts
+    /// until its task's result is recorded and `on_complete` has returned). A report from
+    /// [`Task::run_attempt`] is the caller's, and counts nothing.
+    pub fn memory_in_use(&self) -> usize {
+        self.inner.memory_budget.used()
     }
 
     pub(crate) fn memory_budget(&self) -> Arc<MemoryBudget> {

@@ -22,6 +22,10 @@ use crate::failure::{FailureKind, TaskFailure};
 
 /// How long a plugin may take to instantiate and answer `list` at load time.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most the host copies out of a plugin's `list`, all tasks together: their names,
+/// descriptions and input schemas, and about a hundred bytes a task. Strings in the guest's
+/// memory can alias each other, so the guest's memory cap does not bound the copy.
+const MAX_LIST_BYTES: usize = 4 << 20;
 
 struct PluginInner {
     host: Host,
@@ -67,7 +71,7 @@ struct PluginInner {
 ///     display_name: "echo",
 ///     progress: None,
 /// });
-/// assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!({"hello": "world"})));
+/// assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!({"hello": "world"}).into()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -187,7 +191,8 @@ impl Plugin {
     }
 
     /// Calls `list` on a throwaway instance, under a deadline and the plugin's limits (the
-    /// caller's fuel and memory caps apply already at load time).
+    /// caller's fuel and memory caps apply already at load time), copying at most
+    /// [`MAX_LIST_BYTES`] out of it.
     fn read_task_list(
         &self,
         list_index: &ComponentExportIndex,
@@ -201,11 +206,21 @@ impl Plugin {
         };
         let mut store = AttemptStore::new(self, &limits, &control, false, None)?;
         let store = &mut store.store;
+        // Every string and list lifted out of the guest spends this allowance (wasmtime's
+        // "hostcall fuel"), once for the whole result.
+        store.set_hostcall_fuel(MAX_LIST_BYTES);
         let fail = |e: wasmtime::Error| {
-            TaskFailure::new(
-                FailureKind::PluginLoad,
-                format!("calling `list` failed: {e:#}"),
-            )
+            let message = format!("{e:#}");
+            let message = if message.contains("fuel allocated for hostcalls") {
+                format!(
+                    "`list` returned more than {} of task names, descriptions and input \
+                     schemas (all tasks together)",
+                    crate::units::format_size(MAX_LIST_BYTES)
+                )
+            } else {
+                format!("calling `list` failed: {message}")
+            };
+            TaskFailure::new(FailureKind::PluginLoad, message)
         };
         let instance = self.inner.pre.instantiate(&mut *store).map_err(fail)?;
         let list: ListFn = instance

@@ -19,6 +19,7 @@ use super::output::TailPipe;
 use super::plugin::Plugin;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason};
 use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
+use crate::json::Json;
 use crate::text;
 
 /// Prefix of the log line the Rust SDK's panic hook sends before the guest traps.
@@ -26,6 +27,14 @@ const PANIC_PREFIX: &str = "panicked at ";
 
 /// Fuel between yields of an async guest: far below a millisecond of execution.
 const ASYNC_YIELD_FUEL: u64 = 100_000;
+
+/// The most bytes the host copies out of a guest in one call: a task's value, a log line.
+/// More fails the attempt with `serialization` (wasmtime's "hostcall fuel", whose default
+/// this is, made explicit).
+pub(crate) const MAX_CALL_OUTPUT_BYTES: usize = 128 << 20;
+
+/// How wasmtime says a call wanted to copy more than [`MAX_CALL_OUTPUT_BYTES`].
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls";
 
 /// How a call into the guest ended.
 pub(crate) type InvokeResult = wasmtime::Result<Result<String, WitTaskError>>;
@@ -157,6 +166,7 @@ impl AttemptStore {
             budget_total: budget.total(),
         };
         let mut store = Store::new(plugin.engine(), state);
+        store.set_hostcall_fuel(MAX_CALL_OUTPUT_BYTES);
         if asynchronous {
             store.limiter_async(|state| &mut state.limiter);
             // Fuel is always on in this engine, so this cannot fail.
@@ -238,7 +248,9 @@ impl AttemptStore {
             .ok()
             .map(|left| self.fuel_budget - left);
         let outcome = match result {
-            Ok(Ok(json)) => match serde_json::from_str(&json) {
+            // Kept as its text, validated: never parsed into a tree, which would cost many
+            // times its size.
+            Ok(Ok(json)) => match Json::from_string(json) {
                 Ok(value) => AttemptOutcome::Succeeded(value),
                 Err(e) => AttemptOutcome::Failed(TaskFailure::new(
                     FailureKind::Serialization,
@@ -316,6 +328,15 @@ impl AttemptStore {
                 format!(
                     "task '{name}' could not grow its memory: the process's memory cap was \
                      reached"
+                ),
+            )
+        } else if trap.is_none() && detail.contains(HOSTCALL_FUEL_EXHAUSTED) {
+            TaskFailure::new(
+                FailureKind::Serialization,
+                format!(
+                    "task '{name}' handed the host more than {} in one call (its value or a \
+                     log line): the most the host copies out of a guest at once",
+                    crate::units::format_size(MAX_CALL_OUTPUT_BYTES)
                 ),
             )
         } else if trap == Some(Trap::StackOverflow) {

@@ -38,7 +38,7 @@ use crate::attempt::AttemptReport;
 /// instance as usual.
 ///
 /// ```
-/// use osiiso_host::{AttemptControl, AttemptRequest, Host, Limits, WarmPool};
+/// use osiiso_host::{AttemptControl, AttemptOutcome, AttemptRequest, Host, Limits, WarmPool};
 /// use serde_json::json;
 /// # let double_wasm = osiiso_test_artifacts::DOUBLE;
 /// let double = Host::new()?
@@ -54,7 +54,7 @@ use crate::attempt::AttemptReport;
 ///         display_name: "double",
 ///         progress: None,
 ///     });
-///     assert_eq!(report.outcome, osiiso_host::AttemptOutcome::Succeeded(json!(n * 2)));
+///     assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!(n * 2).into()));
 /// }
 /// assert_eq!(pool.idle(), 1, "one instance served all three");
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use super::core::{CANCELLED, Core, Record};
 use super::handle::TaskCell;
 use super::result::TaskStatus;
+use super::work::Work;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
 use crate::failure::TaskFailure;
 
@@ -104,6 +105,11 @@ impl Core {
         }
         let failure = match report.outcome {
             AttemptOutcome::Succeeded(value) => {
+                // The value counts against the host's memory budget from here until it is
+                // recorded (docs/queues.md §9.3), wherever the attempt ran.
+                if let Work::Wasm(call) = &cell.work {
+                    value.charge(&call.task().plugin().host().memory_budget());
+                }
                 self.record_final(cell, Record::succeeded(value, output));
                 return Step::Done;
             }

@@ -74,7 +74,7 @@
 //!         if attempt.control.should_stop() {
 //!             return attempt.control.stopped_outcome(attempt.name).into();
 //!         }
-//!         AttemptOutcome::Succeeded(attempt.call.input().clone()).into()
+//!         AttemptOutcome::Succeeded(attempt.call.input().into()).into()
 //!     }
 //! }
 //!

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::backend::{Backend, QueueSettings};
 use super::error::Error;
 use super::handle::Handle;
-use super::options::{FailPolicy, Mode, OnExit, Workers};
+use super::options::{FailPolicy, Mode, OnExit, Retention, Workers};
 use super::result::TaskResult;
 use crate::failure::TaskFailure;
 
@@ -35,6 +35,7 @@ pub(crate) struct QueueConfig {
     pub(crate) on_start: Option<OnStart>,
     pub(crate) on_complete: Option<OnComplete>,
     pub(crate) on_retry: Option<OnRetry>,
+    pub(crate) retention: Retention,
     /// The `Auto` worker limit of this backend.
     pub(crate) auto_limit: usize,
 }
@@ -105,6 +106,7 @@ impl<B: Backend> QueueBuilder<B> {
                 on_start: None,
                 on_complete: None,
                 on_retry: None,
+                retention: Retention::All,
                 auto_limit: B::auto_limit(cpus),
             },
         }
@@ -173,6 +175,13 @@ impl<B: Backend> QueueBuilder<B> {
     /// Idle time after which surplus auto workers retire in infinite mode (default 30 s).
     pub fn retire_idle_after(mut self, after: Duration) -> Self {
         self.config.retire_idle_after = after;
+        self
+    }
+
+    /// What the queue keeps of recorded results: every one (the default), or counts only,
+    /// for runs of any length in flat memory (docs/queues.md §9.3).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.config.retention = retention;
         self
     }
 

@@ -18,6 +18,7 @@ use super::options::TaskOptions;
 use super::result::TaskStatus;
 use crate::attempt::TaskCall;
 use crate::engine::Task;
+use crate::json::Json;
 
 /// Derives the checkpoint key of one element of a fan-out.
 pub type KeyFn = Arc<dyn Fn(&TaskCall) -> String + Send + Sync>;
@@ -203,7 +204,7 @@ impl<B: Backend> Queue<B> {
                 Some(hit) => {
                     let value = hit
                         .has_value
-                        .then(|| hit.value.clone().unwrap_or(Value::Null));
+                        .then(|| hit.value.clone().unwrap_or_else(Json::null));
                     slots.push(Some(self.core.restored(
                         call.into(),
                         options,
@@ -271,7 +272,8 @@ fn recorder(checkpoint: &Checkpoint, namespace: &str, key: String) -> super::han
         if result.status != TaskStatus::Succeeded {
             return;
         }
-        let value = result.value.as_ref().unwrap_or(&Value::Null);
+        let null = Json::null();
+        let value = result.value.as_ref().unwrap_or(&null);
         if let Err(error) = checkpoint.record(&namespace, &key, value, Some(&result.name)) {
             tracing::error!(%error, namespace, "cannot record a completion in the checkpoint");
         }

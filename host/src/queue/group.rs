@@ -10,8 +10,10 @@ use super::backend::Backend;
 use super::error::{Error, ExecutionError};
 use super::handle::{Handle, result_value};
 use super::options::TaskOptions;
-use super::result::{RunSummary, TaskStatus};
+use super::result::TaskStatus;
+use super::summary::RunSummary;
 use crate::engine::Task;
+use crate::json::Json;
 
 /// Tasks submitted together, with one group id.
 #[derive(Debug, Clone)]
@@ -77,7 +79,7 @@ impl Group {
     }
 
     /// The values in input order, or `Error::Execution` if any member failed or was cancelled.
-    pub fn values(&self) -> Result<Vec<Value>, Error> {
+    pub fn values(&self) -> Result<Vec<Json>, Error> {
         let results: Vec<_> = self.handles.iter().map(Handle::wait).collect();
         let offending: Vec<_> = results
             .iter()

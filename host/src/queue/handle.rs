@@ -1,20 +1,21 @@
 //! Handles: the caller's view of one submitted task (docs/queues.md §8.1).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
-use super::core::Core;
+use super::core::{Admission, Core};
 use super::error::Error;
 use super::options::TaskOptions;
 use super::result::{TaskResult, TaskStatus};
 use super::work::Work;
 use crate::attempt::AttemptControl;
 use crate::failure::TaskFailure;
+use crate::json::Json;
 use crate::wait;
 
 /// A callback run once, when the task is done (docs/queues.md §6 step 3).
@@ -31,7 +32,32 @@ pub(crate) struct CellState {
     callbacks: Vec<DoneCallback>,
 }
 
-/// One admitted task: shared by its handles, the queue and the worker running it.
+/// Counts the tasks of one queue whose state is in memory ([`Stats::live_tasks`](super::Stats)).
+#[derive(Default)]
+pub(crate) struct LiveCount(Arc<AtomicUsize>);
+
+impl LiveCount {
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn token(&self) -> LiveToken {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        LiveToken(self.0.clone())
+    }
+}
+
+/// One task counted in a [`LiveCount`] until its cell is dropped.
+struct LiveToken(Arc<AtomicUsize>);
+
+impl Drop for LiveToken {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One admitted task: shared by its handles, the queue and the worker running it. Once the
+/// task is recorded, only handles (and groups) keep it: the queue lets go of it.
 pub(crate) struct TaskCell {
     pub(crate) id: String,
     pub(crate) name: String,
@@ -51,16 +77,21 @@ pub(crate) struct TaskCell {
     pub(crate) wake: Condvar,
     /// The same, for async waiters; also wakes async handle waiters on completion.
     pub(crate) notify: tokio::sync::Notify,
+    _live: LiveToken,
 }
 
 impl TaskCell {
     pub(crate) fn new(
-        work: Work,
-        options: TaskOptions,
+        admission: Admission,
         seq: u64,
         scheduled_for: Option<Instant>,
-        on_done: Option<DoneCallback>,
+        live: &LiveCount,
     ) -> Self {
+        let Admission {
+            work,
+            options,
+            on_done,
+        } = admission;
         let name = options.name.clone().unwrap_or_else(|| work.default_name());
         Self {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -85,6 +116,7 @@ impl TaskCell {
             queued: AtomicBool::new(false),
             wake: Condvar::new(),
             notify: tokio::sync::Notify::new(),
+            _live: live.token(),
         }
     }
 
@@ -170,7 +202,8 @@ impl TaskCell {
 }
 
 /// The caller's view of one submitted task. Cheap to clone, `Send + Sync`, and may outlive
-/// its queue.
+/// its queue. It keeps its task (the input, and the result once done) for as long as it is
+/// held; once the task is recorded, handles are all that keep it.
 ///
 /// ```
 /// use osiiso_host::{Host, ThreadQueue};
@@ -288,8 +321,9 @@ impl Handle {
         self.cell.result().and_then(|r| r.error.clone())
     }
 
-    /// The value; or the failure, a cancellation, or "result not ready".
-    pub fn value(&self) -> Result<Value, Error> {
+    /// The value (the JSON the task returned: [`Json::get`] parses it); or the failure, a
+    /// cancellation, or "result not ready".
+    pub fn value(&self) -> Result<Json, Error> {
         let result = self.cell.result().ok_or_else(Error::not_ready)?;
         result_value(result)
     }
@@ -335,9 +369,9 @@ impl Handle {
     }
 }
 
-pub(crate) fn result_value(result: &TaskResult) -> Result<Value, Error> {
+pub(crate) fn result_value(result: &TaskResult) -> Result<Json, Error> {
     match result.status {
-        TaskStatus::Succeeded => Ok(result.value.clone().unwrap_or(Value::Null)),
+        TaskStatus::Succeeded => Ok(result.value.clone().unwrap_or_else(Json::null)),
         TaskStatus::Cancelled => Err(Error::Cancelled(result.message.clone())),
         _ => Err(Error::Failed(result.error.clone().unwrap_or_else(|| {
             TaskFailure::new(crate::FailureKind::Failed, result.message.clone())

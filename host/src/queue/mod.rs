@@ -36,6 +36,7 @@ mod handle;
 mod options;
 mod rate;
 mod result;
+mod summary;
 mod work;
 
 use std::sync::Arc;
@@ -47,8 +48,9 @@ pub use self::error::{Error, ExecutionError};
 pub use self::fanout::{Checkpointing, KeyFn};
 pub use self::group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
 pub use self::handle::Handle;
-pub use self::options::{FailPolicy, Mode, OnExit, TaskOptions, Workers};
-pub use self::result::{RunSummary, TaskResult, TaskStatus};
+pub use self::options::{FailPolicy, Mode, OnExit, Retention, TaskOptions, Workers};
+pub use self::result::{TaskResult, TaskStatus};
+pub use self::summary::{KEPT_FAILURES, RunStatus, RunSummary};
 pub use self::work::{AsyncNativeTask, NativeFn, NativeFutureFn, NativeTask};
 
 use self::backend::{AcceptsFutures, AcceptsNative, Backend, Runner};
@@ -84,9 +86,24 @@ pub struct Stats {
     pub workers: usize,
     /// Whether shutdown has completed.
     pub closed: bool,
+    /// Tasks whose state is in memory: every outstanding task, and every finished one that a
+    /// handle or a group still holds (docs/queues.md §9.3). A finished task nobody holds is
+    /// gone.
+    pub live_tasks: usize,
+    /// Results the queue itself holds: all of them under [`Retention::All`], at most
+    /// [`KEPT_FAILURES`] under [`Retention::Counts`].
+    pub held_results: usize,
 }
 
 /// A task queue whose attempts run on the backend `B`. See the [module documentation](self).
+///
+/// # What it keeps
+///
+/// A finished task whose [`Handle`] nobody holds leaves nothing behind: the queue keeps its
+/// result (for [`results`](Self::results) and run summaries) under [`Retention::All`], the
+/// default, and only counts it under [`Retention::Counts`]. A long or endless run should use
+/// the latter and drop the handles it does not need: its memory then stays flat
+/// ([`Stats::live_tasks`], [`Stats::held_results`]; docs/queues.md §9.3).
 pub struct Queue<B: Backend> {
     core: Arc<Core>,
     backend: Arc<B>,
@@ -254,7 +271,8 @@ impl<B: Backend> Queue<B> {
         self.core.clear_results()
     }
 
-    /// Every result since construction, `reset()` or `clear_results()`.
+    /// Every result since construction, `reset()` or `clear_results()` (none when the queue
+    /// keeps counts only: [`Retention::Counts`]).
     pub fn results(&self) -> Vec<Arc<TaskResult>> {
         self.core.results()
     }

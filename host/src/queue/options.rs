@@ -345,6 +345,42 @@ pub enum OnExit {
     Cancel,
 }
 
+/// What a queue keeps of the results it records (docs/queues.md §9.3).
+///
+/// A handle always keeps its own task's result, whatever the retention: this only decides
+/// what the *queue* keeps for [`results()`](super::Queue::results) and run summaries.
+///
+/// ```
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::{Mode, Retention, TaskOptions};
+/// use serde_json::json;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+/// // A long-running service: summaries count, and a finished task whose handle is dropped
+/// // leaves nothing behind.
+/// let queue = ThreadQueue::builder().retention(Retention::Counts).build()?;
+/// for i in 0..10 {
+///     drop(queue.submit(echo.with_input(json!(i)), TaskOptions::new())?);
+/// }
+/// let summary = queue.run()?;
+/// assert_eq!((summary.total_submitted, summary.succeeded), (10, 10));
+/// assert!(summary.results.is_empty() && queue.results().is_empty());
+/// assert_eq!(queue.stats().live_tasks, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retention {
+    /// Every result since construction, `reset()` or `clear_results()`: `results()` lists
+    /// them and each run summary holds its own (the osiiso model). Memory grows with every
+    /// task recorded.
+    #[default]
+    All,
+    /// Counts only: `results()` stays empty, and a run summary counts its results and holds
+    /// only its first few failed ones (for its display). What the queue keeps no longer grows
+    /// with the tasks recorded, so runs of any length stay flat.
+    Counts,
+}
+
 macro_rules! text_enum {
     ($ty:ident, $option:literal, $a:literal => $va:ident, $b:literal => $vb:ident) => {
         impl std::str::FromStr for $ty {
@@ -383,3 +419,4 @@ macro_rules! text_enum {
 text_enum!(Mode, "mode", "finite" => Finite, "infinite" => Infinite);
 text_enum!(FailPolicy, "fail_policy", "continue" => Continue, "fail_first" => FailFirst);
 text_enum!(OnExit, "on_exit", "complete_priority" => CompletePriority, "cancel" => Cancel);
+text_enum!(Retention, "retention", "all" => All, "counts" => Counts);

@@ -1,15 +1,12 @@
-//! Task results and run summaries (docs/queues.md §9).
+//! Task results (docs/queues.md §9.1) and their documented JSON form.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use super::error::ExecutionError;
 use crate::failure::{CapturedOutput, TaskFailure};
-use crate::text;
+use crate::json::Json;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,8 +75,8 @@ pub struct TaskResult {
     pub metadata: Value,
     /// Final status.
     pub status: TaskStatus,
-    /// The value, on success.
-    pub value: Option<Value>,
+    /// The value, on success: the JSON text the task returned, in its own key order.
+    pub value: Option<Json>,
     /// The failure, on failure.
     pub error: Option<TaskFailure>,
     /// Attempts started.
@@ -145,7 +142,7 @@ impl serde::Serialize for TaskResult {
             metadata: &self.metadata,
             started_at: self.started_wall.map(Rfc3339),
             finished_at: Rfc3339(self.finished_wall),
-            duration_ms: self.duration.as_secs_f64() * 1e3,
+            duration_ms: millis(self.duration),
             fuel_consumed: self.fuel_consumed,
             stdout: self.stdout.as_ref(),
             stderr: self.stderr.as_ref(),
@@ -160,7 +157,7 @@ struct ResultRow<'a> {
     name: &'a str,
     task: &'a str,
     status: &'static str,
-    value: Option<&'a Value>,
+    value: Option<&'a Json>,
     error: Option<ErrorRow<'a>>,
     message: &'a str,
     attempts: u32,
@@ -173,6 +170,13 @@ struct ResultRow<'a> {
     fuel_consumed: Option<u64>,
     stdout: Option<&'a CapturedOutput>,
     stderr: Option<&'a CapturedOutput>,
+}
+
+/// Milliseconds with microsecond precision, so that they print without float noise
+/// (`0.308`, never `0.30753600000000003`): a whole number of microseconds over 1000 is the
+/// double nearest that decimal, which prints as the decimal.
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1e3
 }
 
 #[derive(serde::Serialize)]
@@ -240,203 +244,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The results of one `run()` (or one group wait), counted. Its `Display` is the osiiso
-/// summary block.
-///
-/// ```
-/// use osiiso_host::{Host, ThreadQueue};
-/// use osiiso_host::queue::TaskOptions;
-/// use serde_json::json;
-/// # let echo_wasm = osiiso_test_artifacts::ECHO;
-/// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
-/// let queue = ThreadQueue::builder().build()?;
-/// queue.map(&echo, [json!("a"), json!("b")], TaskOptions::new())?;
-/// let summary = queue.run()?;
-/// assert!(summary.ok());
-/// assert_eq!((summary.total_submitted, summary.succeeded), (2, 2));
-/// assert_eq!(summary.values().len(), 2);
-/// println!("{summary}");
-/// summary.raise_for_errors(true)?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    /// Number of results in this summary.
-    pub total_submitted: usize,
-    /// How many succeeded.
-    pub succeeded: usize,
-    /// How many failed.
-    pub failed: usize,
-    /// How many were cancelled.
-    pub cancelled: usize,
-    /// Whether the run hit its timeout.
-    pub timed_out: bool,
-    /// From the start of the run (or wait) to the build of the summary.
-    pub duration: Duration,
-    /// The results, in record order.
-    pub results: Vec<Arc<TaskResult>>,
-}
-
-impl RunSummary {
-    /// Counts `results`, with `duration = now − run_start`.
-    pub fn from_results(
-        results: Vec<Arc<TaskResult>>,
-        run_start: Instant,
-        timed_out: bool,
-    ) -> Self {
-        let count = |s| results.iter().filter(|r| r.status == s).count();
-        Self {
-            total_submitted: results.len(),
-            succeeded: count(TaskStatus::Succeeded),
-            failed: count(TaskStatus::Failed),
-            cancelled: count(TaskStatus::Cancelled),
-            timed_out,
-            duration: run_start.elapsed(),
-            results,
-        }
-    }
-
-    /// No failures, no cancellations, no timeout.
-    pub fn ok(&self) -> bool {
-        self.failed == 0 && self.cancelled == 0 && !self.timed_out
-    }
-
-    /// The failed results.
-    pub fn errors(&self) -> Vec<Arc<TaskResult>> {
-        self.with_status(TaskStatus::Failed)
-    }
-
-    /// The successful results.
-    pub fn successes(&self) -> Vec<Arc<TaskResult>> {
-        self.with_status(TaskStatus::Succeeded)
-    }
-
-    /// The cancelled results.
-    pub fn cancellations(&self) -> Vec<Arc<TaskResult>> {
-        self.with_status(TaskStatus::Cancelled)
-    }
-
-    /// The values of the successful results, in result order.
-    pub fn values(&self) -> Vec<Value> {
-        self.results
-            .iter()
-            .filter(|r| r.ok())
-            .map(|r| r.value.clone().unwrap_or(Value::Null))
-            .collect()
-    }
-
-    fn with_status(&self, status: TaskStatus) -> Vec<Arc<TaskResult>> {
-        self.results
-            .iter()
-            .filter(|r| r.status == status)
-            .cloned()
-            .collect()
-    }
-
-    /// Results by task id.
-    pub fn by_task_id(&self) -> HashMap<String, Arc<TaskResult>> {
-        self.results
-            .iter()
-            .map(|r| (r.task_id.clone(), r.clone()))
-            .collect()
-    }
-
-    /// Results grouped by name, names in first-seen order.
-    pub fn by_name(&self) -> Vec<(String, Vec<Arc<TaskResult>>)> {
-        let mut groups: Vec<(String, Vec<Arc<TaskResult>>)> = Vec::new();
-        for r in &self.results {
-            match groups.iter_mut().find(|(n, _)| *n == r.name) {
-                Some((_, v)) => v.push(r.clone()),
-                None => groups.push((r.name.clone(), vec![r.clone()])),
-            }
-        }
-        groups
-    }
-
-    /// Results by group id (`None` for ungrouped results).
-    pub fn by_group(&self) -> HashMap<Option<String>, Vec<Arc<TaskResult>>> {
-        let mut groups: HashMap<Option<String>, Vec<Arc<TaskResult>>> = HashMap::new();
-        for r in &self.results {
-            groups
-                .entry(r.group_id.clone())
-                .or_default()
-                .push(r.clone());
-        }
-        groups
-    }
-
-    /// `Err` with the failed (and, if asked, cancelled) results.
-    pub fn raise_for_errors(&self, include_cancelled: bool) -> Result<(), ExecutionError> {
-        let offending: Vec<_> = self
-            .results
-            .iter()
-            .filter(|r| {
-                r.status == TaskStatus::Failed
-                    || (include_cancelled && r.status == TaskStatus::Cancelled)
-            })
-            .cloned()
-            .collect();
-        if offending.is_empty() {
-            Ok(())
-        } else {
-            Err(ExecutionError { results: offending })
-        }
-    }
-
-    /// Prints the summary to stdout.
-    pub fn display(&self) {
-        println!("{self}");
-    }
-}
-
-impl fmt::Display for RunSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bar = "-".repeat(40);
-        let status = if self.timed_out {
-            "TIMED OUT"
-        } else if self.ok() {
-            "PASSED"
-        } else {
-            "COMPLETED WITH ERRORS"
-        };
-        writeln!(f, "{bar}")?;
-        writeln!(f, "  Run Summary: {status}")?;
-        writeln!(f, "{bar}")?;
-        writeln!(f, "  Total tasks : {}", self.total_submitted)?;
-        writeln!(f, "  Succeeded   : {}", self.succeeded)?;
-        writeln!(f, "  Failed      : {}", self.failed)?;
-        writeln!(f, "  Cancelled   : {}", self.cancelled)?;
-        writeln!(f, "  Duration    : {:.3}s", self.duration.as_secs_f64())?;
-        if self.failed > 0 {
-            writeln!(f, "{bar}")?;
-            writeln!(f, "  Failures:")?;
-            for r in self
-                .results
-                .iter()
-                .filter(|r| r.status == TaskStatus::Failed)
-            {
-                // Names and messages come from guests: shown with control characters escaped.
-                let name = text::escape_control(&r.name);
-                if r.attempts > 1 {
-                    writeln!(f, "    - {name} ({} attempts)", r.attempts)?;
-                } else {
-                    writeln!(f, "    - {name}")?;
-                }
-                if !r.message.is_empty() {
-                    for line in text::escape_control_keep_newlines(&r.message).lines() {
-                        writeln!(f, "      {line}")?;
-                    }
-                }
-            }
-        }
-        write!(f, "{bar}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::Rfc3339;
+    use super::{Rfc3339, millis};
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn durations_print_without_float_noise() {
+        let shown = |d: Duration| serde_json::to_string(&millis(d)).unwrap();
+        assert_eq!(shown(Duration::from_nanos(307_536_001)), "307.536");
+        assert_eq!(shown(Duration::from_nanos(307_536)), "0.307");
+        assert_eq!(shown(Duration::from_micros(1)), "0.001");
+        assert_eq!(shown(Duration::from_secs(2)), "2000.0");
+        for micros in (0..2_000_000u64).step_by(7919) {
+            let text = shown(Duration::from_micros(micros));
+            let decimals = text.split('.').nth(1).map_or(0, str::len);
+            assert!(decimals <= 3, "{micros} µs shown as {text}");
+        }
+    }
 
     #[test]
     fn rfc3339_matches_the_calendar() {

@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::attempt::TaskCall;
 use crate::failure::{FailureKind, TaskFailure};
+use crate::json::Json;
 
 /// The embedder's own blocking code, called once per attempt.
-pub type NativeFn = Arc<dyn Fn() -> Result<Value, TaskFailure> + Send + Sync>;
+pub type NativeFn = Arc<dyn Fn() -> Result<Json, TaskFailure> + Send + Sync>;
 
 /// The embedder's own blocking code, for queues whose backend
 /// [accepts native closures](super::AcceptsNative) (ThreadQueue, AsyncQueue).
@@ -58,7 +57,7 @@ pub(crate) enum Work {
 
 /// The embedder's own async code: builds a fresh future for each attempt.
 pub type NativeFutureFn =
-    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<Value, TaskFailure>> + Send + Sync>;
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<Json, TaskFailure>> + Send + Sync>;
 
 /// A native async closure, for queues whose backend [accepts futures](super::AcceptsFutures)
 /// (AsyncQueue): called again for every attempt,
@@ -135,8 +134,8 @@ impl Work {
 }
 
 /// A native task's value as JSON, or the `Serialization` failure that says it has no JSON form.
-fn json_value<T: serde::Serialize>(value: T) -> Result<Value, TaskFailure> {
-    serde_json::to_value(value).map_err(|e| {
+fn json_value<T: serde::Serialize>(value: T) -> Result<Json, TaskFailure> {
+    Json::serialize(&value).map_err(|e| {
         TaskFailure::new(
             FailureKind::Serialization,
             format!("the task's value has no JSON form: {e}"),

@@ -21,6 +21,11 @@ use crate::queue::{Queue, QueueBuilder};
 /// Use the `_async` forms of `run`, `join` and `shutdown` inside a runtime; the plain forms
 /// block the calling thread and suit code outside one.
 ///
+/// What it keeps: every result, unless built with
+/// [`.retention(Retention::Counts)`](crate::queue::QueueBuilder::retention), which keeps
+/// counts only so that a run of any length stays flat; a [`Handle`](crate::queue::Handle) you
+/// hold keeps its own task (docs/queues.md §9.3).
+///
 /// ```
 /// use osiiso_host::{AsyncQueue, Host};
 /// use osiiso_host::queue::{AsyncNativeTask, TaskOptions, Workers};
@@ -41,7 +46,7 @@ use crate::queue::{Queue, QueueBuilder};
 ///     )?;
 ///     let summary = queue.run_async().await?;
 ///     assert_eq!(summary.succeeded, 401);
-///     assert_eq!(group.handles()[7].clone().await.value, Some(json!(7)));
+///     assert_eq!(group.handles()[7].clone().await.value, Some(json!(7).into()));
 ///     assert_eq!(nap.value()?, json!("rested"));
 ///     Ok::<_, Box<dyn std::error::Error>>(())
 /// })?;

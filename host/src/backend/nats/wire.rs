@@ -14,7 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::wire::{AttemptSpec, WireOutcome, WireReport};
+use super::super::wire::{AttemptSpec, WireOutcome, WireReport, WireValue};
+use crate::failure::{FailureKind, TaskFailure};
+use crate::json::Json;
 
 /// Every frame starts with this (the protocol's version is in it).
 const MAGIC: &[u8; 8] = b"OSIISO2\0";
@@ -287,10 +289,16 @@ pub(crate) struct ReportHeader {
 /// The body sections of a report: the value's JSON text, stdout's text, stderr's text.
 pub(crate) const REPORT_SECTIONS: usize = 3;
 
-/// Moves the value and the captured texts of `report` out into body sections.
+/// Moves the value and the captured texts of `report` out into body sections (the value's
+/// place in the header keeps `null`).
 pub(crate) fn report_sections(report: &mut WireReport) -> [Vec<u8>; REPORT_SECTIONS] {
     let value = match &mut report.outcome {
-        WireOutcome::Succeeded(json) => std::mem::take(json).into_bytes(),
+        WireOutcome::Succeeded(value) => {
+            match std::mem::replace(value, WireValue::Sent(Json::null())) {
+                WireValue::Sent(json) => json.as_str().as_bytes().to_vec(),
+                WireValue::Received(raw) => raw.get().as_bytes().to_vec(),
+            }
+        }
         _ => Vec::new(),
     };
     let text = |output: &mut Option<crate::failure::CapturedOutput>| {
@@ -305,14 +313,28 @@ pub(crate) fn report_sections(report: &mut WireReport) -> [Vec<u8>; REPORT_SECTI
 }
 
 /// Puts the sections back into `report` (the inverse of [`report_sections`]); `None` when a
-/// section is not UTF-8 or is there for a field that is not.
-pub(crate) fn restore_report(report: &mut WireReport, sections: &[&[u8]]) -> Option<()> {
+/// section is not UTF-8 or is there for a field that is not. A value that is not JSON a queue
+/// keeps (see [`Json`]) makes the report a `Serialization` failure naming `sender`: the task
+/// fails, typed, and the rest of the report still counts.
+pub(crate) fn restore_report(
+    report: &mut WireReport,
+    sections: &[&[u8]],
+    sender: &str,
+) -> Option<()> {
     let [value, stdout, stderr] = sections else {
         return None;
     };
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_string);
     match &mut report.outcome {
-        WireOutcome::Succeeded(json) => *json = text(value)?,
+        WireOutcome::Succeeded(slot) => match Json::from_string(text(value)?) {
+            Ok(json) => *slot = WireValue::Sent(json),
+            Err(e) => {
+                report.outcome = WireOutcome::Failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    format!("{sender} sent a value that is not JSON: {e}"),
+                ));
+            }
+        },
         _ if !value.is_empty() => return None,
         _ => {}
     }
@@ -481,20 +503,49 @@ mod tests {
                 total_bytes: text.len() as u64,
             })
         };
+        let value = Json::parse(r#"{"z":"\"quoted\"","a":[1e15]}"#).unwrap();
         let original = WireReport {
-            outcome: WireOutcome::Succeeded("\"\\\"quoted\\\"\"".to_string()),
+            outcome: WireOutcome::Succeeded(WireValue::Sent(value.clone())),
             fuel_consumed: Some(3),
             stdout: output("out\u{1b}[0m"),
             stderr: None,
         };
         let mut report = original.clone();
         let sections = report_sections(&mut report);
+        // The value travels as its own text, once, and the header keeps `null` in its place.
+        assert_eq!(sections[0], value.as_str().as_bytes());
+        let header = serde_json::to_string(&report).unwrap();
+        assert!(header.contains(r#"{"Succeeded":null}"#), "{header}");
+        let mut received: WireReport = serde_json::from_str(&header).unwrap();
         let borrowed: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
-        restore_report(&mut report, &borrowed).unwrap();
-        assert_eq!(format!("{report:?}"), format!("{original:?}"));
+        restore_report(&mut received, &borrowed, "node n1").unwrap();
+        let restored = received.into_report("node n1");
+        let crate::attempt::AttemptOutcome::Succeeded(back) = &restored.outcome else {
+            panic!("{restored:?}");
+        };
+        assert_eq!(
+            back.as_str(),
+            value.as_str(),
+            "the same text, key order kept"
+        );
+        assert_eq!(restored.stdout.unwrap().text, "out\u{1b}[0m");
         // Text for an output that was not captured is refused.
-        assert!(restore_report(&mut report, &[b"1", b"", b"stray"]).is_none());
-        assert!(restore_report(&mut report, &[&[0xff], b"", b""]).is_none());
+        let mut report = original.clone();
+        assert!(restore_report(&mut report, &[b"1", b"", b"stray"], "node n1").is_none());
+        assert!(restore_report(&mut report, &[&[0xff], b"", b""], "node n1").is_none());
+        // A value that is not JSON fails the task, typed, naming the node.
+        let mut report = original;
+        restore_report(&mut report, &[b"[1,", b"out", b""], "node n1").unwrap();
+        let failed = report.into_report("node n1");
+        let crate::attempt::AttemptOutcome::Failed(failure) = &failed.outcome else {
+            panic!("{failed:?}");
+        };
+        assert_eq!(failure.kind, FailureKind::Serialization);
+        assert!(
+            failure
+                .message
+                .contains("node n1 sent a value that is not JSON")
+        );
     }
 
     #[test]

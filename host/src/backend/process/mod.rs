@@ -32,6 +32,11 @@ use crate::queue::{Queue, QueueBuilder};
 /// boundary). Its initializer is data ([`WorkerInit`]) that each subprocess runs before its
 /// first task.
 ///
+/// What it keeps: every result, unless built with
+/// [`.retention(Retention::Counts)`](crate::queue::QueueBuilder::retention), which keeps
+/// counts only so that a run of any length stays flat; a [`Handle`](crate::queue::Handle) you
+/// hold keeps its own task (docs/queues.md §9.3).
+///
 /// ```
 /// use osiiso_host::ProcessQueue;
 /// use osiiso_host::backend::{ProcessContext, WorkerInit};

@@ -16,9 +16,13 @@ use super::init::WorkerInit;
 use crate::attempt::AttemptReport;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 64 << 20;
+/// A reader's buffer to begin with.
+const INITIAL_BUFFER: usize = 16 * 1024;
+/// A reader's buffer past this size shrinks back once it is empty.
+const KEEP_BUFFER: usize = 1 << 20;
 
 /// Parent → worker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,7 +77,7 @@ pub(crate) struct LogRecord {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct DoneReply {
     pub attempt_id: u64,
-    #[serde(flatten)]
+    /// Not flattened: the value inside travels as raw JSON, which serde cannot buffer.
     pub report: WireReport,
 }
 
@@ -169,7 +173,7 @@ impl FrameReader {
         }
         Ok(Self {
             file: File::from(fd),
-            buffer: vec![0; 16 * 1024],
+            buffer: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
         })
@@ -238,6 +242,11 @@ impl FrameReader {
         self.start += 4 + len;
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
+            // A large frame (a big value) made the buffer grow: give that back rather than
+            // hold it for the life of the worker.
+            if self.buffer.len() > KEEP_BUFFER {
+                self.buffer = vec![0; INITIAL_BUFFER];
+            }
         }
         Ok(Some(frame))
     }
@@ -365,6 +374,29 @@ mod tests {
             .err()
             .expect("oversized length");
         assert!(error.to_string().contains("over the"), "{error}");
+    }
+
+    #[test]
+    fn a_large_frame_does_not_leave_a_large_buffer_behind() {
+        let big = Reply::BadFrame {
+            message: "x".repeat(3 << 20),
+        };
+        let mut bytes = encode_frame(&big).unwrap();
+        bytes.extend(encode_frame(&Request::Stop).unwrap());
+        let mut reader = reader_over(&bytes);
+        assert!(matches!(
+            reader.next::<Reply>(None).unwrap(),
+            Some(Frame::Message(Reply::BadFrame { .. }))
+        ));
+        assert!(matches!(
+            reader.next::<Request>(None).unwrap(),
+            Some(Frame::Message(Request::Stop))
+        ));
+        assert!(
+            reader.buffer.len() <= KEEP_BUFFER,
+            "{}",
+            reader.buffer.len()
+        );
     }
 
     proptest! {

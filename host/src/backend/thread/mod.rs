@@ -18,6 +18,11 @@ use crate::queue::{Queue, QueueBuilder};
 /// thread finishes on its own and the outcome is discarded) and a new worker takes its
 /// place, so a timeout with retries can run more copies of a closure than `workers`.
 ///
+/// What it keeps: every result, unless built with
+/// [`.retention(Retention::Counts)`](crate::queue::QueueBuilder::retention), which keeps
+/// counts only so that a run of any length stays flat; a [`Handle`](crate::queue::Handle) you
+/// hold keeps its own task (docs/queues.md §9.3).
+///
 /// ```
 /// use osiiso_host::{Host, ThreadQueue};
 /// use osiiso_host::queue::{NativeTask, TaskOptions, Workers};

@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -12,7 +12,8 @@ use clap::{Args, ValueEnum};
 use osiiso_host::backend::{Async, Process, Thread};
 use osiiso_host::queue::backend::Backend;
 use osiiso_host::queue::{
-    FailPolicy, Handle, Mode, OnExit, QueueBuilder, RunOptions, RunSummary, TaskOptions, Workers,
+    FailPolicy, Handle, Mode, OnExit, QueueBuilder, Retention, RunOptions, RunStatus, RunSummary,
+    TaskOptions, Workers,
 };
 use osiiso_host::units::parse_size;
 use osiiso_host::{AsyncQueue, Plugin, ProcessQueue, Task, ThreadQueue};
@@ -21,9 +22,9 @@ mod plan;
 
 use self::plan::{Plan, Work, open_checkpoint, plan};
 use super::Failure;
-use super::feed::{Fed, Feeder, Tally, Window};
+use super::feed::{Fed, Feeder, Window};
 use super::options::{CacheArgs, LimitArgs, SandboxArgs, duration};
-use super::output::{OutputError, OutputFormat, ProgressMode};
+use super::output::{OutputError, OutputFormat, ProgressMode, Reporter};
 use super::signals::Interrupts;
 use super::work;
 #[derive(Args, Debug)]
@@ -302,7 +303,10 @@ fn run_queue<B: Backend>(
         reporter,
     } = plan;
     let infinite = matches!(work, Work::Stream(..));
+    // The reporter writes (or spills) each row and counts it: the queue keeps counts only,
+    // and a finished task leaves nothing behind, however long the run.
     let mut builder = builder
+        .retention(Retention::Counts)
         .workers(workers)
         .size(args.queue.size)
         .burst(args.queue.burst)
@@ -327,17 +331,7 @@ fn run_queue<B: Backend>(
     if let Some(timeout) = args.queue.run_timeout {
         builder = builder.timeout(timeout);
     }
-    let tally = Arc::new(Tally::default());
-    let (on_complete, finished) = (reporter.clone(), tally.clone());
-    let queue = Arc::new(
-        builder
-            .on_complete(move |result| {
-                finished.finished.fetch_add(1, Ordering::SeqCst);
-                on_complete.finished(result)
-            })
-            .build()
-            .map_err(|e| anyhow!("{e}"))?,
-    );
+    let queue = Arc::new(builder.build().map_err(|e| anyhow!("{e}"))?);
     // Stopping a run early (a signal, results that cannot be written): no more input is read,
     // what is not done is cancelled, and the run ends with its summary.
     let stop = Arc::new(AtomicBool::new(false));
@@ -359,22 +353,18 @@ fn run_queue<B: Backend>(
     reporter.on_output_failure(stopper.clone());
     let interrupts = Interrupts::watch(Box::new(stopper))
         .map_err(|e| anyhow!("cannot watch for signals: {e}"))?;
-    let printer = reporter.clone();
-    let restored = move |handle: &Handle| {
-        if let Some(result) = handle.result() {
-            printer.finished(&result);
-        }
-    };
+    // Every admitted task, in input order, goes to the reporter; nothing here keeps it.
+    let tracker = reporter.clone();
+    let track = move |handle: &Handle| tracker.track(handle);
 
-    let mut handles = Vec::new();
+    let skipped = Arc::new(AtomicUsize::new(0));
     let feeder = |resolver, plan| Feeder {
         queue: queue.clone(),
         resolver,
         plan,
         stop: stop.clone(),
         window: window.clone(),
-        tally: tally.clone(),
-        keep: reporter.writes_at_end(),
+        skipped: skipped.clone(),
     };
     // The run's duration counts from here: feeding jobs is part of it.
     let started = std::time::Instant::now();
@@ -383,70 +373,49 @@ fn run_queue<B: Backend>(
             submissions,
             admission_order,
         } => {
-            // A bounded queue must run while it is fed, or submission would block; so may
-            // any queue whose running order is its admission order. Otherwise everything is
-            // admitted first, so that priorities hold across the whole work list.
-            if args.queue.size > 0 || admission_order {
+            // A queue whose running order is its admission order may run while it is fed.
+            // Otherwise everything is admitted first, so that priorities hold across the
+            // whole work list.
+            if admission_order {
                 queue.start().map_err(|e| anyhow!("{e}"))?;
             }
-            match work::submit(&queue, submissions, checkpoint.as_ref(), &restored) {
-                Ok(submitted) => handles = submitted,
-                // Fail-first halted the queue while it was still being fed, or the run was
-                // stopped.
+            match work::submit_batch(&queue, submissions, checkpoint.as_ref(), &track) {
+                Ok(()) => {}
+                // The run was stopped before the batch went in.
                 Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown) => {}
                 Err(e) => return Err(anyhow!("{e}").into()),
             }
-            let restored = handles
-                .iter()
-                .filter(|h| h.attempts() == 0 && h.is_done())
-                .count();
-            tally.restored.store(restored, Ordering::SeqCst);
-            run_to_end(&queue, started)
+            run_to_end(&queue, &reporter, started)
         }
         Work::Checked(jobs, resolver) => {
             queue.start().map_err(|e| anyhow!("{e}"))?;
-            let (fed, kept) = feeder(resolver, checkpoint).feed(jobs, &restored);
-            handles = kept;
-            if let Fed::Closed(origin) = fed {
+            if let Fed::Closed(origin) = feeder(resolver, checkpoint).feed(jobs, &track) {
                 let _ = writeln!(
                     std::io::stderr(),
                     "osiiso-host: the queue stopped taking work at {origin}"
                 );
             }
-            run_to_end(&queue, started)
+            run_to_end(&queue, &reporter, started)
         }
         Work::Stream(jobs, resolver) => {
             queue.start().map_err(|e| anyhow!("{e}"))?;
             let feeder = feeder(resolver, checkpoint);
-            let restored = restored.clone();
             // Not joined: a reader blocked on stdin cannot be woken; the process ends anyway.
             let _ = std::thread::Builder::new()
                 .name("osiiso-feed".into())
-                .spawn(move || feeder.run(jobs, &restored));
-            run_to_end(&queue, started)
+                .spawn(move || feeder.run(jobs, &track));
+            run_to_end(&queue, &reporter, started)
         }
     };
-    let results: Vec<_> = if reporter.writes_at_end() {
-        handles.iter().filter_map(|h| h.result()).collect()
-    } else {
-        Vec::new()
-    };
-    let written = reporter.finish(&results);
+    let written = reporter.finish();
     let summary = summary.map_err(|e| anyhow!("{e}"))?;
     let interrupted = interrupts.received();
     let inputs = Inputs {
-        restored: tally.restored.load(Ordering::SeqCst),
-        skipped: tally.skipped.load(Ordering::SeqCst),
-        // Every admitted task has been recorded (and counted) by now.
-        unsubmitted: total.map_or(0, |total| {
-            let accounted =
-                tally.finished.load(Ordering::SeqCst) + tally.restored.load(Ordering::SeqCst);
-            total.saturating_sub(accounted)
-        }),
+        restored: reporter.restored(),
+        skipped: skipped.load(Ordering::SeqCst),
+        unsubmitted: total.map_or(0, |total| total.saturating_sub(reporter.tracked())),
     };
     report_end(args, &summary, &inputs, interrupted, &written);
-    // The queue is done; leave its memory to the operating system.
-    std::mem::forget(handles);
     match (written, interrupted) {
         (Err(OutputError::BrokenPipe), _) => Err(Failure::BrokenPipe),
         (Err(error), _) => Err(Failure::Output(error.to_string())),
@@ -475,20 +444,16 @@ impl Inputs {
 /// Runs the queue until it is done; the summary's duration counts from `started`. Only this
 /// command closes its queue: a queue closed before the run began (a signal, an output
 /// failure, or a stream that ended and drained first) has nothing left to run, and its
-/// summary is what was recorded.
+/// summary is what the reporter counted.
 fn run_to_end<B: Backend>(
     queue: &osiiso_host::queue::Queue<B>,
+    reporter: &Reporter,
     started: std::time::Instant,
 ) -> Result<RunSummary, osiiso_host::queue::Error> {
     match queue.run_with(RunOptions::default()) {
         Err(osiiso_host::queue::Error::ShutDown) => {
             queue.wait_closed();
-            let results = queue
-                .results()
-                .into_iter()
-                .filter(|r| !r.detached)
-                .collect();
-            Ok(RunSummary::from_results(results, started, false))
+            Ok(reporter.summary(started))
         }
         Ok(mut summary) => {
             summary.duration = started.elapsed();
@@ -512,15 +477,11 @@ fn report_end(
     }
     let mut stderr = std::io::stderr().lock();
     if !args.quiet {
-        let mut text = summary.to_string();
-        if !inputs.all_run() {
-            text = text.replacen(
-                "Run Summary: PASSED",
-                "Run Summary: COMPLETED WITH ERRORS",
-                1,
-            );
-        }
-        let _ = writeln!(stderr, "{text}");
+        let status = match summary.status() {
+            RunStatus::Passed if !inputs.all_run() => RunStatus::CompletedWithErrors,
+            status => status,
+        };
+        let _ = writeln!(stderr, "{}", summary.display_with(status));
         if inputs.restored > 0 {
             let _ = writeln!(
                 stderr,

@@ -16,15 +16,17 @@ use super::{ModeArg, RunArgs};
 
 /// What a run works on.
 pub(super) enum Work {
-    /// Every job, resolved and admitted at once: so that priorities and delays hold across
-    /// the whole list, and so that a run that stops early (fail-first, a run timeout) gives
-    /// every job a row. The queue may start first when admission order is running order.
+    /// Every job, resolved and admitted at once into an unbounded queue: so that priorities
+    /// and delays hold across the whole list, and so that a run that stops early (fail-first,
+    /// a run timeout) gives every job a row. The queue may start first when admission order
+    /// is running order.
     List {
         submissions: Vec<Submission>,
         admission_order: bool,
     },
     /// Jobs checked before anything runs, then read again and submitted as the workers take
-    /// them (finite mode, when admission order is the running order).
+    /// them (finite mode: when admission order is the running order, or when the queue is
+    /// bounded and must run while it is fed anyway).
     Checked(Jobs, Resolver),
     /// Lines submitted as they arrive (infinite mode).
     Stream(Jobs, Resolver),
@@ -113,7 +115,8 @@ pub(super) fn plan(
                     .chain(inline.into_iter().map(Ok)),
             );
             let stops_early = args.queue.fail_first || args.queue.run_timeout.is_some();
-            let work = if checked.admission_order && !stops_early {
+            let bounded = args.queue.size > 0;
+            let work = if bounded || (checked.admission_order && !stops_early) {
                 Work::Checked(jobs, resolver)
             } else {
                 Work::List {
@@ -126,7 +129,12 @@ pub(super) fn plan(
             (work, Some(checked.count))
         }
     };
-    let reporter = Arc::new(Reporter::new(args.output, args.progress, args.quiet, total));
+    let reporter = Arc::new(Reporter::new(
+        args.output,
+        args.progress,
+        args.quiet,
+        total,
+    )?);
     Ok(Plan {
         work,
         total,

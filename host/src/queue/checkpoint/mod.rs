@@ -26,6 +26,7 @@ use serde_json::Value;
 use self::file::Db;
 use super::error::Error;
 use crate::engine::{DirGrant, Sandbox};
+use crate::json::Json;
 
 /// Keys looked up per SQL statement.
 const LOOKUP_BATCH: usize = 500;
@@ -35,8 +36,9 @@ const CLEARED_SANDBOXES: usize = 16;
 /// A stored completion found by [`Checkpoint::lookup`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
-    /// The stored value (`None` when values are not retained).
-    pub value: Option<Value>,
+    /// The stored value, as the JSON text it was stored as (`None` when values are not
+    /// retained).
+    pub value: Option<Json>,
     /// Whether a value was stored (`false` for a checkpoint opened without storing values).
     pub has_value: bool,
 }
@@ -51,7 +53,7 @@ pub struct Hit {
 /// let checkpoint = Checkpoint::open(":memory:")?;
 /// assert!(checkpoint.record("scores", "1", &json!(2), Some("double"))?);
 /// let hits = checkpoint.lookup("scores", &["1".to_string(), "2".to_string()])?;
-/// assert_eq!(hits["1"].value, Some(json!(2)));
+/// assert_eq!(hits["1"].value, Some(json!(2).into()));
 /// assert!(!hits.contains_key("2"));
 /// assert_eq!(checkpoint.count(None)?, 1);
 /// checkpoint.close();
@@ -317,8 +319,10 @@ fn decode(value: ValueRef<'_>, encoding: ValueRef<'_>) -> Option<Hit> {
             value: None,
             has_value: false,
         }),
+        // Kept as its text, validated like a value a task returns: never parsed into a tree.
         ("json", ValueRef::Blob(bytes) | ValueRef::Text(bytes)) => {
-            serde_json::from_slice(bytes).ok().map(|value| Hit {
+            let text = std::str::from_utf8(bytes).ok()?;
+            Json::parse(text).ok().map(|value| Hit {
                 value: Some(value),
                 has_value: true,
             })
@@ -399,7 +403,7 @@ mod tests {
 
         let reopened = Checkpoint::open(&path).unwrap();
         let hits = reopened.lookup("ns", &["k".into()]).unwrap();
-        assert_eq!(hits["k"].value, Some(json!(2)));
+        assert_eq!(hits["k"].value, Some(json!(2).into()));
         assert!(reopened.is_done("ns", "k").unwrap());
         assert_eq!(reopened.namespaces().unwrap(), ["ns"]);
         assert_eq!(reopened.clear(None).unwrap(), 1);
@@ -450,6 +454,46 @@ mod tests {
             "{error}"
         );
         assert_eq!(std::fs::read(&foreign).unwrap(), before);
+    }
+
+    #[test]
+    fn stored_values_come_back_as_their_text_and_bad_ones_are_not_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.sqlite");
+        Checkpoint::open(&path).unwrap().close();
+        // Rows as another writer of the file could have left them.
+        let raw = Connection::open(&path).unwrap();
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let rows: [(&str, &[u8]); 5] = [
+            ("ordered", br#"{ "zebra": 1,  "apple": [true, null] }"#),
+            ("deep", deep.as_bytes()),
+            ("broken", b"[1,"),
+            ("binary", b"\xff\xfe"),
+            ("huge", b"1e999"),
+        ];
+        for (key, value) in rows {
+            raw.execute(
+                "INSERT INTO completions (namespace, key, value, encoding, recorded_at) \
+                 VALUES ('ns', ?1, ?2, 'json', 0)",
+                params![key, value],
+            )
+            .unwrap();
+        }
+        drop(raw);
+        let checkpoint = Checkpoint::open(&path).unwrap();
+        let keys: Vec<String> = rows.iter().map(|(key, _)| key.to_string()).collect();
+        let hits = checkpoint.lookup("ns", &keys).unwrap();
+        let value = hits["ordered"].value.as_ref().unwrap();
+        assert_eq!(
+            value.as_str(),
+            r#"{"zebra":1,"apple":[true,null]}"#,
+            "compact, in the stored key order"
+        );
+        assert_eq!(
+            hits.len(),
+            1,
+            "too deep, broken, not UTF-8 or out of range: not hits, so they run again"
+        );
     }
 
     #[test]

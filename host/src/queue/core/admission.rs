@@ -51,14 +51,10 @@ impl Core {
         let mut handles = Vec::with_capacity(batch.len());
         let mut state = self.state.lock();
         state.results.reserve(batch.len());
-        for Admission {
-            work,
-            options,
-            on_done,
-        } in batch
-        {
+        for admission in batch {
             self.wait_for_room(&mut state, block)?;
             let now = Instant::now();
+            let options = &admission.options;
             let target = match (options.delay, options.run_at) {
                 (Some(delay), _) => now.checked_add(delay),
                 (None, Some(at)) => {
@@ -71,7 +67,7 @@ impl Core {
             };
             let seq = state.next_seq();
             let scheduled_for = target.filter(|t| *t > now);
-            let cell = Arc::new(TaskCell::new(work, options, seq, scheduled_for, on_done));
+            let cell = Arc::new(TaskCell::new(admission, seq, scheduled_for, &self.live));
             state.outstanding += 1;
             match scheduled_for {
                 Some(at) => self.schedule(&mut state, at, cell.clone()),
@@ -110,7 +106,8 @@ impl Core {
     /// once, is not outstanding, takes no place in `results()` or summaries and fires no
     /// `on_complete`.
     pub(crate) fn restored(&self, work: Work, options: TaskOptions, record: Record) -> Handle {
-        let cell = Arc::new(TaskCell::new(work, options, 0, None, None));
+        let admission = Admission::new(work, options);
+        let cell = Arc::new(TaskCell::new(admission, 0, None, &self.live));
         let result = Arc::new(self.result_of(&cell, record));
         cell.complete(result, &self.self_ref);
         self.handle(&cell)

@@ -9,7 +9,7 @@ use super::super::RunOptions;
 use super::super::backend::Runner;
 use super::super::error::{Error, ExecutionError};
 use super::super::options::{Mode, OnExit};
-use super::super::result::RunSummary;
+use super::super::summary::RunSummary;
 use super::state::ActiveRun;
 use super::{Core, Phase, State};
 use crate::wait;
@@ -153,14 +153,7 @@ impl Core {
     }
 
     fn summary_locked(state: &mut State, run_start: Instant, timed_out: bool) -> RunSummary {
-        let cut = state.results.len();
-        let results: Vec<_> = state.results[state.cursor.min(cut)..cut]
-            .iter()
-            .filter(|r| !r.detached)
-            .cloned()
-            .collect();
-        state.cursor = cut;
-        RunSummary::from_results(results, run_start, timed_out)
+        state.results.cut_summary(run_start, timed_out)
     }
 
     /// `join()`: start if needed, wait until idle; workers and cursor stay.
@@ -279,7 +272,6 @@ impl Core {
         let mut state = self.state.lock();
         self.wait_until(&mut state, None, State::is_idle);
         state.results.clear();
-        state.cursor = 0;
         state.outstanding = 0;
         state.phase = Phase::Created;
         state.halted = false;
@@ -292,9 +284,7 @@ impl Core {
     }
 
     pub(crate) fn clear_results(&self) {
-        let mut state = self.state.lock();
-        state.results.clear();
-        state.cursor = 0;
+        self.state.lock().results.clear();
     }
 
     /// Blocks until `done` holds, or until `deadline`; false when the deadline came first.

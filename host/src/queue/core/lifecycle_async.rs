@@ -10,7 +10,7 @@ use super::super::backend::Runner;
 use super::super::driver::WorkerSlot;
 use super::super::error::Error;
 use super::super::handle::TaskCell;
-use super::super::result::RunSummary;
+use super::super::summary::RunSummary;
 use super::recording::{CANCELLED, Record};
 use super::{Core, Phase, State};
 use crate::wait;

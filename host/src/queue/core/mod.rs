@@ -1,7 +1,8 @@
 //! The queue core: the shared state of one queue and the rules of docs/queues.md §3–§7 over it,
 //! one concern per module. Backends never see any of this; they only run attempts.
 //!
-//! - `state`: the phase, the ready queue, the scheduled set, the results;
+//! - `state`: the phase, the ready queue, the scheduled set, the workers;
+//! - `log`: what is kept of the recorded results (all, or counts);
 //! - `admission`: validation, closed and full checks, placing a new task;
 //! - `timers`: scheduled tasks falling due;
 //! - `workers`: how many workers, what they take;
@@ -11,6 +12,7 @@
 mod admission;
 mod lifecycle;
 mod lifecycle_async;
+mod log;
 mod recording;
 mod state;
 mod timers;
@@ -23,7 +25,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::backend::Runner;
 use super::builder::QueueConfig;
-use super::handle::{Handle, TaskCell};
+use super::handle::{Handle, LiveCount, TaskCell};
 use super::rate::RateGate;
 use super::result::TaskResult;
 
@@ -53,14 +55,17 @@ pub(crate) struct Core {
     pub(crate) backend: &'static str,
     /// How attempts run.
     pub(crate) runner: Runner,
+    /// Counts this queue's tasks whose state is still in memory.
+    pub(crate) live: LiveCount,
 }
 
 impl Core {
     pub(crate) fn new(config: QueueConfig, backend: &'static str, runner: Runner) -> Arc<Self> {
         let rate = config.rate.map(|r| RateGate::new(r, config.burst));
+        let state = State::new(rate, config.retention);
         Arc::new_cyclic(|weak| Self {
             config,
-            state: Mutex::new(State::new(rate)),
+            state: Mutex::new(state),
             work_ready: Condvar::new(),
             work_notify: tokio::sync::Notify::new(),
             room_notify: tokio::sync::Notify::new(),
@@ -70,6 +75,7 @@ impl Core {
             self_ref: weak.clone(),
             backend,
             runner,
+            live: LiveCount::default(),
         })
     }
 
@@ -97,14 +103,16 @@ impl Core {
             pending: state.outstanding.saturating_sub(state.active.len()),
             active: state.active.len(),
             scheduled: state.scheduled.len(),
-            completed: state.results.len(),
+            completed: state.results.recorded(),
             workers: state.workers.live,
             closed: state.phase.is_closed(),
+            live_tasks: self.live.get(),
+            held_results: state.results.held(),
         }
     }
 
     pub(crate) fn results(&self) -> Vec<Arc<TaskResult>> {
-        self.state.lock().results.clone()
+        self.state.lock().results.all()
     }
 
     pub(crate) fn has_outstanding(&self) -> bool {

@@ -5,13 +5,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use serde_json::Value;
-
 use super::super::handle::TaskCell;
 use super::super::options::FailPolicy;
 use super::super::result::{TaskResult, TaskStatus};
 use super::{Core, State};
 use crate::failure::{CapturedOutput, TaskFailure};
+use crate::json::Json;
 
 /// Messages of docs/queues.md §9.1.
 pub(crate) const CANCELLED: &str = "cancelled";
@@ -24,14 +23,14 @@ pub(crate) type Output = Option<(Option<CapturedOutput>, Option<CapturedOutput>)
 /// How a task ended, ready to be recorded.
 pub(crate) struct Record {
     status: TaskStatus,
-    value: Option<Value>,
+    value: Option<Json>,
     error: Option<TaskFailure>,
     message: Cow<'static, str>,
     output: Output,
 }
 
 impl Record {
-    pub(crate) fn succeeded(value: Value, output: Output) -> Self {
+    pub(crate) fn succeeded(value: Json, output: Output) -> Self {
         Self {
             status: TaskStatus::Succeeded,
             value: Some(value),
@@ -52,7 +51,7 @@ impl Record {
     }
 
     /// A task restored from a checkpoint: succeeded without an attempt.
-    pub(crate) fn restored(value: Option<Value>) -> Self {
+    pub(crate) fn restored(value: Option<Json>) -> Self {
         Self {
             status: TaskStatus::Succeeded,
             message: Cow::Borrowed(if value.is_some() {
@@ -100,7 +99,7 @@ impl Core {
         }
         let fail_first = {
             let mut state = self.state.lock();
-            state.results.push(result.clone());
+            state.results.push(&result);
             state.outstanding -= 1;
             let trigger = result.status == TaskStatus::Failed
                 && self.effective_policy(&state) == FailPolicy::FailFirst
@@ -123,6 +122,11 @@ impl Core {
             && std::panic::catch_unwind(AssertUnwindSafe(|| on_complete(&result))).is_err()
         {
             tracing::error!("callback on_complete panicked");
+        }
+        // Recorded and handed on: the value no longer counts as in flight against the host's
+        // memory budget (whoever keeps the result keeps it on their own account).
+        if let Some(value) = &result.value {
+            value.release();
         }
         let mut state = self.state.lock();
         state.recording -= 1;

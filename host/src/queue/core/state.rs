@@ -9,8 +9,9 @@ use std::time::Instant;
 use super::super::driver::Workers;
 use super::super::handle::TaskCell;
 use super::super::options::FailPolicy;
+use super::super::options::Retention;
 use super::super::rate::RateGate;
-use super::super::result::TaskResult;
+use super::log::ResultLog;
 
 /// Where the queue is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,9 +77,8 @@ pub(crate) struct State {
     pub(crate) recording: usize,
     /// Sequence numbers (and generated group ids).
     pub(crate) seq: u64,
-    pub(crate) results: Vec<Arc<TaskResult>>,
-    /// Where the next run summary starts in `results`.
-    pub(crate) cursor: usize,
+    /// What is kept of the recorded results, and where the next run summary starts.
+    pub(crate) results: ResultLog,
     pub(crate) rate: Option<RateGate>,
     /// The timer thread that promotes scheduled tasks is alive.
     pub(crate) timer_running: bool,
@@ -86,7 +86,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(rate: Option<RateGate>) -> Self {
+    pub(crate) fn new(rate: Option<RateGate>, retention: Retention) -> Self {
         Self {
             phase: Phase::Created,
             run: None,
@@ -98,8 +98,7 @@ impl State {
             outstanding: 0,
             recording: 0,
             seq: 0,
-            results: Vec::new(),
-            cursor: 0,
+            results: ResultLog::new(retention),
             rate,
             timer_running: false,
             workers: Workers::default(),

@@ -48,6 +48,9 @@ pub(super) fn spawn(core: &Arc<Core>, state: &mut State, resume: Option<Resume>)
         });
     match spawned {
         Ok(thread) => {
+            // Workers that retired (infinite mode) have finished: forget them, so that an
+            // endless run does not keep a handle per worker it ever started.
+            state.workers.threads.retain(|t| !t.is_finished());
             state.workers.threads.push(thread);
             true
         }

@@ -7,6 +7,21 @@ fn big_value(bytes: usize) -> String {
     "v".repeat(bytes)
 }
 
+/// Returns an array of `n` small numbers: `2n` bytes of JSON that a parsed tree would
+/// inflate many times over in the host.
+#[task]
+fn big_array(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+/// Returns `depth` nested arrays: `[[[...]]]`.
+#[task]
+fn deep(depth: usize) -> serde_json::Value {
+    (0..depth).fold(serde_json::Value::Null, |inner, _| {
+        serde_json::Value::Array(vec![inner])
+    })
+}
+
 /// Fails with a message of `bytes` bytes.
 #[task]
 fn big_error(bytes: usize) -> Result<(), TaskError> {

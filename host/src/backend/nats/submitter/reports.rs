@@ -164,7 +164,7 @@ fn route(pending: &PendingMap, payloads: &ObjectStore, payload: &[u8], me: &str)
             Body::Inline { sections } => {
                 let restored = sections.len() == REPORT_SECTIONS
                     && split(frame.body, sections)
-                        .and_then(|parts| restore_report(&mut report, &parts))
+                        .and_then(|parts| restore_report(&mut report, &parts, &sender))
                         .is_some();
                 if !restored {
                     FORGED_REPORTS.dropped("a report whose body does not match its header");
@@ -212,7 +212,7 @@ async fn fetch(pending: &PendingMap, payloads: &ObjectStore, header: &ReportHead
             };
             let restored = sections.len() == REPORT_SECTIONS
                 && split(&bytes, sections)
-                    .and_then(|parts| restore_report(&mut report, &parts))
+                    .and_then(|parts| restore_report(&mut report, &parts, &sender))
                     .is_some();
             if restored {
                 Verdict::Reported {
