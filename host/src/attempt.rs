@@ -299,7 +299,8 @@ impl From<Result<Json, TaskFailure>> for AttemptOutcome {
 pub struct AttemptReport {
     /// The outcome.
     pub outcome: AttemptOutcome,
-    /// Fuel the attempt consumed.
+    /// Fuel the attempt consumed: `None` when the host does not meter fuel
+    /// ([`HostBuilder::fuel_metering`](crate::HostBuilder::fuel_metering)) or nothing ran.
     pub fuel_consumed: Option<u64>,
     /// Captured stdout (tail).
     pub stdout: Option<CapturedOutput>,

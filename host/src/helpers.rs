@@ -222,7 +222,7 @@ fn map<B: Backend>(
 
 /// How [`run`] builds its runtime.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunConfig {
+pub struct RuntimeConfig {
     /// A current-thread runtime instead of the multi-thread default.
     pub current_thread: bool,
     /// Debug-level `tracing` for this crate, if no subscriber is installed yet.
@@ -234,14 +234,17 @@ pub struct RunConfig {
 /// subscriber that is already installed. Called inside a runtime, it returns an error.
 ///
 /// ```
-/// let answer = osiiso_host::run(async { 40 + 2 }, Default::default())?;
+/// let answer = osiiso_host::block_on(async { 40 + 2 }, Default::default())?;
 /// assert_eq!(answer, 42);
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub fn run<F: std::future::Future>(future: F, config: RunConfig) -> std::io::Result<F::Output> {
+pub fn block_on<F: std::future::Future>(
+    future: F,
+    config: RuntimeConfig,
+) -> std::io::Result<F::Output> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(std::io::Error::other(
-            "osiiso_host::run was called inside a tokio runtime; await the future instead",
+            "osiiso_host::block_on was called inside a tokio runtime; await the future instead",
         ));
     }
     if config.debug {

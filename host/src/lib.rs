@@ -55,5 +55,5 @@ pub use engine::{
     WarmPool, maybe_run_compiler,
 };
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
-pub use helpers::{HelperOptions, RunConfig, amap, pmap, run, tmap};
+pub use helpers::{HelperOptions, RuntimeConfig, amap, block_on, pmap, tmap};
 pub use json::Json;

@@ -59,7 +59,7 @@ fn handles_are_futures_and_completion_order_is_a_stream() {
             .submit(sleep.with_input(json!(10)), TaskOptions::new())
             .unwrap();
         let native = queue
-            .submit_async(
+            .submit_future(
                 AsyncNativeTask::new("native", || async {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     Ok::<_, TaskFailure>("from a future")
@@ -83,7 +83,7 @@ fn handles_are_futures_and_completion_order_is_a_stream() {
 }
 
 #[test]
-fn bounded_submit_is_queue_full_and_submit_wait_waits() {
+fn bounded_submit_is_queue_full_and_submit_async_waits() {
     runtime().block_on(async {
         let queue = AsyncQueue::builder()
             .workers(Workers::Fixed(1))
@@ -100,12 +100,39 @@ fn bounded_submit_is_queue_full_and_submit_wait_waits() {
         ));
         queue.start().unwrap();
         let second = queue
-            .submit_wait(noop.with_input(json!(2)), TaskOptions::new())
+            .submit_async(noop.with_input(json!(2)), TaskOptions::new())
             .await
             .unwrap();
         assert_eq!(second.await.value, Some(json!(2).into()));
         queue.run_async().await.unwrap();
     });
+}
+
+#[test]
+fn a_group_is_awaited_without_blocking_the_runtime() {
+    // One runtime thread: a blocking wait here would never let the workers run.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let queue = AsyncQueue::builder()
+                .workers(Workers::Fixed(2))
+                .build()
+                .unwrap();
+            let noop = load(artifacts::SCENARIO_FLAKY).task("noop").unwrap();
+            let items = (0..5).map(|i| noop.with_input(json!(i))).collect();
+            let group = queue.group(items, TaskOptions::new()).unwrap();
+            queue.start().unwrap();
+            let summary = group.wait_async().await;
+            assert_eq!(summary.succeeded, 5);
+            let values: Vec<_> = summary.results.iter().map(|r| r.value.clone()).collect();
+            assert_eq!(
+                values,
+                (0..5).map(|i| Some(json!(i).into())).collect::<Vec<_>>()
+            );
+            queue.shutdown_async().await;
+        });
 }
 
 #[test]
@@ -135,16 +162,36 @@ fn a_thousand_sleeping_guests_wait_together() {
 #[test]
 fn a_spinning_guest_does_not_starve_the_others() {
     // One thread for everything: only fuel yields let the sleepers make progress.
+    spinner_beside_sleepers(&crate::support::host());
+}
+
+#[test]
+fn without_fuel_metering_a_spinning_guest_yields_at_epoch_ticks() {
+    // No fuel to yield by: the epoch callback yields at every tick instead.
+    let host = crate::support::unmetered_host();
+    assert!(!host.meters_fuel());
+    spinner_beside_sleepers(&host);
+}
+
+/// 100 sleepers finish on a one-thread runtime while a guest that never returns spins beside
+/// them (it is cancelled at the end).
+fn spinner_beside_sleepers(host: &osiiso_host::Host) {
     let runtime = current_thread_runtime();
     runtime.block_on(async {
         let queue = AsyncQueue::builder()
             .workers(Workers::Fixed(101))
             .build()
             .unwrap();
-        let grind = load(artifacts::HOSTILE_IGNORES_CANCEL)
+        let grind = host
+            .load(artifacts::HOSTILE_IGNORES_CANCEL)
+            .unwrap()
             .task("grind")
             .unwrap();
-        let sleep = load(artifacts::SCENARIO_FLAKY).task("sleep").unwrap();
+        let sleep = host
+            .load(artifacts::SCENARIO_FLAKY)
+            .unwrap()
+            .task("sleep")
+            .unwrap();
         let spinner = queue
             .submit(
                 grind.with_input(Value::Null),
@@ -156,7 +203,13 @@ fn a_spinning_guest_does_not_starve_the_others() {
             .unwrap();
         queue.start().unwrap();
         for handle in sleepers.iter() {
-            assert_eq!(handle.clone().await.status, TaskStatus::Succeeded);
+            let result = handle.clone().await;
+            assert_eq!(result.status, TaskStatus::Succeeded);
+            assert_eq!(
+                result.fuel_consumed.is_some(),
+                host.meters_fuel(),
+                "{result:?}"
+            );
         }
         assert!(
             !spinner.is_done(),
@@ -269,7 +322,7 @@ fn dropping_run_async_leaves_the_workers_and_the_cursor() {
         let started = Arc::new(tokio::sync::Notify::new());
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let blocked = queue
-            .submit_async(gated(&started, &gate), TaskOptions::new())
+            .submit_future(gated(&started, &gate), TaskOptions::new())
             .unwrap();
         let sleep = load(artifacts::SCENARIO_FLAKY).task("sleep").unwrap();
         queue
@@ -303,10 +356,10 @@ fn a_runtime_that_shuts_down_cancels_its_work_and_closes_the_queue() {
     let started = Arc::new(tokio::sync::Notify::new());
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let running = queue
-        .submit_async(gated(&started, &gate), TaskOptions::new())
+        .submit_future(gated(&started, &gate), TaskOptions::new())
         .unwrap();
     let queued = queue
-        .submit_async(gated(&started, &gate), TaskOptions::new())
+        .submit_future(gated(&started, &gate), TaskOptions::new())
         .unwrap();
     runtime.block_on(async {
         queue.start().unwrap();
@@ -318,7 +371,7 @@ fn a_runtime_that_shuts_down_cancels_its_work_and_closes_the_queue() {
         assert_eq!(result.status, TaskStatus::Cancelled, "{result:?}");
     }
     queue.wait_closed();
-    match queue.submit_async(gated(&started, &gate), TaskOptions::new()) {
+    match queue.submit_future(gated(&started, &gate), TaskOptions::new()) {
         Err(Error::RuntimeGone) => {}
         other => panic!("expected RuntimeGone, got {other:?}"),
     }

@@ -14,12 +14,14 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_osiiso-host");
 
 /// The documented fields of a result object (README.md, "The result object").
 const RESULT_FIELDS: &[&str] = &[
+    "index",
     "id",
     "name",
     "task",
     "status",
     "value",
     "error",
+    "message",
     "attempts",
     "priority",
     "group_id",
@@ -453,6 +455,47 @@ fn fuel_budget_stops_score_with_out_of_fuel() {
 }
 
 #[test]
+fn fuel_consumed_appears_with_fuel_on_thread_and_process_and_always_on_async() {
+    for (queue, fuel, metered) in [
+        ("thread", None, false),
+        ("thread", Some("1000000000"), true),
+        ("process", None, false),
+        ("process", Some("1000000000"), true),
+        // The async queue counts fuel to yield, budget or not.
+        ("async", None, true),
+        ("async", Some("1000000000"), true),
+    ] {
+        let mut args = vec![
+            "run",
+            artifacts::SCORE,
+            "--input",
+            "1000",
+            "--queue",
+            queue,
+            "--output",
+            "jsonl",
+            "-q",
+        ];
+        if let Some(fuel) = fuel {
+            args.extend(["--fuel", fuel]);
+        }
+        let out = osiiso(&args);
+        out.assert_code(0);
+        let result = out.single();
+        assert_eq!(status(&result), "succeeded", "{queue} {fuel:?}: {result}");
+        let consumed = &result["fuel_consumed"];
+        if metered {
+            assert!(
+                consumed.as_u64().is_some_and(|f| f > 1000),
+                "{queue} {fuel:?}: {result}"
+            );
+        } else {
+            assert!(consumed.is_null(), "{queue} {fuel:?}: {result}");
+        }
+    }
+}
+
+#[test]
 fn timeout_stops_an_infinite_loop() {
     let out = osiiso(&[
         "run",
@@ -749,11 +792,65 @@ fn a_thousand_inputs_each_come_back_exactly_once() {
         .iter()
         .map(|r| {
             assert_eq!(status(r), "succeeded", "{r}");
-            r["value"]["i"].as_i64().expect("value echoes the input")
+            let i = r["value"]["i"].as_i64().expect("value echoes the input");
+            // Each row says which input it answers, whatever order it finished in.
+            assert_eq!(r["index"], i, "{r}");
+            i
         })
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..1000).collect::<Vec<i64>>());
+}
+
+/// `index` is the input's position from 0: `--input`s in order, lines of `--inputs` (blank
+/// lines are not inputs), and in an infinite run a skipped bad line keeps its place; `--output
+/// json` keeps input order.
+#[test]
+fn every_row_carries_its_input_position() {
+    let out = osiiso(&[
+        "run",
+        artifacts::ECHO,
+        "echo",
+        "--input",
+        "\"a\"",
+        "--input",
+        "\"b\"",
+        "--output",
+        "json",
+        "-q",
+    ]);
+    out.assert_code(0);
+    let rows: Vec<Value> = serde_json::from_str(&out.stdout).expect("a JSON array");
+    let pairs: Vec<(Value, Value)> = rows
+        .iter()
+        .map(|r| (r["index"].clone(), r["value"].clone()))
+        .collect();
+    assert_eq!(pairs, [(json!(0), json!("a")), (json!(1), json!("b"))]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let lines = ["\"zero\"", "", "{not json", "\"three\""].map(String::from);
+    let file = write_lines(dir.path(), "mixed.jsonl", &lines);
+    let out = osiiso(&[
+        "run",
+        artifacts::ECHO,
+        "echo",
+        "--mode",
+        "infinite",
+        "--inputs",
+        path_str(&file),
+        "--output",
+        "jsonl",
+        "-q",
+    ]);
+    out.assert_code(1);
+    let mut pairs: Vec<(i64, Value)> = out
+        .jsonl()
+        .iter()
+        .map(|r| (r["index"].as_i64().expect("an index"), r["value"].clone()))
+        .collect();
+    pairs.sort_by_key(|(index, _)| *index);
+    // The blank line is no input; the bad one is input 1, skipped.
+    assert_eq!(pairs, [(0, json!("zero")), (2, json!("three"))]);
 }
 
 #[test]

@@ -47,6 +47,26 @@ fn hostile_infinite_loop() {
 }
 
 #[test]
+fn without_fuel_metering_an_infinite_loop_still_times_out_and_a_fuel_budget_is_refused() {
+    let plugin = crate::support::unmetered_host()
+        .load(artifacts::HOSTILE_INFINITE_LOOP)
+        .unwrap();
+    let control = AttemptControl::new(Some(Duration::from_millis(100)));
+    let report = run_with(&plugin, "spin", json!(null), control);
+    assert_eq!(report.fuel_consumed, None, "{report:?}");
+    let f = failure(report.outcome);
+    assert_eq!(f.kind, FailureKind::Timeout, "{f}");
+
+    // A budget this host cannot count is a load failure, not a run without a budget.
+    let plugin = plugin.with_limits(Limits::new().fuel(1_000_000));
+    let report = run(&plugin, "spin", json!(null));
+    assert_eq!(report.fuel_consumed, None, "{report:?}");
+    let f = failure(report.outcome);
+    assert_eq!(f.kind, FailureKind::PluginLoad, "{f}");
+    assert!(f.message.contains("fuel metering"), "{f}");
+}
+
+#[test]
 fn hostile_memory_bomb() {
     let plugin =
         load(artifacts::HOSTILE_MEMORY_BOMB).with_limits(Limits::new().max_memory(32 << 20));

@@ -143,7 +143,7 @@ fn an_async_infinite_run_racing_a_graceful_shutdown_never_hangs() {
                     .unwrap(),
             );
             let handle = queue
-                .submit_async(
+                .submit_future(
                     AsyncNativeTask::new("one", || async { Ok::<_, TaskFailure>(()) }),
                     TaskOptions::new(),
                 )

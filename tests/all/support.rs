@@ -29,6 +29,20 @@ pub fn cache_dir() -> std::path::PathBuf {
     dir
 }
 
+/// Like [`host`], but guest code runs without fuel metering
+/// ([`HostBuilder::fuel_metering`](osiiso_host::HostBuilder::fuel_metering)).
+pub fn unmetered_host() -> Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| {
+        Host::builder()
+            .cache_dir(cache_dir())
+            .fuel_metering(false)
+            .build()
+            .expect("host builds")
+    })
+    .clone()
+}
+
 /// Loads a plugin by artifact path.
 pub fn load(path: &str) -> Plugin {
     host()

@@ -1,8 +1,11 @@
-//! B5 and B5b: CPU-bound kernels in wasm (fuel on) vs the same source compiled natively. B5
-//! is the `score` kernel (64-bit `%` by a constant); B5b the `mix` kernel (no `%`: add, xor,
-//! shift and multiply only), to tell whether `%` is what makes wasm slower.
+//! B5 and B5b: CPU-bound kernels in wasm vs the same source compiled natively, side by side
+//! without fuel metering (the CLI's default on the thread and process queues) and with it
+//! (`--fuel`, the async queue). B5 is the `score` kernel (64-bit `%` by a constant); B5b the
+//! `mix` kernel (no `%`: add, xor, shift and multiply only), to tell whether `%` is what makes
+//! wasm slower.
 
 use std::hint::black_box;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -74,21 +77,34 @@ fn wasm_kernel(task: &Task, name: &str, n: u64) -> anyhow::Result<(u64, Duration
 }
 
 pub(crate) fn bench_b5(scale: Scale, host: &Host) -> anyhow::Result<Vec<Verdict>> {
+    // The CLI's default path on the thread and process queues: guest code without fuel
+    // metering (`run --fuel N` compiles it in, as `host` does).
+    let unmetered = Host::builder()
+        .cache_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("osiiso-bench-cache"))
+        .fuel_metering(false)
+        .build()
+        .context("building the unmetered host")?;
     let mut verdicts = Vec::new();
     for kernel in &KERNELS {
-        verdicts.push(bench_kernel(scale, host, kernel)?);
+        verdicts.extend(bench_kernel(scale, host, &unmetered, kernel)?);
     }
     Ok(verdicts)
 }
 
-fn bench_kernel(scale: Scale, host: &Host, kernel: &Kernel) -> anyhow::Result<Verdict> {
+fn bench_kernel(
+    scale: Scale,
+    metered: &Host,
+    unmetered: &Host,
+    kernel: &Kernel,
+) -> anyhow::Result<Vec<Verdict>> {
     let fuel = 1_000_000_000_000u64;
     let name = kernel.task;
     let native_kernel = kernel.native;
-    let task = host
+    let fueled = metered
         .load(kernel.plugin)?
         .with_limits(Limits::new().fuel(fuel))
         .task(name)?;
+    let plain = unmetered.load(kernel.plugin)?.task(name)?;
 
     // Pick n so one native call takes about 0.4 s.
     let probe_n = scale.count(4_000_000, 10_000) as u64;
@@ -102,39 +118,60 @@ fn bench_kernel(scale: Scale, host: &Host, kernel: &Kernel) -> anyhow::Result<Ve
     };
     let rounds = scale.count(5, 1);
     println!(
-        "   {} {name}(n = {n}): {rounds} rounds, the plugin's kernel natively and in wasm (fuel \
-         budget {fuel}), alternating which goes first",
+        "   {} {name}(n = {n}): {rounds} rounds of the plugin's kernel natively, in wasm without \
+         fuel metering (the CLI's default on thread and process) and in wasm with fuel (budget \
+         {fuel}; --fuel, and the async queue), rotating which goes first",
         kernel.bench
     );
-    let native_once = || {
+    let native_once = || -> anyhow::Result<(u64, f64, Option<u64>)> {
         let start = Instant::now();
         let value = black_box(native_kernel(black_box(n)));
-        (value, start.elapsed().as_secs_f64())
+        Ok((value, start.elapsed().as_secs_f64(), None))
     };
-    let (mut ratios, mut native_times, mut wasm_times) = (Vec::new(), Vec::new(), Vec::new());
+    let wasm_once = |task: &Task| -> anyhow::Result<(u64, f64, Option<u64>)> {
+        let (value, elapsed, consumed) = wasm_kernel(task, name, n)?;
+        Ok((value, elapsed.as_secs_f64(), consumed))
+    };
+    // times[0] native, [1] wasm without fuel, [2] wasm with fuel.
+    let mut times: [Vec<f64>; 3] = Default::default();
+    let (mut plain_ratios, mut fuel_ratios) = (Vec::new(), Vec::new());
     let mut fuel_used = None;
     for round in 1..=rounds {
-        let ((native, native_time), (wasm, wasm_time, consumed)) = if round % 2 == 1 {
-            let native = native_once();
-            (native, wasm_kernel(&task, name, n)?)
-        } else {
-            let wasm = wasm_kernel(&task, name, n)?;
-            (native_once(), wasm)
-        };
-        let wasm_time = wasm_time.as_secs_f64();
+        let mut results = [(0, 0.0, None); 3];
+        for k in 0..3 {
+            let which = (k + round) % 3;
+            results[which] = match which {
+                0 => native_once()?,
+                1 => wasm_once(&plain)?,
+                _ => wasm_once(&fueled)?,
+            };
+        }
+        let [
+            (native, native_time, _),
+            (wasm, plain_time, unmetered_fuel),
+            (fueled_value, fuel_time, consumed),
+        ] = results;
         ensure!(
-            native == wasm,
-            "{name}({n}): native {native} but wasm {wasm}"
+            native == wasm && native == fueled_value,
+            "{name}({n}): native {native} but wasm {wasm} (with fuel {fueled_value})"
+        );
+        ensure!(
+            unmetered_fuel.is_none() && consumed.is_some(),
+            "{name}: fuel_consumed {unmetered_fuel:?} without metering, {consumed:?} with"
         );
         println!(
-            "   round {round}: native {}  wasm {}  ratio {}  (both = {native})",
+            "   round {round}: native {}  wasm {} ({})  wasm with fuel {} ({})  (all = {native})",
             fmt_secs(native_time),
-            fmt_secs(wasm_time),
-            fmt_x(wasm_time / native_time)
+            fmt_secs(plain_time),
+            fmt_x(plain_time / native_time),
+            fmt_secs(fuel_time),
+            fmt_x(fuel_time / native_time)
         );
-        ratios.push(wasm_time / native_time);
-        native_times.push(native_time);
-        wasm_times.push(wasm_time);
+        plain_ratios.push(plain_time / native_time);
+        fuel_ratios.push(fuel_time / native_time);
+        for (all, time) in times.iter_mut().zip([native_time, plain_time, fuel_time]) {
+            all.push(time);
+        }
         fuel_used = consumed;
     }
     if let Some(consumed) = fuel_used {
@@ -145,17 +182,24 @@ fn bench_kernel(scale: Scale, host: &Host, kernel: &Kernel) -> anyhow::Result<Ve
     }
     let best = |times: &[f64]| times.iter().copied().fold(f64::MAX, f64::min);
     println!(
-        "   best: native {}  wasm {}  (best/best {})",
-        fmt_secs(best(&native_times)),
-        fmt_secs(best(&wasm_times)),
-        fmt_x(best(&wasm_times) / best(&native_times))
+        "   best: native {}  wasm {} ({})  wasm with fuel {} ({})",
+        fmt_secs(best(&times[0])),
+        fmt_secs(best(&times[1])),
+        fmt_x(best(&times[1]) / best(&times[0])),
+        fmt_secs(best(&times[2])),
+        fmt_x(best(&times[2]) / best(&times[0]))
+    );
+    println!(
+        "   median wasm with fuel / native: {} (what --fuel costs: {} of the wasm time)",
+        fmt_x(median(&mut fuel_ratios.clone())),
+        fmt_x(median(&mut fuel_ratios) / median(&mut plain_ratios.clone()))
     );
 
-    Ok(Verdict::at_most(
+    Ok(vec![Verdict::at_most(
         kernel.bench,
-        &format!("wasm / native, {name}({n}), median"),
-        median(&mut ratios),
+        &format!("wasm / native, {name}({n}), no fuel metering, median"),
+        median(&mut plain_ratios),
         1.15,
         fmt_x,
-    ))
+    )])
 }

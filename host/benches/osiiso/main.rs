@@ -69,7 +69,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("b4", "native no-op closures through ThreadQueue, 2 workers"),
     (
         "b5",
-        "CPU-bound kernels: wasm (fuel on) / native; `%` kernel (B5), no-`%` kernel (B5b)",
+        "CPU-bound kernels: wasm (without and with fuel) / native; `%` kernel (B5), no-`%` kernel (B5b)",
     ),
     (
         "b6",

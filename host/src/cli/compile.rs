@@ -16,12 +16,16 @@ pub(crate) struct CompileArgs {
     /// regular file is replaced; loading the artifact later needs --allow-precompiled.
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
+    /// Compile fuel-metered code: what `run` uses with --fuel or --queue async (by
+    /// default, the code of the other runs).
+    #[arg(long)]
+    fuel: bool,
     #[command(flatten)]
     cache: CacheArgs,
 }
 
 pub(crate) fn run(args: CompileArgs) -> Result<(), Failure> {
-    let host = args.cache.host(4)?;
+    let host = args.cache.host(4, args.fuel)?;
     let written = host.precompile(&args.plugin, args.output.as_deref())?;
     writeln!(std::io::stdout(), "{}", written.display()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -174,7 +174,7 @@ impl<B: Backend> Feeder<B> {
 
     async fn submit_one(&self, (call, options): Submission) -> Result<Handle, QueueError> {
         let Some(plan) = &self.plan else {
-            return self.queue.submit_wait(call, options).await;
+            return self.queue.submit_async(call, options).await;
         };
         loop {
             let item = vec![(call.clone(), options.clone())];

@@ -24,7 +24,7 @@ pub(crate) struct ListArgs {
 }
 
 pub(crate) fn run(args: ListArgs) -> Result<(), Failure> {
-    let host = args.cache.host(4)?;
+    let host = args.cache.host(4, args.limits.fuel.is_some())?;
     let plugin = args.limits.load(&host, &args.plugin)?;
     if plugin.tasks().is_empty() {
         return Err(Failure::Usage(anyhow::anyhow!(

@@ -76,11 +76,14 @@ fn compile_memory(text: &str) -> Result<usize, String> {
 }
 
 impl CacheArgs {
-    pub(crate) fn host(&self, max_instances: u32) -> anyhow::Result<Host> {
+    /// The host, with guest code counting fuel when `fuel_metering` (for `--fuel`, and for
+    /// the async queue, whose guests yield by fuel).
+    pub(crate) fn host(&self, max_instances: u32, fuel_metering: bool) -> anyhow::Result<Host> {
         let mut builder = Host::builder()
             .cache(!self.no_cache)
             .max_instances(max_instances)
-            .allow_precompiled(self.allow_precompiled);
+            .allow_precompiled(self.allow_precompiled)
+            .fuel_metering(fuel_metering);
         if let Some(dir) = &self.cache_dir {
             builder = builder.cache_dir(dir);
         }
@@ -94,7 +97,9 @@ impl CacheArgs {
 /// Per-attempt resource limits; they apply from the plugin's load (its `list`) onwards.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct LimitArgs {
-    /// Fuel budget per attempt (about one unit per wasm instruction).
+    /// Fuel budget per attempt (about one unit per wasm instruction). Guest code then
+    /// counts fuel, which makes it slower, and results report `fuel_consumed`; without it
+    /// only the async queue counts fuel (to yield).
     #[arg(long, value_name = "N")]
     pub fuel: Option<u64>,
     /// Linear-memory cap per attempt, e.g. 64MiB [default: 1GiB].

@@ -113,6 +113,9 @@ pub(crate) struct Reporter {
     rows: Rows,
     /// The input position of the next task tracked.
     next: AtomicUsize,
+    /// Inputs skipped before they became tasks (bad lines of an infinite run): they keep
+    /// their place in the rows' `index`.
+    skipped: Arc<AtomicUsize>,
     tally: parking_lot::Mutex<Tally>,
 }
 
@@ -183,6 +186,7 @@ impl Reporter {
             }),
             rows,
             next: AtomicUsize::new(0),
+            skipped: Arc::new(AtomicUsize::new(0)),
             tally: parking_lot::Mutex::new(Tally::default()),
         })
     }
@@ -200,25 +204,34 @@ impl Reporter {
     /// Takes a submitted task, in input order: its row is reported when it is done (at once
     /// if it is done already, as a task restored from a checkpoint is). The reporter keeps
     /// its input position, not its handle.
+    /// Tasks are tracked by one thread at a time, in input order, interleaved with
+    /// [`skipped`](Self::skipped) inputs, so each row's `index` is its input's position.
     pub(crate) fn track(self: &Arc<Self>, handle: &Handle) {
         let position = self.next.fetch_add(1, Ordering::SeqCst);
+        let index = position + self.skipped.load(Ordering::SeqCst);
         let reporter = self.clone();
         handle.add_done_callback(move |handle| {
             if let Some(result) = handle.result() {
-                reporter.finished(position, &result);
+                reporter.finished(position, index, &result);
             }
         });
     }
 
-    /// Reports one finished task.
-    fn finished(&self, position: usize, result: &TaskResult) {
+    /// The count of inputs skipped before they became tasks, which the feeder raises: a
+    /// skipped input keeps its place in the rows' `index`.
+    pub(crate) fn skipped(&self) -> Arc<AtomicUsize> {
+        self.skipped.clone()
+    }
+
+    /// Reports one finished task: `position` among the tasks, `index` among the inputs.
+    fn finished(&self, position: usize, index: usize, result: &TaskResult) {
         self.count(result);
         match &self.rows {
-            Rows::Stream(stream) => stream.push(json_row(result, b"\n"), &self.shared),
+            Rows::Stream(stream) => stream.push(json_row(index, result, b"\n"), &self.shared),
             Rows::AtEnd(spill) => {
                 let row = match self.format {
                     OutputFormat::Table => table_row(result),
-                    _ => json_row(result, b""),
+                    _ => json_row(index, result, b""),
                 };
                 if let Err(error) = spill.put(position, &row) {
                     self.shared.fail(OutputError::Io(error));
@@ -239,7 +252,7 @@ impl Reporter {
 
     fn count(&self, result: &TaskResult) {
         let mut tally = self.tally.lock();
-        if is_restored(result) {
+        if result.restored() {
             tally.restored += 1;
             return;
         }
@@ -315,18 +328,20 @@ impl Reporter {
     }
 }
 
-fn is_restored(result: &TaskResult) -> bool {
-    result.attempts == 0 && result.message.starts_with("restored from checkpoint")
-}
-
-/// A result as one JSON object (the documented keys, in order), then `end`.
-fn json_row(result: &TaskResult, end: &[u8]) -> Vec<u8> {
+/// A result as one JSON object — `index`, the input's position from 0, then the result's
+/// documented keys in order — then `end`.
+fn json_row(index: usize, result: &TaskResult, end: &[u8]) -> Vec<u8> {
     let mut row = Vec::with_capacity(512);
+    row.extend_from_slice(format!("{{\"index\":{index}").as_bytes());
+    let opened = row.len();
     // A result serializes to JSON without fail: its values are JSON already.
-    if serde_json::to_writer(&mut row, result).is_ok() {
+    if serde_json::to_writer(&mut row, result).is_ok() && row.get(opened) == Some(&b'{') {
+        // Its opening brace becomes the comma after `index` (a result has fields).
+        row[opened] = b',';
         row.extend_from_slice(end);
+        return row;
     }
-    row
+    Vec::new()
 }
 
 fn write_array(out: &mut impl Write, spill: &Spill) -> io::Result<()> {

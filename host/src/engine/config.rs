@@ -21,12 +21,13 @@ pub(crate) fn build_engine(
     max_instances: u32,
     pooling: Option<bool>,
     address_space_cap: Option<u64>,
+    fuel: bool,
 ) -> wasmtime::Result<(Engine, bool)> {
     if address_space_cap.is_some() {
-        return Ok((compile_engine(address_space_cap)?, false));
+        return Ok((compile_engine(address_space_cap, fuel)?, false));
     }
     if pooling != Some(false) {
-        let mut config = code_config(None);
+        let mut config = code_config(None, fuel);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(max_instances)));
         match Engine::new(&config) {
             Ok(engine) => return Ok((engine, true)),
@@ -36,24 +37,30 @@ pub(crate) fn build_engine(
             Err(error) => return Err(error),
         }
     }
-    Ok((compile_engine(None)?, false))
+    Ok((compile_engine(None, fuel)?, false))
 }
 
-/// An engine with the code settings of a host built with this `address_space_cap`, and
+/// An engine with the code settings of a host built with this `address_space_cap` and
+/// `fuel` metering, and
 /// instances allocated on demand. The instance allocator does not change compiled code, so
 /// what this engine compiles loads into every engine [`build_engine`] makes for the same cap:
 /// the compile process uses it.
-pub(crate) fn compile_engine(address_space_cap: Option<u64>) -> wasmtime::Result<Engine> {
-    Engine::new(&code_config(address_space_cap))
+pub(crate) fn compile_engine(
+    address_space_cap: Option<u64>,
+    fuel: bool,
+) -> wasmtime::Result<Engine> {
+    Engine::new(&code_config(address_space_cap, fuel))
 }
 
 /// Everything that shapes compiled code (features, fuel, epochs, memory tunables).
-fn code_config(address_space_cap: Option<u64>) -> Config {
+fn code_config(address_space_cap: Option<u64>, fuel: bool) -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
-        .consume_fuel(true)
+        // Fuel counting costs instructions in every loop of the guest (about a fifth of a
+        // tight integer loop's, README "Performance"): compiled in only when asked for.
+        .consume_fuel(fuel)
         .max_wasm_stack(MAX_WASM_STACK)
         .async_stack_size(ASYNC_STACK)
         .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
@@ -160,22 +167,29 @@ mod tests {
     /// loads: the instance allocator is not part of the compiled code.
     #[test]
     fn the_compile_engine_matches_every_host_engine() {
-        for (pooling, cap) in [
-            (Some(true), None),
-            (Some(false), None),
-            (None, Some(512 << 20)),
-        ] {
-            let (engine, _) = build_engine(8, pooling, cap).unwrap();
-            assert_eq!(
-                engine_fingerprint(&engine),
-                engine_fingerprint(&compile_engine(cap).unwrap()),
-                "pooling {pooling:?}, cap {cap:?}"
-            );
+        for fuel in [true, false] {
+            for (pooling, cap) in [
+                (Some(true), None),
+                (Some(false), None),
+                (None, Some(512 << 20)),
+            ] {
+                let (engine, _) = build_engine(8, pooling, cap, fuel).unwrap();
+                assert_eq!(
+                    engine_fingerprint(&engine),
+                    engine_fingerprint(&compile_engine(cap, fuel).unwrap()),
+                    "pooling {pooling:?}, cap {cap:?}, fuel {fuel}"
+                );
+            }
         }
         assert_ne!(
-            engine_fingerprint(&compile_engine(None).unwrap()),
-            engine_fingerprint(&compile_engine(Some(512 << 20)).unwrap()),
+            engine_fingerprint(&compile_engine(None, true).unwrap()),
+            engine_fingerprint(&compile_engine(Some(512 << 20), true).unwrap()),
             "a cap changes the code, so it must reach the compile process"
+        );
+        assert_ne!(
+            engine_fingerprint(&compile_engine(None, true).unwrap()),
+            engine_fingerprint(&compile_engine(None, false).unwrap()),
+            "fuel metering changes the code, so it must reach the compile process"
         );
     }
 }

@@ -107,6 +107,8 @@ struct HostInner {
     memory_budget: Arc<MemoryBudget>,
     allow_precompiled: bool,
     max_plugin_bytes: u64,
+    /// Guest code counts fuel.
+    fuel_metering: bool,
 }
 
 /// The WebAssembly host: one engine, its linker, its compile cache and its epoch ticker.
@@ -134,6 +136,7 @@ impl std::fmt::Debug for Host {
         f.debug_struct("Host")
             .field("pooling", &self.inner.pooling)
             .field("max_instances", &self.inner.max_instances)
+            .field("fuel_metering", &self.inner.fuel_metering)
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +153,7 @@ pub struct HostBuilder {
     total_memory: Option<usize>,
     allow_precompiled: bool,
     max_plugin_bytes: u64,
+    fuel_metering: bool,
     compiler: Compiler,
     compile_timeout: Duration,
     compile_memory: u64,
@@ -167,6 +171,7 @@ impl Default for HostBuilder {
             total_memory: None,
             allow_precompiled: false,
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
+            fuel_metering: true,
             compiler: Compiler::Auto,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             compile_memory: DEFAULT_COMPILE_MEMORY,
@@ -232,6 +237,43 @@ impl HostBuilder {
         self
     }
 
+    /// Whether guest code counts fuel (default on).
+    ///
+    /// Metering is compiled into the code: it costs instructions in every loop (a fifth of a
+    /// tight integer loop's, see the README's performance section) whether or not an attempt
+    /// has a budget. Turned off, guests run at full speed and stop by epoch as usual
+    /// (deadlines, cancellation), but:
+    /// - a plugin whose [`Limits::fuel`] sets a budget cannot run: each of its attempts fails
+    ///   with [`PluginLoad`](crate::FailureKind::PluginLoad), never retried;
+    /// - results carry no `fuel_consumed`;
+    /// - async guests yield to the executor at every epoch tick instead of every ~100k fuel
+    ///   (a spinning guest still cannot starve the others, at a coarser grain).
+    ///
+    /// The CLI turns it on for `--fuel` and for `--queue async` only.
+    ///
+    /// ```
+    /// use osiiso_host::{AttemptControl, AttemptOutcome, AttemptRequest, Host};
+    /// use serde_json::json;
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
+    /// let host = Host::builder().fuel_metering(false).build()?;
+    /// assert!(!host.meters_fuel());
+    /// let echo = host.load(echo_wasm)?.task("echo")?;
+    /// let report = echo.run_attempt(AttemptRequest {
+    ///     input: &json!("hi"),
+    ///     attempt: 1,
+    ///     control: AttemptControl::new(None),
+    ///     display_name: "echo",
+    ///     progress: None,
+    /// });
+    /// assert_eq!(report.outcome, AttemptOutcome::Succeeded(json!("hi").into()));
+    /// assert_eq!(report.fuel_consumed, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fuel_metering(mut self, yes: bool) -> Self {
+        self.fuel_metering = yes;
+        self
+    }
+
     /// Where plugins are compiled (default [`Compiler::Auto`]: a compile process, under
     /// the compile limits).
     pub fn compiler(mut self, compiler: Compiler) -> Self {
@@ -268,9 +310,13 @@ impl HostBuilder {
     /// (`RLIMIT_NOFILE`) to its hard limit and gives guests three quarters of it, shared by
     /// all their attempts (see [`Limits::max_open_files`]); the rest stays the host's.
     pub fn build(self) -> Result<Host, HostError> {
-        let (engine, pooling) =
-            config::build_engine(self.max_instances, self.pooling, self.address_space_cap)
-                .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let (engine, pooling) = config::build_engine(
+            self.max_instances,
+            self.pooling,
+            self.address_space_cap,
+            self.fuel_metering,
+        )
+        .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         // In the sync linker an outgoing HTTP request blocks the worker thread until it
         // completes; it is bounded by the attempt's deadline (see `http`).
@@ -303,6 +349,7 @@ impl HostBuilder {
             },
             fingerprint,
             self.address_space_cap,
+            self.fuel_metering,
             self.max_plugin_bytes,
         )
         .map_err(HostError::Compiler)?;
@@ -327,6 +374,7 @@ impl HostBuilder {
                 memory_budget: MemoryBudget::new(total_memory),
                 allow_precompiled: self.allow_precompiled,
                 max_plugin_bytes: self.max_plugin_bytes,
+                fuel_metering: self.fuel_metering,
             }),
         })
     }
@@ -502,6 +550,11 @@ impl Host {
 
     pub(crate) fn memory_budget(&self) -> Arc<MemoryBudget> {
         self.inner.memory_budget.clone()
+    }
+
+    /// Whether guest code counts fuel ([`HostBuilder::fuel_metering`]).
+    pub fn meters_fuel(&self) -> bool {
+        self.inner.fuel_metering
     }
 
     /// Whether instances come from the pooling allocator.

@@ -118,6 +118,8 @@ pub(crate) struct AttemptStore {
     pub(crate) store: Store<AttemptState>,
     pipes: (TailPipe, TailPipe),
     fuel_budget: u64,
+    /// The engine meters fuel: each attempt gets `fuel_budget` and reports what it used.
+    metered: bool,
 }
 
 impl AttemptStore {
@@ -146,6 +148,14 @@ impl AttemptStore {
             program.configure(&mut wasi, plugin.name());
         }
         let wasi = wasi.build();
+        let metered = plugin.host().meters_fuel();
+        if limits.fuel.is_some() && !metered {
+            return Err(load_failure(
+                "a fuel budget is set, but this host runs guest code without fuel metering \
+                 (HostBuilder::fuel_metering; the CLI meters fuel with --fuel)"
+                    .into(),
+            ));
+        }
         let http_grants = plugin.sandbox().http_grants().map_err(load_failure)?;
         let budget = plugin.host().memory_budget();
         let descriptors = Descriptors::new(limits.max_open_files as usize);
@@ -167,19 +177,25 @@ impl AttemptStore {
         };
         let mut store = Store::new(plugin.engine(), state);
         store.set_hostcall_fuel(MAX_CALL_OUTPUT_BYTES);
+        // An async guest yields to the executor every ~100k fuel; without fuel metering, at
+        // every epoch tick instead.
+        let yield_at_ticks = asynchronous && !metered;
         if asynchronous {
             store.limiter_async(|state| &mut state.limiter);
-            // Fuel is always on in this engine, so this cannot fail.
-            let _ = store.fuel_async_yield_interval(Some(ASYNC_YIELD_FUEL));
+            if metered {
+                // The engine meters fuel, so this cannot fail.
+                let _ = store.fuel_async_yield_interval(Some(ASYNC_YIELD_FUEL));
+            }
         } else {
             store.limiter(|state| &mut state.limiter);
         }
-        store.epoch_deadline_callback(epoch_check);
+        store.epoch_deadline_callback(move |store| epoch_check(store, yield_at_ticks));
         let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
         let mut attempt_store = Self {
             store,
             pipes: (stdout, stderr),
             fuel_budget,
+            metered,
         };
         attempt_store.rearm(control);
         Ok(attempt_store)
@@ -206,8 +222,11 @@ impl AttemptStore {
         state.limiter.begin_attempt(control.clone());
         state.descriptors.begin_attempt();
         state.panic_message = None;
-        // Fuel is always on in this engine, so setting it cannot fail.
-        let _ = self.store.set_fuel(self.fuel_budget);
+        if self.metered {
+            // The engine meters fuel, so this cannot fail. (Without metering it would fail,
+            // building an error, and a backtrace under RUST_BACKTRACE, in every attempt.)
+            let _ = self.store.set_fuel(self.fuel_budget);
+        }
         self.store.set_epoch_deadline(1);
         self.pipes.0.reset();
         self.pipes.1.reset();
@@ -242,11 +261,14 @@ impl AttemptStore {
         result: InvokeResult,
         request: &AttemptRequest<'_>,
     ) -> AttemptReport {
-        let fuel_consumed = self
-            .store
-            .get_fuel()
-            .ok()
-            .map(|left| self.fuel_budget - left);
+        let fuel_consumed = if self.metered {
+            self.store
+                .get_fuel()
+                .ok()
+                .map(|left| self.fuel_budget - left)
+        } else {
+            None
+        };
         let outcome = match result {
             // Kept as its text, validated: never parsed into a tree, which would cost many
             // times its size.
@@ -366,9 +388,15 @@ impl AttemptStore {
     }
 }
 
-fn epoch_check(store: StoreContextMut<'_, AttemptState>) -> wasmtime::Result<UpdateDeadline> {
+/// At every epoch tick: stop the guest if its attempt must stop; else let it go on, after a
+/// yield to the executor when `yield_now` (an async guest without fuel metering).
+fn epoch_check(
+    store: StoreContextMut<'_, AttemptState>,
+    yield_now: bool,
+) -> wasmtime::Result<UpdateDeadline> {
     match store.data().control.stop_reason() {
         Some(reason) => Err(wasmtime::Error::new(reason)),
+        None if yield_now => Ok(UpdateDeadline::Yield(1)),
         None => Ok(UpdateDeadline::Continue(1)),
     }
 }

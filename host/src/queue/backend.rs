@@ -103,7 +103,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The most workers a queue of this backend may have.
     const MAX_WORKERS: usize;
     /// Whether `submit` on a full bounded queue blocks for room (`false`: it returns
-    /// [`Error::QueueFull`](super::Error::QueueFull) at once, and `submit_wait` waits).
+    /// [`Error::QueueFull`](super::Error::QueueFull) at once, and `submit_async` waits).
     const BLOCKING_SUBMIT: bool = true;
 
     /// The `Auto` worker limit for `cpus` CPUs (docs/queues.md §4.4).

@@ -64,6 +64,16 @@ impl Group {
         RunSummary::from_results(results, start, false)
     }
 
+    /// Waits asynchronously for every member; the summary lists them in submission order.
+    pub async fn wait_async(&self) -> RunSummary {
+        let start = Instant::now();
+        let mut results = Vec::with_capacity(self.handles.len());
+        for handle in &self.handles {
+            results.push(handle.wait_async().await);
+        }
+        RunSummary::from_results(results, start, false)
+    }
+
     /// Like [`wait`](Self::wait), with one budget for the whole group.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<RunSummary, Error> {
         let start = Instant::now();

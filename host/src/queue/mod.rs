@@ -153,7 +153,7 @@ impl<B: Backend> Queue<B> {
 
     /// Submits a WASM task (`task.with_input(json)`). On a full bounded queue it blocks for
     /// room, or returns [`Error::QueueFull`] when the backend says so (AsyncQueue; see
-    /// [`submit_wait`](Self::submit_wait)).
+    /// [`submit_async`](Self::submit_async)).
     ///
     /// ```no_run
     /// use osiiso_host::{Host, ThreadQueue};
@@ -177,7 +177,11 @@ impl<B: Backend> Queue<B> {
     }
 
     /// Submits a WASM task, waiting asynchronously for room on a bounded queue.
-    pub async fn submit_wait(&self, call: TaskCall, options: TaskOptions) -> Result<Handle, Error> {
+    pub async fn submit_async(
+        &self,
+        call: TaskCall,
+        options: TaskOptions,
+    ) -> Result<Handle, Error> {
         let work: Work = call.into();
         wait::notified(&self.core.room_notify, || {
             match self.admit_one(work.clone(), options.clone(), false) {
@@ -338,9 +342,9 @@ impl<B: AcceptsNative> Queue<B> {
 }
 
 impl<B: AcceptsFutures> Queue<B> {
-    /// Submits a native async closure, called again for each attempt. A backend that runs
-    /// attempts on threads cannot run one: it is refused with `Error::InvalidOption`.
-    pub fn submit_async(
+    /// Submits a native async closure (a future made again for each attempt). A backend that
+    /// runs attempts on threads cannot run one: it is refused with `Error::InvalidOption`.
+    pub fn submit_future(
         &self,
         task: AsyncNativeTask,
         options: TaskOptions,

@@ -93,7 +93,8 @@ pub struct TaskResult {
     pub duration: Duration,
     /// `""` on success, the failure message, or why it was cancelled.
     pub message: String,
-    /// Fuel consumed over all attempts (WASM tasks).
+    /// Fuel consumed over all attempts (WASM tasks on a host that meters fuel, see
+    /// [`HostBuilder::fuel_metering`](crate::HostBuilder::fuel_metering); else `None`).
     pub fuel_consumed: Option<u64>,
     /// Captured stdout of the final attempt.
     pub stdout: Option<CapturedOutput>,
@@ -108,6 +109,12 @@ impl TaskResult {
     /// Whether it succeeded.
     pub fn ok(&self) -> bool {
         self.status == TaskStatus::Succeeded
+    }
+
+    /// Whether it was restored from a checkpoint instead of run: it succeeded without an
+    /// attempt, which nothing else does.
+    pub fn restored(&self) -> bool {
+        self.status == TaskStatus::Succeeded && self.attempts == 0
     }
 
     /// The stable JSON object of the CLI contract (README.md, "The result object") as a value. Its keys are in

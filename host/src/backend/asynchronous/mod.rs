@@ -37,7 +37,7 @@ use crate::queue::{Queue, QueueBuilder};
 /// runtime.block_on(async {
 ///     let queue = AsyncQueue::builder().workers(Workers::Fixed(100)).build()?;
 ///     let group = queue.map(&echo, (0..400).map(|i| json!(i)), TaskOptions::new())?;
-///     let nap = queue.submit_async(
+///     let nap = queue.submit_future(
 ///         AsyncNativeTask::new("nap", || async {
 ///             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
 ///             Ok::<_, osiiso_host::TaskFailure>("rested")

@@ -208,6 +208,8 @@ impl Process {
             allow_precompiled: host.allows_precompiled(),
             // The workers together stay within the parent's budget.
             total_memory: Some(host.total_memory() / self.slots.max(1)),
+            // Guest code is compiled as in the parent.
+            no_fuel: !host.meters_fuel(),
             compile_timeout: Some(host.compile_timeout()),
             compile_memory: Some(host.compile_memory()),
         };

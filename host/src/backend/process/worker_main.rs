@@ -50,6 +50,8 @@ pub struct WorkerOptions {
     pub allow_precompiled: bool,
     /// The memory budget of this worker's live instances (its share of the parent's).
     pub total_memory: Option<usize>,
+    /// Run guest code without fuel metering (the parent's host does not meter fuel).
+    pub no_fuel: bool,
     /// How long compiling one plugin may take (the parent's compile timeout).
     pub compile_timeout: Option<Duration>,
     /// The memory compiling one plugin may use (the parent's compile memory limit).
@@ -82,6 +84,9 @@ impl WorkerOptions {
             args.push("--total-memory".into());
             args.push(total.to_string());
         }
+        if self.no_fuel {
+            args.push("--no-fuel".into());
+        }
         if let Some(timeout) = self.compile_timeout {
             args.push("--compile-timeout-ms".into());
             args.push(timeout.as_millis().min(u64::MAX.into()).to_string());
@@ -110,6 +115,7 @@ impl WorkerOptions {
                     options.log_level = Some(value.parse().map_err(|_| "bad --log-level")?);
                 }
                 "--allow-precompiled" => options.allow_precompiled = true,
+                "--no-fuel" => options.no_fuel = true,
                 "--total-memory" => {
                     let value = it.next().ok_or("--total-memory needs a value")?;
                     options.total_memory = Some(value.parse().map_err(|_| "bad --total-memory")?);
@@ -199,6 +205,7 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
             .cache(!options.no_cache)
             .max_instances(4)
             .allow_precompiled(options.allow_precompiled)
+            .fuel_metering(!options.no_fuel)
             .tick(Duration::from_millis(10));
         if let Some(cap) = options.memory_limit {
             builder = builder.address_space_cap(cap);
@@ -474,9 +481,12 @@ mod tests {
             total_memory: Some(1 << 30),
             compile_timeout: Some(Duration::from_millis(2500)),
             compile_memory: Some(64 << 20),
+            no_fuel: true,
             ..WorkerOptions::default()
         };
         let parsed = WorkerOptions::from_args(&options.to_args()).unwrap();
+        assert!(parsed.no_fuel);
+        assert!(!WorkerOptions::from_args(&[]).unwrap().no_fuel);
         assert_eq!(parsed.compile_timeout, options.compile_timeout);
         assert_eq!(parsed.compile_memory, options.compile_memory);
         assert_eq!(parsed.memory_limit, options.memory_limit);

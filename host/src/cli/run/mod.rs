@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -243,7 +243,9 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         Workers::Auto => 64,
     };
 
-    let host = args.cache.host(instances)?;
+    // Fuel is counted only when a budget asks for it, or for the async queue's yields.
+    let fuel_metering = args.limits.fuel.is_some() || args.queue.kind == QueueKind::Async;
+    let host = args.cache.host(instances, fuel_metering)?;
     let plugin = args.limits.load(&host, &args.plugin)?;
     let plugin = plugin.with_sandbox(args.sandbox.sandbox(&host)?);
     let plugin = allow_http(plugin, &args.queue.allow_http)?;
@@ -357,7 +359,7 @@ fn run_queue<B: Backend>(
     let tracker = reporter.clone();
     let track = move |handle: &Handle| tracker.track(handle);
 
-    let skipped = Arc::new(AtomicUsize::new(0));
+    let skipped = reporter.skipped();
     let feeder = |resolver, plan| Feeder {
         queue: queue.clone(),
         resolver,

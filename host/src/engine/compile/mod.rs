@@ -155,12 +155,14 @@ impl std::fmt::Debug for CompileStep {
 
 impl CompileStep {
     /// The compile step of a host whose engine has this cache `fingerprint` and was built for
-    /// `address_space_cap`; it compiles components of at most `max_input` bytes.
+    /// `address_space_cap` and `fuel` metering; it compiles components of at most `max_input`
+    /// bytes.
     pub(crate) fn new(
         compiler: &Compiler,
         limits: CompileLimits,
         fingerprint: String,
         address_space_cap: Option<u64>,
+        fuel: bool,
         max_input: u64,
     ) -> Result<Self, String> {
         Ok(Self {
@@ -169,6 +171,7 @@ impl CompileStep {
             args: ServeArgs {
                 fingerprint,
                 address_space_cap,
+                fuel,
                 max_input,
             },
             slot: Mutex::new(()),

@@ -9,12 +9,14 @@ use super::wire::Reply;
 use crate::engine::{cache, config};
 
 /// What the parent asks for.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct ServeArgs {
     /// The cache fingerprint the parent's engine has; another one means another build.
     pub(super) fingerprint: String,
     /// The parent's `address_space_cap`, which shapes compiled code.
     pub(super) address_space_cap: Option<u64>,
+    /// Whether the parent's engine meters fuel, which shapes compiled code too.
+    pub(super) fuel: bool,
     /// The most bytes read on stdin.
     pub(super) max_input: u64,
 }
@@ -31,11 +33,19 @@ impl ServeArgs {
             args.push("--address-space-cap".into());
             args.push(cap.to_string());
         }
+        if !self.fuel {
+            args.push("--no-fuel".into());
+        }
         args
     }
 
     pub(super) fn parse(args: &[String]) -> Result<Self, String> {
-        let mut parsed = Self::default();
+        let mut parsed = Self {
+            fingerprint: String::new(),
+            address_space_cap: None,
+            fuel: true,
+            max_input: 0,
+        };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -44,6 +54,7 @@ impl ServeArgs {
                 "--max-input" => {
                     parsed.max_input = value()?.parse().map_err(|_| "bad --max-input")?;
                 }
+                "--no-fuel" => parsed.fuel = false,
                 "--address-space-cap" => {
                     parsed.address_space_cap =
                         Some(value()?.parse().map_err(|_| "bad --address-space-cap")?);
@@ -84,7 +95,7 @@ fn compile(args: &ServeArgs) -> Reply {
             args.max_input
         ));
     }
-    let engine = match config::compile_engine(args.address_space_cap) {
+    let engine = match config::compile_engine(args.address_space_cap, args.fuel) {
         Ok(engine) => engine,
         Err(error) => return Reply::Failed(format!("cannot create the engine: {error:#}")),
     };
@@ -133,11 +144,13 @@ mod tests {
             ServeArgs {
                 fingerprint: "0123abcd".into(),
                 address_space_cap: None,
+                fuel: true,
                 max_input: 256 << 20,
             },
             ServeArgs {
                 fingerprint: "ff".into(),
                 address_space_cap: Some(1 << 30),
+                fuel: false,
                 max_input: 1,
             },
         ] {
