@@ -18,7 +18,15 @@ mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]
+mod nats_cluster;
+#[cfg(feature = "nats")]
 mod nats_fixture;
+#[cfg(feature = "nats")]
+mod nats_runs;
+#[cfg(feature = "nats")]
+mod nats_service;
+#[cfg(feature = "nats")]
+mod nats_trust;
 mod observe;
 mod process_faults;
 mod programs;

@@ -7,154 +7,15 @@
 //! Tasks count their executions through a side effect (`mark` appends to a granted file),
 //! so "executed at most twice" is checked on what happened, not on what was reported.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
-use crate::cli::{BIN, Outcome, error_kind, osiiso, path_str, status, write_jsonl};
+use crate::cli::{error_kind, osiiso, path_str, status, write_jsonl};
 use crate::nats_fixture::{Fleet, Node, Version, require};
-
-/// `run` on the NATS queue of `fleet` with `args`, as JSON lines.
-fn run_on(fleet: &Fleet, args: &[&str]) -> Outcome {
-    let url = fleet.url();
-    let mut all = vec!["run"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--queue", "nats", "--nats", &url, "--output", "jsonl"]);
-    osiiso(&all)
-}
-
-/// `mark` jobs: tag `t0..tn`, each sleeping `ms`.
-fn marks(fleet: &Fleet, n: usize, ms: u64) -> std::path::PathBuf {
-    let jobs: Vec<Value> = (0..n)
-        .map(|i| json!({"tag": format!("t{i}"), "ms": ms}))
-        .collect();
-    write_jsonl(fleet.root.path(), "marks.jsonl", &jobs)
-}
-
-/// The marks directory of a fleet, granted as `/marks`.
-fn marks_dir(fleet: &Fleet) -> String {
-    let dir = fleet.root.path().join("marks");
-    std::fs::create_dir_all(&dir).unwrap();
-    format!("{}::/marks", dir.display())
-}
-
-/// `n` `mark` tasks of `ms` each, run on `fleet` in the background with `options` added.
-fn run_marks(fleet: &Fleet, n: usize, ms: u64, options: &[&str]) -> Background {
-    let jobs = marks(fleet, n, ms);
-    let dir = marks_dir(fleet);
-    let mut args = vec![
-        artifacts::SCENARIO_FLAKY,
-        "mark",
-        "--inputs",
-        path_str(&jobs),
-        "--dir",
-        &dir,
-    ];
-    args.extend_from_slice(options);
-    Background::start(fleet, &args)
-}
-
-/// How many times each tag ran.
-fn executions(fleet: &Fleet) -> HashMap<String, usize> {
-    let log = std::fs::read_to_string(fleet.root.path().join("marks/log")).unwrap_or_default();
-    let mut counts = HashMap::new();
-    for tag in log.lines() {
-        *counts.entry(tag.to_string()).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Waits (bounded) until `f` holds; never a timing assertion.
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A run in the background, its rows to a file.
-struct Background {
-    child: Child,
-    out: tempfile::NamedTempFile,
-    err: tempfile::NamedTempFile,
-}
-
-impl Background {
-    fn start(fleet: &Fleet, args: &[&str]) -> Self {
-        let out = tempfile::NamedTempFile::new_in(fleet.root.path()).unwrap();
-        let err = tempfile::NamedTempFile::new_in(fleet.root.path()).unwrap();
-        let child = Command::new(BIN)
-            .arg("run")
-            .args(args)
-            .args([
-                "--queue",
-                "nats",
-                "--nats",
-                &fleet.url(),
-                "--output",
-                "jsonl",
-            ])
-            .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(out.reopen().unwrap())
-            .stderr(err.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, out, err }
-    }
-
-    /// Waits (bounded) for the end; the rows, stderr and exit code.
-    fn finish(mut self, fleet: &Fleet) -> (Vec<Value>, String, i32) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let code = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let logs: Vec<String> = fleet.nodes.iter().map(Node::log).collect();
-                panic!(
-                    "the run did not end; stderr: {}\nnodes:\n{}",
-                    std::fs::read_to_string(self.err.path()).unwrap_or_default(),
-                    logs.join("\n---\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let rows = std::fs::read_to_string(self.out.path())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (
-            rows,
-            std::fs::read_to_string(self.err.path()).unwrap(),
-            code,
-        )
-    }
-}
-
-/// One row per tag, every one `succeeded`; returns the attempts by tag.
-fn one_success_per_tag(rows: &[Value], n: usize, stderr: &str) -> HashMap<String, u64> {
-    assert_eq!(rows.len(), n, "one row per task: {rows:#?}\n{stderr}");
-    let mut attempts = HashMap::new();
-    for row in rows {
-        assert_eq!(status(row), "succeeded", "{row:#}\n{stderr}");
-        let tag = row["value"].as_str().unwrap().to_string();
-        assert!(
-            attempts
-                .insert(tag, row["attempts"].as_u64().unwrap())
-                .is_none()
-        );
-    }
-    attempts
-}
+use crate::nats_runs::{eventually, executions, marks_dir, one_success_per_tag, run_marks, run_on};
 
 // ----- the broker cannot be reached -----
 
@@ -172,7 +33,7 @@ fn an_unreachable_broker_fails_fast_with_exit_2_and_the_url() {
     ]);
     run.assert_usage_error(&[&url]);
     osiiso(&["nodes", "--nats", &url]).assert_usage_error(&[&url]);
-    osiiso(&["serve", "--nats", &url]).assert_usage_error(&[&url]);
+    // (`serve` waits for its broker instead: nats_service.rs.)
     // `--nats` means the NATS queue.
     osiiso(&["run", echo, "echo", "--input", "1", "--nats", &url])
         .assert_usage_error(&["--queue nats"]);
@@ -295,25 +156,25 @@ fn broker_trouble(version: Version, test: &str, trouble: impl FnOnce(&mut Fleet)
 fn a_broker_killed_and_restarted_loses_no_task_215() {
     // Down longer than a liveness entry lives: on restart every heartbeat has expired.
     broker_trouble(Version::V215, "broker restart (2.15)", |fleet| {
-        fleet.server.kill();
+        fleet.server().kill();
         std::thread::sleep(Duration::from_secs(4));
-        fleet.server.restart();
+        fleet.server().restart();
     });
 }
 
 #[test]
 fn a_broker_killed_and_restarted_loses_no_task_29() {
     broker_trouble(Version::V29, "broker restart (2.9)", |fleet| {
-        fleet.server.kill();
+        fleet.server().kill();
         std::thread::sleep(Duration::from_millis(500));
-        fleet.server.restart();
+        fleet.server().restart();
     });
 }
 
 #[test]
 fn a_paused_broker_loses_no_task() {
     broker_trouble(Version::V215, "broker pause", |fleet| {
-        let pid = fleet.server.pid();
+        let pid = fleet.server().pid();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGSTOP) };
         std::thread::sleep(Duration::from_secs(3));
@@ -473,10 +334,29 @@ fn cold_node(server: &Path) -> (Fleet, std::path::PathBuf, tempfile::TempDir) {
         &["--cache-dir", path_str(&cache)],
     );
     let fleet = Fleet {
-        server,
+        servers: vec![server],
         nodes: vec![node],
         root,
     };
+    fleet.wait_for_nodes(1);
+    (fleet, cache, cache_root)
+}
+
+/// The same server with its node replaced by a new cold one.
+fn cold_node_on(mut fleet: Fleet) -> (Fleet, std::path::PathBuf, tempfile::TempDir) {
+    for node in &mut fleet.nodes {
+        node.stop();
+    }
+    fleet.nodes.clear();
+    let cache_root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = cache_root.path().join("cache");
+    let node = Node::start(
+        &fleet.url(),
+        1,
+        fleet.root.path(),
+        &["--cache-dir", path_str(&cache)],
+    );
+    fleet.nodes.push(node);
     fleet.wait_for_nodes(1);
     (fleet, cache, cache_root)
 }
@@ -500,37 +380,78 @@ fn a_cold_node_fetches_the_plugin_once_and_compiles_it_into_its_cache() {
     );
 }
 
-#[test]
-fn a_corrupted_stored_plugin_fails_as_plugin_load() {
-    let Some(server) = require(Version::V215, "corrupted plugin") else {
-        return;
-    };
-    let (fleet, _cache, _cache_root) = cold_node(&server);
-    // Someone with access to the broker replaces the stored component.
-    let hash = blake3::hash(&std::fs::read(artifacts::ECHO).unwrap())
+/// Replaces the stored component of `plugin` with other bytes, as anyone with access to the
+/// broker could.
+fn corrupt_stored_plugin(url: &str, plugin: &str) {
+    let hash = blake3::hash(&std::fs::read(plugin).unwrap())
         .to_hex()
         .to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = async_nats::connect(fleet.url()).await.unwrap();
+        let client = async_nats::connect(url).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let store = js.get_object_store("osiiso1-plugins").await.unwrap();
+        let store = js.get_object_store("osiiso2-plugins").await.unwrap();
         let mut evil: &[u8] = b"\0asm not the component you hashed";
         store
             .put(format!("blake3-{hash}").as_str(), &mut evil)
             .await
             .unwrap();
     });
-    let out = run_on(
-        &fleet,
-        &[artifacts::ECHO, "echo", "--input", "1", "--retries", "2"],
+}
+
+#[test]
+fn a_corrupted_stored_plugin_is_replaced_by_the_next_submitter() {
+    let Some(server) = require(Version::V215, "corrupted plugin") else {
+        return;
+    };
+    let (fleet, _cache, _cache_root) = cold_node(&server);
+    run_on(&fleet, &[artifacts::ECHO, "echo", "--input", "1"]).assert_code(0);
+    corrupt_stored_plugin(&fleet.url(), artifacts::ECHO);
+    // A cold node would now fetch the wrong bytes; the submitter checks the store first.
+    let (fleet, _cache, _cache_root) = cold_node_on(fleet);
+    let out = run_on(&fleet, &[artifacts::ECHO, "echo", "--input", "2"]);
+    out.assert_code(0);
+    assert_eq!(out.single()["attempts"], 1, "{:#}", out.single());
+    assert!(
+        out.stderr
+            .contains("does not match the file; uploading it again"),
+        "{}",
+        out.stderr
     );
-    out.assert_code(1);
-    let row = out.single();
-    assert_eq!(error_kind(&row), "plugin_load", "{row:#}");
-    assert_eq!(row["attempts"], 1, "never retried: {row:#}");
-    let message = row["error"]["message"].as_str().unwrap();
-    assert!(message.contains("does not match its name"), "{message}");
+}
+
+#[test]
+fn a_plugin_corrupted_behind_a_submitters_back_costs_one_retry() {
+    use osiiso_host::NatsQueue;
+    use osiiso_host::queue::TaskOptions;
+
+    let Some(server) = require(Version::V215, "plugin corrupted mid-run") else {
+        return;
+    };
+    let (fleet, _cache, _cache_root) = cold_node(&server);
+    let echo = crate::support::load(artifacts::ECHO).task("echo").unwrap();
+    let queue = NatsQueue::builder().nats(fleet.url()).build().unwrap();
+    let first = queue
+        .submit(echo.with_input(json!(1)), TaskOptions::new())
+        .unwrap();
+    queue.run().unwrap();
+    assert_eq!(first.value().unwrap(), json!(1));
+    // The submitter checked the store once; it is changed after that, and a node that never
+    // saw the plugin fetches it.
+    corrupt_stored_plugin(&fleet.url(), artifacts::ECHO);
+    let (fleet, _cache, _cache_root) = cold_node_on(fleet);
+    let second = queue
+        .submit(echo.with_input(json!(2)), TaskOptions::new().retries(1))
+        .unwrap();
+    queue.run().unwrap();
+    let result = second.result().unwrap();
+    assert_eq!(result.value, Some(json!(2).into()), "{result:#?}");
+    assert_eq!(
+        result.attempts, 2,
+        "the node's complaint cost one retry: {result:#?}"
+    );
+    let log = fleet.nodes[0].log();
+    assert!(log.contains("the stored plugin is wrong"), "{log}");
 }
 
 // ----- node policy -----

@@ -138,7 +138,7 @@ pub fn spawn(mut command: Command) -> Child {
     rx.recv().unwrap().expect("spawn")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -150,20 +150,75 @@ fn free_port() -> u16 {
 pub struct Server {
     binary: PathBuf,
     port: u16,
+    /// Its monitoring port (`/varz`, `/connz`).
+    pub monitor: u16,
+    /// Its name (the stream leader's name in stream info).
+    pub name: String,
+    /// Arguments besides the port, store, name and monitoring port.
+    args: Vec<String>,
     store: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Server {
     pub fn start(binary: &Path) -> Self {
+        Self::start_with(binary, free_port(), "s1", Vec::new())
+    }
+
+    /// A server configured by `config` (the file's own `listen` and store are replaced).
+    pub fn start_with_config(binary: &Path, config: &Path) -> Self {
+        Self::start_with(
+            binary,
+            free_port(),
+            "s1",
+            vec!["-c".to_string(), config.display().to_string()],
+        )
+    }
+
+    /// A server on `port` (one a node was told of before the server started).
+    pub fn start_on(binary: &Path, port: u16) -> Self {
+        Self::start_with(binary, port, "s1", Vec::new())
+    }
+
+    fn start_with(binary: &Path, port: u16, name: &str, args: Vec<String>) -> Self {
         let mut server = Self {
             binary: binary.to_path_buf(),
-            port: free_port(),
+            port,
+            monitor: free_port(),
+            name: name.to_string(),
+            args,
             store: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
             child: None,
         };
         server.launch();
         server
+    }
+
+    /// `n` servers routed into one cluster, each with its own store.
+    pub fn cluster(binary: &Path, n: usize) -> Vec<Self> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes = ports
+            .iter()
+            .map(|(_, route)| format!("nats://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, route))| {
+                let args = [
+                    "--cluster_name",
+                    "osiiso",
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{route}"),
+                    "--routes",
+                    &routes,
+                ]
+                .map(str::to_string)
+                .to_vec();
+                Self::start_with(binary, *port, &format!("s{}", i + 1), args)
+            })
+            .collect()
     }
 
     pub fn url(&self) -> String {
@@ -173,14 +228,9 @@ impl Server {
     fn launch(&mut self) {
         let mut command = Command::new(&self.binary);
         command
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+            .args(&self.args)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.to_string(), "-n", &self.name, "-sd"])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -208,6 +258,24 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
+    }
+
+    /// `GET path` on the monitoring port, as JSON.
+    pub fn monitoring(&self, path: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP body");
+        serde_json::from_str(body).unwrap()
     }
 }
 
@@ -273,6 +341,20 @@ impl Node {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Drains the node (SIGTERM) and waits for it to leave.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the node did not drain: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Node {
@@ -283,9 +365,9 @@ impl Drop for Node {
     }
 }
 
-/// A server and its nodes.
+/// Servers (one, or one cluster) and their nodes.
 pub struct Fleet {
-    pub server: Server,
+    pub servers: Vec<Server>,
     pub nodes: Vec<Node>,
     /// Where tasks may be granted directories.
     pub root: tempfile::TempDir,
@@ -299,58 +381,85 @@ impl Fleet {
 
     /// As [`Fleet::start`], with the lease `--ack-wait lease`.
     pub fn start_with_lease(binary: &Path, nodes: usize, slots: usize, lease: &str) -> Self {
-        let server = Server::start(binary);
+        Self::on(vec![Server::start(binary)], nodes, slots, lease)
+    }
+
+    /// `servers` with `nodes` nodes of `slots` each (given every server's URL), alive once
+    /// this returns.
+    pub fn on(servers: Vec<Server>, nodes: usize, slots: usize, lease: &str) -> Self {
         let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let nodes = (0..nodes)
-            .map(|_| Node::start_with_lease(&server.url(), slots, root.path(), lease, &[]))
-            .collect();
-        let fleet = Self {
-            server,
-            nodes,
+        let mut fleet = Self {
+            servers,
+            nodes: Vec::new(),
             root,
         };
+        let url = fleet.url();
+        fleet.nodes = (0..nodes)
+            .map(|_| Node::start_with_lease(&url, slots, fleet.root.path(), lease, &[]))
+            .collect();
         fleet.wait_for_nodes(fleet.nodes.len());
         fleet
     }
 
+    /// The first server.
+    pub fn server(&mut self) -> &mut Server {
+        &mut self.servers[0]
+    }
+
+    /// Every server's URL, comma-separated.
     pub fn url(&self) -> String {
-        self.server.url()
+        self.servers
+            .iter()
+            .map(Server::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Waits until `n` nodes are in the live set.
     pub fn wait_for_nodes(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = Command::new(BIN)
-                .args(["nodes", "--json", "--nats", &self.url()])
-                .output()
-                .unwrap();
-            if let Ok(list) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-                && list.len() == n
-            {
-                return;
-            }
-            for node in &self.nodes {
-                assert!(
-                    !std::path::Path::new(&format!("/proc/{}", node.child.id())).exists()
-                        || !std::fs::read_to_string(format!("/proc/{}/stat", node.child.id()))
-                            .unwrap_or_default()
-                            .contains(") Z "),
-                    "a node exited: {}",
-                    node.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{n} nodes did not come up: {}",
-                self.nodes
-                    .iter()
-                    .map(Node::log)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        wait_for_nodes(&self.url(), &self.nodes, n);
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Node::log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}
+
+/// Waits until `n` nodes are in the live set of the broker at `url` (`nodes` are checked
+/// for an early exit).
+pub fn wait_for_nodes(url: &str, nodes: &[Node], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(BIN)
+            .args(["nodes", "--json", "--nats", url])
+            .output()
+            .unwrap();
+        if let Ok(list) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            && list.len() == n
+        {
+            return;
         }
+        for node in nodes {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{}", node.child.id())).exists()
+                    || !std::fs::read_to_string(format!("/proc/{}/stat", node.child.id()))
+                        .unwrap_or_default()
+                        .contains(") Z "),
+                "a node exited: {}",
+                node.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} nodes did not come up: {}",
+            nodes.iter().map(Node::log).collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

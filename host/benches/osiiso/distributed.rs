@@ -3,6 +3,9 @@
 //! 16 and 256 tasks outstanding; 1 node vs 2 nodes; and the CPU each process spent, which
 //! says where the time goes.
 //!
+//! The server runs with its monitoring port: `/varz` gives the messages that passed through it
+//! per attempt, `/connz` the messages each idle node sends per second.
+//!
 //! Needs a nats-server (`OSIISO_NATS_SERVER_215`, `OSIISO_NATS_SERVER`, else `nats-server`
 //! on `PATH`); without one B9 is skipped.
 
@@ -62,6 +65,46 @@ fn cpu_seconds(pid: u32) -> f64 {
         .filter_map(|f| f.parse::<f64>().ok())
         .sum::<f64>()
         / 100.0
+}
+
+/// The body of `GET path` on the server's monitoring port, as JSON.
+fn monitor(port: u16, path: &str) -> anyhow::Result<Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .context("no HTTP body")?;
+    Ok(serde_json::from_str(body)?)
+}
+
+/// Messages into and out of the server so far (`/varz`).
+fn server_messages(port: u16) -> anyhow::Result<(f64, f64)> {
+    let varz = monitor(port, "/varz")?;
+    let count = |field: &str| varz[field].as_f64().unwrap_or(0.0);
+    Ok((count("in_msgs"), count("out_msgs")))
+}
+
+/// Messages each node's connection has sent to the server so far (`/connz`), by name.
+fn node_messages(port: u16) -> anyhow::Result<HashMap<String, f64>> {
+    let connz = monitor(port, "/connz?limit=1024")?;
+    Ok(connz["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = c["name"].as_str()?;
+            name.contains("node")
+                .then(|| (name.to_string(), c["in_msgs"].as_f64().unwrap_or(0.0)))
+        })
+        .collect())
 }
 
 /// What one measured run gave.
@@ -140,11 +183,13 @@ pub(crate) fn bench_b9(scale: Scale, task: &Task) -> anyhow::Result<Vec<Verdict>
         return Ok(Vec::new());
     };
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let monitor_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let url = format!("nats://127.0.0.1:{port}");
     let store = tempfile::tempdir()?;
     let server = Killed(
         Command::new(&server_bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor_port.to_string(), "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -180,6 +225,25 @@ pub(crate) fn bench_b9(scale: Scale, task: &Task) -> anyhow::Result<Vec<Verdict>
     closed_loop(nats(16), task, scale.count(500, 20), 16)?;
     closed_loop(process(), task, scale.count(500, 20), 16)?;
 
+    // Idle: what two nodes with nothing to do send to the broker.
+    let idle = scale
+        .round(Duration::from_secs(10))
+        .max(Duration::from_secs(1));
+    let before = node_messages(monitor_port)?;
+    std::thread::sleep(idle);
+    let after = node_messages(monitor_port)?;
+    let rates: Vec<String> = after
+        .iter()
+        .map(|(name, n)| {
+            let sent = n - before.get(name).copied().unwrap_or(0.0);
+            fmt_f(sent / idle.as_secs_f64(), 2)
+        })
+        .collect();
+    println!(
+        "   idle nodes: messages sent per second each: {}",
+        rates.join(", ")
+    );
+
     let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
     let big = scale.count(20_000, 200);
     println!(
@@ -198,9 +262,16 @@ pub(crate) fn bench_b9(scale: Scale, task: &Task) -> anyhow::Result<Vec<Verdict>
             .map(cpu_seconds)
             .collect();
         let own_before = crate::measure::CpuSnapshot::take();
+        let messages_before = server_messages(monitor_port)?;
         let q = closed_loop(nats(window), task, n, window)?;
+        let messages_after = server_messages(monitor_port)?;
         let own_after = crate::measure::CpuSnapshot::take();
         show(&format!("NatsQueue 2 nodes, window {window}"), &q);
+        println!(
+            "   broker messages per attempt at window {window}: {} in, {} out",
+            fmt_f((messages_after.0 - messages_before.0) / n as f64, 2),
+            fmt_f((messages_after.1 - messages_before.1) / n as f64, 2)
+        );
         if window == 256 {
             ratios.push(q.rate / p.rate);
             let spent: Vec<f64> = std::iter::once(server.0.id())

@@ -22,8 +22,8 @@ mod wire;
 pub use self::asynchronous::{Async, AsyncOptions, AsyncQueue};
 #[cfg(feature = "nats")]
 pub use self::nats::{
-    DEFAULT_URL as DEFAULT_NATS_URL, Nats, NatsError, NatsNode, NatsOptions, NatsQueue, NodeConfig,
-    NodeInfo, live_nodes,
+    CachedPlugin, DEFAULT_URL as DEFAULT_NATS_URL, Nats, NatsError, NatsNode, NatsOptions,
+    NatsQueue, NodeConfig, NodeInfo, live_nodes,
 };
 pub(crate) use self::process::worker_main;
 pub use self::process::{

@@ -6,15 +6,21 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 use osiiso_host::backend::{DEFAULT_NATS_URL, NodeInfo, live_nodes};
-use osiiso_host::text::for_display;
+use osiiso_host::text::{escape_control, for_display};
 
 use super::Failure;
 
 #[derive(Args, Debug)]
 pub(crate) struct NodesArgs {
-    /// The NATS server (with JetStream).
-    #[arg(long, value_name = "URL", env = "OSIISO_NATS_URL", default_value = DEFAULT_NATS_URL)]
-    nats: String,
+    /// The NATS server (with JetStream): a URL, or the comma-separated URLs of one cluster's
+    /// servers; repeatable.
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        env = "OSIISO_NATS_URL",
+        default_value = DEFAULT_NATS_URL
+    )]
+    nats: Vec<String>,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -25,7 +31,7 @@ pub(crate) fn run(args: NodesArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| anyhow!("cannot start the runtime: {e}"))?;
-    let nodes = runtime.block_on(live_nodes(&args.nats, Duration::from_secs(3)))?;
+    let nodes = runtime.block_on(live_nodes(&args.nats.join(","), Duration::from_secs(3)))?;
     let mut out = BufWriter::new(io::stdout().lock());
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &nodes)
@@ -50,19 +56,27 @@ fn write_table(out: &mut impl Write, nodes: &[NodeInfo]) -> io::Result<()> {
     }
     writeln!(
         out,
-        "{:<14} {:<24} {:>5} {:>7}  CACHED",
+        "{:<26} {:<24} {:>5} {:>7}  CACHED",
         "ID", "HOST", "SLOTS", "RUNNING"
     )?;
     for node in nodes {
+        // `name@hash` (the hash cut to 12 digits, as git shortens commits).
         let cached: Vec<String> = node
             .cached
             .iter()
             .take(16)
-            .map(|hash| for_display(hash, 12))
+            .map(|plugin| {
+                let hash: String = plugin.hash.chars().take(12).collect();
+                format!(
+                    "{}@{}",
+                    for_display(&plugin.name, 40),
+                    escape_control(&hash)
+                )
+            })
             .collect();
         writeln!(
             out,
-            "{:<14} {:<24} {:>5} {:>7}  {}",
+            "{:<26} {:<24} {:>5} {:>7}  {}",
             for_display(&node.id, 32),
             for_display(&node.host, 64),
             node.slots,

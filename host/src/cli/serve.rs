@@ -1,6 +1,7 @@
 //! `osiiso-host serve --nats URL ...`: a node that runs attempts of NATS queues (README.md,
-//! "Running on many machines"; docs/distributed.md). The first SIGTERM or SIGINT drains it (running attempts finish
-//! and report, no new ones are taken); a second one exits at once.
+//! "Running on many machines"; docs/distributed.md). It waits for its broker at start; the
+//! first SIGTERM or SIGINT drains it (running attempts finish and report, no new ones are
+//! taken); a second one exits at once.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,9 +17,19 @@ use super::signals::Interrupts;
 
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
-    /// The NATS server (with JetStream).
-    #[arg(long, value_name = "URL", env = "OSIISO_NATS_URL", default_value = DEFAULT_NATS_URL)]
-    nats: String,
+    /// The NATS server (with JetStream): a URL, or the comma-separated URLs of one cluster's
+    /// servers; repeatable.
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        env = "OSIISO_NATS_URL",
+        default_value = DEFAULT_NATS_URL
+    )]
+    nats: Vec<String>,
+    /// Replicas of the NATS streams this node makes if they are missing [default: the
+    /// cluster's servers, at most 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: Option<u8>,
     /// Attempts run at once [default: the CPU count].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     slots: Option<u32>,
@@ -56,7 +67,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     if args.ack_wait < Duration::from_secs(1) {
         return Err(anyhow!("--ack-wait: at least 1s").into());
     }
-    let mut config = NodeConfig::new(args.nats);
+    let mut config = NodeConfig::new(args.nats.join(","));
+    config.replicas = args.replicas.map(usize::from);
+    // A service waits for its broker (and its JetStream) rather than exiting.
+    config.wait_for_broker = true;
     if let Some(slots) = args.slots {
         config.slots = slots as usize;
     }
@@ -77,12 +91,22 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .thread_name("osiiso-node")
         .build()
         .map_err(|e| anyhow!("cannot start the runtime: {e}"))?;
-    let node = runtime.block_on(NatsNode::connect(config))?;
     let drain = std::sync::Arc::new(tokio::sync::Notify::new());
     let interrupts = {
         let drain = drain.clone();
         Interrupts::watch(Box::new(move || drain.notify_one()))
             .map_err(|e| anyhow!("cannot watch for signals: {e}"))?
+    };
+    // Waiting for the broker ends at the first signal too.
+    let node = runtime.block_on(async {
+        tokio::select! {
+            node = NatsNode::connect(config) => node.map(Some),
+            () = drain.notified() => Ok(None),
+        }
+    })?;
+    let Some(node) = node else {
+        eprintln!("osiiso-host: stopped before the NATS server was reached");
+        return Ok(());
     };
     eprintln!("osiiso-host: node {} serving", node.id());
     runtime.block_on(node.serve(drain.notified()))?;

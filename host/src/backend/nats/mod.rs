@@ -1,23 +1,31 @@
 //! The NATS backend: attempts run on `osiiso-host serve` nodes, on any machine that reaches
-//! a NATS JetStream server. The submitter's queue keeps every rule (docs/queues.md); a node
-//! runs one attempt interruptibly and reports it. See [`NatsQueue`] and docs/distributed.md.
+//! a NATS JetStream server (or cluster). The submitter's queue keeps every rule
+//! (docs/queues.md); a node runs one attempt interruptibly and reports it. See [`NatsQueue`]
+//! and docs/distributed.md (the protocol, its timings and its threat model).
 //!
-//! - [`layout`]: the streams, consumers, buckets and subjects, and the connection.
-//! - [`wire`]: the messages.
-//! - [`submitter`]: publishing attempts and routing their reports (the queue's side).
+//! - [`connection`]: the servers, the notices when they go away and come back.
+//! - [`layout`]: the streams, consumers, buckets and subjects.
+//! - [`timing`]: every timing constant, and how they relate.
+//! - [`wire`]: the messages, and the keys that sign them.
+//! - [`payload`]: objects of the stores, read back bounded and checked.
+//! - [`submitter`]: publishing attempts and taking their reports (the queue's side).
 //! - [`node`]: `serve`: fetching, running and reporting attempts.
 //! - [`grants`]: what a node lets submitters grant.
 
+mod alarm;
+mod connection;
 mod error;
 mod grants;
 mod layout;
 mod node;
+mod payload;
 mod submitter;
+mod timing;
 mod wire;
 
 pub use self::error::NatsError;
 pub use self::node::{NatsNode, NodeConfig};
-pub use self::wire::NodeInfo;
+pub use self::wire::{CachedPlugin, NodeInfo};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +33,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use self::layout::{Broker, ConnectSpec};
+use self::connection::{Broker, ConnectSpec, split_servers};
 use self::submitter::Submitter;
 use crate::attempt::AttemptReport;
 use crate::failure::{FailureKind, TaskFailure};
@@ -42,6 +50,7 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 ///
 /// Execution is at least once: a node that stalls past its lease, or a broker that
 /// restarts, can run an attempt twice; the queue still records exactly one result per task.
+/// While the broker is out of reach, attempts wait for it (their timeouts do not run).
 ///
 /// ```no_run
 /// use osiiso_host::{Host, NatsQueue};
@@ -49,7 +58,11 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// use serde_json::json;
 ///
 /// let score = Host::new()?.load("score.wasm")?.task("score")?;
-/// let queue = NatsQueue::builder().nats("nats://10.0.0.5:4222").build()?;
+/// // The servers of one cluster: any of them will do, and the run rides through the death
+/// // of one.
+/// let queue = NatsQueue::builder()
+///     .nats("nats://10.0.0.5:4222,nats://10.0.0.6:4222,nats://10.0.0.7:4222")
+///     .build()?;
 /// let group = queue.map(&score, (0..1000).map(|i| json!(i)), TaskOptions::new().retries(2))?;
 /// println!("{}", queue.run()?);
 /// println!("{:?}", group.values()?);
@@ -60,15 +73,17 @@ pub type NatsQueue = Queue<Nats>;
 /// The NATS backend's own options.
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
-    url: String,
+    servers: Vec<String>,
     connect_timeout: Duration,
+    replicas: Option<usize>,
 }
 
 impl Default for NatsOptions {
     fn default() -> Self {
         Self {
-            url: DEFAULT_URL.to_string(),
-            connect_timeout: Duration::from_secs(3),
+            servers: vec![DEFAULT_URL.to_string()],
+            connect_timeout: timing::CONNECT_TIMEOUT,
+            replicas: None,
         }
     }
 }
@@ -83,6 +98,8 @@ pub struct Nats {
     starting: tokio::sync::Mutex<()>,
     /// Slots of the nodes alive at build time.
     live_slots: usize,
+    /// Submitters still leaving (removing their entry, deleting their payloads).
+    leaving: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Backend for Nats {
@@ -105,13 +122,17 @@ impl Backend for Nats {
             .build()
             .map_err(|e| format!("cannot start its runtime: {e}"))?;
         let spec = ConnectSpec {
-            url: options.url,
+            servers: options.servers,
             connect_timeout: options.connect_timeout,
             name: "osiiso-host submitter".to_string(),
+            role: "submitter".to_string(),
+            replicas: options.replicas,
+            inbox_prefix: None,
         };
         let setup = async {
             let broker = Broker::connect(&spec).await?;
-            let nodes = broker.liveness(layout::NODES_BUCKET).await?;
+            let submitter = Submitter::start(broker.clone(), Some(timing::SETUP_PATIENCE)).await?;
+            let nodes = broker.nodes().await?;
             let slots = layout::live_nodes(&nodes)
                 .await
                 .map(|nodes| {
@@ -122,7 +143,7 @@ impl Backend for Nats {
                         .fold(0usize, usize::saturating_add)
                 })
                 .unwrap_or(0);
-            Ok::<_, NatsError>((Submitter::start(broker).await?, slots))
+            Ok::<_, NatsError>((submitter, slots))
         };
         // Inside another runtime (a builder called from async code) nothing may block it:
         // the set-up runs on a thread of its own.
@@ -135,7 +156,7 @@ impl Backend for Nats {
         .map_err(|e| e.to_string())?;
         if live_slots == 0 {
             tracing::warn!(
-                url = %spec.url,
+                servers = %spec.shown(),
                 "no osiiso-host serve node is alive on this NATS server; attempts wait until one starts"
             );
         }
@@ -145,6 +166,7 @@ impl Backend for Nats {
             submitter: Mutex::new(Some(submitter)),
             starting: tokio::sync::Mutex::new(()),
             live_slots,
+            leaving: Mutex::new(Vec::new()),
         })
     }
 
@@ -174,7 +196,10 @@ impl Nats {
         if let Some(submitter) = self.submitter.lock().clone() {
             return Ok(submitter);
         }
-        let started = async { Submitter::start(Broker::connect(&self.spec).await?).await };
+        let started = async {
+            let broker = Broker::connect(&self.spec).await?;
+            Submitter::start(broker, Some(timing::SETUP_PATIENCE)).await
+        };
         let submitter = started
             .await
             .map_err(|e| TaskFailure::new(FailureKind::WorkerStart, e.to_string()))?;
@@ -199,8 +224,10 @@ impl AsyncRunner for Nats {
 
     fn close(&self) {
         let submitter = self.submitter.lock().take();
-        if let Some(submitter) = submitter {
-            submitter.stop(self.handle());
+        if let Some(submitter) = submitter
+            && let Some(leaving) = submitter.stop(self.handle())
+        {
+            self.leaving.lock().push(leaving);
         }
     }
 }
@@ -213,7 +240,16 @@ impl Drop for Nats {
                 // Inside a runtime nothing may block.
                 runtime.shutdown_background();
             } else {
-                // What is left (leaving the live set) gets a moment to finish.
+                // Leaving the live set gets a moment to finish: a
+                // runtime that shuts down drops its tasks.
+                let leaving: Vec<_> = self.leaving.lock().drain(..).collect();
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(3),
+                        futures::future::join_all(leaving),
+                    )
+                    .await;
+                });
                 runtime.shutdown_timeout(Duration::from_millis(500));
             }
         }
@@ -221,28 +257,47 @@ impl Drop for Nats {
 }
 
 impl QueueBuilder<Nats> {
-    /// The NATS server, e.g. `nats://10.0.0.5:4222` (default `nats://127.0.0.1:4222`);
-    /// `tls://` and `user:password@` work as for any NATS client.
-    pub fn nats(mut self, url: impl Into<String>) -> Self {
-        self.options.url = url.into();
+    /// The NATS servers: a URL such as `nats://10.0.0.5:4222`, or a comma-separated list of
+    /// the servers of one cluster (default `nats://127.0.0.1:4222`); `tls://` and
+    /// `user:password@` work as for any NATS client.
+    pub fn nats(mut self, servers: impl AsRef<str>) -> Self {
+        self.options.servers = split_servers([servers]);
         self
     }
 
-    /// How long the first connection may take before `build` fails (default 3 s).
+    /// How long one try of the first connection may take before `build` fails (default 3 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.options.connect_timeout = timeout;
         self
     }
+
+    /// Replicas of the streams this queue makes if they are missing (default: as many as the
+    /// cluster has servers, up to 3). Existing streams keep theirs.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.options.replicas = Some(replicas);
+        self
+    }
 }
 
-/// The nodes alive on the broker at `url`: what `osiiso-host nodes` shows.
-pub async fn live_nodes(url: &str, connect_timeout: Duration) -> Result<Vec<NodeInfo>, NatsError> {
+/// The nodes alive on the broker of `servers` (a URL or a comma-separated list): what
+/// `osiiso-host nodes` shows.
+pub async fn live_nodes(
+    servers: &str,
+    connect_timeout: Duration,
+) -> Result<Vec<NodeInfo>, NatsError> {
     let broker = Broker::connect(&ConnectSpec {
-        url: url.to_string(),
+        servers: split_servers([servers]),
         connect_timeout,
         name: "osiiso-host nodes".to_string(),
+        role: "nodes".to_string(),
+        replicas: None,
+        inbox_prefix: None,
     })
     .await?;
-    let nodes = broker.liveness(layout::NODES_BUCKET).await?;
-    layout::live_nodes(&nodes).await
+    // Only read: a broker no node ever used has no nodes bucket yet, and none alive.
+    match broker.js.get_key_value(layout::NODES_BUCKET).await {
+        Ok(nodes) => layout::live_nodes(&nodes).await,
+        Err(error) if error.to_string().contains("not found") => Ok(Vec::new()),
+        Err(error) => Err(NatsError::broker("open the nodes bucket", error)),
+    }
 }

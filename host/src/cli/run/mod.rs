@@ -127,11 +127,16 @@ struct QueueArgs {
     /// How quickly cancellations and deadlines reach running work.
     #[arg(long, value_name = "DUR", value_parser = duration)]
     poll: Option<Duration>,
-    /// The NATS server of `--queue nats` [default: $OSIISO_NATS_URL, else
-    /// nats://127.0.0.1:4222].
+    /// The NATS server of `--queue nats`: a URL, or the comma-separated URLs of one cluster's
+    /// servers; repeatable [default: $OSIISO_NATS_URL, else nats://127.0.0.1:4222].
     #[cfg(feature = "nats")]
-    #[arg(long, value_name = "URL")]
-    nats: Option<String>,
+    #[arg(long, value_name = "URL[,URL...]")]
+    nats: Vec<String>,
+    /// Replicas of the NATS streams this run makes if they are missing [default: the
+    /// cluster's servers, at most 3].
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: Option<u8>,
     /// OS memory cap per worker process (process queue).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     worker_memory: Option<usize>,
@@ -233,8 +238,12 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         QueueKind::Nats => check_workers::<osiiso_host::backend::Nats>(workers)?,
     }
     #[cfg(feature = "nats")]
-    if args.queue.nats.is_some() && args.queue.kind != QueueKind::Nats {
+    if !args.queue.nats.is_empty() && args.queue.kind != QueueKind::Nats {
         return Err(anyhow!("--nats needs --queue nats").into());
+    }
+    #[cfg(feature = "nats")]
+    if args.queue.replicas.is_some() && args.queue.kind != QueueKind::Nats {
+        return Err(anyhow!("--replicas needs --queue nats").into());
     }
     // The pool holds this many live instances; more workers wait for a free slot.
     let instances = match workers {
@@ -280,13 +289,16 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         QueueKind::Nats => {
             // The environment is read here, not by clap: a variable set for `--queue nats`
             // must not turn into a `--nats` flag on the local queues.
-            let url = args
-                .queue
-                .nats
-                .clone()
-                .or_else(|| std::env::var("OSIISO_NATS_URL").ok())
-                .unwrap_or_else(|| osiiso_host::backend::DEFAULT_NATS_URL.to_string());
-            let builder = osiiso_host::NatsQueue::builder().nats(url);
+            let servers = if args.queue.nats.is_empty() {
+                std::env::var("OSIISO_NATS_URL")
+                    .unwrap_or_else(|_| osiiso_host::backend::DEFAULT_NATS_URL.to_string())
+            } else {
+                args.queue.nats.join(",")
+            };
+            let mut builder = osiiso_host::NatsQueue::builder().nats(servers);
+            if let Some(replicas) = args.queue.replicas {
+                builder = builder.replicas(usize::from(replicas));
+            }
             run_queue(builder, &args, workers, plan, metrics)
         }
     }

@@ -1,7 +1,8 @@
-//! A node's plugins: in memory, else its local copy, else the broker's object store, each
+//! A node's plugins: in memory, else its local copy, else the broker's plugin store, each
 //! checked against the BLAKE3 name before it is loaded (and compiled through the compile
 //! cache). Bytes from the broker are never taken as native code: a node's host refuses
-//! precompiled artifacts.
+//! precompiled artifacts. A stored object is read only if it has the size its attempt
+//! names, and no more than that is buffered.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,9 +10,10 @@ use std::sync::Arc;
 
 use async_nats::jetstream::object_store::ObjectStore;
 use parking_lot::Mutex;
-use tokio::io::AsyncReadExt;
 
 use super::super::layout::{self, MAX_PLUGIN_BYTES};
+use super::super::payload::{ObjectError, read_object};
+use super::super::wire::CachedPlugin;
 use crate::engine::{Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};
 
@@ -19,21 +21,31 @@ use crate::failure::{FailureKind, TaskFailure};
 const LOADED: usize = 32;
 /// Verified components kept on disk at most.
 const KEPT: usize = 64;
-/// How long downloading one component may take.
-const FETCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 /// Plugins that did not load, remembered at most: every task of a plugin that cannot be
 /// compiled (a compile bomb up to its limit, say) must not cost the node a compilation.
 const REMEMBERED_FAILURES: usize = 256;
 /// How long a failed load is remembered (a load that ran out of time on a busy node may
 /// succeed later).
 const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+/// The longest plugin name kept for display.
+const NAME_BYTES: usize = 128;
+
+/// Why a plugin is not there.
+#[derive(Debug)]
+pub(crate) enum PluginError {
+    /// The stored object is not the component its name says (its submitter repairs it).
+    Bad(String),
+    /// Anything else: the failure to report.
+    Failed(TaskFailure),
+}
 
 pub(crate) struct NodePlugins {
     host: Host,
     store: ObjectStore,
     /// Verified components, `blake3-<hex>.wasm`, when the node has a cache directory.
     dir: Option<PathBuf>,
-    loaded: Mutex<HashMap<String, Plugin>>,
+    /// Loaded plugins by hash, with the name they first came with.
+    loaded: Mutex<HashMap<String, (String, Plugin)>>,
     /// Plugins whose load failed, with when and why.
     failed: Mutex<HashMap<String, (std::time::Instant, TaskFailure)>>,
     /// One fetch per plugin at a time.
@@ -53,24 +65,35 @@ impl NodePlugins {
         }
     }
 
-    /// The hashes of the plugins loaded now.
-    pub(crate) fn cached(&self) -> Vec<String> {
-        let mut hashes: Vec<String> = self.loaded.lock().keys().cloned().collect();
-        hashes.sort();
-        hashes
+    /// The plugins loaded now.
+    pub(crate) fn cached(&self) -> Vec<CachedPlugin> {
+        let mut cached: Vec<CachedPlugin> = self
+            .loaded
+            .lock()
+            .iter()
+            .map(|(hash, (name, _))| CachedPlugin {
+                name: name.clone(),
+                hash: hash.clone(),
+            })
+            .collect();
+        cached.sort();
+        cached
     }
 
-    /// The plugin whose component hashes to `hash`. A component that does not match its
-    /// name or does not load is `PluginLoad`; a fetch that fails is `WorkerStart`
-    /// (retryable).
-    pub(crate) async fn get(&self, hash: &str, name: &str) -> Result<Plugin, TaskFailure> {
+    /// The plugin whose component (of `size` bytes) hashes to `hash`.
+    pub(crate) async fn get(
+        &self,
+        hash: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<Plugin, PluginError> {
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(TaskFailure::new(
+            return Err(PluginError::Failed(TaskFailure::new(
                 FailureKind::PluginLoad,
                 "the attempt names a plugin hash that is not BLAKE3 hex",
-            ));
+            )));
         }
-        if let Some(plugin) = self.loaded.lock().get(hash) {
+        if let Some((_, plugin)) = self.loaded.lock().get(hash) {
             return Ok(plugin.clone());
         }
         let lock = self
@@ -81,7 +104,7 @@ impl NodePlugins {
             .clone();
         let loaded = {
             let _fetching = lock.lock().await;
-            self.load(hash, name).await
+            self.load(hash, name, size).await
         };
         // Whatever the outcome: failures must not leave an entry per hash behind.
         self.fetching.lock().remove(hash);
@@ -89,35 +112,50 @@ impl NodePlugins {
     }
 
     /// Loads the plugin (one caller per hash at a time).
-    async fn load(&self, hash: &str, name: &str) -> Result<Plugin, TaskFailure> {
-        if let Some(plugin) = self.loaded.lock().get(hash) {
+    async fn load(&self, hash: &str, name: &str, size: u64) -> Result<Plugin, PluginError> {
+        if let Some((_, plugin)) = self.loaded.lock().get(hash) {
             return Ok(plugin.clone());
         }
         if let Some(failure) = self.failed_before(hash) {
-            return Err(failure);
+            return Err(PluginError::Failed(failure));
         }
         let bytes = match self.local(hash).await {
             Some(bytes) => bytes,
             None => {
-                let bytes = self.fetch(hash).await?;
+                let object = layout::plugin_object(hash);
+                let bytes = read_object(&self.store, &object, size, MAX_PLUGIN_BYTES, hash)
+                    .await
+                    .map_err(|error| match error {
+                        ObjectError::Bad(why) => {
+                            PluginError::Bad(format!("the stored plugin is wrong: {why}"))
+                        }
+                        ObjectError::Unreachable(why) => PluginError::Failed(TaskFailure::new(
+                            FailureKind::WorkerStart,
+                            format!("cannot fetch the plugin from NATS: {why}"),
+                        )),
+                    })?;
+                tracing::info!(object = %object, bytes = bytes.len(), "plugin fetched");
                 self.keep(hash, &bytes).await;
                 bytes
             }
         };
-        let (host, name) = (self.host.clone(), name.to_string());
-        let loaded = tokio::task::spawn_blocking(move || host.load_bytes(&name, &bytes)).await;
+        let name = crate::text::truncate(name, NAME_BYTES).into_owned();
+        let (host, load_name) = (self.host.clone(), name.clone());
+        let loaded = tokio::task::spawn_blocking(move || host.load_bytes(&load_name, &bytes)).await;
+        let failed = |message: String| {
+            PluginError::Failed(TaskFailure::new(FailureKind::PluginLoad, message))
+        };
         let plugin = match loaded {
             Ok(Ok(plugin)) => plugin,
             Ok(Err(error)) => {
                 let failure = TaskFailure::new(FailureKind::PluginLoad, error.to_string());
                 self.remember_failure(hash, &failure);
-                return Err(failure);
+                return Err(PluginError::Failed(failure));
             }
             Err(error) => {
-                return Err(TaskFailure::new(
-                    FailureKind::PluginLoad,
-                    format!("loading the plugin did not finish: {error}"),
-                ));
+                return Err(failed(format!(
+                    "loading the plugin did not finish: {error}"
+                )));
             }
         };
         let mut loaded = self.loaded.lock();
@@ -126,7 +164,7 @@ impl NodePlugins {
         {
             loaded.remove(&evicted);
         }
-        loaded.insert(hash.to_string(), plugin.clone());
+        loaded.insert(hash.to_string(), (name, plugin.clone()));
         Ok(plugin)
     }
 
@@ -172,53 +210,6 @@ impl NodePlugins {
         .await
         .ok()??;
         (blake3::hash(&bytes).to_hex().as_str() == hash).then_some(bytes)
-    }
-
-    /// Downloads the component and checks it against its name.
-    async fn fetch(&self, hash: &str) -> Result<Vec<u8>, TaskFailure> {
-        let name = layout::plugin_object(hash);
-        let unreachable = |e: &dyn std::fmt::Display| {
-            TaskFailure::new(
-                FailureKind::WorkerStart,
-                format!("cannot fetch plugin {name} from NATS: {e}"),
-            )
-        };
-        let download = async {
-            let object = self
-                .store
-                .get(name.as_str())
-                .await
-                .map_err(|e| unreachable(&e))?;
-            let mut bytes = Vec::new();
-            object
-                .take(MAX_PLUGIN_BYTES + 1)
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            Ok(bytes)
-        };
-        let bytes = tokio::time::timeout(FETCH_PATIENCE, download)
-            .await
-            .map_err(|_| unreachable(&"timed out"))??;
-        if bytes.len() as u64 > MAX_PLUGIN_BYTES {
-            return Err(TaskFailure::new(
-                FailureKind::PluginLoad,
-                format!("stored plugin {name} is larger than {MAX_PLUGIN_BYTES} bytes"),
-            ));
-        }
-        let actual = blake3::hash(&bytes);
-        if actual.to_hex().as_str() != hash {
-            return Err(TaskFailure::new(
-                FailureKind::PluginLoad,
-                format!(
-                    "stored plugin {name} does not match its name (its BLAKE3 is {}): \
-                     corrupted or replaced in the object store",
-                    actual.to_hex()
-                ),
-            ));
-        }
-        tracing::info!(object = %name, bytes = bytes.len(), "plugin fetched");
-        Ok(bytes)
     }
 
     /// Keeps a verified component on disk for the next start (best effort).

@@ -1,0 +1,142 @@
+//! The attempts a node holds (from delivery to acknowledgement), and the cancellations of
+//! attempts it has not seen yet: one lock, so a cancel that races an attempt's start is never
+//! lost. A cancellation counts only when the attempt's key signed it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::super::wire::{AttemptKey, CancelMsg, Mac};
+use super::NodeShared;
+use super::announce::FORGED_CANCELS;
+use crate::attempt::AttemptControl;
+
+/// Cancellations remembered for attempts this node has not seen yet.
+const REMEMBERED_CANCELS: usize = 100_000;
+
+/// An attempt held by this node, by (submitter, token).
+pub(crate) struct Held {
+    pub key: AttemptKey,
+    /// Its control, once its guest is about to run.
+    pub control: Option<Arc<AttemptControl>>,
+    pub cancelled: bool,
+    /// When this node took it: it is announced from
+    /// [`ANNOUNCE_AFTER`](super::super::timing::ANNOUNCE_AFTER) on.
+    pub taken: Instant,
+    /// Its guest runs (its clock runs here).
+    pub running: bool,
+    /// Its clock matters (it has a timeout): it is announced as soon as its guest starts.
+    pub timed: bool,
+    /// What the last announcement said of it (`None`: never announced).
+    pub announced: Option<bool>,
+}
+
+type AttemptId = (String, String);
+
+/// What is held here and what was cancelled.
+#[derive(Default)]
+pub(crate) struct Attempts {
+    pub(super) held: HashMap<AttemptId, Held>,
+    /// Cancellations of attempts not seen here, with their MACs (checked once the attempt
+    /// and its key arrive). Bounded: the oldest are forgotten first.
+    cancelled: HashMap<AttemptId, Mac>,
+    cancel_order: VecDeque<AttemptId>,
+}
+
+impl NodeShared {
+    /// Holds attempt (`submitter`, `token`); false if a cancellation signed with its key
+    /// came first (a cancellation with another signature is logged as forged and ignored).
+    pub(crate) fn hold(&self, submitter: &str, token: &str, key: &AttemptKey, timed: bool) -> bool {
+        let id = (submitter.to_string(), token.to_string());
+        let mut attempts = self.attempts.lock();
+        if let Some(mac) = attempts.cancelled.remove(&id) {
+            let cancel = CancelMsg {
+                token: token.to_string(),
+                mac,
+            };
+            if cancel.is_signed_by(key) {
+                return false;
+            }
+            FORGED_CANCELS.dropped(&format!(
+                "a cancellation of attempt {token} that its key did not sign"
+            ));
+        }
+        attempts.held.insert(
+            id,
+            Held {
+                key: key.clone(),
+                control: None,
+                cancelled: false,
+                taken: Instant::now(),
+                running: false,
+                timed,
+                announced: None,
+            },
+        );
+        true
+    }
+
+    /// Whether this node holds attempt (`submitter`, `token`) already (the broker handed it
+    /// out again while this node was away from it).
+    pub(crate) fn holds(&self, submitter: &str, token: &str) -> bool {
+        let id = (submitter.to_string(), token.to_string());
+        self.attempts.lock().held.contains_key(&id)
+    }
+
+    /// The attempt's guest is about to run under `control`: false if it was cancelled
+    /// meanwhile.
+    pub(crate) fn start(
+        &self,
+        submitter: &str,
+        token: &str,
+        control: &Arc<AttemptControl>,
+    ) -> bool {
+        let id = (submitter.to_string(), token.to_string());
+        let mut attempts = self.attempts.lock();
+        match attempts.held.get_mut(&id) {
+            Some(held) if !held.cancelled => {
+                held.control = Some(control.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The attempt is no longer held here.
+    pub(crate) fn release(&self, submitter: &str, token: &str) {
+        let id = (submitter.to_string(), token.to_string());
+        self.attempts.lock().held.remove(&id);
+    }
+
+    /// A cancellation from `submitter`: stops the attempt if it runs here (and the
+    /// cancellation is signed with its key), else remembers it.
+    pub(super) fn cancel(&self, submitter: &str, token: &str, mac: Mac) {
+        let id = (submitter.to_string(), token.to_string());
+        let mut attempts = self.attempts.lock();
+        if let Some(held) = attempts.held.get_mut(&id) {
+            let cancel = CancelMsg {
+                token: token.to_string(),
+                mac,
+            };
+            if !cancel.is_signed_by(&held.key) {
+                FORGED_CANCELS.dropped(&format!(
+                    "a cancellation of attempt {token} that its key did not sign"
+                ));
+                return;
+            }
+            held.cancelled = true;
+            if let Some(control) = &held.control {
+                control.cancel();
+            }
+            return;
+        }
+        if attempts.cancelled.insert(id.clone(), mac).is_none() {
+            attempts.cancel_order.push_back(id);
+            if attempts.cancel_order.len() > REMEMBERED_CANCELS
+                && let Some(old) = attempts.cancel_order.pop_front()
+            {
+                attempts.cancelled.remove(&old);
+            }
+        }
+    }
+}
