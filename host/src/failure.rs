@@ -42,6 +42,28 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in declaration order (the order metrics list them in).
+    pub const ALL: [FailureKind; 13] = [
+        Self::Failed,
+        Self::Permanent,
+        Self::InvalidInput,
+        Self::Timeout,
+        Self::Trap,
+        Self::OutOfFuel,
+        Self::MemoryLimit,
+        Self::ResourceLimit,
+        Self::WorkerCrashed,
+        Self::WorkerStart,
+        Self::Panic,
+        Self::PluginLoad,
+        Self::Serialization,
+    ];
+
+    /// The position of this kind in [`ALL`](Self::ALL).
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether a failure of this kind is retried (while retries remain).
     pub fn is_retryable(self) -> bool {
         matches!(

@@ -33,6 +33,8 @@ mod engine;
 mod failure;
 mod helpers;
 mod json;
+pub mod metrics;
+mod progress;
 pub mod queue;
 pub mod text;
 pub mod units;
@@ -57,3 +59,4 @@ pub use engine::{
 pub use failure::{CapturedOutput, FailureKind, TaskFailure};
 pub use helpers::{HelperOptions, RuntimeConfig, amap, block_on, pmap, tmap};
 pub use json::Json;
+pub use progress::{PROGRESS_INTERVAL, Progress};

@@ -27,6 +27,7 @@ mod nats_runs;
 mod nats_service;
 #[cfg(feature = "nats")]
 mod nats_trust;
+mod observe;
 mod process_faults;
 mod programs;
 mod queue_races;

@@ -132,7 +132,7 @@ fn stopped_worker_is_killed_at_the_deadline() {
 /// A fake worker: handshakes, then behaves as `after_request` says once a request arrives.
 fn fake_worker(dir: &Path, after_request: &str) -> PathBuf {
     // The protocol version this host speaks (protocol.rs).
-    let hello = r#"{"Hello":{"version":3,"pid":1}}"#;
+    let hello = r#"{"Hello":{"version":4,"pid":1}}"#;
     let script = format!(
         "#!/bin/sh\nprintf '\\{:03o}\\000\\000\\000{hello}'\nhead -c 4 >/dev/null\n{after_request}\n",
         hello.len()

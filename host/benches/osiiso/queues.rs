@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
+use osiiso_host::metrics::Metrics;
 use osiiso_host::queue::backend::Backend;
-use osiiso_host::queue::{NativeTask, Queue, TaskOptions, Workers};
+use osiiso_host::queue::{NativeTask, Queue, QueueBuilder, TaskOptions, Workers};
 use osiiso_host::{AsyncQueue, Host, ProcessQueue, Task, TaskFailure, ThreadQueue};
 use serde_json::{Value, json};
 
@@ -46,6 +47,23 @@ pub(crate) fn bench_runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// With `OSIISO_BENCH_METRICS=1`, the queue fills a [`Metrics`] (what `run --http` does):
+/// the per-task cost of the metrics is the difference with a run without it.
+fn watched<K: Backend>(builder: QueueBuilder<K>) -> QueueBuilder<K> {
+    static METRICS: std::sync::OnceLock<Option<Metrics>> = std::sync::OnceLock::new();
+    let metrics = METRICS.get_or_init(|| {
+        let on = std::env::var("OSIISO_BENCH_METRICS").is_ok_and(|v| v == "1");
+        if on {
+            println!("   (queues fill a Metrics: OSIISO_BENCH_METRICS=1)");
+        }
+        on.then(Metrics::new)
+    });
+    match metrics {
+        Some(metrics) => builder.metrics(metrics),
+        None => builder,
+    }
+}
+
 /// Submits `n` noop tasks with `map`, runs the queue; returns (submission, total) time.
 fn queue_noops(
     task: &Task,
@@ -54,7 +72,7 @@ fn queue_noops(
 ) -> anyhow::Result<(Duration, Duration)> {
     match which {
         QueueUnderTest::Thread => time_queue(
-            ThreadQueue::builder().workers(Workers::Fixed(2)).build()?,
+            watched(ThreadQueue::builder().workers(Workers::Fixed(2))).build()?,
             task,
             n,
         ),
@@ -153,7 +171,7 @@ pub(crate) fn bench_b4(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
     );
     let mut rates = Vec::new();
     for round in 1..=rounds {
-        let queue = ThreadQueue::builder().workers(Workers::Fixed(2)).build()?;
+        let queue = watched(ThreadQueue::builder().workers(Workers::Fixed(2))).build()?;
         let start = Instant::now();
         for _ in 0..n {
             queue.submit_native(

@@ -38,6 +38,6 @@ fn local_request<'a>(attempt: &Attempt<'a>) -> AttemptRequest<'a> {
         attempt: attempt.number,
         control: attempt.control.clone(),
         display_name: attempt.name,
-        progress: None,
+        progress: attempt.progress.cloned(),
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::engine::{AttemptRequest, Limits, Plugin, Sandbox, WarmPool};
 use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
 use crate::json::Json;
@@ -93,6 +93,7 @@ impl AttemptSpec {
     /// Runs the spec's task of `plugin` (loaded by the receiver, whose hash it checked) with
     /// `sandbox` under `control`, through `warm`. `receiver` names who received it, for
     /// messages.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn run(
         &self,
         plugin: Plugin,
@@ -100,6 +101,19 @@ impl AttemptSpec {
         control: Arc<AttemptControl>,
         warm: &WarmPool,
         receiver: &str,
+    ) -> AttemptReport {
+        self.run_with_progress(plugin, sandbox, control, warm, receiver, None)
+    }
+
+    /// [`run`](Self::run), with the guest's progress reports going to `progress`.
+    pub(crate) fn run_with_progress(
+        &self,
+        plugin: Plugin,
+        sandbox: Sandbox,
+        control: Arc<AttemptControl>,
+        warm: &WarmPool,
+        receiver: &str,
+        progress: Option<ProgressFn>,
     ) -> AttemptReport {
         let plugin = plugin
             .with_limits(self.limits.clone())
@@ -129,7 +143,7 @@ impl AttemptSpec {
                 attempt: self.attempt,
                 control,
                 display_name: &self.display_name,
-                progress: None,
+                progress,
             },
         )
     }

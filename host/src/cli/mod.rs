@@ -4,6 +4,7 @@
 
 mod compile;
 mod feed;
+mod http;
 mod jobs;
 mod lines;
 mod list;
@@ -11,6 +12,7 @@ mod list;
 mod nodes;
 mod options;
 mod output;
+mod progress;
 mod rows;
 mod run;
 #[cfg(feature = "nats")]

@@ -32,7 +32,7 @@ pub(crate) enum OutputFormat {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ProgressMode {
-    /// On a terminal, when there is more than one task.
+    /// On a terminal (for one task, its guest's own progress).
     Auto,
     Always,
     Never,
@@ -146,9 +146,7 @@ impl Reporter {
         let show = match progress {
             ProgressMode::Always => true,
             ProgressMode::Never => false,
-            ProgressMode::Auto => {
-                !quiet && total.is_none_or(|n| n > 1) && io::stderr().is_terminal()
-            }
+            ProgressMode::Auto => !quiet && io::stderr().is_terminal(),
         };
         let bar = show.then(|| {
             let bar = match total {
@@ -199,6 +197,11 @@ impl Reporter {
         {
             stop();
         }
+    }
+
+    /// The progress bar, when one is shown.
+    pub(crate) fn bar(&self) -> Option<&ProgressBar> {
+        self.bar.as_ref()
     }
 
     /// Takes a submitted task, in input order: its row is reported when it is done (at once

@@ -24,6 +24,7 @@ mod limits;
 mod output;
 mod plugin;
 mod sandbox;
+mod stats;
 mod store;
 mod task;
 mod typed;
@@ -107,6 +108,8 @@ struct HostInner {
     memory_budget: Arc<MemoryBudget>,
     allow_precompiled: bool,
     max_plugin_bytes: u64,
+    /// Plugin loads so far, for the metrics.
+    loads: stats::LoadCounters,
     /// Guest code counts fuel.
     fuel_metering: bool,
 }
@@ -374,6 +377,7 @@ impl HostBuilder {
                 memory_budget: MemoryBudget::new(total_memory),
                 allow_precompiled: self.allow_precompiled,
                 max_plugin_bytes: self.max_plugin_bytes,
+                loads: stats::LoadCounters::default(),
                 fuel_metering: self.fuel_metering,
             }),
         })
@@ -430,6 +434,7 @@ impl Host {
         let shown = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| name.to_string());
+        let began = std::time::Instant::now();
         let hash = blake3::hash(bytes).to_hex().to_string();
         // The compile cache keeps compiled code under the hash of the bytes compiled.
         let mut cache_key = hash.clone();
@@ -464,6 +469,7 @@ impl Host {
                 .map_err(|e| compile_failure(e, &shown))?
         };
         tracing::debug!(plugin = name, cache = ?outcome, "plugin compiled");
+        self.inner.loads.loaded(outcome, began.elapsed());
         Plugin::load(self, name, path, hash, component, outcome, limits)
             .map(|plugin| plugin.with_cache_key(cache_key))
             .map_err(|e| rename(e, &shown))
@@ -502,6 +508,11 @@ impl Host {
             message,
         })?;
         Ok(out.to_path_buf())
+    }
+
+    /// Plugin loads so far, for the metrics.
+    pub(crate) fn load_stats(&self) -> stats::LoadStats {
+        self.inner.loads.snapshot()
     }
 
     /// The compile-cache directory, when the cache is in use (enabled and trusted).

@@ -10,8 +10,9 @@ use super::core::{CANCELLED, Core, Record};
 use super::handle::TaskCell;
 use super::result::TaskStatus;
 use super::work::Work;
-use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::failure::TaskFailure;
+use crate::metrics::Outcome;
 
 /// What the driver must do next.
 pub(crate) enum Step {
@@ -22,6 +23,8 @@ pub(crate) enum Step {
     Run {
         attempt: u32,
         control: Arc<AttemptControl>,
+        /// Where a WASM attempt reports its guest progress.
+        progress: Option<ProgressFn>,
     },
     /// The task is recorded.
     Done,
@@ -70,16 +73,28 @@ impl Core {
     /// Steps 3–4: count the attempt, arm its control, call `on_start`.
     fn start_attempt(&self, cell: &Arc<TaskCell>) -> Step {
         let control = AttemptControl::new(cell.options.timeout);
+        let now = Instant::now();
         let attempt = {
             let mut st = cell.state.lock();
             st.attempts += 1;
             st.status = TaskStatus::Running;
             if st.started_at.is_none() {
-                st.started_at = Some(Instant::now());
+                st.started_at = Some(now);
                 st.started_wall = Some(SystemTime::now());
             }
+            st.attempt_started = Some(now);
             st.control = Some(control.clone());
             st.attempts
+        };
+        // Only a WASM guest reports progress; a retry starts over.
+        let progress = match &cell.work {
+            Work::Wasm(_) => {
+                if attempt > 1 {
+                    cell.progress.reset();
+                }
+                Some(self.progress_fn(cell))
+            }
+            _ => None,
         };
         if cell.cancel_requested() {
             control.cancel();
@@ -90,18 +105,28 @@ impl Core {
                 tracing::error!("callback on_start panicked");
             }
         }
-        Step::Run { attempt, control }
+        Step::Run {
+            attempt,
+            control,
+            progress,
+        }
     }
 
     /// Steps 6–8: record the outcome, or decide on a retry.
     pub(crate) fn after_attempt(&self, cell: &Arc<TaskCell>, report: AttemptReport) -> Step {
         let output = Some((report.stdout, report.stderr));
-        {
+        let started = {
             let mut st = cell.state.lock();
             st.control = None;
             if let Some(fuel) = report.fuel_consumed {
                 st.fuel = Some(st.fuel.unwrap_or(0).saturating_add(fuel));
             }
+            st.attempt_started
+        };
+        self.flush_progress(cell);
+        if let Some(metrics) = &self.config.metrics {
+            let took = started.map(|at| at.elapsed()).unwrap_or_default();
+            metrics.attempt_finished(Outcome::of(&report.outcome), took, report.fuel_consumed);
         }
         let failure = match report.outcome {
             AttemptOutcome::Succeeded(value) => {
@@ -129,6 +154,9 @@ impl Core {
             return Step::Done;
         }
         cell.state.lock().status = TaskStatus::Retrying;
+        if let Some(metrics) = &self.config.metrics {
+            metrics.task_retried();
+        }
         if let Some(on_retry) = &self.config.on_retry {
             let handle = self.handle(cell);
             if std::panic::catch_unwind(AssertUnwindSafe(|| on_retry(&handle, &failure))).is_err() {

@@ -92,7 +92,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::options::Workers;
-use crate::attempt::{AttemptControl, AttemptReport, TaskCall};
+use crate::attempt::{AttemptControl, AttemptReport, ProgressFn, TaskCall};
 
 /// What a backend is: how a queue's attempts run and stop. See the [module docs](self).
 pub trait Backend: Send + Sync + Sized + 'static {
@@ -170,6 +170,10 @@ pub struct Attempt<'a> {
     /// Cancellation and deadline: the runner must stop within about one `poll` of
     /// [`should_stop`](AttemptControl::should_stop).
     pub control: &'a Arc<AttemptControl>,
+    /// Where the guest's progress reports go (`progress(done, total)`): pass it to the
+    /// engine's [`AttemptRequest::progress`](crate::AttemptRequest::progress), or carry the
+    /// reports across to it. Calling it is cheap; the queue coalesces what it passes on.
+    pub progress: Option<&'a ProgressFn>,
 }
 
 impl<'a> Attempt<'a> {
@@ -179,6 +183,7 @@ impl<'a> Attempt<'a> {
         name: &'a str,
         priority: i32,
         control: &'a Arc<AttemptControl>,
+        progress: Option<&'a ProgressFn>,
     ) -> Self {
         Self {
             call,
@@ -186,6 +191,7 @@ impl<'a> Attempt<'a> {
             name,
             priority,
             control,
+            progress,
         }
     }
 }

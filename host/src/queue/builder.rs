@@ -11,6 +11,8 @@ use super::handle::Handle;
 use super::options::{FailPolicy, Mode, OnExit, Retention, Workers};
 use super::result::TaskResult;
 use crate::failure::TaskFailure;
+use crate::metrics::Metrics;
+use crate::progress::Progress;
 
 /// `on_start(handle)`: after the rate wait, before each attempt.
 pub type OnStart = Arc<dyn Fn(&Handle) + Send + Sync>;
@@ -18,6 +20,11 @@ pub type OnStart = Arc<dyn Fn(&Handle) + Send + Sync>;
 pub type OnComplete = Arc<dyn Fn(&TaskResult) + Send + Sync>;
 /// `on_retry(handle, failure)`: after a failed attempt that will be retried.
 pub type OnRetry = Arc<dyn Fn(&Handle, &TaskFailure) + Send + Sync>;
+
+/// `on_progress(handle, progress)`: a running attempt reported its progress (coalesced: at
+/// most one call per [`PROGRESS_INTERVAL`](crate::PROGRESS_INTERVAL) per attempt,
+/// plus the last value when the attempt ends).
+pub type OnProgress = Arc<dyn Fn(&Handle, Progress) + Send + Sync>;
 
 /// A validated queue configuration.
 #[derive(Clone)]
@@ -35,6 +42,9 @@ pub(crate) struct QueueConfig {
     pub(crate) on_start: Option<OnStart>,
     pub(crate) on_complete: Option<OnComplete>,
     pub(crate) on_retry: Option<OnRetry>,
+    pub(crate) on_progress: Option<OnProgress>,
+    /// Where the queue counts what it does.
+    pub(crate) metrics: Option<Metrics>,
     pub(crate) retention: Retention,
     /// The `Auto` worker limit of this backend.
     pub(crate) auto_limit: usize,
@@ -106,6 +116,8 @@ impl<B: Backend> QueueBuilder<B> {
                 on_start: None,
                 on_complete: None,
                 on_retry: None,
+                on_progress: None,
+                metrics: None,
                 retention: Retention::All,
                 auto_limit: B::auto_limit(cpus),
             },
@@ -200,6 +212,24 @@ impl<B: Backend> QueueBuilder<B> {
     /// Called after a failed attempt that will be retried.
     pub fn on_retry(mut self, f: impl Fn(&Handle, &TaskFailure) + Send + Sync + 'static) -> Self {
         self.config.on_retry = Some(Arc::new(f));
+        self
+    }
+
+    /// Called with a running attempt's guest progress (`progress(done, total)` of the WIT
+    /// contract), coalesced: at most one call per
+    /// [`PROGRESS_INTERVAL`](crate::PROGRESS_INTERVAL) per attempt, plus the last
+    /// value once the attempt ends, however often the guest reports.
+    /// [`Handle::progress`] has the latest value at any time.
+    pub fn on_progress(mut self, f: impl Fn(&Handle, Progress) + Send + Sync + 'static) -> Self {
+        self.config.on_progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Counts what the queue does into `metrics` (tasks submitted, queued, running,
+    /// finished by status and kind, retries, attempt durations, throughput): see
+    /// [`crate::metrics`]. Several queues may share one [`Metrics`].
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.config.metrics = Some(metrics.clone());
         self
     }
 

@@ -16,6 +16,7 @@ use super::work::Work;
 use crate::attempt::AttemptControl;
 use crate::failure::TaskFailure;
 use crate::json::Json;
+use crate::progress::{Progress, ProgressCell};
 use crate::wait;
 
 /// A callback run once, when the task is done (docs/queues.md §6 step 3).
@@ -29,6 +30,8 @@ pub(crate) struct CellState {
     pub(crate) started_wall: Option<std::time::SystemTime>,
     pub(crate) fuel: Option<u64>,
     pub(crate) control: Option<Arc<AttemptControl>>,
+    /// When the current (or last) attempt started.
+    pub(crate) attempt_started: Option<Instant>,
     callbacks: Vec<DoneCallback>,
 }
 
@@ -67,6 +70,8 @@ pub(crate) struct TaskCell {
     pub(crate) scheduled_for: Option<Instant>,
     pub(crate) work: Work,
     pub(crate) state: Mutex<CellState>,
+    /// What the current attempt's guest last said about its progress.
+    pub(crate) progress: ProgressCell,
     done: Condvar,
     result: OnceLock<Arc<TaskResult>>,
     cancel_requested: AtomicBool,
@@ -108,8 +113,10 @@ impl TaskCell {
                 started_wall: None,
                 fuel: None,
                 control: None,
+                attempt_started: None,
                 callbacks: on_done.into_iter().collect(),
             }),
+            progress: ProgressCell::new(),
             done: Condvar::new(),
             result: OnceLock::new(),
             cancel_requested: AtomicBool::new(false),
@@ -282,6 +289,14 @@ impl Handle {
     /// Metadata from the options.
     pub fn metadata(&self) -> &Value {
         &self.cell.options.metadata
+    }
+
+    /// What the guest of the current (or last) attempt last said about its progress
+    /// (`progress(done, total)` of the WIT contract); `None` before it said anything. A
+    /// retry starts over. See [`QueueBuilder::on_progress`](super::QueueBuilder::on_progress)
+    /// to be told as it changes.
+    pub fn progress(&self) -> Option<Progress> {
+        self.cell.progress.latest()
     }
 
     /// The options it was submitted with.

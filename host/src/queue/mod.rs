@@ -42,7 +42,7 @@ mod work;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::builder::{OnComplete, OnRetry, OnStart, QueueBuilder};
+pub use self::builder::{OnComplete, OnProgress, OnRetry, OnStart, QueueBuilder};
 pub use self::checkpoint::{Checkpoint, Hit, canonical_json};
 pub use self::error::{Error, ExecutionError};
 pub use self::fanout::{Checkpointing, KeyFn};
@@ -133,10 +133,11 @@ impl<B: Backend> Queue<B> {
         }
         let backend = Arc::new(backend);
         let runner = backend.clone().runner();
-        Ok(Self {
-            core: Core::new(config, B::NAME, runner),
-            backend,
-        })
+        let core = Core::new(config, B::NAME, runner);
+        if let Some(metrics) = &core.config.metrics {
+            metrics.attach(core.as_source());
+        }
+        Ok(Self { core, backend })
     }
 
     /// The backend serving this queue.

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use self::child::{Event, InitError, PidRegistry, WorkerProcess};
 use self::protocol::{Reply, Request, RunRequest, encode_frame};
 use super::wire::{AttemptSpec, outbound};
-use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
@@ -244,6 +244,7 @@ impl Process {
         attempt_id: u64,
         frame: &[u8],
         control: &Arc<AttemptControl>,
+        progress: Option<&ProgressFn>,
     ) -> (AttemptReport, bool) {
         if let Err(error) = process.send_encoded(frame) {
             let why = format!("cannot send the attempt: {error}");
@@ -255,6 +256,19 @@ impl Process {
             let why = match process.next_event(self.poll) {
                 Some(Event::Reply(Reply::Done(done))) if done.attempt_id == attempt_id => {
                     return (done.into_report(), true);
+                }
+                Some(Event::Reply(Reply::Progress {
+                    attempt_id: id,
+                    done,
+                    total,
+                })) => {
+                    // Progress of an attempt that already ended is stale: dropped.
+                    if id == attempt_id
+                        && let Some(progress) = progress
+                    {
+                        progress(done, total);
+                    }
+                    None
                 }
                 Some(Event::Reply(Reply::BadFrame { message })) => {
                     let report = AttemptReport::failed(TaskFailure::new(
@@ -348,7 +362,14 @@ impl BlockingRunner for Process {
                 ));
             }
         };
-        let (report, keep) = self.attempt(&mut process, name, attempt_id, &frame, control);
+        let (report, keep) = self.attempt(
+            &mut process,
+            name,
+            attempt_id,
+            &frame,
+            control,
+            attempt.progress,
+        );
         if keep {
             self.checkin(process);
         } else {

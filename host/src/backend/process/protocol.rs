@@ -16,7 +16,7 @@ use super::init::WorkerInit;
 use crate::attempt::AttemptReport;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 /// A reader's buffer to begin with.
@@ -58,6 +58,13 @@ pub(crate) enum Reply {
     InitFailed { message: String },
     /// A `tracing` event of the worker, for the parent's subscriber.
     Log(LogRecord),
+    /// The guest of attempt `attempt_id` reported its progress (coalesced by the worker: at
+    /// most one frame per `PROGRESS_INTERVAL`, plus the last value before `Done`).
+    Progress {
+        attempt_id: u64,
+        done: u64,
+        total: u64,
+    },
     /// The end of an attempt.
     Done(Box<DoneReply>),
     /// A frame the worker could not decode; it keeps serving.

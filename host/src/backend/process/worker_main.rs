@@ -25,8 +25,9 @@ use super::protocol::{
     DoneReply, Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, RunRequest, encode_frame,
     write_frame,
 };
-use crate::attempt::{AttemptControl, AttemptReport};
+use crate::attempt::{AttemptControl, AttemptReport, ProgressFn};
 use crate::engine::{Host, Plugin, WarmPool};
+use crate::progress::{Progress, ProgressCell};
 
 /// Idle warm instances a worker keeps (its host holds four instances at most).
 const WARM_INSTANCES: usize = 2;
@@ -254,13 +255,25 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         let frame = channel.lock().unwrap_or_else(|e| e.into_inner()).next();
         match frame {
             Ok(Frame::Message(Request::Run(request))) => {
+                let progress = Arc::new(ProgressCell::new());
                 let report = run_one(
                     &host,
                     &mut plugins,
                     &warm,
                     &request,
                     watch(&channel, &request),
+                    progress_sender(&out, request.attempt_id, &progress),
                 );
+                // The last progress the parent has not heard yet goes before the result.
+                if let Some(last) = progress.take_pending()
+                    && !send(&Reply::Progress {
+                        attempt_id: request.attempt_id,
+                        done: last.done,
+                        total: last.total,
+                    })
+                {
+                    return 3;
+                }
                 if !send(&fitting_done(&request, report)) {
                     return 3;
                 }
@@ -388,6 +401,25 @@ fn watch(channel: &Arc<Mutex<ControlChannel>>, request: &RunRequest) -> Arc<Atte
     )
 }
 
+/// Where the guest's progress goes: a `Progress` frame to the parent, coalesced to at most
+/// one per `PROGRESS_INTERVAL` however often the guest reports.
+fn progress_sender(out: &SharedWriter, attempt_id: u64, cell: &Arc<ProgressCell>) -> ProgressFn {
+    let (out, cell) = (out.clone(), cell.clone());
+    Arc::new(move |done, total| {
+        if cell.report(Progress::new(done, total), true) {
+            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = write_frame(
+                &mut *out,
+                &Reply::Progress {
+                    attempt_id,
+                    done,
+                    total,
+                },
+            );
+        }
+    })
+}
+
 /// The reply to an attempt, or, when its value or captured output would not fit in a frame,
 /// a `Serialization` failure that says so (the worker stays up; nothing is retried).
 fn fitting_done(request: &RunRequest, report: AttemptReport) -> Reply {
@@ -440,6 +472,7 @@ fn run_one(
     warm: &WarmPool,
     request: &RunRequest,
     control: Arc<AttemptControl>,
+    progress: ProgressFn,
 ) -> AttemptReport {
     let spec = &request.spec;
     let plugin = match plugins.get(&spec.plugin_hash) {
@@ -466,7 +499,14 @@ fn run_one(
             }
         },
     };
-    spec.run(plugin, spec.sandbox.clone(), control, warm, "worker")
+    spec.run_with_progress(
+        plugin,
+        spec.sandbox.clone(),
+        control,
+        warm,
+        "worker",
+        Some(progress),
+    )
 }
 
 #[cfg(test)]

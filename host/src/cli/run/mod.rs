@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
 use osiiso_host::backend::{Async, Process, Thread};
+use osiiso_host::metrics::Metrics;
 use osiiso_host::queue::backend::Backend;
 use osiiso_host::queue::{
     FailPolicy, Handle, Mode, OnExit, QueueBuilder, Retention, RunOptions, RunStatus, RunSummary,
@@ -23,8 +24,10 @@ mod plan;
 use self::plan::{Plan, Work, open_checkpoint, plan};
 use super::Failure;
 use super::feed::{Fed, Feeder, Window};
+use super::http::Watch;
 use super::options::{CacheArgs, LimitArgs, SandboxArgs, duration};
 use super::output::{OutputError, OutputFormat, ProgressMode, Reporter};
+use super::progress::GuestProgress;
 use super::signals::Interrupts;
 use super::work;
 #[derive(Args, Debug)]
@@ -76,6 +79,11 @@ pub(crate) struct RunArgs {
     /// No run summary and no progress bar.
     #[arg(short, long)]
     quiet: bool,
+    /// While the run lasts, serve `/metrics` (Prometheus), `/healthz` and a status page at
+    /// `/` on ADDR: `PORT` or `:PORT` listens on 127.0.0.1 only; give an address
+    /// (`0.0.0.0:9100`) to listen elsewhere. Port 0 picks a free port (printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,6 +262,11 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         None => None,
     };
     let plan = plan(&args, &plugin, checkpoint)?;
+    let watch = match &args.http {
+        Some(addr) => Some(Watch::start(addr, &host, args.quiet)?),
+        None => None,
+    };
+    let metrics = watch.as_ref().map(|watch| &watch.metrics);
 
     match args.queue.kind {
         QueueKind::Process => {
@@ -261,7 +274,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
             if let Some(bytes) = args.queue.worker_memory {
                 builder = builder.worker_memory(bytes as u64);
             }
-            run_queue(builder, &args, workers, plan)
+            run_queue(builder, &args, workers, plan, metrics)
         }
         QueueKind::Async => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -269,9 +282,9 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
                 .build()
                 .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
             let builder = AsyncQueue::builder().runtime(runtime.handle().clone());
-            run_queue(builder, &args, workers, plan)
+            run_queue(builder, &args, workers, plan, metrics)
         }
-        QueueKind::Thread => run_queue(ThreadQueue::builder(), &args, workers, plan),
+        QueueKind::Thread => run_queue(ThreadQueue::builder(), &args, workers, plan, metrics),
         #[cfg(feature = "nats")]
         QueueKind::Nats => {
             // The environment is read here, not by clap: a variable set for `--queue nats`
@@ -286,7 +299,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
             if let Some(replicas) = args.queue.replicas {
                 builder = builder.replicas(usize::from(replicas));
             }
-            run_queue(builder, &args, workers, plan)
+            run_queue(builder, &args, workers, plan, metrics)
         }
     }
 }
@@ -297,6 +310,7 @@ fn run_queue<B: Backend>(
     args: &RunArgs,
     workers: Workers,
     plan: Plan,
+    metrics: Option<&Metrics>,
 ) -> Result<(), Failure> {
     let Plan {
         work,
@@ -333,6 +347,17 @@ fn run_queue<B: Backend>(
     if let Some(timeout) = args.queue.run_timeout {
         builder = builder.timeout(timeout);
     }
+    if let Some(metrics) = metrics {
+        builder = builder.metrics(metrics);
+    }
+    // Guest progress on the bar, when there is one.
+    if let Some(bar) = reporter.bar() {
+        let guest = Arc::new(GuestProgress::new(bar.clone(), total));
+        let done = guest.clone();
+        builder = builder
+            .on_progress(move |handle, report| guest.report(handle, report))
+            .on_complete(move |result| done.finished(&result.task_id));
+    }
     let queue = Arc::new(builder.build().map_err(|e| anyhow!("{e}"))?);
     // Stopping a run early (a signal, results that cannot be written): no more input is read,
     // what is not done is cancelled, and the run ends with its summary.
@@ -344,7 +369,12 @@ fn run_queue<B: Backend>(
     });
     let stopper = {
         let (queue, stop, window) = (Arc::downgrade(&queue), stop.clone(), window.clone());
+        let metrics = metrics.cloned();
         move || {
+            // `/healthz` says so from now on.
+            if let Some(metrics) = &metrics {
+                metrics.set_draining(true);
+            }
             stop.store(true, Ordering::SeqCst);
             window.close();
             if let Some(queue) = queue.upgrade() {

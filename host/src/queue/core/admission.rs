@@ -75,6 +75,9 @@ impl Core {
             }
             handles.push(self.handle(&cell));
         }
+        if let Some(metrics) = &self.config.metrics {
+            metrics.tasks_submitted(handles.len() as u64);
+        }
         Ok(handles)
     }
 

@@ -112,6 +112,10 @@ impl Core {
             state.run = None;
             return Err(error);
         }
+        drop(state);
+        if let Some(metrics) = &self.config.metrics {
+            metrics.run_began();
+        }
         let timeout = options.timeout.or(self.config.timeout);
         Ok(RunPlan {
             started_at,
@@ -137,6 +141,9 @@ impl Core {
         let summary = Self::summary_locked(&mut state, run.started_at, timed_out);
         Self::clear_run(&mut state);
         drop(state);
+        if let Some(metrics) = &self.config.metrics {
+            metrics.run_ended();
+        }
         if strict && summary.failed > 0 {
             return Err(Error::Execution(ExecutionError {
                 results: summary.errors(),

@@ -7,7 +7,8 @@
 //! - `timers`: scheduled tasks falling due;
 //! - `workers`: how many workers, what they take;
 //! - `recording`: results, aborts, cancelling one task;
-//! - `lifecycle`, `lifecycle_async`: start, run, join, shutdowns, cancel, reset.
+//! - `lifecycle`, `lifecycle_async`: start, run, join, shutdowns, cancel, reset;
+//! - `watch`: what the metrics see of the queue, guest progress to the hook.
 
 mod admission;
 mod lifecycle;
@@ -16,6 +17,7 @@ mod log;
 mod recording;
 mod state;
 mod timers;
+mod watch;
 mod workers;
 
 use std::sync::{Arc, Weak};

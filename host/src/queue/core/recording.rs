@@ -97,6 +97,9 @@ impl Core {
             self.notify_if_idle(&state);
             return;
         }
+        if let Some(metrics) = &self.config.metrics {
+            metrics.task_finished(&result);
+        }
         let fail_first = {
             let mut state = self.state.lock();
             state.results.push(&result);

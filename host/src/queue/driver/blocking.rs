@@ -117,7 +117,11 @@ impl Worker<'_> {
                         let cancelled = !cell.sleep_until(until);
                         core.after_sleep(cell, then, cancelled)
                     }
-                    Step::Run { attempt, control } => {
+                    Step::Run {
+                        attempt,
+                        control,
+                        progress,
+                    } => {
                         let report = match &cell.work {
                             Work::Wasm(call) => self.runner.run(Attempt::new(
                                 call,
@@ -125,6 +129,7 @@ impl Worker<'_> {
                                 &cell.name,
                                 cell.options.priority,
                                 &control,
+                                progress.as_ref(),
                             )),
                             Work::Native { run, .. } => {
                                 match self.run_native(cell, &control, run) {

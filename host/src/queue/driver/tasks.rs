@@ -15,7 +15,7 @@ use super::super::core::{Core, State, Take};
 use super::super::handle::TaskCell;
 use super::super::work::Work;
 use super::WorkerSlot;
-use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::failure::TaskFailure;
 
 /// Starts a worker task on the bound runtime.
@@ -82,8 +82,13 @@ async fn drive(core: &Arc<Core>, runner: &dyn AsyncRunner, cell: &Arc<TaskCell>)
                     };
                     core.after_sleep(cell, then, cancelled)
                 }
-                Step::Run { attempt, control } => {
-                    let report = run_attempt(core, runner, cell, attempt, &control).await;
+                Step::Run {
+                    attempt,
+                    control,
+                    progress,
+                } => {
+                    let report =
+                        run_attempt(core, runner, cell, attempt, &control, progress.as_ref()).await;
                     core.after_attempt(cell, report)
                 }
             };
@@ -102,6 +107,7 @@ async fn run_attempt(
     cell: &TaskCell,
     attempt: u32,
     control: &Arc<AttemptControl>,
+    progress: Option<&ProgressFn>,
 ) -> AttemptReport {
     let stopped = |grace: Duration| async move {
         control.stopped().await;
@@ -116,6 +122,7 @@ async fn run_attempt(
                 &cell.name,
                 cell.options.priority,
                 control,
+                progress,
             ));
             let grace = core
                 .config

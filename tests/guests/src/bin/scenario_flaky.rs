@@ -81,4 +81,34 @@ fn mark(spec: Mark) -> Result<String, TaskError> {
     Ok(spec.tag)
 }
 
+#[derive(Deserialize)]
+struct Steps {
+    steps: u64,
+    /// Busy-wait between two steps.
+    #[serde(default)]
+    ms: u64,
+    /// Progress reports made first, as fast as the guest can (a flood the host coalesces).
+    #[serde(default)]
+    flood: u64,
+}
+
+/// A long task that says how far it is: `progress(i, steps)` after each of `steps` steps of
+/// `ms` milliseconds, after `flood` reports in a tight loop. Returns `steps`.
+#[task]
+fn steps(spec: Steps) -> Result<u64, TaskError> {
+    for i in 0..spec.flood {
+        osiiso_guest::progress(i, spec.flood);
+    }
+    for i in 1..=spec.steps {
+        let start = std::time::Instant::now();
+        while start.elapsed().as_millis() < u128::from(spec.ms) {
+            if osiiso_guest::cancelled() {
+                return Err(TaskError::failed("noticed cancellation"));
+            }
+        }
+        osiiso_guest::progress(i, spec.steps);
+    }
+    Ok(spec.steps)
+}
+
 fn main() {}
