@@ -13,6 +13,7 @@ mod nodes;
 mod options;
 mod output;
 mod progress;
+mod progress_lines;
 mod rows;
 mod run;
 #[cfg(feature = "nats")]

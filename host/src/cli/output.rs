@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use super::progress_lines::ProgressLines;
 use osiiso_host::queue::{Handle, KEPT_FAILURES, RunSummary, TaskResult, TaskStatus};
 use osiiso_host::text::{escape_control, truncate};
 
@@ -32,9 +34,12 @@ pub(crate) enum OutputFormat {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ProgressMode {
-    /// On a terminal (for one task, its guest's own progress).
+    /// On a terminal (for one task, its guest's own progress); not with `--quiet`.
     Auto,
+    /// Also with `--quiet`; off a terminal (a file, a pipe, a CI log) as a plain line every
+    /// few seconds.
     Always,
+    /// Never.
     Never,
 }
 
@@ -109,6 +114,8 @@ enum Rows {
 pub(crate) struct Reporter {
     format: OutputFormat,
     bar: Option<ProgressBar>,
+    /// The bar as plain lines, when stderr is not a terminal.
+    lines: Option<ProgressLines>,
     shared: Arc<Shared>,
     rows: Rows,
     /// The input position of the next task tracked.
@@ -161,6 +168,11 @@ impl Reporter {
             );
             bar
         });
+        // The bar draws nothing off a terminal: plain lines say the same there.
+        let lines = bar
+            .as_ref()
+            .filter(|_| !io::stderr().is_terminal())
+            .map(|bar| ProgressLines::start(bar.clone()));
         let rows = match format {
             OutputFormat::Jsonl => Rows::Stream(RowStream::new(bar.clone())),
             OutputFormat::Json | OutputFormat::Table => Rows::AtEnd(Spill::new().map_err(|e| {
@@ -178,6 +190,7 @@ impl Reporter {
         Ok(Self {
             format,
             bar,
+            lines,
             shared: Arc::new(Shared {
                 failure: Mutex::new(None),
                 stop: OnceLock::new(),
@@ -307,6 +320,9 @@ impl Reporter {
         }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        if let Some(lines) = &self.lines {
+            lines.finish();
         }
         if let Some(failure) = self
             .shared

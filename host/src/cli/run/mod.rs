@@ -73,10 +73,11 @@ pub(crate) struct RunArgs {
     /// How results are printed [default: table on a terminal, jsonl otherwise].
     #[arg(long, value_enum)]
     output: Option<OutputFormat>,
-    /// Progress bar on stderr.
+    /// Progress on stderr: a bar on a terminal; with `always`, plain lines every few seconds
+    /// where stderr is not a terminal (a file, a CI log).
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
-    /// No run summary and no progress bar.
+    /// No run summary, and no progress unless `--progress always` asks for it.
     #[arg(short, long)]
     quiet: bool,
     /// While the run lasts, serve `/metrics` (Prometheus), `/healthz` and a status page at
