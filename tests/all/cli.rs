@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_osiiso-host");
 
-/// The documented fields of a result object (README.md, "The result object").
-const RESULT_FIELDS: &[&str] = &[
+/// The documented fields of a result row, in their order (README.md, "The result object"):
+/// the one list every test checks rows against.
+pub(crate) const RESULT_FIELDS: &[&str] = &[
     "index",
     "id",
     "name",

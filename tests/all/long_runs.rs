@@ -416,25 +416,7 @@ fn result_rows_keep_the_documented_key_order_and_logs_have_no_colour() {
         .output()
         .unwrap();
     let line = String::from_utf8(out.stdout).unwrap();
-    let keys = [
-        "id",
-        "name",
-        "task",
-        "status",
-        "value",
-        "error",
-        "message",
-        "attempts",
-        "priority",
-        "group_id",
-        "metadata",
-        "started_at",
-        "finished_at",
-        "duration_ms",
-        "fuel_consumed",
-        "stdout",
-        "stderr",
-    ];
+    let keys = crate::cli::RESULT_FIELDS;
     let positions: Vec<usize> = keys
         .iter()
         .map(|k| {

@@ -36,7 +36,8 @@ fn serve_waits_for_its_broker_and_joins_once_it_is_up() {
     assert!(fleet.nodes[0].log().contains("reached the NATS server"));
 }
 
-/// Messages each node's connection has sent to the server so far, by connection name.
+/// Messages each node's connection (named `osiiso-host node <id>`) has sent to the server so
+/// far, by connection name.
 fn sent_by_nodes(server: &Server) -> Vec<(String, u64)> {
     let connz = server.monitoring("/connz?limit=1024");
     let mut sent: Vec<(String, u64)> = connz["connections"]
@@ -45,7 +46,8 @@ fn sent_by_nodes(server: &Server) -> Vec<(String, u64)> {
         .iter()
         .filter_map(|c| {
             let name = c["name"].as_str()?;
-            name.contains("node")
+            // A node's connection, not a lingering `osiiso-host nodes` of the fixture's.
+            name.starts_with("osiiso-host node ")
                 .then(|| (name.to_string(), c["in_msgs"].as_u64().unwrap_or(0)))
         })
         .collect();

@@ -27,6 +27,8 @@ pub(crate) struct ProgressLines {
 impl ProgressLines {
     /// Writes the first line now and the next ones every few seconds.
     pub(crate) fn start(bar: ProgressBar) -> Self {
+        // The first line before anything can finish, so that it says where the run starts.
+        write_line(&bar);
         let stopped = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let (bar, stopped) = (bar.clone(), stopped.clone());
@@ -35,9 +37,12 @@ impl ProgressLines {
                 .spawn(move || {
                     let (lock, wake) = &*stopped;
                     let mut done = lock.lock();
-                    while !*done {
-                        write_line(&bar);
+                    loop {
                         wake.wait_for(&mut done, INTERVAL);
+                        if *done {
+                            break;
+                        }
+                        write_line(&bar);
                     }
                 })
                 // Without the thread there are no lines in between; the last one still comes.
