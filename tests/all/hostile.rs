@@ -188,9 +188,9 @@ fn hostile_no_tasks() {
     let error = plugin.task("anything").unwrap_err().to_string();
     assert!(error.contains("has no task that can run"), "{error}");
     // `list` and `run` refuse it (exit 2) rather than print nothing or an empty choice.
-    crate::cli::osiiso(&["list", artifacts::HOSTILE_NO_TASKS])
+    crate::support::cli::osiiso(&["list", artifacts::HOSTILE_NO_TASKS])
         .assert_usage_error(&["hostile_no_tasks", "has no tasks at all"]);
-    let run = crate::cli::osiiso(&["run", artifacts::HOSTILE_NO_TASKS]);
+    let run = crate::support::cli::osiiso(&["run", artifacts::HOSTILE_NO_TASKS]);
     run.assert_usage_error(&["has no task that can run"]);
     assert!(!run.stderr.contains("name one of"), "{run:#?}");
 }

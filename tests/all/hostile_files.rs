@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use osiiso_test_artifacts as artifacts;
 use rusqlite::Connection;
 
-use crate::cli::{BIN, Outcome, osiiso, path_str, strip_ansi};
+use crate::support::cli::{BIN, Outcome, osiiso, path_str, strip_ansi};
 
 /// Runs the binary, killing it after `limit`: a hang fails the test instead of hanging it.
 fn bounded(args: &[&str], limit: Duration) -> Outcome {

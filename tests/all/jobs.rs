@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::cli::{osiiso, path_str};
+use crate::support::cli::{osiiso, path_str};
 
 /// One job line and what its result must be.
 pub(crate) struct Expect {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use osiiso_test_artifacts as artifacts;
 use serde_json::Value;
 
-use crate::cli::{BIN, path_str, status, write_lines};
+use crate::support::cli::{BIN, path_str, status, write_lines};
 
 /// Every queue the CLI offers.
 const QUEUES: &[&str] = &["thread", "async", "process"];
@@ -416,7 +416,7 @@ fn result_rows_keep_the_documented_key_order_and_logs_have_no_colour() {
         .output()
         .unwrap();
     let line = String::from_utf8(out.stdout).unwrap();
-    let keys = crate::cli::RESULT_FIELDS;
+    let keys = crate::support::cli::RESULT_FIELDS;
     let positions: Vec<usize> = keys
         .iter()
         .map(|k| {

@@ -16,7 +16,7 @@ use osiiso_host::{
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
 
-use crate::cli::{osiiso, path_str};
+use crate::support::cli::{osiiso, path_str};
 use crate::support::{cache_dir, run};
 
 // ---------------------------------------------------------------------------------------------

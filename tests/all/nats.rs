@@ -13,9 +13,9 @@ use std::time::Duration;
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
-use crate::cli::{error_kind, osiiso, path_str, status, write_jsonl};
 use crate::nats_fixture::{Fleet, Node, Version, require};
 use crate::nats_runs::{eventually, executions, marks_dir, one_success_per_tag, run_marks, run_on};
+use crate::support::cli::{error_kind, osiiso, path_str, status, write_jsonl};
 
 // ----- the broker cannot be reached -----
 
@@ -245,7 +245,7 @@ fn a_nats_queue_is_built_and_run_from_async_code() {
 
 #[test]
 fn the_nats_url_variable_leaves_the_local_queues_alone() {
-    let out = crate::cli::osiiso_env(
+    let out = crate::support::cli::osiiso_env(
         &[
             "run",
             artifacts::ECHO,

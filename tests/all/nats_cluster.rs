@@ -4,9 +4,9 @@
 
 use osiiso_test_artifacts as artifacts;
 
-use crate::cli::osiiso;
 use crate::nats_fixture::{Fleet, Server, Version, require};
 use crate::nats_runs::{eventually, executions, one_success_per_tag, run_marks};
+use crate::support::cli::osiiso;
 
 /// Every stream of the layout.
 const STREAMS: [&str; 5] = [

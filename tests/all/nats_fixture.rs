@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cli::BIN;
+use crate::support::cli::BIN;
 
 const REQUIRE: &str = "OSIISO_REQUIRE_NATS";
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
-use crate::cli::{BIN, Outcome, osiiso, path_str, status, write_jsonl};
 use crate::nats_fixture::{Fleet, Node};
+use crate::support::cli::{BIN, Outcome, osiiso, path_str, status, write_jsonl};
 
 /// `run` on the NATS queue of `fleet` with `args`, as JSON lines.
 pub fn run_on(fleet: &Fleet, args: &[&str]) -> Outcome {

@@ -8,9 +8,9 @@ use futures::StreamExt;
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
-use crate::cli::{osiiso, path_str, status, write_jsonl};
 use crate::nats_fixture::{Fleet, Node, Server, Version, free_port, require};
 use crate::nats_runs::{eventually, executions, one_success_per_tag, run_marks, run_on};
+use crate::support::cli::{osiiso, path_str, status, write_jsonl};
 
 #[test]
 fn serve_waits_for_its_broker_and_joins_once_it_is_up() {

@@ -365,7 +365,7 @@ fn healthz_turns_503_while_the_queue_drains() {
 
 #[test]
 fn run_http_serves_the_live_run() {
-    let mut child = Command::new(crate::cli::BIN)
+    let mut child = Command::new(crate::support::cli::BIN)
         .args([
             "run",
             artifacts::SCENARIO_FLAKY,

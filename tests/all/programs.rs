@@ -211,11 +211,11 @@ fn programs_run_on_every_local_queue() {
 fn compile_caches_an_adapted_program() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let compile = crate::cli::osiiso_in(&["compile", artifacts::WC_PROGRAM_P1], &cache);
+    let compile = crate::support::cli::osiiso_in(&["compile", artifacts::WC_PROGRAM_P1], &cache);
     compile.assert_code(0);
     let entries = crate::support::cache_entries(&cache);
     assert_eq!(entries.len(), 1, "{entries:?}");
-    let listed = crate::cli::osiiso_in(&["list", artifacts::WC_PROGRAM_P1], &cache);
+    let listed = crate::support::cli::osiiso_in(&["list", artifacts::WC_PROGRAM_P1], &cache);
     listed.assert_code(0);
     assert!(listed.stdout.starts_with("run"), "{listed:?}");
     // Still one entry: the second load hit it.

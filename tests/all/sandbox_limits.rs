@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
-use crate::cli::{BIN, error_kind, path_str, status, write_jsonl};
 use crate::hostile::mkfifo;
+use crate::support::cli::{BIN, error_kind, path_str, status, write_jsonl};
 
 /// Every queue the CLI offers.
 const QUEUES: &[&str] = &["thread", "async", "process"];

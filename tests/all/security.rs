@@ -14,7 +14,7 @@ use osiiso_host::{CacheOutcome, Host, LoadError};
 use osiiso_test_artifacts as artifacts;
 use serde_json::Value;
 
-use crate::cli::{BIN, error_kind, osiiso, osiiso_in, path_str, status, write_lines};
+use crate::support::cli::{BIN, error_kind, osiiso, osiiso_in, path_str, status, write_lines};
 
 /// Every queue the CLI offers.
 const QUEUES: &[&str] = &["thread", "async", "process"];

@@ -9,8 +9,8 @@ use osiiso_host::{AttemptOutcome, FailureKind, LoadError, Plugin, TaskKind};
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
-use crate::cli::osiiso;
 use crate::jobs::{Expect, err, ok, run_jobs, with};
+use crate::support::cli::osiiso;
 use crate::support::{load, run};
 
 fn calc() -> Plugin {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use osiiso_host::{CacheOutcome, Compiler, Host, LoadError};
 use osiiso_test_artifacts as artifacts;
 
-use crate::cli::{osiiso, osiiso_in, path_str};
+use crate::support::cli::{osiiso, osiiso_in, path_str};
 
 /// The lowest compile memory limit; a memory bomb needs ten times as much.
 const MEMORY: &str = "64MiB";
@@ -406,7 +406,11 @@ fn a_node_fails_the_tasks_of_a_compile_bomb_with_plugin_load() {
     let rows = out.jsonl();
     assert_eq!(rows.len(), 2, "{out:#?}");
     for row in rows {
-        assert_eq!(crate::cli::error_kind(&row), "plugin_load", "{row:#}");
+        assert_eq!(
+            crate::support::cli::error_kind(&row),
+            "plugin_load",
+            "{row:#}"
+        );
         assert_eq!(row["attempts"], 1, "never retried: {row:#}");
         let message = row["error"]["message"].as_str().unwrap();
         assert!(

@@ -1,4 +1,7 @@
-//! Shared test helpers: one host per test with a private compile cache.
+//! Shared test helpers: one host for the test binary with a shared compile cache, attempts
+//! run directly, and the CLI harness ([`cli`]).
+
+pub mod cli;
 
 use std::sync::OnceLock;
 
