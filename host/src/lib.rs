@@ -10,6 +10,11 @@
 //!   timeouts and policies; [`queue`] holds their shared API, and `docs/queues.md` their
 //!   rules in full.
 //! - [`backend`] holds the backends; [`queue::backend`] the seam a new one implements.
+//! - [`metrics`] counts what the queues do, for Prometheus and a status page.
+//! - Two small utilities are public on purpose, because an embedder showing plugin output or
+//!   taking the CLI's settings needs the same rules: [`text`] makes guest text safe to print
+//!   (control characters escaped, sizes bounded), and [`units`] parses and formats the
+//!   durations and sizes the CLI takes (`250ms`, `64MiB`).
 //!
 //! ```no_run
 //! use osiiso_host::{Host, ThreadQueue};
