@@ -220,7 +220,7 @@ fn map<B: Backend>(
     }
 }
 
-/// How [`run`] builds its runtime.
+/// How [`block_on`] builds its runtime.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
     /// A current-thread runtime instead of the multi-thread default.
