@@ -1,6 +1,6 @@
 //! One-shot fan-outs (docs/queues.md §12): `tmap`, `amap` and `pmap` build a queue, map a task
 //! over the items, run, and return the values in input order — or an error if any task failed
-//! or was cancelled. And [`run`], a tokio runtime for a `main` that is not async.
+//! or was cancelled. And [`block_on`], a tokio runtime for a `main` that is not async.
 
 use std::time::Duration;
 
