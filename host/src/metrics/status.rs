@@ -158,6 +158,8 @@ pub(crate) struct Gauges {
     pub(crate) draining: bool,
     /// A node's broker connection, if it has one.
     pub(crate) broker_connected: Option<bool>,
+    /// Times a node's broker connection came back after a loss.
+    pub(crate) broker_reconnects: u64,
 }
 
 /// Something the metrics watch: a queue or a node. Asked only at a scrape or a status page,

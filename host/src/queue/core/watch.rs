@@ -77,6 +77,7 @@ impl Source for Core {
                 Phase::Draining | Phase::Stopping | Phase::Closing
             ),
             broker_connected: None,
+            broker_reconnects: 0,
         }
     }
 
