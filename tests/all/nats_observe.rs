@@ -134,10 +134,15 @@ fn node_metrics_count_the_attempts_of_a_run_and_pass_promtool() {
     ) {
         promtool_accepts(&text);
     }
-    // The status page names the node and its last failures.
+    // The status page names the node, counts its attempts and shows its last failures.
     let (code, page) = http_get(addr, "/");
     assert_eq!(code, 200);
-    assert!(page.contains("node "), "{page}");
+    assert!(page.contains("<h1>node n"), "{page}");
+    assert!(page.contains("attempts/s"), "{page}");
+    assert!(
+        page.contains(&format!("<b>{succeeded}</b><span>succeeded</span>")),
+        "{page}"
+    );
     assert!(page.contains("permanent"), "{page}");
 }
 

@@ -227,16 +227,20 @@ impl Metrics {
         attempts.sort_by_key(|a| std::cmp::Reverse(a.elapsed));
         attempts.truncate(running);
         let finished = self.finished_count();
+        let per_attempt = shared.per_attempt.load(Ordering::Relaxed);
+        // A node's results are its attempts'.
+        let results = if per_attempt {
+            &shared.attempts
+        } else {
+            &shared.finished
+        };
         let counts = Counts {
             submitted: shared.submitted.load(Ordering::Relaxed),
             queued: gauges.queued,
             running: gauges.running,
-            succeeded: shared.finished[Outcome::Succeeded.index()].load(Ordering::Relaxed),
-            cancelled: shared.finished[Outcome::Cancelled.index()].load(Ordering::Relaxed),
-            failed: shared.finished[2..]
-                .iter()
-                .map(|n| n.load(Ordering::Relaxed))
-                .sum(),
+            succeeded: results[Outcome::Succeeded.index()].load(Ordering::Relaxed),
+            cancelled: results[Outcome::Cancelled.index()].load(Ordering::Relaxed),
+            failed: results[2..].iter().map(|n| n.load(Ordering::Relaxed)).sum(),
             retries: shared.retries.load(Ordering::Relaxed),
             attempts: shared
                 .attempts
@@ -254,6 +258,7 @@ impl Metrics {
             healthy: !gauges.draining && gauges.broker_connected != Some(false),
             draining: gauges.draining,
             broker_connected: gauges.broker_connected,
+            per_attempt,
             uptime: shared.created.elapsed(),
             counts,
             throughput: shared.throughput.series(120, finished),

@@ -25,6 +25,9 @@ pub struct Status {
     pub draining: bool,
     /// For a node: whether its broker connection is up.
     pub broker_connected: Option<bool>,
+    /// A node is watched: the results and the throughput count attempts (a node sees no
+    /// task's end), and nothing is submitted or queued there.
+    pub per_attempt: bool,
     /// Since the metrics were created.
     pub uptime: Duration,
     /// The counters.
@@ -56,11 +59,11 @@ pub struct Counts {
     /// Attempts running now (tasks in their attempt loop, on a queue; slots in use, on a
     /// node).
     pub running: u64,
-    /// Results by status.
+    /// Results by status (attempts by outcome, on a node).
     pub succeeded: u64,
-    /// Results by status.
+    /// Results by status (attempts by outcome, on a node).
     pub failed: u64,
-    /// Results by status.
+    /// Results by status (attempts by outcome, on a node).
     pub cancelled: u64,
     /// Attempts retried.
     pub retries: u64,
