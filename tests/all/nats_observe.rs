@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use osiiso_test_artifacts as artifacts;
+use serde_json::json;
 
-use crate::cli::status;
+use crate::cli::{path_str, status, write_jsonl};
 use crate::nats_fixture::{Fleet, Node, Server, Version, require};
 use crate::nats_runs::{Background, eventually, executions, marks_dir, run_on};
 use crate::observe::{have, http_get, promtool_accepts, sample};
@@ -154,13 +155,23 @@ fn node_healthz_turns_503_while_it_drains_a_running_attempt() {
     let (mut fleet, addr) = fleet_with_http(&binary, 1);
     assert_eq!(http_get(addr, "/healthz").0, 200);
     let dir = marks_dir(&fleet);
+    // A submitter names its task with markup and a terminal escape: the node's page shows
+    // it as text.
+    let jobs = write_jsonl(
+        fleet.root.path(),
+        "long.jsonl",
+        &[json!({
+            "task": "mark",
+            "input": {"tag": "long", "ms": 6000},
+            "name": "<b>long</b>\u{1b}[2J",
+        })],
+    );
     let run = Background::start(
         &fleet,
         &[
             artifacts::SCENARIO_FLAKY,
-            "mark",
-            "--input",
-            r#"{"tag": "long", "ms": 6000}"#,
+            "--jobs",
+            path_str(&jobs),
             "--dir",
             &dir,
         ],
@@ -171,7 +182,12 @@ fn node_healthz_turns_503_while_it_drains_a_running_attempt() {
     });
     assert_eq!(sample(&metrics(addr), "osiiso_attempts_running"), 1.0);
     let (_, page) = http_get(addr, "/");
-    assert!(page.contains("mark"), "{page}");
+    assert!(page.contains("/mark</td>"), "{page}");
+    assert!(page.contains("&lt;b&gt;long&lt;/b&gt;"), "{page}");
+    assert!(
+        !page.contains("<b>long") && !page.contains('\u{1b}'),
+        "{page}"
+    );
     assert_eq!(http_get(addr, "/healthz").0, 200);
 
     fleet.nodes[0].signal(libc::SIGTERM);
