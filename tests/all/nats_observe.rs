@@ -229,3 +229,22 @@ fn node_healthz_turns_503_without_its_broker() {
         "{text}"
     );
 }
+
+#[test]
+fn serve_refuses_a_bad_http_address_before_waiting_for_its_broker() {
+    // Nothing listens on port 1: the node would wait for its broker forever; the address is
+    // checked first.
+    let out = crate::cli::osiiso(&[
+        "serve",
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--http",
+        "localhost:80",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--http: expected PORT"),
+        "{}",
+        out.stderr
+    );
+}
