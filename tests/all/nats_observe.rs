@@ -129,6 +129,20 @@ fn node_metrics_count_the_attempts_of_a_run_and_pass_promtool() {
     );
     assert_eq!(sample(&text, "osiiso_attempts_running"), 0.0);
     assert!(sample(&text, "osiiso_memory_budget_bytes") > 0.0, "{text}");
+    // Every attempt needed the plugin: the node found it once on disk or on the broker,
+    // then in memory.
+    let found = |source: &str| {
+        sample(
+            &text,
+            &format!("osiiso_plugin_fetches_total{{source=\"{source}\"}}"),
+        )
+    };
+    assert_eq!(
+        found("memory") + found("disk") + found("broker"),
+        attempts as f64,
+        "{text}"
+    );
+    assert_eq!(found("disk") + found("broker"), 1.0, "{text}");
     if have(
         "promtool",
         "node_metrics_count_the_attempts_of_a_run_and_pass_promtool",

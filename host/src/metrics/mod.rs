@@ -298,6 +298,13 @@ impl Metrics {
             total.slots += gauges.slots;
             total.draining |= gauges.draining;
             total.broker_reconnects += gauges.broker_reconnects;
+            if let Some((found, seconds)) = gauges.plugin_fetches {
+                let (sum, time) = total.plugin_fetches.get_or_insert(([0; 3], 0.0));
+                for (sum, n) in sum.iter_mut().zip(found) {
+                    *sum += n;
+                }
+                *time += seconds;
+            }
             total.broker_connected = match (total.broker_connected, gauges.broker_connected) {
                 (Some(a), Some(b)) => Some(a && b),
                 (a, b) => a.or(b),
@@ -539,6 +546,27 @@ impl Collector for Metrics {
                 "Times a node's connection to its NATS server came back after a loss.",
                 gauges.broker_reconnects,
             )?;
+        }
+        if let Some((found, seconds)) = gauges.plugin_fetches {
+            let places = [
+                [("source", "memory")],
+                [("source", "disk")],
+                [("source", "broker")],
+            ];
+            labelled_counters(
+                e,
+                "osiiso_plugin_fetches",
+                "Plugins a node's attempts needed, by where the node found them: loaded in \
+                 memory, its verified copy on disk, fetched from the NATS server.",
+                places.iter().zip(found).map(|(l, n)| (&l[..], n)),
+            )?;
+            let mut family = e.encode_descriptor(
+                "osiiso_plugin_fetch_seconds",
+                "Time a node spent fetching plugins from the NATS server.",
+                None,
+                MetricType::Counter,
+            )?;
+            family.encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
         }
 
         let hosts: Vec<Host> = shared.hosts.lock().clone();

@@ -163,6 +163,9 @@ pub(crate) struct Gauges {
     pub(crate) broker_connected: Option<bool>,
     /// Times a node's broker connection came back after a loss.
     pub(crate) broker_reconnects: u64,
+    /// A node's plugins found in memory, on disk, from the broker, and the seconds spent
+    /// fetching from the broker.
+    pub(crate) plugin_fetches: Option<([u64; 3], f64)>,
 }
 
 /// Something the metrics watch: a queue or a node. Asked only at a scrape or a status page,

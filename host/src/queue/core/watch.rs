@@ -78,6 +78,7 @@ impl Source for Core {
             ),
             broker_connected: None,
             broker_reconnects: 0,
+            plugin_fetches: None,
         }
     }
 

@@ -69,6 +69,10 @@ impl Source for NodeShared {
             draining: self.draining.load(Ordering::Relaxed),
             broker_connected: Some(self.broker.is_connected()),
             broker_reconnects: self.broker.reconnection_count(),
+            plugin_fetches: Some({
+                let stats = self.plugins.fetch_stats();
+                (stats.found, stats.fetch_seconds)
+            }),
         }
     }
 
