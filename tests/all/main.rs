@@ -22,6 +22,8 @@ mod nats_cluster;
 #[cfg(feature = "nats")]
 mod nats_fixture;
 #[cfg(feature = "nats")]
+mod nats_observe;
+#[cfg(feature = "nats")]
 mod nats_runs;
 #[cfg(feature = "nats")]
 mod nats_service;

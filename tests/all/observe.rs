@@ -20,7 +20,7 @@ use crate::support::load;
 
 /// Whether `tool` runs here; prints the SKIPPED line (or panics under
 /// `OSIISO_REQUIRE_FOREIGN=1`) when it does not.
-fn have(tool: &str, test: &str) -> bool {
+pub(crate) fn have(tool: &str, test: &str) -> bool {
     let found = Command::new(tool)
         .arg("--version")
         .stdout(Stdio::null())
@@ -42,7 +42,7 @@ fn have(tool: &str, test: &str) -> bool {
 }
 
 /// The value of the sample line `name` (with its labels) in Prometheus text.
-fn sample(text: &str, name: &str) -> f64 {
+pub(crate) fn sample(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
@@ -51,7 +51,7 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -75,7 +75,7 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// `promtool check metrics` on `text`: it must pass (lint problems included).
-fn promtool_accepts(text: &str) {
+pub(crate) fn promtool_accepts(text: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -1,5 +1,5 @@
-//! `--http ADDR`: the metrics, health and status page of a run, through the library's
-//! [`StatusServer`].
+//! `--http ADDR`: the metrics, health and status page of a run or a node, through the
+//! library's [`StatusServer`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use osiiso_host::Host;
 use osiiso_host::metrics::{Metrics, StatusServer};
 
-/// The metrics of a run and the listener serving them (closed when dropped).
+/// The metrics of a run or a node and the listener serving them (closed when dropped).
 pub(crate) struct Watch {
     pub(crate) metrics: Metrics,
     _server: StatusServer,
@@ -19,6 +19,11 @@ impl Watch {
         let addr = parse_addr(addr)?;
         let metrics = Metrics::new();
         metrics.watch_host(host);
+        Self::serve(addr, metrics, quiet)
+    }
+
+    /// Serves `metrics` on `addr`.
+    pub(crate) fn serve(addr: SocketAddr, metrics: Metrics, quiet: bool) -> anyhow::Result<Self> {
         let server = StatusServer::bind(addr, &metrics)
             .with_context(|| format!("--http: cannot listen on {addr}"))?;
         if !quiet {

@@ -1,7 +1,8 @@
 //! `osiiso-host serve --nats URL ...`: a node that runs attempts of NATS queues (README.md,
 //! "Running on many machines"; docs/distributed.md). It waits for its broker at start; the
 //! first SIGTERM or SIGINT drains it (running attempts finish and report, no new ones are
-//! taken); a second one exits at once.
+//! taken); a second one exits at once. With `--http ADDR` it serves `/metrics`, `/healthz`
+//! and a status page (docs/metrics.md) from the moment it has reached its broker.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,9 +10,11 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 use osiiso_host::backend::{DEFAULT_NATS_URL, NatsNode, NodeConfig};
+use osiiso_host::metrics::Metrics;
 use osiiso_host::units::parse_size;
 
 use super::Failure;
+use super::http::{Watch, parse_addr};
 use super::options::{CompileLimitArgs, duration};
 use super::signals::Interrupts;
 
@@ -61,6 +64,11 @@ pub(crate) struct ServeArgs {
     // tasks with `plugin_load`.
     #[command(flatten)]
     compile: CompileLimitArgs,
+    /// Serve `/metrics` (Prometheus), `/healthz` and a status page at `/` on ADDR once the
+    /// broker is reached: `PORT` or `:PORT` listens on 127.0.0.1 only; give an address
+    /// (`0.0.0.0:9100`) to listen elsewhere. Port 0 picks a free port (printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -83,6 +91,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.total_memory = args.total_memory;
     config.compile_timeout = args.compile.compile_timeout;
     config.compile_memory = args.compile.compile_memory.map(|bytes| bytes as u64);
+    let http = args.http.as_deref().map(parse_addr).transpose()?;
+    let metrics = http.map(|_| Metrics::new());
+    config.metrics = metrics.clone();
 
     // One thread for the node's own work (fetching, leases, reports): guests run on the
     // blocking pool, so it is never busy for long, and one thread saves a hand-off per message.
@@ -93,9 +104,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| anyhow!("cannot start the runtime: {e}"))?;
     let drain = std::sync::Arc::new(tokio::sync::Notify::new());
     let interrupts = {
-        let drain = drain.clone();
-        Interrupts::watch(Box::new(move || drain.notify_one()))
-            .map_err(|e| anyhow!("cannot watch for signals: {e}"))?
+        let (drain, metrics) = (drain.clone(), metrics.clone());
+        Interrupts::watch(Box::new(move || {
+            // `/healthz` says so from now on.
+            if let Some(metrics) = &metrics {
+                metrics.set_draining(true);
+            }
+            drain.notify_one();
+        }))
+        .map_err(|e| anyhow!("cannot watch for signals: {e}"))?
     };
     // Waiting for the broker ends at the first signal too.
     let node = runtime.block_on(async {
@@ -109,6 +126,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         return Ok(());
     };
     eprintln!("osiiso-host: node {} serving", node.id());
+    let _watch = match (http, metrics) {
+        (Some(addr), Some(metrics)) => Some(Watch::serve(addr, metrics, false)?),
+        _ => None,
+    };
     runtime.block_on(node.serve(drain.notified()))?;
     match interrupts.received() {
         Some(signal) => {

@@ -150,6 +150,8 @@ struct Shared {
     hosts: Mutex<Vec<Host>>,
     /// Marked draining by its owner (a CLI that received a signal, say).
     draining: AtomicBool,
+    /// A node is watched: the throughput counts attempts (a node sees no task's end).
+    per_attempt: AtomicBool,
 }
 
 impl Metrics {
@@ -170,6 +172,7 @@ impl Metrics {
                 sources: Mutex::new(Vec::new()),
                 hosts: Mutex::new(Vec::new()),
                 draining: AtomicBool::new(false),
+                per_attempt: AtomicBool::new(false),
             }),
         }
     }
@@ -224,16 +227,20 @@ impl Metrics {
         attempts.sort_by_key(|a| std::cmp::Reverse(a.elapsed));
         attempts.truncate(running);
         let finished = self.finished_count();
+        let per_attempt = shared.per_attempt.load(Ordering::Relaxed);
+        // A node's results are its attempts'.
+        let results = if per_attempt {
+            &shared.attempts
+        } else {
+            &shared.finished
+        };
         let counts = Counts {
             submitted: shared.submitted.load(Ordering::Relaxed),
             queued: gauges.queued,
             running: gauges.running,
-            succeeded: shared.finished[Outcome::Succeeded.index()].load(Ordering::Relaxed),
-            cancelled: shared.finished[Outcome::Cancelled.index()].load(Ordering::Relaxed),
-            failed: shared.finished[2..]
-                .iter()
-                .map(|n| n.load(Ordering::Relaxed))
-                .sum(),
+            succeeded: results[Outcome::Succeeded.index()].load(Ordering::Relaxed),
+            cancelled: results[Outcome::Cancelled.index()].load(Ordering::Relaxed),
+            failed: results[2..].iter().map(|n| n.load(Ordering::Relaxed)).sum(),
             retries: shared.retries.load(Ordering::Relaxed),
             attempts: shared
                 .attempts
@@ -251,6 +258,7 @@ impl Metrics {
             healthy: !gauges.draining && gauges.broker_connected != Some(false),
             draining: gauges.draining,
             broker_connected: gauges.broker_connected,
+            per_attempt,
             uptime: shared.created.elapsed(),
             counts,
             throughput: shared.throughput.series(120, finished),
@@ -262,13 +270,14 @@ impl Metrics {
         }
     }
 
-    /// What the throughput counts: results of tasks.
+    /// What the throughput counts: results of tasks, or attempts when a node is watched.
     fn finished_count(&self) -> u64 {
-        self.shared
-            .finished
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .sum()
+        let counted = if self.shared.per_attempt.load(Ordering::Relaxed) {
+            &self.shared.attempts
+        } else {
+            &self.shared.finished
+        };
+        counted.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
     fn sources(&self) -> Vec<Arc<dyn Source>> {
@@ -288,6 +297,14 @@ impl Metrics {
             total.running += gauges.running;
             total.slots += gauges.slots;
             total.draining |= gauges.draining;
+            total.broker_reconnects += gauges.broker_reconnects;
+            if let Some((found, seconds)) = gauges.plugin_fetches {
+                let (sum, time) = total.plugin_fetches.get_or_insert(([0; 3], 0.0));
+                for (sum, n) in sum.iter_mut().zip(found) {
+                    *sum += n;
+                }
+                *time += seconds;
+            }
             total.broker_connected = match (total.broker_connected, gauges.broker_connected) {
                 (Some(a), Some(b)) => Some(a && b),
                 (a, b) => a.or(b),
@@ -312,6 +329,12 @@ impl Metrics {
         let mut sources = self.shared.sources.lock();
         sources.retain(|s| s.strong_count() > 0);
         sources.push(source);
+    }
+
+    /// Watches a node: the throughput counts its attempts.
+    pub(crate) fn attach_node(&self, source: Weak<dyn Source>) {
+        self.shared.per_attempt.store(true, Ordering::Relaxed);
+        self.attach(source);
     }
 
     /// `n` tasks were admitted.
@@ -458,7 +481,7 @@ impl Collector for Metrics {
         gauge(
             e,
             "osiiso_throughput_per_second",
-            "Tasks finished per second over the last minute.",
+            "Tasks finished per second over the last minute (attempts, on a node).",
             shared.throughput.rate(self.finished_count()),
         )?;
         gauge(
@@ -510,6 +533,41 @@ impl Collector for Metrics {
             "1 while shutting down (no new work is taken), else 0.",
             f64::from(u8::from(gauges.draining)),
         )?;
+        if let Some(connected) = gauges.broker_connected {
+            gauge(
+                e,
+                "osiiso_broker_connected",
+                "1 while a node's connection to its NATS server is up, else 0.",
+                f64::from(u8::from(connected)),
+            )?;
+            counter(
+                e,
+                "osiiso_broker_reconnects",
+                "Times a node's connection to its NATS server came back after a loss.",
+                gauges.broker_reconnects,
+            )?;
+        }
+        if let Some((found, seconds)) = gauges.plugin_fetches {
+            let places = [
+                [("source", "memory")],
+                [("source", "disk")],
+                [("source", "broker")],
+            ];
+            labelled_counters(
+                e,
+                "osiiso_plugin_fetches",
+                "Plugins a node's attempts needed, by where the node found them: loaded in \
+                 memory, its verified copy on disk, fetched from the NATS server.",
+                places.iter().zip(found).map(|(l, n)| (&l[..], n)),
+            )?;
+            let mut family = e.encode_descriptor(
+                "osiiso_plugin_fetch_seconds",
+                "Time a node spent fetching plugins from the NATS server.",
+                None,
+                MetricType::Counter,
+            )?;
+            family.encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
+        }
 
         let hosts: Vec<Host> = shared.hosts.lock().clone();
         if !hosts.is_empty() {

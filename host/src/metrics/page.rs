@@ -30,12 +30,13 @@ pub(crate) fn render(status: &Status) -> String {
 <title>{title} · osiiso-host</title>
 <style>{STYLE}</style></head>
 <body><header><h1>{title}</h1><span class="badge {}">{}</span>
-<span class="muted">up {} · {:.1} tasks/s over the last minute</span></header>
+<span class="muted">up {} · {:.1} {}/s over the last minute</span></header>
 "#,
         health.0,
         health.1,
         short_duration(status.uptime),
         status.rate,
+        unit(status),
     );
     counts(&mut html, status);
     plot(&mut html, status);
@@ -55,8 +56,10 @@ fn counts(html: &mut String, status: &Status) {
             escape(&value)
         );
     };
-    cell("submitted", c.submitted.to_string(), "");
-    cell("queued", c.queued.to_string(), "");
+    if !status.per_attempt {
+        cell("submitted", c.submitted.to_string(), "");
+        cell("queued", c.queued.to_string(), "");
+    }
     cell("running", c.running.to_string(), "");
     cell("succeeded", c.succeeded.to_string(), "ok");
     cell(
@@ -65,8 +68,12 @@ fn counts(html: &mut String, status: &Status) {
         if c.failed > 0 { "bad" } else { "" },
     );
     cell("cancelled", c.cancelled.to_string(), "");
-    cell("retries", c.retries.to_string(), "");
-    cell("workers", c.slots.to_string(), "");
+    if status.per_attempt {
+        cell("slots", c.slots.to_string(), "");
+    } else {
+        cell("retries", c.retries.to_string(), "");
+        cell("workers", c.slots.to_string(), "");
+    }
     if let Some((used, total)) = status.memory {
         cell(
             "memory in use",
@@ -75,6 +82,15 @@ fn counts(html: &mut String, status: &Status) {
         );
     }
     html.push_str("</section>\n");
+}
+
+/// What the counts and the throughput count: tasks, or a node's attempts.
+fn unit(status: &Status) -> &'static str {
+    if status.per_attempt {
+        "attempts"
+    } else {
+        "tasks"
+    }
 }
 
 /// The throughput of the last minutes as an SVG area plot.
@@ -101,13 +117,14 @@ fn plot(html: &mut String, status: &Status) {
     let _ = write!(
         html,
         r#"<section><h2>Throughput</h2>
-<svg class="plot" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" aria-label="tasks finished per second over the last {minutes} minutes">
+<svg class="plot" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" aria-label="{unit} finished per second over the last {minutes} minutes">
 <line x1="0" y1="{half}" x2="{W}" y2="{half}" class="grid"/>
 <polygon points="{points}" class="area"/></svg>
 <div class="axis"><span>{minutes} min ago</span><span>peak {peak:.1}/s · scale {top}/s</span><span>now</span></div>
 </section>
 "#,
         half = H / 2.0,
+        unit = unit(status),
     );
 }
 

@@ -25,6 +25,9 @@ pub struct Status {
     pub draining: bool,
     /// For a node: whether its broker connection is up.
     pub broker_connected: Option<bool>,
+    /// A node is watched: the results and the throughput count attempts (a node sees no
+    /// task's end), and nothing is submitted or queued there.
+    pub per_attempt: bool,
     /// Since the metrics were created.
     pub uptime: Duration,
     /// The counters.
@@ -56,11 +59,11 @@ pub struct Counts {
     /// Attempts running now (tasks in their attempt loop, on a queue; slots in use, on a
     /// node).
     pub running: u64,
-    /// Results by status.
+    /// Results by status (attempts by outcome, on a node).
     pub succeeded: u64,
-    /// Results by status.
+    /// Results by status (attempts by outcome, on a node).
     pub failed: u64,
-    /// Results by status.
+    /// Results by status (attempts by outcome, on a node).
     pub cancelled: u64,
     /// Attempts retried.
     pub retries: u64,
@@ -158,6 +161,11 @@ pub(crate) struct Gauges {
     pub(crate) draining: bool,
     /// A node's broker connection, if it has one.
     pub(crate) broker_connected: Option<bool>,
+    /// Times a node's broker connection came back after a loss.
+    pub(crate) broker_reconnects: u64,
+    /// A node's plugins found in memory, on disk, from the broker, and the seconds spent
+    /// fetching from the broker.
+    pub(crate) plugin_fetches: Option<([u64; 3], f64)>,
 }
 
 /// Something the metrics watch: a queue or a node. Asked only at a scrape or a status page,

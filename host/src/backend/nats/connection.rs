@@ -275,6 +275,11 @@ impl Broker {
         self.link.refused.lock().clone()
     }
 
+    /// Times the connection came back after a loss.
+    pub(crate) fn reconnection_count(&self) -> u64 {
+        *self.link.generation.borrow()
+    }
+
     /// Changes at every reconnection.
     pub(crate) fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
         self.link.generation.subscribe()

@@ -77,6 +77,8 @@ impl Source for Core {
                 Phase::Draining | Phase::Stopping | Phase::Closing
             ),
             broker_connected: None,
+            broker_reconnects: 0,
+            plugin_fetches: None,
         }
     }
 

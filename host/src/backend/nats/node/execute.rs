@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
@@ -117,8 +118,10 @@ pub(super) async fn handle(
         return;
     }
     shared.busy.fetch_add(1, Ordering::Relaxed);
+    let began = Instant::now();
     let (report, bad_plugin) = run(&shared, &taken, &uid).await;
     shared.busy.fetch_sub(1, Ordering::Relaxed);
+    shared.record(&header.spec, &header.plugin_name, &report, began.elapsed());
     drop(slot);
     let mut report = WireReport::new(report);
     let sections = report_sections(&mut report);
@@ -201,7 +204,8 @@ async fn run(shared: &Arc<NodeShared>, taken: &Taken, uid: &str) -> (AttemptRepo
     spec.input = input;
     let (timeout, left) = spec.clock();
     let control = AttemptControl::with_time_left(timeout, left);
-    if !shared.start(&header.submitter, &header.token, &control) {
+    let shown = shared.shown(&spec, &header.plugin_name);
+    if !shared.start(&header.submitter, &header.token, &control, shown) {
         control.cancel();
     }
     tracing::info!(

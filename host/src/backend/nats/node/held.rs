@@ -29,6 +29,18 @@ pub(crate) struct Held {
     pub timed: bool,
     /// What the last announcement said of it (`None`: never announced).
     pub announced: Option<bool>,
+    /// What a status page shows of it, once its guest is about to run (only when the node
+    /// has metrics).
+    pub shown: Option<Shown>,
+}
+
+/// A running attempt as a status page shows it.
+pub(crate) struct Shown {
+    pub name: String,
+    /// `<plugin>/<task>`.
+    pub task: String,
+    pub attempt: u32,
+    pub started: Instant,
 }
 
 type AttemptId = (String, String);
@@ -71,6 +83,7 @@ impl NodeShared {
                 running: false,
                 timed,
                 announced: None,
+                shown: None,
             },
         );
         true
@@ -84,18 +97,20 @@ impl NodeShared {
     }
 
     /// The attempt's guest is about to run under `control`: false if it was cancelled
-    /// meanwhile.
+    /// meanwhile. `shown` is what a status page shows of it.
     pub(crate) fn start(
         &self,
         submitter: &str,
         token: &str,
         control: &Arc<AttemptControl>,
+        shown: Option<Shown>,
     ) -> bool {
         let id = (submitter.to_string(), token.to_string());
         let mut attempts = self.attempts.lock();
         match attempts.held.get_mut(&id) {
             Some(held) if !held.cancelled => {
                 held.control = Some(control.clone());
+                held.shown = shown;
                 true
             }
             _ => false,

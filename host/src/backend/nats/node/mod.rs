@@ -8,6 +8,7 @@
 //! - [`held`]: the attempts a node holds, and cancellations of those it has not seen.
 //! - [`orphans`]: whether a submitter is gone.
 //! - [`plugins`]: components from memory, disk or the broker, checked against their hash.
+//! - [`watch`]: what the metrics see of a node, and where it records a finished attempt.
 
 mod announce;
 mod execute;
@@ -15,6 +16,7 @@ mod fetch;
 mod held;
 mod orphans;
 mod plugins;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +39,7 @@ use super::layout::{self, BANDS, NODE_INBOX_PREFIX};
 use super::timing::{CONNECT_TIMEOUT, DEFAULT_LEASE, LEAVE_PATIENCE, MIN_LEASE, NODE_HEARTBEAT};
 use super::wire::NodeInfo;
 use crate::engine::{Host, WarmPool};
+use crate::metrics::Metrics;
 
 /// The most slots a node may have (and the most a node entry may claim).
 pub(crate) const MAX_SLOTS: usize = 1024;
@@ -81,6 +84,9 @@ pub struct NodeConfig {
     /// The memory compiling one plugin may use (default
     /// [`DEFAULT_COMPILE_MEMORY`](crate::DEFAULT_COMPILE_MEMORY)).
     pub compile_memory: Option<u64>,
+    /// Metrics the node fills: its slots, running and finished attempts, their duration,
+    /// its broker connection, whether it drains, its memory budget (`serve --http`).
+    pub metrics: Option<Metrics>,
 }
 
 impl NodeConfig {
@@ -108,6 +114,7 @@ impl NodeConfig {
             wait_for_broker: false,
             compile_timeout: None,
             compile_memory: None,
+            metrics: None,
         }
     }
 }
@@ -116,6 +123,9 @@ impl NodeConfig {
 pub(crate) struct NodeShared {
     pub(crate) id: String,
     pub(crate) broker: Broker,
+    slots: usize,
+    /// Filled as attempts end, when anyone watches.
+    pub(crate) metrics: Option<Metrics>,
     /// The fleet's lease (the band consumers' `ack_wait`), in milliseconds.
     lease: AtomicU64,
     /// This node's `--ack-wait`: the lease of consumers it makes.
@@ -220,9 +230,14 @@ impl NatsNode {
                 ))
             })
             .await?;
+        if let Some(metrics) = &config.metrics {
+            metrics.watch_host(&host);
+        }
         let shared = Arc::new(NodeShared {
             id,
             broker,
+            slots: config.slots,
+            metrics: config.metrics.clone(),
             lease: AtomicU64::new(lease.as_millis() as u64),
             ack_wait: config.ack_wait,
             policy,
@@ -236,6 +251,9 @@ impl NatsNode {
             announce_now: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
         });
+        if let Some(metrics) = &config.metrics {
+            metrics.attach_node(shared.as_source());
+        }
         Ok(Self {
             shared,
             slots: config.slots,

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::jetstream::object_store::ObjectStore;
 use parking_lot::Mutex;
@@ -50,7 +51,24 @@ pub(crate) struct NodePlugins {
     failed: Mutex<HashMap<String, (std::time::Instant, TaskFailure)>>,
     /// One fetch per plugin at a time.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Plugins found, by where: [memory, disk, broker].
+    found: [AtomicU64; 3],
+    /// Time spent fetching plugins from the broker, in nanoseconds.
+    fetch_nanos: AtomicU64,
 }
+
+/// Where a node found the plugins of its attempts, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FetchStats {
+    /// Found loaded in memory, as a verified local copy, fetched from the broker.
+    pub(crate) found: [u64; 3],
+    /// Time spent fetching from the broker.
+    pub(crate) fetch_seconds: f64,
+}
+
+const MEMORY: usize = 0;
+const DISK: usize = 1;
+const BROKER: usize = 2;
 
 impl NodePlugins {
     pub(crate) fn new(host: Host, store: ObjectStore) -> Self {
@@ -62,7 +80,21 @@ impl NodePlugins {
             loaded: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
+            found: std::array::from_fn(|_| AtomicU64::new(0)),
+            fetch_nanos: AtomicU64::new(0),
         }
+    }
+
+    /// Where plugins were found so far.
+    pub(crate) fn fetch_stats(&self) -> FetchStats {
+        FetchStats {
+            found: std::array::from_fn(|i| self.found[i].load(Ordering::Relaxed)),
+            fetch_seconds: self.fetch_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    fn found(&self, place: usize) {
+        self.found[place].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The plugins loaded now.
@@ -94,6 +126,7 @@ impl NodePlugins {
             )));
         }
         if let Some((_, plugin)) = self.loaded.lock().get(hash) {
+            self.found(MEMORY);
             return Ok(plugin.clone());
         }
         let lock = self
@@ -114,14 +147,19 @@ impl NodePlugins {
     /// Loads the plugin (one caller per hash at a time).
     async fn load(&self, hash: &str, name: &str, size: u64) -> Result<Plugin, PluginError> {
         if let Some((_, plugin)) = self.loaded.lock().get(hash) {
+            self.found(MEMORY);
             return Ok(plugin.clone());
         }
         if let Some(failure) = self.failed_before(hash) {
             return Err(PluginError::Failed(failure));
         }
         let bytes = match self.local(hash).await {
-            Some(bytes) => bytes,
+            Some(bytes) => {
+                self.found(DISK);
+                bytes
+            }
             None => {
+                let began = std::time::Instant::now();
                 let object = layout::plugin_object(hash);
                 let bytes = read_object(&self.store, &object, size, MAX_PLUGIN_BYTES, hash)
                     .await
@@ -134,6 +172,9 @@ impl NodePlugins {
                             format!("cannot fetch the plugin from NATS: {why}"),
                         )),
                     })?;
+                self.found(BROKER);
+                let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.fetch_nanos.fetch_add(nanos, Ordering::Relaxed);
                 tracing::info!(object = %object, bytes = bytes.len(), "plugin fetched");
                 self.keep(hash, &bytes).await;
                 bytes
