@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
 
-use crate::cli::{path_str, status, write_jsonl};
 use crate::nats_fixture::{Fleet, Node, Server, Version, require};
 use crate::nats_runs::{Background, eventually, executions, marks_dir, run_on};
 use crate::observe::{have, http_get, promtool_accepts, sample};
+use crate::support::cli::{path_str, status, write_jsonl};
 
 /// A server of `binary` and one node of `slots` serving `--http` on a free loopback port.
 fn fleet_with_http(binary: &std::path::Path, slots: usize) -> (Fleet, SocketAddr) {
@@ -248,7 +248,7 @@ fn node_healthz_turns_503_without_its_broker() {
 fn serve_refuses_a_bad_http_address_before_waiting_for_its_broker() {
     // Nothing listens on port 1: the node would wait for its broker forever; the address is
     // checked first.
-    let out = crate::cli::osiiso(&[
+    let out = crate::support::cli::osiiso(&[
         "serve",
         "--nats",
         "nats://127.0.0.1:1",
