@@ -111,6 +111,12 @@ impl NodeShared {
             Some(held) if !held.cancelled => {
                 held.control = Some(control.clone());
                 held.shown = shown;
+                held.running = true;
+                if held.timed {
+                    // Its clock starts now: its submitter hears so at once, not at the next
+                    // round of announcements.
+                    self.announce_now.notify_one();
+                }
                 true
             }
             _ => false,
