@@ -552,3 +552,47 @@ fn the_status_page_in_headless_chromium() {
     }
     queue.run().unwrap();
 }
+
+/// A guest's progress on a NATS node reaches the submitter's handle and hook: the node passes
+/// the latest report on with its announcements (signed with the attempt's key), however often
+/// the guest reports.
+#[cfg(feature = "nats")]
+#[test]
+fn progress_crosses_the_broker() {
+    let Some(fleet) = crate::nats_fixture::shared_fleet() else {
+        return;
+    };
+    let seen: Arc<Mutex<Vec<Progress>>> = Arc::default();
+    let hook = seen.clone();
+    let queue = Queue::builder()
+        .nats(fleet.url())
+        .workers(Workers::Fixed(1))
+        .on_progress(move |_, progress| hook.lock().push(progress))
+        .build()
+        .unwrap();
+    let steps = load(artifacts::SCENARIO_FLAKY).task("steps").unwrap();
+    let handle = queue
+        .submit(
+            steps.with_input(json!({"steps": 400, "ms": 10, "flood": 100_000})),
+            TaskOptions::new(),
+        )
+        .unwrap();
+    queue.start().unwrap();
+    // Wait (without a timing assertion) until a report has crossed while the task runs.
+    while handle.progress().is_none() {
+        assert!(!handle.is_done(), "{:?}", handle.result());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let summary = queue.run().unwrap();
+    assert_eq!(summary.succeeded, 1, "{summary:?}");
+    let seen = seen.lock();
+    assert!(!seen.is_empty());
+    // Every report is one the guest made (the flood's, then the steps'), and a flood of
+    // 100,000 reports crossed as a handful of announcements.
+    assert!(
+        seen.iter()
+            .all(|p| [100_000, 400].contains(&p.total) && p.done <= p.total),
+        "{seen:?}"
+    );
+    assert!(seen.len() < 1_000, "{} deliveries", seen.len());
+}

@@ -91,22 +91,9 @@ impl AttemptSpec {
     }
 
     /// Runs the spec's task of `plugin` (loaded by the receiver, whose hash it checked) with
-    /// `sandbox` under `control`, through `warm`. `receiver` names who received it, for
-    /// messages.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// `sandbox` under `control`, through `warm`, the guest's progress reports going to
+    /// `progress`. `receiver` names who received it, for messages.
     pub(crate) fn run(
-        &self,
-        plugin: Plugin,
-        sandbox: Sandbox,
-        control: Arc<AttemptControl>,
-        warm: &WarmPool,
-        receiver: &str,
-    ) -> AttemptReport {
-        self.run_with_progress(plugin, sandbox, control, warm, receiver, None)
-    }
-
-    /// [`run`](Self::run), with the guest's progress reports going to `progress`.
-    pub(crate) fn run_with_progress(
         &self,
         plugin: Plugin,
         sandbox: Sandbox,

@@ -366,17 +366,28 @@ pub(crate) struct Announced {
     /// Its guest runs (its clock runs on the node); else the node prepares it (fetches its
     /// plugin or input, compiles).
     pub running: bool,
+    /// The guest's latest `progress(done, total)`, when it reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<[u64; 2]>,
     pub mac: Mac,
 }
 
 impl Announced {
-    pub(crate) fn new(key: &AttemptKey, node: &str, beat: u64, token: &str, running: bool) -> Self {
+    pub(crate) fn new(
+        key: &AttemptKey,
+        node: &str,
+        beat: u64,
+        token: &str,
+        running: bool,
+        progress: Option<[u64; 2]>,
+    ) -> Self {
         Self {
             token: token.to_string(),
             running,
+            progress,
             mac: key.mac(
                 Purpose::Running,
-                &Self::parts(node, beat, token, running)
+                &Self::parts(node, beat, token, running, progress)
                     .each_ref()
                     .map(Vec::as_slice),
             ),
@@ -385,7 +396,7 @@ impl Announced {
 
     /// Whether `key` signed it, in an announcement of `node` numbered `beat`.
     pub(crate) fn is_signed_by(&self, key: &AttemptKey, node: &str, beat: u64) -> bool {
-        let parts = Self::parts(node, beat, &self.token, self.running);
+        let parts = Self::parts(node, beat, &self.token, self.running, self.progress);
         key.verify(
             Purpose::Running,
             &parts.each_ref().map(Vec::as_slice),
@@ -393,12 +404,23 @@ impl Announced {
         )
     }
 
-    fn parts(node: &str, beat: u64, token: &str, running: bool) -> [Vec<u8>; 4] {
+    fn parts(
+        node: &str,
+        beat: u64,
+        token: &str,
+        running: bool,
+        progress: Option<[u64; 2]>,
+    ) -> [Vec<u8>; 5] {
+        let progress = match progress {
+            Some([done, total]) => [&done.to_be_bytes()[..], &total.to_be_bytes()[..]].concat(),
+            None => Vec::new(),
+        };
         [
             node.as_bytes().to_vec(),
             beat.to_be_bytes().to_vec(),
             token.as_bytes().to_vec(),
             vec![u8::from(running)],
+            progress,
         ]
     }
 }

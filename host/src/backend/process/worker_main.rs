@@ -499,7 +499,7 @@ fn run_one(
             }
         },
     };
-    spec.run_with_progress(
+    spec.run(
         plugin,
         spec.sandbox.clone(),
         control,

@@ -18,7 +18,8 @@ pub(super) static FORGED_CANCELS: Forgeries = Forgeries::new("cancellation");
 
 /// Announces held attempts to their submitters: each one once this node has held it for
 /// [`ANNOUNCE_AFTER`], and again when its guest starts if it has a timeout (its clock starts
-/// then); all of them every [`ANNOUNCE_AGAIN`], one message per submitter.
+/// then) or reports progress (the latest report, at most once per [`ANNOUNCE_AFTER`]); all of
+/// them every [`ANNOUNCE_AGAIN`], one message per submitter.
 pub(super) async fn announce(shared: Arc<NodeShared>) {
     let mut beat = 0u64;
     let mut last_round = Instant::now();
@@ -39,20 +40,23 @@ pub(super) async fn announce(shared: Arc<NodeShared>) {
         {
             let mut attempts = shared.attempts.lock();
             for ((submitter, token), held) in attempts.held.iter_mut() {
-                let due = match held.announced {
-                    // Nothing said yet: once held a while, or started with a clock.
-                    None => {
-                        (held.timed && held.running)
-                            || now.duration_since(held.taken) >= ANNOUNCE_AFTER
-                    }
-                    // Its clock started since: say so now.
-                    Some(said) => full || (held.timed && held.running && !said),
-                };
+                let progress = held.progress.take_changed();
+                let due = progress.is_some()
+                    || match held.announced {
+                        // Nothing said yet: once held a while, or started with a clock.
+                        None => {
+                            (held.timed && held.running)
+                                || now.duration_since(held.taken) >= ANNOUNCE_AFTER
+                        }
+                        // Its clock started since: say so now.
+                        Some(said) => full || (held.timed && held.running && !said),
+                    };
                 if !due {
                     continue;
                 }
                 held.announced = Some(held.running);
-                let entry = Announced::new(&held.key, &shared.id, beat, token, held.running);
+                let entry =
+                    Announced::new(&held.key, &shared.id, beat, token, held.running, progress);
                 by_submitter
                     .entry(submitter.clone())
                     .or_default()

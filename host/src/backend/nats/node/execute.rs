@@ -19,7 +19,7 @@ use super::super::wire::{
 use super::NodeShared;
 use super::fetch::Slot;
 use super::plugins::PluginError;
-use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::failure::{FailureKind, TaskFailure};
 
 /// An attempt as a node reads it from its message.
@@ -205,9 +205,14 @@ async fn run(shared: &Arc<NodeShared>, taken: &Taken, uid: &str) -> (AttemptRepo
     let (timeout, left) = spec.clock();
     let control = AttemptControl::with_time_left(timeout, left);
     let shown = shared.shown(&spec, &header.plugin_name);
-    if !shared.start(&header.submitter, &header.token, &control, shown) {
+    let (started, latest) = shared.start(&header.submitter, &header.token, &control, shown);
+    if !started {
         control.cancel();
     }
+    // The guest's progress goes out with the node's next announcement (at most every
+    // ANNOUNCE_AFTER), however often the guest reports.
+    let progress = latest
+        .map(|latest| -> ProgressFn { Arc::new(move |done, total| latest.store(done, total)) });
     tracing::info!(
         uid,
         task = %crate::text::escape_control(&spec.display_name),
@@ -216,7 +221,7 @@ async fn run(shared: &Arc<NodeShared>, taken: &Taken, uid: &str) -> (AttemptRepo
     );
     let ran = tokio::task::spawn_blocking({
         let shared = shared.clone();
-        move || spec.run(plugin, sandbox, control, &shared.warm, "node")
+        move || spec.run(plugin, sandbox, control, &shared.warm, "node", progress)
     })
     .await;
     let report = ran.unwrap_or_else(|error| {

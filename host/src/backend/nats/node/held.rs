@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::super::wire::{AttemptKey, CancelMsg, Mac};
@@ -32,6 +33,36 @@ pub(crate) struct Held {
     /// What a status page shows of it, once its guest is about to run (only when the node
     /// has metrics).
     pub shown: Option<Shown>,
+    /// The guest's latest progress report, passed on with the next announcement.
+    pub progress: Arc<LatestProgress>,
+}
+
+/// The latest `progress(done, total)` of an attempt's guest: stored by the guest's call (three
+/// atomic stores, however often it calls), taken by the announcer when it changed.
+#[derive(Default)]
+pub(crate) struct LatestProgress {
+    done: AtomicU64,
+    total: AtomicU64,
+    changed: AtomicBool,
+}
+
+impl LatestProgress {
+    /// Stores a report.
+    pub(crate) fn store(&self, done: u64, total: u64) {
+        self.done.store(done, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.changed.store(true, Ordering::Release);
+    }
+
+    /// The report stored since the last call, if any.
+    pub(crate) fn take_changed(&self) -> Option<[u64; 2]> {
+        self.changed.swap(false, Ordering::Acquire).then(|| {
+            [
+                self.done.load(Ordering::Relaxed),
+                self.total.load(Ordering::Relaxed),
+            ]
+        })
+    }
 }
 
 /// A running attempt as a status page shows it.
@@ -84,6 +115,7 @@ impl NodeShared {
                 timed,
                 announced: None,
                 shown: None,
+                progress: Arc::default(),
             },
         );
         true
@@ -97,17 +129,19 @@ impl NodeShared {
     }
 
     /// The attempt's guest is about to run under `control`: false if it was cancelled
-    /// meanwhile. `shown` is what a status page shows of it.
+    /// meanwhile. `shown` is what a status page shows of it. Returns where the guest's
+    /// progress reports go too.
     pub(crate) fn start(
         &self,
         submitter: &str,
         token: &str,
         control: &Arc<AttemptControl>,
         shown: Option<Shown>,
-    ) -> bool {
+    ) -> (bool, Option<Arc<LatestProgress>>) {
         let id = (submitter.to_string(), token.to_string());
         let mut attempts = self.attempts.lock();
-        match attempts.held.get_mut(&id) {
+        let progress = attempts.held.get(&id).map(|held| held.progress.clone());
+        let started = match attempts.held.get_mut(&id) {
             Some(held) if !held.cancelled => {
                 held.control = Some(control.clone());
                 held.shown = shown;
@@ -120,7 +154,8 @@ impl NodeShared {
                 true
             }
             _ => false,
-        }
+        };
+        (started, progress)
     }
 
     /// The attempt is no longer held here.

@@ -30,7 +30,7 @@ use super::layout;
 use super::payload::delete_object;
 use super::timing::{HEARTBEAT, LEAVE_PATIENCE, PUBLISH_RETRY};
 use super::wire::{AttemptHeader, AttemptKey, Body, CancelMsg, write_frame};
-use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::backend::Attempt;
 
@@ -75,6 +75,8 @@ pub(super) struct Pending {
     pub vanished: Option<Instant>,
     /// A stored report body is being fetched.
     pub fetching: bool,
+    /// Where the guest's progress reports go, as the node's announcements carry them.
+    pub progress: Option<ProgressFn>,
 }
 
 impl Pending {
@@ -223,7 +225,7 @@ impl Submitter {
         let band = layout::band(attempt.priority);
         let report = loop {
             match self
-                .publish_and_wait(&header, &inline, band, control, name)
+                .publish_and_wait(&header, &inline, band, control, attempt.progress, name)
                 .await
             {
                 Waited::Done(report) => break report,
@@ -250,6 +252,7 @@ impl Submitter {
         inline: &[u8],
         band: u8,
         control: &Arc<AttemptControl>,
+        progress: Option<&ProgressFn>,
         name: &str,
     ) -> Waited {
         let frame = match write_frame(header, &[inline], None) {
@@ -291,6 +294,7 @@ impl Submitter {
                 taken: None,
                 vanished: None,
                 fetching: false,
+                progress: progress.cloned(),
             },
         );
         let mut in_flight = InFlight {

@@ -288,6 +288,9 @@ pub(super) async fn track_running(mut events: async_nats::Subscriber, pending: P
                 waiting.control.restart_clock();
                 waiting.clock_started = true;
             }
+            if let (Some([done, total]), Some(progress)) = (entry.progress, &waiting.progress) {
+                progress(done, total);
+            }
             waiting.beat = running.beat;
             waiting.heard = now;
         }
