@@ -4,14 +4,13 @@
 //! (the documented result object) and its messages on stderr.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use osiiso_test_artifacts as artifacts;
 use serde_json::{Value, json};
 
 use crate::support::cli::{
-    BIN, Outcome, RESULT_FIELDS, error_kind, osiiso, osiiso_in, path_str, status, write_jsonl,
+    Outcome, RESULT_FIELDS, error_kind, osiiso, osiiso_in, path_str, status, write_jsonl,
     write_lines,
 };
 
@@ -980,7 +979,7 @@ fn a_jobs_line_overrides_the_command_line_defaults() {
 #[test]
 fn inputs_can_come_from_stdin() {
     use std::io::Write;
-    let mut child = Command::new(BIN)
+    let mut child = crate::support::cli::command()
         .args([
             "run",
             artifacts::ECHO,
@@ -991,8 +990,6 @@ fn inputs_can_come_from_stdin() {
             "jsonl",
             "-q",
         ])
-        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
-        .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -18,11 +18,8 @@ use crate::support::cli::{BIN, Outcome, osiiso, path_str, strip_ansi};
 /// Runs the binary, killing it after `limit`: a hang fails the test instead of hanging it.
 fn bounded(args: &[&str], limit: Duration) -> Outcome {
     let start = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = crate::support::cli::command()
         .args(args)
-        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

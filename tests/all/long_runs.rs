@@ -10,16 +10,14 @@ use std::time::{Duration, Instant};
 use osiiso_test_artifacts as artifacts;
 use serde_json::Value;
 
-use crate::support::cli::{BIN, path_str, status, write_lines};
+use crate::support::cli::{path_str, status, write_lines};
 
 /// Every queue the CLI offers.
 const QUEUES: &[&str] = &["thread", "async", "process"];
 
 fn spawn(args: &[&str], stdin: Stdio) -> Child {
-    Command::new(BIN)
+    crate::support::cli::command()
         .args(args)
-        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
-        .env_remove("RUST_LOG")
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -400,7 +398,7 @@ fn a_checkpoint_reruns_failed_tasks_and_refuses_foreign_files() {
 
 #[test]
 fn result_rows_keep_the_documented_key_order_and_logs_have_no_colour() {
-    let out = Command::new(BIN)
+    let out = crate::support::cli::command()
         .args([
             "run",
             artifacts::ECHO,
@@ -411,8 +409,6 @@ fn result_rows_keep_the_documented_key_order_and_logs_have_no_colour() {
             "--output",
             "jsonl",
         ])
-        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
-        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     let line = String::from_utf8(out.stdout).unwrap();

@@ -108,6 +108,19 @@ pub(crate) fn osiiso_in(args: &[&str], cache: &Path) -> Outcome {
     osiiso_with(args, cache, &[])
 }
 
+/// The binary as a command on the test binary's shared compile cache, with the tests'
+/// compile timeout, no inherited `RUST_LOG` and no colours: the start of a CLI invocation
+/// that needs more than [`osiiso`] (its own stdio, a process to signal).
+pub(crate) fn command() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("OSIISO_COMPILE_TIMEOUT", "15m")
+        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    command
+}
+
 fn osiiso_with(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Outcome {
     let start = Instant::now();
     let output = Command::new(BIN)
