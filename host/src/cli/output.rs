@@ -351,7 +351,7 @@ impl Reporter {
 /// documented keys in order — then `end`.
 fn json_row(index: usize, result: &TaskResult, end: &[u8]) -> Vec<u8> {
     let mut row = Vec::with_capacity(512);
-    row.extend_from_slice(format!("{{\"index\":{index}").as_bytes());
+    let _ = write!(row, "{{\"index\":{index}");
     let opened = row.len();
     // A result serializes to JSON without fail: its values are JSON already.
     if serde_json::to_writer(&mut row, result).is_ok() && row.get(opened) == Some(&b'{') {
