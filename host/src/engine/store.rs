@@ -206,12 +206,12 @@ impl AttemptStore {
     /// number, a full fuel budget, fresh output capture and memory-limit flags.
     pub(crate) fn arm(&mut self, request: &AttemptRequest<'_>, task: Arc<str>) {
         self.rearm(&request.control);
-        self.name(request, task);
+        self.set_attempt(request, task);
     }
 
-    /// Names the attempt a store made for it with [`new`](Self::new) runs: its number, its
+    /// Sets which attempt a store made for it with [`new`](Self::new) runs: its number, its
     /// task and where its progress goes (a new store is armed already).
-    pub(crate) fn name(&mut self, request: &AttemptRequest<'_>, task: Arc<str>) {
+    pub(crate) fn set_attempt(&mut self, request: &AttemptRequest<'_>, task: Arc<str>) {
         let state = self.store.data_mut();
         state.attempt = request.attempt;
         state.task = task;
