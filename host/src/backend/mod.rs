@@ -16,8 +16,8 @@ mod asynchronous;
 #[cfg(feature = "nats")]
 mod nats;
 mod process;
+mod remote;
 mod thread;
-mod wire;
 
 pub use self::asynchronous::{Async, AsyncOptions, AsyncQueue};
 #[cfg(feature = "nats")]

@@ -6,7 +6,7 @@
 //! - [`connection`]: the servers, the notices when they go away and come back.
 //! - [`layout`]: the streams, consumers, buckets and subjects.
 //! - [`timing`]: every timing constant, and how they relate.
-//! - [`wire`]: the messages, and the keys that sign them.
+//! - [`frame`]: the messages, and the keys that sign them.
 //! - [`payload`]: objects of the stores, read back bounded and checked.
 //! - [`submitter`]: publishing attempts and taking their reports (the queue's side).
 //! - [`node`]: `serve`: fetching, running and reporting attempts.
@@ -15,17 +15,17 @@
 mod alarm;
 mod connection;
 mod error;
+mod frame;
 mod grants;
 mod layout;
 mod node;
 mod payload;
 mod submitter;
 mod timing;
-mod wire;
 
 pub use self::error::NatsError;
+pub use self::frame::{CachedPlugin, NodeInfo};
 pub use self::node::{NatsNode, NodeConfig};
-pub use self::wire::{CachedPlugin, NodeInfo};
 
 use std::sync::Arc;
 use std::time::Duration;

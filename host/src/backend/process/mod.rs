@@ -20,8 +20,8 @@ use parking_lot::Mutex;
 
 use self::child::{Event, InitError, PidRegistry, WorkerProcess};
 use self::protocol::{Reply, Request, RunRequest, encode_frame};
-use super::wire::{AttemptSpec, outbound};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
+use crate::backend::remote::{AttemptSpec, outbound};
 use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::super::alarm::Forgeries;
+use super::super::frame::{Announced, CancelMsg, RunningMsg};
 use super::super::layout;
 use super::super::timing::{ANNOUNCE_AFTER, ANNOUNCE_AGAIN};
-use super::super::wire::{Announced, CancelMsg, RunningMsg};
 use super::NodeShared;
 
 pub(super) static FORGED_CANCELS: Forgeries = Forgeries::new("cancellation");

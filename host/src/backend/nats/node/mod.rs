@@ -34,10 +34,10 @@ use self::orphans::Liveness;
 use self::plugins::NodePlugins;
 use super::NatsError;
 use super::connection::{Broker, ConnectSpec, patiently, split_servers};
+use super::frame::NodeInfo;
 use super::grants::GrantPolicy;
 use super::layout::{self, BANDS, NODE_INBOX_PREFIX};
 use super::timing::{CONNECT_TIMEOUT, DEFAULT_LEASE, LEAVE_PATIENCE, MIN_LEASE, NODE_HEARTBEAT};
-use super::wire::NodeInfo;
 use crate::engine::{Host, WarmPool};
 use crate::metrics::Metrics;
 

@@ -23,14 +23,14 @@ use parking_lot::Mutex;
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 
-use super::super::wire::{AttemptSpec, outbound};
 use super::NatsError;
 use super::connection::{Broker, patiently};
+use super::frame::{AttemptHeader, AttemptKey, Body, CancelMsg, write_frame};
 use super::layout;
 use super::payload::delete_object;
 use super::timing::{HEARTBEAT, LEAVE_PATIENCE, PUBLISH_RETRY};
-use super::wire::{AttemptHeader, AttemptKey, Body, CancelMsg, write_frame};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
+use crate::backend::remote::{AttemptSpec, outbound};
 use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::backend::Attempt;
 

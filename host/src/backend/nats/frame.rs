@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::wire::{AttemptSpec, WireOutcome, WireReport, WireValue};
+use crate::backend::remote::{AttemptSpec, WireOutcome, WireReport, WireValue};
 use crate::failure::{FailureKind, TaskFailure};
 use crate::json::Json;
 
