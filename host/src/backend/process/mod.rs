@@ -334,7 +334,7 @@ fn crashed(
 
 impl BlockingRunner for Process {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
-        let (call, name, control) = (attempt.call, attempt.name, attempt.control);
+        let (call, name, control) = (attempt.call, attempt.display_name, attempt.control);
         let plugin = call.task().plugin();
         // Oversized work fails here, typed and never retried, before a worker is touched.
         let (path, input) = match outbound(&attempt, "worker process") {

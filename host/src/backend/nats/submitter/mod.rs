@@ -197,7 +197,7 @@ impl Submitter {
     /// Runs one attempt on some node: publish, wait for its report, stop it remotely when
     /// the control says so. An attempt a draining node hands back is published again.
     pub(crate) async fn run(self: &Arc<Self>, attempt: Attempt<'_>) -> AttemptReport {
-        let (call, name, control) = (attempt.call, attempt.name, attempt.control);
+        let (call, name, control) = (attempt.call, attempt.display_name, attempt.control);
         let plugin = call.task().plugin();
         let (path, input) = match outbound(&attempt, "node") {
             Ok(outbound) => outbound,
