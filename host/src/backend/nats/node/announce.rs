@@ -9,8 +9,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::super::alarm::Forgeries;
-use super::super::frame::{Announced, CancelMsg, RunningMsg};
 use super::super::layout;
+use super::super::message::{Announced, CancelMsg, RunningMsg};
 use super::super::timing::{ANNOUNCE_AFTER, ANNOUNCE_AGAIN};
 use super::NodeShared;
 

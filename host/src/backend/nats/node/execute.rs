@@ -9,10 +9,9 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::super::frame::{
-    AttemptHeader, Body, Frame, Purpose, ReportHeader, ReportKind, report_sections, write_frame,
-};
+use super::super::frame::{Body, Frame, Purpose, write_frame};
 use super::super::layout::{self, MAX_PAYLOAD_BYTES};
+use super::super::message::{AttemptHeader, ReportHeader, ReportKind, report_sections};
 use super::super::payload::{ObjectError, read_object, write_object};
 use super::super::timing::{REPORT_ANSWER, REPORT_RETRY};
 use super::NodeShared;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::jetstream::object_store::ObjectStore;
 use parking_lot::Mutex;
 
-use super::super::frame::CachedPlugin;
 use super::super::layout::{self, MAX_PLUGIN_BYTES};
+use super::super::message::CachedPlugin;
 use super::super::payload::{ObjectError, read_object};
 use crate::engine::{Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};

@@ -25,8 +25,9 @@ use tokio::task::JoinHandle;
 
 use super::NatsError;
 use super::connection::{Broker, patiently};
-use super::frame::{AttemptHeader, AttemptKey, Body, CancelMsg, write_frame};
+use super::frame::{AttemptKey, Body, write_frame};
 use super::layout;
+use super::message::{AttemptHeader, CancelMsg};
 use super::payload::delete_object;
 use super::timing::{HEARTBEAT, LEAVE_PATIENCE, PUBLISH_RETRY};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};

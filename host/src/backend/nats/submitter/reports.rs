@@ -11,11 +11,11 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::super::alarm::Forgeries;
-use super::super::frame::{
-    Body, Frame, Purpose, REPORT_SECTIONS, ReportHeader, ReportKind, RunningMsg, restore_report,
-    split,
-};
+use super::super::frame::{Body, Frame, Purpose, split};
 use super::super::layout::{self, MAX_PAYLOAD_BYTES};
+use super::super::message::{
+    REPORT_SECTIONS, ReportHeader, ReportKind, RunningMsg, restore_report,
+};
 use super::super::payload::{ObjectError, delete_object, read_object};
 use super::super::timing::NODE_SILENCE;
 use super::{PendingMap, Verdict};
