@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use osiiso_host::TaskCall;
 use osiiso_host::queue::backend::{AcceptsNative, Backend};
 use osiiso_host::queue::{
-    Error, FailPolicy, Mode, NativeTask, OnExit, Queue, QueueBuilder, RunOptions, TaskOptions,
-    TaskStatus, Workers, as_completed,
+    Closed, Error, FailPolicy, Mode, NativeTask, OnExit, Queue, QueueBuilder, RunOptions,
+    TaskOptions, TaskStatus, Workers, as_completed,
 };
 use osiiso_host::{FailureKind, Task, TaskFailure};
 use osiiso_test_artifacts as artifacts;
@@ -365,10 +365,13 @@ pub fn bounded_size_blocks_and_closes<K: TestKind>() {
     assert!(!blocked.is_finished(), "a bounded submit waits for room");
     queue.cancel();
     match blocked.join().unwrap() {
-        Err(Error::Closed) => {}
+        Err(Error::Closed(Closed::NotAccepting)) => {}
         other => panic!("expected Closed, got {other:?}"),
     }
-    assert_eq!(Error::Closed.to_string(), "queue is not accepting tasks");
+    assert_eq!(
+        Error::Closed(Closed::NotAccepting).to_string(),
+        "queue is not accepting tasks"
+    );
     queue.wait_closed();
     assert!(first.is_done());
 }
@@ -588,10 +591,16 @@ pub fn lifecycle_shutdown_reset_strict<K: TestKind>() {
     assert!(queue.is_closed());
     assert!(matches!(
         queue.submit(noop(json!(2)), TaskOptions::new()),
-        Err(Error::Closed)
+        Err(Error::Closed(Closed::NotAccepting))
     ));
-    assert!(matches!(queue.start(), Err(Error::ShutDown)));
-    assert_eq!(Error::ShutDown.to_string(), "queue has been shut down");
+    assert!(matches!(
+        queue.start(),
+        Err(Error::Closed(Closed::ShutDown))
+    ));
+    assert_eq!(
+        Error::Closed(Closed::ShutDown).to_string(),
+        "queue has been shut down"
+    );
     queue.shutdown(); // idempotent
 }
 

@@ -11,7 +11,7 @@ use super::Queue;
 use super::backend::Backend;
 use super::checkpoint::{Checkpoint, Hit, canonical_json};
 use super::core::{Admission, Record};
-use super::error::Error;
+use super::error::{CheckpointError, Error};
 use super::group::Group;
 use super::handle::Handle;
 use super::options::TaskOptions;
@@ -145,7 +145,7 @@ impl<B: Backend> Queue<B> {
             .namespace
             .clone()
             .or_else(|| options.group_id.clone())
-            .ok_or(Error::CheckpointNamespace)?;
+            .ok_or(Error::Checkpoint(CheckpointError::Namespace))?;
         let key = checkpointing.key.clone().unwrap_or_else(|| {
             Arc::new(|call: &TaskCall| {
                 canonical_json(&Value::Array(vec![

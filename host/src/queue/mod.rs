@@ -42,9 +42,10 @@ mod work;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::backend::BackendError;
 pub use self::builder::{OnComplete, OnProgress, OnRetry, OnStart, QueueBuilder};
 pub use self::checkpoint::{Checkpoint, Hit, canonical_json};
-pub use self::error::{Error, ExecutionError};
+pub use self::error::{CheckpointError, Closed, Error, ExecutionError, InvalidOption, StateError};
 pub use self::fanout::{Checkpointing, KeyFn};
 pub use self::group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
 pub use self::handle::Handle;
@@ -126,8 +127,11 @@ impl<B: Backend> Queue<B> {
 
     fn from_builder(builder: QueueBuilder<B>) -> Result<Self, Error> {
         let mut config = builder.config;
-        let backend = B::build(builder.options, &config.settings())
-            .map_err(|message| Error::Backend(format!("{} backend: {message}", B::NAME)))?;
+        let backend =
+            B::build(builder.options, &config.settings()).map_err(|error| Error::Backend {
+                backend: B::NAME,
+                error,
+            })?;
         if let Some(limit) = backend.discovered_auto_limit() {
             config.auto_limit = limit.clamp(1, B::MAX_WORKERS);
         }
@@ -351,10 +355,13 @@ impl<B: AcceptsFutures> Queue<B> {
         options: TaskOptions,
     ) -> Result<Handle, Error> {
         if let Runner::Blocking(_) = &self.core.runner {
-            return Err(Error::InvalidOption(format!(
-                "the {} backend runs attempts on threads and cannot run async closures",
-                B::NAME
-            )));
+            return Err(Error::invalid(
+                "task",
+                format!(
+                    "the {} backend runs attempts on threads and cannot run async closures",
+                    B::NAME
+                ),
+            ));
         }
         self.admit_one(task.into(), options, false)
     }

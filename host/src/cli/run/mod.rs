@@ -415,7 +415,7 @@ fn run_queue<B: Backend>(
             match work::submit_batch(&queue, submissions, checkpoint.as_ref(), &track) {
                 Ok(()) => {}
                 // The run was stopped before the batch went in.
-                Err(osiiso_host::queue::Error::Closed | osiiso_host::queue::Error::ShutDown) => {}
+                Err(osiiso_host::queue::Error::Closed(_)) => {}
                 Err(e) => return Err(anyhow!("{e}").into()),
             }
             run_to_end(&queue, &reporter, started)
@@ -484,7 +484,7 @@ fn run_to_end<B: Backend>(
     started: std::time::Instant,
 ) -> Result<RunSummary, osiiso_host::queue::Error> {
     match queue.run_with(RunOptions::default()) {
-        Err(osiiso_host::queue::Error::ShutDown) => {
+        Err(osiiso_host::queue::Error::Closed(_)) => {
             queue.wait_closed();
             Ok(reporter.summary(started))
         }
