@@ -576,10 +576,7 @@ pub fn map_groups_and_completion_order<K: TestKind>() {
 pub fn lifecycle_shutdown_reset_strict<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     let failing = queue.submit(flaky(99), TaskOptions::new()).unwrap();
-    match queue.run_with(RunOptions {
-        strict: true,
-        ..RunOptions::default()
-    }) {
+    match queue.run_with(RunOptions::default().strict(true)) {
         Err(Error::Execution(e)) => assert_eq!(e.results[0].task_id, failing.task_id()),
         other => panic!("expected a strict failure, got {other:?}"),
     }

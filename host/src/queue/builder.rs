@@ -246,7 +246,7 @@ impl<B: Backend> QueueBuilder<B> {
         {
             return Err(Error::invalid(
                 "workers",
-                format!("workers must be <= {max}"),
+                format!("workers must be <= {max} on the {} backend", B::NAME),
             ));
         }
         if c.timeout == Some(Duration::ZERO) {

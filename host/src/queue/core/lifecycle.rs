@@ -159,6 +159,11 @@ impl Core {
         state.run = None;
     }
 
+    /// The summary of what was recorded since the last one, without a run.
+    pub(crate) fn take_summary(&self, started: Instant) -> RunSummary {
+        Self::summary_locked(&mut self.state.lock(), started, false)
+    }
+
     fn summary_locked(state: &mut State, run_start: Instant, timed_out: bool) -> RunSummary {
         state.results.cut_summary(run_start, timed_out)
     }
