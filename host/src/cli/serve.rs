@@ -11,11 +11,11 @@ use anyhow::anyhow;
 use clap::Args;
 use osiiso_host::backend::{DEFAULT_NATS_URL, NatsError, NatsNode, NodeConfig};
 use osiiso_host::metrics::Metrics;
-use osiiso_host::units::parse_size;
+use osiiso_host::units::{parse_duration, parse_size};
 
 use super::Failure;
 use super::http::{Watch, parse_addr};
-use super::options::{CompileLimitArgs, duration};
+use super::options::CompileLimitArgs;
 use super::signals::Interrupts;
 
 #[derive(Args, Debug)]
@@ -54,7 +54,7 @@ pub(crate) struct ServeArgs {
     no_cache: bool,
     /// How long the broker waits for word about a running attempt before handing it to
     /// another node (the node renews every quarter of it).
-    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "30s")]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
     ack_wait: Duration,
     /// The most linear memory all running attempts may hold together [default: half of
     /// the machine's memory].

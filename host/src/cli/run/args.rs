@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use osiiso_host::queue::{TaskOptions, Workers};
-use osiiso_host::units::parse_size;
+use osiiso_host::units::{parse_duration, parse_size};
 
-use super::super::options::{CacheArgs, LimitArgs, SandboxArgs, duration};
+use super::super::options::{CacheArgs, LimitArgs, SandboxArgs};
 use super::super::output::{OutputFormat, ProgressMode};
 
 #[derive(Args, Debug)]
@@ -108,7 +108,7 @@ pub(super) struct QueueArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(super) size: usize,
     /// How quickly cancellations and deadlines reach running work.
-    #[arg(long, value_name = "DUR", value_parser = duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub(super) poll: Option<Duration>,
     /// The NATS server of `--queue nats`: a URL, or the comma-separated URLs of one cluster's
     /// servers; repeatable [default: $OSIISO_NATS_URL, else nats://127.0.0.1:4222].
@@ -124,7 +124,7 @@ pub(super) struct QueueArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(super) worker_memory: Option<usize>,
     /// Limit for the whole run; the rest is cancelled and the run marked timed out.
-    #[arg(long, value_name = "DUR", value_parser = duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub(super) run_timeout: Option<Duration>,
     /// The first final failure cancels everything not yet run (must-complete tasks go on).
     #[arg(long)]
@@ -150,13 +150,13 @@ pub(super) struct TaskArgs {
     #[arg(long, value_name = "N", alias = "retry")]
     pub(super) retries: Option<u32>,
     /// Pause before the first retry.
-    #[arg(long, value_name = "DUR", value_parser = duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub(super) retry_delay: Option<Duration>,
     /// Multiplies the pause after each retry.
     #[arg(long, value_name = "X")]
     pub(super) backoff: Option<f64>,
     /// Limit for each attempt.
-    #[arg(long, value_name = "DUR", value_parser = duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub(super) timeout: Option<Duration>,
     /// Lower runs first.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
