@@ -119,13 +119,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let quantity = Quantity::Duration;
-    let number: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| UnitError::NotANumber {
-            quantity,
-            text: quoted(text),
-        })?;
+    let number: f64 = number.trim().parse().map_err(|_| UnitError::NotANumber {
+        quantity,
+        text: quoted(text),
+    })?;
     let seconds = match unit.trim() {
         "" | "s" | "sec" => number,
         "ms" => number / 1e3,
@@ -198,13 +195,10 @@ pub fn parse_size(text: &str) -> Result<usize, UnitError> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let quantity = Quantity::Size;
-    let number: u64 = number
-        .trim()
-        .parse()
-        .map_err(|_| UnitError::NotANumber {
-            quantity,
-            text: quoted(text),
-        })?;
+    let number: u64 = number.trim().parse().map_err(|_| UnitError::NotANumber {
+        quantity,
+        text: quoted(text),
+    })?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -262,7 +256,9 @@ mod tests {
     #[test]
     fn an_error_quotes_at_most_a_bounded_escaped_text() {
         let long = format!("{}\x1b[2J", "9".repeat(10_000));
-        let message = parse_size(&format!("{long}parsecs")).unwrap_err().to_string();
+        let message = parse_size(&format!("{long}parsecs"))
+            .unwrap_err()
+            .to_string();
         assert!(message.len() < 400, "{message}");
         assert!(!message.contains('\x1b'), "{message}");
     }

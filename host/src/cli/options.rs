@@ -218,4 +218,3 @@ fn refuse_cache_grant(host: &Host, dir: &Path, flag: &str) -> anyhow::Result<()>
     }
     Ok(())
 }
-
