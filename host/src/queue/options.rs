@@ -220,9 +220,18 @@ impl TaskOptions {
             .collect();
         if !unknown.is_empty() {
             unknown.sort_unstable();
+            // The keys come from whoever wrote the jobs line: a few, escaped and cut short.
+            let mut shown: Vec<String> = unknown
+                .iter()
+                .take(SHOWN_UNKNOWN)
+                .map(|key| crate::text::for_display(key, SHOWN_KEY_BYTES))
+                .collect();
+            if unknown.len() > SHOWN_UNKNOWN {
+                shown.push(format!("… ({} in all)", unknown.len()));
+            }
             return Err(Error::invalid(
                 "options",
-                format!("Unknown task option(s): {}", unknown.join(", ")),
+                format!("Unknown task option(s): {}", shown.join(", ")),
             ));
         }
         let mut options = self.clone();
@@ -388,6 +397,10 @@ pub enum Retention {
     Counts,
 }
 
+/// The most unknown option names an error lists, and the most bytes of each.
+const SHOWN_UNKNOWN: usize = 8;
+const SHOWN_KEY_BYTES: usize = 64;
+
 macro_rules! text_enum {
     ($ty:ident, $option:literal, $a:literal => $va:ident, $b:literal => $vb:ident) => {
         impl std::str::FromStr for $ty {
@@ -430,3 +443,25 @@ text_enum!(Mode, "mode", "finite" => Finite, "infinite" => Infinite);
 text_enum!(FailPolicy, "fail_policy", "continue" => Continue, "fail_first" => FailFirst);
 text_enum!(OnExit, "on_exit", "complete_priority" => CompletePriority, "cancel" => Cancel);
 text_enum!(Retention, "retention", "all" => All, "counts" => Counts);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_options_are_named_bounded_and_escaped() {
+        let mut object = Map::new();
+        for i in 0..1000 {
+            object.insert(format!("{}\x1b[2J{i:04}", "k".repeat(10_000)), Value::Null);
+        }
+        let Err(Error::InvalidOption(invalid)) = TaskOptions::new().with_json_overrides(&object)
+        else {
+            panic!("unknown options are refused");
+        };
+        assert_eq!(invalid.option(), "options");
+        let message = invalid.to_string();
+        assert!(message.len() < 2_000, "{} bytes", message.len());
+        assert!(!message.contains('\x1b'), "{message}");
+        assert!(message.ends_with("… (1000 in all)"), "{message}");
+    }
+}
