@@ -3,9 +3,8 @@
 //! before anything loads), `plan` the work, `drive` the run and `report` its end.
 
 use anyhow::anyhow;
-use osiiso_host::queue::QueueBuilder;
-use osiiso_host::queue::Workers;
 use osiiso_host::queue::backend::Backend;
+use osiiso_host::queue::{QueueBuilder, Workers};
 use osiiso_host::{AsyncQueue, Plugin, ProcessQueue, ThreadQueue};
 
 mod args;
