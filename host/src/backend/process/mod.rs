@@ -20,11 +20,13 @@ use parking_lot::Mutex;
 
 use self::child::{Event, InitError, PidRegistry, WorkerProcess};
 use self::protocol::{Reply, Request, RunRequest, encode_frame};
-use super::wire::{AttemptSpec, outbound};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
+use crate::backend::remote::{AttemptSpec, outbound};
 use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
-use crate::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
+use crate::queue::backend::{
+    Attempt, Backend, BackendError, BlockingRunner, QueueSettings, Runner,
+};
 use crate::queue::{Queue, QueueBuilder};
 
 /// A queue whose workers are persistent, isolated subprocesses: for CPU-heavy parallel work,
@@ -134,7 +136,7 @@ impl Backend for Process {
         1.max(32.min(cpus))
     }
 
-    fn build(options: ProcessOptions, settings: &QueueSettings) -> Result<Self, String> {
+    fn build(options: ProcessOptions, settings: &QueueSettings) -> Result<Self, BackendError> {
         Ok(Self {
             options,
             poll: settings.poll,
@@ -334,7 +336,7 @@ fn crashed(
 
 impl BlockingRunner for Process {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
-        let (call, name, control) = (attempt.call, attempt.name, attempt.control);
+        let (call, name, control) = (attempt.call, attempt.display_name, attempt.control);
         let plugin = call.task().plugin();
         // Oversized work fails here, typed and never retried, before a worker is touched.
         let (path, input) = match outbound(&attempt, "worker process") {
