@@ -62,6 +62,15 @@ pub(crate) enum TierArg {
     Baseline,
 }
 
+impl From<TierArg> for CompileTier {
+    fn from(tier: TierArg) -> Self {
+        match tier {
+            TierArg::Optimized => CompileTier::Optimized,
+            TierArg::Baseline => CompileTier::Baseline,
+        }
+    }
+}
+
 impl CompileLimitArgs {
     /// Applies the limits to a host builder.
     pub(crate) fn apply(&self, mut builder: HostBuilder) -> HostBuilder {
@@ -71,10 +80,7 @@ impl CompileLimitArgs {
         if let Some(bytes) = self.compile_memory {
             builder = builder.compile_memory(bytes as u64);
         }
-        builder.compile_tier(match self.compile_tier {
-            TierArg::Optimized => CompileTier::Optimized,
-            TierArg::Baseline => CompileTier::Baseline,
-        })
+        builder.compile_tier(self.compile_tier.into())
     }
 }
 

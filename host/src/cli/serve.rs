@@ -91,6 +91,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.total_memory = args.total_memory;
     config.compile_timeout = args.compile.compile_timeout;
     config.compile_memory = args.compile.compile_memory.map(|bytes| bytes as u64);
+    config.compile_tier = args.compile.compile_tier.into();
     let http = args.http.as_deref().map(parse_addr).transpose()?;
     let metrics = http.map(|_| Metrics::new());
     config.metrics = metrics.clone();

@@ -84,6 +84,8 @@ pub struct NodeConfig {
     /// The memory compiling one plugin may use (default
     /// [`DEFAULT_COMPILE_MEMORY`](crate::DEFAULT_COMPILE_MEMORY)).
     pub compile_memory: Option<u64>,
+    /// The compiler of plugins (default [`CompileTier::Optimized`](crate::CompileTier)).
+    pub compile_tier: crate::CompileTier,
     /// Metrics the node fills: its slots, running and finished attempts, their duration,
     /// its broker connection, whether it drains, its memory budget (`serve --http`).
     pub metrics: Option<Metrics>,
@@ -114,6 +116,7 @@ impl NodeConfig {
             wait_for_broker: false,
             compile_timeout: None,
             compile_memory: None,
+            compile_tier: crate::CompileTier::Optimized,
             metrics: None,
         }
     }
@@ -196,6 +199,7 @@ impl NatsNode {
             builder = builder.compile_memory(bytes);
         }
         let host = builder
+            .compile_tier(config.compile_tier)
             .build()
             .map_err(|e| NatsError::Config(format!("cannot build the engine: {e}")))?;
         let policy = GrantPolicy::new(
