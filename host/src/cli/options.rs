@@ -213,7 +213,7 @@ impl SandboxArgs {
             for spec in specs {
                 let grant =
                     DirGrant::parse(spec, read_only).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
-                refuse_cache_grant(host, &grant.host, flag)?;
+                refuse_cache_grant(host, &grant, flag)?;
                 sandbox = sandbox.grant(grant);
             }
         }
@@ -230,18 +230,14 @@ impl SandboxArgs {
     }
 }
 
-fn refuse_cache_grant(host: &Host, dir: &Path, flag: &str) -> anyhow::Result<()> {
-    let Some(cache) = host.cache_root() else {
-        return Ok(());
-    };
-    let (Ok(dir), Ok(cache)) = (dir.canonicalize(), cache.canonicalize()) else {
-        return Ok(());
-    };
-    if cache.starts_with(&dir) || dir.starts_with(&cache) {
+fn refuse_cache_grant(host: &Host, grant: &DirGrant, flag: &str) -> anyhow::Result<()> {
+    if let Some(cache) = host.cache_root()
+        && grant.reaches(&cache)
+    {
         anyhow::bail!(
             "{flag}: '{}' holds the compile cache ({}); a guest must never reach it, since \
              compiled code there runs natively",
-            dir.display(),
+            grant.host.display(),
             cache.display()
         );
     }

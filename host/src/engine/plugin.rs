@@ -80,7 +80,8 @@ pub struct Plugin {
     inner: Arc<PluginInner>,
     limits: Arc<Limits>,
     sandbox: Arc<Sandbox>,
-    /// The sandbox's HTTP allow-list, parsed once (every store gets it).
+    /// The sandbox's HTTP allow-list, parsed once (every store gets it), or why no attempt
+    /// may run under this sandbox ([`checked_grants`]).
     http_grants: Result<Arc<[HttpGrant]>, String>,
 }
 
@@ -372,8 +373,12 @@ impl Plugin {
     }
 
     /// A copy with another capability policy (sharing the compiled code).
+    ///
+    /// A sandbox that grants the host's compile cache (or a directory holding it) is refused:
+    /// every attempt under it fails as `plugin_load`, since a guest that could write the cache
+    /// or read its key could have the host run native code of its choice.
     pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
-        self.http_grants = sandbox.http_grants();
+        self.http_grants = checked_grants(self.host(), &sandbox);
         self.sandbox = Arc::new(sandbox);
         self
     }
@@ -455,4 +460,20 @@ fn aliases(tasks: &[TaskInfo]) -> HashMap<String, usize> {
         }
     }
     aliases
+}
+
+/// The sandbox's parsed HTTP allow-list, or why no attempt may run under it: the list does not
+/// parse, or a directory grant reaches the host's compile cache.
+fn checked_grants(host: &Host, sandbox: &Sandbox) -> Result<Arc<[HttpGrant]>, String> {
+    if let Some(cache) = host.cache_root()
+        && let Some(grant) = sandbox.dirs().iter().find(|grant| grant.reaches(&cache))
+    {
+        return Err(format!(
+            "directory '{}' holds the compile cache ({}); a guest must never reach it, since \
+             compiled code there runs natively",
+            grant.host.display(),
+            cache.display(),
+        ));
+    }
+    sandbox.http_grants()
 }

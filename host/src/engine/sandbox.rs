@@ -5,7 +5,7 @@
 //! with [`Sandbox::allow_http`]. Clocks and random are always available. Stdout and stderr are captured per attempt
 //! (bounded) unless `inherit_stdio` streams them to the host's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,24 @@ impl DirGrant {
             guest: guest.to_string(),
             read_only,
         })
+    }
+
+    /// Whether a guest given this grant could reach `dir`: the grant holds `dir`, or `dir`
+    /// holds the grant. Paths are compared once resolved (symbolic links, `..`); a path that
+    /// does not resolve reaches nothing.
+    ///
+    /// ```
+    /// use osiiso_host::DirGrant;
+    /// let tmp = std::env::temp_dir();
+    /// let grant = DirGrant::parse(tmp.to_str().unwrap(), true).unwrap();
+    /// assert!(grant.reaches(&tmp));
+    /// assert!(!grant.reaches(std::path::Path::new("/proc/self")));
+    /// ```
+    pub fn reaches(&self, dir: &Path) -> bool {
+        match (self.host.canonicalize(), dir.canonicalize()) {
+            (Ok(granted), Ok(dir)) => dir.starts_with(&granted) || granted.starts_with(&dir),
+            _ => false,
+        }
     }
 }
 

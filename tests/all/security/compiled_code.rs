@@ -176,3 +176,50 @@ fn precompiled_loads_need_the_builder_flag() {
         CacheOutcome::Precompiled
     );
 }
+
+/// A library user who grants the compile cache to a guest, directly or through a directory
+/// holding it, gets no attempt run: a guest that could write the cache (or read its key) could
+/// have the host run native code of its choice. The CLI refuses the same grant at start.
+#[test]
+fn a_sandbox_reaching_the_compile_cache_runs_no_attempt() {
+    use osiiso_host::{AttemptOutcome, DirGrant, FailureKind, Sandbox};
+
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("cache");
+    let host = Host::builder()
+        .cache_dir(&cache)
+        .compile_timeout(crate::support::COMPILE_TIMEOUT)
+        .build()
+        .unwrap();
+    let plugin = host.load(artifacts::ECHO).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let run = |dir: &std::path::Path| {
+        let grant = DirGrant::parse(&format!("{}::/g", dir.display()), true).unwrap();
+        let plugin = plugin.clone().with_sandbox(Sandbox::new().grant(grant));
+        crate::support::run(&plugin, "echo", serde_json::json!(1)).outcome
+    };
+    for dir in [cache.clone(), root.path().to_path_buf()] {
+        match run(&dir) {
+            AttemptOutcome::Failed(failure) => {
+                assert_eq!(failure.kind, FailureKind::PluginLoad, "{failure:?}");
+                assert!(failure.message.contains("compile cache"), "{failure:?}");
+            }
+            other => panic!("{}: expected a refusal, got {other:?}", dir.display()),
+        }
+    }
+    // A directory apart from the cache is granted as usual.
+    assert!(matches!(run(outside.path()), AttemptOutcome::Succeeded(_)));
+
+    let out = osiiso(&[
+        "run",
+        artifacts::ECHO,
+        "echo",
+        "--input",
+        "1",
+        "--dir-ro",
+        path_str(root.path()),
+        "--cache-dir",
+        path_str(&cache),
+    ]);
+    out.assert_usage_error(&["compile cache"]);
+}
