@@ -8,18 +8,20 @@
 //! The rules themselves — ordering, retries, timeouts, policies, statuses, error kinds — are
 //! written down for users in `docs/queues.md`.
 //!
-//! ```no_run
+//! ```
 //! use osiiso_host::{Host, ThreadQueue};
-//! use osiiso_host::queue::{TaskOptions, Workers};
+//! use osiiso_host::queue::{TaskOptions, TaskStatus, Workers};
 //! use serde_json::json;
+//! # let score_wasm = osiiso_test_artifacts::SCORE;
 //!
 //! let host = Host::new()?;
-//! let score = host.load("score.wasm")?.task("score")?;
+//! let score = host.load(score_wasm)?.task("score")?;
 //! let queue = ThreadQueue::builder().workers(Workers::Fixed(4)).build()?;
 //! let handle = queue.submit(score.with_input(json!(10_000)), TaskOptions::new().retries(3))?;
 //! let summary = queue.run()?;
 //! println!("{summary}");
-//! println!("{}", handle.value()?);
+//! assert_eq!(handle.status(), TaskStatus::Succeeded);
+//! assert!(handle.value()?.get::<u64>()? < 1_000_000_007, "a sum modulo a prime");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -60,7 +62,32 @@ use crate::attempt::TaskCall;
 use crate::engine::Task;
 use crate::wait;
 
-/// Options of one `run()`.
+/// Options of one `run()` ([`Queue::run_with`]): a time limit, strictness, and a fail
+/// policy for this run only. The default is what [`Queue::run`] does.
+///
+/// ```
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::{RunOptions, TaskOptions};
+/// use serde_json::json;
+/// use std::time::Duration;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let plugin = Host::new()?.load(echo_wasm)?;
+/// let (echo, fail) = (plugin.task("echo")?, plugin.task("fail")?);
+/// let queue = ThreadQueue::builder().build()?;
+/// let ok = queue.submit(echo.with_input(json!(1)), TaskOptions::new())?;
+/// queue.submit(fail.with_input(json!("permanent")), TaskOptions::new())?;
+///
+/// // A strict run returns its failures as an error instead of a summary.
+/// let strict = RunOptions {
+///     strict: true,
+///     timeout: Some(Duration::from_secs(60)),
+///     ..RunOptions::default()
+/// };
+/// let error = queue.run_with(strict).unwrap_err();
+/// assert_eq!(error.to_string(), "1 task(s) failed");
+/// assert_eq!(ok.value()?, json!(1), "the other task ran to the end");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Bounds this run (else the queue's `timeout`).
@@ -156,12 +183,13 @@ impl<B: Backend> Queue<B> {
     /// room, or returns [`Error::QueueFull`] when the backend says so (AsyncQueue; see
     /// [`submit_async`](Self::submit_async)).
     ///
-    /// ```no_run
+    /// ```
     /// use osiiso_host::{Host, ThreadQueue};
     /// use osiiso_host::queue::TaskOptions;
     /// use serde_json::json;
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
     ///
-    /// let echo = Host::new()?.load("echo.wasm")?.task("echo")?;
+    /// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
     /// let queue = ThreadQueue::builder().build()?;
     /// let handle = queue.submit(echo.with_input(json!("hi")), TaskOptions::new().priority(1))?;
     /// queue.run()?;
