@@ -66,17 +66,32 @@ impl QueueConfig {
     }
 }
 
-/// Builds a queue. Every option has the default of docs/queues.md §2.2.
+/// Builds a queue: `ThreadQueue::builder()`, `AsyncQueue::builder()`, ... Every option has
+/// the default of docs/queues.md §2.2; [`build`](Self::build) checks them.
 ///
 /// ```
-/// use osiiso_host::ThreadQueue;
-/// use osiiso_host::queue::{FailPolicy, Workers};
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::{FailPolicy, Retention, TaskOptions, Workers};
+/// use serde_json::json;
+/// use std::time::Duration;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let plugin = Host::new()?.load(echo_wasm)?;
 /// let queue = ThreadQueue::builder()
-///     .workers(Workers::Fixed(4))
+///     .workers(Workers::Fixed(1))
+///     .size(1_000) // `submit` waits while 1000 tasks are outstanding
+///     .timeout(Duration::from_secs(300)) // for each `run()`
+///     .rate(500.0) // attempts per second, all workers together
 ///     .fail_policy(FailPolicy::FailFirst)
+///     .retention(Retention::Counts)
 ///     .build()?;
+/// queue.submit(plugin.task("fail")?.with_input(json!("permanent")), TaskOptions::new())?;
+/// queue.map(&plugin.task("echo")?, [json!(1), json!(2)], TaskOptions::new())?;
+/// let summary = queue.run()?;
+/// // The first failure halted the queue: the tasks that had not started are cancelled.
+/// assert_eq!((summary.failed, summary.cancelled), (1, 2));
+///
 /// assert!(ThreadQueue::builder().workers(Workers::Fixed(0)).build().is_err());
-/// # Ok::<(), osiiso_host::queue::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct QueueBuilder<B: Backend> {
     pub(crate) config: QueueConfig,
