@@ -332,6 +332,22 @@ impl<B: Backend> Queue<B> {
 
     /// Runs `body` with the queue started; shuts down gracefully if it returns `Ok`, forces a
     /// shutdown otherwise (or on panic, which is resumed).
+    ///
+    /// ```
+    /// use osiiso_host::{Host, ThreadQueue};
+    /// use osiiso_host::queue::TaskOptions;
+    /// use serde_json::json;
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
+    /// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+    /// let queue = ThreadQueue::builder().build()?;
+    /// let values = queue.scope(|queue| {
+    ///     let group = queue.map(&echo, (0..3).map(|i| json!(i)), TaskOptions::new())?;
+    ///     group.values()
+    /// })?;
+    /// assert_eq!(values, [json!(0), json!(1), json!(2)]);
+    /// assert!(queue.is_closed(), "the scope shut the queue down");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn scope<T, E>(&self, body: impl FnOnce(&Self) -> Result<T, E>) -> Result<T, E>
     where
         E: From<Error>,
