@@ -13,6 +13,7 @@ mod hostile;
 mod hostile_files;
 mod http;
 mod jobs;
+mod key_order;
 mod long_runs;
 mod memory;
 #[cfg(feature = "nats")]

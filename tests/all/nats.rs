@@ -1,7 +1,7 @@
 //! NATS queues under faults, with real servers and `osiiso-host serve` nodes: nodes killed
 //! and frozen, the broker killed and paused, cancellation, plugins fetched cold or found
 //! corrupted, grants outside a node's policy, a submitter that dies. The scenario matrix
-//! runs on NATS too (scenarios.rs); here the same CLI runs on the thread queue and on NATS,
+//! runs on NATS too (scenarios/); here the same CLI runs on the thread queue and on NATS,
 //! on both server lines, for parity.
 //!
 //! Tasks count their executions through a side effect (`mark` appends to a granted file),

@@ -6,7 +6,6 @@
 //! as [`Host`], [`Plugin`], [`Task`], [`Limits`] and [`Sandbox`]. A queue runs an attempt
 //! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`](crate::AttemptControl::cancel).
 
-mod attempt;
 pub(crate) mod budget;
 mod cache;
 mod call;
@@ -23,6 +22,7 @@ mod interruptible;
 mod limits;
 mod output;
 mod plugin;
+mod run;
 mod sandbox;
 mod stats;
 mod store;
@@ -37,7 +37,6 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-pub use attempt::AttemptRequest;
 pub use cache::CacheOutcome;
 pub use compile::{
     COMPILE_MARKER, Compiler, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, MIN_COMPILE_MEMORY,
@@ -49,6 +48,7 @@ pub use error::{HostError, LoadError};
 pub(crate) use http::HttpGrant;
 pub use limits::Limits;
 pub use plugin::Plugin;
+pub use run::AttemptRequest;
 pub use sandbox::{DirGrant, GuestStdio, Sandbox};
 pub use task::{Task, TaskInfo, TaskKind};
 pub use warm::WarmPool;

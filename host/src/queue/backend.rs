@@ -72,7 +72,7 @@
 //! impl BlockingRunner for Echo {
 //!     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
 //!         if attempt.control.should_stop() {
-//!             return attempt.control.stopped_outcome(attempt.name).into();
+//!             return attempt.control.stopped_outcome(attempt.display_name).into();
 //!         }
 //!         AttemptOutcome::Succeeded(attempt.call.input().into()).into()
 //!     }
@@ -160,10 +160,11 @@ impl Runner {
 pub struct Attempt<'a> {
     /// The WASM task and its input.
     pub call: &'a TaskCall,
-    /// 1 for the first attempt, 2 for the first retry, ...
-    pub number: u32,
+    /// 1 for the first attempt, 2 for the first retry, ... (the same field as
+    /// [`AttemptRequest::attempt`](crate::AttemptRequest::attempt)).
+    pub attempt: u32,
     /// The task's name, for messages (the options' name, or the task's own).
-    pub name: &'a str,
+    pub display_name: &'a str,
     /// The task's priority (lower runs first): the queue has already ordered attempts by
     /// it; a backend that queues attempts again (on a broker) keeps the order with it.
     pub priority: i32,
@@ -179,16 +180,16 @@ pub struct Attempt<'a> {
 impl<'a> Attempt<'a> {
     pub(crate) fn new(
         call: &'a TaskCall,
-        number: u32,
-        name: &'a str,
+        attempt: u32,
+        display_name: &'a str,
         priority: i32,
         control: &'a Arc<AttemptControl>,
         progress: Option<&'a ProgressFn>,
     ) -> Self {
         Self {
             call,
-            number,
-            name,
+            attempt,
+            display_name,
             priority,
             control,
             progress,

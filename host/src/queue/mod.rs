@@ -25,7 +25,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod attempt_loop;
 pub mod backend;
 mod builder;
 mod checkpoint;

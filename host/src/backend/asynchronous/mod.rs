@@ -103,7 +103,7 @@ impl AsyncRunner for Async {
             tokio::select! {
                 biased;
                 report = run => report,
-                _ = attempt.control.stopped() => attempt.control.stopped_outcome(attempt.name).into(),
+                _ = attempt.control.stopped() => attempt.control.stopped_outcome(attempt.display_name).into(),
             }
         })
     }

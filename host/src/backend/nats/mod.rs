@@ -6,7 +6,8 @@
 //! - [`connection`]: the servers, the notices when they go away and come back.
 //! - [`layout`]: the streams, consumers, buckets and subjects.
 //! - [`timing`]: every timing constant, and how they relate.
-//! - [`wire`]: the messages, and the keys that sign them.
+//! - [`frame`]: the frames attempts and reports travel in, and the keys that sign them.
+//! - [`message`]: what the messages hold.
 //! - [`payload`]: objects of the stores, read back bounded and checked.
 //! - [`submitter`]: publishing attempts and taking their reports (the queue's side).
 //! - [`node`]: `serve`: fetching, running and reporting attempts.
@@ -15,17 +16,18 @@
 mod alarm;
 mod connection;
 mod error;
+mod frame;
 mod grants;
 mod layout;
+mod message;
 mod node;
 mod payload;
 mod submitter;
 mod timing;
-mod wire;
 
 pub use self::error::NatsError;
+pub use self::message::{CachedPlugin, NodeInfo};
 pub use self::node::{NatsNode, NodeConfig};
-pub use self::wire::{CachedPlugin, NodeInfo};
 
 use std::sync::Arc;
 use std::time::Duration;

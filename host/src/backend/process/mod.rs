@@ -20,8 +20,8 @@ use parking_lot::Mutex;
 
 use self::child::{Event, InitError, PidRegistry, WorkerProcess};
 use self::protocol::{Reply, Request, RunRequest, encode_frame};
-use super::wire::{AttemptSpec, outbound};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
+use crate::backend::remote::{AttemptSpec, outbound};
 use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
@@ -350,7 +350,7 @@ fn crashed(
 
 impl BlockingRunner for Process {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
-        let (call, name, control) = (attempt.call, attempt.name, attempt.control);
+        let (call, name, control) = (attempt.call, attempt.display_name, attempt.control);
         let plugin = call.task().plugin();
         // Oversized work fails here, typed and never retried, before a worker is touched.
         let (path, input) = match outbound(&attempt, "worker process") {

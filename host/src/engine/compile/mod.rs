@@ -14,8 +14,8 @@
 //! host's engine out.
 
 mod child;
+mod reply;
 mod serve;
-mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,7 +5,7 @@
 
 use std::io::{BufWriter, Read, Write};
 
-use super::wire::Reply;
+use super::reply::Reply;
 use crate::engine::{cache, config};
 
 /// What the parent asks for.

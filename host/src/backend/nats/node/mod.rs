@@ -36,8 +36,8 @@ use super::NatsError;
 use super::connection::{Broker, ConnectSpec, patiently, split_servers};
 use super::grants::GrantPolicy;
 use super::layout::{self, BANDS, NODE_INBOX_PREFIX};
+use super::message::NodeInfo;
 use super::timing::{CONNECT_TIMEOUT, DEFAULT_LEASE, LEAVE_PATIENCE, MIN_LEASE, NODE_HEARTBEAT};
-use super::wire::NodeInfo;
 use crate::engine::{Host, WarmPool};
 use crate::metrics::Metrics;
 
