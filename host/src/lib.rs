@@ -14,7 +14,8 @@
 //! - Two small utilities are public on purpose, because an embedder showing plugin output or
 //!   taking the CLI's settings needs the same rules: [`text`] makes guest text safe to print
 //!   (control characters escaped, sizes bounded), and [`units`] parses and formats the
-//!   durations and sizes the CLI takes (`250ms`, `64MiB`).
+//!   durations and sizes that the CLI, jobs files and task options take (`250ms`, `64MiB`),
+//!   with a typed error.
 //!
 //! ## Run a plugin
 //!

@@ -39,6 +39,37 @@ fn an_unreachable_broker_fails_fast_with_exit_2_and_the_url() {
         .assert_usage_error(&["--queue nats"]);
 }
 
+/// The library's side of the same refusal: `build` fails with a typed backend error whose
+/// cause is the NATS backend's own `NatsError::Connect`, naming the URL.
+#[test]
+fn an_unreachable_broker_is_a_typed_backend_error() {
+    use osiiso_host::backend::NatsError;
+    use osiiso_host::queue::{BackendError, Error};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let error = osiiso_host::NatsQueue::builder()
+        .nats(&url)
+        .build()
+        .unwrap_err();
+    let Error::Backend {
+        backend: "nats",
+        error: cause @ BackendError::Setup(_),
+    } = &error
+    else {
+        panic!("expected a NATS backend error, got {error:?}");
+    };
+    assert!(
+        matches!(cause.downcast_ref::<NatsError>(), Some(NatsError::Connect { url: shown, .. }) if shown.contains(&port.to_string())),
+        "{cause:?}"
+    );
+    assert!(error.to_string().starts_with("nats backend: "), "{error}");
+}
+
 // ----- nodes that die or stall -----
 
 fn a_killed_node_costs_a_retry_and_nothing_else(version: Version, test: &str) {

@@ -57,7 +57,7 @@ impl CompileLimitArgs {
 
 /// A `--compile-timeout` value: a duration above zero.
 fn compile_timeout(text: &str) -> Result<std::time::Duration, String> {
-    match duration(text)? {
+    match parse_duration(text).map_err(|e| e.to_string())? {
         std::time::Duration::ZERO => Err("must be more than 0".into()),
         timeout => Ok(timeout),
     }
@@ -65,7 +65,7 @@ fn compile_timeout(text: &str) -> Result<std::time::Duration, String> {
 
 /// A `--compile-memory` value: a size of at least [`MIN_COMPILE_MEMORY`].
 fn compile_memory(text: &str) -> Result<usize, String> {
-    let bytes = parse_size(text)?;
+    let bytes = parse_size(text).map_err(|e| e.to_string())?;
     if (bytes as u64) < MIN_COMPILE_MEMORY {
         return Err(format!(
             "at least {} (the compile process needs some to start)",
@@ -217,9 +217,4 @@ fn refuse_cache_grant(host: &Host, dir: &Path, flag: &str) -> anyhow::Result<()>
         );
     }
     Ok(())
-}
-
-/// A duration option value (`250ms`, `5s`, `2m`).
-pub(crate) fn duration(text: &str) -> Result<std::time::Duration, String> {
-    parse_duration(text)
 }

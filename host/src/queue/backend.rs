@@ -41,7 +41,9 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use osiiso_host::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
+//! use osiiso_host::queue::backend::{
+//!     Attempt, Backend, BackendError, BlockingRunner, QueueSettings, Runner,
+//! };
 //! use osiiso_host::queue::{Queue, Workers};
 //! use osiiso_host::{AttemptOutcome, AttemptReport};
 //!
@@ -60,7 +62,10 @@
 //!         cpus.max(1)
 //!     }
 //!
-//!     fn build(label: String, _settings: &QueueSettings) -> Result<Self, String> {
+//!     fn build(label: String, _settings: &QueueSettings) -> Result<Self, BackendError> {
+//!         if label.is_empty() {
+//!             return Err(BackendError::setup("the echo backend needs a label"));
+//!         }
 //!         Ok(Echo { label })
 //!     }
 //!
@@ -84,6 +89,14 @@
 //!     .build()?;
 //! // Submit `task.with_input(json)` calls and `queue.run()` as with any queue.
 //! assert_eq!(queue.run()?.total_submitted, 0);
+//!
+//! // A build error is typed: the backend's name, and its own error as the cause.
+//! let error = Queue::<Echo>::builder().build().unwrap_err();
+//! assert!(matches!(
+//!     &error,
+//!     osiiso_host::queue::Error::Backend { backend: "echo", error: BackendError::Setup(_) }
+//! ));
+//! assert_eq!(error.to_string(), "echo backend: the echo backend needs a label");
 //! # Ok::<(), osiiso_host::queue::Error>(())
 //! ```
 
@@ -111,7 +124,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Builds the backend for one queue (connecting to what it needs); an error here is
     /// the queue builder's [`Error::Backend`](super::Error::Backend).
-    fn build(options: Self::Options, settings: &QueueSettings) -> Result<Self, String>;
+    fn build(options: Self::Options, settings: &QueueSettings) -> Result<Self, BackendError>;
 
     /// How the queue's workers run its attempts.
     fn runner(self: Arc<Self>) -> Runner;
@@ -120,6 +133,45 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// reaches, say); `None` keeps [`auto_limit`](Self::auto_limit) of the CPU count.
     fn discovered_auto_limit(&self) -> Option<usize> {
         None
+    }
+}
+
+/// Why a backend could not be built, or a worker of it could not start.
+///
+/// The backend's own error is kept as the cause: `downcast_ref` finds it (a
+/// `NatsError` for the NATS backend, an `std::io::Error` for a runtime that did not start).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// [`Backend::build`] failed: what the backend needs is out of reach or refused it (a
+    /// broker, a runtime, a setting it cannot use).
+    #[error("{0}")]
+    Setup(Arc<dyn std::error::Error + Send + Sync>),
+    /// [`BlockingRunner::worker_started`] failed: the embedder's worker initializer returned
+    /// this message. The queue logs it and is cancelled (docs/queues.md §10.3).
+    #[error("worker initializer failed: {0}")]
+    WorkerStart(String),
+}
+
+impl BackendError {
+    /// A [`Setup`](Self::Setup) error from the backend's own error (or a message).
+    pub fn setup(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Setup(Arc::from(error.into()))
+    }
+
+    /// The backend's own error behind a [`Setup`](Self::Setup), if it is an `E`.
+    ///
+    /// ```
+    /// use osiiso_host::queue::BackendError;
+    ///
+    /// let error = BackendError::setup(std::io::Error::other("no runtime"));
+    /// assert!(error.downcast_ref::<std::io::Error>().is_some());
+    /// ```
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Self::Setup(error) => error.downcast_ref::<E>(),
+            Self::WorkerStart(_) => None,
+        }
     }
 }
 
@@ -203,8 +255,8 @@ pub trait BlockingRunner: Send + Sync + 'static {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport;
 
     /// Called on a new worker thread before its first attempt. An error is the
-    /// initializer failure of docs/queues.md §10.3: the queue is cancelled.
-    fn worker_started(&self) -> Result<(), String> {
+    /// initializer failure of docs/queues.md §10.3: it is logged and the queue is cancelled.
+    fn worker_started(&self) -> Result<(), BackendError> {
         Ok(())
     }
 

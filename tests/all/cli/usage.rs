@@ -68,20 +68,44 @@ fn input_that_is_not_json_is_a_usage_error() {
     out.assert_usage_error(&["--input", "not valid JSON"]);
 }
 
+/// `--workers` is checked once, by the library: for 0 workers, or more than a backend allows,
+/// the CLI prints the queue builder's own typed error, named by its flag.
 #[test]
-fn zero_workers_is_a_usage_error() {
-    let out = osiiso(&[
-        "run",
-        artifacts::ECHO,
-        "echo",
-        "--input",
-        "1",
-        "--workers",
-        "0",
-        "--output",
-        "jsonl",
-    ]);
-    out.assert_usage_error(&["workers"]);
+fn workers_are_checked_by_the_library() {
+    use osiiso_host::queue::{Error, Workers};
+    use osiiso_host::{ProcessQueue, ThreadQueue};
+
+    let thread = |n| ThreadQueue::builder().workers(Workers::Fixed(n)).validate();
+    let process = |n| {
+        ProcessQueue::builder()
+            .workers(Workers::Fixed(n))
+            .validate()
+    };
+    for (queue, workers, error) in [
+        ("thread", "0", thread(0)),
+        ("thread", "1025", thread(1025)),
+        ("process", "257", process(257)),
+    ] {
+        let error = error.unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidOption(invalid) if invalid.option() == "workers"),
+            "{error:?}"
+        );
+        let out = osiiso(&[
+            "run",
+            artifacts::ECHO,
+            "echo",
+            "--input",
+            "1",
+            "--queue",
+            queue,
+            "--workers",
+            workers,
+            "--output",
+            "jsonl",
+        ]);
+        out.assert_usage_error(&[&format!("--workers: {error}")]);
+    }
 }
 
 #[test]

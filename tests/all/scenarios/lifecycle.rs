@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use osiiso_host::queue::{
-    Error, Mode, OnExit, QueueBuilder, RunOptions, TaskOptions, TaskStatus, Workers,
+    Closed, Error, Mode, OnExit, QueueBuilder, RunOptions, TaskOptions, TaskStatus, Workers,
 };
 use serde_json::{Value, json};
 
@@ -33,10 +33,13 @@ pub fn bounded_size_blocks_and_closes<K: TestKind>() {
     assert!(!blocked.is_finished(), "a bounded submit waits for room");
     queue.cancel();
     match blocked.join().unwrap() {
-        Err(Error::Closed) => {}
+        Err(Error::Closed(Closed::NotAccepting)) => {}
         other => panic!("expected Closed, got {other:?}"),
     }
-    assert_eq!(Error::Closed.to_string(), "queue is not accepting tasks");
+    assert_eq!(
+        Error::Closed(Closed::NotAccepting).to_string(),
+        "queue is not accepting tasks"
+    );
     queue.wait_closed();
     assert!(first.is_done());
 }
@@ -44,10 +47,7 @@ pub fn bounded_size_blocks_and_closes<K: TestKind>() {
 pub fn lifecycle_shutdown_reset_strict<K: TestKind>() {
     let queue = one_worker::<K>().build().unwrap();
     let failing = queue.submit(flaky(99), TaskOptions::new()).unwrap();
-    match queue.run_with(RunOptions {
-        strict: true,
-        ..RunOptions::default()
-    }) {
+    match queue.run_with(RunOptions::default().strict(true)) {
         Err(Error::Execution(e)) => assert_eq!(e.results[0].task_id, failing.task_id()),
         other => panic!("expected a strict failure, got {other:?}"),
     }
@@ -59,10 +59,16 @@ pub fn lifecycle_shutdown_reset_strict<K: TestKind>() {
     assert!(queue.is_closed());
     assert!(matches!(
         queue.submit(noop(json!(2)), TaskOptions::new()),
-        Err(Error::Closed)
+        Err(Error::Closed(Closed::NotAccepting))
     ));
-    assert!(matches!(queue.start(), Err(Error::ShutDown)));
-    assert_eq!(Error::ShutDown.to_string(), "queue has been shut down");
+    assert!(matches!(
+        queue.start(),
+        Err(Error::Closed(Closed::ShutDown))
+    ));
+    assert_eq!(
+        Error::Closed(Closed::ShutDown).to_string(),
+        "queue has been shut down"
+    );
     queue.shutdown(); // idempotent
 }
 

@@ -17,7 +17,7 @@ fn an_absurd_worker_count_is_refused_on_every_queue() {
             "--workers",
             "1000000000",
         ]);
-        out.assert_usage_error(&["--workers", "at most"]);
+        out.assert_usage_error(&["--workers", "workers must be <="]);
         assert!(out.elapsed.as_secs() < 10, "{out:#?}");
     }
 }

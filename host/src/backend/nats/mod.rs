@@ -39,7 +39,7 @@ use self::connection::{Broker, ConnectSpec, split_servers};
 use self::submitter::Submitter;
 use crate::attempt::AttemptReport;
 use crate::failure::{FailureKind, TaskFailure};
-use crate::queue::backend::{AsyncRunner, Attempt, Backend, QueueSettings, Runner};
+use crate::queue::backend::{AsyncRunner, Attempt, Backend, BackendError, QueueSettings, Runner};
 use crate::queue::{Queue, QueueBuilder};
 
 /// The broker URL when none is given.
@@ -118,7 +118,7 @@ impl Backend for Nats {
         16
     }
 
-    fn build(options: NatsOptions, _settings: &QueueSettings) -> Result<Self, String> {
+    fn build(options: NatsOptions, _settings: &QueueSettings) -> Result<Self, BackendError> {
         // One thread: a submitter waits on the broker, and every extra thread is a hand-off
         // per message.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -126,7 +126,12 @@ impl Backend for Nats {
             .thread_name("osiiso-nats")
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start its runtime: {e}"))?;
+            .map_err(|e| {
+                BackendError::setup(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start its runtime: {e}"),
+                ))
+            })?;
         let spec = ConnectSpec {
             servers: options.servers,
             connect_timeout: options.connect_timeout,
@@ -155,11 +160,11 @@ impl Backend for Nats {
         // the set-up runs on a thread of its own.
         let (submitter, live_slots) = if tokio::runtime::Handle::try_current().is_ok() {
             std::thread::scope(|scope| scope.spawn(|| runtime.block_on(setup)).join())
-                .map_err(|_| "its set-up panicked".to_string())?
+                .map_err(|_| BackendError::setup("its set-up panicked"))?
         } else {
             runtime.block_on(setup)
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(BackendError::setup)?;
         if live_slots == 0 {
             tracing::warn!(
                 servers = %spec.shown(),

@@ -24,7 +24,9 @@ use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::backend::remote::{AttemptSpec, outbound};
 use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
-use crate::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
+use crate::queue::backend::{
+    Attempt, Backend, BackendError, BlockingRunner, QueueSettings, Runner,
+};
 use crate::queue::{Queue, QueueBuilder};
 
 /// A queue whose workers are persistent, isolated subprocesses: for CPU-heavy parallel work,
@@ -150,7 +152,7 @@ impl Backend for Process {
         1.max(32.min(cpus))
     }
 
-    fn build(options: ProcessOptions, settings: &QueueSettings) -> Result<Self, String> {
+    fn build(options: ProcessOptions, settings: &QueueSettings) -> Result<Self, BackendError> {
         Ok(Self {
             options,
             poll: settings.poll,
