@@ -73,7 +73,7 @@ pub use backend::worker_main::{
 };
 pub use backend::{AsyncQueue, ProcessQueue, ThreadQueue};
 pub use engine::{
-    AttemptRequest, COMPILE_MARKER, CacheOutcome, Compiler, DEFAULT_COMPILE_MEMORY,
+    AttemptRequest, COMPILE_MARKER, CacheOutcome, CompileTier, Compiler, DEFAULT_COMPILE_MEMORY,
     DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_PLUGIN_BYTES, DirGrant, GuestStdio, Host, HostBuilder,
     HostError, Limits, LoadError, MIN_COMPILE_MEMORY, Plugin, Sandbox, Task, TaskInfo, TaskKind,
     WarmPool, maybe_run_compiler,

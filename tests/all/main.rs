@@ -5,6 +5,7 @@ mod support;
 mod async_queue;
 mod checkpoint;
 mod cli;
+mod compile_tiers;
 mod engine_cache;
 mod engine_load;
 mod foreign_components;

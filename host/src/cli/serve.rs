@@ -102,6 +102,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     if let Some(bytes) = args.compile.compile_memory {
         config = config.compile_memory(bytes as u64);
     }
+    config = config.compile_tier(args.compile.compile_tier.into());
     let http = args.http.as_deref().map(parse_addr).transpose()?;
     let metrics = http.map(|_| Metrics::new());
     if let Some(metrics) = &metrics {

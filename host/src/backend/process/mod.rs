@@ -228,6 +228,7 @@ impl Process {
             total_memory: Some(host.total_memory() / self.slots.max(1)),
             // Guest code is compiled as in the parent.
             no_fuel: !host.meters_fuel(),
+            compile_tier: host.compile_tier(),
             compile_timeout: Some(host.compile_timeout()),
             compile_memory: Some(host.compile_memory()),
         };

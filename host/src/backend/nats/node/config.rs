@@ -8,6 +8,7 @@ use super::super::NatsError;
 use super::super::connection::split_servers;
 use super::super::timing::{CONNECT_TIMEOUT, DEFAULT_LEASE, MIN_LEASE};
 use super::MAX_SLOTS;
+use crate::CompileTier;
 use crate::metrics::Metrics;
 use crate::queue::InvalidOption;
 
@@ -43,6 +44,7 @@ pub struct NodeConfig {
     pub(super) wait_for_broker: bool,
     pub(super) compile_timeout: Option<Duration>,
     pub(super) compile_memory: Option<u64>,
+    pub(super) compile_tier: CompileTier,
     pub(super) metrics: Option<Metrics>,
 }
 
@@ -72,6 +74,7 @@ impl NodeConfig {
             wait_for_broker: false,
             compile_timeout: None,
             compile_memory: None,
+            compile_tier: CompileTier::Optimized,
             metrics: None,
         }
     }
@@ -158,6 +161,13 @@ impl NodeConfig {
     /// [`DEFAULT_COMPILE_MEMORY`](crate::DEFAULT_COMPILE_MEMORY)).
     pub fn compile_memory(mut self, bytes: u64) -> Self {
         self.compile_memory = Some(bytes);
+        self
+    }
+
+    /// The compiler of plugins (default [`CompileTier::Optimized`];
+    /// [`HostBuilder::compile_tier`](crate::HostBuilder::compile_tier)).
+    pub fn compile_tier(mut self, tier: CompileTier) -> Self {
+        self.compile_tier = tier;
         self
     }
 

@@ -137,6 +137,7 @@ impl NatsNode {
             builder = builder.compile_memory(bytes);
         }
         let host = builder
+            .compile_tier(config.compile_tier)
             .build()
             .map_err(|e| NatsError::Config(format!("cannot build the engine: {e}")))?;
         let policy = GrantPolicy::new(
