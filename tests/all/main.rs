@@ -10,6 +10,7 @@ mod engine_cache;
 mod engine_load;
 mod foreign_components;
 mod foreign_guests;
+mod fresh_isolation;
 mod hostile;
 mod hostile_files;
 mod http;

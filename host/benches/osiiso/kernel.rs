@@ -12,7 +12,10 @@ use anyhow::{Context as _, bail, ensure};
 use osiiso_host::{AttemptControl, AttemptOutcome, AttemptRequest, Host, Limits, Task};
 use serde_json::json;
 
+use wasmtime::OptLevel;
+
 use crate::measure::{fmt_f, fmt_secs, fmt_x, median};
+use crate::raw::Raw;
 use crate::{Scale, Verdict};
 
 /// The `score` plugin's own source, compiled natively. (The `score` crate cannot be a
@@ -195,6 +198,8 @@ fn bench_kernel(
         fmt_x(median(&mut fuel_ratios) / median(&mut plain_ratios.clone()))
     );
 
+    code_settings(kernel, n, rounds)?;
+
     Ok(vec![Verdict::at_most(
         kernel.bench,
         &format!("wasm / native, {name}({n}), no fuel metering, median"),
@@ -202,4 +207,56 @@ fn bench_kernel(
         1.15,
         fmt_x,
     )])
+}
+
+/// What the code settings cost in the kernel's loop, on raw wasmtime (fresh instances, no
+/// fuel): the host's settings (epoch checks, Cranelift's `speed`), without epoch checks (not
+/// offered: deadlines and cancellation need them), and with Cranelift's `speed_and_size`;
+/// rounds interleaved with the native kernel, medians of the ratios.
+fn code_settings(kernel: &Kernel, n: u64, rounds: usize) -> anyhow::Result<()> {
+    let variants: [(&str, bool, OptLevel); 3] = [
+        ("epoch checks, speed (the host's)", true, OptLevel::Speed),
+        ("no epoch checks", false, OptLevel::Speed),
+        ("epoch checks, speed_and_size", true, OptLevel::SpeedAndSize),
+    ];
+    let plugin = Path::new(kernel.plugin);
+    let raws = variants
+        .iter()
+        .map(|&(_, epochs, opt)| {
+            let mut config = Raw::config(true);
+            config
+                .consume_fuel(false)
+                .epoch_interruption(epochs)
+                .cranelift_opt_level(opt);
+            Raw::with_config(&config, false, plugin)
+        })
+        .collect::<wasmtime::Result<Vec<_>>>()
+        .map_err(|e| anyhow::anyhow!("raw engines for {}: {e:#}", kernel.task))?;
+    let input = n.to_string();
+    let mut ratios = vec![Vec::new(); raws.len()];
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let native = black_box((kernel.native)(black_box(n)));
+        let native_time = start.elapsed().as_secs_f64();
+        for (raw, ratios) in raws.iter().zip(&mut ratios) {
+            let start = Instant::now();
+            let out = raw
+                .call(kernel.task, &input)
+                .map_err(|e| anyhow::anyhow!("raw {}: {e:#}", kernel.task))?;
+            ratios.push(start.elapsed().as_secs_f64() / native_time);
+            ensure!(
+                out == native.to_string(),
+                "raw {}({n}) returned {out}, native {native}",
+                kernel.task
+            );
+        }
+    }
+    let line = variants
+        .iter()
+        .zip(&mut ratios)
+        .map(|((label, ..), ratios)| format!("{label} {}", fmt_x(median(ratios))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("   raw wasmtime, no fuel, wasm / native medians: {line}");
+    Ok(())
 }

@@ -77,12 +77,19 @@ impl WasiView for RawState {
 #[derive(Clone)]
 pub(crate) struct Raw {
     engine: Engine,
+    fuel: bool,
     pre: InstancePre<RawState>,
     invoke: ComponentExportIndex,
 }
 
 impl Raw {
     pub(crate) fn new(pooling: bool, wasm: &Path) -> wasmtime::Result<Self> {
+        Self::with_config(&Self::config(pooling), true, wasm)
+    }
+
+    /// The host's engine configuration (host/src/engine/config.rs) with fuel metering, and the
+    /// pooling allocator when `pooling`.
+    pub(crate) fn config(pooling: bool) -> Config {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -108,7 +115,12 @@ impl Raw {
                 .table_keep_resident(64 << 10);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        let engine = Engine::new(&config)?;
+        config
+    }
+
+    /// A raw loop on an engine of `config`, whose guest code meters fuel when `fuel`.
+    pub(crate) fn with_config(config: &Config, fuel: bool, wasm: &Path) -> wasmtime::Result<Self> {
+        let engine = Engine::new(config)?;
         let mut linker: Linker<RawState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         wit_host::add_to_linker::<_, HasSelf<RawState>>(&mut linker, |state| state)?;
@@ -122,13 +134,14 @@ impl Raw {
         let pre = linker.instantiate_pre(&component)?;
         Ok(Self {
             engine,
+            fuel,
             pre,
             invoke,
         })
     }
 
     /// One call in a fresh store and instance.
-    fn call(&self, task: &str, input: &str) -> wasmtime::Result<String> {
+    pub(crate) fn call(&self, task: &str, input: &str) -> wasmtime::Result<String> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_blocking_current_thread(true);
         let state = RawState {
@@ -136,7 +149,9 @@ impl Raw {
             table: ResourceTable::new(),
         };
         let mut store = Store::new(&self.engine, state);
-        store.set_fuel(u64::MAX)?;
+        if self.fuel {
+            store.set_fuel(u64::MAX)?;
+        }
         // Nothing ticks this engine's epoch, so the deadline is never reached.
         store.set_epoch_deadline(1);
         let instance = self.pre.instantiate(&mut store)?;

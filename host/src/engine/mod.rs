@@ -659,7 +659,11 @@ impl Host {
 
     /// Waits for room for one more live instance (sync attempts, off any runtime).
     pub(crate) fn instance_permit_blocking(&self) -> tokio::sync::SemaphorePermit<'_> {
-        futures::executor::block_on(self.instance_permit())
+        // A free permit (the usual case) without an executor around the wait.
+        match self.inner.instance_permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => futures::executor::block_on(self.instance_permit()),
+        }
     }
 
     pub(crate) fn engine(&self) -> &Engine {

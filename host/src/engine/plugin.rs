@@ -13,6 +13,7 @@ use wasmtime::{Engine, Store};
 use super::cache::CacheOutcome;
 use super::contract::{InvokeFn, ListFn, TASKS_EXPORT};
 use super::error::LoadError;
+use super::http::HttpGrant;
 use super::store::{AttemptState, AttemptStore};
 use super::task::{Entry, Task, TaskInfo, TaskKind};
 use super::typed;
@@ -79,6 +80,8 @@ pub struct Plugin {
     inner: Arc<PluginInner>,
     limits: Arc<Limits>,
     sandbox: Arc<Sandbox>,
+    /// The sandbox's HTTP allow-list, parsed once (every store gets it).
+    http_grants: Result<Arc<[HttpGrant]>, String>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -176,6 +179,7 @@ impl Plugin {
             }),
             limits: Arc::new(limits),
             sandbox: Arc::new(Sandbox::default()),
+            http_grants: Ok(Arc::from([])),
         };
         if let Some(list_index) = list_index {
             let tasks = plugin
@@ -369,8 +373,14 @@ impl Plugin {
 
     /// A copy with another capability policy (sharing the compiled code).
     pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.http_grants = sandbox.http_grants();
         self.sandbox = Arc::new(sandbox);
         self
+    }
+
+    /// The sandbox's parsed HTTP allow-list, or why it does not parse.
+    pub(crate) fn http_grants(&self) -> Result<Arc<[HttpGrant]>, String> {
+        self.http_grants.clone()
     }
 
     /// The limits applied to each attempt.

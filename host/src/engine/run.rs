@@ -145,7 +145,7 @@ impl Task {
             program,
         )
         .map_err(|failure| Box::new(AttemptReport::failed(failure)))?;
-        store.arm(request, self.name_arc());
+        store.set_attempt(request, self.name_arc());
         Ok(store)
     }
 

@@ -156,7 +156,7 @@ impl AttemptStore {
                     .into(),
             ));
         }
-        let http_grants = plugin.sandbox().http_grants().map_err(load_failure)?;
+        let http_grants = plugin.http_grants().map_err(load_failure)?;
         let budget = plugin.host().memory_budget();
         let descriptors = Descriptors::new(limits.max_open_files as usize);
         let state = AttemptState {
@@ -169,7 +169,7 @@ impl AttemptStore {
             descriptors,
             control: control.clone(),
             attempt: 0,
-            task: Arc::from(""),
+            task: no_task(),
             plugin: plugin.name_arc(),
             panic_message: None,
             progress: None,
@@ -197,7 +197,8 @@ impl AttemptStore {
             fuel_budget,
             metered,
         };
-        attempt_store.rearm(control);
+        // Everything else in the new state is already clean and under `control`.
+        attempt_store.refuel();
         Ok(attempt_store)
     }
 
@@ -205,10 +206,26 @@ impl AttemptStore {
     /// number, a full fuel budget, fresh output capture and memory-limit flags.
     pub(crate) fn arm(&mut self, request: &AttemptRequest<'_>, task: Arc<str>) {
         self.rearm(&request.control);
+        self.set_attempt(request, task);
+    }
+
+    /// Sets which attempt a store made for it with [`new`](Self::new) runs: its number, its
+    /// task and where its progress goes (a new store is armed already).
+    pub(crate) fn set_attempt(&mut self, request: &AttemptRequest<'_>, task: Arc<str>) {
         let state = self.store.data_mut();
         state.attempt = request.attempt;
         state.task = task;
         state.progress = request.progress.clone();
+    }
+
+    /// A full fuel budget and an epoch deadline at the next tick.
+    fn refuel(&mut self) {
+        if self.metered {
+            // The engine meters fuel, so this cannot fail. (Without metering it would fail,
+            // building an error, and a backtrace under RUST_BACKTRACE, in every attempt.)
+            let _ = self.store.set_fuel(self.fuel_budget);
+        }
+        self.store.set_epoch_deadline(1);
     }
 
     fn rearm(&mut self, control: &Arc<AttemptControl>) {
@@ -222,12 +239,7 @@ impl AttemptStore {
         state.limiter.begin_attempt(control.clone());
         state.descriptors.begin_attempt();
         state.panic_message = None;
-        if self.metered {
-            // The engine meters fuel, so this cannot fail. (Without metering it would fail,
-            // building an error, and a backtrace under RUST_BACKTRACE, in every attempt.)
-            let _ = self.store.set_fuel(self.fuel_budget);
-        }
-        self.store.set_epoch_deadline(1);
+        self.refuel();
         self.pipes.0.reset();
         self.pipes.1.reset();
     }
@@ -399,6 +411,13 @@ fn epoch_check(
         None if yield_now => Ok(UpdateDeadline::Yield(1)),
         None => Ok(UpdateDeadline::Continue(1)),
     }
+}
+
+/// The task name of a store before it runs a task (one shared, empty name: no allocation
+/// per store).
+fn no_task() -> Arc<str> {
+    static NONE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    NONE.get_or_init(|| Arc::from("")).clone()
 }
 
 fn guest_failure(error: WitTaskError) -> TaskFailure {
