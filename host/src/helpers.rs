@@ -145,6 +145,20 @@ impl HelperOptions {
 
 /// Maps `task` over `items` on a [`ThreadQueue`]: the values in input order, or
 /// [`Error::Execution`] if any task failed or was cancelled.
+///
+/// ```
+/// use osiiso_host::{HelperOptions, Host, tmap};
+/// use serde_json::json;
+/// # let double_wasm = osiiso_test_artifacts::DOUBLE;
+/// let double = Host::new()?.load(double_wasm)?.task("double")?;
+/// let values = tmap(&double, (1..=5).map(|n| json!(n)), HelperOptions::new())?;
+/// assert_eq!(values, [2, 4, 6, 8, 10].map(|n| json!(n)));
+///
+/// // One failed task fails the call; the error holds the failed results.
+/// let error = tmap(&double, [json!(1), json!(i64::MAX)], HelperOptions::new()).unwrap_err();
+/// assert_eq!(error.to_string(), "1 task(s) failed");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn tmap(
     task: &Task,
     items: impl IntoIterator<Item = Value>,
@@ -154,7 +168,29 @@ pub fn tmap(
     blocking_map(&queue, task, items, &options)
 }
 
-/// [`tmap`] on a [`ProcessQueue`]: each task runs in a worker subprocess.
+/// [`tmap`] on a [`ProcessQueue`]: each task runs in a worker subprocess. By default the
+/// workers are `osiiso-host worker`; a program can be its own worker binary instead
+/// ([`ProcessContext::CurrentExe`], with [`maybe_run_worker`](crate::maybe_run_worker) first
+/// in `main`):
+///
+/// ```standalone_crate
+/// use osiiso_host::backend::ProcessContext;
+/// use osiiso_host::{HelperOptions, Host, pmap};
+/// use serde_json::json;
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     osiiso_host::maybe_run_worker();
+///     # let double_wasm = osiiso_test_artifacts::DOUBLE;
+///
+///     let double = Host::new()?.load(double_wasm)?.task("double")?;
+///     let options = HelperOptions::new()
+///         .workers(2)
+///         .context(ProcessContext::CurrentExe { args: Vec::new() });
+///     let values = pmap(&double, (1..=4).map(|n| json!(n)), options)?;
+///     assert_eq!(values, [json!(2), json!(4), json!(6), json!(8)]);
+///     Ok(())
+/// }
+/// ```
 pub fn pmap(
     task: &Task,
     items: impl IntoIterator<Item = Value>,
@@ -172,6 +208,20 @@ pub fn pmap(
 }
 
 /// [`tmap`] on an [`AsyncQueue`] bound to the caller's runtime.
+///
+/// ```
+/// use osiiso_host::{HelperOptions, Host, amap};
+/// use serde_json::json;
+/// # let double_wasm = osiiso_test_artifacts::DOUBLE;
+/// let double = Host::new()?.load(double_wasm)?.task("double")?;
+/// let runtime = tokio::runtime::Runtime::new()?;
+/// let values = runtime.block_on(async {
+///     amap(&double, (1..=100).map(|n| json!(n)), HelperOptions::new().workers(20)).await
+/// })?;
+/// assert_eq!(values.len(), 100);
+/// assert_eq!(values[99], json!(200));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub async fn amap(
     task: &Task,
     items: impl IntoIterator<Item = Value>,
@@ -257,6 +307,30 @@ impl RuntimeConfig {
 /// let answer = osiiso_host::block_on(async { 40 + 2 }, Default::default())?;
 /// assert_eq!(answer, 42);
 /// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// Its typical use: an [`AsyncQueue`] driven from a `main` that is not async.
+///
+/// ```
+/// use osiiso_host::queue::TaskOptions;
+/// use osiiso_host::{AsyncQueue, Host, RuntimeConfig, block_on};
+/// use serde_json::json;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+/// let summary = block_on(
+///     async {
+///         let queue = AsyncQueue::builder().build()?;
+///         queue.map(&echo, (0..50).map(|i| json!(i)), TaskOptions::new())?;
+///         queue.run_async().await
+///     },
+///     RuntimeConfig::default(),
+/// )??;
+/// assert_eq!(summary.succeeded, 50);
+///
+/// // Inside a runtime it refuses, rather than block one of the runtime's threads.
+/// let nested = block_on(async { block_on(async {}, RuntimeConfig::default()).is_err() }, RuntimeConfig::default())?;
+/// assert!(nested);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn block_on<F: std::future::Future>(
     future: F,

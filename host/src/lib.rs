@@ -17,20 +17,36 @@
 //!   durations and sizes that the CLI, jobs files and task options take (`250ms`, `64MiB`),
 //!   with a typed error.
 //!
-//! ```no_run
-//! use osiiso_host::{Host, ThreadQueue};
+//! ## Run a plugin
+//!
+//! Load a component once, submit its tasks to a queue, run the queue to the end and read one
+//! result per task. `echo_wasm` is the path of the `plugins/echo` component
+//! (`cargo build --release --target wasm32-wasip2 -p echo`); its `greet` task answers
+//! `{"name": "Ada", "excited": true}` with `{"message": "Hello, Ada!", ...}`.
+//!
+//! ```
 //! use osiiso_host::queue::TaskOptions;
+//! use osiiso_host::{Host, ThreadQueue};
 //! use serde_json::json;
+//! # let echo_wasm = osiiso_test_artifacts::ECHO;
 //!
 //! let host = Host::new()?;
-//! let echo = host.load("echo.wasm")?.task("echo")?;
+//! let greet = host.load(echo_wasm)?.task("greet")?;
+//!
 //! let queue = ThreadQueue::builder().build()?;
-//! let handle = queue.submit(echo.with_input(json!({"hello": "world"})), TaskOptions::new())?;
+//! let ada = queue.submit(greet.with_input(json!({"name": "Ada", "excited": true})), TaskOptions::new())?;
+//! let bob = queue.submit(greet.with_input(json!({"name": "Bob"})), TaskOptions::new().retries(2))?;
 //! let summary = queue.run()?;
-//! assert!(summary.ok());
-//! println!("{}", handle.value()?);
+//!
+//! assert_eq!((summary.succeeded, summary.failed), (2, 0));
+//! assert_eq!(ada.value()?.to_value()["message"], "Hello, Ada!");
+//! assert_eq!(bob.value()?.to_value()["message"], "Hello, Bob.");
+//! println!("{summary}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The same tasks run on the other queues unchanged; [`tmap`], [`pmap`] and [`amap`] do the
+//! whole build–submit–run in one call.
 #![deny(missing_docs)]
 
 mod attempt;

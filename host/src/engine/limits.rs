@@ -8,12 +8,31 @@ use super::budget::{MemoryBudget, Refusal, Reservation};
 use crate::attempt::AttemptControl;
 use crate::failure::{FailureKind, TaskFailure};
 
-/// Resource limits applied to every attempt of a plugin's tasks.
+/// Resource limits applied to every attempt of a plugin's tasks
+/// ([`Plugin::with_limits`](crate::Plugin::with_limits),
+/// [`Host::load_with_limits`](crate::Host::load_with_limits)). An attempt that goes over one
+/// fails with the [`FailureKind`] that names it ([`OutOfFuel`](FailureKind::OutOfFuel),
+/// [`MemoryLimit`](FailureKind::MemoryLimit), [`InvalidInput`](FailureKind::InvalidInput)
+/// for an input too large, ...), which is not retried; the other tasks go on.
 ///
 /// ```
-/// use osiiso_host::Limits;
-/// let limits = Limits::new().fuel(50_000_000).max_memory(64 << 20);
-/// assert_eq!(limits.fuel, Some(50_000_000));
+/// use osiiso_host::{FailureKind, Host, Limits, ThreadQueue};
+/// use osiiso_host::queue::TaskOptions;
+/// use serde_json::json;
+/// # let score_wasm = osiiso_test_artifacts::SCORE;
+/// let limits = Limits::new().fuel(5_000_000).max_memory(64 << 20);
+/// assert_eq!(limits.fuel, Some(5_000_000));
+/// let score = Host::new()?.load(score_wasm)?.with_limits(limits).task("score")?;
+///
+/// let queue = ThreadQueue::builder().build()?;
+/// let small = queue.submit(score.with_input(json!(1_000)), TaskOptions::new())?;
+/// let huge = queue.submit(score.with_input(json!(10_000_000_000u64)), TaskOptions::new().retries(3))?;
+/// queue.run()?;
+/// assert!(small.wait().ok());
+/// let stopped = huge.wait();
+/// assert_eq!(stopped.error.as_ref().map(|e| e.kind), Some(FailureKind::OutOfFuel));
+/// assert_eq!(stopped.attempts, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {

@@ -148,7 +148,27 @@ impl std::fmt::Debug for Host {
     }
 }
 
-/// Builds a [`Host`].
+/// Builds a [`Host`]: its compile cache, how many instances may live at once and how much
+/// memory they share, how plugins are compiled and whether guests count fuel. Every option
+/// has a default ([`Host::new`] takes them all).
+///
+/// ```
+/// use osiiso_host::{CacheOutcome, Host};
+/// use std::time::Duration;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let cache = tempfile::tempdir()?;
+/// let host = Host::builder()
+///     .cache_dir(cache.path())
+///     .max_instances(64)
+///     .total_memory(512 << 20)
+///     .compile_timeout(Duration::from_secs(60))
+///     .build()?;
+/// // The first load compiles the component into the cache; later loads read it back.
+/// assert_eq!(host.load(echo_wasm)?.cache_outcome(), CacheOutcome::Miss);
+/// assert_eq!(host.load(echo_wasm)?.cache_outcome(), CacheOutcome::Hit);
+/// assert_eq!(host.compile_timeout(), Duration::from_secs(60));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct HostBuilder {
     cache_dir: Option<PathBuf>,

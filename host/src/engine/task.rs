@@ -72,7 +72,28 @@ pub(crate) enum Entry {
     NotRunnable,
 }
 
-/// One task of a plugin: what a queue submits with a JSON input.
+/// One task of a plugin: what a queue submits with a JSON input
+/// ([`with_input`](Self::with_input)). Cloning is cheap; clones share the compiled plugin.
+///
+/// ```
+/// use osiiso_host::{FailureKind, Host, ThreadQueue};
+/// use osiiso_host::queue::TaskOptions;
+/// use serde_json::json;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let plugin = Host::new()?.load(echo_wasm)?;
+/// let add = plugin.task("add")?;
+/// assert_eq!(add.identity(), "echo/add");
+/// assert_eq!(add.info().description, "Adds two integers given as a JSON array `[a, b]`.");
+/// assert!(plugin.task("subtract").is_err(), "the plugin has no such task");
+///
+/// let queue = ThreadQueue::builder().build()?;
+/// let sum = queue.submit(add.with_input(json!([2, 3])), TaskOptions::new())?;
+/// let overflow = queue.submit(add.with_input(json!([i64::MAX, 1])), TaskOptions::new())?;
+/// queue.run()?;
+/// assert_eq!(sum.value()?.get::<i64>()?, 5);
+/// assert_eq!(overflow.error().map(|e| e.kind), Some(FailureKind::InvalidInput));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Task {
     plugin: Plugin,

@@ -14,16 +14,18 @@ use crate::failure::TaskFailure;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
 
-/// `on_start(handle)`: after the rate wait, before each attempt.
+/// `on_start(handle)`: after the rate wait, before each attempt
+/// ([`QueueBuilder::on_start`]).
 pub type OnStart = Arc<dyn Fn(&Handle) + Send + Sync>;
-/// `on_complete(result)`: once per task, for every outcome.
+/// `on_complete(result)`: once per task, for every outcome ([`QueueBuilder::on_complete`]).
 pub type OnComplete = Arc<dyn Fn(&TaskResult) + Send + Sync>;
-/// `on_retry(handle, failure)`: after a failed attempt that will be retried.
+/// `on_retry(handle, failure)`: after a failed attempt that will be retried
+/// ([`QueueBuilder::on_retry`]).
 pub type OnRetry = Arc<dyn Fn(&Handle, &TaskFailure) + Send + Sync>;
 
 /// `on_progress(handle, progress)`: a running attempt reported its progress (coalesced: at
 /// most one call per [`PROGRESS_INTERVAL`](crate::PROGRESS_INTERVAL) per attempt,
-/// plus the last value when the attempt ends).
+/// plus the last value when the attempt ends; [`QueueBuilder::on_progress`]).
 pub type OnProgress = Arc<dyn Fn(&Handle, Progress) + Send + Sync>;
 
 /// A validated queue configuration.
@@ -64,17 +66,32 @@ impl QueueConfig {
     }
 }
 
-/// Builds a queue. Every option has the default of docs/queues.md §2.2.
+/// Builds a queue: `ThreadQueue::builder()`, `AsyncQueue::builder()`, ... Every option has
+/// the default of docs/queues.md §2.2; [`build`](Self::build) checks them.
 ///
 /// ```
-/// use osiiso_host::ThreadQueue;
-/// use osiiso_host::queue::{FailPolicy, Workers};
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::{FailPolicy, Retention, TaskOptions, Workers};
+/// use serde_json::json;
+/// use std::time::Duration;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let plugin = Host::new()?.load(echo_wasm)?;
 /// let queue = ThreadQueue::builder()
-///     .workers(Workers::Fixed(4))
+///     .workers(Workers::Fixed(1))
+///     .size(1_000) // `submit` waits while 1000 tasks are outstanding
+///     .timeout(Duration::from_secs(300)) // for each `run()`
+///     .rate(500.0) // attempts per second, all workers together
 ///     .fail_policy(FailPolicy::FailFirst)
+///     .retention(Retention::Counts)
 ///     .build()?;
+/// queue.submit(plugin.task("fail")?.with_input(json!("permanent")), TaskOptions::new())?;
+/// queue.map(&plugin.task("echo")?, [json!(1), json!(2)], TaskOptions::new())?;
+/// let summary = queue.run()?;
+/// // The first failure halted the queue: the tasks that had not started are cancelled.
+/// assert_eq!((summary.failed, summary.cancelled), (1, 2));
+///
 /// assert!(ThreadQueue::builder().workers(Workers::Fixed(0)).build().is_err());
-/// # Ok::<(), osiiso_host::queue::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct QueueBuilder<B: Backend> {
     pub(crate) config: QueueConfig,
@@ -197,19 +214,103 @@ impl<B: Backend> QueueBuilder<B> {
         self
     }
 
-    /// Called before each attempt.
+    /// Called before each attempt (after the rate wait), on the thread or task that runs it:
+    /// a retried task starts once per attempt. Keep it short; it delays the attempt.
+    ///
+    /// A hook that panics is logged and ignored, as with every hook.
+    ///
+    /// ```
+    /// use osiiso_host::{Host, ThreadQueue};
+    /// use osiiso_host::queue::TaskOptions;
+    /// use serde_json::json;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
+    /// // The `fail` task of the echo plugin fails (retryably) on every attempt.
+    /// let fail = Host::new()?.load(echo_wasm)?.task("fail")?;
+    /// let starts = Arc::new(AtomicU32::new(0));
+    /// let counter = starts.clone();
+    /// let queue = ThreadQueue::builder()
+    ///     .on_start(move |handle| {
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///         println!("{} starts attempt {}", handle.name(), handle.attempts());
+    ///     })
+    ///     .build()?;
+    /// let handle = queue.submit(fail.with_input(json!("failed")), TaskOptions::new().retries(2))?;
+    /// queue.run()?;
+    /// assert_eq!(starts.load(Ordering::Relaxed), 3, "the first attempt and two retries");
+    /// assert_eq!(handle.wait().attempts, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_start(mut self, f: impl Fn(&Handle) + Send + Sync + 'static) -> Self {
         self.config.on_start = Some(Arc::new(f));
         self
     }
 
-    /// Called once per task with its result.
+    /// Called once per task with its final result, whatever the outcome: succeeded, failed
+    /// or cancelled (a task cancelled before it started included). It runs before `run()`
+    /// returns the summary that counts the task.
+    ///
+    /// ```
+    /// use osiiso_host::{Host, ThreadQueue};
+    /// use osiiso_host::queue::{TaskOptions, TaskStatus};
+    /// use serde_json::json;
+    /// use std::sync::{Arc, Mutex};
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
+    /// let plugin = Host::new()?.load(echo_wasm)?;
+    /// let finished = Arc::new(Mutex::new(Vec::new()));
+    /// let log = finished.clone();
+    /// let queue = ThreadQueue::builder()
+    ///     .on_complete(move |result| log.lock().unwrap().push((result.name.clone(), result.status)))
+    ///     .build()?;
+    /// let echo = plugin.task("echo")?.with_input(json!("hi"));
+    /// let fail = plugin.task("fail")?.with_input(json!("permanent"));
+    /// queue.submit(echo, TaskOptions::new().name("greeting"))?;
+    /// queue.submit(fail, TaskOptions::new().name("doomed"))?;
+    /// queue.run()?;
+    ///
+    /// let mut finished = finished.lock().unwrap().clone();
+    /// finished.sort_by(|a, b| a.0.cmp(&b.0));
+    /// assert_eq!(finished, [
+    ///     ("doomed".to_string(), TaskStatus::Failed),
+    ///     ("greeting".to_string(), TaskStatus::Succeeded),
+    /// ]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_complete(mut self, f: impl Fn(&TaskResult) + Send + Sync + 'static) -> Self {
         self.config.on_complete = Some(Arc::new(f));
         self
     }
 
-    /// Called after a failed attempt that will be retried.
+    /// Called after a failed attempt that will be retried, with the attempt's failure; the
+    /// last failure of a task that runs out of retries goes to
+    /// [`on_complete`](Self::on_complete) instead. Only retryable failures are retried
+    /// ([`FailureKind::is_retryable`](crate::FailureKind::is_retryable)).
+    ///
+    /// ```
+    /// use osiiso_host::{FailureKind, Host, ThreadQueue};
+    /// use osiiso_host::queue::TaskOptions;
+    /// use serde_json::json;
+    /// use std::sync::{Arc, Mutex};
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
+    /// // The `fail` task of the echo plugin fails with the kind it is given.
+    /// let fail = Host::new()?.load(echo_wasm)?.task("fail")?;
+    /// let retried = Arc::new(Mutex::new(Vec::new()));
+    /// let log = retried.clone();
+    /// let queue = ThreadQueue::builder()
+    ///     .on_retry(move |handle, failure| {
+    ///         log.lock().unwrap().push((handle.name().to_string(), failure.kind));
+    ///     })
+    ///     .build()?;
+    /// let options = TaskOptions::new().retries(2);
+    /// queue.submit(fail.with_input(json!("failed")), options.clone().name("flaky"))?;
+    /// queue.submit(fail.with_input(json!("permanent")), options.name("hopeless"))?;
+    /// queue.run()?;
+    /// // Two retries of the retryable failure; none of the permanent one.
+    /// let retried = retried.lock().unwrap();
+    /// assert_eq!(*retried, vec![("flaky".to_string(), FailureKind::Failed); 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_retry(mut self, f: impl Fn(&Handle, &TaskFailure) + Send + Sync + 'static) -> Self {
         self.config.on_retry = Some(Arc::new(f));
         self
@@ -220,6 +321,31 @@ impl<B: Backend> QueueBuilder<B> {
     /// [`PROGRESS_INTERVAL`](crate::PROGRESS_INTERVAL) per attempt, plus the last
     /// value once the attempt ends, however often the guest reports.
     /// [`Handle::progress`] has the latest value at any time.
+    ///
+    /// ```
+    /// use osiiso_host::{Host, Progress, ThreadQueue};
+    /// use osiiso_host::queue::TaskOptions;
+    /// use serde_json::json;
+    /// use std::sync::{Arc, Mutex};
+    /// # let score_wasm = osiiso_test_artifacts::SCORE;
+    /// // `score(n)` reports `progress(i, n)` every million steps.
+    /// let score = Host::new()?.load(score_wasm)?.task("score")?;
+    /// let heard = Arc::new(Mutex::new(Vec::new()));
+    /// let log = heard.clone();
+    /// let queue = ThreadQueue::builder()
+    ///     .on_progress(move |handle, progress| {
+    ///         println!("{}: {progress}", handle.name());
+    ///         log.lock().unwrap().push(progress);
+    ///     })
+    ///     .build()?;
+    /// let handle = queue.submit(score.with_input(json!(3_000_000)), TaskOptions::new())?;
+    /// queue.run()?;
+    /// // However the calls were coalesced, the last one has the attempt's last report.
+    /// let heard = heard.lock().unwrap();
+    /// assert_eq!(heard.last(), Some(&Progress::new(3_000_000, 3_000_000)));
+    /// assert_eq!(handle.progress(), Some(Progress::new(3_000_000, 3_000_000)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_progress(mut self, f: impl Fn(&Handle, Progress) + Send + Sync + 'static) -> Self {
         self.config.on_progress = Some(Arc::new(f));
         self

@@ -15,7 +15,40 @@ use super::summary::RunSummary;
 use crate::engine::Task;
 use crate::json::Json;
 
-/// Tasks submitted together, with one group id.
+/// Tasks submitted together, with one group id: what [`Queue::map`] (one task over many
+/// inputs) and [`Queue::group`] (any tasks) return. Wait for the members together, read
+/// their values in input order, or cancel them all. Cloning is cheap (it clones the handles).
+///
+/// ```
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::TaskOptions;
+/// use serde_json::json;
+/// # let double_wasm = osiiso_test_artifacts::DOUBLE;
+/// let double = Host::new()?.load(double_wasm)?.task("double")?;
+/// let queue = ThreadQueue::builder().build()?;
+/// queue.start()?;
+///
+/// let group = queue.map(&double, (1..=3).map(|n| json!(n)), TaskOptions::new())?;
+/// assert_eq!(group.len(), 3);
+/// assert!(group.iter().all(|h| h.group_id() == Some(group.group_id())));
+/// let summary = group.wait();
+/// assert_eq!(summary.succeeded, 3);
+/// assert_eq!(group.values()?, [json!(2), json!(4), json!(6)]);
+///
+/// // Any tasks, under an id of your own; `values` fails if any member did.
+/// let mixed = queue.group(
+///     vec![double.with_input(json!(21)), double.with_input(json!(i64::MAX))],
+///     TaskOptions::new().group_id("batch-7"),
+/// )?;
+/// assert_eq!(mixed.group_id(), "batch-7");
+/// assert_eq!((mixed.wait().succeeded, mixed.wait().failed), (1, 1));
+/// assert!(mixed.values().is_err(), "doubling i64::MAX overflows");
+/// queue.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// In async code, [`wait_async`](Self::wait_async) waits without blocking a thread, and
+/// [`as_completed_stream`] yields the members as they finish.
 #[derive(Debug, Clone)]
 pub struct Group {
     group_id: String,

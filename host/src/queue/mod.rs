@@ -8,18 +8,20 @@
 //! The rules themselves — ordering, retries, timeouts, policies, statuses, error kinds — are
 //! written down for users in `docs/queues.md`.
 //!
-//! ```no_run
+//! ```
 //! use osiiso_host::{Host, ThreadQueue};
-//! use osiiso_host::queue::{TaskOptions, Workers};
+//! use osiiso_host::queue::{TaskOptions, TaskStatus, Workers};
 //! use serde_json::json;
+//! # let score_wasm = osiiso_test_artifacts::SCORE;
 //!
 //! let host = Host::new()?;
-//! let score = host.load("score.wasm")?.task("score")?;
+//! let score = host.load(score_wasm)?.task("score")?;
 //! let queue = ThreadQueue::builder().workers(Workers::Fixed(4)).build()?;
 //! let handle = queue.submit(score.with_input(json!(10_000)), TaskOptions::new().retries(3))?;
 //! let summary = queue.run()?;
 //! println!("{summary}");
-//! println!("{}", handle.value()?);
+//! assert_eq!(handle.status(), TaskStatus::Succeeded);
+//! assert!(handle.value()?.get::<u64>()? < 1_000_000_007, "a sum modulo a prime");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -60,21 +62,31 @@ use crate::attempt::TaskCall;
 use crate::engine::Task;
 use crate::wait;
 
-/// Options of one [`run_with`](Queue::run_with): the defaults (`RunOptions::default()`) are
-/// those of `run()`.
+/// Options of one [`run_with`](Queue::run_with): a time limit, strictness, and a fail policy
+/// for this run only. The defaults (`RunOptions::default()`) are those of `run()`.
 ///
 /// ```
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::{Error, FailPolicy, RunOptions, TaskOptions};
+/// use serde_json::json;
 /// use std::time::Duration;
-/// use osiiso_host::ThreadQueue;
-/// use osiiso_host::queue::{FailPolicy, RunOptions};
-///
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let plugin = Host::new()?.load(echo_wasm)?;
+/// let (echo, fail) = (plugin.task("echo")?, plugin.task("fail")?);
 /// let queue = ThreadQueue::builder().build()?;
-/// let options = RunOptions::default()
+/// let ok = queue.submit(echo.with_input(json!(1)), TaskOptions::new())?;
+/// queue.submit(fail.with_input(json!("permanent")), TaskOptions::new())?;
+///
+/// // A strict run returns its failures as an error instead of a summary.
+/// let strict = RunOptions::default()
 ///     .timeout(Duration::from_secs(60))
 ///     .strict(true)
-///     .fail_policy(FailPolicy::FailFirst);
-/// assert!(queue.run_with(options)?.ok());
-/// # Ok::<(), osiiso_host::queue::Error>(())
+///     .fail_policy(FailPolicy::Continue);
+/// let Err(Error::Execution(failed)) = queue.run_with(strict) else { panic!("a task failed") };
+/// assert_eq!(failed.results.len(), 1);
+/// assert_eq!(failed.results[0].task, "echo/fail");
+/// assert_eq!(ok.value()?, json!(1), "the other task ran to the end");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -192,12 +204,13 @@ impl<B: Backend> Queue<B> {
     /// room, or returns [`Error::QueueFull`] when the backend says so (AsyncQueue; see
     /// [`submit_async`](Self::submit_async)).
     ///
-    /// ```no_run
+    /// ```
     /// use osiiso_host::{Host, ThreadQueue};
     /// use osiiso_host::queue::TaskOptions;
     /// use serde_json::json;
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
     ///
-    /// let echo = Host::new()?.load("echo.wasm")?.task("echo")?;
+    /// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
     /// let queue = ThreadQueue::builder().build()?;
     /// let handle = queue.submit(echo.with_input(json!("hi")), TaskOptions::new().priority(1))?;
     /// queue.run()?;
@@ -366,6 +379,22 @@ impl<B: Backend> Queue<B> {
 
     /// Runs `body` with the queue started; shuts down gracefully if it returns `Ok`, forces a
     /// shutdown otherwise (or on panic, which is resumed).
+    ///
+    /// ```
+    /// use osiiso_host::{Host, ThreadQueue};
+    /// use osiiso_host::queue::TaskOptions;
+    /// use serde_json::json;
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
+    /// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+    /// let queue = ThreadQueue::builder().build()?;
+    /// let values = queue.scope(|queue| {
+    ///     let group = queue.map(&echo, (0..3).map(|i| json!(i)), TaskOptions::new())?;
+    ///     group.values()
+    /// })?;
+    /// assert_eq!(values, [json!(0), json!(1), json!(2)]);
+    /// assert!(queue.is_closed(), "the scope shut the queue down");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn scope<T, E>(&self, body: impl FnOnce(&Self) -> Result<T, E>) -> Result<T, E>
     where
         E: From<Error>,

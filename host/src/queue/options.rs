@@ -17,6 +17,38 @@ use crate::units::{parse_duration, seconds_to_duration};
 /// assert_eq!(opts.retries, 3);
 /// assert_eq!(TaskOptions::new().priority, 3);
 /// ```
+///
+/// Per task, at submission: the order tasks start in, their retries and timeouts, a name and
+/// metadata that come back on the result.
+///
+/// ```
+/// use osiiso_host::{Host, ThreadQueue};
+/// use osiiso_host::queue::{TaskOptions, Workers};
+/// use serde_json::json;
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let echo = Host::new()?.load(echo_wasm)?.task("echo")?;
+/// let order = Arc::new(Mutex::new(Vec::new()));
+/// let log = order.clone();
+/// let queue = ThreadQueue::builder()
+///     .workers(Workers::Fixed(1))
+///     .on_start(move |handle| log.lock().unwrap().push(handle.name().to_string()))
+///     .build()?;
+/// let careful = TaskOptions::new()
+///     .retries(3)
+///     .retry_delay(Duration::from_millis(100))
+///     .backoff(2.0)
+///     .timeout(Duration::from_secs(30));
+/// queue.submit(echo.with_input(json!(1)), careful.name("routine"))?;
+/// let urgent = TaskOptions::new().name("urgent").priority(0).metadata(json!({"ticket": 7}));
+/// let handle = queue.submit(echo.with_input(json!(2)), urgent)?;
+/// queue.run()?;
+/// // Lower priorities start first.
+/// assert_eq!(*order.lock().unwrap(), ["urgent", "routine"]);
+/// assert_eq!(handle.wait().metadata, json!({"ticket": 7}));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOptions {
     /// Lower runs first (default 3).

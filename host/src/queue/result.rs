@@ -50,7 +50,42 @@ impl fmt::Display for TaskStatus {
     }
 }
 
-/// The final, immutable record of one task.
+/// The final, immutable record of one task: its status, its value or its failure, its
+/// attempts, times and captured output. [`Handle::wait`](super::Handle::wait),
+/// [`Queue::results`](super::Queue::results) and [`RunSummary`](super::RunSummary) hand it
+/// out; serialized, it is the CLI's result row (README.md, "The result object").
+///
+/// ```
+/// use osiiso_host::{FailureKind, Host, ThreadQueue};
+/// use osiiso_host::queue::{TaskOptions, TaskStatus};
+/// use serde_json::json;
+/// # let echo_wasm = osiiso_test_artifacts::ECHO;
+/// let plugin = Host::new()?.load(echo_wasm)?;
+/// let queue = ThreadQueue::builder().build()?;
+/// let greet = plugin.task("greet")?.with_input(json!({"name": "Ada"}));
+/// let greeted = queue.submit(greet, TaskOptions::new().metadata(json!({"row": 1})))?;
+/// let refuse = plugin.task("fail")?.with_input(json!("invalid"));
+/// let refused = queue.submit(refuse, TaskOptions::new().retries(3))?;
+/// queue.run()?;
+///
+/// let result = greeted.wait();
+/// assert!(result.ok());
+/// assert_eq!((result.task.as_str(), result.attempts), ("echo/greet", 1));
+/// assert_eq!(result.metadata, json!({"row": 1}));
+/// #[derive(serde::Deserialize)]
+/// struct Greeting { message: String }
+/// let greeting: Greeting = result.value.as_ref().expect("a value").get()?;
+/// assert_eq!(greeting.message, "Hello, Ada.");
+///
+/// let result = refused.wait();
+/// assert_eq!(result.status, TaskStatus::Failed);
+/// assert_eq!(result.error.as_ref().map(|e| e.kind), Some(FailureKind::InvalidInput));
+/// assert_eq!(result.attempts, 1, "invalid input is not retried");
+/// // One line of a JSON-lines results file.
+/// let row = serde_json::to_string(&*result)?;
+/// assert!(row.starts_with(r#"{"id":""#) && row.contains(r#""status":"failed""#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct TaskResult {
     /// 32 lowercase hex digits.

@@ -54,6 +54,10 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// restarts, can run an attempt twice; the queue still records exactly one result per task.
 /// While the broker is out of reach, attempts wait for it (their timeouts do not run).
 ///
+/// This example needs a NATS server with JetStream and at least one `osiiso-host serve`
+/// node, so it is compiled but not run as a doc test; `host/examples/nats.rs` runs one
+/// submitter and one node against a local `nats-server -js`.
+///
 /// ```no_run
 /// use osiiso_host::{Host, NatsQueue};
 /// use osiiso_host::queue::TaskOptions;

@@ -57,19 +57,35 @@ use crate::queue::{Queue, QueueBuilder};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// With tasks, as a program would run them:
+/// With tasks, in a program that is its own worker binary
+/// ([`ProcessContext::CurrentExe`]): its `main` calls [`maybe_run_worker`](crate::maybe_run_worker)
+/// first, which serves attempts and exits when the queue starts the program as a worker, and
+/// returns at once otherwise. (The default context runs `osiiso-host worker` instead.)
 ///
-/// ```no_run
-/// use osiiso_host::{Host, ProcessQueue};
+/// ```standalone_crate
+/// use osiiso_host::backend::ProcessContext;
 /// use osiiso_host::queue::{TaskOptions, Workers};
+/// use osiiso_host::{Host, ProcessQueue};
 /// use serde_json::json;
 ///
-/// let score = Host::new()?.load("score.wasm")?.task("score")?;
-/// let queue = ProcessQueue::builder().workers(Workers::Fixed(2)).build()?;
-/// let group = queue.map(&score, (0..64).map(|_| json!(5_000_000)), TaskOptions::new())?;
-/// println!("{}", queue.run()?);
-/// println!("{:?}", group.values()?);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     osiiso_host::maybe_run_worker();
+///     # let double_wasm = osiiso_test_artifacts::DOUBLE;
+///
+///     let double = Host::new()?.load(double_wasm)?.task("double")?;
+///     let queue = ProcessQueue::builder()
+///         .workers(Workers::Fixed(2))
+///         .context(ProcessContext::CurrentExe { args: Vec::new() })
+///         .build()?;
+///     let group = queue.map(&double, (1..=6).map(|n| json!(n)), TaskOptions::new())?;
+///     let summary = queue.run()?;
+///     assert_eq!(summary.succeeded, 6);
+///     assert!(summary.results.iter().all(|r| r.backend == "process"));
+///     assert_eq!(group.values()?, [2, 4, 6, 8, 10, 12].map(|n| json!(n)));
+///     queue.shutdown();
+///     assert!(queue.worker_pids().is_empty(), "shutdown ends the subprocesses");
+///     Ok(())
+/// }
 /// ```
 pub type ProcessQueue = Queue<Process>;
 

@@ -60,6 +60,39 @@ pub struct Hit {
 /// assert!(checkpoint.count(None).is_err());
 /// # Ok::<(), osiiso_host::queue::Error>(())
 /// ```
+///
+/// Its typical use: a fan-out that resumes. A run records what succeeded; a later run (in
+/// another process, say) with the same file restores those inputs and runs only the rest.
+///
+/// ```
+/// use osiiso_host::queue::{Checkpoint, Checkpointing, TaskOptions};
+/// use osiiso_host::{Host, ThreadQueue};
+/// use serde_json::json;
+/// # let double_wasm = osiiso_test_artifacts::DOUBLE;
+/// let double = Host::new()?.load(double_wasm)?.task("double")?;
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("doubles.sqlite");
+/// // Doubling i64::MAX overflows: that input fails, and nothing is recorded for it.
+/// let inputs = || [json!(1), json!(2), json!(3), json!(i64::MAX)];
+///
+/// let checkpoint = Checkpoint::open(&path)?;
+/// let queue = ThreadQueue::builder().build()?;
+/// queue.map_checkpointed(&double, inputs(), TaskOptions::new(), &Checkpointing::new(&checkpoint))?;
+/// let summary = queue.run()?;
+/// assert_eq!((summary.succeeded, summary.failed), (3, 1));
+/// checkpoint.close();
+///
+/// let checkpoint = Checkpoint::open(&path)?;
+/// let queue = ThreadQueue::builder().build()?;
+/// let group =
+///     queue.map_checkpointed(&double, inputs(), TaskOptions::new(), &Checkpointing::new(&checkpoint))?;
+/// let summary = queue.run()?;
+/// assert_eq!(summary.total_submitted, 1, "only the failed input runs again");
+/// let restored: Vec<bool> = group.iter().map(|h| h.wait().restored()).collect();
+/// assert_eq!(restored, [true, true, true, false]);
+/// assert_eq!(group.handles()[2].value()?, json!(6));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Checkpoint {
     inner: Arc<Inner>,

@@ -82,7 +82,30 @@ impl NodeShared {
     }
 }
 
-/// A node connected to its broker, ready to [`serve`](Self::serve).
+/// A node connected to its broker, ready to [`serve`](Self::serve): what `osiiso-host serve`
+/// runs, embeddable in a program of your own. It runs attempts of every
+/// [`NatsQueue`](crate::NatsQueue) on the same broker, in as many slots as it has.
+///
+/// This example needs a NATS server with JetStream, so it is compiled but not run as a doc
+/// test (`host/examples/nats.rs` runs a node and a queue together).
+///
+/// ```no_run
+/// use osiiso_host::backend::{NatsNode, NodeConfig};
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let config = NodeConfig::new("nats://127.0.0.1:4222").slots(4);
+///     let node = NatsNode::connect(config).await?;
+///     println!("node {} takes attempts", node.id());
+///     // It serves until `drain` resolves, then finishes the attempts it runs and leaves.
+///     let (stop, drain) = tokio::sync::oneshot::channel::<()>();
+///     let serving = tokio::spawn(node.serve(async { drain.await.ok(); }));
+///     // ... until this program wants to stop:
+///     stop.send(()).ok();
+///     serving.await??;
+///     Ok(())
+/// }
+/// ```
 pub struct NatsNode {
     shared: Arc<NodeShared>,
     slots: usize,
