@@ -1,0 +1,401 @@
+//! One live worker subprocess shared by the queue worker threads that send it attempts: a
+//! few attempts in flight at once, in the order they were sent, one reader thread that
+//! hands each `Done` to the thread waiting for it, and the death of the process ending every
+//! attempt it held, each exactly once.
+//!
+//! The worker runs its attempts one after another, in the order they came. The first one
+//! not answered yet (the *head*) is the one it runs; the others wait in the worker, with
+//! their clocks held ([`AttemptControl::hold_clock`]) until the answer of the one before
+//! them arrives, so waiting behind a slow attempt does not eat into a timeout. A waiting
+//! attempt that is cancelled (or hits a tighter deadline of the run) is ended by the parent
+//! at once and the worker told to skip it; only the head can make the parent kill the
+//! worker, one grace after its cancel or deadline.
+
+use std::collections::VecDeque;
+use std::io::{BufWriter, Write};
+use std::process::ChildStdin;
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::child::{ProcessHandle, WorkerProcess};
+use super::logs;
+use super::protocol::{FrameReader, FrameTooLarge, Reply, Request, write_frame};
+use crate::attempt::{AttemptControl, AttemptReport, ProgressFn};
+use crate::failure::{FailureKind, TaskFailure};
+
+/// The requests of one worker, in the order it will run them.
+pub(super) struct Channel {
+    pid: u32,
+    writer: Mutex<Writer>,
+    process: Mutex<ProcessHandle>,
+    state: Mutex<State>,
+}
+
+/// The request pipe, and a buffer reused for every frame.
+struct Writer {
+    out: BufWriter<ChildStdin>,
+    frame: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Attempts sent and not yet taken by their waiter, in the order they were sent.
+    in_flight: VecDeque<Entry>,
+    /// Why the channel is dead, once it is: every attempt it holds ends with this.
+    dead: Option<Death>,
+    /// Someone is killing the process, and will record the death with this reason.
+    killing: bool,
+}
+
+struct Death {
+    /// What happened, for the failure's detail.
+    why: String,
+    /// The process's exit (`exit code N`, `signal N`).
+    status: String,
+}
+
+/// One attempt in flight.
+struct Entry {
+    id: u64,
+    waiter: Thread,
+    control: Arc<AttemptControl>,
+    progress: Option<ProgressFn>,
+    /// Its clock is held until it becomes the head.
+    held: bool,
+    /// Its report, once the worker sent it.
+    report: Option<AttemptReport>,
+}
+
+/// Why an attempt could not be sent.
+pub(super) enum SendError {
+    /// The channel is dead, and the attempt never left: send it to another worker. The
+    /// report is the crash, if it must end here after all.
+    Dead(Box<AttemptReport>),
+    /// The attempt does not fit in a frame.
+    TooLarge(FrameTooLarge),
+}
+
+impl Channel {
+    /// Takes over a worker that has done its handshake (and initializer), and starts the
+    /// thread that reads its replies.
+    pub(super) fn start(worker: WorkerProcess) -> std::io::Result<Arc<Self>> {
+        let WorkerProcess {
+            process,
+            stdin,
+            replies,
+            ..
+        } = worker;
+        let channel = Arc::new(Self {
+            pid: process.pid(),
+            writer: Mutex::new(Writer {
+                out: stdin,
+                frame: Vec::new(),
+            }),
+            process: Mutex::new(process),
+            state: Mutex::new(State::default()),
+        });
+        let reader = channel.clone();
+        std::thread::Builder::new()
+            .name("osiiso-process-replies".into())
+            .spawn(move || reader.read_replies(replies))?;
+        Ok(channel)
+    }
+
+    /// Whether the channel is dead (its process killed or gone).
+    pub(super) fn is_dead(&self) -> bool {
+        self.state.lock().dead.is_some()
+    }
+
+    /// Sends attempt `id`, encoded by `encode` into the buffer it is given once its clock is
+    /// set: held (`true`) when another attempt is ahead of it. The calling thread then waits
+    /// for it with [`wait`](Self::wait).
+    pub(super) fn send(
+        &self,
+        id: u64,
+        control: &Arc<AttemptControl>,
+        name: &str,
+        progress: Option<&ProgressFn>,
+        encode: impl FnOnce(&mut Vec<u8>, bool) -> Result<(), FrameTooLarge>,
+    ) -> Result<(), SendError> {
+        // The writer's lock orders the frames; the state's is never held across a write
+        // (the reader thread needs it to drain replies while a large frame is written).
+        let mut writer = self.writer.lock();
+        {
+            let mut state = self.state.lock();
+            if let Some(death) = &state.dead {
+                return Err(SendError::Dead(Box::new(crashed(control, name, death))));
+            }
+            let held = state.in_flight.iter().any(|e| e.report.is_none());
+            if held {
+                control.hold_clock();
+            }
+            // Encoded now, so that the time left it carries is measured with the clock as set.
+            if let Err(too_large) = encode(&mut writer.frame, held) {
+                if held {
+                    control.restart_clock();
+                }
+                return Err(SendError::TooLarge(too_large));
+            }
+            state.in_flight.push_back(Entry {
+                id,
+                waiter: std::thread::current(),
+                control: control.clone(),
+                progress: progress.cloned(),
+                held,
+                report: None,
+            });
+        }
+        let Writer { out, frame } = &mut *writer;
+        if let Err(error) = out.write_all(frame).and_then(|()| out.flush()) {
+            drop(writer);
+            // A write that failed may have left half a frame: nothing more can go through.
+            self.die(format!("cannot send the attempt: {error}"));
+        }
+        Ok(())
+    }
+
+    /// Waits for the report of attempt `id` (sent by this thread), checking its control
+    /// every `poll`. `name` names its task in messages.
+    pub(super) fn wait(
+        &self,
+        id: u64,
+        control: &AttemptControl,
+        name: &str,
+        poll: Duration,
+    ) -> AttemptReport {
+        let grace = super::grace(poll);
+        let mut stop_at: Option<Instant> = None;
+        let mut cancel_sent = false;
+        loop {
+            let mut wait = poll;
+            {
+                let mut state = self.state.lock();
+                let Some(index) = state.in_flight.iter().position(|e| e.id == id) else {
+                    // Only this thread removes its entry.
+                    unreachable!("attempt {id} is not in flight");
+                };
+                if state.in_flight[index].report.is_some() {
+                    let entry = state.in_flight.remove(index).expect("present");
+                    return entry.report.expect("checked");
+                }
+                if let Some(death) = &state.dead {
+                    let report = crashed(control, name, death);
+                    state.in_flight.remove(index);
+                    return report;
+                }
+                let head = state
+                    .in_flight
+                    .iter()
+                    .take(index)
+                    .all(|e| e.report.is_some());
+                if !head {
+                    if control.should_stop() {
+                        // It waits in the worker behind another: it ends here, at once, and
+                        // the worker answers it `Cancelled` without running it.
+                        state.in_flight.remove(index);
+                        drop(state);
+                        self.send_cancel(id);
+                        return control.stopped_outcome(name).into();
+                    }
+                } else {
+                    if control.is_cancelled() && !cancel_sent {
+                        cancel_sent = true;
+                        drop(state);
+                        self.send_cancel(id);
+                        stop_at.get_or_insert_with(|| Instant::now() + grace);
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if stop_at.is_none()
+                        && let Some(deadline) = control.deadline()
+                    {
+                        if now >= deadline {
+                            stop_at = Some(deadline + grace);
+                        } else {
+                            wait = wait.min(deadline - now);
+                        }
+                    }
+                    if let Some(at) = stop_at {
+                        if now >= at {
+                            // It did not report within the grace: kill the worker. The
+                            // classification gives cancelled or timeout, never a crash; the
+                            // attempts behind it end as the worker's crash.
+                            state.in_flight.remove(index);
+                            drop(state);
+                            self.die(format!(
+                                "the worker was killed because an attempt of task '{name}' \
+                                 did not stop within {grace:?} of its cancel or deadline"
+                            ));
+                            return control.stopped_outcome(name).into();
+                        }
+                        wait = wait.min(at - now);
+                    }
+                }
+            }
+            // The reader thread unparks this thread when its report or the worker's death
+            // arrives.
+            std::thread::park_timeout(wait.max(Duration::from_millis(1)));
+        }
+    }
+
+    fn send_cancel(&self, id: u64) {
+        let mut writer = self.writer.lock();
+        let _ = write_frame(&mut writer.out, &Request::Cancel { attempt_id: id });
+    }
+
+    /// Kills the worker (if it is not dead already) and ends every attempt it holds with
+    /// `why`.
+    pub(super) fn die(&self, why: String) {
+        if !self.claim_death() {
+            return;
+        }
+        let status = {
+            let mut process = self.process.lock();
+            process.kill();
+            process.reap()
+        };
+        self.mark_dead(why, status);
+    }
+
+    /// True for the one caller that is to kill the process and record why.
+    fn claim_death(&self) -> bool {
+        let mut state = self.state.lock();
+        let first = state.dead.is_none() && !state.killing;
+        state.killing = true;
+        first
+    }
+
+    /// Records the death, once, and wakes every waiter.
+    fn mark_dead(&self, why: String, status: String) {
+        let mut state = self.state.lock();
+        if state.dead.is_none() {
+            state.dead = Some(Death { why, status });
+        }
+        for entry in &state.in_flight {
+            entry.waiter.unpark();
+        }
+    }
+
+    /// Graceful close: `Stop`, then the process exits (or is signalled).
+    pub(super) fn close(&self) {
+        if !self.claim_death() {
+            return;
+        }
+        {
+            let mut writer = self.writer.lock();
+            let _ = write_frame(&mut writer.out, &Request::Stop);
+        }
+        let status = {
+            let mut process = self.process.lock();
+            process.close();
+            process.reap()
+        };
+        self.mark_dead("the queue closed its workers".into(), status);
+    }
+
+    /// The reader thread: hands each reply to its attempt until the stream ends or breaks,
+    /// then reaps the worker and ends what it still held.
+    fn read_replies(self: Arc<Self>, mut replies: FrameReader) {
+        use super::protocol::Frame;
+        let why = loop {
+            match replies.next::<Reply>(None) {
+                Ok(Some(Frame::Message(reply))) => {
+                    if let Some(why) = self.dispatch(reply) {
+                        break why;
+                    }
+                }
+                Ok(Some(Frame::Undecodable(message))) => {
+                    break format!("the worker sent a malformed frame: {message}");
+                }
+                Ok(Some(Frame::Eof)) => break "the worker closed its channel".to_string(),
+                Ok(None) => {}
+                Err(error) => break format!("the worker sent a malformed frame: {error}"),
+            }
+        };
+        if !self.claim_death() {
+            return;
+        }
+        // Closing the channel or exiting makes the process exit: give it its 2 s to say
+        // how, then kill it.
+        let status = self.process.lock().reap();
+        self.mark_dead(why, status);
+    }
+
+    /// Handles one reply; `Some(why)` if the worker broke the protocol.
+    fn dispatch(&self, reply: Reply) -> Option<String> {
+        match reply {
+            Reply::Log(record) => logs::emit(self.pid, &record),
+            Reply::Progress {
+                attempt_id,
+                done,
+                total,
+            } => {
+                let progress = {
+                    let state = self.state.lock();
+                    state
+                        .in_flight
+                        .iter()
+                        .find(|e| e.id == attempt_id && e.report.is_none())
+                        .and_then(|e| e.progress.clone())
+                };
+                // Progress of an attempt that already ended is stale: dropped.
+                if let Some(progress) = progress {
+                    progress(done, total);
+                }
+            }
+            Reply::Done(done) => {
+                let id = done.attempt_id;
+                // Validated outside the lock: a large value takes a while.
+                let report = done.into_report();
+                self.answer(|e| e.id == id, report);
+            }
+            Reply::BadFrame { message } => {
+                // Replies come in order, so this answers the oldest unanswered request.
+                let report = AttemptReport::failed(TaskFailure::new(
+                    FailureKind::Serialization,
+                    format!("the worker could not decode the request: {message}"),
+                ));
+                self.answer(|_| true, report);
+            }
+            other => return Some(format!("the worker sent an unexpected reply: {other:?}")),
+        }
+        None
+    }
+
+    /// Gives `report` to the first unanswered attempt that `matches` (none: an attempt its
+    /// waiter gave up on, whose answer is dropped), and starts the clock of the next one.
+    fn answer(&self, matches: impl Fn(&Entry) -> bool, report: AttemptReport) {
+        let mut state = self.state.lock();
+        let mut unanswered = state.in_flight.iter_mut().filter(|e| e.report.is_none());
+        let Some(entry) = unanswered.find(|e| matches(e)) else {
+            return;
+        };
+        entry.report = Some(report);
+        entry.waiter.unpark();
+        // The worker runs the next one now: its timeout counts from here.
+        if let Some(next) = unanswered.next()
+            && next.held
+        {
+            next.held = false;
+            next.control.restart_clock();
+        }
+    }
+}
+
+/// The report of an attempt whose worker died or broke the protocol: cancellation and the
+/// deadline take precedence over the crash (docs/queues.md §5.2).
+fn crashed(control: &AttemptControl, name: &str, death: &Death) -> AttemptReport {
+    if control.should_stop() {
+        return control.stopped_outcome(name).into();
+    }
+    AttemptReport::failed(
+        TaskFailure::new(
+            FailureKind::WorkerCrashed,
+            format!("worker process died ({})", death.status),
+        )
+        .with_detail(&death.why),
+    )
+}
