@@ -1,7 +1,8 @@
 //! One live worker subprocess shared by the queue worker threads that send it attempts: a
-//! few attempts in flight at once, in the order they were sent, one reader thread that
-//! hands each `Done` to the thread waiting for it, and the death of the process ending every
-//! attempt it held, each exactly once.
+//! few attempts in flight at once, in the order they were sent; whichever waiting thread
+//! holds the reply stream reads it and hands each `Done` to the thread waiting for it (no
+//! thread of its own: with one attempt in flight, its waiter reads its own reply); the
+//! death of the process ends every attempt it held, each exactly once.
 //!
 //! The worker runs its attempts one after another, in the order they came. The first one
 //! not answered yet (the *head*) is the one it runs; the others wait in the worker, with
@@ -22,7 +23,7 @@ use parking_lot::Mutex;
 
 use super::child::{ProcessHandle, WorkerProcess};
 use super::logs;
-use super::protocol::{FrameReader, FrameTooLarge, Reply, Request, write_frame};
+use super::protocol::{Frame, FrameReader, FrameTooLarge, Reply, Request, write_frame};
 use crate::attempt::{AttemptControl, AttemptReport, ProgressFn};
 use crate::failure::{FailureKind, TaskFailure};
 
@@ -30,6 +31,8 @@ use crate::failure::{FailureKind, TaskFailure};
 pub(super) struct Channel {
     pid: u32,
     writer: Mutex<Writer>,
+    /// The reply stream, read by one waiting thread at a time.
+    replies: Mutex<FrameReader>,
     process: Mutex<ProcessHandle>,
     state: Mutex<State>,
 }
@@ -79,29 +82,24 @@ pub(super) enum SendError {
 }
 
 impl Channel {
-    /// Takes over a worker that has done its handshake (and initializer), and starts the
-    /// thread that reads its replies.
-    pub(super) fn start(worker: WorkerProcess) -> std::io::Result<Arc<Self>> {
+    /// Takes over a worker that has done its handshake (and initializer).
+    pub(super) fn new(worker: WorkerProcess) -> Self {
         let WorkerProcess {
             process,
             stdin,
             replies,
             ..
         } = worker;
-        let channel = Arc::new(Self {
+        Self {
             pid: process.pid(),
             writer: Mutex::new(Writer {
                 out: stdin,
                 frame: Vec::new(),
             }),
+            replies: Mutex::new(replies),
             process: Mutex::new(process),
             state: Mutex::new(State::default()),
-        });
-        let reader = channel.clone();
-        std::thread::Builder::new()
-            .name("osiiso-process-replies".into())
-            .spawn(move || reader.read_replies(replies))?;
-        Ok(channel)
+        }
     }
 
     /// Whether the channel is dead (its process killed or gone).
@@ -121,7 +119,7 @@ impl Channel {
         encode: impl FnOnce(&mut Vec<u8>, bool) -> Result<(), FrameTooLarge>,
     ) -> Result<(), SendError> {
         // The writer's lock orders the frames; the state's is never held across a write
-        // (the reader thread needs it to drain replies while a large frame is written).
+        // (a waiter needs it to hand out replies while a large frame is written).
         let mut writer = self.writer.lock();
         {
             let mut state = self.state.lock();
@@ -160,6 +158,19 @@ impl Channel {
     /// Waits for the report of attempt `id` (sent by this thread), checking its control
     /// every `poll`. `name` names its task in messages.
     pub(super) fn wait(
+        &self,
+        id: u64,
+        control: &AttemptControl,
+        name: &str,
+        poll: Duration,
+    ) -> AttemptReport {
+        let report = self.wait_for(id, control, name, poll);
+        // If this thread was reading, another waiter takes over.
+        self.wake_next_reader();
+        report
+    }
+
+    fn wait_for(
         &self,
         id: u64,
         control: &AttemptControl,
@@ -235,10 +246,47 @@ impl Channel {
                     }
                 }
             }
-            // The reader thread unparks this thread when its report or the worker's death
-            // arrives.
-            std::thread::park_timeout(wait.max(Duration::from_millis(1)));
+            let wait = wait.max(Duration::from_millis(1));
+            match self.replies.try_lock() {
+                // This thread reads for everyone until its own report arrives.
+                Some(mut replies) => self.read(&mut replies, wait),
+                // The reader unparks this thread when its report or the worker's death
+                // arrives, or when it stops reading.
+                None => std::thread::park_timeout(wait),
+            }
         }
+    }
+
+    /// Unparks the first waiter without a report, to read the stream.
+    fn wake_next_reader(&self) {
+        let state = self.state.lock();
+        if let Some(entry) = state.in_flight.iter().find(|e| e.report.is_none()) {
+            entry.waiter.unpark();
+        }
+    }
+
+    /// Reads one frame (waiting up to `wait`) and handles it; at the end of the stream or
+    /// when it breaks, reaps the worker and ends what it held.
+    fn read(&self, replies: &mut FrameReader, wait: Duration) {
+        let why = match replies.next::<Reply>(Some(wait)) {
+            Ok(None) => return,
+            Ok(Some(Frame::Message(reply))) => match self.dispatch(reply) {
+                None => return,
+                Some(why) => why,
+            },
+            Ok(Some(Frame::Undecodable(message))) => {
+                format!("the worker sent a malformed frame: {message}")
+            }
+            Ok(Some(Frame::Eof)) => "the worker closed its channel".to_string(),
+            Err(error) => format!("the worker sent a malformed frame: {error}"),
+        };
+        if !self.claim_death() {
+            return;
+        }
+        // A worker that closed its channel is exiting: give it its 2 s to say how, then
+        // kill it.
+        let status = self.process.lock().reap();
+        self.mark_dead(why, status);
     }
 
     fn send_cancel(&self, id: u64) {
@@ -294,34 +342,6 @@ impl Channel {
             process.reap()
         };
         self.mark_dead("the queue closed its workers".into(), status);
-    }
-
-    /// The reader thread: hands each reply to its attempt until the stream ends or breaks,
-    /// then reaps the worker and ends what it still held.
-    fn read_replies(self: Arc<Self>, mut replies: FrameReader) {
-        use super::protocol::Frame;
-        let why = loop {
-            match replies.next::<Reply>(None) {
-                Ok(Some(Frame::Message(reply))) => {
-                    if let Some(why) = self.dispatch(reply) {
-                        break why;
-                    }
-                }
-                Ok(Some(Frame::Undecodable(message))) => {
-                    break format!("the worker sent a malformed frame: {message}");
-                }
-                Ok(Some(Frame::Eof)) => break "the worker closed its channel".to_string(),
-                Ok(None) => {}
-                Err(error) => break format!("the worker sent a malformed frame: {error}"),
-            }
-        };
-        if !self.claim_death() {
-            return;
-        }
-        // Closing the channel or exiting makes the process exit: give it its 2 s to say
-        // how, then kill it.
-        let status = self.process.lock().reap();
-        self.mark_dead(why, status);
     }
 
     /// Handles one reply; `Some(why)` if the worker broke the protocol.

@@ -264,12 +264,7 @@ impl Process {
                 Err(InitError::Cancelled) => return Err(AttemptOutcome::Cancelled),
             }
         }
-        let channel = Channel::start(process).map_err(|error| {
-            AttemptOutcome::Failed(TaskFailure::new(
-                FailureKind::WorkerStart,
-                format!("cannot start the thread that reads the worker's replies: {error}"),
-            ))
-        })?;
+        let channel = Arc::new(Channel::new(process));
         *current = Some(channel.clone());
         Ok(channel)
     }
@@ -359,7 +354,7 @@ impl BlockingRunner for Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // The reader threads hold their channels until the stream ends: end it.
+        // Kill the workers now rather than when the last attempt lets go of its channel.
         for slot in &self.slots {
             if let Some(channel) = slot.channel.lock().take() {
                 channel.die("the queue was dropped".into());
