@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
 use std::process::ChildStdin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -107,20 +108,23 @@ impl Channel {
         self.state.lock().dead.is_some()
     }
 
-    /// Sends attempt `id`, encoded by `encode` into the buffer it is given once its clock is
-    /// set: held (`true`) when another attempt is ahead of it. The calling thread then waits
-    /// for it with [`wait`](Self::wait).
+    /// Sends an attempt with the next id from `ids`, encoded by `encode` into the buffer it
+    /// is given, with that id, once its clock is set: held (`true`) when another attempt is
+    /// ahead of it. Returns the id; the calling thread then waits for it with
+    /// [`wait`](Self::wait).
     pub(super) fn send(
         &self,
-        id: u64,
+        ids: &AtomicU64,
         control: &Arc<AttemptControl>,
         name: &str,
         progress: Option<&ProgressFn>,
-        encode: impl FnOnce(&mut Vec<u8>, bool) -> Result<(), FrameTooLarge>,
-    ) -> Result<(), SendError> {
+        encode: impl FnOnce(&mut Vec<u8>, u64, bool) -> Result<(), FrameTooLarge>,
+    ) -> Result<u64, SendError> {
         // The writer's lock orders the frames; the state's is never held across a write
         // (a waiter needs it to hand out replies while a large frame is written).
         let mut writer = self.writer.lock();
+        // Taken under the writer's lock: a worker sees its attempts' ids grow.
+        let id = ids.fetch_add(1, Ordering::Relaxed);
         {
             let mut state = self.state.lock();
             if let Some(death) = &state.dead {
@@ -131,7 +135,7 @@ impl Channel {
                 control.hold_clock();
             }
             // Encoded now, so that the time left it carries is measured with the clock as set.
-            if let Err(too_large) = encode(&mut writer.frame, held) {
+            if let Err(too_large) = encode(&mut writer.frame, id, held) {
                 if held {
                     control.restart_clock();
                 }
@@ -152,7 +156,7 @@ impl Channel {
             // A write that failed may have left half a frame: nothing more can go through.
             self.die(format!("cannot send the attempt: {error}"));
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Waits for the report of attempt `id` (sent by this thread), checking its control

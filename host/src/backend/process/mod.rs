@@ -301,13 +301,12 @@ impl BlockingRunner for Process {
                 Ok(channel) => channel,
                 Err(outcome) => return outcome.into(),
             };
-            let attempt_id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
             let sent = channel.send(
-                attempt_id,
+                &self.next_attempt,
                 control,
                 name,
                 attempt.progress,
-                |frame, held| {
+                |frame, attempt_id, held| {
                     // The time left is measured now, after any spawn and with the clock as the
                     // channel set it: the worker's deadline is the parent's.
                     let mut spec = AttemptSpec::new(&attempt, input.take().unwrap_or_default());
@@ -328,7 +327,7 @@ impl BlockingRunner for Process {
                 },
             );
             match sent {
-                Ok(()) => return channel.wait(attempt_id, control, name, self.poll),
+                Ok(attempt_id) => return channel.wait(attempt_id, control, name, self.poll),
                 Err(SendError::TooLarge(too_large)) => {
                     return AttemptReport::failed(TaskFailure::new(
                         FailureKind::Serialization,
