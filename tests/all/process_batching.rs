@@ -241,3 +241,46 @@ fn an_oversized_reply_in_a_batch_fails_alone() {
     assert_eq!(queue.worker_pids().len(), 1, "one worker served them all");
     queue.shutdown();
 }
+
+#[test]
+fn a_timeout_in_a_batch_ends_that_task_alone() {
+    let queue = ProcessQueue::builder()
+        .workers(Workers::Fixed(1))
+        .attempts_per_worker(3)
+        .poll(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let grind = load(artifacts::HOSTILE_IGNORES_CANCEL)
+        .task("grind")
+        .unwrap();
+    let noop = load(artifacts::SCENARIO_FLAKY).task("noop").unwrap();
+    // Never ends on its own: the worker's epoch check stops it at its deadline.
+    let stuck = queue
+        .submit(
+            grind.with_input(serde_json::Value::Null),
+            TaskOptions::new().timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
+    let behind = queue
+        .map(&noop, (0..2).map(|i| json!(i)), TaskOptions::new())
+        .unwrap();
+    queue.run().unwrap();
+    let failure = stuck.error().unwrap();
+    assert_eq!(failure.kind, FailureKind::Timeout, "{failure}");
+    for (i, handle) in behind.iter().enumerate() {
+        assert_eq!(handle.result().unwrap().value, Some(json!(i).into()));
+    }
+    assert_eq!(
+        queue.worker_pids().len(),
+        1,
+        "the worker stopped the guest itself and lives"
+    );
+    let pid = queue.worker_pids();
+    let again = queue
+        .submit(noop.with_input(json!("again")), TaskOptions::new())
+        .unwrap();
+    queue.run().unwrap();
+    assert_eq!(again.result().unwrap().value, Some(json!("again").into()));
+    assert_eq!(queue.worker_pids(), pid, "the same worker");
+    queue.shutdown();
+}
