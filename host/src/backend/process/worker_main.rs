@@ -281,8 +281,11 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         let frame = {
             let mut channel = channel.lock().unwrap_or_else(|e| e.into_inner());
             // Replies leave before the worker waits: the parent is waiting for them.
-            if !channel.has_request() && unflushed.take().is_some() && !flush() {
-                return 3;
+            if unflushed.is_some() && !channel.has_request() {
+                unflushed = None;
+                if !flush() {
+                    return 3;
+                }
             }
             channel.next()
         };
@@ -414,9 +417,21 @@ struct ControlChannel {
 }
 
 impl ControlChannel {
-    /// Whether a request can be had without waiting for the pipe.
-    fn has_request(&self) -> bool {
-        !self.pending.is_empty() || self.requests.has_frame()
+    /// Whether a request can be had without waiting: one already read, or one in the pipe
+    /// now (read without waiting, and kept for [`next`](Self::next)).
+    fn has_request(&mut self) -> bool {
+        if !self.pending.is_empty() || self.requests.has_frame() {
+            return true;
+        }
+        match self.requests.next::<Request>(Some(Duration::ZERO)) {
+            Ok(Some(frame)) => {
+                self.pending.push_back(frame);
+                true
+            }
+            Ok(None) => false,
+            // `next` reports it again.
+            Err(_) => true,
+        }
     }
 
     /// The next request, waiting for it.
