@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
 use std::process::ChildStdin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,8 @@ pub(super) struct Channel {
     replies: Mutex<FrameReader>,
     process: Mutex<ProcessHandle>,
     state: Mutex<State>,
+    /// `state.dead.is_some()`, readable without the lock.
+    dead: AtomicBool,
 }
 
 /// The request pipe, and a buffer reused for every frame.
@@ -100,12 +102,13 @@ impl Channel {
             replies: Mutex::new(replies),
             process: Mutex::new(process),
             state: Mutex::new(State::default()),
+            dead: AtomicBool::new(false),
         }
     }
 
     /// Whether the channel is dead (its process killed or gone).
     pub(super) fn is_dead(&self) -> bool {
-        self.state.lock().dead.is_some()
+        self.dead.load(Ordering::Acquire)
     }
 
     /// Sends an attempt with the next id from `ids`, encoded by `encode` into the buffer it
@@ -125,7 +128,7 @@ impl Channel {
         let mut writer = self.writer.lock();
         // Taken under the writer's lock: a worker sees its attempts' ids grow.
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        {
+        let held = {
             let mut state = self.state.lock();
             if let Some(death) = &state.dead {
                 return Err(SendError::Dead(Box::new(crashed(control, name, death))));
@@ -133,13 +136,6 @@ impl Channel {
             let held = state.in_flight.iter().any(|e| e.report.is_none());
             if held {
                 control.hold_clock();
-            }
-            // Encoded now, so that the time left it carries is measured with the clock as set.
-            if let Err(too_large) = encode(&mut writer.frame, id, held) {
-                if held {
-                    control.restart_clock();
-                }
-                return Err(SendError::TooLarge(too_large));
             }
             state.in_flight.push_back(Entry {
                 id,
@@ -149,6 +145,17 @@ impl Channel {
                 held,
                 report: None,
             });
+            held
+        };
+        // Encoded after its clock is set, so that the time left it carries is measured with
+        // it; outside the state's lock (the waiters need it), and no attempt can queue behind
+        // this one meanwhile (the writer's lock is held).
+        if let Err(too_large) = encode(&mut writer.frame, id, held) {
+            self.state.lock().in_flight.retain(|e| e.id != id);
+            if held {
+                control.restart_clock();
+            }
+            return Err(SendError::TooLarge(too_large));
         }
         let Writer { out, frame } = &mut *writer;
         if let Err(error) = out.write_all(frame).and_then(|()| out.flush()) {
@@ -325,6 +332,7 @@ impl Channel {
         let mut state = self.state.lock();
         if state.dead.is_none() {
             state.dead = Some(Death { why, status });
+            self.dead.store(true, Ordering::Release);
         }
         for entry in &state.in_flight {
             entry.waiter.unpark();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use self::channel::{Channel, SendError};
 use self::child::{InitError, PidRegistry, WorkerProcess};
@@ -118,7 +118,7 @@ pub struct Process {
 /// One worker: its subprocess, started at its first attempt and again after it dies.
 #[derive(Default)]
 struct Slot {
-    channel: Mutex<Option<Arc<Channel>>>,
+    channel: RwLock<Option<Arc<Channel>>>,
     /// Attempts given to it and not finished: a new attempt goes to the least loaded.
     load: AtomicUsize,
 }
@@ -228,8 +228,13 @@ impl Process {
         control: &AttemptControl,
         host: &Host,
     ) -> Result<Arc<Channel>, AttemptOutcome> {
+        if let Some(channel) = slot.channel.read().as_ref()
+            && !channel.is_dead()
+        {
+            return Ok(channel.clone());
+        }
         // Held while a subprocess starts: the other attempts bound for this slot wait for it.
-        let mut current = slot.channel.lock();
+        let mut current = slot.channel.write();
         if let Some(channel) = current.as_ref()
             && !channel.is_dead()
         {
@@ -343,7 +348,7 @@ impl BlockingRunner for Process {
 
     fn close(&self) {
         for slot in &self.slots {
-            let channel = slot.channel.lock().take();
+            let channel = slot.channel.write().take();
             if let Some(channel) = channel {
                 channel.close();
             }
@@ -355,7 +360,7 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Kill the workers now rather than when the last attempt lets go of its channel.
         for slot in &self.slots {
-            if let Some(channel) = slot.channel.lock().take() {
+            if let Some(channel) = slot.channel.write().take() {
                 channel.die("the queue was dropped".into());
             }
         }
