@@ -196,7 +196,12 @@ fn cancelling_a_waiting_attempt_ends_it_at_once_and_keeps_the_worker() {
     assert_eq!(queue.worker_pids(), pid, "the worker was not killed");
     assert!(long.cancel());
     let result = long.wait_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(result.status, TaskStatus::Cancelled, "{:?}", result.error);
+    // Stopped by the host (cancelled), or by itself on seeing `cancelled()` (its own error).
+    assert!(
+        result.status == TaskStatus::Cancelled
+            || result.error.as_ref().unwrap().message == "noticed cancellation",
+        "{result:?}"
+    );
     // The worker still serves.
     let after = queue
         .submit(
