@@ -31,8 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A node: takes attempts for its two slots until the program ends.
     let runtime = tokio::runtime::Runtime::new()?;
-    let mut config = NodeConfig::new(&url);
-    config.slots = 2;
+    let config = NodeConfig::new(&url).slots(2);
     let node = runtime.block_on(NatsNode::connect(config))?;
     runtime.spawn(node.serve(std::future::pending()));
 

@@ -136,9 +136,9 @@ impl HelperOptions {
     }
 
     fn run_options(&self) -> RunOptions {
-        RunOptions {
-            timeout: self.timeout,
-            ..RunOptions::default()
+        match self.timeout {
+            Some(timeout) => RunOptions::default().timeout(timeout),
+            None => RunOptions::default(),
         }
     }
 }
@@ -220,13 +220,33 @@ fn map<B: Backend>(
     }
 }
 
-/// How [`block_on`] builds its runtime.
+/// How [`block_on`] builds its runtime: `RuntimeConfig::default()` is a multi-thread runtime
+/// without logging.
+///
+/// ```
+/// use osiiso_host::RuntimeConfig;
+/// let config = RuntimeConfig::default().current_thread(true);
+/// assert_eq!(osiiso_host::block_on(async { 1 + 1 }, config)?, 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
+    current_thread: bool,
+    debug: bool,
+}
+
+impl RuntimeConfig {
     /// A current-thread runtime instead of the multi-thread default.
-    pub current_thread: bool,
+    pub fn current_thread(mut self, current_thread: bool) -> Self {
+        self.current_thread = current_thread;
+        self
+    }
+
     /// Debug-level `tracing` for this crate, if no subscriber is installed yet.
-    pub debug: bool,
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.debug = debug;
+        self
+    }
 }
 
 /// Runs `future` to completion on a new tokio runtime (multi-thread unless asked otherwise)

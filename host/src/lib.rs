@@ -14,7 +14,8 @@
 //! - Two small utilities are public on purpose, because an embedder showing plugin output or
 //!   taking the CLI's settings needs the same rules: [`text`] makes guest text safe to print
 //!   (control characters escaped, sizes bounded), and [`units`] parses and formats the
-//!   durations and sizes the CLI takes (`250ms`, `64MiB`).
+//!   durations and sizes that the CLI, jobs files and task options take (`250ms`, `64MiB`),
+//!   with a typed error.
 //!
 //! ```no_run
 //! use osiiso_host::{Host, ThreadQueue};
@@ -56,7 +57,7 @@ pub use backend::worker_main::{
 };
 pub use backend::{AsyncQueue, ProcessQueue, ThreadQueue};
 pub use engine::{
-    AttemptRequest, COMPILE_MARKER, CacheOutcome, Compiler, DEFAULT_COMPILE_MEMORY,
+    AttemptRequest, COMPILE_MARKER, CacheOutcome, CompileTier, Compiler, DEFAULT_COMPILE_MEMORY,
     DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_PLUGIN_BYTES, DirGrant, GuestStdio, Host, HostBuilder,
     HostError, Limits, LoadError, MIN_COMPILE_MEMORY, Plugin, Sandbox, Task, TaskInfo, TaskKind,
     WarmPool, maybe_run_compiler,

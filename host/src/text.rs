@@ -3,7 +3,20 @@
 //!
 //! A plugin chooses its task names, descriptions, error messages, log lines and output. None
 //! of that may move a terminal's cursor, recolour it, forge a log line with a newline, or grow
-//! a result row without bound.
+//! a result row without bound. The crate applies these rules to everything it keeps and logs
+//! (a [`TaskFailure`](crate::TaskFailure)'s message is cut at [`MAX_MESSAGE_BYTES`], a guest
+//! log line is escaped); they are public so that an embedder who shows guest text itself — a
+//! failure's message in a terminal, a task name in a web page's log view, a value in a
+//! table — applies the same ones:
+//!
+//! ```
+//! use osiiso_host::text::{escape_control, for_display};
+//!
+//! // A task name a hostile plugin chose, shown in a table cell of at most 20 bytes.
+//! let name = "score\x1b[2J\u{202e}evil";
+//! assert_eq!(for_display(name, 20), "score\\e[2J\\u{202e}evil");
+//! assert_eq!(escape_control("fine"), "fine");
+//! ```
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -39,6 +52,12 @@ pub fn truncate(text: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// [`truncate`] for an owned string, without copying when it fits.
+///
+/// ```
+/// use osiiso_host::text::truncate_owned;
+/// assert_eq!(truncate_owned("abc".to_string(), 3), "abc");
+/// assert!(truncate_owned("abcd".to_string(), 3).starts_with("abc…"));
+/// ```
 pub fn truncate_owned(text: String, max: usize) -> String {
     match truncate(&text, max) {
         Cow::Borrowed(_) => text,
@@ -78,6 +97,11 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
 
 /// [`escape_control`] that keeps line breaks, for multi-line text shown on its own lines
 /// (a failure message in the run summary). Carriage returns are still escaped.
+///
+/// ```
+/// use osiiso_host::text::escape_control_keep_newlines;
+/// assert_eq!(escape_control_keep_newlines("line 1\nline 2\r\x1b"), "line 1\nline 2\\r\\e");
+/// ```
 pub fn escape_control_keep_newlines(text: &str) -> String {
     text.split('\n')
         .map(|line| escape_control(line).into_owned())
@@ -126,7 +150,14 @@ fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// A bounded, escaped rendering of guest text for a log line or a terminal.
+/// A bounded, escaped rendering of guest text for a log line or a terminal: [`truncate`] to
+/// `max` bytes, then [`escape_control`] (so the result may be a little longer than `max`).
+///
+/// ```
+/// use osiiso_host::text::for_display;
+/// assert_eq!(for_display("a\nb", 10), "a\\nb");
+/// assert!(for_display(&"x".repeat(1000), 8).starts_with("xxxxxxxx… [truncated"));
+/// ```
 pub fn for_display(text: &str, max: usize) -> String {
     escape_control(&truncate(text, max)).into_owned()
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use osiiso_host::AsyncQueue;
 use osiiso_host::queue::{
-    AsyncNativeTask, Error, TaskOptions, TaskStatus, Workers, as_completed_stream,
+    AsyncNativeTask, Closed, Error, StateError, TaskOptions, TaskStatus, Workers,
+    as_completed_stream,
 };
 use osiiso_host::{FailureKind, TaskFailure};
 use osiiso_test_artifacts as artifacts;
@@ -41,7 +42,10 @@ fn queue_and_handles_are_send_and_sync() {
 #[test]
 fn starting_outside_a_runtime_needs_one() {
     let queue = AsyncQueue::builder().build().unwrap();
-    assert!(matches!(queue.start(), Err(Error::NoRuntime)));
+    assert!(matches!(
+        queue.start(),
+        Err(Error::State(StateError::NoRuntime))
+    ));
 }
 
 #[test]
@@ -308,7 +312,10 @@ fn run_async_is_awaited_without_blocking_a_current_thread_runtime() {
         queue.join_async().await.unwrap();
         queue.shutdown_async().await;
         assert!(queue.is_closed());
-        assert!(matches!(queue.run_async().await, Err(Error::ShutDown)));
+        assert!(matches!(
+            queue.run_async().await,
+            Err(Error::Closed(Closed::ShutDown))
+        ));
     });
 }
 
@@ -372,11 +379,11 @@ fn a_runtime_that_shuts_down_cancels_its_work_and_closes_the_queue() {
     }
     queue.wait_closed();
     match queue.submit_future(gated(&started, &gate), TaskOptions::new()) {
-        Err(Error::RuntimeGone) => {}
+        Err(Error::Closed(Closed::RuntimeGone)) => {}
         other => panic!("expected RuntimeGone, got {other:?}"),
     }
     assert_eq!(
-        Error::RuntimeGone.to_string(),
+        Error::Closed(Closed::RuntimeGone).to_string(),
         "queue runtime has shut down"
     );
 }
@@ -392,11 +399,11 @@ fn another_runtime_may_take_over_only_when_nothing_runs() {
     first.block_on(async { queue.start() }).unwrap();
     // The infinite queue's worker lives on the first runtime.
     match second.block_on(async { queue.start() }) {
-        Err(Error::RuntimeSwitch) => {}
+        Err(Error::State(StateError::RuntimeSwitch)) => {}
         other => panic!("expected RuntimeSwitch, got {other:?}"),
     }
     assert_eq!(
-        Error::RuntimeSwitch.to_string(),
+        Error::State(StateError::RuntimeSwitch).to_string(),
         "cannot switch runtimes while running"
     );
     first.block_on(queue.shutdown_async());
@@ -436,6 +443,6 @@ fn workers_the_runtime_never_polled_still_account_for_their_tasks() {
     queue.wait_closed();
     assert!(matches!(
         queue.submit(noop.with_input(json!(2)), TaskOptions::new()),
-        Err(Error::RuntimeGone)
+        Err(Error::Closed(Closed::RuntimeGone))
     ));
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use osiiso_host::queue::{
-    Checkpoint, Checkpointing, Error, TaskOptions, TaskStatus, canonical_json,
+    Checkpoint, CheckpointError, Checkpointing, Error, TaskOptions, TaskStatus, canonical_json,
 };
 use osiiso_host::{HelperOptions, Json, ThreadQueue, amap, pmap, tmap};
 use osiiso_test_artifacts as artifacts;
@@ -142,7 +142,10 @@ fn a_heterogeneous_group_needs_a_stable_namespace() {
             &Checkpointing::new(&checkpoint),
         )
         .unwrap_err();
-    assert!(matches!(error, Error::CheckpointNamespace), "{error}");
+    assert!(
+        matches!(error, Error::Checkpoint(CheckpointError::Namespace)),
+        "{error}"
+    );
     assert!(error.to_string().contains("needs a stable name"));
     let group = queue
         .group_checkpointed(
@@ -235,7 +238,11 @@ fn a_plugin_whose_sandbox_reaches_the_checkpoint_is_refused() {
         )
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Checkpoint(m) if m.contains("run.sqlite") && m.contains("/data")),
+        matches!(
+            &error,
+            Error::Checkpoint(CheckpointError::ReachableByGuest { path, guest, .. })
+                if path.ends_with("run.sqlite") && guest == "/data"
+        ),
         "{error}"
     );
     assert_eq!(queue.stats().pending, 0, "nothing admitted");

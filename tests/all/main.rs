@@ -5,6 +5,7 @@ mod support;
 mod async_queue;
 mod checkpoint;
 mod cli;
+mod compile_tiers;
 mod engine_cache;
 mod engine_load;
 mod foreign_components;
@@ -13,6 +14,7 @@ mod hostile;
 mod hostile_files;
 mod http;
 mod jobs;
+mod key_order;
 mod long_runs;
 mod memory;
 #[cfg(feature = "nats")]

@@ -1,7 +1,7 @@
 //! NATS queues under faults, with real servers and `osiiso-host serve` nodes: nodes killed
 //! and frozen, the broker killed and paused, cancellation, plugins fetched cold or found
 //! corrupted, grants outside a node's policy, a submitter that dies. The scenario matrix
-//! runs on NATS too (scenarios.rs); here the same CLI runs on the thread queue and on NATS,
+//! runs on NATS too (scenarios/); here the same CLI runs on the thread queue and on NATS,
 //! on both server lines, for parity.
 //!
 //! Tasks count their executions through a side effect (`mark` appends to a granted file),
@@ -37,6 +37,37 @@ fn an_unreachable_broker_fails_fast_with_exit_2_and_the_url() {
     // `--nats` means the NATS queue.
     osiiso(&["run", echo, "echo", "--input", "1", "--nats", &url])
         .assert_usage_error(&["--queue nats"]);
+}
+
+/// The library's side of the same refusal: `build` fails with a typed backend error whose
+/// cause is the NATS backend's own `NatsError::Connect`, naming the URL.
+#[test]
+fn an_unreachable_broker_is_a_typed_backend_error() {
+    use osiiso_host::backend::NatsError;
+    use osiiso_host::queue::{BackendError, Error};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let error = osiiso_host::NatsQueue::builder()
+        .nats(&url)
+        .build()
+        .unwrap_err();
+    let Error::Backend {
+        backend: "nats",
+        error: cause @ BackendError::Setup(_),
+    } = &error
+    else {
+        panic!("expected a NATS backend error, got {error:?}");
+    };
+    assert!(
+        matches!(cause.downcast_ref::<NatsError>(), Some(NatsError::Connect { url: shown, .. }) if shown.contains(&port.to_string())),
+        "{cause:?}"
+    );
+    assert!(error.to_string().starts_with("nats backend: "), "{error}");
 }
 
 // ----- nodes that die or stall -----

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use osiiso_host::TaskFailure;
 use osiiso_host::queue::{
-    AsyncNativeTask, Error, Mode, NativeTask, TaskOptions, TaskStatus, Workers,
+    AsyncNativeTask, Closed, Error, Mode, NativeTask, TaskOptions, TaskStatus, Workers,
 };
 use osiiso_host::{AsyncQueue, ThreadQueue};
 
@@ -116,7 +116,10 @@ fn an_infinite_run_racing_a_graceful_shutdown_never_hangs() {
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(Ok(summary)) => assert!(summary.total_submitted <= 1, "round {round}"),
-            Ok(Err(error)) => assert!(matches!(error, Error::ShutDown), "round {round}: {error}"),
+            Ok(Err(error)) => assert!(
+                matches!(error, Error::Closed(Closed::ShutDown)),
+                "round {round}: {error}"
+            ),
             Err(_) => panic!("round {round}: run() racing shutdown() never returned"),
         }
         shutting.join().unwrap();
@@ -160,7 +163,10 @@ fn an_async_infinite_run_racing_a_graceful_shutdown_never_hangs() {
             match tokio::time::timeout(Duration::from_secs(20), running).await {
                 Ok(Ok(Ok(summary))) => assert!(summary.total_submitted <= 1, "round {round}"),
                 Ok(Ok(Err(error))) => {
-                    assert!(matches!(error, Error::ShutDown), "round {round}: {error}")
+                    assert!(
+                        matches!(error, Error::Closed(Closed::ShutDown)),
+                        "round {round}: {error}"
+                    )
                 }
                 Ok(Err(panic)) => panic!("round {round}: {panic}"),
                 Err(_) => panic!("round {round}: run_async() racing shutdown_async() hung"),

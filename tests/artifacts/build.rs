@@ -43,7 +43,11 @@ fn main() {
         .map(|t| t.join("wasm-guests"))
         .unwrap_or_else(|| out_dir.join("wasm-guests"));
 
+    // The workspace manifest and lock file too: a dependency's version or features (serde_json's
+    // `preserve_order`) change what the guests do.
     for dir in [
+        "Cargo.toml",
+        "Cargo.lock",
         "wit",
         "guest-sdk",
         "plugins",

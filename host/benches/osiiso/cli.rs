@@ -15,7 +15,7 @@ use crate::{Scale, Verdict};
 // ---------------------------------------------------------------------------------------------
 // B7: the whole `osiiso-host run` process, warm vs cold compile cache.
 
-fn host_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn host_binary() -> anyhow::Result<PathBuf> {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_osiiso-host"));
     ensure!(bin.exists(), "{} does not exist", bin.display());
     Ok(bin)

@@ -13,21 +13,23 @@
 //! | B8 | 10,000 concurrent sleeping tasks on `AsyncQueue` | — | completes, peak RSS ≤ 1.5 GiB |
 //! | B9 | 20,000 trivial tasks on `NatsQueue` with 2 local `serve` nodes | `ProcessQueue`, 2 workers | ≥ 0.25× at window 256 |
 //! | B10 | the CLI on 50,000 trivial inputs, fresh and `--reuse` | osiiso 1.1.0 under Python 3.13 | see `cli.rs` |
+//! | B11 | `osiiso-host run` of the 12 MB JS and 19 MB Python foreign guests, empty cache, to the first result; then warm throughput | `--compile-tier baseline` vs `optimized` | first result ≤ 3 s |
 //!
 //! ```text
 //! cargo bench -p osiiso-host --bench osiiso              # everything
 //! cargo bench -p osiiso-host --bench osiiso -- b1 b7     # a subset
 //! ```
 //!
-//! Names: `attempt`, `b1` … `b10`, `sleepers`, `memory`. Without `--bench` on the command line (which
+//! Names: `attempt`, `b1` … `b11`, `sleepers`, `memory`. Without `--bench` on the command line (which
 //! `cargo bench` always passes, and `cargo test --benches` does not) every benchmark runs once
 //! with tiny sizes as a smoke test; its verdicts mean nothing.
 //!
 //! Modules: `raw` (the raw-wasmtime baselines and `attempt`), `queues` (B1–B4, B6), `kernel`
-//! (B5, B5b), `distributed` (B9, NATS), `cli` (B7, B10 with `osiiso_bench.py`), `sleepers` (B8 and `sleepers`),
+//! (B5, B5b), `distributed` (B9, NATS), `cli` (B7, B10 with `osiiso_bench.py`), `coldstart` (B11), `sleepers` (B8 and `sleepers`),
 //! `memory` (peak RSS of long CLI runs), `measure` (timing, load and formatting helpers).
 
 mod cli;
+mod coldstart;
 #[cfg(feature = "nats")]
 mod distributed;
 mod kernel;
@@ -90,6 +92,10 @@ const BENCHES: &[(&str, &str)] = &[
     (
         "b10",
         "the CLI on 50,000 trivial inputs vs osiiso 1.1.0 (Python 3.13), fresh and --reuse",
+    ),
+    (
+        "b11",
+        "cold start of the JS and Python foreign guests (empty cache): --compile-tier optimized vs baseline",
     ),
     (
         "sleepers",
@@ -231,6 +237,7 @@ fn run(selected: &[&str], scale: Scale) -> anyhow::Result<Vec<Verdict>> {
             #[cfg(feature = "nats")]
             "b9" => distributed::bench_b9(scale, &noop()?)?,
             "b10" => cli::bench_b10(scale)?,
+            "b11" => coldstart::bench_b11(scale)?,
             "memory" => memory::bench_memory(scale)?,
             other => bail!("no benchmark {other}"),
         };

@@ -9,8 +9,7 @@ use anyhow::{anyhow, bail, ensure};
 use osiiso_host::{AttemptControl, AttemptOutcome, AttemptRequest, Task};
 use serde_json::Value;
 use wasmtime::component::{
-    Component, ComponentExportIndex, ComponentType, InstancePre, Lift, Linker, ResourceTable,
-    TypedFunc,
+    Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, TypedFunc,
 };
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -18,44 +17,24 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::measure::{calibrate, fmt_rate, fmt_secs, fmt_x, median, timed};
 use crate::{Scale, Verdict};
 
-/// `task-error` of the WIT contract.
-#[derive(ComponentType, Lift, Debug)]
-#[component(variant)]
-enum RawTaskError {
-    #[component(name = "failed")]
-    Failed(String),
-    #[component(name = "permanent")]
-    Permanent(String),
-    #[component(name = "invalid-input")]
-    InvalidInput(String),
+// The WIT contract's types, generated from the same file as the host's
+// (host/src/engine/contract.rs).
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/task.wit",
+        world: "plugin",
+    });
 }
 
-impl RawTaskError {
-    fn describe(&self) -> String {
-        match self {
-            Self::Failed(m) => format!("failed: {m}"),
-            Self::Permanent(m) => format!("permanent: {m}"),
-            Self::InvalidInput(m) => format!("invalid-input: {m}"),
-        }
+use bindings::exports::osiiso::task::tasks::TaskError as RawTaskError;
+use bindings::osiiso::task::host::{self as wit_host, Level};
+
+fn describe(error: &RawTaskError) -> String {
+    match error {
+        RawTaskError::Failed(m) => format!("failed: {m}"),
+        RawTaskError::Permanent(m) => format!("permanent: {m}"),
+        RawTaskError::InvalidInput(m) => format!("invalid-input: {m}"),
     }
-}
-
-/// `level` of the WIT contract.
-#[derive(ComponentType, Lift, Debug, Clone, Copy)]
-#[allow(dead_code, reason = "constructed by `Lift` from guest values")]
-#[component(enum)]
-#[repr(u8)]
-enum Level {
-    #[component(name = "trace")]
-    Trace,
-    #[component(name = "debug")]
-    Debug,
-    #[component(name = "info")]
-    Info,
-    #[component(name = "warn")]
-    Warn,
-    #[component(name = "error")]
-    Error,
 }
 
 type RawInvoke = TypedFunc<(String, String), (Result<String, RawTaskError>,)>;
@@ -63,6 +42,24 @@ type RawInvoke = TypedFunc<(String, String), (Result<String, RawTaskError>,)>;
 struct RawState {
     wasi: WasiCtx,
     table: ResourceTable,
+}
+
+impl wit_host::Host for RawState {
+    fn log(&mut self, _level: Level, message: String) {
+        black_box(message);
+    }
+
+    fn progress(&mut self, done: u64, total: u64) {
+        black_box((done, total));
+    }
+
+    fn cancelled(&mut self) -> bool {
+        false
+    }
+
+    fn attempt(&mut self) -> u32 {
+        1
+    }
 }
 
 impl WasiView for RawState {
@@ -114,17 +111,7 @@ impl Raw {
         let engine = Engine::new(&config)?;
         let mut linker: Linker<RawState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        let mut host = linker.instance("osiiso:task/host@0.1.0")?;
-        host.func_wrap("log", |_store, (_level, message): (Level, String)| {
-            black_box(message);
-            Ok(())
-        })?;
-        host.func_wrap("progress", |_store, (done, total): (u64, u64)| {
-            black_box((done, total));
-            Ok(())
-        })?;
-        host.func_wrap("cancelled", |_store, (): ()| Ok((false,)))?;
-        host.func_wrap("attempt", |_store, (): ()| Ok((1u32,)))?;
+        wit_host::add_to_linker::<_, HasSelf<RawState>>(&mut linker, |state| state)?;
         let component = Component::from_file(&engine, wasm)?;
         let tasks = component
             .get_export_index(None, "osiiso:task/tasks@0.1.0")
@@ -155,7 +142,7 @@ impl Raw {
         let instance = self.pre.instantiate(&mut store)?;
         let invoke: RawInvoke = instance.get_typed_func(&mut store, self.invoke)?;
         let (result,) = invoke.call(&mut store, (task.to_string(), input.to_string()))?;
-        result.map_err(|e| wasmtime::format_err!("guest error {}", e.describe()))
+        result.map_err(|e| wasmtime::format_err!("guest error {}", describe(&e)))
     }
 
     pub(crate) fn noop(&self) -> anyhow::Result<()> {

@@ -16,8 +16,8 @@ mod asynchronous;
 #[cfg(feature = "nats")]
 mod nats;
 mod process;
+mod remote;
 mod thread;
-mod wire;
 
 pub use self::asynchronous::{Async, AsyncOptions, AsyncQueue};
 #[cfg(feature = "nats")]
@@ -35,9 +35,9 @@ pub use self::thread::{Initializer, Thread, ThreadOptions, ThreadQueue};
 fn local_request<'a>(attempt: &Attempt<'a>) -> AttemptRequest<'a> {
     AttemptRequest {
         input: attempt.call.input(),
-        attempt: attempt.number,
+        attempt: attempt.attempt,
         control: attempt.control.clone(),
-        display_name: attempt.name,
+        display_name: attempt.display_name,
         progress: attempt.progress.cloned(),
     }
 }

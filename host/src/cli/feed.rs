@@ -141,7 +141,7 @@ impl<B: Backend> Feeder<B> {
                 Err(error) => {
                     self.window.leave(bytes);
                     match error {
-                        QueueError::Closed | QueueError::ShutDown | QueueError::RuntimeGone => {
+                        QueueError::Closed(_) => {
                             let fed = match self.stop.load(Ordering::SeqCst) {
                                 true => Fed::Stopped,
                                 false => Fed::Closed(origin),
@@ -186,11 +186,8 @@ impl<B: Backend> Feeder<B> {
                 Err(QueueError::QueueFull(_)) => {
                     std::thread::sleep(std::time::Duration::from_millis(5))
                 }
-                Ok(mut handles) => {
-                    return handles
-                        .pop()
-                        .ok_or_else(|| QueueError::Checkpoint("no handle".into()));
-                }
+                // One handle per item, always.
+                Ok(mut handles) => return Ok(handles.pop().expect("one handle for one item")),
                 Err(error) => return Err(error),
             }
         }

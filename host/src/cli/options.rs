@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use osiiso_host::units::{parse_duration, parse_size};
 use osiiso_host::{
-    DirGrant, GuestStdio, Host, HostBuilder, Limits, MIN_COMPILE_MEMORY, Plugin, Sandbox,
+    CompileTier, DirGrant, GuestStdio, Host, HostBuilder, Limits, MIN_COMPILE_MEMORY, Plugin,
+    Sandbox,
 };
 
 /// The engine: where compiled plugins are cached, what may be loaded, memory in aggregate.
@@ -40,6 +41,34 @@ pub(crate) struct CompileLimitArgs {
     /// [default: 2GiB].
     #[arg(long, value_name = "SIZE", value_parser = compile_memory)]
     pub compile_memory: Option<usize>,
+    /// The compiler of plugins: `baseline` (wasmtime's Winch) compiles a never-seen plugin
+    /// several times faster and runs it slower; each has its own compile-cache entries.
+    #[arg(
+        long,
+        value_enum,
+        env = "OSIISO_COMPILE_TIER",
+        value_name = "TIER",
+        default_value = "optimized"
+    )]
+    pub compile_tier: TierArg,
+}
+
+/// A `--compile-tier` value.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TierArg {
+    /// Cranelift: the fastest code, compiled slowly.
+    Optimized,
+    /// Winch: compiled several times faster, runs slower.
+    Baseline,
+}
+
+impl From<TierArg> for CompileTier {
+    fn from(tier: TierArg) -> Self {
+        match tier {
+            TierArg::Optimized => CompileTier::Optimized,
+            TierArg::Baseline => CompileTier::Baseline,
+        }
+    }
 }
 
 impl CompileLimitArgs {
@@ -51,13 +80,13 @@ impl CompileLimitArgs {
         if let Some(bytes) = self.compile_memory {
             builder = builder.compile_memory(bytes as u64);
         }
-        builder
+        builder.compile_tier(self.compile_tier.into())
     }
 }
 
 /// A `--compile-timeout` value: a duration above zero.
 fn compile_timeout(text: &str) -> Result<std::time::Duration, String> {
-    match duration(text)? {
+    match parse_duration(text).map_err(|e| e.to_string())? {
         std::time::Duration::ZERO => Err("must be more than 0".into()),
         timeout => Ok(timeout),
     }
@@ -65,7 +94,7 @@ fn compile_timeout(text: &str) -> Result<std::time::Duration, String> {
 
 /// A `--compile-memory` value: a size of at least [`MIN_COMPILE_MEMORY`].
 fn compile_memory(text: &str) -> Result<usize, String> {
-    let bytes = parse_size(text)?;
+    let bytes = parse_size(text).map_err(|e| e.to_string())?;
     if (bytes as u64) < MIN_COMPILE_MEMORY {
         return Err(format!(
             "at least {} (the compile process needs some to start)",
@@ -217,9 +246,4 @@ fn refuse_cache_grant(host: &Host, dir: &Path, flag: &str) -> anyhow::Result<()>
         );
     }
     Ok(())
-}
-
-/// A duration option value (`250ms`, `5s`, `2m`).
-pub(crate) fn duration(text: &str) -> Result<std::time::Duration, String> {
-    parse_duration(text)
 }

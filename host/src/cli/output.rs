@@ -10,13 +10,12 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::progress_lines::ProgressLines;
-use osiiso_host::queue::{Handle, KEPT_FAILURES, RunSummary, TaskResult, TaskStatus};
+use osiiso_host::queue::{Handle, TaskResult};
 use osiiso_host::text::{escape_control, truncate};
 
 use super::rows::RowStream;
@@ -123,19 +122,8 @@ pub(crate) struct Reporter {
     /// Inputs skipped before they became tasks (bad lines of an infinite run): they keep
     /// their place in the rows' `index`.
     skipped: Arc<AtomicUsize>,
-    tally: parking_lot::Mutex<Tally>,
-}
-
-/// The counts of what was reported, for a summary the queue could not give.
-#[derive(Default)]
-struct Tally {
-    succeeded: usize,
-    failed: usize,
-    cancelled: usize,
-    /// The first failed results, for the summary's list.
-    failures: Vec<Arc<TaskResult>>,
     /// Tasks restored from a checkpoint (never run, so in no summary of the queue).
-    restored: usize,
+    restored: AtomicUsize,
 }
 
 impl Reporter {
@@ -198,7 +186,7 @@ impl Reporter {
             rows,
             next: AtomicUsize::new(0),
             skipped: Arc::new(AtomicUsize::new(0)),
-            tally: parking_lot::Mutex::new(Tally::default()),
+            restored: AtomicUsize::new(0),
         })
     }
 
@@ -267,23 +255,8 @@ impl Reporter {
     }
 
     fn count(&self, result: &TaskResult) {
-        let mut tally = self.tally.lock();
         if result.restored() {
-            tally.restored += 1;
-            return;
-        }
-        if result.detached {
-            return;
-        }
-        match result.status {
-            TaskStatus::Succeeded => tally.succeeded += 1,
-            TaskStatus::Cancelled => tally.cancelled += 1,
-            _ => {
-                tally.failed += 1;
-                if tally.failures.len() < KEPT_FAILURES {
-                    tally.failures.push(Arc::new(result.clone()));
-                }
-            }
+            self.restored.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -294,22 +267,7 @@ impl Reporter {
 
     /// Tasks restored from a checkpoint so far.
     pub(crate) fn restored(&self) -> usize {
-        self.tally.lock().restored
-    }
-
-    /// The summary of what was reported (restored and detached tasks aside), for a run whose
-    /// queue had closed before it could give one.
-    pub(crate) fn summary(&self, started: Instant) -> RunSummary {
-        let tally = self.tally.lock();
-        RunSummary {
-            total_submitted: tally.succeeded + tally.failed + tally.cancelled,
-            succeeded: tally.succeeded,
-            failed: tally.failed,
-            cancelled: tally.cancelled,
-            timed_out: false,
-            duration: started.elapsed(),
-            results: tally.failures.clone(),
-        }
+        self.restored.load(Ordering::SeqCst)
     }
 
     /// Writes the end-of-run output (the rows kept, in input order) and reports whether

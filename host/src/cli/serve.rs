@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
-use osiiso_host::backend::{DEFAULT_NATS_URL, NatsNode, NodeConfig};
+use osiiso_host::backend::{DEFAULT_NATS_URL, NatsError, NatsNode, NodeConfig};
 use osiiso_host::metrics::Metrics;
-use osiiso_host::units::parse_size;
+use osiiso_host::units::{parse_duration, parse_size};
 
 use super::Failure;
 use super::http::{Watch, parse_addr};
-use super::options::{CompileLimitArgs, duration};
+use super::options::CompileLimitArgs;
 use super::signals::Interrupts;
 
 #[derive(Args, Debug)]
@@ -54,7 +54,7 @@ pub(crate) struct ServeArgs {
     no_cache: bool,
     /// How long the broker waits for word about a running attempt before handing it to
     /// another node (the node renews every quarter of it).
-    #[arg(long, value_name = "DUR", value_parser = duration, default_value = "30s")]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
     ack_wait: Duration,
     /// The most linear memory all running attempts may hold together [default: half of
     /// the machine's memory].
@@ -72,28 +72,49 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
-    if args.ack_wait < Duration::from_secs(1) {
-        return Err(anyhow!("--ack-wait: at least 1s").into());
+    let mut config = NodeConfig::new(args.nats.join(","))
+        // A service waits for its broker (and its JetStream) rather than exiting.
+        .wait_for_broker(true)
+        .allow_env(args.allow_env)
+        .cache(!args.no_cache)
+        .ack_wait(args.ack_wait);
+    if let Some(replicas) = args.replicas {
+        config = config.replicas(usize::from(replicas));
     }
-    let mut config = NodeConfig::new(args.nats.join(","));
-    config.replicas = args.replicas.map(usize::from);
-    // A service waits for its broker (and its JetStream) rather than exiting.
-    config.wait_for_broker = true;
     if let Some(slots) = args.slots {
-        config.slots = slots as usize;
+        config = config.slots(slots as usize);
     }
-    config.allow_dirs = args.allow_dirs;
-    config.allow_http = args.allow_http;
-    config.allow_env = args.allow_env;
-    config.cache_dir = args.cache_dir;
-    config.no_cache = args.no_cache;
-    config.ack_wait = args.ack_wait;
-    config.total_memory = args.total_memory;
-    config.compile_timeout = args.compile.compile_timeout;
-    config.compile_memory = args.compile.compile_memory.map(|bytes| bytes as u64);
+    for dir in args.allow_dirs {
+        config = config.allow_dir(dir);
+    }
+    for destination in args.allow_http {
+        config = config.allow_http(destination);
+    }
+    if let Some(dir) = args.cache_dir {
+        config = config.cache_dir(dir);
+    }
+    if let Some(bytes) = args.total_memory {
+        config = config.total_memory(bytes);
+    }
+    if let Some(timeout) = args.compile.compile_timeout {
+        config = config.compile_timeout(timeout);
+    }
+    if let Some(bytes) = args.compile.compile_memory {
+        config = config.compile_memory(bytes as u64);
+    }
+    config = config.compile_tier(args.compile.compile_tier.into());
     let http = args.http.as_deref().map(parse_addr).transpose()?;
     let metrics = http.map(|_| Metrics::new());
-    config.metrics = metrics.clone();
+    if let Some(metrics) = &metrics {
+        config = config.metrics(metrics);
+    }
+    // One check, the library's, before anything connects: its error named by the flag.
+    config.validate().map_err(|error| match &error {
+        NatsError::InvalidOption(invalid) => {
+            anyhow!("--{}: {invalid}", invalid.option().replace('_', "-"))
+        }
+        _ => anyhow!("{error}"),
+    })?;
 
     // One thread for the node's own work (fetching, leases, reports): guests run on the
     // blocking pool, so it is never busy for long, and one thread saves a hand-off per message.

@@ -5,15 +5,13 @@
 //! Either way every handle goes to one callback as it is admitted, and none is kept.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use anyhow::anyhow;
 use osiiso_host::queue::backend::Backend;
 use osiiso_host::queue::{
-    Checkpoint, Error as QueueError, Handle, KeyFn, Queue, TaskOptions, canonical_json,
+    Checkpoint, Checkpointing, Error as QueueError, Handle, KeyFn, Queue, TaskOptions,
 };
 use osiiso_host::{Plugin, Task, TaskCall};
-use serde_json::Value;
 
 use super::jobs::JobSpec;
 
@@ -26,62 +24,54 @@ pub(crate) type Submission = (TaskCall, TaskOptions);
 pub(crate) struct Resolver {
     plugin: Plugin,
     default_task: Option<Task>,
-    /// Options per task, computed once.
-    options: HashMap<String, (Task, TaskOptions)>,
-    base: Box<dyn Fn(&Task) -> TaskOptions + Send>,
+    /// Each task named so far, found once.
+    tasks: HashMap<String, Task>,
+    /// The command line's options, before a job line's own.
+    base: TaskOptions,
 }
 
 impl Resolver {
-    pub(crate) fn new(
-        plugin: Plugin,
-        default_task: Option<Task>,
-        base: impl Fn(&Task) -> TaskOptions + Send + 'static,
-    ) -> Self {
+    pub(crate) fn new(plugin: Plugin, default_task: Option<Task>, base: TaskOptions) -> Self {
         Self {
             plugin,
             default_task,
-            options: HashMap::new(),
-            base: Box::new(base),
+            tasks: HashMap::new(),
+            base,
         }
     }
 
     pub(crate) fn resolve(&mut self, spec: JobSpec) -> anyhow::Result<Submission> {
-        let (task, options) = match &spec.task {
-            Some(name) => self.task_options(name, &spec)?,
+        let task = match &spec.task {
+            Some(name) => self.task(name, &spec)?,
             None => match &self.default_task {
-                Some(task) => {
-                    let name = task.name().to_string();
-                    self.task_options(&name, &spec)?
-                }
+                Some(task) => task.clone(),
                 None => {
                     let only = self.plugin.only_task()?;
-                    let name = only.name().to_string();
-                    self.task_options(&name, &spec)?
+                    self.default_task = Some(only.clone());
+                    only
                 }
             },
         };
         let options = if spec.overrides.is_empty() {
-            options
+            self.base.clone()
         } else {
-            options
+            self.base
                 .with_json_overrides(&spec.overrides)
                 .map_err(|e| anyhow!("{}: {e}", spec.origin))?
         };
         Ok((task.with_input(spec.input), options))
     }
 
-    fn task_options(&mut self, name: &str, spec: &JobSpec) -> anyhow::Result<(Task, TaskOptions)> {
-        if let Some(found) = self.options.get(name) {
+    fn task(&mut self, name: &str, spec: &JobSpec) -> anyhow::Result<Task> {
+        if let Some(found) = self.tasks.get(name) {
             return Ok(found.clone());
         }
         let task = self
             .plugin
             .task(name)
             .map_err(|e| anyhow!("{}: {e}", spec.origin))?;
-        let options = (self.base)(&task);
-        self.options
-            .insert(name.to_string(), (task.clone(), options.clone()));
-        Ok((task, options))
+        self.tasks.insert(name.to_string(), task.clone());
+        Ok(task)
     }
 }
 
@@ -132,17 +122,12 @@ impl CheckpointPlan {
             Some(task) => Self {
                 checkpoint,
                 namespace: task.identity(),
-                key: Arc::new(|call: &TaskCall| canonical_json(call.input())),
+                key: Checkpointing::input_key(),
             },
             None => Self {
                 checkpoint,
                 namespace: format!("{}/*", plugin.name()),
-                key: Arc::new(|call: &TaskCall| {
-                    canonical_json(&Value::Array(vec![
-                        Value::String(call.task().identity()),
-                        call.input().clone(),
-                    ]))
-                }),
+                key: Checkpointing::task_input_key(),
             },
         }
     }

@@ -1,6 +1,8 @@
 //! The wasmtime configuration osiiso-host fixes, and the pooling-allocator probe.
 
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy,
+};
 
 /// Size of the stack wasm may use; below the async fiber stack so host calls have room.
 pub(crate) const MAX_WASM_STACK: usize = 1 << 20;
@@ -14,6 +16,42 @@ const POOL_MAX_MEMORY: usize = 4 << 30;
 /// thread stacks and compiled plugins.
 const CAPPED_PROCESS_OVERHEAD: u64 = 160 << 20;
 
+/// Which compiler turns a host's plugins into native code
+/// ([`HostBuilder::compile_tier`](crate::HostBuilder::compile_tier)).
+///
+/// Both tiers keep every limit: fuel metering, epoch interruption (deadlines, cancellation),
+/// memory caps, and the compile process's time and memory limits. Code of one tier loads
+/// only into a host of that tier; the compile cache keeps the two apart.
+///
+/// ```
+/// use osiiso_host::{CompileTier, Host};
+///
+/// let host = Host::builder().compile_tier(CompileTier::Baseline).build()?;
+/// assert_eq!(host.compile_tier(), CompileTier::Baseline);
+/// # Ok::<(), osiiso_host::HostError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CompileTier {
+    /// Cranelift, the optimising compiler: the fastest code, compiled slowly (a 12 MB
+    /// JavaScript component takes about 10 s on 2 cores).
+    #[default]
+    Optimized,
+    /// Winch, wasmtime's baseline compiler: compiles several times faster, and the code runs
+    /// slower (README, "Performance").
+    Baseline,
+}
+
+impl CompileTier {
+    /// The tier's name on the command line: `optimized` or `baseline`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Optimized => "optimized",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
 /// Builds the engine, with the pooling allocator when the probe succeeds.
 ///
 /// Returns the engine and whether it pools instances.
@@ -22,12 +60,13 @@ pub(crate) fn build_engine(
     pooling: Option<bool>,
     address_space_cap: Option<u64>,
     fuel: bool,
+    tier: CompileTier,
 ) -> wasmtime::Result<(Engine, bool)> {
     if address_space_cap.is_some() {
-        return Ok((compile_engine(address_space_cap, fuel)?, false));
+        return Ok((compile_engine(address_space_cap, fuel, tier)?, false));
     }
     if pooling != Some(false) {
-        let mut config = code_config(None, fuel);
+        let mut config = code_config(None, fuel, tier);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(max_instances)));
         match Engine::new(&config) {
             Ok(engine) => return Ok((engine, true)),
@@ -37,24 +76,35 @@ pub(crate) fn build_engine(
             Err(error) => return Err(error),
         }
     }
-    Ok((compile_engine(None, fuel)?, false))
+    Ok((compile_engine(None, fuel, tier)?, false))
 }
 
-/// An engine with the code settings of a host built with this `address_space_cap` and
-/// `fuel` metering, and
+/// An engine with the code settings of a host built with this `address_space_cap`, `fuel`
+/// metering and compile `tier`, and
 /// instances allocated on demand. The instance allocator does not change compiled code, so
 /// what this engine compiles loads into every engine [`build_engine`] makes for the same cap:
 /// the compile process uses it.
 pub(crate) fn compile_engine(
     address_space_cap: Option<u64>,
     fuel: bool,
+    tier: CompileTier,
 ) -> wasmtime::Result<Engine> {
-    Engine::new(&code_config(address_space_cap, fuel))
+    Engine::new(&code_config(address_space_cap, fuel, tier))
 }
 
-/// Everything that shapes compiled code (features, fuel, epochs, memory tunables).
-fn code_config(address_space_cap: Option<u64>, fuel: bool) -> Config {
+/// Everything that shapes compiled code (compiler, features, fuel, epochs, memory tunables).
+///
+/// Winch (the baseline tier) in wasmtime 48 on x86-64 supports what the optimised tier uses:
+/// components (their trampolines are compiled by Cranelift), fuel, epoch interruption, SIMD
+/// (with AVX), multi-memory, the pooling allocator and serialized artifacts. It does not
+/// support tail calls, exceptions, relaxed SIMD or GC, which wasmtime then leaves off: a
+/// component that needs them fails to compile on that tier with the compiler's message.
+fn code_config(address_space_cap: Option<u64>, fuel: bool, tier: CompileTier) -> Config {
     let mut config = Config::new();
+    config.strategy(match tier {
+        CompileTier::Optimized => Strategy::Cranelift,
+        CompileTier::Baseline => Strategy::Winch,
+    });
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
@@ -167,28 +217,37 @@ mod tests {
     /// loads: the instance allocator is not part of the compiled code.
     #[test]
     fn the_compile_engine_matches_every_host_engine() {
-        for fuel in [true, false] {
-            for (pooling, cap) in [
-                (Some(true), None),
-                (Some(false), None),
-                (None, Some(512 << 20)),
-            ] {
-                let (engine, _) = build_engine(8, pooling, cap, fuel).unwrap();
-                assert_eq!(
-                    engine_fingerprint(&engine),
-                    engine_fingerprint(&compile_engine(cap, fuel).unwrap()),
-                    "pooling {pooling:?}, cap {cap:?}, fuel {fuel}"
-                );
+        for tier in [CompileTier::Optimized, CompileTier::Baseline] {
+            for fuel in [true, false] {
+                for (pooling, cap) in [
+                    (Some(true), None),
+                    (Some(false), None),
+                    (None, Some(512 << 20)),
+                ] {
+                    let (engine, _) = build_engine(8, pooling, cap, fuel, tier).unwrap();
+                    assert_eq!(
+                        engine_fingerprint(&engine),
+                        engine_fingerprint(&compile_engine(cap, fuel, tier).unwrap()),
+                        "pooling {pooling:?}, cap {cap:?}, fuel {fuel}, tier {tier:?}"
+                    );
+                }
             }
         }
         assert_ne!(
-            engine_fingerprint(&compile_engine(None, true).unwrap()),
-            engine_fingerprint(&compile_engine(Some(512 << 20), true).unwrap()),
+            engine_fingerprint(&compile_engine(None, true, CompileTier::Optimized).unwrap()),
+            engine_fingerprint(&compile_engine(None, true, CompileTier::Baseline).unwrap()),
+            "the tier changes the code, so it must reach the compile process and the cache"
+        );
+        assert_ne!(
+            engine_fingerprint(&compile_engine(None, true, CompileTier::Optimized).unwrap()),
+            engine_fingerprint(
+                &compile_engine(Some(512 << 20), true, CompileTier::Optimized).unwrap()
+            ),
             "a cap changes the code, so it must reach the compile process"
         );
         assert_ne!(
-            engine_fingerprint(&compile_engine(None, true).unwrap()),
-            engine_fingerprint(&compile_engine(None, false).unwrap()),
+            engine_fingerprint(&compile_engine(None, true, CompileTier::Optimized).unwrap()),
+            engine_fingerprint(&compile_engine(None, false, CompileTier::Optimized).unwrap()),
             "fuel metering changes the code, so it must reach the compile process"
         );
     }

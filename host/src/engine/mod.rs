@@ -6,7 +6,6 @@
 //! as [`Host`], [`Plugin`], [`Task`], [`Limits`] and [`Sandbox`]. A queue runs an attempt
 //! with [`Task::run_attempt`] and stops it with [`AttemptControl::cancel`](crate::AttemptControl::cancel).
 
-mod attempt;
 pub(crate) mod budget;
 mod cache;
 mod call;
@@ -23,6 +22,7 @@ mod interruptible;
 mod limits;
 mod output;
 mod plugin;
+mod run;
 mod sandbox;
 mod stats;
 mod store;
@@ -37,18 +37,19 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-pub use attempt::AttemptRequest;
 pub use cache::CacheOutcome;
 pub use compile::{
     COMPILE_MARKER, Compiler, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, MIN_COMPILE_MEMORY,
     maybe_run_compiler,
 };
 pub(crate) use compile::{HOST_BINARY, sibling_binary};
+pub use config::CompileTier;
 pub use error::{HostError, LoadError};
 #[cfg(feature = "nats")]
 pub(crate) use http::HttpGrant;
 pub use limits::Limits;
 pub use plugin::Plugin;
+pub use run::AttemptRequest;
 pub use sandbox::{DirGrant, GuestStdio, Sandbox};
 pub use task::{Task, TaskInfo, TaskKind};
 pub use warm::WarmPool;
@@ -112,6 +113,8 @@ struct HostInner {
     loads: stats::LoadCounters,
     /// Guest code counts fuel.
     fuel_metering: bool,
+    /// The compiler of plugins.
+    compile_tier: CompileTier,
 }
 
 /// The WebAssembly host: one engine, its linker, its compile cache and its epoch ticker.
@@ -140,6 +143,7 @@ impl std::fmt::Debug for Host {
             .field("pooling", &self.inner.pooling)
             .field("max_instances", &self.inner.max_instances)
             .field("fuel_metering", &self.inner.fuel_metering)
+            .field("compile_tier", &self.inner.compile_tier)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +161,7 @@ pub struct HostBuilder {
     allow_precompiled: bool,
     max_plugin_bytes: u64,
     fuel_metering: bool,
+    compile_tier: CompileTier,
     compiler: Compiler,
     compile_timeout: Duration,
     compile_memory: u64,
@@ -175,6 +180,7 @@ impl Default for HostBuilder {
             allow_precompiled: false,
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
             fuel_metering: true,
+            compile_tier: CompileTier::Optimized,
             compiler: Compiler::Auto,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             compile_memory: DEFAULT_COMPILE_MEMORY,
@@ -277,6 +283,17 @@ impl HostBuilder {
         self
     }
 
+    /// Which compiler makes native code of plugins (default [`CompileTier::Optimized`]).
+    ///
+    /// [`CompileTier::Baseline`] (wasmtime's Winch) compiles a never-seen plugin several
+    /// times faster, so its first result comes sooner, and its code runs slower after that:
+    /// the README's performance section has the figures for both. Every limit holds on both
+    /// tiers, and each keeps its own compile-cache entries.
+    pub fn compile_tier(mut self, tier: CompileTier) -> Self {
+        self.compile_tier = tier;
+        self
+    }
+
     /// Where plugins are compiled (default [`Compiler::Auto`]: a compile process, under
     /// the compile limits).
     pub fn compiler(mut self, compiler: Compiler) -> Self {
@@ -318,6 +335,7 @@ impl HostBuilder {
             self.pooling,
             self.address_space_cap,
             self.fuel_metering,
+            self.compile_tier,
         )
         .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
@@ -353,6 +371,7 @@ impl HostBuilder {
             fingerprint,
             self.address_space_cap,
             self.fuel_metering,
+            self.compile_tier,
             self.max_plugin_bytes,
         )
         .map_err(HostError::Compiler)?;
@@ -379,6 +398,7 @@ impl HostBuilder {
                 max_plugin_bytes: self.max_plugin_bytes,
                 loads: stats::LoadCounters::default(),
                 fuel_metering: self.fuel_metering,
+                compile_tier: self.compile_tier,
             }),
         })
     }
@@ -566,6 +586,11 @@ impl Host {
     /// Whether guest code counts fuel ([`HostBuilder::fuel_metering`]).
     pub fn meters_fuel(&self) -> bool {
         self.inner.fuel_metering
+    }
+
+    /// Which compiler makes native code of plugins ([`HostBuilder::compile_tier`]).
+    pub fn compile_tier(&self) -> CompileTier {
+        self.inner.compile_tier
     }
 
     /// Whether instances come from the pooling allocator.

@@ -9,7 +9,6 @@ use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::attempt::AttemptRequest;
 use super::command::ProgramInput;
 use super::contract::{Level, WitTaskError};
 use super::descriptors::Descriptors;
@@ -17,6 +16,7 @@ use super::http::{HttpGrant, HttpPolicy};
 use super::limits::{Limits, MemoryLimiter};
 use super::output::TailPipe;
 use super::plugin::Plugin;
+use super::run::AttemptRequest;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn, StopReason};
 use crate::failure::{CapturedOutput, FailureKind, TaskFailure};
 use crate::json::Json;

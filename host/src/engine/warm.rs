@@ -19,11 +19,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Engine;
 
 use super::Host;
-use super::attempt::AttemptRequest;
 use super::budget::{EvictIdle, MemoryBudget};
 use super::call::Bound;
 use super::limits::Limits;
 use super::plugin::Plugin;
+use super::run::AttemptRequest;
 use super::sandbox::Sandbox;
 use super::store::{AttemptStore, InvokeResult};
 use super::task::Task;

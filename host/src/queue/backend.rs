@@ -41,7 +41,9 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use osiiso_host::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
+//! use osiiso_host::queue::backend::{
+//!     Attempt, Backend, BackendError, BlockingRunner, QueueSettings, Runner,
+//! };
 //! use osiiso_host::queue::{Queue, Workers};
 //! use osiiso_host::{AttemptOutcome, AttemptReport};
 //!
@@ -60,7 +62,10 @@
 //!         cpus.max(1)
 //!     }
 //!
-//!     fn build(label: String, _settings: &QueueSettings) -> Result<Self, String> {
+//!     fn build(label: String, _settings: &QueueSettings) -> Result<Self, BackendError> {
+//!         if label.is_empty() {
+//!             return Err(BackendError::setup("the echo backend needs a label"));
+//!         }
 //!         Ok(Echo { label })
 //!     }
 //!
@@ -72,7 +77,7 @@
 //! impl BlockingRunner for Echo {
 //!     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
 //!         if attempt.control.should_stop() {
-//!             return attempt.control.stopped_outcome(attempt.name).into();
+//!             return attempt.control.stopped_outcome(attempt.display_name).into();
 //!         }
 //!         AttemptOutcome::Succeeded(attempt.call.input().into()).into()
 //!     }
@@ -84,6 +89,14 @@
 //!     .build()?;
 //! // Submit `task.with_input(json)` calls and `queue.run()` as with any queue.
 //! assert_eq!(queue.run()?.total_submitted, 0);
+//!
+//! // A build error is typed: the backend's name, and its own error as the cause.
+//! let error = Queue::<Echo>::builder().build().unwrap_err();
+//! assert!(matches!(
+//!     &error,
+//!     osiiso_host::queue::Error::Backend { backend: "echo", error: BackendError::Setup(_) }
+//! ));
+//! assert_eq!(error.to_string(), "echo backend: the echo backend needs a label");
 //! # Ok::<(), osiiso_host::queue::Error>(())
 //! ```
 
@@ -111,7 +124,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Builds the backend for one queue (connecting to what it needs); an error here is
     /// the queue builder's [`Error::Backend`](super::Error::Backend).
-    fn build(options: Self::Options, settings: &QueueSettings) -> Result<Self, String>;
+    fn build(options: Self::Options, settings: &QueueSettings) -> Result<Self, BackendError>;
 
     /// How the queue's workers run its attempts.
     fn runner(self: Arc<Self>) -> Runner;
@@ -135,6 +148,45 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
 /// The most [`Backend::attempts_per_worker`] the queue accepts.
 pub(crate) const MAX_ATTEMPTS_PER_WORKER: usize = 16;
+
+/// Why a backend could not be built, or a worker of it could not start.
+///
+/// The backend's own error is kept as the cause: `downcast_ref` finds it (a
+/// `NatsError` for the NATS backend, an `std::io::Error` for a runtime that did not start).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// [`Backend::build`] failed: what the backend needs is out of reach or refused it (a
+    /// broker, a runtime, a setting it cannot use).
+    #[error("{0}")]
+    Setup(Arc<dyn std::error::Error + Send + Sync>),
+    /// [`BlockingRunner::worker_started`] failed: the embedder's worker initializer returned
+    /// this message. The queue logs it and is cancelled (docs/queues.md §10.3).
+    #[error("worker initializer failed: {0}")]
+    WorkerStart(String),
+}
+
+impl BackendError {
+    /// A [`Setup`](Self::Setup) error from the backend's own error (or a message).
+    pub fn setup(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Setup(Arc::from(error.into()))
+    }
+
+    /// The backend's own error behind a [`Setup`](Self::Setup), if it is an `E`.
+    ///
+    /// ```
+    /// use osiiso_host::queue::BackendError;
+    ///
+    /// let error = BackendError::setup(std::io::Error::other("no runtime"));
+    /// assert!(error.downcast_ref::<std::io::Error>().is_some());
+    /// ```
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Self::Setup(error) => error.downcast_ref::<E>(),
+            Self::WorkerStart(_) => None,
+        }
+    }
+}
 
 /// What a backend learns of the queue it serves.
 #[derive(Debug, Clone)]
@@ -173,10 +225,11 @@ impl Runner {
 pub struct Attempt<'a> {
     /// The WASM task and its input.
     pub call: &'a TaskCall,
-    /// 1 for the first attempt, 2 for the first retry, ...
-    pub number: u32,
+    /// 1 for the first attempt, 2 for the first retry, ... (the same field as
+    /// [`AttemptRequest::attempt`](crate::AttemptRequest::attempt)).
+    pub attempt: u32,
     /// The task's name, for messages (the options' name, or the task's own).
-    pub name: &'a str,
+    pub display_name: &'a str,
     /// The task's priority (lower runs first): the queue has already ordered attempts by
     /// it; a backend that queues attempts again (on a broker) keeps the order with it.
     pub priority: i32,
@@ -192,16 +245,16 @@ pub struct Attempt<'a> {
 impl<'a> Attempt<'a> {
     pub(crate) fn new(
         call: &'a TaskCall,
-        number: u32,
-        name: &'a str,
+        attempt: u32,
+        display_name: &'a str,
         priority: i32,
         control: &'a Arc<AttemptControl>,
         progress: Option<&'a ProgressFn>,
     ) -> Self {
         Self {
             call,
-            number,
-            name,
+            attempt,
+            display_name,
             priority,
             control,
             progress,
@@ -215,8 +268,8 @@ pub trait BlockingRunner: Send + Sync + 'static {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport;
 
     /// Called on a new worker thread before its first attempt. An error is the
-    /// initializer failure of docs/queues.md §10.3: the queue is cancelled.
-    fn worker_started(&self) -> Result<(), String> {
+    /// initializer failure of docs/queues.md §10.3: it is logged and the queue is cancelled.
+    fn worker_started(&self) -> Result<(), BackendError> {
         Ok(())
     }
 

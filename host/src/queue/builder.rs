@@ -239,35 +239,38 @@ impl<B: Backend> QueueBuilder<B> {
     /// Checks the options in the order of docs/queues.md §2.2.
     pub fn validate(&self) -> Result<(), Error> {
         let c = &self.config;
-        let invalid = |m: &str| Err(Error::InvalidOption(m.into()));
+        let invalid = |option: &'static str, message: &str| Err(Error::invalid(option, message));
         if c.workers == Workers::Fixed(0) {
-            return invalid("workers must be > 0");
+            return invalid("workers", "workers must be > 0");
         }
         let max = B::MAX_WORKERS;
         if let Workers::Fixed(n) = c.workers
             && n > max
         {
-            return Err(Error::InvalidOption(format!("workers must be <= {max}")));
+            return Err(Error::invalid(
+                "workers",
+                format!("workers must be <= {max} on the {} backend", B::NAME),
+            ));
         }
         if c.timeout == Some(Duration::ZERO) {
-            return invalid("timeout must be > 0");
+            return invalid("timeout", "timeout must be > 0");
         }
         if let Some(rate) = c.rate {
             if rate.is_nan() || rate <= 0.0 {
-                return invalid("rate must be > 0");
+                return invalid("rate", "rate must be > 0");
             }
             if rate.is_infinite() {
-                return invalid("rate must be finite");
+                return invalid("rate", "rate must be finite");
             }
         }
         if c.burst < 1 {
-            return invalid("burst must be >= 1");
+            return invalid("burst", "burst must be >= 1");
         }
         if c.poll.is_zero() {
-            return invalid("poll must be > 0");
+            return invalid("poll", "poll must be > 0");
         }
         if c.retire_idle_after.is_zero() {
-            return invalid("retire_idle_after must be > 0");
+            return invalid("retire_idle_after", "retire_idle_after must be > 0");
         }
         Ok(())
     }

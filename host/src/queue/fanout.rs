@@ -11,7 +11,7 @@ use super::Queue;
 use super::backend::Backend;
 use super::checkpoint::{Checkpoint, Hit, canonical_json};
 use super::core::{Admission, Record};
-use super::error::Error;
+use super::error::{CheckpointError, Error};
 use super::group::Group;
 use super::handle::Handle;
 use super::options::TaskOptions;
@@ -91,6 +91,42 @@ impl Checkpointing {
         self.key = Some(Arc::new(key));
         self
     }
+
+    /// The default key of a fan-out of one task ([`map_checkpointed`](Queue::map_checkpointed)):
+    /// the canonical JSON of the input, so that `{"b":1,"a":2}` and `{"a":2,"b":1}` are one
+    /// key. For [`Queue::submit_checkpointed`] of calls to one task.
+    ///
+    /// ```
+    /// use osiiso_host::queue::Checkpointing;
+    /// # let double = osiiso_host::Host::new()?.load(osiiso_test_artifacts::DOUBLE)?.task("double")?;
+    /// let key = Checkpointing::input_key();
+    /// assert_eq!(key(&double.with_input(serde_json::json!({"b": 1, "a": 2}))), r#"{"a":2,"b":1}"#);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn input_key() -> KeyFn {
+        Arc::new(|call: &TaskCall| canonical_json(call.input()))
+    }
+
+    /// The default key of a fan-out of several tasks
+    /// ([`group_checkpointed`](Queue::group_checkpointed)): the canonical JSON of
+    /// `[task identity, input]`, so that two tasks given the same input keep two keys.
+    ///
+    /// ```
+    /// use osiiso_host::queue::Checkpointing;
+    /// # let double = osiiso_host::Host::new()?.load(osiiso_test_artifacts::DOUBLE)?.task("double")?;
+    /// let key = Checkpointing::task_input_key();
+    /// let shown = key(&double.with_input(serde_json::json!(7)));
+    /// assert_eq!(shown, format!(r#"["{}",7]"#, double.identity()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn task_input_key() -> KeyFn {
+        Arc::new(|call: &TaskCall| {
+            canonical_json(&Value::Array(vec![
+                Value::String(call.task().identity()),
+                call.input().clone(),
+            ]))
+        })
+    }
 }
 
 impl<B: Backend> Queue<B> {
@@ -120,7 +156,7 @@ impl<B: Backend> Queue<B> {
         let key = checkpointing
             .key
             .clone()
-            .unwrap_or_else(|| Arc::new(|call: &TaskCall| canonical_json(call.input())));
+            .unwrap_or_else(Checkpointing::input_key);
         let (group_id, items) = self.grouped(calls(task, inputs), options)?;
         let handles =
             self.submit_checkpointed(items, &checkpointing.checkpoint, &namespace, &key)?;
@@ -145,15 +181,11 @@ impl<B: Backend> Queue<B> {
             .namespace
             .clone()
             .or_else(|| options.group_id.clone())
-            .ok_or(Error::CheckpointNamespace)?;
-        let key = checkpointing.key.clone().unwrap_or_else(|| {
-            Arc::new(|call: &TaskCall| {
-                canonical_json(&Value::Array(vec![
-                    Value::String(call.task().identity()),
-                    call.input().clone(),
-                ]))
-            })
-        });
+            .ok_or(Error::Checkpoint(CheckpointError::Namespace))?;
+        let key = checkpointing
+            .key
+            .clone()
+            .unwrap_or_else(Checkpointing::task_input_key);
         let (group_id, items) = self.grouped(items, options)?;
         let handles =
             self.submit_checkpointed(items, &checkpointing.checkpoint, &namespace, &key)?;

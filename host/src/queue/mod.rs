@@ -23,7 +23,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod attempt_loop;
 pub mod backend;
 mod builder;
 mod checkpoint;
@@ -42,9 +41,10 @@ mod work;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::backend::BackendError;
 pub use self::builder::{OnComplete, OnProgress, OnRetry, OnStart, QueueBuilder};
 pub use self::checkpoint::{Checkpoint, Hit, canonical_json};
-pub use self::error::{Error, ExecutionError};
+pub use self::error::{CheckpointError, Closed, Error, ExecutionError, InvalidOption, StateError};
 pub use self::fanout::{Checkpointing, KeyFn};
 pub use self::group::{AsCompleted, BoundTask, Group, as_completed, as_completed_stream};
 pub use self::handle::Handle;
@@ -60,15 +60,48 @@ use crate::attempt::TaskCall;
 use crate::engine::Task;
 use crate::wait;
 
-/// Options of one `run()`.
+/// Options of one [`run_with`](Queue::run_with): the defaults (`RunOptions::default()`) are
+/// those of `run()`.
+///
+/// ```
+/// use std::time::Duration;
+/// use osiiso_host::ThreadQueue;
+/// use osiiso_host::queue::{FailPolicy, RunOptions};
+///
+/// let queue = ThreadQueue::builder().build()?;
+/// let options = RunOptions::default()
+///     .timeout(Duration::from_secs(60))
+///     .strict(true)
+///     .fail_policy(FailPolicy::FailFirst);
+/// assert!(queue.run_with(options)?.ok());
+/// # Ok::<(), osiiso_host::queue::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Bounds this run (else the queue's `timeout`).
-    pub timeout: Option<Duration>,
-    /// Return `Error::Execution` if any task failed.
-    pub strict: bool,
-    /// Overrides the fail policy for this run only.
-    pub fail_policy: Option<FailPolicy>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) strict: bool,
+    pub(crate) fail_policy: Option<FailPolicy>,
+}
+
+impl RunOptions {
+    /// Bounds this run (else the queue's `timeout`): what is not done then is cancelled
+    /// (by the queue's `on_exit`) and the summary says `timed_out`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Whether a run with a failed task returns [`Error::Execution`] instead of its summary.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// The fail policy of this run only (else the queue's).
+    pub fn fail_policy(mut self, policy: FailPolicy) -> Self {
+        self.fail_policy = Some(policy);
+        self
+    }
 }
 
 /// A snapshot of a queue's counters.
@@ -126,8 +159,11 @@ impl<B: Backend> Queue<B> {
 
     fn from_builder(builder: QueueBuilder<B>) -> Result<Self, Error> {
         let mut config = builder.config;
-        let backend = B::build(builder.options, &config.settings())
-            .map_err(|message| Error::Backend(format!("{} backend: {message}", B::NAME)))?;
+        let backend =
+            B::build(builder.options, &config.settings()).map_err(|error| Error::Backend {
+                backend: B::NAME,
+                error,
+            })?;
         if let Some(limit) = backend.discovered_auto_limit() {
             config.auto_limit = limit.clamp(1, B::MAX_WORKERS);
         }
@@ -269,6 +305,32 @@ impl<B: Backend> Queue<B> {
         self.core.wait_closed()
     }
 
+    /// The summary of the results recorded since the last summary, with its duration counted
+    /// from `started`; the next summary starts after it. `run()` cuts one as it ends; this is
+    /// the summary of work that ended without a `run()` to give one — a queue shut down or
+    /// cancelled before `run()` began returns [`Closed`] from it, and its tasks were recorded
+    /// all the same.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use osiiso_host::ThreadQueue;
+    /// use osiiso_host::queue::{Closed, Error, NativeTask, TaskOptions};
+    ///
+    /// let started = Instant::now();
+    /// let queue = ThreadQueue::builder().build()?;
+    /// queue.submit_native(NativeTask::new("one", || Ok(1)), TaskOptions::new())?;
+    /// queue.start()?;
+    /// queue.shutdown(); // the task finishes, and the queue closes
+    /// assert!(matches!(queue.run(), Err(Error::Closed(Closed::ShutDown))));
+    /// let summary = queue.take_summary(started);
+    /// assert_eq!((summary.total_submitted, summary.succeeded), (1, 1));
+    /// assert_eq!(queue.take_summary(started).total_submitted, 0);
+    /// # Ok::<(), osiiso_host::queue::Error>(())
+    /// ```
+    pub fn take_summary(&self, started: std::time::Instant) -> RunSummary {
+        self.core.take_summary(started)
+    }
+
     /// Returns the queue to its initial state (see docs/queues.md §3.2).
     pub fn reset(&self) -> Result<(), Error> {
         self.core.reset()
@@ -354,10 +416,13 @@ impl<B: AcceptsFutures> Queue<B> {
         options: TaskOptions,
     ) -> Result<Handle, Error> {
         if let Runner::Blocking(_) = &self.core.runner {
-            return Err(Error::InvalidOption(format!(
-                "the {} backend runs attempts on threads and cannot run async closures",
-                B::NAME
-            )));
+            return Err(Error::invalid(
+                "task",
+                format!(
+                    "the {} backend runs attempts on threads and cannot run async closures",
+                    B::NAME
+                ),
+            ));
         }
         self.admit_one(task.into(), options, false)
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
-use super::error::Error;
+use super::error::{Error, InvalidOption};
 use crate::units::{parse_duration, seconds_to_duration};
 
 /// Options of one task. An immutable value: setters return changed copies.
@@ -167,17 +167,18 @@ impl TaskOptions {
     /// Checks the options in the fixed order of docs/queues.md §2.1.
     pub fn validate(&self) -> Result<(), Error> {
         if self.timeout == Some(Duration::ZERO) {
-            return Err(Error::InvalidOption("timeout must be > 0".into()));
+            return Err(Error::invalid("timeout", "timeout must be > 0"));
         }
         if self.backoff.is_nan() || self.backoff <= 0.0 {
-            return Err(Error::InvalidOption("backoff must be > 0".into()));
+            return Err(Error::invalid("backoff", "backoff must be > 0"));
         }
         if self.backoff.is_infinite() {
-            return Err(Error::InvalidOption("backoff must be finite".into()));
+            return Err(Error::invalid("backoff", "backoff must be finite"));
         }
         if self.delay.is_some() && self.run_at.is_some() {
-            return Err(Error::InvalidOption(
-                "delay and run_at are mutually exclusive".into(),
+            return Err(Error::invalid(
+                "delay",
+                "delay and run_at are mutually exclusive",
             ));
         }
         Ok(())
@@ -219,14 +220,28 @@ impl TaskOptions {
             .collect();
         if !unknown.is_empty() {
             unknown.sort_unstable();
-            return Err(Error::InvalidOption(format!(
-                "Unknown task option(s): {}",
-                unknown.join(", ")
-            )));
+            // The keys come from whoever wrote the jobs line: a few, escaped and cut short.
+            let mut shown: Vec<String> = unknown
+                .iter()
+                .take(SHOWN_UNKNOWN)
+                .map(|key| crate::text::for_display(key, SHOWN_KEY_BYTES))
+                .collect();
+            if unknown.len() > SHOWN_UNKNOWN {
+                shown.push(format!("… ({} in all)", unknown.len()));
+            }
+            return Err(Error::invalid(
+                "options",
+                format!("Unknown task option(s): {}", shown.join(", ")),
+            ));
         }
         let mut options = self.clone();
         for (key, value) in object {
-            let bad = |expected: &str| Error::InvalidOption(format!("{key} must be {expected}"));
+            let bad = |expected: &str| {
+                Error::InvalidOption(InvalidOption::new(
+                    key.as_str(),
+                    format!("{key} must be {expected}"),
+                ))
+            };
             match key.as_str() {
                 "priority" => {
                     options.priority = value
@@ -237,7 +252,7 @@ impl TaskOptions {
                 "retries" => {
                     let n = value.as_i64().ok_or_else(|| bad("an integer"))?;
                     if n < 0 {
-                        return Err(Error::InvalidOption("retries must be >= 0".into()));
+                        return Err(Error::invalid("retries", "retries must be >= 0"));
                     }
                     options.retries = u32::try_from(n).map_err(|_| bad("at most 4294967295"))?;
                     options.chosen.retries = true;
@@ -287,7 +302,8 @@ fn json_optional_duration(key: &str, value: &Value) -> Result<Option<Duration>, 
 
 /// A duration from JSON: seconds as a number, or a string like `"250ms"`.
 fn json_duration(key: &str, value: &Value) -> Result<Duration, Error> {
-    let negative = || Error::InvalidOption(format!("{key} must be >= 0"));
+    let invalid = |message: String| Error::InvalidOption(InvalidOption::new(key, message));
+    let negative = || invalid(format!("{key} must be >= 0"));
     match value {
         Value::Number(n) => {
             let seconds = n.as_f64().unwrap_or(f64::NAN);
@@ -297,9 +313,9 @@ fn json_duration(key: &str, value: &Value) -> Result<Duration, Error> {
             if s.trim_start().starts_with('-') {
                 return Err(negative());
             }
-            parse_duration(s).map_err(|e| Error::InvalidOption(format!("{key}: {e}")))
+            parse_duration(s).map_err(|e| invalid(format!("{key}: {e}")))
         }
-        _ => Err(Error::InvalidOption(format!(
+        _ => Err(invalid(format!(
             "{key} must be a duration (seconds, or a string like \"250ms\")"
         ))),
     }
@@ -381,6 +397,10 @@ pub enum Retention {
     Counts,
 }
 
+/// The most unknown option names an error lists, and the most bytes of each.
+const SHOWN_UNKNOWN: usize = 8;
+const SHOWN_KEY_BYTES: usize = 64;
+
 macro_rules! text_enum {
     ($ty:ident, $option:literal, $a:literal => $va:ident, $b:literal => $vb:ident) => {
         impl std::str::FromStr for $ty {
@@ -389,18 +409,21 @@ macro_rules! text_enum {
                 match text {
                     $a => Ok(Self::$va),
                     $b => Ok(Self::$vb),
-                    other => Err(Error::InvalidOption(format!(
-                        concat!(
-                            "unknown ",
-                            $option,
-                            " value '{}' (expected ",
-                            $a,
-                            " or ",
-                            $b,
-                            ")"
+                    other => Err(Error::invalid(
+                        $option,
+                        format!(
+                            concat!(
+                                "unknown ",
+                                $option,
+                                " value '{}' (expected ",
+                                $a,
+                                " or ",
+                                $b,
+                                ")"
+                            ),
+                            other
                         ),
-                        other
-                    ))),
+                    )),
                 }
             }
         }
@@ -420,3 +443,25 @@ text_enum!(Mode, "mode", "finite" => Finite, "infinite" => Infinite);
 text_enum!(FailPolicy, "fail_policy", "continue" => Continue, "fail_first" => FailFirst);
 text_enum!(OnExit, "on_exit", "complete_priority" => CompletePriority, "cancel" => Cancel);
 text_enum!(Retention, "retention", "all" => All, "counts" => Counts);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_options_are_named_bounded_and_escaped() {
+        let mut object = Map::new();
+        for i in 0..1000 {
+            object.insert(format!("{}\x1b[2J{i:04}", "k".repeat(10_000)), Value::Null);
+        }
+        let Err(Error::InvalidOption(invalid)) = TaskOptions::new().with_json_overrides(&object)
+        else {
+            panic!("unknown options are refused");
+        };
+        assert_eq!(invalid.option(), "options");
+        let message = invalid.to_string();
+        assert!(message.len() < 2_000, "{} bytes", message.len());
+        assert!(!message.contains('\x1b'), "{message}");
+        assert!(message.ends_with("… (1000 in all)"), "{message}");
+    }
+}

@@ -10,7 +10,8 @@ use futures::future::BoxFuture;
 use crate::attempt::AttemptReport;
 use crate::engine::WarmPool;
 use crate::queue::backend::{
-    AcceptsFutures, AcceptsNative, AsyncRunner, Attempt, Backend, QueueSettings, Runner,
+    AcceptsFutures, AcceptsNative, AsyncRunner, Attempt, Backend, BackendError, QueueSettings,
+    Runner,
 };
 use crate::queue::{Queue, QueueBuilder};
 
@@ -77,7 +78,7 @@ impl Backend for Async {
         4.max(32.min(4 * cpus))
     }
 
-    fn build(options: AsyncOptions, settings: &QueueSettings) -> Result<Self, String> {
+    fn build(options: AsyncOptions, settings: &QueueSettings) -> Result<Self, BackendError> {
         Ok(Self {
             runtime: options.runtime,
             warm: WarmPool::new(settings.slots),
@@ -103,7 +104,7 @@ impl AsyncRunner for Async {
             tokio::select! {
                 biased;
                 report = run => report,
-                _ = attempt.control.stopped() => attempt.control.stopped_outcome(attempt.name).into(),
+                _ = attempt.control.stopped() => attempt.control.stopped_outcome(attempt.display_name).into(),
             }
         })
     }

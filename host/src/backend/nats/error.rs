@@ -21,7 +21,11 @@ pub enum NatsError {
         /// What the broker or client said.
         message: String,
     },
-    /// A node's setting is invalid.
+    /// A node's setting is invalid ([`NodeConfig::validate`](super::NodeConfig::validate)).
+    #[error(transparent)]
+    InvalidOption(#[from] crate::queue::InvalidOption),
+    /// A node could not be set up from its settings: the engine did not build, or a granted
+    /// directory or destination is unusable.
     #[error("{0}")]
     Config(String),
 }

@@ -327,7 +327,9 @@ impl Broker {
 }
 
 /// The live nodes, read from the nodes bucket (entries that do not parse are skipped).
-pub(crate) async fn live_nodes(nodes: &kv::Store) -> Result<Vec<super::wire::NodeInfo>, NatsError> {
+pub(crate) async fn live_nodes(
+    nodes: &kv::Store,
+) -> Result<Vec<super::message::NodeInfo>, NatsError> {
     use futures::StreamExt;
     let keys = nodes
         .keys()
@@ -337,7 +339,7 @@ pub(crate) async fn live_nodes(nodes: &kv::Store) -> Result<Vec<super::wire::Nod
     let mut live = Vec::with_capacity(keys.len());
     for key in keys {
         if let Ok(Some(value)) = nodes.get(&key).await
-            && let Ok(info) = serde_json::from_slice::<super::wire::NodeInfo>(&value)
+            && let Ok(info) = serde_json::from_slice::<super::message::NodeInfo>(&value)
         {
             live.push(info);
         }

@@ -6,7 +6,8 @@
 //! - [`connection`]: the servers, the notices when they go away and come back.
 //! - [`layout`]: the streams, consumers, buckets and subjects.
 //! - [`timing`]: every timing constant, and how they relate.
-//! - [`wire`]: the messages, and the keys that sign them.
+//! - [`frame`]: the frames attempts and reports travel in, and the keys that sign them.
+//! - [`message`]: what the messages hold.
 //! - [`payload`]: objects of the stores, read back bounded and checked.
 //! - [`submitter`]: publishing attempts and taking their reports (the queue's side).
 //! - [`node`]: `serve`: fetching, running and reporting attempts.
@@ -15,17 +16,18 @@
 mod alarm;
 mod connection;
 mod error;
+mod frame;
 mod grants;
 mod layout;
+mod message;
 mod node;
 mod payload;
 mod submitter;
 mod timing;
-mod wire;
 
 pub use self::error::NatsError;
+pub use self::message::{CachedPlugin, NodeInfo};
 pub use self::node::{NatsNode, NodeConfig};
-pub use self::wire::{CachedPlugin, NodeInfo};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +39,7 @@ use self::connection::{Broker, ConnectSpec, split_servers};
 use self::submitter::Submitter;
 use crate::attempt::AttemptReport;
 use crate::failure::{FailureKind, TaskFailure};
-use crate::queue::backend::{AsyncRunner, Attempt, Backend, QueueSettings, Runner};
+use crate::queue::backend::{AsyncRunner, Attempt, Backend, BackendError, QueueSettings, Runner};
 use crate::queue::{Queue, QueueBuilder};
 
 /// The broker URL when none is given.
@@ -112,7 +114,7 @@ impl Backend for Nats {
         16
     }
 
-    fn build(options: NatsOptions, _settings: &QueueSettings) -> Result<Self, String> {
+    fn build(options: NatsOptions, _settings: &QueueSettings) -> Result<Self, BackendError> {
         // One thread: a submitter waits on the broker, and every extra thread is a hand-off
         // per message.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -120,7 +122,12 @@ impl Backend for Nats {
             .thread_name("osiiso-nats")
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start its runtime: {e}"))?;
+            .map_err(|e| {
+                BackendError::setup(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start its runtime: {e}"),
+                ))
+            })?;
         let spec = ConnectSpec {
             servers: options.servers,
             connect_timeout: options.connect_timeout,
@@ -149,11 +156,11 @@ impl Backend for Nats {
         // the set-up runs on a thread of its own.
         let (submitter, live_slots) = if tokio::runtime::Handle::try_current().is_ok() {
             std::thread::scope(|scope| scope.spawn(|| runtime.block_on(setup)).join())
-                .map_err(|_| "its set-up panicked".to_string())?
+                .map_err(|_| BackendError::setup("its set-up panicked"))?
         } else {
             runtime.block_on(setup)
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(BackendError::setup)?;
         if live_slots == 0 {
             tracing::warn!(
                 servers = %spec.shown(),

@@ -22,11 +22,13 @@ use parking_lot::RwLock;
 use self::channel::{Channel, SendError};
 use self::child::{InitError, PidRegistry, WorkerProcess};
 use self::protocol::{Request, RunRequest, encode_frame_into};
-use super::wire::{AttemptSpec, outbound};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
+use crate::backend::remote::{AttemptSpec, outbound};
 use crate::engine::Host;
 use crate::failure::{FailureKind, TaskFailure};
-use crate::queue::backend::{Attempt, Backend, BlockingRunner, QueueSettings, Runner};
+use crate::queue::backend::{
+    Attempt, Backend, BackendError, BlockingRunner, QueueSettings, Runner,
+};
 use crate::queue::{Queue, QueueBuilder};
 
 /// A queue whose workers are persistent, isolated subprocesses: for CPU-heavy parallel work,
@@ -141,7 +143,7 @@ impl Backend for Process {
         1.max(32.min(cpus))
     }
 
-    fn build(options: ProcessOptions, settings: &QueueSettings) -> Result<Self, String> {
+    fn build(options: ProcessOptions, settings: &QueueSettings) -> Result<Self, BackendError> {
         Ok(Self {
             options,
             poll: settings.poll,
@@ -252,6 +254,7 @@ impl Process {
             total_memory: Some(host.total_memory() / self.slots.len()),
             // Guest code is compiled as in the parent.
             no_fuel: !host.meters_fuel(),
+            compile_tier: host.compile_tier(),
             compile_timeout: Some(host.compile_timeout()),
             compile_memory: Some(host.compile_memory()),
         };
@@ -290,7 +293,7 @@ const SEND_TRIES: usize = 3;
 
 impl BlockingRunner for Process {
     fn run(&self, attempt: Attempt<'_>) -> AttemptReport {
-        let (call, name, control) = (attempt.call, attempt.name, attempt.control);
+        let (call, name, control) = (attempt.call, attempt.display_name, attempt.control);
         let plugin = call.task().plugin();
         // Oversized work fails here, typed and never retried, before a worker is touched.
         let (path, input) = match outbound(&attempt, "worker process") {

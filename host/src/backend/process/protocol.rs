@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::super::wire::{AttemptSpec, WireReport};
 use super::init::WorkerInit;
 use crate::attempt::AttemptReport;
+use crate::backend::remote::{AttemptSpec, WireReport};
 
 /// Bumped whenever a message changes shape.
 pub(crate) const PROTOCOL_VERSION: u32 = 4;

@@ -29,7 +29,7 @@ use super::protocol::{
     write_frame, write_frame_buffered,
 };
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
-use crate::engine::{Host, Plugin, WarmPool};
+use crate::engine::{CompileTier, Host, Plugin, WarmPool};
 use crate::progress::{Progress, ProgressCell};
 
 use crate::failure::{FailureKind, TaskFailure};
@@ -68,6 +68,8 @@ pub struct WorkerOptions {
     pub compile_timeout: Option<Duration>,
     /// The memory compiling one plugin may use (the parent's compile memory limit).
     pub compile_memory: Option<u64>,
+    /// The compiler of plugins (the parent's).
+    pub compile_tier: CompileTier,
 }
 
 impl WorkerOptions {
@@ -107,6 +109,9 @@ impl WorkerOptions {
             args.push("--compile-memory".into());
             args.push(memory.to_string());
         }
+        if self.compile_tier == CompileTier::Baseline {
+            args.push("--baseline".into());
+        }
         args
     }
 
@@ -128,6 +133,7 @@ impl WorkerOptions {
                 }
                 "--allow-precompiled" => options.allow_precompiled = true,
                 "--no-fuel" => options.no_fuel = true,
+                "--baseline" => options.compile_tier = CompileTier::Baseline,
                 "--total-memory" => {
                     let value = it.next().ok_or("--total-memory needs a value")?;
                     options.total_memory = Some(value.parse().map_err(|_| "bad --total-memory")?);
@@ -218,6 +224,7 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
             .max_instances(4)
             .allow_precompiled(options.allow_precompiled)
             .fuel_metering(!options.no_fuel)
+            .compile_tier(options.compile_tier)
             .tick(Duration::from_millis(10));
         if let Some(cap) = options.memory_limit {
             builder = builder.address_space_cap(cap);
@@ -646,10 +653,16 @@ mod tests {
             compile_timeout: Some(Duration::from_millis(2500)),
             compile_memory: Some(64 << 20),
             no_fuel: true,
+            compile_tier: CompileTier::Baseline,
             ..WorkerOptions::default()
         };
         let parsed = WorkerOptions::from_args(&options.to_args()).unwrap();
         assert!(parsed.no_fuel);
+        assert_eq!(parsed.compile_tier, CompileTier::Baseline);
+        assert_eq!(
+            WorkerOptions::from_args(&[]).unwrap().compile_tier,
+            CompileTier::Optimized
+        );
         assert!(!WorkerOptions::from_args(&[]).unwrap().no_fuel);
         assert_eq!(parsed.compile_timeout, options.compile_timeout);
         assert_eq!(parsed.compile_memory, options.compile_memory);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::attempt::AttemptReport;
 use crate::engine::WarmPool;
 use crate::queue::backend::{
-    AcceptsNative, Attempt, Backend, BlockingRunner, QueueSettings, Runner,
+    AcceptsNative, Attempt, Backend, BackendError, BlockingRunner, QueueSettings, Runner,
 };
 use crate::queue::{Queue, QueueBuilder};
 
@@ -72,7 +72,7 @@ impl Backend for Thread {
         4.max(32.min(4 * cpus))
     }
 
-    fn build(options: ThreadOptions, settings: &QueueSettings) -> Result<Self, String> {
+    fn build(options: ThreadOptions, settings: &QueueSettings) -> Result<Self, BackendError> {
         Ok(Self {
             initializer: options.initializer,
             warm: WarmPool::new(settings.slots),
@@ -96,8 +96,10 @@ impl BlockingRunner for Thread {
         self.warm.clear();
     }
 
-    fn worker_started(&self) -> Result<(), String> {
-        self.initializer.as_ref().map_or(Ok(()), |init| init())
+    fn worker_started(&self) -> Result<(), BackendError> {
+        self.initializer
+            .as_ref()
+            .map_or(Ok(()), |init| init().map_err(BackendError::WorkerStart))
     }
 }
 

@@ -4,15 +4,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail};
-use osiiso_host::queue::{Checkpoint, TaskOptions};
+use anyhow::bail;
+use osiiso_host::queue::Checkpoint;
 use osiiso_host::{Plugin, Sandbox};
 
 use super::super::feed::Jobs;
 use super::super::jobs::{self, JobReader, LineKind, LineRules, Reads};
 use super::super::output::Reporter;
 use super::super::work::{self, CheckpointPlan, Resolver, Submission};
-use super::{ModeArg, RunArgs};
+use super::args::{ModeArg, RunArgs};
+use super::queue::task_flag_error;
 
 /// What a run works on.
 pub(super) enum Work {
@@ -63,8 +64,8 @@ pub(super) fn plan(
     plugin: &Plugin,
     checkpoint: Option<Checkpoint>,
 ) -> anyhow::Result<Plan> {
-    let base = args.task_options.apply(TaskOptions::new());
-    base.validate().map_err(|e| anyhow!("{e}"))?;
+    let base = args.task_options.options();
+    base.validate().map_err(task_flag_error)?;
     let default_task = match &args.task {
         Some(name) => Some(plugin.task(name)?),
         None => None,
@@ -75,10 +76,7 @@ pub(super) fn plan(
         (None, Some(_)) => None,
     };
     let checkpoint = checkpoint.map(|c| CheckpointPlan::new(c, plugin, single_task.as_ref()));
-    let options = args.task_options.task_defaults();
-    let mut resolver = Resolver::new(plugin.clone(), default_task, move |task| {
-        options.options_for(task)
-    });
+    let mut resolver = Resolver::new(plugin.clone(), default_task, base.clone());
     let rules = |kind| LineRules::new(kind, base.clone(), plugin.limits().max_input_bytes);
     let reads = match args.mode {
         ModeArg::Finite => Reads::Twice,

@@ -9,8 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::reply::Reply;
 use super::serve::ServeArgs;
-use super::wire::Reply;
 use super::{COMPILE_MARKER, CompileError, CompileLimits};
 
 /// The end of the compile process's stderr kept for messages.

@@ -14,8 +14,8 @@
 //! host's engine out.
 
 mod child;
+mod reply;
 mod serve;
-mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use self::serve::ServeArgs;
+use super::config::CompileTier;
 
 /// The first argument that makes a binary serve as a compile process (see
 /// [`maybe_run_compiler`]).
@@ -155,14 +156,15 @@ impl std::fmt::Debug for CompileStep {
 
 impl CompileStep {
     /// The compile step of a host whose engine has this cache `fingerprint` and was built for
-    /// `address_space_cap` and `fuel` metering; it compiles components of at most `max_input`
-    /// bytes.
+    /// `address_space_cap`, `fuel` metering and the compile `tier`; it compiles components of
+    /// at most `max_input` bytes.
     pub(crate) fn new(
         compiler: &Compiler,
         limits: CompileLimits,
         fingerprint: String,
         address_space_cap: Option<u64>,
         fuel: bool,
+        tier: CompileTier,
         max_input: u64,
     ) -> Result<Self, String> {
         Ok(Self {
@@ -172,6 +174,7 @@ impl CompileStep {
                 fingerprint,
                 address_space_cap,
                 fuel,
+                tier,
                 max_input,
             },
             slot: Mutex::new(()),

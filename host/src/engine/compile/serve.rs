@@ -5,7 +5,8 @@
 
 use std::io::{BufWriter, Read, Write};
 
-use super::wire::Reply;
+use super::reply::Reply;
+use crate::engine::config::CompileTier;
 use crate::engine::{cache, config};
 
 /// What the parent asks for.
@@ -17,6 +18,8 @@ pub(super) struct ServeArgs {
     pub(super) address_space_cap: Option<u64>,
     /// Whether the parent's engine meters fuel, which shapes compiled code too.
     pub(super) fuel: bool,
+    /// The parent's compiler.
+    pub(super) tier: CompileTier,
     /// The most bytes read on stdin.
     pub(super) max_input: u64,
 }
@@ -36,6 +39,9 @@ impl ServeArgs {
         if !self.fuel {
             args.push("--no-fuel".into());
         }
+        if self.tier == CompileTier::Baseline {
+            args.push("--baseline".into());
+        }
         args
     }
 
@@ -44,6 +50,7 @@ impl ServeArgs {
             fingerprint: String::new(),
             address_space_cap: None,
             fuel: true,
+            tier: CompileTier::Optimized,
             max_input: 0,
         };
         let mut it = args.iter();
@@ -55,6 +62,7 @@ impl ServeArgs {
                     parsed.max_input = value()?.parse().map_err(|_| "bad --max-input")?;
                 }
                 "--no-fuel" => parsed.fuel = false,
+                "--baseline" => parsed.tier = CompileTier::Baseline,
                 "--address-space-cap" => {
                     parsed.address_space_cap =
                         Some(value()?.parse().map_err(|_| "bad --address-space-cap")?);
@@ -95,7 +103,7 @@ fn compile(args: &ServeArgs) -> Reply {
             args.max_input
         ));
     }
-    let engine = match config::compile_engine(args.address_space_cap, args.fuel) {
+    let engine = match config::compile_engine(args.address_space_cap, args.fuel, args.tier) {
         Ok(engine) => engine,
         Err(error) => return Reply::Failed(format!("cannot create the engine: {error:#}")),
     };
@@ -145,12 +153,14 @@ mod tests {
                 fingerprint: "0123abcd".into(),
                 address_space_cap: None,
                 fuel: true,
+                tier: CompileTier::Optimized,
                 max_input: 256 << 20,
             },
             ServeArgs {
                 fingerprint: "ff".into(),
                 address_space_cap: Some(1 << 30),
                 fuel: false,
+                tier: CompileTier::Baseline,
                 max_input: 1,
             },
         ] {

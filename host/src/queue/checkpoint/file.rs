@@ -14,7 +14,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
 
-use super::super::error::Error;
+use super::super::error::{CheckpointError, Error};
 use crate::text::for_display;
 
 /// The table and its columns, as created (docs/queues.md §11). The schema of an existing
@@ -66,12 +66,17 @@ impl Db {
 /// it is a new file or a checkpoint before changing anything, then sets WAL mode and creates
 /// the table if needed.
 pub(super) fn open(path: &Path, max_steps: u64) -> Result<Db, Error> {
-    let shown = path.display();
     let refuse = |why: String| {
-        Error::Checkpoint(format!(
-            "'{shown}' is not an osiiso checkpoint: {}",
-            for_display(&why, 300)
-        ))
+        Error::Checkpoint(CheckpointError::NotACheckpoint {
+            path: path.to_path_buf(),
+            reason: for_display(&why, 300),
+        })
+    };
+    let database = |reason: String| {
+        Error::Checkpoint(CheckpointError::Database {
+            path: path.to_path_buf(),
+            reason,
+        })
     };
     if path != Path::new(":memory:") {
         check_file(path).map_err(refuse)?;
@@ -80,8 +85,7 @@ pub(super) fn open(path: &Path, max_steps: u64) -> Result<Db, Error> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let cannot_open =
-        |e: rusqlite::Error| Error::Checkpoint(format!("cannot open checkpoint '{shown}': {e}"));
+    let cannot_open = |e: rusqlite::Error| database(format!("cannot open: {e}"));
     let mut connection = Connection::open_with_flags(path, flags).map_err(cannot_open)?;
     let steps = Arc::new(AtomicU64::new(0));
     harden(&mut connection, steps.clone(), max_steps).map_err(cannot_open)?;
@@ -108,8 +112,7 @@ pub(super) fn open(path: &Path, max_steps: u64) -> Result<Db, Error> {
         Ok(())
     };
     db.start_operation();
-    setup(&db.connection)
-        .map_err(|e| Error::Checkpoint(format!("cannot prepare checkpoint '{shown}': {e}")))?;
+    setup(&db.connection).map_err(|e| database(format!("cannot prepare: {e}")))?;
     Ok(db)
 }
 

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
 use self::file::Db;
-use super::error::Error;
+use super::error::{CheckpointError, Error};
 use crate::engine::{DirGrant, Sandbox};
 use crate::json::Json;
 
@@ -140,14 +140,11 @@ impl Checkpoint {
             return Ok(());
         }
         if let Some(grant) = reach::grant_reaching(&self.inner.homes, sandbox) {
-            return Err(Error::Checkpoint(format!(
-                "checkpoint '{}' is inside '{}', which the plugin's sandbox grants to the guest \
-                 as '{}': a guest that can write the checkpoint could forge its completions; \
-                 keep it outside every granted directory",
-                self.inner.path.display(),
-                grant.host.display(),
-                grant.guest
-            )));
+            return Err(Error::Checkpoint(CheckpointError::ReachableByGuest {
+                path: self.inner.path.clone(),
+                granted: grant.host.clone(),
+                guest: grant.guest.to_string(),
+            }));
         }
         let mut cleared = self.inner.cleared.lock();
         if cleared.len() >= CLEARED_SANDBOXES {
@@ -285,7 +282,7 @@ impl Checkpoint {
         })
     }
 
-    /// Closes the file; later calls fail with [`Error::CheckpointClosed`]. Idempotent. Close it
+    /// Closes the file; later calls fail with [`CheckpointError::Closed`]. Idempotent. Close it
     /// after the queue has finished: completions recorded after it are lost.
     pub fn close(&self) {
         if let Some(db) = self.inner.connection.lock().take()
@@ -302,12 +299,15 @@ impl Checkpoint {
     ) -> Result<T, Error> {
         let connection = self.inner.connection.lock();
         let Some(db) = connection.as_ref() else {
-            return Err(Error::CheckpointClosed);
+            return Err(Error::Checkpoint(CheckpointError::Closed));
         };
         db.start_operation();
         f(&db.connection).map_err(|e| {
             let why = db.budget_spent().unwrap_or_else(|| e.to_string());
-            Error::Checkpoint(format!("{}: {why}", self.inner.path.display()))
+            Error::Checkpoint(CheckpointError::Database {
+                path: self.inner.path.clone(),
+                reason: why,
+            })
         })
     }
 }
@@ -398,7 +398,7 @@ mod tests {
         checkpoint.close();
         assert!(matches!(
             checkpoint.count(None),
-            Err(Error::CheckpointClosed)
+            Err(Error::Checkpoint(CheckpointError::Closed))
         ));
 
         let reopened = Checkpoint::open(&path).unwrap();

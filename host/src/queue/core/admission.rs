@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::super::error::Error;
+use super::super::error::{Closed, Error};
 use super::super::handle::{DoneCallback, Handle, TaskCell};
 use super::super::options::TaskOptions;
 use super::super::work::Work;
@@ -90,10 +90,10 @@ impl Core {
         let size = self.config.size;
         loop {
             if matches!(state.phase, Phase::RuntimeLost | Phase::RuntimeGone) {
-                return Err(Error::RuntimeGone);
+                return Err(Error::Closed(Closed::RuntimeGone));
             }
             if !state.phase.accepting() || state.halted {
-                return Err(Error::Closed);
+                return Err(Error::Closed(Closed::NotAccepting));
             }
             if size == 0 || state.outstanding < size {
                 return Ok(());

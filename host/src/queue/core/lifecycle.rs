@@ -7,7 +7,7 @@ use parking_lot::MutexGuard;
 
 use super::super::RunOptions;
 use super::super::backend::Runner;
-use super::super::error::{Error, ExecutionError};
+use super::super::error::{Closed, Error, ExecutionError, StateError};
 use super::super::options::{Mode, OnExit};
 use super::super::summary::RunSummary;
 use super::state::ActiveRun;
@@ -30,7 +30,7 @@ impl Core {
 
     pub(crate) fn start_locked(&self, state: &mut State) -> Result<(), Error> {
         if state.phase.is_closed() || matches!(state.phase, Phase::Closing | Phase::RuntimeLost) {
-            return Err(Error::ShutDown);
+            return Err(Error::Closed(Closed::ShutDown));
         }
         if state.phase == Phase::Stopping {
             // The shutdown stopping the workers would not wait for new ones; the queue is
@@ -62,11 +62,11 @@ impl Core {
             .or_else(|| tokio::runtime::Handle::try_current().ok());
         let mut bound = self.runtime.lock();
         match (bound.as_ref(), wanted) {
-            (None, None) => return Err(Error::NoRuntime),
+            (None, None) => return Err(Error::State(StateError::NoRuntime)),
             (None, Some(wanted)) => *bound = Some(wanted),
             (Some(current), Some(wanted)) if current.id() != wanted.id() => {
                 if state.workers.live > 0 || !state.active.is_empty() {
-                    return Err(Error::RuntimeSwitch);
+                    return Err(Error::State(StateError::RuntimeSwitch));
                 }
                 *bound = Some(wanted);
             }
@@ -103,7 +103,7 @@ impl Core {
         let started_at = Instant::now();
         let mut state = self.state.lock();
         if state.run.is_some() {
-            return Err(Error::RunInProgress);
+            return Err(Error::State(StateError::RunInProgress));
         }
         state.run = Some(ActiveRun {
             policy: options.fail_policy,
@@ -159,6 +159,11 @@ impl Core {
         state.run = None;
     }
 
+    /// The summary of what was recorded since the last one, without a run.
+    pub(crate) fn take_summary(&self, started: Instant) -> RunSummary {
+        Self::summary_locked(&mut self.state.lock(), started, false)
+    }
+
     fn summary_locked(state: &mut State, run_start: Instant, timed_out: bool) -> RunSummary {
         state.results.cut_summary(run_start, timed_out)
     }
@@ -175,7 +180,7 @@ impl Core {
     pub(crate) fn start_for_join(&self) -> Result<(), Error> {
         let mut state = self.state.lock();
         if state.phase.is_closed() {
-            return Err(Error::ShutDown);
+            return Err(Error::Closed(Closed::ShutDown));
         }
         if !state.phase.is_started() {
             self.start_locked(&mut state)?;
@@ -269,10 +274,10 @@ impl Core {
         {
             let state = self.state.lock();
             if state.run.is_some() {
-                return Err(Error::ResetDuringRun);
+                return Err(Error::State(StateError::ResetDuringRun));
             }
             if state.workers.live > 0 {
-                return Err(Error::ResetWhileRunning);
+                return Err(Error::State(StateError::ResetWhileRunning));
             }
         }
         self.abort(false);

@@ -100,7 +100,7 @@ impl Core {
 
     /// The runtime dropped an async worker (it is shutting down): its task and every other
     /// outstanding one are recorded cancelled, and the queue closes for good; submissions get
-    /// [`Error::RuntimeGone`].
+    /// [`Closed::RuntimeGone`](super::super::Closed::RuntimeGone).
     pub(crate) fn runtime_gone(&self, slot: &Arc<WorkerSlot>, running: Option<Arc<TaskCell>>) {
         let outstanding = {
             let mut state = self.state.lock();

@@ -8,7 +8,8 @@
 //! - `workers`: how many workers, what they take;
 //! - `recording`: results, aborts, cancelling one task;
 //! - `lifecycle`, `lifecycle_async`: start, run, join, shutdowns, cancel, reset;
-//! - `watch`: what the metrics see of the queue, guest progress to the hook.
+//! - `watch`: what the metrics see of the queue, guest progress to the hook;
+//! - `steps`: the attempt loop of docs/queues.md §5.2 as steps the drivers take.
 
 mod admission;
 mod lifecycle;
@@ -16,6 +17,7 @@ mod lifecycle_async;
 mod log;
 mod recording;
 mod state;
+mod steps;
 mod timers;
 mod watch;
 mod workers;
@@ -34,6 +36,7 @@ use super::result::TaskResult;
 pub(crate) use self::admission::Admission;
 pub(crate) use self::recording::{CANCELLED, Record};
 pub(crate) use self::state::{Phase, State};
+pub(crate) use self::steps::Step;
 pub(crate) use self::workers::Take;
 
 /// The shared core of one queue.

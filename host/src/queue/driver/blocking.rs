@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::super::attempt_loop::Step;
 use super::super::backend::{Attempt, BlockingRunner, Runner};
+use super::super::core::Step;
 use super::super::core::{Core, State, Take};
 use super::super::handle::TaskCell;
 use super::super::work::{NativeFn, Work};

@@ -1,5 +1,5 @@
 //! The driver: the bodies of a queue's workers. A worker takes ready tasks and drives each
-//! one's attempt loop (the step machine of `attempt_loop`), asking the backend's runner to run
+//! one's attempt loop (the step machine of `core/steps.rs`), asking the backend's runner to run
 //! each WASM attempt and running the embedder's native closures itself.
 //!
 //! - `blocking`: workers are OS threads (a [`BlockingRunner`](super::BlockingRunner)); native

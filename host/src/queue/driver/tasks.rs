@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use super::super::attempt_loop::Step;
 use super::super::backend::{AsyncRunner, Attempt, Runner};
+use super::super::core::Step;
 use super::super::core::{Core, State, Take};
 use super::super::handle::TaskCell;
 use super::super::work::Work;

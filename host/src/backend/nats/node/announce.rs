@@ -10,8 +10,8 @@ use futures::StreamExt;
 
 use super::super::alarm::Forgeries;
 use super::super::layout;
+use super::super::message::{Announced, CancelMsg, RunningMsg};
 use super::super::timing::{ANNOUNCE_AFTER, ANNOUNCE_AGAIN};
-use super::super::wire::{Announced, CancelMsg, RunningMsg};
 use super::NodeShared;
 
 pub(super) static FORGED_CANCELS: Forgeries = Forgeries::new("cancellation");

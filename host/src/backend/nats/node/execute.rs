@@ -9,17 +9,16 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::super::super::wire::{WireOutcome, WireReport};
+use super::super::frame::{Body, Frame, Purpose, write_frame};
 use super::super::layout::{self, MAX_PAYLOAD_BYTES};
+use super::super::message::{AttemptHeader, ReportHeader, ReportKind, report_sections};
 use super::super::payload::{ObjectError, read_object, write_object};
 use super::super::timing::{REPORT_ANSWER, REPORT_RETRY};
-use super::super::wire::{
-    AttemptHeader, Body, Frame, Purpose, ReportHeader, ReportKind, report_sections, write_frame,
-};
 use super::NodeShared;
 use super::fetch::Slot;
 use super::plugins::PluginError;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
+use crate::backend::remote::{WireOutcome, WireReport};
 use crate::failure::{FailureKind, TaskFailure};
 
 /// An attempt as a node reads it from its message.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::super::wire::{AttemptKey, CancelMsg, Mac};
+use super::super::frame::{AttemptKey, Mac};
+use super::super::message::CancelMsg;
 use super::NodeShared;
 use super::announce::FORGED_CANCELS;
 use crate::attempt::AttemptControl;

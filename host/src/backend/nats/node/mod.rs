@@ -11,6 +11,7 @@
 //! - [`watch`]: what the metrics see of a node, and where it records a finished attempt.
 
 mod announce;
+mod config;
 mod execute;
 mod fetch;
 mod held;
@@ -19,7 +20,6 @@ mod plugins;
 mod watch;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,15 +29,16 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
+pub use self::config::NodeConfig;
 use self::held::Attempts;
 use self::orphans::Liveness;
 use self::plugins::NodePlugins;
 use super::NatsError;
-use super::connection::{Broker, ConnectSpec, patiently, split_servers};
+use super::connection::{Broker, ConnectSpec, patiently};
 use super::grants::GrantPolicy;
 use super::layout::{self, BANDS, NODE_INBOX_PREFIX};
-use super::timing::{CONNECT_TIMEOUT, DEFAULT_LEASE, LEAVE_PATIENCE, MIN_LEASE, NODE_HEARTBEAT};
-use super::wire::NodeInfo;
+use super::message::NodeInfo;
+use super::timing::{LEAVE_PATIENCE, NODE_HEARTBEAT};
 use crate::engine::{Host, WarmPool};
 use crate::metrics::Metrics;
 
@@ -45,79 +46,6 @@ use crate::metrics::Metrics;
 pub(crate) const MAX_SLOTS: usize = 1024;
 /// Attempts a node may hold at once, running, waiting for a slot or reporting.
 const HANDLING: usize = 1 << 20;
-
-/// How a node is configured (`osiiso-host serve`).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct NodeConfig {
-    /// The broker's servers, e.g. `nats://10.0.0.5:4222` (one cluster; `tls://` and
-    /// `user:pass@` work as usual).
-    pub servers: Vec<String>,
-    /// Attempts run at once (default: the CPU count).
-    pub slots: usize,
-    /// Directories under which submitters may grant directories.
-    pub allow_dirs: Vec<PathBuf>,
-    /// `HOST[:PORT]`s submitters may allow HTTP to.
-    pub allow_http: Vec<String>,
-    /// Whether submitters may pass the node's environment (`--inherit-env`).
-    pub allow_env: bool,
-    /// The compile cache (and verified plugin copies); default as for the host.
-    pub cache_dir: Option<PathBuf>,
-    /// Without the compile cache.
-    pub no_cache: bool,
-    /// How long the broker waits for word from the node about an attempt before it hands it
-    /// to another node; the node renews every quarter of it while it holds an attempt.
-    pub ack_wait: Duration,
-    /// Fail one try of the first connection after this long.
-    pub connect_timeout: Duration,
-    /// Linear memory all running attempts may hold together (default: half the machine).
-    pub total_memory: Option<usize>,
-    /// Replicas of the streams this node makes if they are missing (default: as many as the
-    /// cluster has servers, up to 3).
-    pub replicas: Option<usize>,
-    /// Wait for the broker (and for JetStream) at start for as long as it takes, instead of
-    /// failing (`serve` does).
-    pub wait_for_broker: bool,
-    /// How long compiling one plugin may take (default
-    /// [`DEFAULT_COMPILE_TIMEOUT`](crate::DEFAULT_COMPILE_TIMEOUT)).
-    pub compile_timeout: Option<Duration>,
-    /// The memory compiling one plugin may use (default
-    /// [`DEFAULT_COMPILE_MEMORY`](crate::DEFAULT_COMPILE_MEMORY)).
-    pub compile_memory: Option<u64>,
-    /// Metrics the node fills: its slots, running and finished attempts, their duration,
-    /// its broker connection, whether it drains, its memory budget (`serve --http`).
-    pub metrics: Option<Metrics>,
-}
-
-impl NodeConfig {
-    /// A node of `servers` (a URL, or a comma-separated list of one cluster's) with the
-    /// defaults.
-    ///
-    /// ```
-    /// use osiiso_host::backend::NodeConfig;
-    /// let config = NodeConfig::new("nats://10.0.0.5:4222,nats://10.0.0.6:4222");
-    /// assert_eq!(config.servers.len(), 2);
-    /// ```
-    pub fn new(servers: impl AsRef<str>) -> Self {
-        Self {
-            servers: split_servers([servers]),
-            slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            allow_dirs: Vec::new(),
-            allow_http: Vec::new(),
-            allow_env: false,
-            cache_dir: None,
-            no_cache: false,
-            ack_wait: DEFAULT_LEASE,
-            connect_timeout: CONNECT_TIMEOUT,
-            total_memory: None,
-            replicas: None,
-            wait_for_broker: false,
-            compile_timeout: None,
-            compile_memory: None,
-            metrics: None,
-        }
-    }
-}
 
 /// What the attempts of a node share.
 pub(crate) struct NodeShared {
@@ -166,20 +94,10 @@ impl NatsNode {
     /// Connects (failing fast, with the servers in the error, unless
     /// [`NodeConfig::wait_for_broker`]), sets up the broker layout and the engine.
     pub async fn connect(config: NodeConfig) -> Result<Self, NatsError> {
-        if config.slots == 0 || config.slots > MAX_SLOTS {
-            return Err(NatsError::Config(format!(
-                "--slots must be from 1 to {MAX_SLOTS}"
-            )));
-        }
-        if config.ack_wait < MIN_LEASE {
-            return Err(NatsError::Config(format!(
-                "--ack-wait must be at least {}",
-                humantime::format_duration(MIN_LEASE)
-            )));
-        }
+        config.validate()?;
         let id = layout::random_id("n");
         let mut builder = Host::builder()
-            .cache(!config.no_cache)
+            .cache(config.cache)
             .max_instances(u32::try_from(config.slots + 4).unwrap_or(u32::MAX))
             // Bytes from the broker never become native code.
             .allow_precompiled(false);
@@ -196,6 +114,7 @@ impl NatsNode {
             builder = builder.compile_memory(bytes);
         }
         let host = builder
+            .compile_tier(config.compile_tier)
             .build()
             .map_err(|e| NatsError::Config(format!("cannot build the engine: {e}")))?;
         let policy = GrantPolicy::new(

@@ -13,8 +13,8 @@ use async_nats::jetstream::object_store::ObjectStore;
 use parking_lot::Mutex;
 
 use super::super::layout::{self, MAX_PLUGIN_BYTES};
+use super::super::message::CachedPlugin;
 use super::super::payload::{ObjectError, read_object};
-use super::super::wire::CachedPlugin;
 use crate::engine::{Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};
 

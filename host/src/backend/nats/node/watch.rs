@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::NodeShared;
 use super::held::Shown;
 use crate::attempt::{AttemptOutcome, AttemptReport};
-use crate::backend::wire::AttemptSpec;
+use crate::backend::remote::AttemptSpec;
 use crate::metrics::{Gauges, Outcome, RecentFailure, RunningAttempt, Source};
 
 impl NodeShared {

@@ -23,14 +23,15 @@ use parking_lot::Mutex;
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 
-use super::super::wire::{AttemptSpec, outbound};
 use super::NatsError;
 use super::connection::{Broker, patiently};
+use super::frame::{AttemptKey, Body, write_frame};
 use super::layout;
+use super::message::{AttemptHeader, CancelMsg};
 use super::payload::delete_object;
 use super::timing::{HEARTBEAT, LEAVE_PATIENCE, PUBLISH_RETRY};
-use super::wire::{AttemptHeader, AttemptKey, Body, CancelMsg, write_frame};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
+use crate::backend::remote::{AttemptSpec, outbound};
 use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::backend::Attempt;
 
@@ -197,7 +198,7 @@ impl Submitter {
     /// Runs one attempt on some node: publish, wait for its report, stop it remotely when
     /// the control says so. An attempt a draining node hands back is published again.
     pub(crate) async fn run(self: &Arc<Self>, attempt: Attempt<'_>) -> AttemptReport {
-        let (call, name, control) = (attempt.call, attempt.name, attempt.control);
+        let (call, name, control) = (attempt.call, attempt.display_name, attempt.control);
         let plugin = call.task().plugin();
         let (path, input) = match outbound(&attempt, "node") {
             Ok(outbound) => outbound,

@@ -11,13 +11,13 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::super::alarm::Forgeries;
+use super::super::frame::{Body, Frame, Purpose, split};
 use super::super::layout::{self, MAX_PAYLOAD_BYTES};
+use super::super::message::{
+    REPORT_SECTIONS, ReportHeader, ReportKind, RunningMsg, restore_report,
+};
 use super::super::payload::{ObjectError, delete_object, read_object};
 use super::super::timing::NODE_SILENCE;
-use super::super::wire::{
-    Body, Frame, Purpose, REPORT_SECTIONS, ReportHeader, ReportKind, RunningMsg, restore_report,
-    split,
-};
 use super::{PendingMap, Verdict};
 use crate::failure::{FailureKind, TaskFailure};
 

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use async_nats::jetstream::object_store::InfoErrorKind;
 
-use super::super::super::wire::AttemptSpec;
+use super::super::frame::{AttemptKey, Body, frame_size};
 use super::super::layout::{self, MAX_PAYLOAD_BYTES, MAX_PLUGIN_BYTES};
+use super::super::message::AttemptHeader;
 use super::super::payload::{ObjectError, read_object, write_object};
 use super::super::timing::PUBLISH_RETRY;
-use super::super::wire::{AttemptHeader, AttemptKey, Body, frame_size};
 use super::Submitter;
+use crate::backend::remote::AttemptSpec;
 use crate::engine::Plugin;
 use crate::failure::{FailureKind, TaskFailure};
 

@@ -6,10 +6,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::core::{CANCELLED, Core, Record};
-use super::handle::TaskCell;
-use super::result::TaskStatus;
-use super::work::Work;
+use super::super::handle::TaskCell;
+use super::super::result::TaskStatus;
+use super::super::work::Work;
+use super::{CANCELLED, Core, Record};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::failure::TaskFailure;
 use crate::metrics::Outcome;

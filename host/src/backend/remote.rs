@@ -53,7 +53,9 @@ pub(crate) fn outbound<'a>(
         ));
     };
     let input = attempt.call.input().to_string();
-    plugin.limits().check_input(attempt.name, input.len())?;
+    plugin
+        .limits()
+        .check_input(attempt.display_name, input.len())?;
     Ok((path, input))
 }
 
@@ -70,9 +72,9 @@ impl AttemptSpec {
         Self {
             plugin_hash: plugin.hash().to_string(),
             task: call.task().name().to_string(),
-            display_name: attempt.name.to_string(),
+            display_name: attempt.display_name.to_string(),
             input,
-            attempt: attempt.number,
+            attempt: attempt.attempt,
             timeout_ms: control.timeout().map(millis),
             left_ms: control
                 .deadline()
