@@ -33,6 +33,7 @@ mod nats_service;
 #[cfg(feature = "nats")]
 mod nats_trust;
 mod observe;
+mod process_batching;
 mod process_faults;
 mod programs;
 mod queue_races;

@@ -134,7 +134,20 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn discovered_auto_limit(&self) -> Option<usize> {
         None
     }
+
+    /// How many attempts one worker holds at once (at most 16): the queue runs this many
+    /// worker threads per worker, each with one attempt, and the backend multiplexes them
+    /// onto the worker (the process backend queues a few attempts in each subprocess, so
+    /// that it never waits for the parent between two). 1, the default: one attempt per
+    /// worker. Counts the queue reports ([`Stats::workers`](super::Stats::workers), the
+    /// `slots` gauge) stay in workers.
+    fn attempts_per_worker(&self) -> usize {
+        1
+    }
 }
+
+/// The most [`Backend::attempts_per_worker`] the queue accepts.
+pub(crate) const MAX_ATTEMPTS_PER_WORKER: usize = 16;
 
 /// Why a backend could not be built, or a worker of it could not start.
 ///

@@ -50,6 +50,8 @@ pub(crate) struct QueueConfig {
     pub(crate) retention: Retention,
     /// The `Auto` worker limit of this backend.
     pub(crate) auto_limit: usize,
+    /// Worker threads per worker ([`Backend::attempts_per_worker`]).
+    pub(crate) threads_per_worker: usize,
 }
 
 impl QueueConfig {
@@ -137,6 +139,7 @@ impl<B: Backend> QueueBuilder<B> {
                 metrics: None,
                 retention: Retention::All,
                 auto_limit: B::auto_limit(cpus),
+                threads_per_worker: 1,
             },
         }
     }

@@ -55,7 +55,7 @@ pub use self::result::{TaskResult, TaskStatus};
 pub use self::summary::{KEPT_FAILURES, RunStatus, RunSummary};
 pub use self::work::{AsyncNativeTask, NativeFn, NativeFutureFn, NativeTask};
 
-use self::backend::{AcceptsFutures, AcceptsNative, Backend, Runner};
+use self::backend::{AcceptsFutures, AcceptsNative, Backend, MAX_ATTEMPTS_PER_WORKER, Runner};
 use self::core::{Admission, Core};
 use self::work::Work;
 use crate::attempt::TaskCall;
@@ -179,6 +179,9 @@ impl<B: Backend> Queue<B> {
         if let Some(limit) = backend.discovered_auto_limit() {
             config.auto_limit = limit.clamp(1, B::MAX_WORKERS);
         }
+        config.threads_per_worker = backend
+            .attempts_per_worker()
+            .clamp(1, MAX_ATTEMPTS_PER_WORKER);
         let backend = Arc::new(backend);
         let runner = backend.clone().runner();
         let core = Core::new(config, B::NAME, runner);

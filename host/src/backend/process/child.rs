@@ -1,6 +1,6 @@
-//! One worker subprocess, seen from the parent: spawn and handshake, framed requests,
-//! replies read by the queue worker that owns it, and death detected by waiting on the
-//! process itself.
+//! One worker subprocess, seen from the parent: spawn, handshake and initializer (read by
+//! the queue worker that started it), then handed to a [`Channel`](super::channel::Channel);
+//! death detected by waiting on the process itself.
 
 use std::collections::BTreeSet;
 use std::io::BufWriter;
@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use super::ProcessContext;
 use super::init::WorkerInit;
 use super::logs;
-use super::protocol::{
-    Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, write_encoded, write_frame,
-};
+use super::protocol::{Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, write_frame};
 use super::worker_main::{WORKER_MARKER, WorkerOptions};
 use crate::attempt::AttemptControl;
 use crate::failure::{FailureKind, TaskFailure};
@@ -44,13 +42,19 @@ pub(super) enum Event {
 /// PIDs of the live worker processes of one executor.
 pub(crate) type PidRegistry = Arc<Mutex<BTreeSet<u32>>>;
 
+/// A worker that is starting: its process, its request pipe and its reply stream.
 pub(crate) struct WorkerProcess {
-    registry: PidRegistry,
-    child: Child,
-    stdin: BufWriter<ChildStdin>,
-    replies: FrameReader,
+    pub(super) process: ProcessHandle,
+    pub(super) stdin: BufWriter<ChildStdin>,
+    pub(super) replies: FrameReader,
     /// The reply stream ended or broke; nothing more will come from it.
     broken: bool,
+}
+
+/// The process of a worker: alive, or exited and reaped.
+pub(crate) struct ProcessHandle {
+    registry: PidRegistry,
+    child: Child,
     pid: u32,
     exit: Option<ExitStatus>,
 }
@@ -83,13 +87,15 @@ impl WorkerProcess {
             .map_err(|e| start_failure(format!("cannot read from the worker: {e}")))?;
         let pid = child.id();
         let mut process = Self {
-            registry: registry.clone(),
-            child,
+            process: ProcessHandle {
+                registry: registry.clone(),
+                child,
+                pid,
+                exit: None,
+            },
             stdin,
             replies,
             broken: false,
-            pid,
-            exit: None,
         };
         match process.next_event(HANDSHAKE_TIMEOUT) {
             Some(Event::Reply(Reply::Hello { version, pid: _ })) if version == PROTOCOL_VERSION => {
@@ -116,11 +122,6 @@ impl WorkerProcess {
         write_frame(&mut self.stdin, request)
     }
 
-    /// Sends a frame made by [`encode_frame`](super::protocol::encode_frame).
-    pub(super) fn send_encoded(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        write_encoded(&mut self.stdin, frame)
-    }
-
     /// The next thing the worker said, waiting at most `wait`. Its log records go to this
     /// process's `tracing` on the way.
     pub(super) fn next_event(&mut self, wait: Duration) -> Option<Event> {
@@ -134,7 +135,7 @@ impl WorkerProcess {
             match self.replies.next::<Reply>(Some(wait)) {
                 Ok(None) => return None,
                 Ok(Some(Frame::Message(Reply::Log(record)))) => {
-                    logs::emit(self.pid, &record);
+                    logs::emit(self.process.pid, &record);
                     // A worker that logs without pause must not keep its caller from
                     // checking for cancellation and deadlines.
                     if Instant::now() >= deadline {
@@ -206,6 +207,25 @@ impl WorkerProcess {
         }
     }
 
+    pub(super) fn has_exited(&mut self) -> bool {
+        self.process.has_exited()
+    }
+
+    pub(super) fn reap(&mut self) -> String {
+        self.process.reap()
+    }
+
+    pub(crate) fn kill(&mut self) {
+        self.process.kill()
+    }
+}
+
+impl ProcessHandle {
+    /// Its PID.
+    pub(super) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Whether the process has exited (checked with `waitpid`, not the pipe).
     pub(super) fn has_exited(&mut self) -> bool {
         if self.exit.is_none() {
@@ -239,9 +259,9 @@ impl WorkerProcess {
         }
     }
 
-    /// Graceful close: stop, then `SIGTERM`, then `SIGKILL`; always reaped.
-    pub(crate) fn close(mut self) {
-        let _ = self.send(&Request::Stop);
+    /// Graceful close once `Stop` was sent: wait, then `SIGTERM`, then `SIGKILL`; always
+    /// reaped.
+    pub(super) fn close(&mut self) {
         for (signal, wait) in [(None, 2000), (Some(libc::SIGTERM), 1000)] {
             if let Some(signal) = signal {
                 // SAFETY: signalling our own, not yet reaped child.
@@ -259,7 +279,7 @@ impl WorkerProcess {
     }
 }
 
-impl Drop for WorkerProcess {
+impl Drop for ProcessHandle {
     fn drop(&mut self) {
         self.kill();
     }

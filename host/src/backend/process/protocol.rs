@@ -2,6 +2,13 @@
 //!
 //! A frame is a little-endian `u32` length followed by that many bytes of JSON. Frames over
 //! [`MAX_FRAME`] are refused on both sides.
+//!
+//! A worker holds a few attempts at once (`Process::attempts_per_worker`): the parent sends
+//! the next `Run` while the worker is still busy with the previous one, the worker reads
+//! every frame that has arrived with one `read`, runs the attempts in the order they came and
+//! answers each with one `Done`, in that order. Its replies are buffered and written once per
+//! batch: before it waits for more requests, and at each epoch check of a running attempt
+//! (so a reply waits at most one tick behind a slow attempt).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -31,7 +38,8 @@ pub(crate) enum Request {
     Init(WorkerInit),
     /// Run one attempt in a fresh instance.
     Run(Box<RunRequest>),
-    /// Stop the attempt with this id, if it is still running.
+    /// Stop the attempt with this id if it is running, or answer it `Cancelled` without
+    /// running it if it is still waiting behind another.
     Cancel { attempt_id: u64 },
     /// Finish and exit.
     Stop,
@@ -123,28 +131,44 @@ impl std::fmt::Display for FrameTooLarge {
 
 /// Encodes one frame (length prefix and JSON body), refusing one over [`MAX_FRAME`].
 pub(crate) fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameTooLarge> {
-    let mut frame = vec![0; 4];
-    // Serializing plain data into a Vec cannot fail.
-    serde_json::to_writer(&mut frame, message).expect("protocol messages serialize");
-    let len = frame.len() - 4;
-    if len > MAX_FRAME {
-        return Err(FrameTooLarge { len });
-    }
-    frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    let mut frame = Vec::new();
+    encode_frame_into(&mut frame, message)?;
     Ok(frame)
 }
 
-/// Writes one encoded frame.
-pub(crate) fn write_encoded(out: &mut impl Write, frame: &[u8]) -> io::Result<()> {
-    out.write_all(frame)?;
+/// [`encode_frame`] into `frame`, which is cleared first (a sender reuses one buffer).
+pub(crate) fn encode_frame_into<T: Serialize>(
+    frame: &mut Vec<u8>,
+    message: &T,
+) -> Result<(), FrameTooLarge> {
+    frame.clear();
+    frame.extend_from_slice(&[0; 4]);
+    // Serializing plain data into a Vec cannot fail.
+    serde_json::to_writer(&mut *frame, message).expect("protocol messages serialize");
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        frame.clear();
+        return Err(FrameTooLarge { len });
+    }
+    frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Encodes and writes one frame, and flushes it.
+pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
+    write_frame_buffered(out, message)?;
     out.flush()
 }
 
-/// Encodes and writes one frame.
-pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
+/// Encodes and writes one frame into `out` without flushing it: a batch of replies leaves
+/// with one `write`.
+pub(crate) fn write_frame_buffered<T: Serialize>(
+    out: &mut impl Write,
+    message: &T,
+) -> io::Result<()> {
     let frame = encode_frame(message)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("frame of {e}")))?;
-    write_encoded(out, &frame)
+    out.write_all(&frame)
 }
 
 /// What reading a frame gave.
@@ -198,6 +222,13 @@ impl FrameReader {
             if let Some(frame) = self.take_frame()? {
                 return Ok(Some(frame));
             }
+            // Read first: when a batch has arrived this is the only system call.
+            match self.fill()? {
+                Some(0) => return self.end_of_stream(),
+                Some(_) => continue,
+                None if wait == Some(Duration::ZERO) => return Ok(None),
+                None => {}
+            }
             let timeout_ms = match deadline {
                 None => -1,
                 // Rounded up, so a short wait is not a busy loop.
@@ -210,16 +241,29 @@ impl FrameReader {
             if !self.wait_readable(timeout_ms)? {
                 return Ok(None);
             }
-            if self.fill()? == Some(0) {
-                return if self.start == self.end {
-                    Ok(Some(Frame::Eof))
-                } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the stream ended in the middle of a frame",
-                    ))
-                };
-            }
+        }
+    }
+
+    /// Whether a whole frame is buffered: [`next`](Self::next) would return it without a
+    /// system call.
+    pub(crate) fn has_frame(&self) -> bool {
+        let unread = &self.buffer[self.start..self.end];
+        unread.first_chunk::<4>().is_some_and(|l| {
+            let len = u32::from_le_bytes(*l) as usize;
+            // An oversized length is an error `next` reports at once.
+            len > MAX_FRAME || unread.len() >= 4 + len
+        })
+    }
+
+    /// The stream ended: cleanly between frames, or in the middle of one.
+    fn end_of_stream<T>(&self) -> io::Result<Option<Frame<T>>> {
+        if self.start == self.end {
+            Ok(Some(Frame::Eof))
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream ended in the middle of a frame",
+            ))
         }
     }
 

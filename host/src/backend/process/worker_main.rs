@@ -5,15 +5,18 @@
 //! channel. Its `tracing` events travel to the parent as frames.
 //!
 //! One thread does everything: between attempts it waits for the next request, and during an
-//! attempt the engine's epoch check reads the channel for a cancellation.
+//! attempt the engine's epoch check reads the channel for a cancellation (and keeps the
+//! requests that arrived meanwhile, in order). The parent sends a few attempts ahead; the
+//! worker runs them in the order they came and answers each, its replies buffered and
+//! written in batches (before it waits, at most every millisecond, and at each epoch check).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt;
@@ -22,16 +25,24 @@ use tracing_subscriber::{Layer, filter::LevelFilter};
 use super::init::{WorkerHooks, WorkerInit};
 use super::logs::{ForwardLayer, SharedWriter};
 use super::protocol::{
-    DoneReply, Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, RunRequest, encode_frame,
-    write_frame,
+    DoneReply, Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, RunRequest, encode_frame_into,
+    write_frame, write_frame_buffered,
 };
-use crate::attempt::{AttemptControl, AttemptReport, ProgressFn};
+use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
 use crate::engine::{CompileTier, Host, Plugin, WarmPool};
 use crate::progress::{Progress, ProgressCell};
 
+use crate::failure::{FailureKind, TaskFailure};
+
 /// Idle warm instances a worker keeps (its host holds four instances at most).
 const WARM_INSTANCES: usize = 2;
-use crate::failure::{FailureKind, TaskFailure};
+/// The longest a written reply waits in the buffer while the worker runs more attempts.
+const REPLY_BATCH_WAIT: Duration = Duration::from_millis(1);
+/// How often a running attempt's checks read the request pipe, at most.
+const CANCEL_READ_INTERVAL: Duration = Duration::from_millis(1);
+/// Cancellations of attempts not started yet that a worker remembers (the parent has a few
+/// in flight; anything past this is dropped, oldest first).
+const MAX_REMEMBERED_CANCELS: usize = 1024;
 
 /// The compiled plugins this worker has loaded, by content hash (whatever path named them).
 type Plugins = HashMap<String, Plugin>;
@@ -242,6 +253,15 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
         write_frame(&mut *out, reply).is_ok()
     };
+    // A reply that may wait in the buffer for the rest of its batch.
+    let send_buffered = |reply: &Reply| -> bool {
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        write_frame_buffered(&mut *out, reply).is_ok()
+    };
+    let flush = || -> bool {
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        out.flush().is_ok()
+    };
     if !send(&Reply::Hello {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
@@ -252,40 +272,78 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
     let channel = Arc::new(Mutex::new(ControlChannel {
         requests,
         pending: VecDeque::new(),
-        cancel: None,
+        cancels: BTreeSet::new(),
+        started: 0,
+        last_read: None,
         closing: false,
     }));
     let mut plugins = Plugins::new();
     // Instances kept warm between attempts, for plugins whose limits ask for reuse.
     let warm = WarmPool::new(WARM_INSTANCES);
+    // When the oldest reply still in the buffer was written.
+    let mut unflushed: Option<Instant> = None;
+    // The encoded reply, its buffer reused.
+    let mut reply = Vec::new();
     loop {
-        let frame = channel.lock().unwrap_or_else(|e| e.into_inner()).next();
+        let frame = {
+            let mut channel = channel.lock().unwrap_or_else(|e| e.into_inner());
+            // Replies leave before the worker waits: the parent is waiting for them.
+            if unflushed.is_some() && !channel.has_request() {
+                unflushed = None;
+                if !flush() {
+                    return 3;
+                }
+            }
+            channel.next()
+        };
         match frame {
             Ok(Frame::Message(Request::Run(request))) => {
-                let progress = Arc::new(ProgressCell::new());
-                let report = run_one(
-                    &host,
-                    &mut plugins,
-                    &warm,
-                    &request,
-                    watch(&channel, &request),
-                    progress_sender(&out, request.attempt_id, &progress),
-                );
-                // The last progress the parent has not heard yet goes before the result.
-                if let Some(last) = progress.take_pending()
-                    && !send(&Reply::Progress {
-                        attempt_id: request.attempt_id,
-                        done: last.done,
-                        total: last.total,
-                    })
-                {
+                let skip = channel
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .start(request.attempt_id);
+                let report = if skip {
+                    // Cancelled while it waited behind another attempt: answered unrun.
+                    AttemptOutcome::Cancelled.into()
+                } else {
+                    let progress = Arc::new(ProgressCell::new());
+                    let report = run_one(
+                        &host,
+                        &mut plugins,
+                        &warm,
+                        &request,
+                        watch(&channel, &out, &request),
+                        progress_sender(&out, request.attempt_id, &progress),
+                    );
+                    // The last progress the parent has not heard yet goes before the result.
+                    if let Some(last) = progress.take_pending()
+                        && !send_buffered(&Reply::Progress {
+                            attempt_id: request.attempt_id,
+                            done: last.done,
+                            total: last.total,
+                        })
+                    {
+                        return 3;
+                    }
+                    report
+                };
+                encode_done(&mut reply, &request, report);
+                let written = {
+                    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                    out.write_all(&reply).is_ok()
+                };
+                if !written {
                     return 3;
                 }
-                if !send(&fitting_done(&request, report)) {
-                    return 3;
+                let first = *unflushed.get_or_insert_with(Instant::now);
+                if first.elapsed() >= REPLY_BATCH_WAIT {
+                    unflushed = None;
+                    if !flush() {
+                        return 3;
+                    }
                 }
                 if channel.lock().unwrap_or_else(|e| e.into_inner()).closing {
-                    return 0;
+                    return if flush() { 0 } else { 3 };
                 }
             }
             Ok(Frame::Message(Request::Init(init))) => {
@@ -301,15 +359,22 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
                     }
                 }
             }
-            // A cancellation that arrived after its attempt ended.
-            Ok(Frame::Message(Request::Cancel { .. })) => {}
-            Ok(Frame::Message(Request::Stop)) | Ok(Frame::Eof) => return 0,
+            Ok(Frame::Message(Request::Cancel { attempt_id })) => {
+                channel
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remember_cancel(attempt_id);
+            }
+            Ok(Frame::Message(Request::Stop)) | Ok(Frame::Eof) => {
+                return if flush() { 0 } else { 3 };
+            }
             Ok(Frame::Undecodable(message)) => {
                 if !send(&Reply::BadFrame { message }) {
                     return 3;
                 }
             }
             Err(error) => {
+                flush();
                 tracing::error!("protocol error: {error}");
                 return 3;
             }
@@ -346,15 +411,36 @@ fn protocol_channel() -> Result<(FrameReader, SharedWriter), String> {
 /// epoch check.
 struct ControlChannel {
     requests: FrameReader,
-    /// Frames read during an attempt that are not for it.
+    /// Frames read during an attempt that are not for it, in order.
     pending: VecDeque<Frame<Request>>,
-    /// The last attempt the parent asked to cancel.
-    cancel: Option<u64>,
+    /// Attempts the parent asked to cancel: the running one, or ones not started yet.
+    cancels: BTreeSet<u64>,
+    /// The id of the last attempt started (ids grow in the order the parent sends them).
+    started: u64,
+    /// When a running attempt's check last read the pipe.
+    last_read: Option<Instant>,
     /// The parent asked the worker to stop, or went away.
     closing: bool,
 }
 
 impl ControlChannel {
+    /// Whether a request can be had without waiting: one already read, or one in the pipe
+    /// now (read without waiting, and kept for [`next`](Self::next)).
+    fn has_request(&mut self) -> bool {
+        if !self.pending.is_empty() || self.requests.has_frame() {
+            return true;
+        }
+        match self.requests.next::<Request>(Some(Duration::ZERO)) {
+            Ok(Some(frame)) => {
+                self.pending.push_back(frame);
+                true
+            }
+            Ok(None) => false,
+            // `next` reports it again.
+            Err(_) => true,
+        }
+    }
+
     /// The next request, waiting for it.
     fn next(&mut self) -> std::io::Result<Frame<Request>> {
         if let Some(frame) = self.pending.pop_front() {
@@ -367,13 +453,43 @@ impl ControlChannel {
         }
     }
 
-    /// Reads what has arrived without waiting; true if `attempt_id` is to stop.
+    /// Attempt `id` starts; true if it was cancelled before it did (it is answered
+    /// `Cancelled` without running).
+    fn start(&mut self, id: u64) -> bool {
+        self.started = id;
+        self.last_read = None;
+        // Cancellations of attempts that have ended are stale.
+        self.cancels = self.cancels.split_off(&id);
+        self.cancels.remove(&id)
+    }
+
+    /// Notes a cancellation of the running attempt or of one not started yet.
+    fn remember_cancel(&mut self, id: u64) {
+        if id < self.started {
+            return;
+        }
+        self.cancels.insert(id);
+        if self.cancels.len() > MAX_REMEMBERED_CANCELS {
+            self.cancels.pop_first();
+        }
+    }
+
+    /// Reads what has arrived without waiting (at most once per
+    /// [`CANCEL_READ_INTERVAL`]); true if `attempt_id` is to stop.
     fn poll_cancel(&mut self, attempt_id: u64) -> bool {
+        let now = Instant::now();
+        if self
+            .last_read
+            .is_some_and(|last| now.duration_since(last) < CANCEL_READ_INTERVAL)
+        {
+            return self.closing || self.cancels.contains(&attempt_id);
+        }
+        self.last_read = Some(now);
         while !self.closing {
             match self.requests.next::<Request>(Some(Duration::ZERO)) {
-                Ok(None) => return self.cancel == Some(attempt_id),
+                Ok(None) => return self.cancels.contains(&attempt_id),
                 Ok(Some(Frame::Message(Request::Cancel { attempt_id: id }))) => {
-                    self.cancel = Some(id);
+                    self.remember_cancel(id);
                 }
                 Ok(Some(frame @ (Frame::Message(Request::Stop) | Frame::Eof))) => {
                     self.closing = true;
@@ -390,16 +506,26 @@ impl ControlChannel {
     }
 }
 
-/// The control of one attempt: its deadline, and a watch that reads cancellations from the
-/// channel whenever the engine checks.
-fn watch(channel: &Arc<Mutex<ControlChannel>>, request: &RunRequest) -> Arc<AttemptControl> {
+/// The control of one attempt: its deadline, and a watch that, whenever the engine checks,
+/// reads cancellations from the channel and sends the replies waiting in the buffer.
+fn watch(
+    channel: &Arc<Mutex<ControlChannel>>,
+    out: &SharedWriter,
+    request: &RunRequest,
+) -> Arc<AttemptControl> {
     let attempt_id = request.attempt_id;
-    let channel = channel.clone();
+    let (channel, out) = (channel.clone(), out.clone());
     let (timeout, left) = request.spec.clock();
     AttemptControl::watched(
         timeout,
         left,
         Box::new(move || {
+            // The replies of the attempts before this one wait at most one check.
+            if let Ok(mut out) = out.try_lock()
+                && !out.buffer().is_empty()
+            {
+                let _ = out.flush();
+            }
             // Checks from another thread (an HTTP watcher) skip a read already in progress.
             channel
                 .try_lock()
@@ -427,26 +553,24 @@ fn progress_sender(out: &SharedWriter, attempt_id: u64, cell: &Arc<ProgressCell>
     })
 }
 
-/// The reply to an attempt, or, when its value or captured output would not fit in a frame,
-/// a `Serialization` failure that says so (the worker stays up; nothing is retried).
-fn fitting_done(request: &RunRequest, report: AttemptReport) -> Reply {
+/// The reply to an attempt, encoded into `frame`; when its value or captured output would
+/// not fit in a frame, a `Serialization` failure that says so (the worker stays up; nothing
+/// is retried).
+fn encode_done(frame: &mut Vec<u8>, request: &RunRequest, report: AttemptReport) {
     let fuel = report.fuel_consumed;
-    let reply = done(request.attempt_id, report);
-    match encode_frame(&reply) {
-        Ok(_) => reply,
-        Err(too_large) => done(
-            request.attempt_id,
-            AttemptReport {
-                fuel_consumed: fuel,
-                ..AttemptReport::failed(TaskFailure::new(
-                    FailureKind::Serialization,
-                    format!(
-                        "the result of task '{}' is {too_large}",
-                        request.spec.display_name
-                    ),
-                ))
-            },
-        ),
+    if let Err(too_large) = encode_frame_into(frame, &done(request.attempt_id, report)) {
+        let failure = AttemptReport {
+            fuel_consumed: fuel,
+            ..AttemptReport::failed(TaskFailure::new(
+                FailureKind::Serialization,
+                format!(
+                    "the result of task '{}' is {too_large}",
+                    request.spec.display_name
+                ),
+            ))
+        };
+        // A failure with a bounded message always fits.
+        let _ = encode_frame_into(frame, &done(request.attempt_id, failure));
     }
 }
 

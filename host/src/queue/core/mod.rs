@@ -109,7 +109,7 @@ impl Core {
             active: state.active.len(),
             scheduled: state.scheduled.len(),
             completed: state.results.recorded(),
-            workers: state.workers.live,
+            workers: state.workers.live.div_ceil(self.config.threads_per_worker),
             closed: state.phase.is_closed(),
             live_tasks: self.live.get(),
             held_results: state.results.held(),

@@ -71,7 +71,7 @@ impl Source for Core {
         Gauges {
             queued: state.outstanding.saturating_sub(running) as u64,
             running: running as u64,
-            slots: state.workers.live as u64,
+            slots: state.workers.live.div_ceil(self.config.threads_per_worker) as u64,
             draining: matches!(
                 state.phase,
                 Phase::Draining | Phase::Stopping | Phase::Closing

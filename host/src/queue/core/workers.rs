@@ -16,14 +16,16 @@ pub(crate) enum Take {
 }
 
 impl Core {
+    /// Worker threads wanted now: the workers times the attempts each holds
+    /// ([`Backend::attempts_per_worker`](super::super::backend::Backend::attempts_per_worker)).
     fn worker_target(&self, state: &State) -> usize {
+        let per_worker = self.config.threads_per_worker;
         match self.config.workers {
-            Workers::Fixed(n) => n,
+            Workers::Fixed(n) => n * per_worker,
             Workers::Auto => {
                 let floor = usize::from(self.config.mode == Mode::Infinite);
                 floor.max(
-                    self.config
-                        .auto_limit
+                    (self.config.auto_limit * per_worker)
                         .min(state.ready.live() + state.active.len()),
                 )
             }
