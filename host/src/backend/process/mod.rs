@@ -212,7 +212,7 @@ impl QueueBuilder<Process> {
     /// fail-first halt lets the tasks already sent finish; a task submitted later cannot
     /// overtake them by priority. A waiting attempt's timeout still runs only from when the
     /// attempt before it ends, and only the attempt a worker is running can get it killed
-    /// (docs/queues.md §10.4). The CLI uses 4 for runs that cannot stop early.
+    /// (docs/queues.md §10.4). The CLI keeps 1.
     pub fn attempts_per_worker(mut self, attempts: usize) -> Self {
         self.options.attempts_per_worker = Some(attempts.clamp(1, 16));
         self

@@ -19,9 +19,6 @@ use self::plan::{open_checkpoint, plan};
 use super::Failure;
 use super::http::Watch;
 
-/// Attempts each process worker holds at once in a run that cannot stop early.
-const PROCESS_ATTEMPTS_PER_WORKER: usize = 4;
-
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
         return Err(anyhow!("--worker-memory needs --queue process").into());
@@ -37,15 +34,9 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     let workers = args.queue.workers()?;
     match args.queue.kind {
         QueueKind::Process => {
-            // A few attempts wait in each worker, so that it never idles waiting for this
-            // process; only where no task can be stopped early, since a task sent to a
-            // worker has left the queue (README.md, "Queues").
-            let stops_early = args.queue.fail_first || args.queue.run_timeout.is_some();
-            let mut builder = ProcessQueue::builder().attempts_per_worker(if stops_early {
-                1
-            } else {
-                PROCESS_ATTEMPTS_PER_WORKER
-            });
+            // One attempt per worker: the queue's rules stay exact (priorities, cancels,
+            // fail-first, the order a warm instance sees its tasks); docs/queues.md §10.4.
+            let mut builder = ProcessQueue::builder();
             if let Some(bytes) = args.queue.worker_memory {
                 builder = builder.worker_memory(bytes as u64);
             }
