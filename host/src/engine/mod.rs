@@ -44,7 +44,7 @@ pub use compile::{
     COMPILE_MARKER, Compiler, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, MIN_COMPILE_MEMORY,
     maybe_run_compiler,
 };
-pub(crate) use compile::{HOST_BINARY, sibling_binary};
+pub(crate) use compile::{HOST_BINARY, host_binary};
 pub use config::CompileTier;
 pub use error::{HostError, LoadError};
 #[cfg(feature = "nats")]

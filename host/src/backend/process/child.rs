@@ -353,19 +353,8 @@ fn command(context: &ProcessContext, options: &WorkerOptions) -> Result<Command,
     Ok(command)
 }
 
-/// Where the `osiiso-host` binary is, for the default context.
+/// Where the `osiiso-host` binary is, for the default context: the compile process's binary
+/// ([`host_binary`](crate::engine::host_binary)), else `osiiso-host` on `PATH`.
 fn default_binary() -> PathBuf {
-    use crate::engine::{HOST_BINARY, sibling_binary};
-    if let Some(path) = std::env::var_os("OSIISO_HOST_BIN") {
-        return PathBuf::from(path);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if exe.file_name().is_some_and(|n| n == HOST_BINARY) {
-            return exe;
-        }
-        if let Some(sibling) = sibling_binary(&exe) {
-            return sibling;
-        }
-    }
-    PathBuf::from(HOST_BINARY)
+    crate::engine::host_binary().unwrap_or_else(|| PathBuf::from(crate::engine::HOST_BINARY))
 }

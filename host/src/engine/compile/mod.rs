@@ -251,13 +251,26 @@ fn auto() -> Place {
     {
         return place;
     }
-    if let Some(program) = std::env::var_os("OSIISO_HOST_BIN") {
-        return process(Path::new(&program));
-    }
-    match exe.as_deref().and_then(sibling_binary) {
+    match host_binary() {
         Some(program) => process(&program),
         None => Place::InProcess { fallback: true },
     }
+}
+
+/// The `osiiso-host` binary to start as a compile process or a worker: this executable when it
+/// is `osiiso-host`, else `$OSIISO_HOST_BIN`, else an `osiiso-host` next to (or one directory
+/// above) this executable. One order for both, so that they are the same binary.
+pub(crate) fn host_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok();
+    if let Some(exe) = &exe
+        && exe.file_name().is_some_and(|name| name == HOST_BINARY)
+    {
+        return Some(exe.clone());
+    }
+    if let Some(program) = std::env::var_os("OSIISO_HOST_BIN") {
+        return Some(PathBuf::from(program));
+    }
+    exe.as_deref().and_then(sibling_binary)
 }
 
 /// A compile process of `program`. The process starts in `/` with no `PATH`, so the
