@@ -141,8 +141,8 @@ impl AttemptSpec {
 /// An [`AttemptReport`] on the wire. The value travels as the JSON it is, inside the
 /// report's own JSON (never escaped into a string), and is validated where it arrives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct WireReport {
-    pub outcome: WireOutcome,
+pub(crate) struct RemoteReport {
+    pub outcome: RemoteOutcome,
     pub fuel_consumed: Option<u64>,
     pub stdout: Option<CapturedOutput>,
     pub stderr: Option<CapturedOutput>,
@@ -150,22 +150,22 @@ pub(crate) struct WireReport {
 
 /// [`AttemptOutcome`] on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum WireOutcome {
-    Succeeded(WireValue),
+pub(crate) enum RemoteOutcome {
+    Succeeded(RemoteValue),
     Failed(TaskFailure),
     Cancelled,
 }
 
 /// A value on the wire: sent as the [`Json`] it is; received as raw text, unchecked until
-/// [`WireReport::into_report`] validates it (so that a bad value fails its task, typed,
+/// [`RemoteReport::into_report`] validates it (so that a bad value fails its task, typed,
 /// and the rest of the report still arrives).
 #[derive(Debug, Clone)]
-pub(crate) enum WireValue {
+pub(crate) enum RemoteValue {
     Sent(Json),
     Received(Box<RawValue>),
 }
 
-impl Serialize for WireValue {
+impl Serialize for RemoteValue {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Sent(json) => json.serialize(serializer),
@@ -174,19 +174,21 @@ impl Serialize for WireValue {
     }
 }
 
-impl<'de> Deserialize<'de> for WireValue {
+impl<'de> Deserialize<'de> for RemoteValue {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Box::<RawValue>::deserialize(deserializer).map(Self::Received)
     }
 }
 
-impl WireReport {
+impl RemoteReport {
     pub(crate) fn new(report: AttemptReport) -> Self {
         Self {
             outcome: match report.outcome {
-                AttemptOutcome::Succeeded(value) => WireOutcome::Succeeded(WireValue::Sent(value)),
-                AttemptOutcome::Failed(failure) => WireOutcome::Failed(failure),
-                AttemptOutcome::Cancelled => WireOutcome::Cancelled,
+                AttemptOutcome::Succeeded(value) => {
+                    RemoteOutcome::Succeeded(RemoteValue::Sent(value))
+                }
+                AttemptOutcome::Failed(failure) => RemoteOutcome::Failed(failure),
+                AttemptOutcome::Cancelled => RemoteOutcome::Cancelled,
             },
             fuel_consumed: report.fuel_consumed,
             stdout: report.stdout,
@@ -198,8 +200,8 @@ impl WireReport {
     /// `Serialization` failure naming `sender`.
     pub(crate) fn into_report(self, sender: &str) -> AttemptReport {
         let outcome = match self.outcome {
-            WireOutcome::Succeeded(WireValue::Sent(value)) => AttemptOutcome::Succeeded(value),
-            WireOutcome::Succeeded(WireValue::Received(raw)) => {
+            RemoteOutcome::Succeeded(RemoteValue::Sent(value)) => AttemptOutcome::Succeeded(value),
+            RemoteOutcome::Succeeded(RemoteValue::Received(raw)) => {
                 let text: Box<str> = raw.into();
                 match Json::from_string(text.into()) {
                     Ok(value) => AttemptOutcome::Succeeded(value),
@@ -209,8 +211,8 @@ impl WireReport {
                     )),
                 }
             }
-            WireOutcome::Failed(failure) => AttemptOutcome::Failed(failure),
-            WireOutcome::Cancelled => AttemptOutcome::Cancelled,
+            RemoteOutcome::Failed(failure) => AttemptOutcome::Failed(failure),
+            RemoteOutcome::Cancelled => AttemptOutcome::Cancelled,
         };
         AttemptReport::new(outcome)
             .with_fuel(self.fuel_consumed)

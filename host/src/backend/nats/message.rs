@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::frame::{AttemptKey, Body, Mac, Purpose};
-use crate::backend::remote::{AttemptSpec, WireOutcome, WireReport, WireValue};
+use crate::backend::remote::{AttemptSpec, RemoteOutcome, RemoteReport, RemoteValue};
 use crate::failure::{FailureKind, TaskFailure};
 use crate::json::Json;
 
@@ -32,7 +32,7 @@ pub(crate) struct AttemptHeader {
 pub(crate) enum ReportKind {
     /// The attempt ran (or could not start): its report. The value and the captured output's
     /// text are the body's three sections, not in here.
-    Ran(WireReport),
+    Ran(RemoteReport),
     /// The node took the attempt but will not run it (it is draining): publish it again; it
     /// does not count as an attempt.
     Returned,
@@ -60,12 +60,12 @@ pub(crate) const REPORT_SECTIONS: usize = 3;
 
 /// Moves the value and the captured texts of `report` out into body sections (the value's
 /// place in the header keeps `null`).
-pub(crate) fn report_sections(report: &mut WireReport) -> [Vec<u8>; REPORT_SECTIONS] {
+pub(crate) fn report_sections(report: &mut RemoteReport) -> [Vec<u8>; REPORT_SECTIONS] {
     let value = match &mut report.outcome {
-        WireOutcome::Succeeded(value) => {
-            match std::mem::replace(value, WireValue::Sent(Json::null())) {
-                WireValue::Sent(json) => json.as_str().as_bytes().to_vec(),
-                WireValue::Received(raw) => raw.get().as_bytes().to_vec(),
+        RemoteOutcome::Succeeded(value) => {
+            match std::mem::replace(value, RemoteValue::Sent(Json::null())) {
+                RemoteValue::Sent(json) => json.as_str().as_bytes().to_vec(),
+                RemoteValue::Received(raw) => raw.get().as_bytes().to_vec(),
             }
         }
         _ => Vec::new(),
@@ -86,7 +86,7 @@ pub(crate) fn report_sections(report: &mut WireReport) -> [Vec<u8>; REPORT_SECTI
 /// keeps (see [`Json`]) makes the report a `Serialization` failure naming `sender`: the task
 /// fails, typed, and the rest of the report still counts.
 pub(crate) fn restore_report(
-    report: &mut WireReport,
+    report: &mut RemoteReport,
     sections: &[&[u8]],
     sender: &str,
 ) -> Option<()> {
@@ -95,10 +95,10 @@ pub(crate) fn restore_report(
     };
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_string);
     match &mut report.outcome {
-        WireOutcome::Succeeded(slot) => match Json::from_string(text(value)?) {
-            Ok(json) => *slot = WireValue::Sent(json),
+        RemoteOutcome::Succeeded(slot) => match Json::from_string(text(value)?) {
+            Ok(json) => *slot = RemoteValue::Sent(json),
             Err(e) => {
-                report.outcome = WireOutcome::Failed(TaskFailure::new(
+                report.outcome = RemoteOutcome::Failed(TaskFailure::new(
                     FailureKind::Serialization,
                     format!("{sender} sent a value that is not JSON: {e}"),
                 ));
@@ -256,8 +256,8 @@ mod tests {
             })
         };
         let value = Json::parse(r#"{"z":"\"quoted\"","a":[1e15]}"#).unwrap();
-        let original = WireReport {
-            outcome: WireOutcome::Succeeded(WireValue::Sent(value.clone())),
+        let original = RemoteReport {
+            outcome: RemoteOutcome::Succeeded(RemoteValue::Sent(value.clone())),
             fuel_consumed: Some(3),
             stdout: output("out\u{1b}[0m"),
             stderr: None,
@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(sections[0], value.as_str().as_bytes());
         let header = serde_json::to_string(&report).unwrap();
         assert!(header.contains(r#"{"Succeeded":null}"#), "{header}");
-        let mut received: WireReport = serde_json::from_str(&header).unwrap();
+        let mut received: RemoteReport = serde_json::from_str(&header).unwrap();
         let borrowed: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
         restore_report(&mut received, &borrowed, "node n1").unwrap();
         let restored = received.into_report("node n1");

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::init::WorkerInit;
 use crate::attempt::AttemptReport;
-use crate::backend::remote::{AttemptSpec, WireReport};
+use crate::backend::remote::{AttemptSpec, RemoteReport};
 
 /// Bumped whenever a message changes shape.
 pub(crate) const PROTOCOL_VERSION: u32 = 4;
@@ -93,7 +93,7 @@ pub(crate) struct LogRecord {
 pub(crate) struct DoneReply {
     pub attempt_id: u64,
     /// Not flattened: the value inside travels as raw JSON, which serde cannot buffer.
-    pub report: WireReport,
+    pub report: RemoteReport,
 }
 
 impl DoneReply {
@@ -101,7 +101,7 @@ impl DoneReply {
     pub(crate) fn new(attempt_id: u64, report: AttemptReport) -> Self {
         Self {
             attempt_id,
-            report: WireReport::new(report),
+            report: RemoteReport::new(report),
         }
     }
 

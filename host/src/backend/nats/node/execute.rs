@@ -18,7 +18,7 @@ use super::NodeShared;
 use super::fetch::Slot;
 use super::plugins::PluginError;
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
-use crate::backend::remote::{WireOutcome, WireReport};
+use crate::backend::remote::{RemoteOutcome, RemoteReport};
 use crate::failure::{FailureKind, TaskFailure};
 
 /// An attempt as a node reads it from its message.
@@ -122,7 +122,7 @@ pub(super) async fn handle(
     shared.busy.fetch_sub(1, Ordering::Relaxed);
     shared.record(&header.spec, &header.plugin_name, &report, began.elapsed());
     drop(slot);
-    let mut report = WireReport::new(report);
+    let mut report = RemoteReport::new(report);
     let sections = report_sections(&mut report);
     let handover = send_report(
         &shared,
@@ -296,9 +296,9 @@ async fn send_report(
     let (kind, sections) = fitting(attempt, kind, sections);
     if let ReportKind::Ran(report) = &kind {
         let outcome = match &report.outcome {
-            WireOutcome::Succeeded(_) => "succeeded",
-            WireOutcome::Failed(failure) => failure.kind.as_str(),
-            WireOutcome::Cancelled => "cancelled",
+            RemoteOutcome::Succeeded(_) => "succeeded",
+            RemoteOutcome::Failed(failure) => failure.kind.as_str(),
+            RemoteOutcome::Cancelled => "cancelled",
         };
         tracing::info!(uid, outcome, "done");
     }
@@ -385,7 +385,7 @@ fn fitting(
             crate::text::escape_control(&attempt.spec.display_name),
         ),
     );
-    let mut fitting = WireReport::new(AttemptReport::new(AttemptOutcome::Failed(failure)));
+    let mut fitting = RemoteReport::new(AttemptReport::new(AttemptOutcome::Failed(failure)));
     fitting.fuel_consumed = report.fuel_consumed;
     (ReportKind::Ran(fitting), Default::default())
 }
