@@ -153,7 +153,7 @@ impl Submitter {
         let _ = nodes;
         let tasks = vec![
             tokio::spawn(reports::dispatch(
-                submitter.broker.client.clone(),
+                submitter.broker.clone(),
                 reports,
                 submitter.pending.clone(),
                 submitter.payloads.clone(),

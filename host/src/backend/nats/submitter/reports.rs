@@ -3,7 +3,7 @@
 //! dropped and logged as forged.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::object_store::ObjectStore;
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::super::alarm::Forgeries;
+use super::super::connection::Broker;
 use super::super::frame::{Body, Frame, Purpose, split};
 use super::super::layout::{self, MAX_PAYLOAD_BYTES};
 use super::super::message::{
@@ -41,19 +42,26 @@ enum Route {
 /// attempt. A report of an attempt that is no longer pending (a late node, a repeat after a
 /// lost answer) is answered and dropped; a forged one is dropped unanswered.
 pub(super) async fn dispatch(
-    client: async_nats::Client,
+    broker: Broker,
     mut reports: async_nats::Subscriber,
     pending: PendingMap,
     payloads: ObjectStore,
     me: String,
 ) {
+    let client = broker.client.clone();
     let fetches = Arc::new(Semaphore::new(FETCHES));
     while let Some(message) = reports.next().await {
         let route = if message.payload.is_empty() {
             // A node asking whether this submitter is alive.
             Route::Answer
         } else {
-            route(&pending, &payloads, &message.payload, &me)
+            route(
+                &pending,
+                &payloads,
+                &message.payload,
+                &me,
+                broker.connected_for(),
+            )
         };
         match route {
             Route::Answer => answer(&client, message.reply).await,
@@ -85,8 +93,15 @@ async fn answer(client: &async_nats::Client, reply: Option<async_nats::Subject>)
     }
 }
 
-/// Checks one report and hands it to its attempt.
-fn route(pending: &PendingMap, payloads: &ObjectStore, payload: &[u8], me: &str) -> Route {
+/// Checks one report and hands it to its attempt; `connected_for` is how long this submitter
+/// has had its broker (since it last came back).
+fn route(
+    pending: &PendingMap,
+    payloads: &ObjectStore,
+    payload: &[u8],
+    me: &str,
+    connected_for: Duration,
+) -> Route {
     let frame = match Frame::read(payload) {
         Ok(frame) => frame,
         Err(why) => {
@@ -146,8 +161,12 @@ fn route(pending: &PendingMap, payloads: &ObjectStore, payload: &[u8], me: &str)
         ReportKind::Returned => Verdict::Returned,
         ReportKind::Redelivered { delivered } => match &waiting.node {
             // Its node still runs it (its lease lapsed while the broker was away): its own
-            // report will come.
-            Some(_) if waiting.heard.elapsed() < NODE_SILENCE => return Route::Answer,
+            // report will come. Right after an outage nobody could be heard, and the broker
+            // hands out again what it held: the node gets the same NODE_SILENCE as in the
+            // watch's silence check, which ends the attempt if the node stays silent.
+            Some(_) if waiting.heard.elapsed() < NODE_SILENCE || connected_for < NODE_SILENCE => {
+                return Route::Answer;
+            }
             Some(node) => Verdict::Lost(TaskFailure::new(
                 FailureKind::WorkerCrashed,
                 format!(
