@@ -83,6 +83,23 @@ fn left_behind(pids: &[i32]) -> Vec<i32> {
         .collect()
 }
 
+/// Compiles the sleeping guest into the shared cache for `queue`'s engine settings, so that a
+/// run spawned next starts in milliseconds and a signal sent [`wait_until_started`] later finds
+/// its tasks running, however slow a first compile is on this machine.
+fn warm_up(queue: &str) {
+    crate::support::cli::osiiso(&[
+        "run",
+        artifacts::SCENARIO_FLAKY,
+        "sleep",
+        "--input",
+        "0",
+        "--queue",
+        queue,
+        "-q",
+    ])
+    .assert_code(0);
+}
+
 fn sleepers(dir: &Path, n: usize, ms: u64) -> std::path::PathBuf {
     write_lines(dir, "sleepers.jsonl", &vec![ms.to_string(); n])
 }
@@ -92,6 +109,7 @@ fn ctrl_c_and_sigterm_end_every_task_with_a_row_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = sleepers(dir.path(), 20, 500);
     for queue in QUEUES {
+        warm_up(queue);
         for (sig, code, group) in [(libc::SIGINT, 130, true), (libc::SIGTERM, 143, false)] {
             let child = spawn(
                 &[
@@ -141,6 +159,7 @@ fn ctrl_c_and_sigterm_end_every_task_with_a_row_and_a_summary() {
 fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = sleepers(dir.path(), 20, 5000);
+    warm_up("process");
     let child = spawn(
         &[
             "run",
