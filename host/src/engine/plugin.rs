@@ -465,7 +465,8 @@ fn aliases(tasks: &[TaskInfo]) -> HashMap<String, usize> {
 /// The sandbox's parsed HTTP allow-list, or why no attempt may run under it: the list does not
 /// parse, or a directory grant reaches the host's compile cache.
 fn checked_grants(host: &Host, sandbox: &Sandbox) -> Result<Arc<[HttpGrant]>, String> {
-    if let Some(cache) = host.cache_root()
+    if !sandbox.dirs().is_empty()
+        && let Some(cache) = host.cache_root()
         && let Some(grant) = sandbox.dirs().iter().find(|grant| grant.reaches(&cache))
     {
         return Err(format!(
