@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use osiiso_host::backend::ProcessContext;
 use osiiso_host::queue::{TaskOptions, TaskStatus, Workers};
-use osiiso_host::{FailureKind, ProcessQueue};
+use osiiso_host::{FailureKind, Limits, ProcessQueue};
 use osiiso_test_artifacts as artifacts;
 use serde_json::json;
 
@@ -287,5 +287,46 @@ fn a_timeout_in_a_batch_ends_that_task_alone() {
     queue.run().unwrap();
     assert_eq!(again.result().unwrap().value, Some(json!("again").into()));
     assert_eq!(queue.worker_pids(), pid, "the same worker");
+    queue.shutdown();
+}
+
+#[test]
+fn a_warm_instance_sees_its_tasks_in_queue_order() {
+    // One worker holding four attempts: four queue threads take tasks and send them to it.
+    let queue = ProcessQueue::builder()
+        .workers(Workers::Fixed(1))
+        .attempts_per_worker(4)
+        .build()
+        .unwrap();
+    // A warm instance that counts its calls: the n-th task it runs answers n.
+    let count = load(artifacts::HOSTILE_SECRET_KEEPER)
+        .with_limits(Limits::new().reuse(1_000_000))
+        .task("count")
+        .unwrap();
+    let tasks = 400;
+    let group = queue
+        .map(
+            &count,
+            (0..tasks).map(|_| serde_json::Value::Null),
+            TaskOptions::new(),
+        )
+        .unwrap();
+    let summary = queue.run().unwrap();
+    assert_eq!(summary.succeeded, tasks, "{summary}");
+    let values: Vec<_> = group
+        .iter()
+        .map(|handle| handle.result().unwrap().value.clone())
+        .collect();
+    let expected: Vec<_> = (1..=tasks).map(|n| Some(json!(n).into())).collect();
+    let first_out_of_order = values.iter().zip(&expected).position(|(v, e)| v != e);
+    assert_eq!(
+        first_out_of_order, None,
+        "the worker ran them in the order the queue handed them out: {values:?}"
+    );
+    assert_eq!(
+        queue.worker_pids().len(),
+        1,
+        "one worker, one warm instance"
+    );
     queue.shutdown();
 }

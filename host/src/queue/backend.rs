@@ -105,6 +105,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::options::Workers;
+use super::turns::Turn;
 use crate::attempt::{AttemptControl, AttemptReport, ProgressFn, TaskCall};
 
 /// What a backend is: how a queue's attempts run and stop. See the [module docs](self).
@@ -240,6 +241,9 @@ pub struct Attempt<'a> {
     /// engine's [`AttemptRequest::progress`](crate::AttemptRequest::progress), or carry the
     /// reports across to it. Calling it is cheap; the queue coalesces what it passes on.
     pub progress: Option<&'a ProgressFn>,
+    /// Its place in the order the queue handed tasks to the workers: the first attempt of a
+    /// task, when the backend holds several attempts per worker.
+    turn: Option<Turn>,
 }
 
 impl<'a> Attempt<'a> {
@@ -258,6 +262,34 @@ impl<'a> Attempt<'a> {
             priority,
             control,
             progress,
+            turn: None,
+        }
+    }
+
+    pub(crate) fn with_turn(mut self, turn: Option<Turn>) -> Self {
+        self.turn = turn;
+        self
+    }
+
+    /// For a backend that holds several attempts per worker
+    /// ([`Backend::attempts_per_worker`]): blocks until every task the queue handed to a
+    /// worker thread before this one has been [passed on](Self::pass_turn) (or its worker
+    /// thread is done with it), so that the backend can give its attempts to its workers in
+    /// the queue's order, whichever thread gets there first. True then, at once for a retry
+    /// and when the backend holds one attempt per worker; false as soon as the control says
+    /// stop (checked every `poll`).
+    pub fn wait_turn(&self, poll: std::time::Duration) -> bool {
+        match &self.turn {
+            Some(turn) => turn.wait(poll, || self.control.should_stop()),
+            None => true,
+        }
+    }
+
+    /// Lets the tasks handed out after this one go on (see [`wait_turn`](Self::wait_turn));
+    /// the queue does it when the attempt ends, if the runner has not.
+    pub fn pass_turn(&self) {
+        if let Some(turn) = &self.turn {
+            turn.pass();
         }
     }
 }

@@ -38,6 +38,7 @@ mod options;
 mod rate;
 mod result;
 mod summary;
+pub(crate) mod turns;
 mod work;
 
 use std::sync::Arc;

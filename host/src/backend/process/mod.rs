@@ -29,6 +29,7 @@ use crate::failure::{FailureKind, TaskFailure};
 use crate::queue::backend::{
     Attempt, Backend, BackendError, BlockingRunner, QueueSettings, Runner,
 };
+use crate::queue::turns::Turns;
 use crate::queue::{Queue, QueueBuilder};
 
 /// A queue whose workers are persistent, isolated subprocesses: for CPU-heavy parallel work,
@@ -139,6 +140,8 @@ struct Slot {
     channel: RwLock<Option<Arc<Channel>>>,
     /// Attempts given to it and not finished: a new attempt goes to the least loaded.
     load: AtomicUsize,
+    /// The order its attempts are sent in: the order they were given to it.
+    sends: Arc<Turns>,
 }
 
 /// The process backend's own options.
@@ -316,7 +319,18 @@ impl BlockingRunner for Process {
             Ok(outbound) => outbound,
             Err(failure) => return AttemptReport::failed(failure),
         };
+        // The tasks the queue handed out before this one pick their worker first, and each
+        // worker receives its attempts in the order they picked it: a worker runs (and a warm
+        // instance sees) its tasks in the queue's order (docs/queues.md §10.4).
+        if !attempt.wait_turn(self.poll) {
+            return control.stopped_outcome(name).into();
+        }
         let (slot, _load) = self.pick();
+        let send_turn = slot.sends.issue();
+        attempt.pass_turn();
+        if !send_turn.wait(self.poll, || control.should_stop()) {
+            return control.stopped_outcome(name).into();
+        }
         // Taken by the one send that encodes it (a dead worker refuses before encoding).
         let mut input = Some(input);
         let mut crash = None;
@@ -351,7 +365,11 @@ impl BlockingRunner for Process {
                 },
             );
             match sent {
-                Ok(attempt_id) => return channel.wait(attempt_id, control, name, self.poll),
+                Ok(attempt_id) => {
+                    // Sent: the next attempt for this worker may go.
+                    send_turn.pass();
+                    return channel.wait(attempt_id, control, name, self.poll);
+                }
                 Err(SendError::TooLarge(too_large)) => {
                     return AttemptReport::failed(TaskFailure::new(
                         FailureKind::Serialization,

@@ -32,6 +32,7 @@ use super::builder::QueueConfig;
 use super::handle::{Handle, LiveCount, TaskCell};
 use super::rate::RateGate;
 use super::result::TaskResult;
+use super::turns::Turns;
 
 pub(crate) use self::admission::Admission;
 pub(crate) use self::recording::{CANCELLED, Record};
@@ -62,6 +63,9 @@ pub(crate) struct Core {
     pub(crate) runner: Runner,
     /// Counts this queue's tasks whose state is still in memory.
     pub(crate) live: LiveCount,
+    /// The order tasks are handed to workers, for backends that hold several attempts per
+    /// worker ([`Take::Task`]).
+    pub(crate) hand_off: Arc<Turns>,
 }
 
 impl Core {
@@ -81,6 +85,7 @@ impl Core {
             backend,
             runner,
             live: LiveCount::default(),
+            hand_off: Arc::default(),
         })
     }
 

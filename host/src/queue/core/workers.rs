@@ -6,12 +6,15 @@ use std::sync::Arc;
 use super::super::driver::{self, Resume, WorkerSlot};
 use super::super::handle::TaskCell;
 use super::super::options::{Mode, Workers};
+use super::super::turns::Turn;
 use super::recording::{CANCELLED_SHUTDOWN, Record};
 use super::{Core, Phase, State};
 
 /// What a worker got from [`Core::try_take`].
 pub(crate) enum Take {
-    Task(Arc<TaskCell>),
+    /// A task, with its place in the order tasks were handed out when the backend holds
+    /// several attempts per worker (its runner sends them to a worker in that order).
+    Task(Arc<TaskCell>, Option<Turn>),
     Stop,
 }
 
@@ -89,7 +92,9 @@ impl Core {
                 let cell = state.ready.pop()?;
                 if !state.halted || cell.options.must_complete {
                     state.active.insert(cell.seq, cell.clone());
-                    return Some(Take::Task(cell));
+                    // Issued under the lock: the turns follow the order of hand-out.
+                    let turn = (self.config.threads_per_worker > 1).then(|| self.hand_off.issue());
+                    return Some(Take::Task(cell, turn));
                 }
                 state.recording += 1;
                 cell

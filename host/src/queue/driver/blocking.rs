@@ -13,6 +13,7 @@ use super::super::backend::{Attempt, BlockingRunner, Runner};
 use super::super::core::Step;
 use super::super::core::{Core, State, Take};
 use super::super::handle::TaskCell;
+use super::super::turns::Turn;
 use super::super::work::{NativeFn, Work};
 use super::{Resume, WorkerSlot};
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport};
@@ -80,7 +81,7 @@ impl Worker<'_> {
             core.abort(false);
         }
         if let Some((cell, report)) = resume
-            && self.run_task(&cell, Some(report))
+            && self.run_task(&cell, Some(report), None)
         {
             return core.worker_exited(self.slot, false);
         }
@@ -90,8 +91,8 @@ impl Worker<'_> {
         loop {
             match core.take(generation) {
                 Take::Stop => return core.worker_exited(self.slot, true),
-                Take::Task(cell) => {
-                    if self.run_task(&cell, None) {
+                Take::Task(cell, turn) => {
+                    if self.run_task(&cell, None, turn) {
                         // This thread was abandoned inside a native closure; a replacement
                         // took over its task and its place.
                         return core.worker_exited(self.slot, false);
@@ -102,8 +103,15 @@ impl Worker<'_> {
     }
 
     /// Drives a task's attempt loop (continuing after an abandoned native attempt when
-    /// `resumed` holds its report). True if this thread was abandoned and must exit.
-    fn run_task(&self, cell: &Arc<TaskCell>, resumed: Option<AttemptReport>) -> bool {
+    /// `resumed` holds its report). `turn`, the task's place in the order of hand-out, goes
+    /// with its first attempt and passes after it. True if this thread was abandoned and
+    /// must exit.
+    fn run_task(
+        &self,
+        cell: &Arc<TaskCell>,
+        resumed: Option<AttemptReport>,
+        mut turn: Option<Turn>,
+    ) -> bool {
         let core = self.core;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut step = match resumed {
@@ -123,14 +131,17 @@ impl Worker<'_> {
                         progress,
                     } => {
                         let report = match &cell.work {
-                            Work::Wasm(call) => self.runner.run(Attempt::new(
-                                call,
-                                attempt,
-                                &cell.name,
-                                cell.options.priority,
-                                &control,
-                                progress.as_ref(),
-                            )),
+                            Work::Wasm(call) => self.runner.run(
+                                Attempt::new(
+                                    call,
+                                    attempt,
+                                    &cell.name,
+                                    cell.options.priority,
+                                    &control,
+                                    progress.as_ref(),
+                                )
+                                .with_turn(turn.take()),
+                            ),
                             Work::Native { run, .. } => {
                                 match self.run_native(cell, &control, run) {
                                     Some(report) => report,

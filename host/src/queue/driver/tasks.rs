@@ -51,7 +51,8 @@ async fn worker(mut watch: RuntimeWatch, generation: u64) {
         notified.as_mut().enable();
         match core.try_take(generation) {
             Some(Take::Stop) => break,
-            Some(Take::Task(cell)) => {
+            // Async runners take no turns: they never hold several attempts per worker.
+            Some(Take::Task(cell, _turn)) => {
                 watch.running = Some(cell.clone());
                 drive(&core, &**runner, &cell).await;
                 watch.running = None;
