@@ -28,16 +28,17 @@ fn secret_keeper_rows(queue: &str, jobs: &[String], extra: &[&str]) -> Vec<Value
     osiiso(&args).jsonl()
 }
 
-/// The values of the tasks `jobs` (by name) run on one worker with `extra` flags.
+/// The values of the tasks `jobs` (by name) run on one worker with `extra` flags, in the
+/// order of `jobs` (rows come in the order results are recorded: a process worker holding
+/// several attempts answers them together, and they may be recorded in another order).
 fn counts(queue: &str, jobs: &[&str], extra: &[&str]) -> Vec<Value> {
     let lines: Vec<String> = jobs
         .iter()
         .map(|task| format!(r#"{{"task": "{task}"}}"#))
         .collect();
-    secret_keeper_rows(queue, &lines, extra)
-        .iter()
-        .map(|r| r["value"].clone())
-        .collect()
+    let mut rows = secret_keeper_rows(queue, &lines, extra);
+    rows.sort_by_key(|r| r["index"].as_u64());
+    rows.iter().map(|r| r["value"].clone()).collect()
 }
 
 #[test]

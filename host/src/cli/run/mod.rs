@@ -19,9 +19,15 @@ use self::plan::{open_checkpoint, plan};
 use super::Failure;
 use super::http::Watch;
 
+/// `--attempts-per-worker` when not given (docs/queues.md §10.4 has the measurements).
+const DEFAULT_ATTEMPTS_PER_WORKER: usize = 4;
+
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
         return Err(anyhow!("--worker-memory needs --queue process").into());
+    }
+    if args.queue.attempts_per_worker.is_some() && args.queue.kind != QueueKind::Process {
+        return Err(anyhow!("--attempts-per-worker needs --queue process").into());
     }
     #[cfg(feature = "nats")]
     if !args.queue.nats.is_empty() && args.queue.kind != QueueKind::Nats {
@@ -34,9 +40,14 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     let workers = args.queue.workers()?;
     match args.queue.kind {
         QueueKind::Process => {
-            // One attempt per worker: the queue's rules stay exact (priorities, cancels,
-            // fail-first, the order a warm instance sees its tasks); docs/queues.md §10.4.
-            let mut builder = ProcessQueue::builder();
+            // A few attempts per worker: each worker receives (and a warm instance sees) its
+            // tasks in the queue's order; priorities, cancels and fail-first approximate for
+            // the tasks already sent (docs/queues.md §10.4).
+            let attempts = args
+                .queue
+                .attempts_per_worker
+                .map_or(DEFAULT_ATTEMPTS_PER_WORKER, usize::from);
+            let mut builder = ProcessQueue::builder().attempts_per_worker(attempts);
             if let Some(bytes) = args.queue.worker_memory {
                 builder = builder.worker_memory(bytes as u64);
             }
