@@ -213,9 +213,11 @@ impl QueueBuilder<Process> {
     /// running and `on_start` fires then; a cancel, a fail-first halt or a run timeout ends a
     /// task waiting in a worker as `cancelled` (not "cancelled before execution"), and a
     /// fail-first halt lets the tasks already sent finish; a task submitted later cannot
-    /// overtake them by priority. A waiting attempt's timeout still runs only from when the
-    /// attempt before it ends, and only the attempt a worker is running can get it killed
-    /// (docs/queues.md §10.4). The CLI keeps 1.
+    /// overtake them by priority. Each worker still receives (and runs, and a warm instance
+    /// sees) its attempts in the order the queue handed the tasks out. A waiting attempt's
+    /// timeout still runs only from when the attempt before it ends, and only the attempt a
+    /// worker is running can get it killed (docs/queues.md §10.4). The CLI's
+    /// `--attempts-per-worker` defaults to 4.
     pub fn attempts_per_worker(mut self, attempts: usize) -> Self {
         self.options.attempts_per_worker = Some(attempts.clamp(1, 16));
         self
