@@ -285,3 +285,71 @@ fn run_timeout_cancels_what_is_left_and_says_timed_out() {
         out.elapsed
     );
 }
+
+/// A process worker holding several attempts (the CLI's default) still runs its tasks in
+/// queue order: a warm counter numbers them by (priority, file order).
+#[test]
+fn a_batched_process_worker_runs_jobs_in_priority_order_then_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let priorities = [5, 1, 3, 1, 3, -2, 5, 1];
+    let lines: Vec<Value> = priorities
+        .iter()
+        .map(|p| json!({"task": "count", "priority": p}))
+        .collect();
+    let file = write_jsonl(dir.path(), "jobs.jsonl", &lines);
+    for attempts in ["4", "16"] {
+        let out = osiiso(&[
+            "run",
+            artifacts::HOSTILE_SECRET_KEEPER,
+            "--jobs",
+            path_str(&file),
+            "--queue",
+            "process",
+            "--workers",
+            "1",
+            "--attempts-per-worker",
+            attempts,
+            "--reuse",
+            "100",
+            "--output",
+            "jsonl",
+            "-q",
+        ]);
+        out.assert_code(0);
+        let mut rows = out.jsonl();
+        assert_eq!(rows.len(), priorities.len());
+        // The warm instance's count is the order it ran them in.
+        rows.sort_by_key(|r| r["value"].as_u64().expect("a count"));
+        let order: Vec<u64> = rows.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+        assert_eq!(
+            order,
+            [5, 1, 3, 7, 2, 4, 0, 6],
+            "--attempts-per-worker {attempts}"
+        );
+    }
+}
+
+#[test]
+fn attempts_per_worker_is_for_the_process_queue_and_bounded() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", artifacts::ECHO, "echo", "--input", "1", "-q"];
+        args.extend(extra);
+        osiiso(&args)
+    };
+    run(&["--queue", "thread", "--attempts-per-worker", "2"])
+        .assert_usage_error(&["--attempts-per-worker needs --queue process"]);
+    for bad in ["0", "17"] {
+        let out = run(&["--queue", "process", "--attempts-per-worker", bad]);
+        out.assert_code(2);
+        assert!(out.stderr.contains("--attempts-per-worker"), "{out:#?}");
+    }
+    run(&[
+        "--queue",
+        "process",
+        "--attempts-per-worker",
+        "1",
+        "--output",
+        "jsonl",
+    ])
+    .assert_code(0);
+}
