@@ -39,6 +39,8 @@ struct WindowState {
     tasks: usize,
     bytes: usize,
     closed: bool,
+    /// The input bytes of the job a feeder waits to submit, while it waits.
+    waiting: Option<usize>,
 }
 
 impl Window {
@@ -51,14 +53,17 @@ impl Window {
         })
     }
 
-    /// Waits for room for a task of `bytes`; false once the window is closed.
+    /// Waits for room for a task of `bytes`; false once the window is closed. A feeder that
+    /// found the window full waits until a quarter of it is free (or its job fits in the
+    /// bytes left), so that it wakes once per batch of finished tasks, not once per task.
     fn enter(&self, bytes: usize) -> bool {
         let mut state = self.state.lock();
-        while !state.closed
-            && state.tasks > 0
-            && (state.tasks >= self.max_tasks || state.bytes + bytes > WINDOW_BYTES)
-        {
-            self.room.wait(&mut state);
+        if !state.closed && state.tasks > 0 && !self.fits(&state, bytes, self.max_tasks) {
+            state.waiting = Some(bytes);
+            while !state.closed && state.tasks > 0 && !self.fits(&state, bytes, self.low()) {
+                self.room.wait(&mut state);
+            }
+            state.waiting = None;
         }
         if state.closed {
             return false;
@@ -68,13 +73,28 @@ impl Window {
         true
     }
 
+    /// Whether a task of `bytes` fits with fewer than `max_tasks` tasks in.
+    fn fits(&self, state: &WindowState, bytes: usize, max_tasks: usize) -> bool {
+        state.tasks < max_tasks && state.bytes + bytes <= WINDOW_BYTES
+    }
+
+    /// Below this many tasks, a waiting feeder goes on.
+    fn low(&self) -> usize {
+        self.max_tasks - self.max_tasks / 4
+    }
+
     /// A task of `bytes` finished (or was never submitted).
     fn leave(&self, bytes: usize) {
         let mut state = self.state.lock();
         state.tasks -= 1;
         state.bytes -= bytes;
+        let wake = state
+            .waiting
+            .is_some_and(|waiting| state.tasks == 0 || self.fits(&state, waiting, self.low()));
         drop(state);
-        self.room.notify_one();
+        if wake {
+            self.room.notify_one();
+        }
     }
 
     /// Wakes a feeder waiting for room and lets no more in: the run is stopping.
@@ -217,6 +237,35 @@ mod tests {
         assert!(feeder.join().unwrap());
         window.close();
         assert!(!window.enter(1), "a closed window lets nothing in");
+    }
+
+    #[test]
+    fn a_feeder_waiting_on_a_full_window_goes_on_once_a_quarter_is_free() {
+        let window = Window::new(0);
+        for _ in 0..WINDOW_TASKS {
+            assert!(window.enter(0));
+        }
+        let (blocked, waiting) = (window.clone(), Arc::new(AtomicBool::new(true)));
+        let flag = waiting.clone();
+        let feeder = std::thread::spawn(move || {
+            let entered = blocked.enter(0);
+            flag.store(false, Ordering::SeqCst);
+            entered
+        });
+        while window.state.lock().waiting.is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..WINDOW_TASKS / 4 {
+            window.leave(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            waiting.load(Ordering::SeqCst),
+            "three quarters are still in"
+        );
+        window.leave(0);
+        assert!(feeder.join().unwrap());
+        assert_eq!(window.state.lock().tasks, WINDOW_TASKS - WINDOW_TASKS / 4);
     }
 
     #[test]

@@ -175,22 +175,29 @@ impl Channel {
         name: &str,
         poll: Duration,
     ) -> AttemptReport {
-        let report = self.wait_for(id, control, name, poll);
-        // If this thread was reading, another waiter takes over.
-        self.wake_next_reader();
+        let (report, handed) = self.wait_for(id, control, name, poll);
+        // If this thread was reading (or may have been chosen to), another waiter takes
+        // over. One whose report another reader handed it was never chosen since: waking
+        // the next would only cost that waiter a needless trip round its loop.
+        if !handed {
+            self.wake_next_reader();
+        }
         report
     }
 
+    /// The report, and whether another thread's read handed it over while this one never
+    /// read.
     fn wait_for(
         &self,
         id: u64,
         control: &AttemptControl,
         name: &str,
         poll: Duration,
-    ) -> AttemptReport {
+    ) -> (AttemptReport, bool) {
         let grace = super::grace(poll);
         let mut stop_at: Option<Instant> = None;
         let mut cancel_sent = false;
+        let mut read = false;
         loop {
             let mut wait = poll;
             {
@@ -201,12 +208,12 @@ impl Channel {
                 };
                 if state.in_flight[index].report.is_some() {
                     let entry = state.in_flight.remove(index).expect("present");
-                    return entry.report.expect("checked");
+                    return (entry.report.expect("checked"), !read);
                 }
                 if let Some(death) = &state.dead {
                     let report = crashed(control, name, death);
                     state.in_flight.remove(index);
-                    return report;
+                    return (report, false);
                 }
                 let head = state
                     .in_flight
@@ -220,7 +227,7 @@ impl Channel {
                         state.in_flight.remove(index);
                         drop(state);
                         self.send_cancel(id);
-                        return control.stopped_outcome(name).into();
+                        return (control.stopped_outcome(name).into(), false);
                     }
                 } else {
                     if control.is_cancelled() && !cancel_sent {
@@ -251,7 +258,7 @@ impl Channel {
                                 "the worker was killed because an attempt of task '{name}' \
                                  did not stop within {grace:?} of its cancel or deadline"
                             ));
-                            return control.stopped_outcome(name).into();
+                            return (control.stopped_outcome(name).into(), false);
                         }
                         wait = wait.min(at - now);
                     }
@@ -260,7 +267,10 @@ impl Channel {
             let wait = wait.max(Duration::from_millis(1));
             match self.replies.try_lock() {
                 // This thread reads for everyone until its own report arrives.
-                Some(mut replies) => self.read(&mut replies, wait),
+                Some(mut replies) => {
+                    read = true;
+                    self.read(&mut replies, wait);
+                }
                 // The reader unparks this thread when its report or the worker's death
                 // arrives, or when it stops reading.
                 None => std::thread::park_timeout(wait),
