@@ -280,9 +280,14 @@ impl Channel {
 
     /// Unparks the first waiter without a report, to read the stream.
     fn wake_next_reader(&self) {
-        let state = self.state.lock();
-        if let Some(entry) = state.in_flight.iter().find(|e| e.report.is_none()) {
-            entry.waiter.unpark();
+        let next = {
+            let state = self.state.lock();
+            let next = state.in_flight.iter().find(|e| e.report.is_none());
+            next.map(|entry| entry.waiter.clone())
+        };
+        // Outside the lock, which the woken thread takes first.
+        if let Some(waiter) = next {
+            waiter.unpark();
         }
     }
 
@@ -410,20 +415,25 @@ impl Channel {
     /// Gives `report` to the first unanswered attempt that `matches` (none: an attempt its
     /// waiter gave up on, whose answer is dropped), and starts the clock of the next one.
     fn answer(&self, matches: impl Fn(&Entry) -> bool, report: AttemptReport) {
-        let mut state = self.state.lock();
-        let mut unanswered = state.in_flight.iter_mut().filter(|e| e.report.is_none());
-        let Some(entry) = unanswered.find(|e| matches(e)) else {
-            return;
+        let waiter = {
+            let mut state = self.state.lock();
+            let mut unanswered = state.in_flight.iter_mut().filter(|e| e.report.is_none());
+            let Some(entry) = unanswered.find(|e| matches(e)) else {
+                return;
+            };
+            entry.report = Some(report);
+            let waiter = entry.waiter.clone();
+            // The worker runs the next one now: its timeout counts from here.
+            if let Some(next) = unanswered.next()
+                && next.held
+            {
+                next.held = false;
+                next.control.restart_clock();
+            }
+            waiter
         };
-        entry.report = Some(report);
-        entry.waiter.unpark();
-        // The worker runs the next one now: its timeout counts from here.
-        if let Some(next) = unanswered.next()
-            && next.held
-        {
-            next.held = false;
-            next.control.restart_clock();
-        }
+        // Outside the lock: the woken thread takes it first thing.
+        waiter.unpark();
     }
 }
 
