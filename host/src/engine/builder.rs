@@ -5,21 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::Linker;
-
 use super::budget::{self, MemoryBudget};
-use super::cache::{self, CompileCache};
+use super::cache::CompileCache;
 use super::compile::{
-    CompileLimits, CompileStep, Compiler, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT,
-    MIN_COMPILE_MEMORY,
+    CompileLimits, Compiler, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, MIN_COMPILE_MEMORY,
 };
-use super::config::{self, CompileTier};
+use super::config::CompileTier;
 use super::epoch::EpochTicker;
 use super::error::HostError;
-use super::{
-    DEFAULT_MAX_PLUGIN_BYTES, DEFAULT_TICK, Host, HostInner, command, contract, descriptors,
-    fs_guard, interruptible, stats,
-};
+use super::tiers::{Background, TierEngine, TierSettings};
+use super::{DEFAULT_MAX_PLUGIN_BYTES, DEFAULT_TICK, Host, HostInner, descriptors, stats};
 
 /// Builds a [`Host`]: its compile cache, how many instances may live at once and how much
 /// memory they share, how plugins are compiled and whether guests count fuel. Every option
@@ -73,7 +68,7 @@ impl Default for HostBuilder {
             allow_precompiled: false,
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
             fuel_metering: true,
-            compile_tier: CompileTier::Optimized,
+            compile_tier: CompileTier::Tiered,
             compiler: Compiler::Auto,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             compile_memory: DEFAULT_COMPILE_MEMORY,
@@ -223,65 +218,49 @@ impl HostBuilder {
     /// (`RLIMIT_NOFILE`) to its hard limit and gives guests three quarters of it, shared by
     /// all their attempts (see [`Limits::max_open_files`]); the rest stays the host's.
     pub fn build(self) -> Result<Host, HostError> {
-        let (engine, pooling) = config::build_engine(
-            self.max_instances,
-            self.pooling,
-            self.address_space_cap,
-            self.fuel_metering,
-            self.compile_tier,
-        )
-        .map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        // In the sync linker an outgoing HTTP request blocks the worker thread until it
-        // completes; it is bounded by the attempt's deadline (see `http`).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .and_then(|()| interruptible::shadow_blocking_io(&mut linker))
-            .and_then(|()| fs_guard::guard_sync(&mut linker))
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker))
-            .and_then(|()| contract::add_host_to_linker(&mut linker))
-            .and_then(|()| command::core_module::add_exit_to_linker(&mut linker))
-            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let mut linker_async = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
-            .and_then(|()| fs_guard::guard_async(&mut linker_async))
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_async))
-            .and_then(|()| contract::add_host_to_linker(&mut linker_async))
-            .and_then(|()| command::core_module::add_exit_to_linker(&mut linker_async))
-            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let root = if self.cache_enabled {
-            self.cache_dir.or_else(CompileCache::default_root)
+            self.cache_dir.clone().or_else(CompileCache::default_root)
         } else {
             None
         };
-        let fingerprint = cache::engine_fingerprint(&engine);
-        let cache = CompileCache::open(root, &fingerprint);
-        let compile = CompileStep::new(
-            &self.compiler,
-            CompileLimits {
+        let settings = TierSettings {
+            max_instances: self.max_instances,
+            address_space_cap: self.address_space_cap,
+            fuel: self.fuel_metering,
+            compiler: &self.compiler,
+            limits: CompileLimits {
                 timeout: self.compile_timeout,
                 memory: self.compile_memory,
             },
-            fingerprint,
-            self.address_space_cap,
-            self.fuel_metering,
-            self.compile_tier,
-            self.max_plugin_bytes,
-        )
-        .map_err(HostError::Compiler)?;
-        let ticker = EpochTicker::start(&engine, self.tick).map_err(HostError::Ticker)?;
+            cache_root: root,
+            max_plugin_bytes: self.max_plugin_bytes,
+        };
+        let (first, optimized) = match self.compile_tier {
+            CompileTier::Tiered => {
+                // Baseline code runs only until the optimised code is in: its instances are
+                // allocated on demand, and the pool (its address space) is the optimised
+                // engine's alone.
+                let first = TierEngine::new(CompileTier::Baseline, Some(false), &settings)?;
+                let optimized = TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?
+                    .with_background_compiles();
+                (first, Some(Arc::new(optimized)))
+            }
+            tier => (TierEngine::new(tier, self.pooling, &settings)?, None),
+        };
+        let engines: Vec<&wasmtime::Engine> = std::iter::once(&first.engine)
+            .chain(optimized.as_deref().map(|tier| &tier.engine))
+            .collect();
+        let ticker = EpochTicker::start(&engines, self.tick).map_err(HostError::Ticker)?;
         // Raises the process's open-files limit and sizes the guests' share of it.
         let descriptor_pool = descriptors::pool().total();
         tracing::debug!(descriptor_pool, "descriptors guests may hold together");
         let total_memory = self.total_memory.unwrap_or_else(budget::default_total);
         Ok(Host {
             inner: Arc::new(HostInner {
-                engine,
-                linker,
-                linker_async,
-                cache,
-                compile,
+                first: Arc::new(first),
+                optimized,
+                background: Background::default(),
                 ticker,
-                pooling,
                 max_instances: self.max_instances,
                 instance_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.max_instances as usize,
@@ -292,6 +271,8 @@ impl HostBuilder {
                 loads: stats::LoadCounters::default(),
                 fuel_metering: self.fuel_metering,
                 compile_tier: self.compile_tier,
+                optimized_count: Default::default(),
+                optimizations_failed: Default::default(),
             }),
         })
     }

@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
-use wasmtime::{Engine, Store};
+use wasmtime::component::{Component, ComponentExportIndex};
 
 use super::cache::CacheOutcome;
-use super::contract::{InvokeFn, ListFn, TASKS_EXPORT};
+use super::code::Code;
+use super::config::CompileTier;
+use super::contract::{ListFn, TASKS_EXPORT};
 use super::error::LoadError;
 use super::http::HttpGrant;
-use super::store::{AttemptState, AttemptStore};
+use super::store::AttemptStore;
 use super::task::{Entry, Task, TaskInfo, TaskKind};
+use super::tiers::{Compiled, TierEngine};
 use super::typed;
 use super::{Host, Limits, Sandbox};
 use crate::attempt::AttemptControl;
@@ -36,11 +38,11 @@ struct PluginInner {
     /// What the compile cache keeps the compiled code under: the hash of the bytes compiled
     /// (a preview-1 program's adapted component, else the file's hash).
     cache_key: String,
-    component: Component,
-    pre: InstancePre<AttemptState>,
-    pre_async: std::sync::OnceLock<InstancePre<AttemptState>>,
-    /// `invoke` of `osiiso:task/tasks`, for an SDK plugin.
-    invoke_index: Option<ComponentExportIndex>,
+    /// The code it loaded with.
+    code: Arc<Code>,
+    /// Its optimised code, once a tiered host has compiled it in the background: every
+    /// attempt that starts after that runs it.
+    optimized: std::sync::OnceLock<Arc<Code>>,
     tasks: Vec<TaskInfo>,
     /// How each task of `tasks` is called.
     entries: Vec<Entry>,
@@ -101,12 +103,17 @@ impl Plugin {
         name: &str,
         path: Option<&Path>,
         hash: String,
-        component: Component,
-        cache: CacheOutcome,
+        compiled: Compiled,
         limits: Limits,
     ) -> Result<Self, LoadError> {
+        let Compiled {
+            tier,
+            component,
+            outcome: cache,
+        } = compiled;
         let plugin_err = || name.to_string();
-        let engine = host.engine();
+        let engine = &tier.engine.clone();
+        let sdk = sdk_exports(&component);
         let component_type = component.component_type();
         let tasks_index = component.get_export_index(None, TASKS_EXPORT);
         let found = match tasks_index {
@@ -122,7 +129,12 @@ impl Plugin {
                     .collect(),
             });
         }
-        let pre = host.linker().instantiate_pre(&component).map_err(|error| {
+        let invoke_index = match &sdk {
+            Some(Ok((invoke, _))) => Some(*invoke),
+            _ => None,
+        };
+        let exports = found.iter().map(|f| f.export).collect();
+        let code = Code::new(tier, component, invoke_index, exports).map_err(|error| {
             let imports: Vec<String> = component_type
                 .imports(engine)
                 .filter(|(import, _)| !host.provides(import))
@@ -140,25 +152,16 @@ impl Plugin {
                 }
             }
         })?;
-
         let contract = |message: String| LoadError::Contract {
             plugin: plugin_err(),
             message,
         };
-        let (invoke_index, list_index) = match &tasks_index {
-            Some(tasks_index) => {
-                let invoke = component
-                    .get_export_index(Some(tasks_index), "invoke")
-                    .ok_or_else(|| {
-                        contract("`osiiso:task/tasks` has no `invoke` function".into())
-                    })?;
-                let list = component
-                    .get_export_index(Some(tasks_index), "list")
-                    .ok_or_else(|| contract("`osiiso:task/tasks` has no `list` function".into()))?;
-                (Some(invoke), Some(list))
-            }
-            None => (None, None),
+        let list_index = match sdk {
+            Some(Ok((_, list))) => Some(list),
+            Some(Err(message)) => return Err(contract(message.into())),
+            None => None,
         };
+
         let (tasks, entries): (Vec<TaskInfo>, Vec<Entry>) =
             found.into_iter().map(|f| (f.info, f.entry)).unzip();
 
@@ -169,10 +172,8 @@ impl Plugin {
                 path: path.map(Path::to_path_buf),
                 cache_key: hash.clone(),
                 hash,
-                component,
-                pre,
-                pre_async: std::sync::OnceLock::new(),
-                invoke_index,
+                code: Arc::new(code),
+                optimized: std::sync::OnceLock::new(),
                 tasks,
                 entries,
                 aliases: HashMap::new(),
@@ -210,6 +211,7 @@ impl Plugin {
             ..self.limits().clone()
         };
         let mut store = AttemptStore::new(self, &limits, &control, false, None)?;
+        let store_code = store.code.clone();
         let store = &mut store.store;
         // Every string and list lifted out of the guest spends this allowance (wasmtime's
         // "hostcall fuel"), once for the whole result.
@@ -227,7 +229,10 @@ impl Plugin {
             };
             TaskFailure::new(FailureKind::PluginLoad, message)
         };
-        let instance = self.inner.pre.instantiate(&mut *store).map_err(fail)?;
+        let instance = store_code
+            .instance_pre()
+            .instantiate(&mut *store)
+            .map_err(fail)?;
         let list: ListFn = instance
             .get_typed_func(&mut *store, list_index)
             .map_err(|e| {
@@ -352,6 +357,7 @@ impl Plugin {
             self.clone(),
             info.clone(),
             self.inner.entries[index].clone(),
+            index,
         ))
     }
 
@@ -403,43 +409,114 @@ impl Plugin {
         &self.inner.host
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        self.inner.host.engine()
+    /// The code that attempts starting now run.
+    pub(crate) fn code(&self) -> &Arc<Code> {
+        self.inner.optimized.get().unwrap_or(&self.inner.code)
     }
 
-    pub(crate) fn component(&self) -> &Component {
-        &self.inner.component
+    /// Which compiler made the code that attempts starting now run:
+    /// [`CompileTier::Optimized`] or [`CompileTier::Baseline`]. On a
+    /// [tiered](CompileTier::Tiered) host a never-seen plugin starts on baseline code, and
+    /// this turns to optimised once its optimised code is compiled in the background.
+    pub fn compile_tier(&self) -> CompileTier {
+        self.code().tier()
     }
 
-    pub(crate) fn instance_pre(&self) -> &InstancePre<AttemptState> {
-        &self.inner.pre
+    /// Compiles the plugin's optimised code with `optimized` on the host's background thread,
+    /// then installs it: attempts that start after that run it. A plugin dropped before then
+    /// is not compiled; a compilation that fails leaves the plugin on its code, with a
+    /// warning. `wasm` is the component compiled, kept until then.
+    pub(crate) fn optimize_in_background(&self, optimized: Arc<TierEngine>, wasm: Vec<u8>) {
+        let plugin = Arc::downgrade(&self.inner);
+        let key = self.inner.cache_key.clone();
+        self.host().background().run(Box::new(move || {
+            if plugin.strong_count() == 0 {
+                return;
+            }
+            let began = std::time::Instant::now();
+            let compiled =
+                optimized
+                    .cache
+                    .load_or_compile(&optimized.engine, &optimized.compile, &key, &wasm);
+            drop(wasm);
+            let Some(inner) = plugin.upgrade() else {
+                return;
+            };
+            let installed = match compiled {
+                Ok((component, _)) => inner.code_like(optimized, component),
+                Err(error) => Err(super::compile_failure(error, &inner.name).to_string()),
+            };
+            match installed {
+                Ok(code) => {
+                    let _ = inner.optimized.set(Arc::new(code));
+                    inner.host.count_optimization(true);
+                    tracing::info!(
+                        plugin = %crate::text::for_display(&inner.name, 256),
+                        seconds = began.elapsed().as_secs_f64(),
+                        "optimised code in use (compiled in the background)"
+                    );
+                }
+                Err(message) => {
+                    inner.host.count_optimization(false);
+                    tracing::warn!(
+                        plugin = %crate::text::for_display(&inner.name, 256),
+                        "keeping the baseline code: the optimised compilation failed: {message}"
+                    );
+                }
+            }
+        }));
     }
+}
 
-    /// The pre-linked instance for async attempts (WASI linked with its async host calls).
-    pub(crate) fn instance_pre_async(&self) -> wasmtime::Result<&InstancePre<AttemptState>> {
-        if let Some(pre) = self.inner.pre_async.get() {
-            return Ok(pre);
+impl PluginInner {
+    /// Code of `component` (this plugin compiled by `tier`), with its tasks where the
+    /// plugin's list has them.
+    fn code_like(&self, tier: Arc<TierEngine>, component: Component) -> Result<Code, String> {
+        let invoke = match sdk_exports(&component) {
+            Some(Ok((invoke, _))) => Some(invoke),
+            Some(Err(message)) => return Err(message.into()),
+            None => None,
+        };
+        let exports: Vec<Option<ComponentExportIndex>> = if self.code.exports().is_empty() {
+            Vec::new()
+        } else {
+            let found = typed::discover(&component, &tier.engine);
+            self.tasks
+                .iter()
+                .map(|task| {
+                    found
+                        .iter()
+                        .find(|f| f.info.name == task.name)
+                        .and_then(|f| f.export)
+                })
+                .collect()
+        };
+        let same_shape = invoke.is_some() == self.code.has_invoke()
+            && exports.len() == self.code.exports().len()
+            && exports
+                .iter()
+                .zip(self.code.exports().iter())
+                .all(|(new, old)| new.is_some() == old.is_some());
+        if !same_shape {
+            return Err("its exports differ from the first compilation's".into());
         }
-        let pre = self
-            .inner
-            .host
-            .linker_async()
-            .instantiate_pre(&self.inner.component)?;
-        Ok(self.inner.pre_async.get_or_init(|| pre))
+        Code::new(tier, component, invoke, exports).map_err(|e| format!("{e:#}"))
     }
+}
 
-    /// `invoke` of an SDK plugin's instance; `None` for a plugin of typed exports.
-    pub(crate) fn invoke_fn(
-        &self,
-        store: &mut Store<AttemptState>,
-        instance: &Instance,
-    ) -> wasmtime::Result<Option<InvokeFn>> {
-        self.inner
-            .invoke_index
-            .as_ref()
-            .map(|index| instance.get_typed_func(store, index))
-            .transpose()
-    }
+/// `invoke` and `list` of `osiiso:task/tasks`, for a component that exports it; an error
+/// when it lacks one of them.
+fn sdk_exports(
+    component: &Component,
+) -> Option<Result<(ComponentExportIndex, ComponentExportIndex), &'static str>> {
+    let tasks = component.get_export_index(None, TASKS_EXPORT)?;
+    let invoke = component.get_export_index(Some(&tasks), "invoke");
+    let list = component.get_export_index(Some(&tasks), "list");
+    Some(match (invoke, list) {
+        (Some(invoke), Some(list)) => Ok((invoke, list)),
+        (None, _) => Err("`osiiso:task/tasks` has no `invoke` function"),
+        (_, None) => Err("`osiiso:task/tasks` has no `list` function"),
+    })
 }
 
 /// Every alias of every task: an alias that two tasks share, or that is some task's own name,
