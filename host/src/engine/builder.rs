@@ -171,12 +171,30 @@ impl HostBuilder {
         self
     }
 
-    /// Which compiler makes native code of plugins (default [`CompileTier::Optimized`]).
+    /// Which compiler makes native code of plugins (default [`CompileTier::Tiered`]).
     ///
     /// [`CompileTier::Baseline`] (wasmtime's Winch) compiles a never-seen plugin several
-    /// times faster, so its first result comes sooner, and its code runs slower after that:
-    /// the README's performance section has the figures for both. Every limit holds on both
-    /// tiers, and each keeps its own compile-cache entries.
+    /// times faster, so its first result comes sooner, and its code runs slower after that;
+    /// [`CompileTier::Optimized`] (Cranelift) the other way round; [`CompileTier::Tiered`]
+    /// starts on the first and moves to the second, compiled in the background, between two
+    /// attempts. The README's performance section has the figures. Every limit holds on
+    /// every tier, and each compiler keeps its own compile-cache entries.
+    ///
+    /// ```
+    /// use osiiso_host::{CompileTier, Host};
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
+    /// let cache = tempfile::tempdir()?;
+    /// let host = Host::builder().cache_dir(cache.path()).build()?;
+    /// let plugin = host.load(echo_wasm)?;
+    /// // Never seen: it starts on baseline code, and moves once Cranelift is done.
+    /// println!("running {} code", plugin.compile_tier().name());
+    /// while plugin.compile_tier() != CompileTier::Optimized {
+    ///     std::thread::sleep(std::time::Duration::from_millis(10));
+    /// }
+    /// // The next load finds the optimised code in the cache.
+    /// assert_eq!(host.load(echo_wasm)?.compile_tier(), CompileTier::Optimized);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn compile_tier(mut self, tier: CompileTier) -> Self {
         self.compile_tier = tier;
         self
@@ -241,8 +259,7 @@ impl HostBuilder {
                 // allocated on demand, and the pool (its address space) is the optimised
                 // engine's alone.
                 let first = TierEngine::new(CompileTier::Baseline, Some(false), &settings)?;
-                let optimized = TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?
-                    .with_background_compiles();
+                let optimized = TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?;
                 (first, Some(Arc::new(optimized)))
             }
             tier => (TierEngine::new(tier, self.pooling, &settings)?, None),

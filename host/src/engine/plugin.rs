@@ -43,6 +43,9 @@ struct PluginInner {
     /// Its optimised code, once a tiered host has compiled it in the background: every
     /// attempt that starts after that runs it.
     optimized: std::sync::OnceLock<Arc<Code>>,
+    /// The component to compile in the background, until its turn comes: the plugin keeps
+    /// it, so that a plugin dropped before then takes its bytes along.
+    to_optimize: parking_lot::Mutex<Option<Vec<u8>>>,
     tasks: Vec<TaskInfo>,
     /// How each task of `tasks` is called.
     entries: Vec<Entry>,
@@ -174,6 +177,7 @@ impl Plugin {
                 hash,
                 code: Arc::new(code),
                 optimized: std::sync::OnceLock::new(),
+                to_optimize: parking_lot::Mutex::new(None),
                 tasks,
                 entries,
                 aliases: HashMap::new(),
@@ -425,14 +429,18 @@ impl Plugin {
     /// Compiles the plugin's optimised code with `optimized` on the host's background thread,
     /// then installs it: attempts that start after that run it. A plugin dropped before then
     /// is not compiled; a compilation that fails leaves the plugin on its code, with a
-    /// warning. `wasm` is the component compiled, kept until then.
+    /// warning. `wasm` is the component compiled; the plugin keeps it until then.
     pub(crate) fn optimize_in_background(&self, optimized: Arc<TierEngine>, wasm: Vec<u8>) {
+        *self.inner.to_optimize.lock() = Some(wasm);
         let plugin = Arc::downgrade(&self.inner);
         let key = self.inner.cache_key.clone();
         self.host().background().run(Box::new(move || {
-            if plugin.strong_count() == 0 {
+            let Some(wasm) = plugin
+                .upgrade()
+                .and_then(|inner| inner.to_optimize.lock().take())
+            else {
                 return;
-            }
+            };
             let began = std::time::Instant::now();
             let compiled =
                 optimized

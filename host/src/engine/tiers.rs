@@ -126,15 +126,6 @@ impl TierEngine {
     }
 }
 
-impl TierEngine {
-    /// The engine, whose compile processes run at a lower CPU priority
-    /// ([`CompileStep::in_background`]).
-    pub(crate) fn with_background_compiles(mut self) -> Self {
-        self.compile = self.compile.in_background();
-        self
-    }
-}
-
 /// Work in the background, one job at a time, on a thread started with the first job. The
 /// thread ends once the host is dropped and its last job is done.
 #[derive(Default)]

@@ -25,14 +25,13 @@ pub(super) fn compile(
     wasm: &[u8],
     limits: &CompileLimits,
     max_artifact: u64,
-    nice: i32,
 ) -> Result<Vec<u8>, CompileError> {
     let started = Instant::now();
     // A timeout too long to add is as good as none.
     let deadline = started
         .checked_add(limits.timeout)
         .unwrap_or_else(|| started + Duration::from_secs(1 << 32));
-    let mut child = CompileProcess::spawn(program, args, limits, nice)?;
+    let mut child = CompileProcess::spawn(program, args, limits)?;
     let stdin = child.0.stdin.take().expect("piped");
     let mut stdout = child.0.stdout.take().expect("piped");
     let mut stderr = child.0.stderr.take().expect("piped");
@@ -183,7 +182,6 @@ impl CompileProcess {
         program: &Path,
         args: &ServeArgs,
         limits: &CompileLimits,
-        nice: i32,
     ) -> Result<Self, CompileError> {
         let mut command = Command::new(program);
         command
@@ -206,7 +204,7 @@ impl CompileProcess {
         let cpu = cpu_seconds(limits.timeout, threads);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: between fork and exec the closure only makes system calls (getppid, prctl,
-        // setpriority, getrlimit, setrlimit, _exit), which are async-signal-safe.
+        // getrlimit, setrlimit, _exit), which are async-signal-safe.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -223,10 +221,6 @@ impl CompileProcess {
                 }
                 cap(libc::RLIMIT_CORE, 0, 0)?;
                 cap(libc::RLIMIT_DATA, data, data)?;
-                // Only ever lowers the priority; failing to is harmless.
-                if nice > 0 {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-                }
                 cap(libc::RLIMIT_CPU, cpu, cpu.saturating_add(1))
             })
         };

@@ -43,9 +43,6 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 2 << 30;
 /// The least compile memory a host accepts: the compile process itself needs some to start.
 pub const MIN_COMPILE_MEMORY: u64 = 64 << 20;
 
-/// The nice value of a compile process in the background (see [`CompileStep::in_background`]).
-const BACKGROUND_NICE: i32 = 10;
-
 /// Set once this binary has shown that it serves [`COMPILE_MARKER`].
 static SERVES_MARKER: AtomicBool = AtomicBool::new(false);
 
@@ -145,8 +142,6 @@ pub(crate) struct CompileStep {
     /// One compilation at a time per step: together they stay within one compile memory
     /// limit, and each can use every core.
     slot: Mutex<()>,
-    /// The compile process's nice value: a background step yields the CPU to guests.
-    nice: i32,
     warned: AtomicBool,
 }
 
@@ -183,16 +178,8 @@ impl CompileStep {
                 max_input,
             },
             slot: Mutex::new(()),
-            nice: 0,
             warned: AtomicBool::new(false),
         })
-    }
-
-    /// The step, with compile processes that run at a lower CPU priority (nice 10), so that
-    /// a compilation in the background slows running guests down as little as it can.
-    pub(crate) fn in_background(mut self) -> Self {
-        self.nice = BACKGROUND_NICE;
-        self
     }
 
     /// The limits of one compilation.
@@ -213,14 +200,9 @@ impl CompileStep {
     pub(crate) fn compile(&self, engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
         let _slot = self.slot.lock();
         match &self.place {
-            Place::Process { program, .. } => child::compile(
-                program,
-                &self.args,
-                wasm,
-                &self.limits,
-                self.limits.memory,
-                self.nice,
-            ),
+            Place::Process { program, .. } => {
+                child::compile(program, &self.args, wasm, &self.limits, self.limits.memory)
+            }
             Place::InProcess { fallback } => {
                 if *fallback && !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
