@@ -344,3 +344,85 @@ fn precompiling_on_a_tiered_host_writes_optimized_code() {
     assert_eq!(plugin.compile_tier(), CompileTier::Optimized);
     assert_eq!(run(&plugin, "echo", json!(5)).outcome, succeeded(json!(5)));
 }
+
+/// A plugin that is only loaded (listed, or whose tasks run in process workers) is not
+/// compiled again in the background: its first attempt starts that.
+#[test]
+fn a_tiered_plugin_is_optimized_once_it_runs_an_attempt() {
+    let cache = tempfile::tempdir().unwrap();
+    let tiered = host(CompileTier::Tiered, cache.path());
+    let plugin = tiered.load(artifacts::ECHO).unwrap();
+    assert_eq!(plugin.compile_tier(), CompileTier::Baseline);
+    assert_eq!(tiered.optimizations_pending(), 0, "loading starts nothing");
+    assert_eq!(crate::support::cache_entries(cache.path()).len(), 1);
+    assert_eq!(run(&plugin, "echo", json!(1)).outcome, succeeded(json!(1)));
+    wait_for_optimized(&plugin);
+    assert_eq!(tiered.plugins_optimized(), 1);
+    assert_eq!(crate::support::cache_entries(cache.path()).len(), 2);
+}
+
+/// Under an address-space cap (a process worker's `--worker-memory`) a process has no room
+/// for two codes of a plugin: a tiered host compiles the optimised code only.
+#[test]
+fn a_capped_host_does_not_tier() {
+    let cache = tempfile::tempdir().unwrap();
+    let capped = Host::builder()
+        .cache_dir(cache.path())
+        .address_space_cap(2 << 30)
+        .compile_timeout(COMPILE_TIMEOUT)
+        .build()
+        .unwrap();
+    let plugin = capped.load(artifacts::ECHO).unwrap();
+    assert_eq!(plugin.compile_tier(), CompileTier::Optimized);
+    assert_eq!(run(&plugin, "echo", json!(2)).outcome, succeeded(json!(2)));
+    assert_eq!(capped.optimizations_pending(), 0);
+    assert_eq!(fingerprints(cache.path()).len(), 1);
+}
+
+/// A component whose instance has more linear memories than a pool slot holds: refused by
+/// every engine, pooled or not, on every tier (the baseline engine of a tiered host too), so
+/// that reservations of 4 GiB each cannot add up to the address space.
+#[test]
+fn an_instance_with_more_memories_than_a_pool_slot_never_runs() {
+    let memories = "(memory 0) ".repeat(5);
+    let component = wat::parse_str(format!(
+        r#"(component
+            (core module $m {memories}
+                (func (export "f") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))
+            (core instance $i (instantiate $m))
+            (func (export "add") (param "a" u32) (param "b" u32) (result u32)
+                (canon lift (core func $i "f")))
+        )"#
+    ))
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    for (tier, pooling) in [
+        (CompileTier::Tiered, None),
+        (CompileTier::Baseline, None),
+        (CompileTier::Tiered, Some(false)),
+        (CompileTier::Optimized, Some(false)),
+    ] {
+        let mut builder = Host::builder()
+            .cache_dir(cache.path())
+            .compile_tier(tier)
+            .compile_timeout(COMPILE_TIMEOUT);
+        if let Some(pooling) = pooling {
+            builder = builder.pooling(pooling);
+        }
+        let host = builder.build().unwrap();
+        // The pool refuses it at load; without a pool, the store's limiter at instantiation.
+        if let Ok(plugin) = host.load_bytes("memories.wasm", &component) {
+            let report = run(&plugin, "add", json!({"a": 1, "b": 2}));
+            let f = failure(report.outcome);
+            assert!(
+                f.message.contains("memory") || f.message.contains("memories"),
+                "{tier:?}, pooling {pooling:?}: {f}"
+            );
+        } else {
+            assert!(
+                host.uses_pooling(),
+                "{tier:?}: only a pool refuses it at load"
+            );
+        }
+    }
+}

@@ -181,16 +181,28 @@ impl HostBuilder {
     /// every tier, and each compiler keeps its own compile-cache entries.
     ///
     /// ```
-    /// use osiiso_host::{CompileTier, Host};
+    /// use osiiso_host::{AttemptControl, AttemptRequest, CompileTier, Host};
+    /// use std::time::{Duration, Instant};
     /// # let echo_wasm = osiiso_test_artifacts::ECHO;
     /// let cache = tempfile::tempdir()?;
     /// let host = Host::builder().cache_dir(cache.path()).build()?;
     /// let plugin = host.load(echo_wasm)?;
-    /// // Never seen: it starts on baseline code, and moves once Cranelift is done.
-    /// println!("running {} code", plugin.compile_tier().name());
-    /// while plugin.compile_tier() != CompileTier::Optimized {
-    ///     std::thread::sleep(std::time::Duration::from_millis(10));
+    /// // Never seen: it starts on baseline code. Its first attempt starts the background
+    /// // compilation, and attempts move to optimised code once Cranelift is done.
+    /// assert_eq!(plugin.compile_tier(), CompileTier::Baseline);
+    /// let echo = plugin.task("echo")?;
+    /// echo.run_attempt(AttemptRequest {
+    ///     input: &serde_json::json!(1),
+    ///     attempt: 1,
+    ///     control: AttemptControl::new(None),
+    ///     display_name: "echo",
+    ///     progress: None,
+    /// });
+    /// let give_up = Instant::now() + Duration::from_secs(120);
+    /// while plugin.compile_tier() != CompileTier::Optimized && Instant::now() < give_up {
+    ///     std::thread::sleep(Duration::from_millis(10));
     /// }
+    /// assert_eq!(host.plugins_optimized(), 1);
     /// // The next load finds the optimised code in the cache.
     /// assert_eq!(host.load(echo_wasm)?.compile_tier(), CompileTier::Optimized);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -217,8 +229,9 @@ impl HostBuilder {
 
     /// The memory compiling one plugin may use (default 2 GiB, at least
     /// [`MIN_COMPILE_MEMORY`]), in a compile process: a load that needs more fails with
-    /// [`LoadError::CompileMemory`]. The host compiles one plugin at a time, so this bounds
-    /// its compilations together too.
+    /// [`LoadError::CompileMemory`]. The host compiles one plugin at a time per compiler, so
+    /// this bounds its compilations together too (twice, on a tiered host, whose background
+    /// compilation has the same limits).
     pub fn compile_memory(mut self, bytes: u64) -> Self {
         self.compile_memory = bytes.max(MIN_COMPILE_MEMORY);
         self
@@ -254,14 +267,17 @@ impl HostBuilder {
             max_plugin_bytes: self.max_plugin_bytes,
         };
         let (first, optimized) = match self.compile_tier {
-            CompileTier::Tiered => {
-                // Baseline code runs only until the optimised code is in: its instances are
-                // allocated on demand, and the pool (its address space) is the optimised
-                // engine's alone.
-                let first = TierEngine::new(CompileTier::Baseline, Some(false), &settings)?;
+            // Under an address-space cap (a process worker's `--worker-memory`) there is no
+            // room for two codes of a plugin: one tier, the optimised one.
+            CompileTier::Tiered if self.address_space_cap.is_none() => {
+                let first = TierEngine::new(CompileTier::Baseline, self.pooling, &settings)?;
                 let optimized = TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?;
                 (first, Some(Arc::new(optimized)))
             }
+            CompileTier::Tiered => (
+                TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?,
+                None,
+            ),
             tier => (TierEngine::new(tier, self.pooling, &settings)?, None),
         };
         let engines: Vec<&wasmtime::Engine> = std::iter::once(&first.engine)
@@ -288,8 +304,7 @@ impl HostBuilder {
                 loads: stats::LoadCounters::default(),
                 fuel_metering: self.fuel_metering,
                 compile_tier: self.compile_tier,
-                optimized_count: Default::default(),
-                optimizations_failed: Default::default(),
+                optimizations: Default::default(),
             }),
         })
     }

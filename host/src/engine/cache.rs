@@ -122,7 +122,7 @@ impl CompileCache {
     /// The compiled component from the cache, when an entry for exactly these bytes and this
     /// engine verifies. Never compiles.
     pub(crate) fn lookup(&self, engine: &Engine, component_hash: &str) -> Option<Component> {
-        match self.store.as_ref()?.read(engine, component_hash) {
+        match self.store.as_ref()?.read_quietly(engine, component_hash) {
             Entry::Valid(component) => Some(component),
             Entry::Missing | Entry::Invalid => None,
         }
@@ -149,12 +149,11 @@ impl CompileCache {
             Entry::Invalid => CacheOutcome::Rebuilt,
         };
         let _lock = store.lock(component_hash, compile.limits().timeout);
-        if outcome == CacheOutcome::Miss {
-            match store.read(engine, component_hash) {
-                Entry::Valid(component) => return Ok((component, CacheOutcome::Hit)),
-                Entry::Missing => {}
-                Entry::Invalid => outcome = CacheOutcome::Rebuilt,
-            }
+        // Another process may have written (or rebuilt) the entry while this one waited.
+        match store.read_quietly(engine, component_hash) {
+            Entry::Valid(component) => return Ok((component, CacheOutcome::Hit)),
+            Entry::Missing => {}
+            Entry::Invalid => outcome = CacheOutcome::Rebuilt,
         }
         let path = store.entry_path(component_hash);
         let artifact = compile.compile(engine, wasm)?;
@@ -191,20 +190,34 @@ impl TrustedDir {
         self.dir.join(format!("{component_hash}.cwasm"))
     }
 
-    /// The entry for `component_hash`, read and verified.
+    /// The entry for `component_hash`, read and verified; an entry that does not verify is
+    /// logged (it is about to be rebuilt).
     fn read(&self, engine: &Engine, component_hash: &str) -> Entry {
+        self.read_logged(engine, component_hash, true)
+    }
+
+    /// [`read`](Self::read) that logs nothing about an invalid entry.
+    fn read_quietly(&self, engine: &Engine, component_hash: &str) -> Entry {
+        self.read_logged(engine, component_hash, false)
+    }
+
+    fn read_logged(&self, engine: &Engine, component_hash: &str, log: bool) -> Entry {
         let path = self.entry_path(component_hash);
         match read_bounded(&path, MAX_ENTRY_BYTES) {
             Ok(bytes) => match self.open_entry(engine, component_hash, &bytes) {
                 Ok(component) => Entry::Valid(component),
                 Err(reason) => {
-                    tracing::warn!(path = %path.display(), %reason, "rebuilding compile cache entry");
+                    if log {
+                        tracing::warn!(path = %path.display(), %reason, "rebuilding compile cache entry");
+                    }
                     Entry::Invalid
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Entry::Missing,
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry");
+                if log {
+                    tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry");
+                }
                 Entry::Invalid
             }
         }
@@ -220,7 +233,8 @@ impl TrustedDir {
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            // Never a link, and never waits on a FIFO planted there.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(&path)
             .ok()?;
         let give_up = std::time::Instant::now() + patience;

@@ -12,6 +12,12 @@ const ASYNC_STACK: usize = 2 << 20;
 /// not memory.
 const POOL_MAX_MEMORY: usize = 4 << 30;
 
+/// The most core instances, linear memories and tables one instance of a plugin may have: the
+/// pool's slots are sized for them, and the store limiter holds every engine to them too.
+pub(crate) const MAX_CORE_INSTANCES: usize = 32;
+pub(crate) const MAX_MEMORIES: usize = 4;
+pub(crate) const MAX_TABLES: usize = 8;
+
 /// Address space a capped worker process needs besides linear memory: its code, heap,
 /// thread stacks and compiled plugins.
 const CAPPED_PROCESS_OVERHEAD: u64 = 160 << 20;
@@ -163,9 +169,9 @@ fn pool(instances: u32) -> PoolingAllocationConfig {
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
         .max_memory_size(POOL_MAX_MEMORY)
-        .max_memories_per_component(4)
-        .max_tables_per_component(8)
-        .max_core_instances_per_component(32)
+        .max_memories_per_component(MAX_MEMORIES as u32)
+        .max_tables_per_component(MAX_TABLES as u32)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
         .table_elements(100_000);
     let reset = MemoryReset::detect();
     pool.pagemap_scan(if reset == MemoryReset::PagemapScan {

@@ -60,7 +60,7 @@ pub use warm::WarmPool;
 use budget::MemoryBudget;
 use compile::CompileError;
 use epoch::EpochTicker;
-use tiers::{Background, Compiled, TierEngine};
+use tiers::{Background, Compiled, Optimizations, TierEngine};
 
 /// Reads a plugin file of at most `limit` bytes.
 pub(crate) fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
@@ -118,13 +118,12 @@ struct HostInner {
     fuel_metering: bool,
     /// The compiler of plugins.
     compile_tier: CompileTier,
-    /// Plugins moved to optimised code in the background, for the metrics.
-    optimized_count: std::sync::atomic::AtomicU64,
-    /// Background compilations that failed (the plugin kept its baseline code).
-    optimizations_failed: std::sync::atomic::AtomicU64,
+    /// What the background compilations did.
+    optimizations: Optimizations,
 }
 
-/// The WebAssembly host: one engine, its linker, its compile cache and its epoch ticker.
+/// The WebAssembly host: an engine per compile tier it uses, their linkers and compile
+/// cache, and its epoch ticker.
 ///
 /// Create one per process and share it (cloning is cheap); every queue and plugin uses it.
 ///
@@ -246,9 +245,10 @@ impl Host {
         if let Some(optimized) = &self.inner.optimized
             && !Arc::ptr_eq(&tier, optimized)
             && outcome != CacheOutcome::Precompiled
+            && !self.inner.optimizations.failed_before(plugin.cache_key())
         {
             let wasm = adapted.unwrap_or_else(|| bytes.to_vec());
-            plugin.optimize_in_background(optimized.clone(), wasm);
+            plugin.optimize_later(optimized.clone(), wasm);
         }
         Ok(plugin)
     }
@@ -427,27 +427,24 @@ impl Host {
 
     /// Plugins moved to optimised code in the background so far.
     pub fn plugins_optimized(&self) -> u64 {
-        self.inner
-            .optimized_count
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.optimizations.done_count()
     }
 
     /// Background compilations that failed so far: those plugins keep running their baseline
-    /// code (a warning says why; a compile limit, usually).
+    /// code (a warning says why; a compile limit, usually), and this host does not compile
+    /// them again.
     pub fn optimizations_failed(&self) -> u64 {
-        self.inner
-            .optimizations_failed
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.optimizations.failed_count()
     }
 
-    /// Counts a background compilation's end.
-    pub(crate) fn count_optimization(&self, succeeded: bool) {
-        let counter = if succeeded {
-            &self.inner.optimized_count
-        } else {
-            &self.inner.optimizations_failed
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Background compilations queued or running now. A process that exits before they end
+    /// leaves the optimised code uncompiled and out of the cache.
+    pub fn optimizations_pending(&self) -> usize {
+        self.inner.background.pending()
+    }
+
+    pub(crate) fn optimizations(&self) -> &Optimizations {
+        &self.inner.optimizations
     }
 
     pub(crate) fn background(&self) -> &Background {

@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use wasmtime::component::{Component, ComponentExportIndex};
 
@@ -38,14 +41,17 @@ struct PluginInner {
     /// What the compile cache keeps the compiled code under: the hash of the bytes compiled
     /// (a preview-1 program's adapted component, else the file's hash).
     cache_key: String,
-    /// The code it loaded with.
-    code: Arc<Code>,
-    /// Its optimised code, once a tiered host has compiled it in the background: every
-    /// attempt that starts after that runs it.
-    optimized: std::sync::OnceLock<Arc<Code>>,
-    /// The component to compile in the background, until its turn comes: the plugin keeps
-    /// it, so that a plugin dropped before then takes its bytes along.
-    to_optimize: parking_lot::Mutex<Option<Vec<u8>>>,
+    /// The code attempts start with: the code it loaded with, until a tiered host replaces
+    /// it (once) with optimised code compiled in the background. The code it replaces is
+    /// freed once the attempts that run it end.
+    code: ArcSwap<Code>,
+    /// What a tiered host compiles in the background, once the plugin runs its first
+    /// attempt (a plugin that is only listed, or whose tasks run in process workers, is not
+    /// compiled again): the optimising engine and the component. A plugin dropped before
+    /// then takes the bytes along.
+    to_optimize: parking_lot::Mutex<Option<(Arc<TierEngine>, Vec<u8>)>>,
+    /// Whether `to_optimize` holds something: the cheap check of every attempt.
+    optimize_pending: AtomicBool,
     tasks: Vec<TaskInfo>,
     /// How each task of `tasks` is called.
     entries: Vec<Entry>,
@@ -175,9 +181,9 @@ impl Plugin {
                 path: path.map(Path::to_path_buf),
                 cache_key: hash.clone(),
                 hash,
-                code: Arc::new(code),
-                optimized: std::sync::OnceLock::new(),
+                code: ArcSwap::from_pointee(code),
                 to_optimize: parking_lot::Mutex::new(None),
+                optimize_pending: AtomicBool::new(false),
                 tasks,
                 entries,
                 aliases: HashMap::new(),
@@ -414,28 +420,45 @@ impl Plugin {
     }
 
     /// The code that attempts starting now run.
-    pub(crate) fn code(&self) -> &Arc<Code> {
-        self.inner.optimized.get().unwrap_or(&self.inner.code)
+    pub(crate) fn code(&self) -> Arc<Code> {
+        self.inner.code.load_full()
     }
 
     /// Which compiler made the code that attempts starting now run:
     /// [`CompileTier::Optimized`] or [`CompileTier::Baseline`]. On a
     /// [tiered](CompileTier::Tiered) host a never-seen plugin starts on baseline code, and
-    /// this turns to optimised once its optimised code is compiled in the background.
+    /// this turns to optimised once its optimised code, compiled in the background from its
+    /// first attempt on, is in use.
     pub fn compile_tier(&self) -> CompileTier {
-        self.code().tier()
+        self.inner.code.load().tier()
     }
 
-    /// Compiles the plugin's optimised code with `optimized` on the host's background thread,
-    /// then installs it: attempts that start after that run it. A plugin dropped before then
-    /// is not compiled; a compilation that fails leaves the plugin on its code, with a
-    /// warning. `wasm` is the component compiled; the plugin keeps it until then.
-    pub(crate) fn optimize_in_background(&self, optimized: Arc<TierEngine>, wasm: Vec<u8>) {
-        *self.inner.to_optimize.lock() = Some(wasm);
+    /// Has `optimized` compile the plugin's code in the background once the plugin runs its
+    /// first attempt ([`start_optimizing`](Self::start_optimizing)).
+    pub(crate) fn optimize_later(&self, optimized: Arc<TierEngine>, wasm: Vec<u8>) {
+        *self.inner.to_optimize.lock() = Some((optimized, wasm));
+        self.inner.optimize_pending.store(true, Ordering::Release);
+    }
+
+    /// Called as an attempt starts: the first time, queues the plugin's background
+    /// compilation, if one is planned.
+    pub(crate) fn start_optimizing(&self) {
+        if self.inner.optimize_pending.load(Ordering::Relaxed)
+            && self.inner.optimize_pending.swap(false, Ordering::AcqRel)
+        {
+            self.optimize_in_background();
+        }
+    }
+
+    /// Compiles the plugin's optimised code on the host's background thread, then installs
+    /// it: attempts that start after that run it. A plugin dropped before its turn is not
+    /// compiled; a compilation that fails leaves the plugin on its code, with a warning, and
+    /// the host does not try that plugin again.
+    fn optimize_in_background(&self) {
         let plugin = Arc::downgrade(&self.inner);
         let key = self.inner.cache_key.clone();
         self.host().background().run(Box::new(move || {
-            let Some(wasm) = plugin
+            let Some((optimized, wasm)) = plugin
                 .upgrade()
                 .and_then(|inner| inner.to_optimize.lock().take())
             else {
@@ -454,20 +477,21 @@ impl Plugin {
                 Ok((component, _)) => inner.code_like(optimized, component),
                 Err(error) => Err(super::compile_failure(error, &inner.name).to_string()),
             };
+            let shown = crate::text::for_display(&inner.name, 256);
             match installed {
                 Ok(code) => {
-                    let _ = inner.optimized.set(Arc::new(code));
-                    inner.host.count_optimization(true);
+                    inner.code.store(Arc::new(code));
+                    inner.host.optimizations().done();
                     tracing::info!(
-                        plugin = %crate::text::for_display(&inner.name, 256),
+                        plugin = %shown,
                         seconds = began.elapsed().as_secs_f64(),
                         "optimised code in use (compiled in the background)"
                     );
                 }
                 Err(message) => {
-                    inner.host.count_optimization(false);
+                    inner.host.optimizations().failed(&key);
                     tracing::warn!(
-                        plugin = %crate::text::for_display(&inner.name, 256),
+                        plugin = %shown,
                         "keeping the baseline code: the optimised compilation failed: {message}"
                     );
                 }
@@ -485,7 +509,7 @@ impl PluginInner {
             Some(Err(message)) => return Err(message.into()),
             None => None,
         };
-        let exports: Vec<Option<ComponentExportIndex>> = if self.code.exports().is_empty() {
+        let exports: Vec<Option<ComponentExportIndex>> = if self.code.load().exports().is_empty() {
             Vec::new()
         } else {
             let found = typed::discover(&component, &tier.engine);
@@ -499,11 +523,12 @@ impl PluginInner {
                 })
                 .collect()
         };
-        let same_shape = invoke.is_some() == self.code.has_invoke()
-            && exports.len() == self.code.exports().len()
+        let first = self.code.load();
+        let same_shape = invoke.is_some() == first.has_invoke()
+            && exports.len() == first.exports().len()
             && exports
                 .iter()
-                .zip(self.code.exports().iter())
+                .zip(first.exports().iter())
                 .all(|(new, old)| new.is_some() == old.is_some());
         if !same_shape {
             return Err("its exports differ from the first compilation's".into());

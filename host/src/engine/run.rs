@@ -137,6 +137,7 @@ impl Task {
         program: Option<&ProgramInput>,
     ) -> Result<AttemptStore, Box<AttemptReport>> {
         let plugin = self.plugin();
+        plugin.start_optimizing();
         let mut store = AttemptStore::new(
             plugin,
             plugin.limits(),

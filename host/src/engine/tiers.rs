@@ -8,7 +8,9 @@
 //! epoch ticker, the instance permits and the memory budget, so every limit counts instances
 //! of both tiers together.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use parking_lot::Mutex;
@@ -131,6 +133,8 @@ impl TierEngine {
 #[derive(Default)]
 pub(crate) struct Background {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Jobs queued or running.
+    pending: Arc<AtomicUsize>,
 }
 
 /// One piece of background work: compiling and installing a plugin's optimised code.
@@ -139,6 +143,14 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 impl Background {
     /// Queues `job` after the ones before it.
     pub(crate) fn run(&self, job: Job) {
+        let pending = self.pending.clone();
+        pending.fetch_add(1, Ordering::Relaxed);
+        let job: Job = Box::new(move || {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                tracing::error!("a background compilation panicked; its plugin keeps its code");
+            }
+            pending.fetch_sub(1, Ordering::Relaxed);
+        });
         let mut jobs = self.jobs.lock();
         let job = match jobs.as_ref() {
             Some(sender) => match sender.send(job) {
@@ -161,7 +173,60 @@ impl Background {
                 *jobs = Some(sender);
             }
             // Without the thread the plugin keeps its baseline code, which is correct.
-            Err(error) => tracing::warn!(%error, "cannot start the background compiler thread"),
+            Err(error) => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(%error, "cannot start the background compiler thread");
+            }
         }
+    }
+
+    /// Jobs queued or running now.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+/// The most plugins whose failed optimisation a host remembers; beyond, it forgets them all.
+const MAX_FAILED_KEYS: usize = 4096;
+
+/// What a tiered host's background compilations did.
+#[derive(Default)]
+pub(crate) struct Optimizations {
+    done: AtomicU64,
+    failed: AtomicU64,
+    /// Cache keys of plugins whose optimised compilation failed: a later load of the same
+    /// plugin does not try again (a compile bomb costs one compile timeout, not one per load).
+    failed_keys: Mutex<HashSet<String>>,
+}
+
+impl Optimizations {
+    /// A plugin moved to its optimised code.
+    pub(crate) fn done(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The optimised compilation of the plugin under `key` failed.
+    pub(crate) fn failed(&self, key: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut keys = self.failed_keys.lock();
+        if keys.len() >= MAX_FAILED_KEYS {
+            keys.clear();
+        }
+        keys.insert(key.to_string());
+    }
+
+    /// Whether the optimised compilation of the plugin under `key` failed before.
+    pub(crate) fn failed_before(&self, key: &str) -> bool {
+        self.failed_keys.lock().contains(key)
+    }
+
+    /// Plugins moved so far.
+    pub(crate) fn done_count(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Optimised compilations that failed so far.
+    pub(crate) fn failed_count(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 }

@@ -21,6 +21,7 @@ use wasmtime::Engine;
 use super::Host;
 use super::budget::{EvictIdle, MemoryBudget};
 use super::call::Bound;
+use super::config::CompileTier;
 use super::limits::Limits;
 use super::plugin::Plugin;
 use super::run::AttemptRequest;
@@ -92,9 +93,12 @@ impl WarmKey {
             && self.sandbox == *plugin.sandbox()
     }
 
-    /// Whether the instance is of `plugin`'s code that attempts no longer start with.
+    /// Whether the instance is of `plugin`'s baseline code, which attempts no longer start
+    /// with since the plugin moved to its optimised code.
     fn outdated(&self, plugin: &Plugin) -> bool {
-        self.plugin == plugin.hash() && !Engine::same(&self.engine, plugin.code().engine())
+        self.plugin == plugin.hash()
+            && plugin.compile_tier() == CompileTier::Optimized
+            && !Engine::same(&self.engine, plugin.code().engine())
     }
 
     /// The key of an instance of `plugin` in `store`.
