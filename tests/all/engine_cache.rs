@@ -1,12 +1,17 @@
 //! The compile cache: hits, corrupt and stale entries, disabled cache, precompiled artifacts.
 
-use osiiso_host::{CacheOutcome, Host};
+use osiiso_host::{CacheOutcome, CompileTier, Host};
 use osiiso_test_artifacts as artifacts;
 
 #[test]
 fn second_load_hits_and_corrupt_entries_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let host = Host::builder().cache_dir(dir.path()).build().unwrap();
+    // One tier: a tiered host would write a second entry in the background.
+    let host = Host::builder()
+        .cache_dir(dir.path())
+        .compile_tier(CompileTier::Optimized)
+        .build()
+        .unwrap();
     assert_eq!(
         host.load(artifacts::ECHO).unwrap().cache_outcome(),
         CacheOutcome::Miss

@@ -247,8 +247,10 @@ fn a_precompiled_core_module_is_refused_like_any_artifact() {
 fn a_tampered_cache_entry_of_an_adapted_program_is_rebuilt() {
     use osiiso_host::CacheOutcome;
     let dir = tempfile::tempdir().unwrap();
+    // One tier: a tiered host would write a second entry in the background.
     let host = osiiso_host::Host::builder()
         .cache_dir(dir.path())
+        .compile_tier(osiiso_host::CompileTier::Optimized)
         .build()
         .unwrap();
     let load = || host.load(artifacts::WC_PROGRAM_P1).unwrap();
@@ -260,6 +262,7 @@ fn a_tampered_cache_entry_of_an_adapted_program_is_rebuilt() {
     // An entry planted without the cache's key (here: another plugin's, copied over).
     let other = osiiso_host::Host::builder()
         .cache_dir(dir.path())
+        .compile_tier(osiiso_host::CompileTier::Optimized)
         .build()
         .unwrap();
     other.load(artifacts::ECHO).unwrap();

@@ -1,6 +1,8 @@
 //! B11, cold start: the time from `osiiso-host run` to the first result of a never-seen
 //! plugin (an empty `--cache-dir`), with each compile tier side by side, and the throughput of
-//! each tier's code once the cache is warm.
+//! each tier's code once the cache is warm. For `tiered` (the default), a long run from an
+//! empty cache as well: when it moved to optimised code, and the throughput of the next run,
+//! on the cache it left.
 //!
 //! The plugins are the foreign guests of `tests/foreign`: the 12 MB componentize-js
 //! `js-text.wasm` and the 19 MB componentize-py `py-text.wasm`, looked up in
@@ -19,10 +21,17 @@ use crate::measure::{fmt_rate, fmt_secs, fmt_x, list_ms, median};
 use crate::{Scale, Verdict};
 
 /// The compile tiers, as `--compile-tier` names them.
-const TIERS: [&str; 2] = ["optimized", "baseline"];
+const TIERS: [&str; 3] = ["optimized", "baseline", "tiered"];
+const OPTIMIZED: usize = 0;
+const BASELINE: usize = 1;
+const TIERED: usize = 2;
 
 /// The issue's goal for the first result of a never-seen plugin.
 const FIRST_RESULT_GOAL: f64 = 3.0;
+/// The issue's goal for the steady state: within 10% of the optimised code's throughput.
+const STEADY_STATE_GOAL: f64 = 0.9;
+/// What the host logs when a plugin moves to optimised code (`engine/plugin.rs`).
+const MOVED: &str = "optimised code in use";
 
 /// One plugin under test: its file, task and one input.
 struct Subject {
@@ -103,7 +112,12 @@ fn command(
 }
 
 /// Runs `command` to the end; returns its wall time and how many results succeeded.
-fn time_run(mut command: Command) -> anyhow::Result<(f64, usize)> {
+fn time_run(command: Command) -> anyhow::Result<(f64, usize)> {
+    time_run_logged(command).map(|(elapsed, succeeded, _)| (elapsed, succeeded))
+}
+
+/// [`time_run`], also returning stderr.
+fn time_run_logged(mut command: Command) -> anyhow::Result<(f64, usize, String)> {
     let start = Instant::now();
     let output = command.output().context("spawning osiiso-host")?;
     let elapsed = start.elapsed().as_secs_f64();
@@ -117,7 +131,19 @@ fn time_run(mut command: Command) -> anyhow::Result<(f64, usize)> {
         .lines()
         .filter(|line| line.contains("\"status\":\"succeeded\""))
         .count();
-    Ok((elapsed, succeeded))
+    Ok((
+        elapsed,
+        succeeded,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// When the log of a tiered run says its plugin moved to optimised code: the `seconds` the
+/// background compilation took.
+fn moved_after(log: &str) -> Option<f64> {
+    let line = log.lines().find(|line| line.contains(MOVED))?;
+    let (_, rest) = line.split_once("seconds=")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 pub(crate) fn bench_b11(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
@@ -129,12 +155,18 @@ pub(crate) fn bench_b11(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
         bin.display()
     );
     println!("   warm: the same with --inputs ({tasks} lines) on the warm cache of that tier");
+    // Long enough for Cranelift to finish on 2 cores busy with the run itself.
+    let long_tasks = tasks * 3;
+    println!(
+        "   tiered, long: --inputs ({long_tasks} lines) from an empty cache, then --inputs \
+         ({tasks} lines) on the cache it left"
+    );
     let scratch = tempfile::tempdir()?;
     let mut verdicts = Vec::new();
     for subject in subjects(scale) {
         println!("   -- {} ({})", subject.label, subject.path.display());
         // Cold: a fresh empty cache each run, the tiers interleaved.
-        let mut cold: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut cold: [Vec<f64>; 3] = Default::default();
         for round in 0..cold_runs {
             for (i, tier) in TIERS.iter().enumerate() {
                 let dir = scratch
@@ -145,19 +177,33 @@ pub(crate) fn bench_b11(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
                 cold[i].push(elapsed);
             }
         }
-        // Warm: each tier on the cache its first cold run filled.
         let inputs = scratch
             .path()
             .join(format!("{}-inputs.jsonl", subject.label));
         std::fs::write(&inputs, format!("{}\n", subject.input).repeat(tasks))?;
-        let mut rates = [0.0; 2];
-        for (i, tier) in TIERS.iter().enumerate() {
-            let dir = scratch.path().join(format!("{}-{tier}-0", subject.label));
+        let long_inputs = scratch.path().join(format!("{}-long.jsonl", subject.label));
+        std::fs::write(
+            &long_inputs,
+            format!("{}\n", subject.input).repeat(long_tasks),
+        )?;
+        // Warm, one tier's code: each fixed tier on the cache its first cold run filled.
+        let mut rates = [0.0; 3];
+        let warm_rate = |dir: &Path, tier: &str| -> anyhow::Result<(f64, f64, f64)> {
             // The run of one input, on the warm cache: the process's own start-up.
-            let (start_up, _) = time_run(command(&bin, &subject, tier, &dir, None))?;
-            let (elapsed, ok) = time_run(command(&bin, &subject, tier, &dir, Some(&inputs)))?;
+            let (start_up, _) = time_run(command(&bin, &subject, tier, dir, None))?;
+            let (elapsed, ok) = time_run(command(&bin, &subject, tier, dir, Some(&inputs)))?;
             ensure!(ok == tasks, "{tier}: {ok} of {tasks} tasks succeeded");
-            rates[i] = tasks as f64 / (elapsed - start_up).max(1e-3);
+            Ok((
+                start_up,
+                elapsed,
+                tasks as f64 / (elapsed - start_up).max(1e-3),
+            ))
+        };
+        for i in [OPTIMIZED, BASELINE] {
+            let tier = TIERS[i];
+            let dir = scratch.path().join(format!("{}-{tier}-0", subject.label));
+            let (start_up, elapsed, rate) = warm_rate(&dir, tier)?;
+            rates[i] = rate;
             println!(
                 "   {tier:<9} cold {} (median {}); warm: start-up {}, {} tasks in {} -> {}",
                 list_ms(&cold[i]),
@@ -165,29 +211,61 @@ pub(crate) fn bench_b11(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
                 fmt_secs(start_up),
                 tasks,
                 fmt_secs(elapsed),
-                fmt_rate(rates[i])
+                fmt_rate(rate)
             );
         }
-        let (optimized, baseline) = (median(&mut cold[0]), median(&mut cold[1]));
+        // Tiered: a long run from an empty cache moves to optimised code on the way and
+        // leaves it in the cache; the next run starts on it.
+        let dir = scratch
+            .path()
+            .join(format!("{}-tiered-long", subject.label));
+        let mut long = command(&bin, &subject, "tiered", &dir, Some(&long_inputs));
+        long.env("RUST_LOG", "osiiso_host::engine::plugin=info");
+        let (long_elapsed, ok, log) = time_run_logged(long)?;
+        ensure!(
+            ok == long_tasks,
+            "tiered: {ok} of {long_tasks} tasks succeeded"
+        );
+        let moved = moved_after(&log);
+        let (start_up, elapsed, rate) = warm_rate(&dir, "tiered")?;
+        rates[TIERED] = rate;
         println!(
-            "   first result: optimized / baseline {}; warm throughput: baseline / optimized {}",
-            fmt_x(optimized / baseline),
-            fmt_x(rates[1] / rates[0])
+            "   tiered    cold {} (median {}); long cold run: {long_tasks} tasks in {}, \
+             optimised code after {}; next run: start-up {}, {} tasks in {} -> {}",
+            list_ms(&cold[TIERED]),
+            fmt_secs(median(&mut cold[TIERED].clone())),
+            fmt_secs(long_elapsed),
+            moved.map_or_else(|| "never (the run ended first)".into(), fmt_secs),
+            fmt_secs(start_up),
+            tasks,
+            fmt_secs(elapsed),
+            fmt_rate(rate)
+        );
+        let medians = cold.map(|mut runs| median(&mut runs));
+        println!(
+            "   first result: optimized / baseline {}, optimized / tiered {}; warm throughput: \
+             baseline / optimized {}, tiered (next run) / optimized {}",
+            fmt_x(medians[OPTIMIZED] / medians[BASELINE]),
+            fmt_x(medians[OPTIMIZED] / medians[TIERED]),
+            fmt_x(rates[BASELINE] / rates[OPTIMIZED]),
+            fmt_x(rates[TIERED] / rates[OPTIMIZED])
         );
         let what = |text: &str| format!("{} {text}", subject.label);
-        verdicts.push(Verdict::at_most(
+        for (i, tier) in TIERS.iter().enumerate() {
+            verdicts.push(Verdict::at_most(
+                "B11",
+                &what(&format!("first result, --compile-tier {tier}")),
+                medians[i],
+                FIRST_RESULT_GOAL,
+                fmt_secs,
+            ));
+        }
+        verdicts.push(Verdict::at_least(
             "B11",
-            &what("first result, --compile-tier baseline"),
-            baseline,
-            FIRST_RESULT_GOAL,
-            fmt_secs,
-        ));
-        verdicts.push(Verdict::at_most(
-            "B11",
-            &what("first result, --compile-tier optimized"),
-            optimized,
-            FIRST_RESULT_GOAL,
-            fmt_secs,
+            &what("steady state, tiered / optimized throughput"),
+            rates[TIERED] / rates[OPTIMIZED],
+            STEADY_STATE_GOAL,
+            fmt_x,
         ));
     }
     Ok(verdicts)

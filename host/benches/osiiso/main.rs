@@ -95,7 +95,7 @@ const BENCHES: &[(&str, &str)] = &[
     ),
     (
         "b11",
-        "cold start of the JS and Python foreign guests (empty cache): --compile-tier optimized vs baseline",
+        "cold start of the JS and Python foreign guests (empty cache): --compile-tier optimized, baseline and tiered",
     ),
     (
         "sleepers",

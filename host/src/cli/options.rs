@@ -41,14 +41,16 @@ pub(crate) struct CompileLimitArgs {
     /// [default: 2GiB].
     #[arg(long, value_name = "SIZE", value_parser = compile_memory)]
     pub compile_memory: Option<usize>,
-    /// The compiler of plugins: `baseline` (wasmtime's Winch) compiles a never-seen plugin
-    /// several times faster and runs it slower; each has its own compile-cache entries.
+    /// The compiler of plugins. `tiered` runs a never-seen plugin on baseline code (wasmtime's
+    /// Winch, compiled several times faster) while Cranelift compiles its optimised code in
+    /// the background, then switches between attempts; each tier has its own compile-cache
+    /// entries.
     #[arg(
         long,
         value_enum,
         env = "OSIISO_COMPILE_TIER",
         value_name = "TIER",
-        default_value = "optimized"
+        default_value = "tiered"
     )]
     pub compile_tier: TierArg,
 }
@@ -56,6 +58,8 @@ pub(crate) struct CompileLimitArgs {
 /// A `--compile-tier` value.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TierArg {
+    /// Baseline code first, optimised code once compiled in the background.
+    Tiered,
     /// Cranelift: the fastest code, compiled slowly.
     Optimized,
     /// Winch: compiled several times faster, runs slower.
@@ -65,6 +69,7 @@ pub(crate) enum TierArg {
 impl From<TierArg> for CompileTier {
     fn from(tier: TierArg) -> Self {
         match tier {
+            TierArg::Tiered => CompileTier::Tiered,
             TierArg::Optimized => CompileTier::Optimized,
             TierArg::Baseline => CompileTier::Baseline,
         }

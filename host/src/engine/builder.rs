@@ -5,21 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::Linker;
-
 use super::budget::{self, MemoryBudget};
-use super::cache::{self, CompileCache};
+use super::cache::CompileCache;
 use super::compile::{
-    CompileLimits, CompileStep, Compiler, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT,
-    MIN_COMPILE_MEMORY,
+    CompileLimits, Compiler, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, MIN_COMPILE_MEMORY,
 };
-use super::config::{self, CompileTier};
+use super::config::CompileTier;
 use super::epoch::EpochTicker;
 use super::error::HostError;
-use super::{
-    DEFAULT_MAX_PLUGIN_BYTES, DEFAULT_TICK, Host, HostInner, command, contract, descriptors,
-    fs_guard, interruptible, stats,
-};
+use super::tiers::{Background, TierEngine, TierSettings};
+use super::{DEFAULT_MAX_PLUGIN_BYTES, DEFAULT_TICK, Host, HostInner, descriptors, stats};
 
 /// Builds a [`Host`]: its compile cache, how many instances may live at once and how much
 /// memory they share, how plugins are compiled and whether guests count fuel. Every option
@@ -73,7 +68,7 @@ impl Default for HostBuilder {
             allow_precompiled: false,
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
             fuel_metering: true,
-            compile_tier: CompileTier::Optimized,
+            compile_tier: CompileTier::Tiered,
             compiler: Compiler::Auto,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             compile_memory: DEFAULT_COMPILE_MEMORY,
@@ -176,12 +171,42 @@ impl HostBuilder {
         self
     }
 
-    /// Which compiler makes native code of plugins (default [`CompileTier::Optimized`]).
+    /// Which compiler makes native code of plugins (default [`CompileTier::Tiered`]).
     ///
     /// [`CompileTier::Baseline`] (wasmtime's Winch) compiles a never-seen plugin several
-    /// times faster, so its first result comes sooner, and its code runs slower after that:
-    /// the README's performance section has the figures for both. Every limit holds on both
-    /// tiers, and each keeps its own compile-cache entries.
+    /// times faster, so its first result comes sooner, and its code runs slower after that;
+    /// [`CompileTier::Optimized`] (Cranelift) the other way round; [`CompileTier::Tiered`]
+    /// starts on the first and moves to the second, compiled in the background, between two
+    /// attempts. The README's performance section has the figures. Every limit holds on
+    /// every tier, and each compiler keeps its own compile-cache entries.
+    ///
+    /// ```
+    /// use osiiso_host::{AttemptControl, AttemptRequest, CompileTier, Host};
+    /// use std::time::{Duration, Instant};
+    /// # let echo_wasm = osiiso_test_artifacts::ECHO;
+    /// let cache = tempfile::tempdir()?;
+    /// let host = Host::builder().cache_dir(cache.path()).build()?;
+    /// let plugin = host.load(echo_wasm)?;
+    /// // Never seen: it starts on baseline code. Its first attempt starts the background
+    /// // compilation, and attempts move to optimised code once Cranelift is done.
+    /// assert_eq!(plugin.compile_tier(), CompileTier::Baseline);
+    /// let echo = plugin.task("echo")?;
+    /// echo.run_attempt(AttemptRequest {
+    ///     input: &serde_json::json!(1),
+    ///     attempt: 1,
+    ///     control: AttemptControl::new(None),
+    ///     display_name: "echo",
+    ///     progress: None,
+    /// });
+    /// let give_up = Instant::now() + Duration::from_secs(120);
+    /// while plugin.compile_tier() != CompileTier::Optimized && Instant::now() < give_up {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    /// }
+    /// assert_eq!(host.plugins_optimized(), 1);
+    /// // The next load finds the optimised code in the cache.
+    /// assert_eq!(host.load(echo_wasm)?.compile_tier(), CompileTier::Optimized);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn compile_tier(mut self, tier: CompileTier) -> Self {
         self.compile_tier = tier;
         self
@@ -204,8 +229,9 @@ impl HostBuilder {
 
     /// The memory compiling one plugin may use (default 2 GiB, at least
     /// [`MIN_COMPILE_MEMORY`]), in a compile process: a load that needs more fails with
-    /// [`LoadError::CompileMemory`]. The host compiles one plugin at a time, so this bounds
-    /// its compilations together too.
+    /// [`LoadError::CompileMemory`]. The host compiles one plugin at a time per compiler, so
+    /// this bounds its compilations together too (twice, on a tiered host, whose background
+    /// compilation has the same limits).
     pub fn compile_memory(mut self, bytes: u64) -> Self {
         self.compile_memory = bytes.max(MIN_COMPILE_MEMORY);
         self
@@ -223,65 +249,51 @@ impl HostBuilder {
     /// (`RLIMIT_NOFILE`) to its hard limit and gives guests three quarters of it, shared by
     /// all their attempts (see [`Limits::max_open_files`]); the rest stays the host's.
     pub fn build(self) -> Result<Host, HostError> {
-        let (engine, pooling) = config::build_engine(
-            self.max_instances,
-            self.pooling,
-            self.address_space_cap,
-            self.fuel_metering,
-            self.compile_tier,
-        )
-        .map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        // In the sync linker an outgoing HTTP request blocks the worker thread until it
-        // completes; it is bounded by the attempt's deadline (see `http`).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .and_then(|()| interruptible::shadow_blocking_io(&mut linker))
-            .and_then(|()| fs_guard::guard_sync(&mut linker))
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker))
-            .and_then(|()| contract::add_host_to_linker(&mut linker))
-            .and_then(|()| command::core_module::add_exit_to_linker(&mut linker))
-            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let mut linker_async = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
-            .and_then(|()| fs_guard::guard_async(&mut linker_async))
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_async))
-            .and_then(|()| contract::add_host_to_linker(&mut linker_async))
-            .and_then(|()| command::core_module::add_exit_to_linker(&mut linker_async))
-            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let root = if self.cache_enabled {
-            self.cache_dir.or_else(CompileCache::default_root)
+            self.cache_dir.clone().or_else(CompileCache::default_root)
         } else {
             None
         };
-        let fingerprint = cache::engine_fingerprint(&engine);
-        let cache = CompileCache::open(root, &fingerprint);
-        let compile = CompileStep::new(
-            &self.compiler,
-            CompileLimits {
+        let settings = TierSettings {
+            max_instances: self.max_instances,
+            address_space_cap: self.address_space_cap,
+            fuel: self.fuel_metering,
+            compiler: &self.compiler,
+            limits: CompileLimits {
                 timeout: self.compile_timeout,
                 memory: self.compile_memory,
             },
-            fingerprint,
-            self.address_space_cap,
-            self.fuel_metering,
-            self.compile_tier,
-            self.max_plugin_bytes,
-        )
-        .map_err(HostError::Compiler)?;
-        let ticker = EpochTicker::start(&engine, self.tick).map_err(HostError::Ticker)?;
+            cache_root: root,
+            max_plugin_bytes: self.max_plugin_bytes,
+        };
+        let (first, optimized) = match self.compile_tier {
+            // Under an address-space cap (a process worker's `--worker-memory`) there is no
+            // room for two codes of a plugin: one tier, the optimised one.
+            CompileTier::Tiered if self.address_space_cap.is_none() => {
+                let first = TierEngine::new(CompileTier::Baseline, self.pooling, &settings)?;
+                let optimized = TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?;
+                (first, Some(Arc::new(optimized)))
+            }
+            CompileTier::Tiered => (
+                TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?,
+                None,
+            ),
+            tier => (TierEngine::new(tier, self.pooling, &settings)?, None),
+        };
+        let engines: Vec<&wasmtime::Engine> = std::iter::once(&first.engine)
+            .chain(optimized.as_deref().map(|tier| &tier.engine))
+            .collect();
+        let ticker = EpochTicker::start(&engines, self.tick).map_err(HostError::Ticker)?;
         // Raises the process's open-files limit and sizes the guests' share of it.
         let descriptor_pool = descriptors::pool().total();
         tracing::debug!(descriptor_pool, "descriptors guests may hold together");
         let total_memory = self.total_memory.unwrap_or_else(budget::default_total);
         Ok(Host {
             inner: Arc::new(HostInner {
-                engine,
-                linker,
-                linker_async,
-                cache,
-                compile,
+                first: Arc::new(first),
+                optimized,
+                background: Background::default(),
                 ticker,
-                pooling,
                 max_instances: self.max_instances,
                 instance_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.max_instances as usize,
@@ -292,6 +304,7 @@ impl HostBuilder {
                 loads: stats::LoadCounters::default(),
                 fuel_metering: self.fuel_metering,
                 compile_tier: self.compile_tier,
+                optimizations: Default::default(),
             }),
         })
     }

@@ -16,7 +16,7 @@
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
@@ -36,6 +36,8 @@ const HEADER: usize = 16 + 32;
 const KEY_FILE: &str = "key";
 /// Domain separation for the entry MAC.
 const MAC_CONTEXT: &[u8] = b"osiiso-host compile cache entry v2";
+/// How often a load waiting for another process's compilation of the same entry looks again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// The largest cache entry read back (compiled code of a plugin under the plugin size limit).
 const MAX_ENTRY_BYTES: u64 = 2 << 30;
 
@@ -117,9 +119,19 @@ impl CompileCache {
             .map(|s| s.dir.join(format!("{component_hash}.cwasm")))
     }
 
+    /// The compiled component from the cache, when an entry for exactly these bytes and this
+    /// engine verifies. Never compiles.
+    pub(crate) fn lookup(&self, engine: &Engine, component_hash: &str) -> Option<Component> {
+        match self.store.as_ref()?.read_quietly(engine, component_hash) {
+            Entry::Valid(component) => Some(component),
+            Entry::Missing | Entry::Invalid => None,
+        }
+    }
+
     /// Returns the compiled component, from the cache when an entry for exactly these bytes
     /// and this engine verifies; otherwise compiled by `compile` (and the entry written).
-    /// A hit never compiles.
+    /// A hit never compiles. While another process of this user compiles the same entry,
+    /// this waits for it (at most one compile timeout) and reads what it wrote.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
@@ -131,28 +143,33 @@ impl CompileCache {
             let artifact = compile.compile(engine, wasm)?;
             return Ok((compile::load(engine, &artifact)?, CacheOutcome::Disabled));
         };
-        let path = store.dir.join(format!("{component_hash}.cwasm"));
-        let mut outcome = CacheOutcome::Miss;
-        match read_bounded(&path, MAX_ENTRY_BYTES) {
-            Ok(bytes) => match store.open_entry(engine, component_hash, &bytes) {
-                Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(reason) => {
-                    tracing::warn!(path = %path.display(), %reason, "rebuilding compile cache entry");
-                    outcome = CacheOutcome::Rebuilt;
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry");
-                outcome = CacheOutcome::Rebuilt;
-            }
+        let mut outcome = match store.read(engine, component_hash) {
+            Entry::Valid(component) => return Ok((component, CacheOutcome::Hit)),
+            Entry::Missing => CacheOutcome::Miss,
+            Entry::Invalid => CacheOutcome::Rebuilt,
+        };
+        let _lock = store.lock(component_hash, compile.limits().timeout);
+        // Another process may have written (or rebuilt) the entry while this one waited.
+        match store.read_quietly(engine, component_hash) {
+            Entry::Valid(component) => return Ok((component, CacheOutcome::Hit)),
+            Entry::Missing => {}
+            Entry::Invalid => outcome = CacheOutcome::Rebuilt,
         }
+        let path = store.entry_path(component_hash);
         let artifact = compile.compile(engine, wasm)?;
         if let Err(error) = store.write_entry(&path, component_hash, &artifact) {
             tracing::warn!(path = %path.display(), %error, "cannot write compile cache entry");
         }
         Ok((compile::load(engine, &artifact)?, outcome))
     }
+}
+
+/// What the cache holds for a component.
+enum Entry {
+    Valid(Component),
+    Missing,
+    /// Unreadable, or an entry that does not verify: it is rebuilt.
+    Invalid,
 }
 
 impl TrustedDir {
@@ -167,6 +184,69 @@ impl TrustedDir {
             fingerprint: fingerprint.to_string(),
             key,
         })
+    }
+
+    fn entry_path(&self, component_hash: &str) -> PathBuf {
+        self.dir.join(format!("{component_hash}.cwasm"))
+    }
+
+    /// The entry for `component_hash`, read and verified; an entry that does not verify is
+    /// logged (it is about to be rebuilt).
+    fn read(&self, engine: &Engine, component_hash: &str) -> Entry {
+        self.read_logged(engine, component_hash, true)
+    }
+
+    /// [`read`](Self::read) that logs nothing about an invalid entry.
+    fn read_quietly(&self, engine: &Engine, component_hash: &str) -> Entry {
+        self.read_logged(engine, component_hash, false)
+    }
+
+    fn read_logged(&self, engine: &Engine, component_hash: &str, log: bool) -> Entry {
+        let path = self.entry_path(component_hash);
+        match read_bounded(&path, MAX_ENTRY_BYTES) {
+            Ok(bytes) => match self.open_entry(engine, component_hash, &bytes) {
+                Ok(component) => Entry::Valid(component),
+                Err(reason) => {
+                    if log {
+                        tracing::warn!(path = %path.display(), %reason, "rebuilding compile cache entry");
+                    }
+                    Entry::Invalid
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Entry::Missing,
+            Err(error) => {
+                if log {
+                    tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry");
+                }
+                Entry::Invalid
+            }
+        }
+    }
+
+    /// An exclusive lock on the entry for `component_hash` (a `.lock` file next to it),
+    /// waited for at most `patience`; `None` when it cannot be had, and the caller compiles
+    /// anyway. Released when dropped.
+    fn lock(&self, component_hash: &str, patience: std::time::Duration) -> Option<fs::File> {
+        let path = self.dir.join(format!("{component_hash}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            // Never a link, and never waits on a FIFO planted there.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        let give_up = std::time::Instant::now() + patience;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Some(file),
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(LOCK_POLL);
+                }
+                Err(_) => return None,
+            }
+        }
     }
 
     /// The tag that binds an entry to its component, this engine and this cache.

@@ -3,12 +3,14 @@
 //! program's `run`. Every way ends in the same shape ([`InvokeResult`]): JSON text for a value,
 //! or a task error, so that the store reports them all alike.
 
-use wasmtime::Store;
-use wasmtime::component::{Instance, Val};
+use std::sync::Arc;
 
+use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, Instance, Val};
+
+use super::code::Code;
 use super::command::{self, ProgramInput};
 use super::contract::{InvokeFn, WitTaskError};
-use super::plugin::Plugin;
 use super::store::{AttemptState, AttemptStore, InvokeResult};
 use super::task::{Entry, Task};
 use super::typed::TypedFunc;
@@ -42,16 +44,31 @@ impl Input {
 pub(crate) struct Bound {
     instance: Instance,
     invoke: Option<InvokeFn>,
+    /// Where the code it was made from exports each task.
+    exports: Arc<[Option<ComponentExportIndex>]>,
 }
 
 impl Bound {
     pub(crate) fn new(
-        plugin: &Plugin,
+        code: &Code,
         store: &mut Store<AttemptState>,
         instance: Instance,
     ) -> wasmtime::Result<Self> {
-        let invoke = plugin.invoke_fn(store, &instance)?;
-        Ok(Self { instance, invoke })
+        let invoke = code.invoke_fn(store, &instance)?;
+        Ok(Self {
+            instance,
+            invoke,
+            exports: code.exports().clone(),
+        })
+    }
+
+    /// Where the instance exports `task`.
+    fn export(&self, task: &Task) -> wasmtime::Result<ComponentExportIndex> {
+        self.exports
+            .get(task.position())
+            .copied()
+            .flatten()
+            .ok_or_else(missing)
     }
 
     /// Runs `task` once with `input`.
@@ -66,16 +83,16 @@ impl Bound {
             (Entry::Func(func), Input::Values(params)) => {
                 let mut results = func.result_slots();
                 self.instance
-                    .get_func(&mut store.store, func.export)
+                    .get_func(&mut store.store, self.export(task)?)
                     .ok_or_else(missing)?
                     .call(&mut store.store, &params, &mut results)?;
                 typed_outcome(func, results, task.name())
             }
-            (Entry::Program(export), Input::Program(_)) => {
+            (Entry::Program, Input::Program(_)) => {
                 let mut result = [Val::Bool(false)];
                 let ended = self
                     .instance
-                    .get_func(&mut store.store, export)
+                    .get_func(&mut store.store, self.export(task)?)
                     .ok_or_else(missing)?
                     .call(&mut store.store, &[], &mut result);
                 command::finish(ended, &result, store)
@@ -102,17 +119,17 @@ impl Bound {
             (Entry::Func(func), Input::Values(params)) => {
                 let mut results = func.result_slots();
                 self.instance
-                    .get_func(&mut store.store, func.export)
+                    .get_func(&mut store.store, self.export(task)?)
                     .ok_or_else(missing)?
                     .call_async(&mut store.store, &params, &mut results)
                     .await?;
                 typed_outcome(func, results, task.name())
             }
-            (Entry::Program(export), Input::Program(_)) => {
+            (Entry::Program, Input::Program(_)) => {
                 let mut result = [Val::Bool(false)];
                 let ended = self
                     .instance
-                    .get_func(&mut store.store, export)
+                    .get_func(&mut store.store, self.export(task)?)
                     .ok_or_else(missing)?
                     .call_async(&mut store.store, &[], &mut result)
                     .await;

@@ -12,6 +12,12 @@ const ASYNC_STACK: usize = 2 << 20;
 /// not memory.
 const POOL_MAX_MEMORY: usize = 4 << 30;
 
+/// The most core instances, linear memories and tables one instance of a plugin may have: the
+/// pool's slots are sized for them, and the store limiter holds every engine to them too.
+pub(crate) const MAX_CORE_INSTANCES: usize = 32;
+pub(crate) const MAX_MEMORIES: usize = 4;
+pub(crate) const MAX_TABLES: usize = 8;
+
 /// Address space a capped worker process needs besides linear memory: its code, heap,
 /// thread stacks and compiled plugins.
 const CAPPED_PROCESS_OVERHEAD: u64 = 160 << 20;
@@ -19,13 +25,15 @@ const CAPPED_PROCESS_OVERHEAD: u64 = 160 << 20;
 /// Which compiler turns a host's plugins into native code
 /// ([`HostBuilder::compile_tier`](crate::HostBuilder::compile_tier)).
 ///
-/// Both tiers keep every limit: fuel metering, epoch interruption (deadlines, cancellation),
-/// memory caps, and the compile process's time and memory limits. Code of one tier loads
-/// only into a host of that tier; the compile cache keeps the two apart.
+/// Every tier keeps every limit: fuel metering, epoch interruption (deadlines, cancellation),
+/// memory caps, and the compile process's time and memory limits. Code of one compiler loads
+/// only into an engine of that compiler; the compile cache keeps the two apart.
 ///
 /// ```
 /// use osiiso_host::{CompileTier, Host};
 ///
+/// // The default: a never-seen plugin starts on baseline code, then moves to optimised code.
+/// assert_eq!(Host::new()?.compile_tier(), CompileTier::Tiered);
 /// let host = Host::builder().compile_tier(CompileTier::Baseline).build()?;
 /// assert_eq!(host.compile_tier(), CompileTier::Baseline);
 /// # Ok::<(), osiiso_host::HostError>(())
@@ -33,9 +41,16 @@ const CAPPED_PROCESS_OVERHEAD: u64 = 160 << 20;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CompileTier {
-    /// Cranelift, the optimising compiler: the fastest code, compiled slowly (a 12 MB
-    /// JavaScript component takes about 10 s on 2 cores).
+    /// Both, one after the other (the default). A plugin whose optimised code is in the
+    /// compile cache loads it, as [`Optimized`](Self::Optimized) does. A never-seen one is
+    /// compiled with Winch first, so its first result comes sooner; Cranelift then compiles
+    /// it in the background, under the same compile limits, and every attempt that starts
+    /// after that runs the optimised code ([`Plugin::compile_tier`](crate::Plugin::compile_tier)
+    /// says which code a plugin runs now).
     #[default]
+    Tiered,
+    /// Cranelift, the optimising compiler: the fastest code, compiled slowly (a 12 MB
+    /// JavaScript component takes about 6 s on 2 cores).
     Optimized,
     /// Winch, wasmtime's baseline compiler: compiles several times faster, and the code runs
     /// slower (README, "Performance").
@@ -43,12 +58,20 @@ pub enum CompileTier {
 }
 
 impl CompileTier {
-    /// The tier's name on the command line: `optimized` or `baseline`.
+    /// The tier's name on the command line: `tiered`, `optimized` or `baseline`.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Tiered => "tiered",
             Self::Optimized => "optimized",
             Self::Baseline => "baseline",
         }
+    }
+
+    /// The tier named `name` ([`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Tiered, Self::Optimized, Self::Baseline]
+            .into_iter()
+            .find(|tier| tier.name() == name)
     }
 }
 
@@ -102,8 +125,8 @@ pub(crate) fn compile_engine(
 fn code_config(address_space_cap: Option<u64>, fuel: bool, tier: CompileTier) -> Config {
     let mut config = Config::new();
     config.strategy(match tier {
-        CompileTier::Optimized => Strategy::Cranelift,
         CompileTier::Baseline => Strategy::Winch,
+        CompileTier::Optimized | CompileTier::Tiered => Strategy::Cranelift,
     });
     config
         .wasm_component_model(true)
@@ -146,9 +169,9 @@ fn pool(instances: u32) -> PoolingAllocationConfig {
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
         .max_memory_size(POOL_MAX_MEMORY)
-        .max_memories_per_component(4)
-        .max_tables_per_component(8)
-        .max_core_instances_per_component(32)
+        .max_memories_per_component(MAX_MEMORIES as u32)
+        .max_tables_per_component(MAX_TABLES as u32)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
         .table_elements(100_000);
     let reset = MemoryReset::detect();
     pool.pagemap_scan(if reset == MemoryReset::PagemapScan {

@@ -1,4 +1,4 @@
-//! The epoch ticker: one thread per engine that advances the epoch every tick, so that
+//! The epoch ticker: one thread per host that advances the epoch every tick, so that
 //! deadlines and cancellations are noticed by running guests.
 
 use std::sync::Arc;
@@ -14,11 +14,11 @@ pub(crate) struct EpochTicker {
 }
 
 impl EpochTicker {
-    /// Starts the ticker thread. It holds only a weak engine reference and exits once the
-    /// engine is dropped.
-    pub(crate) fn start(engine: &Engine, interval: Duration) -> std::io::Result<Self> {
+    /// Starts the ticker thread of `engines` (a tiered host has two). It holds only weak
+    /// engine references and exits once the engines are dropped.
+    pub(crate) fn start(engines: &[&Engine], interval: Duration) -> std::io::Result<Self> {
         let interval_nanos = Arc::new(AtomicU64::new(nanos(interval)));
-        let weak = engine.weak();
+        let weak: Vec<_> = engines.iter().map(|engine| engine.weak()).collect();
         let shared = interval_nanos.clone();
         std::thread::Builder::new()
             .name("osiiso-epoch".into())
@@ -26,9 +26,13 @@ impl EpochTicker {
                 loop {
                     let interval = Duration::from_nanos(shared.load(Ordering::Relaxed));
                     std::thread::sleep(interval);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let mut alive = false;
+                    for engine in weak.iter().filter_map(|weak| weak.upgrade()) {
+                        engine.increment_epoch();
+                        alive = true;
+                    }
+                    if !alive {
+                        break;
                     }
                 }
             })?;

@@ -280,6 +280,19 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     ) -> wasmtime::Result<bool> {
         Ok(self.table_within_cap(desired))
     }
+    // Every engine, pooled or not, holds an instance to what a pool slot holds: without a
+    // pool, 100 memories of a 4 GiB reservation each would take the address space.
+    fn instances(&self) -> usize {
+        super::config::MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        super::config::MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        super::config::MAX_TABLES
+    }
 }
 
 #[wasmtime_wasi::async_trait]
@@ -311,5 +324,18 @@ impl wasmtime::ResourceLimiterAsync for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(self.table_within_cap(desired))
+    }
+    // Every engine, pooled or not, holds an instance to what a pool slot holds: without a
+    // pool, 100 memories of a 4 GiB reservation each would take the address space.
+    fn instances(&self) -> usize {
+        super::config::MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        super::config::MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        super::config::MAX_TABLES
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod budget;
 mod builder;
 mod cache;
 mod call;
+mod code;
 mod command;
 mod compile;
 mod config;
@@ -28,6 +29,7 @@ mod sandbox;
 mod stats;
 mod store;
 mod task;
+mod tiers;
 mod typed;
 mod warm;
 
@@ -35,8 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::Engine;
-use wasmtime::component::Linker;
+use wasmtime::component::Component;
 
 pub use builder::HostBuilder;
 pub use cache::CacheOutcome;
@@ -57,10 +58,9 @@ pub use task::{Task, TaskInfo, TaskKind};
 pub use warm::WarmPool;
 
 use budget::MemoryBudget;
-use cache::CompileCache;
-use compile::{CompileError, CompileStep};
+use compile::CompileError;
 use epoch::EpochTicker;
-use store::AttemptState;
+use tiers::{Background, Compiled, Optimizations, TierEngine};
 
 /// Reads a plugin file of at most `limit` bytes.
 pub(crate) fn read_plugin_file(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
@@ -96,13 +96,14 @@ const WASI_PACKAGES: &[&str] = &[
 ];
 
 struct HostInner {
-    engine: Engine,
-    linker: Linker<AttemptState>,
-    linker_async: Linker<AttemptState>,
-    cache: CompileCache,
-    compile: CompileStep,
+    /// The engine plugins are compiled for first: the host's one tier, or Winch's on a
+    /// tiered host.
+    first: Arc<TierEngine>,
+    /// On a tiered host, Cranelift's engine, which plugins move to.
+    optimized: Option<Arc<TierEngine>>,
+    /// Where a tiered host compiles optimised code.
+    background: Background,
     ticker: EpochTicker,
-    pooling: bool,
     max_instances: u32,
     /// One permit per instance the pool can hold: waiting for one is the back-pressure that
     /// keeps pool exhaustion from ever failing a task.
@@ -117,9 +118,12 @@ struct HostInner {
     fuel_metering: bool,
     /// The compiler of plugins.
     compile_tier: CompileTier,
+    /// What the background compilations did.
+    optimizations: Optimizations,
 }
 
-/// The WebAssembly host: one engine, its linker, its compile cache and its epoch ticker.
+/// The WebAssembly host: an engine per compile tier it uses, their linkers and compile
+/// cache, and its epoch ticker.
 ///
 /// Create one per process and share it (cloning is cheap); every queue and plugin uses it.
 ///
@@ -142,7 +146,7 @@ pub struct Host {
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
-            .field("pooling", &self.inner.pooling)
+            .field("pooling", &self.uses_pooling())
             .field("max_instances", &self.inner.max_instances)
             .field("fuel_metering", &self.inner.fuel_metering)
             .field("compile_tier", &self.inner.compile_tier)
@@ -182,12 +186,12 @@ impl Host {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        self.load_inner(&name, Some(path), &bytes, limits)
+        self.load_inner(&name, Some(path), &bytes, limits, Purpose::Run)
     }
 
     /// Loads a plugin from bytes; `name` is used in messages and task identities.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        self.load_inner(name, None, bytes, Limits::default())
+        self.load_inner(name, None, bytes, Limits::default(), Purpose::Run)
     }
 
     fn load_inner(
@@ -196,6 +200,7 @@ impl Host {
         path: Option<&Path>,
         bytes: &[u8],
         limits: Limits,
+        purpose: Purpose,
     ) -> Result<Plugin, LoadError> {
         let shown = path
             .map(|p| p.display().to_string())
@@ -204,41 +209,99 @@ impl Host {
         let hash = blake3::hash(bytes).to_hex().to_string();
         // The compile cache keeps compiled code under the hash of the bytes compiled.
         let mut cache_key = hash.clone();
-        let (component, outcome) = if cache::is_precompiled(bytes) {
+        let mut adapted = None;
+        let compiled = if cache::is_precompiled(bytes) {
             if !self.inner.allow_precompiled {
                 return Err(LoadError::Precompiled { plugin: shown });
             }
-            let component = cache::open_artifact(&self.inner.engine, bytes).map_err(|message| {
-                LoadError::Compile {
-                    plugin: shown.clone(),
-                    message: format!("precompiled artifact rejected: {message}"),
-                }
-            })?;
-            (component, CacheOutcome::Precompiled)
+            let (tier, component) =
+                self.open_precompiled(bytes)
+                    .map_err(|message| LoadError::Compile {
+                        plugin: shown.clone(),
+                        message: format!("precompiled artifact rejected: {message}"),
+                    })?;
+            Compiled {
+                tier,
+                component,
+                outcome: CacheOutcome::Precompiled,
+            }
         } else {
             // A WASI preview-1 program becomes a component first.
-            let adapted = match check_component_header(&shown, bytes)? {
-                Wasm::Component => None,
-                Wasm::CoreModule => Some(command::core_module::componentize(&shown, bytes)?),
-            };
-            if let Some(adapted) = &adapted {
-                cache_key = blake3::hash(adapted).to_hex().to_string();
+            if let Wasm::CoreModule = check_component_header(&shown, bytes)? {
+                let component = command::core_module::componentize(&shown, bytes)?;
+                cache_key = blake3::hash(&component).to_hex().to_string();
+                adapted = Some(component);
             }
-            self.inner
-                .cache
-                .load_or_compile(
-                    &self.inner.engine,
-                    &self.inner.compile,
-                    &cache_key,
-                    adapted.as_deref().unwrap_or(bytes),
-                )
+            let wasm = adapted.as_deref().unwrap_or(bytes);
+            self.compile(&cache_key, wasm, purpose)
                 .map_err(|e| compile_failure(e, &shown))?
         };
-        tracing::debug!(plugin = name, cache = ?outcome, "plugin compiled");
+        let (tier, outcome) = (compiled.tier.clone(), compiled.outcome);
+        tracing::debug!(plugin = name, cache = ?outcome, tier = tier.tier.name(), "plugin compiled");
         self.inner.loads.loaded(outcome, began.elapsed());
-        Plugin::load(self, name, path, hash, component, outcome, limits)
+        let plugin = Plugin::load(self, name, path, hash, compiled, limits)
             .map(|plugin| plugin.with_cache_key(cache_key))
-            .map_err(|e| rename(e, &shown))
+            .map_err(|e| rename(e, &shown))?;
+        if let Some(optimized) = &self.inner.optimized
+            && !Arc::ptr_eq(&tier, optimized)
+            && outcome != CacheOutcome::Precompiled
+            && !self.inner.optimizations.failed_before(plugin.cache_key())
+        {
+            let wasm = adapted.unwrap_or_else(|| bytes.to_vec());
+            plugin.optimize_later(optimized.clone(), wasm);
+        }
+        Ok(plugin)
+    }
+
+    /// Compiled code of `wasm` (whose compile-cache key is `key`), and the engine it is for.
+    ///
+    /// A tiered host loads the optimised code when the cache has it, and otherwise compiles
+    /// with Winch (unless `purpose` is precompiling); a component that Winch refuses (it
+    /// lacks tail calls, exceptions and GC) is compiled by Cranelift at once.
+    fn compile(&self, key: &str, wasm: &[u8], purpose: Purpose) -> Result<Compiled, CompileError> {
+        let with = |tier: &Arc<TierEngine>| {
+            tier.cache
+                .load_or_compile(&tier.engine, &tier.compile, key, wasm)
+                .map(|(component, outcome)| Compiled {
+                    tier: tier.clone(),
+                    component,
+                    outcome,
+                })
+        };
+        let first = &self.inner.first;
+        let Some(optimized) = &self.inner.optimized else {
+            return with(first);
+        };
+        if purpose == Purpose::Precompile {
+            return with(optimized);
+        }
+        if let Some(component) = optimized.cache.lookup(&optimized.engine, key) {
+            return Ok(Compiled {
+                tier: optimized.clone(),
+                component,
+                outcome: CacheOutcome::Hit,
+            });
+        }
+        match with(first) {
+            Err(CompileError::Invalid(message)) => {
+                tracing::debug!(%message, "the baseline compiler refused the plugin; optimising");
+                with(optimized)
+            }
+            other => other,
+        }
+    }
+
+    /// A precompiled artifact opened by the engine it was made for.
+    fn open_precompiled(&self, bytes: &[u8]) -> Result<(Arc<TierEngine>, Component), String> {
+        let mut tiers = self.inner.optimized.iter().chain([&self.inner.first]);
+        let mut failure = String::new();
+        for tier in tiers.by_ref() {
+            match cache::open_artifact(&tier.engine, bytes) {
+                Ok(component) => return Ok((tier.clone(), component)),
+                Err(message) => failure = message,
+            }
+        }
+        Err(failure)
     }
 
     /// Compiles a component and writes the artifact to `out`, or into the compile cache when
@@ -250,10 +313,22 @@ impl Host {
         out: Option<&Path>,
     ) -> Result<PathBuf, LoadError> {
         let wasm = wasm.as_ref();
-        let plugin = self.load(wasm)?;
+        let bytes = read_plugin_file(wasm, self.inner.max_plugin_bytes)?;
+        let name = wasm
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| wasm.display().to_string());
+        let plugin = self.load_inner(
+            &name,
+            Some(wasm),
+            &bytes,
+            Limits::default(),
+            Purpose::Precompile,
+        )?;
         let Some(out) = out else {
-            return self
-                .inner
+            return plugin
+                .code()
+                .tier_engine()
                 .cache
                 .entry_path(plugin.cache_key())
                 .ok_or_else(|| LoadError::Compile {
@@ -263,6 +338,7 @@ impl Host {
                 });
         };
         let serialized = plugin
+            .code()
             .component()
             .serialize()
             .map_err(|e| LoadError::Compile {
@@ -283,28 +359,28 @@ impl Host {
 
     /// The compile-cache directory, when the cache is in use (enabled and trusted).
     pub fn cache_root(&self) -> Option<PathBuf> {
-        self.inner.cache.root().map(Path::to_path_buf)
+        self.inner.first.cache.root().map(Path::to_path_buf)
     }
 
     /// Whether the compile cache is used.
     pub fn cache_enabled(&self) -> bool {
-        self.inner.cache.root().is_some()
+        self.inner.first.cache.root().is_some()
     }
 
     /// How long compiling one plugin may take ([`HostBuilder::compile_timeout`]).
     pub fn compile_timeout(&self) -> Duration {
-        self.inner.compile.limits().timeout
+        self.inner.first.compile.limits().timeout
     }
 
     /// The memory compiling one plugin may use ([`HostBuilder::compile_memory`]).
     pub fn compile_memory(&self) -> u64 {
-        self.inner.compile.limits().memory
+        self.inner.first.compile.limits().memory
     }
 
     /// The binary whose compile processes compile plugins; `None` when they compile in this
     /// process, where the compile limits do not apply ([`Compiler`]).
     pub fn compile_program(&self) -> Option<&Path> {
-        self.inner.compile.program()
+        self.inner.first.compile.program()
     }
 
     /// Whether [`load`](Self::load) accepts precompiled artifacts.
@@ -339,9 +415,40 @@ impl Host {
         self.inner.compile_tier
     }
 
-    /// Whether instances come from the pooling allocator.
+    /// Whether instances come from the pooling allocator (on a tiered host: instances of
+    /// optimised code; baseline code is instantiated on demand).
     pub fn uses_pooling(&self) -> bool {
-        self.inner.pooling
+        self.inner
+            .optimized
+            .as_ref()
+            .unwrap_or(&self.inner.first)
+            .pooling
+    }
+
+    /// Plugins moved to optimised code in the background so far.
+    pub fn plugins_optimized(&self) -> u64 {
+        self.inner.optimizations.done_count()
+    }
+
+    /// Background compilations that failed so far: those plugins keep running their baseline
+    /// code (a warning says why; a compile limit, usually), and this host does not compile
+    /// them again.
+    pub fn optimizations_failed(&self) -> u64 {
+        self.inner.optimizations.failed_count()
+    }
+
+    /// Background compilations queued or running now. A process that exits before they end
+    /// leaves the optimised code uncompiled and out of the cache.
+    pub fn optimizations_pending(&self) -> usize {
+        self.inner.background.pending()
+    }
+
+    pub(crate) fn optimizations(&self) -> &Optimizations {
+        &self.inner.optimizations
+    }
+
+    pub(crate) fn background(&self) -> &Background {
+        &self.inner.background
     }
 
     /// The most instances that can be alive at once (the pool size).
@@ -392,18 +499,6 @@ impl Host {
         }
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
-    }
-
-    pub(crate) fn linker(&self) -> &Linker<AttemptState> {
-        &self.inner.linker
-    }
-
-    pub(crate) fn linker_async(&self) -> &Linker<AttemptState> {
-        &self.inner.linker_async
-    }
-
     /// Whether the host links an import of this name.
     pub(crate) fn provides(&self, import: &str) -> bool {
         import == contract::HOST_IMPORT
@@ -412,6 +507,15 @@ impl Host {
                 .iter()
                 .any(|pkg| import.starts_with(pkg) && import.contains("@0.2."))
     }
+}
+
+/// Why a plugin is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// To run it.
+    Run,
+    /// To write its optimised code out ([`Host::precompile`]).
+    Precompile,
 }
 
 /// What kind of WebAssembly a plugin file holds.

@@ -5,17 +5,22 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
-use wasmtime::{Engine, Store};
+use arc_swap::ArcSwap;
+
+use wasmtime::component::{Component, ComponentExportIndex};
 
 use super::cache::CacheOutcome;
-use super::contract::{InvokeFn, ListFn, TASKS_EXPORT};
+use super::code::Code;
+use super::config::CompileTier;
+use super::contract::{ListFn, TASKS_EXPORT};
 use super::error::LoadError;
 use super::http::HttpGrant;
-use super::store::{AttemptState, AttemptStore};
+use super::store::AttemptStore;
 use super::task::{Entry, Task, TaskInfo, TaskKind};
+use super::tiers::{Compiled, TierEngine};
 use super::typed;
 use super::{Host, Limits, Sandbox};
 use crate::attempt::AttemptControl;
@@ -36,11 +41,17 @@ struct PluginInner {
     /// What the compile cache keeps the compiled code under: the hash of the bytes compiled
     /// (a preview-1 program's adapted component, else the file's hash).
     cache_key: String,
-    component: Component,
-    pre: InstancePre<AttemptState>,
-    pre_async: std::sync::OnceLock<InstancePre<AttemptState>>,
-    /// `invoke` of `osiiso:task/tasks`, for an SDK plugin.
-    invoke_index: Option<ComponentExportIndex>,
+    /// The code attempts start with: the code it loaded with, until a tiered host replaces
+    /// it (once) with optimised code compiled in the background. The code it replaces is
+    /// freed once the attempts that run it end.
+    code: ArcSwap<Code>,
+    /// What a tiered host compiles in the background, once the plugin runs its first
+    /// attempt (a plugin that is only listed, or whose tasks run in process workers, is not
+    /// compiled again): the optimising engine and the component. A plugin dropped before
+    /// then takes the bytes along.
+    to_optimize: parking_lot::Mutex<Option<(Arc<TierEngine>, Vec<u8>)>>,
+    /// Whether `to_optimize` holds something: the cheap check of every attempt.
+    optimize_pending: AtomicBool,
     tasks: Vec<TaskInfo>,
     /// How each task of `tasks` is called.
     entries: Vec<Entry>,
@@ -101,12 +112,17 @@ impl Plugin {
         name: &str,
         path: Option<&Path>,
         hash: String,
-        component: Component,
-        cache: CacheOutcome,
+        compiled: Compiled,
         limits: Limits,
     ) -> Result<Self, LoadError> {
+        let Compiled {
+            tier,
+            component,
+            outcome: cache,
+        } = compiled;
         let plugin_err = || name.to_string();
-        let engine = host.engine();
+        let engine = &tier.engine.clone();
+        let sdk = sdk_exports(&component);
         let component_type = component.component_type();
         let tasks_index = component.get_export_index(None, TASKS_EXPORT);
         let found = match tasks_index {
@@ -122,7 +138,12 @@ impl Plugin {
                     .collect(),
             });
         }
-        let pre = host.linker().instantiate_pre(&component).map_err(|error| {
+        let invoke_index = match &sdk {
+            Some(Ok((invoke, _))) => Some(*invoke),
+            _ => None,
+        };
+        let exports = found.iter().map(|f| f.export).collect();
+        let code = Code::new(tier, component, invoke_index, exports).map_err(|error| {
             let imports: Vec<String> = component_type
                 .imports(engine)
                 .filter(|(import, _)| !host.provides(import))
@@ -140,25 +161,16 @@ impl Plugin {
                 }
             }
         })?;
-
         let contract = |message: String| LoadError::Contract {
             plugin: plugin_err(),
             message,
         };
-        let (invoke_index, list_index) = match &tasks_index {
-            Some(tasks_index) => {
-                let invoke = component
-                    .get_export_index(Some(tasks_index), "invoke")
-                    .ok_or_else(|| {
-                        contract("`osiiso:task/tasks` has no `invoke` function".into())
-                    })?;
-                let list = component
-                    .get_export_index(Some(tasks_index), "list")
-                    .ok_or_else(|| contract("`osiiso:task/tasks` has no `list` function".into()))?;
-                (Some(invoke), Some(list))
-            }
-            None => (None, None),
+        let list_index = match sdk {
+            Some(Ok((_, list))) => Some(list),
+            Some(Err(message)) => return Err(contract(message.into())),
+            None => None,
         };
+
         let (tasks, entries): (Vec<TaskInfo>, Vec<Entry>) =
             found.into_iter().map(|f| (f.info, f.entry)).unzip();
 
@@ -169,10 +181,9 @@ impl Plugin {
                 path: path.map(Path::to_path_buf),
                 cache_key: hash.clone(),
                 hash,
-                component,
-                pre,
-                pre_async: std::sync::OnceLock::new(),
-                invoke_index,
+                code: ArcSwap::from_pointee(code),
+                to_optimize: parking_lot::Mutex::new(None),
+                optimize_pending: AtomicBool::new(false),
                 tasks,
                 entries,
                 aliases: HashMap::new(),
@@ -210,6 +221,7 @@ impl Plugin {
             ..self.limits().clone()
         };
         let mut store = AttemptStore::new(self, &limits, &control, false, None)?;
+        let store_code = store.code.clone();
         let store = &mut store.store;
         // Every string and list lifted out of the guest spends this allowance (wasmtime's
         // "hostcall fuel"), once for the whole result.
@@ -227,7 +239,10 @@ impl Plugin {
             };
             TaskFailure::new(FailureKind::PluginLoad, message)
         };
-        let instance = self.inner.pre.instantiate(&mut *store).map_err(fail)?;
+        let instance = store_code
+            .instance_pre()
+            .instantiate(&mut *store)
+            .map_err(fail)?;
         let list: ListFn = instance
             .get_typed_func(&mut *store, list_index)
             .map_err(|e| {
@@ -352,6 +367,7 @@ impl Plugin {
             self.clone(),
             info.clone(),
             self.inner.entries[index].clone(),
+            index,
         ))
     }
 
@@ -403,43 +419,137 @@ impl Plugin {
         &self.inner.host
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        self.inner.host.engine()
+    /// The code that attempts starting now run.
+    pub(crate) fn code(&self) -> Arc<Code> {
+        self.inner.code.load_full()
     }
 
-    pub(crate) fn component(&self) -> &Component {
-        &self.inner.component
+    /// Which compiler made the code that attempts starting now run:
+    /// [`CompileTier::Optimized`] or [`CompileTier::Baseline`]. On a
+    /// [tiered](CompileTier::Tiered) host a never-seen plugin starts on baseline code, and
+    /// this turns to optimised once its optimised code, compiled in the background from its
+    /// first attempt on, is in use.
+    pub fn compile_tier(&self) -> CompileTier {
+        self.inner.code.load().tier()
     }
 
-    pub(crate) fn instance_pre(&self) -> &InstancePre<AttemptState> {
-        &self.inner.pre
+    /// Has `optimized` compile the plugin's code in the background once the plugin runs its
+    /// first attempt ([`start_optimizing`](Self::start_optimizing)).
+    pub(crate) fn optimize_later(&self, optimized: Arc<TierEngine>, wasm: Vec<u8>) {
+        *self.inner.to_optimize.lock() = Some((optimized, wasm));
+        self.inner.optimize_pending.store(true, Ordering::Release);
     }
 
-    /// The pre-linked instance for async attempts (WASI linked with its async host calls).
-    pub(crate) fn instance_pre_async(&self) -> wasmtime::Result<&InstancePre<AttemptState>> {
-        if let Some(pre) = self.inner.pre_async.get() {
-            return Ok(pre);
+    /// Called as an attempt starts: the first time, queues the plugin's background
+    /// compilation, if one is planned.
+    pub(crate) fn start_optimizing(&self) {
+        if self.inner.optimize_pending.load(Ordering::Relaxed)
+            && self.inner.optimize_pending.swap(false, Ordering::AcqRel)
+        {
+            self.optimize_in_background();
         }
-        let pre = self
-            .inner
-            .host
-            .linker_async()
-            .instantiate_pre(&self.inner.component)?;
-        Ok(self.inner.pre_async.get_or_init(|| pre))
     }
 
-    /// `invoke` of an SDK plugin's instance; `None` for a plugin of typed exports.
-    pub(crate) fn invoke_fn(
-        &self,
-        store: &mut Store<AttemptState>,
-        instance: &Instance,
-    ) -> wasmtime::Result<Option<InvokeFn>> {
-        self.inner
-            .invoke_index
-            .as_ref()
-            .map(|index| instance.get_typed_func(store, index))
-            .transpose()
+    /// Compiles the plugin's optimised code on the host's background thread, then installs
+    /// it: attempts that start after that run it. A plugin dropped before its turn is not
+    /// compiled; a compilation that fails leaves the plugin on its code, with a warning, and
+    /// the host does not try that plugin again.
+    fn optimize_in_background(&self) {
+        let plugin = Arc::downgrade(&self.inner);
+        let key = self.inner.cache_key.clone();
+        self.host().background().run(Box::new(move || {
+            let Some((optimized, wasm)) = plugin
+                .upgrade()
+                .and_then(|inner| inner.to_optimize.lock().take())
+            else {
+                return;
+            };
+            let began = std::time::Instant::now();
+            let compiled =
+                optimized
+                    .cache
+                    .load_or_compile(&optimized.engine, &optimized.compile, &key, &wasm);
+            drop(wasm);
+            let Some(inner) = plugin.upgrade() else {
+                return;
+            };
+            let installed = match compiled {
+                Ok((component, _)) => inner.code_like(optimized, component),
+                Err(error) => Err(super::compile_failure(error, &inner.name).to_string()),
+            };
+            let shown = crate::text::for_display(&inner.name, 256);
+            match installed {
+                Ok(code) => {
+                    inner.code.store(Arc::new(code));
+                    inner.host.optimizations().done();
+                    tracing::info!(
+                        plugin = %shown,
+                        seconds = began.elapsed().as_secs_f64(),
+                        "optimised code in use (compiled in the background)"
+                    );
+                }
+                Err(message) => {
+                    inner.host.optimizations().failed(&key);
+                    tracing::warn!(
+                        plugin = %shown,
+                        "keeping the baseline code: the optimised compilation failed: {message}"
+                    );
+                }
+            }
+        }));
     }
+}
+
+impl PluginInner {
+    /// Code of `component` (this plugin compiled by `tier`), with its tasks where the
+    /// plugin's list has them.
+    fn code_like(&self, tier: Arc<TierEngine>, component: Component) -> Result<Code, String> {
+        let invoke = match sdk_exports(&component) {
+            Some(Ok((invoke, _))) => Some(invoke),
+            Some(Err(message)) => return Err(message.into()),
+            None => None,
+        };
+        let exports: Vec<Option<ComponentExportIndex>> = if self.code.load().exports().is_empty() {
+            Vec::new()
+        } else {
+            let found = typed::discover(&component, &tier.engine);
+            self.tasks
+                .iter()
+                .map(|task| {
+                    found
+                        .iter()
+                        .find(|f| f.info.name == task.name)
+                        .and_then(|f| f.export)
+                })
+                .collect()
+        };
+        let first = self.code.load();
+        let same_shape = invoke.is_some() == first.has_invoke()
+            && exports.len() == first.exports().len()
+            && exports
+                .iter()
+                .zip(first.exports().iter())
+                .all(|(new, old)| new.is_some() == old.is_some());
+        if !same_shape {
+            return Err("its exports differ from the first compilation's".into());
+        }
+        Code::new(tier, component, invoke, exports).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// `invoke` and `list` of `osiiso:task/tasks`, for a component that exports it; an error
+/// when it lacks one of them.
+fn sdk_exports(
+    component: &Component,
+) -> Option<Result<(ComponentExportIndex, ComponentExportIndex), &'static str>> {
+    let tasks = component.get_export_index(None, TASKS_EXPORT)?;
+    let invoke = component.get_export_index(Some(&tasks), "invoke");
+    let list = component.get_export_index(Some(&tasks), "list");
+    Some(match (invoke, list) {
+        (Some(invoke), Some(list)) => Ok((invoke, list)),
+        (None, _) => Err("`osiiso:task/tasks` has no `invoke` function"),
+        (_, None) => Err("`osiiso:task/tasks` has no `list` function"),
+    })
 }
 
 /// Every alias of every task: an alias that two tasks share, or that is some task's own name,

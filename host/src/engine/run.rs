@@ -96,7 +96,7 @@ impl Task {
                 })?;
                 Input::Values(params)
             }
-            Entry::Program(_) => {
+            Entry::Program => {
                 limits
                     .check_input(name, encoded_len(request.input))
                     .map_err(failed)?;
@@ -137,6 +137,7 @@ impl Task {
         program: Option<&ProgramInput>,
     ) -> Result<AttemptStore, Box<AttemptReport>> {
         let plugin = self.plugin();
+        plugin.start_optimizing();
         let mut store = AttemptStore::new(
             plugin,
             plugin.limits(),
@@ -152,25 +153,25 @@ impl Task {
     /// Whether this task's attempts always get a fresh instance, whatever the plugin's
     /// [`reuse`](super::Limits::reuse): a WASI program runs `main` once per instance.
     pub(crate) fn always_fresh(&self) -> bool {
-        matches!(self.entry(), Entry::Program(_))
+        matches!(self.entry(), Entry::Program)
     }
 
     /// Instantiates the plugin in `store` and calls the task once.
     fn call_fresh(&self, store: &mut AttemptStore, input: Input) -> InvokeResult {
-        let plugin = self.plugin();
-        let instance = plugin.instance_pre().instantiate(&mut store.store)?;
-        let bound = Bound::new(plugin, &mut store.store, instance)?;
+        let code = store.code.clone();
+        let instance = code.instance_pre().instantiate(&mut store.store)?;
+        let bound = Bound::new(&code, &mut store.store, instance)?;
         bound.call(store, self, input)
     }
 
     /// [`call_fresh`](Self::call_fresh) for an async store.
     async fn call_fresh_async(&self, store: &mut AttemptStore, input: Input) -> InvokeResult {
-        let plugin = self.plugin();
-        let instance = plugin
+        let code = store.code.clone();
+        let instance = code
             .instance_pre_async()?
             .instantiate_async(&mut store.store)
             .await?;
-        let bound = Bound::new(plugin, &mut store.store, instance)?;
+        let bound = Bound::new(&code, &mut store.store, instance)?;
         bound.call_async(store, self, input).await
     }
 }

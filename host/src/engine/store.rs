@@ -9,6 +9,7 @@ use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::code::Code;
 use super::command::ProgramInput;
 use super::contract::{Level, WitTaskError};
 use super::descriptors::Descriptors;
@@ -116,6 +117,8 @@ impl WasiHttpView for AttemptState {
 /// pipes that capture its output.
 pub(crate) struct AttemptStore {
     pub(crate) store: Store<AttemptState>,
+    /// The plugin's code when the store was made: its instances are of this code.
+    pub(crate) code: Arc<Code>,
     pipes: (TailPipe, TailPipe),
     fuel_budget: u64,
     /// The engine meters fuel: each attempt gets `fuel_budget` and reports what it used.
@@ -175,7 +178,8 @@ impl AttemptStore {
             progress: None,
             budget_total: budget.total(),
         };
-        let mut store = Store::new(plugin.engine(), state);
+        let code = plugin.code().clone();
+        let mut store = Store::new(code.engine(), state);
         store.set_hostcall_fuel(MAX_CALL_OUTPUT_BYTES);
         // An async guest yields to the executor every ~100k fuel; without fuel metering, at
         // every epoch tick instead.
@@ -193,6 +197,7 @@ impl AttemptStore {
         let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
         let mut attempt_store = Self {
             store,
+            code,
             pipes: (stdout, stderr),
             fuel_budget,
             metered,

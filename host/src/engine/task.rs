@@ -4,12 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use wasmtime::component::ComponentExportIndex;
-
 use super::plugin::Plugin;
 use super::typed::TypedFunc;
 use crate::attempt::TaskCall;
+use serde::Serialize;
 
 /// How a task is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,7 +65,7 @@ pub(crate) enum Entry {
     /// An exported function, called with values converted from JSON.
     Func(Arc<TypedFunc>),
     /// `wasi:cli/run`'s `run`.
-    Program(ComponentExportIndex),
+    Program,
     /// Listed but not callable ([`TaskInfo::not_runnable`] says why).
     NotRunnable,
 }
@@ -100,16 +98,25 @@ pub struct Task {
     name: Arc<str>,
     info: Arc<TaskInfo>,
     entry: Entry,
+    /// Its position in the plugin's task list.
+    position: usize,
 }
 
 impl Task {
-    pub(crate) fn new(plugin: Plugin, info: TaskInfo, entry: Entry) -> Self {
+    pub(crate) fn new(plugin: Plugin, info: TaskInfo, entry: Entry, position: usize) -> Self {
         Self {
             plugin,
             name: Arc::from(info.name.as_str()),
             info: Arc::new(info),
             entry,
+            position,
         }
+    }
+
+    /// Its position in the plugin's task list (where [`Code`](super::code::Code) keeps its
+    /// export).
+    pub(crate) fn position(&self) -> usize {
+        self.position
     }
 
     /// The task's name within its plugin.

@@ -21,6 +21,7 @@ use wasmtime::Engine;
 use super::Host;
 use super::budget::{EvictIdle, MemoryBudget};
 use super::call::Bound;
+use super::config::CompileTier;
 use super::limits::Limits;
 use super::plugin::Plugin;
 use super::run::AttemptRequest;
@@ -87,14 +88,23 @@ impl WarmKey {
     fn fits(&self, plugin: &Plugin, asynchronous: bool) -> bool {
         self.asynchronous == asynchronous
             && self.plugin == plugin.hash()
-            && Engine::same(&self.engine, plugin.engine())
+            && Engine::same(&self.engine, plugin.code().engine())
             && self.limits == *plugin.limits()
             && self.sandbox == *plugin.sandbox()
     }
 
-    fn of(plugin: &Plugin, asynchronous: bool) -> Self {
+    /// Whether the instance is of `plugin`'s baseline code, which attempts no longer start
+    /// with since the plugin moved to its optimised code.
+    fn outdated(&self, plugin: &Plugin) -> bool {
+        self.plugin == plugin.hash()
+            && plugin.compile_tier() == CompileTier::Optimized
+            && !Engine::same(&self.engine, plugin.code().engine())
+    }
+
+    /// The key of an instance of `plugin` in `store`.
+    fn of(plugin: &Plugin, store: &AttemptStore, asynchronous: bool) -> Self {
         Self {
-            engine: plugin.engine().clone(),
+            engine: store.code.engine().clone(),
             plugin: plugin.hash().to_string(),
             limits: plugin.limits().clone(),
             sandbox: plugin.sandbox().clone(),
@@ -247,13 +257,13 @@ impl WarmPool {
         permit: OwnedSemaphorePermit,
     ) -> Result<WarmInstance, Box<AttemptReport>> {
         self.watch_budget(task.plugin().host());
-        let key = WarmKey::of(task.plugin(), false);
         let mut store = task.new_store(request, false, None)?;
-        let plugin = task.plugin();
-        let instantiated = plugin
+        let key = WarmKey::of(task.plugin(), &store, false);
+        let code = store.code.clone();
+        let instantiated = code
             .instance_pre()
             .instantiate(&mut store.store)
-            .and_then(|instance| Bound::new(plugin, &mut store.store, instance));
+            .and_then(|instance| Bound::new(&code, &mut store.store, instance));
         match instantiated {
             Ok(bound) => Ok(WarmInstance {
                 key,
@@ -274,15 +284,15 @@ impl WarmPool {
         permit: OwnedSemaphorePermit,
     ) -> Result<WarmInstance, Box<AttemptReport>> {
         self.watch_budget(task.plugin().host());
-        let key = WarmKey::of(task.plugin(), true);
         let mut store = task.new_store(request, true, None)?;
-        let plugin = task.plugin();
+        let key = WarmKey::of(task.plugin(), &store, true);
+        let code = store.code.clone();
         let instantiated: wasmtime::Result<Bound> = async {
-            let instance = plugin
+            let instance = code
                 .instance_pre_async()?
                 .instantiate_async(&mut store.store)
                 .await?;
-            Bound::new(plugin, &mut store.store, instance)
+            Bound::new(&code, &mut store.store, instance)
         }
         .await;
         match instantiated {
@@ -297,13 +307,23 @@ impl WarmPool {
         }
     }
 
-    /// The most recently used idle instance that may serve `plugin`.
+    /// The most recently used idle instance that may serve `plugin`. When there is none,
+    /// the idle instances of code `plugin` has moved on from (a tiered host's baseline code)
+    /// are dropped first: they never fit again, and the new instance needs their room.
     fn take(&self, plugin: &Plugin, asynchronous: bool) -> Option<WarmInstance> {
         let mut idle = self.inner.idle.lock();
-        let at = idle
+        if let Some(at) = idle
             .iter()
-            .rposition(|warm| warm.key.fits(plugin, asynchronous))?;
-        Some(idle.remove(at))
+            .rposition(|warm| warm.key.fits(plugin, asynchronous))
+        {
+            return Some(idle.remove(at));
+        }
+        let outdated: Vec<WarmInstance> = idle
+            .extract_if(.., |warm| warm.key.outdated(plugin))
+            .collect();
+        drop(idle);
+        drop(outdated);
+        None
     }
 
     /// Keeps an instance for a later attempt; beyond the capacity, the least recently used

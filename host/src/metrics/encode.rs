@@ -205,6 +205,20 @@ impl Collector for Metrics {
                 MetricType::Counter,
             )?;
             family.encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
+            let optimizations = [
+                hosts.iter().map(Host::plugins_optimized).sum::<u64>(),
+                hosts.iter().map(Host::optimizations_failed).sum(),
+            ];
+            labelled_counters(
+                e,
+                "osiiso_plugin_optimizations",
+                "Background compilations of optimised code by a tiered host, by how they ended: \
+                 done (the plugin runs the optimised code), failed (it keeps its baseline code).",
+                [[("outcome", "done")], [("outcome", "failed")]]
+                    .iter()
+                    .zip(optimizations)
+                    .map(|(l, n)| (&l[..], n)),
+            )?;
             let (used, total) = self.memory().unwrap_or_default();
             gauge(
                 e,

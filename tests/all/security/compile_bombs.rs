@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use osiiso_host::{CacheOutcome, Compiler, Host, LoadError};
+use osiiso_host::{AttemptOutcome, CacheOutcome, CompileTier, Compiler, Host, LoadError};
 use osiiso_test_artifacts as artifacts;
 
 use crate::support::cli::{osiiso, osiiso_in, path_str};
@@ -131,14 +131,19 @@ fn list_refuses_a_memory_bomb_naming_the_compile_memory_limit() {
     ]);
 }
 
-#[test]
-fn run_refuses_a_time_bomb_naming_the_compile_timeout_and_runs_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, bomb) in [
+/// The time bombs: each costs Cranelift minutes.
+fn time_bombs() -> [(&'static str, Vec<u8>); 3] {
+    [
         ("loops.wasm", nested_loops(30_000)),
         ("ifs.wasm", nested_ifs(100_000)),
         ("tables.wasm", br_tables(10, 100_000)),
-    ] {
+    ]
+}
+
+#[test]
+fn run_refuses_a_time_bomb_naming_the_compile_timeout_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bomb) in time_bombs() {
         let bomb = plugin(dir.path(), name, &bomb);
         osiiso(&[
             "run",
@@ -149,6 +154,8 @@ fn run_refuses_a_time_bomb_naming_the_compile_timeout_and_runs_nothing() {
             "--no-cache",
             "--compile-timeout",
             TIMEOUT,
+            "--compile-tier",
+            "optimized",
             "--output",
             "jsonl",
         ])
@@ -217,9 +224,11 @@ fn a_host_refuses_bombs_and_keeps_compiling_honest_plugins() {
     let cache = tempfile::tempdir().unwrap();
     // Twice what the echo plugin needs, a fifth of what the memory bomb needs.
     let memory = 128 << 20;
+    // Cranelift's limits (a tiered host runs the time bomb on Winch's code: the test above).
     let host = Host::builder()
         .cache_dir(cache.path())
         .compile_memory(memory)
+        .compile_tier(CompileTier::Optimized)
         .build()
         .unwrap();
     assert!(
@@ -241,6 +250,7 @@ fn a_host_refuses_bombs_and_keeps_compiling_honest_plugins() {
     let hasty = Host::builder()
         .cache_dir(cache.path())
         .compile_timeout(Duration::from_secs(2))
+        .compile_tier(CompileTier::Optimized)
         .build()
         .unwrap();
     match hasty.load_bytes("time-bomb", &nested_loops(30_000)) {
@@ -257,6 +267,54 @@ fn a_host_refuses_bombs_and_keeps_compiling_honest_plugins() {
     assert_eq!(crate::support::cache_entries(cache.path()).len(), 1);
     let echo = host.load(artifacts::ECHO).unwrap();
     assert_eq!(echo.cache_outcome(), CacheOutcome::Miss);
+}
+
+/// Winch compiles each time bomb in well under a second, so a tiered host (the default) runs
+/// it on baseline code; Cranelift's compilation in the background is stopped by the compile
+/// timeout, and the plugin stays on its baseline code and keeps working.
+#[test]
+fn a_tiered_host_runs_a_time_bomb_on_baseline_code_and_stops_its_optimization() {
+    let cache = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .cache_dir(cache.path())
+        .compile_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert_eq!(host.compile_tier(), CompileTier::Tiered);
+    let mut plugins = Vec::new();
+    for (name, bomb) in time_bombs() {
+        let plugin = host.load_bytes(name, &bomb).unwrap();
+        assert_eq!(plugin.compile_tier(), CompileTier::Baseline, "{name}");
+        let report = crate::support::run(&plugin, "echo", serde_json::json!(name));
+        assert_eq!(
+            report.outcome,
+            AttemptOutcome::Succeeded(serde_json::json!(name).into())
+        );
+        plugins.push(plugin);
+    }
+    // Three optimisations, one after the other, each stopped after 2 s.
+    let give_up = std::time::Instant::now() + crate::support::COMPILE_TIMEOUT;
+    while host.optimizations_failed() < plugins.len() as u64 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the optimisations never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(host.plugins_optimized(), 0);
+    for plugin in &plugins {
+        assert_eq!(plugin.compile_tier(), CompileTier::Baseline);
+        let report = crate::support::run(plugin, "echo", serde_json::json!(1));
+        assert_eq!(
+            report.outcome,
+            AttemptOutcome::Succeeded(serde_json::json!(1).into())
+        );
+    }
+    // Only their baseline code reached the cache.
+    assert_eq!(
+        crate::support::cache_entries(cache.path()).len(),
+        plugins.len()
+    );
 }
 
 #[test]

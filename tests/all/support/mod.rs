@@ -82,7 +82,11 @@ pub fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let sub = sub.unwrap().path();
         if sub.is_dir() {
             for entry in std::fs::read_dir(&sub).unwrap() {
-                found.push(entry.unwrap().path());
+                let path = entry.unwrap().path();
+                // Lock files sit next to the entries (`<key>.lock`).
+                if path.extension().is_some_and(|ext| ext == "cwasm") {
+                    found.push(path);
+                }
             }
         }
     }

@@ -109,8 +109,9 @@ impl WorkerOptions {
             args.push("--compile-memory".into());
             args.push(memory.to_string());
         }
-        if self.compile_tier == CompileTier::Baseline {
-            args.push("--baseline".into());
+        if self.compile_tier != CompileTier::default() {
+            args.push("--compile-tier".into());
+            args.push(self.compile_tier.name().into());
         }
         args
     }
@@ -133,7 +134,11 @@ impl WorkerOptions {
                 }
                 "--allow-precompiled" => options.allow_precompiled = true,
                 "--no-fuel" => options.no_fuel = true,
-                "--baseline" => options.compile_tier = CompileTier::Baseline,
+                "--compile-tier" => {
+                    let value = it.next().ok_or("--compile-tier needs a value")?;
+                    options.compile_tier =
+                        CompileTier::from_name(value).ok_or("bad --compile-tier")?;
+                }
                 "--total-memory" => {
                     let value = it.next().ok_or("--total-memory needs a value")?;
                     options.total_memory = Some(value.parse().map_err(|_| "bad --total-memory")?);
@@ -661,7 +666,7 @@ mod tests {
         assert_eq!(parsed.compile_tier, CompileTier::Baseline);
         assert_eq!(
             WorkerOptions::from_args(&[]).unwrap().compile_tier,
-            CompileTier::Optimized
+            CompileTier::Tiered
         );
         assert!(!WorkerOptions::from_args(&[]).unwrap().no_fuel);
         assert_eq!(parsed.compile_timeout, options.compile_timeout);

@@ -110,7 +110,17 @@ fn run_on<B: Backend>(
         None => None,
     };
     let metrics = watch.as_ref().map(|watch| &watch.metrics);
-    drive::run_queue(builder, args, workers, plan, metrics)
+    let ran = drive::run_queue(builder, args, workers, plan, metrics);
+    if host.optimizations_pending() > 0 {
+        // The background compilation dies with this process, and the cache keeps only the
+        // baseline code: say how to have the optimised code for the next run.
+        tracing::info!(
+            "the run ended before the plugin's optimised code was compiled; `osiiso-host \
+             compile {}` puts it in the compile cache",
+            osiiso_host::text::for_display(&args.plugin.display().to_string(), 256)
+        );
+    }
+    ran
 }
 
 /// Adds the `--allow-http` destinations to the plugin's sandbox (every queue honours them).

@@ -139,7 +139,7 @@ pub(crate) struct CompileStep {
     place: Place,
     limits: CompileLimits,
     args: ServeArgs,
-    /// One compilation at a time per host: together they stay within one compile memory
+    /// One compilation at a time per step: together they stay within one compile memory
     /// limit, and each can use every core.
     slot: Mutex<()>,
     warned: AtomicBool,

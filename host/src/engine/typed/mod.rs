@@ -36,8 +36,6 @@ const MAX_SCAN_NODES: usize = 100_000;
 /// An exported function, called with values converted from JSON.
 #[derive(Debug)]
 pub(crate) struct TypedFunc {
-    /// Where the component exports it.
-    pub(crate) export: ComponentExportIndex,
     /// Its type: parameter names and types, result type.
     pub(crate) ty: ComponentFunc,
 }
@@ -58,6 +56,8 @@ impl TypedFunc {
 pub(crate) struct Found {
     pub(crate) info: TaskInfo,
     pub(crate) entry: Entry,
+    /// Where the component exports it (in this component only; see `engine/code.rs`).
+    pub(crate) export: Option<ComponentExportIndex>,
 }
 
 /// One exported function before it is named.
@@ -190,7 +190,8 @@ fn found(export: &Export, name: String, aliases: Vec<String>) -> Found {
     if export.program {
         return Found {
             info: command::task_info(name, aliases),
-            entry: Entry::Program(export.index),
+            entry: Entry::Program,
+            export: Some(export.index),
         };
     }
     let not_runnable = not_runnable(&export.ty, &export.names);
@@ -207,14 +208,20 @@ fn found(export: &Export, name: String, aliases: Vec<String>) -> Found {
         not_runnable: not_runnable.clone(),
         aliases,
     };
-    let entry = match not_runnable {
-        Some(_) => Entry::NotRunnable,
-        None => Entry::Func(Arc::new(TypedFunc {
-            export: export.index,
-            ty: export.ty.clone(),
-        })),
+    let (entry, index) = match not_runnable {
+        Some(_) => (Entry::NotRunnable, None),
+        None => (
+            Entry::Func(Arc::new(TypedFunc {
+                ty: export.ty.clone(),
+            })),
+            Some(export.index),
+        ),
     };
-    Found { info, entry }
+    Found {
+        info,
+        entry,
+        export: index,
+    }
 }
 
 /// Why a function cannot be called with JSON, if it cannot.

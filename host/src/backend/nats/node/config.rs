@@ -74,7 +74,7 @@ impl NodeConfig {
             wait_for_broker: false,
             compile_timeout: None,
             compile_memory: None,
-            compile_tier: CompileTier::Optimized,
+            compile_tier: CompileTier::Tiered,
             metrics: None,
         }
     }
@@ -164,7 +164,7 @@ impl NodeConfig {
         self
     }
 
-    /// The compiler of plugins (default [`CompileTier::Optimized`];
+    /// The compiler of plugins (default [`CompileTier::Tiered`];
     /// [`HostBuilder::compile_tier`](crate::HostBuilder::compile_tier)).
     pub fn compile_tier(mut self, tier: CompileTier) -> Self {
         self.compile_tier = tier;
