@@ -435,6 +435,7 @@ impl ControlChannel {
         if !self.pending.is_empty() || self.requests.has_frame() {
             return true;
         }
+        self.last_read = Some(Instant::now());
         match self.requests.next::<Request>(Some(Duration::ZERO)) {
             Ok(Some(frame)) => {
                 self.pending.push_back(frame);
@@ -452,7 +453,10 @@ impl ControlChannel {
             return Ok(frame);
         }
         loop {
-            if let Some(frame) = self.requests.next(None)? {
+            let frame = self.requests.next(None)?;
+            // It read the pipe (unless the frame was buffered, read no longer ago).
+            self.last_read = Some(Instant::now());
+            if let Some(frame) = frame {
                 return Ok(frame);
             }
         }
@@ -462,7 +466,6 @@ impl ControlChannel {
     /// `Cancelled` without running).
     fn start(&mut self, id: u64) -> bool {
         self.started = id;
-        self.last_read = None;
         // Cancellations of attempts that have ended are stale.
         self.cancels = self.cancels.split_off(&id);
         self.cancels.remove(&id)
@@ -479,18 +482,21 @@ impl ControlChannel {
         }
     }
 
-    /// Reads what has arrived without waiting (at most once per
-    /// [`CANCEL_READ_INTERVAL`]); true if `attempt_id` is to stop.
+    /// Takes the requests already read, and reads what has arrived without waiting (the
+    /// pipe at most once per [`CANCEL_READ_INTERVAL`], counting the main loop's reads: a
+    /// short attempt costs no read of its own); true if `attempt_id` is to stop.
     fn poll_cancel(&mut self, attempt_id: u64) -> bool {
         let now = Instant::now();
-        if self
+        let read = self
             .last_read
-            .is_some_and(|last| now.duration_since(last) < CANCEL_READ_INTERVAL)
-        {
-            return self.closing || self.cancels.contains(&attempt_id);
+            .is_none_or(|last| now.duration_since(last) >= CANCEL_READ_INTERVAL);
+        if read {
+            self.last_read = Some(now);
         }
-        self.last_read = Some(now);
         while !self.closing {
+            if !read && !self.requests.has_frame() {
+                return self.cancels.contains(&attempt_id);
+            }
             match self.requests.next::<Request>(Some(Duration::ZERO)) {
                 Ok(None) => return self.cancels.contains(&attempt_id),
                 Ok(Some(Frame::Message(Request::Cancel { attempt_id: id }))) => {
