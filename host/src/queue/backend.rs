@@ -23,7 +23,12 @@
 //!      await [`run`](AsyncRunner::run). The future must resolve promptly once the control
 //!      says stop ([`AttemptControl::stopped`](crate::AttemptControl::stopped) resolves then);
 //!      if it has not one grace period later, the queue drops it.
-//! 3. Optionally, marker traits: [`AcceptsNative`] if the embedder's native closures may run
+//! 3. Optionally, [`Backend::attempts_per_worker`] above 1, for a backend that queues a few
+//!    attempts in each of its workers: the queue then runs that many worker threads per
+//!    worker, and a blocking runner that wants each worker to receive its attempts in the
+//!    queue's order picks the worker between [`Attempt::wait_turn`] and
+//!    [`Attempt::pass_turn`] (the process backend does).
+//! 4. Optionally, marker traits: [`AcceptsNative`] if the embedder's native closures may run
 //!    on its queues (the queue runs them itself, on the worker), [`AcceptsFutures`] for native
 //!    async closures (async runners only).
 //!
