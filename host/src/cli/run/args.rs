@@ -123,10 +123,10 @@ pub(super) struct QueueArgs {
     /// OS memory cap per worker process (process queue).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(super) worker_memory: Option<usize>,
-    /// Attempts each worker process holds at once (process queue) [default: 4]. Above 1 a
-    /// worker never waits for the parent between two tasks, at the cost of exact priorities,
-    /// cancels and fail-first for the tasks already sent (docs/queues.md §10.4); 1 keeps
-    /// them exact.
+    /// Attempts each worker process holds at once (process queue) [default: 1]. Above 1 a
+    /// worker need not wait for the parent between two tasks (it helps when the parent is
+    /// slow to answer: a busy machine), at the cost of exact priorities, cancels and
+    /// fail-first for the tasks already sent (docs/queues.md §10.4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
     pub(super) attempts_per_worker: Option<u8>,
     /// Limit for the whole run; the rest is cancelled and the run marked timed out.

@@ -19,8 +19,9 @@ use self::plan::{open_checkpoint, plan};
 use super::Failure;
 use super::http::Watch;
 
-/// `--attempts-per-worker` when not given (docs/queues.md §10.4 has the measurements).
-const DEFAULT_ATTEMPTS_PER_WORKER: usize = 4;
+/// `--attempts-per-worker` when not given: exact queue rules, and on 2 cores the fastest on
+/// short tasks (README.md, "Performance").
+const DEFAULT_ATTEMPTS_PER_WORKER: usize = 1;
 
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     if args.queue.worker_memory.is_some() && args.queue.kind != QueueKind::Process {
@@ -40,9 +41,9 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     let workers = args.queue.workers()?;
     match args.queue.kind {
         QueueKind::Process => {
-            // A few attempts per worker: each worker receives (and a warm instance sees) its
-            // tasks in the queue's order; priorities, cancels and fail-first approximate for
-            // the tasks already sent (docs/queues.md §10.4).
+            // With several attempts per worker, each worker still receives (and a warm
+            // instance sees) its tasks in the queue's order; priorities, cancels and
+            // fail-first approximate for the tasks already sent (docs/queues.md §10.4).
             let attempts = args
                 .queue
                 .attempts_per_worker
