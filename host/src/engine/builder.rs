@@ -271,7 +271,8 @@ impl HostBuilder {
             // room for two codes of a plugin: one tier, the optimised one.
             CompileTier::Tiered if self.address_space_cap.is_none() => {
                 let first = TierEngine::new(CompileTier::Baseline, self.pooling, &settings)?;
-                let optimized = TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?;
+                let optimized = TierEngine::new(CompileTier::Optimized, self.pooling, &settings)?
+                    .for_background();
                 (first, Some(Arc::new(optimized)))
             }
             CompileTier::Tiered => (

@@ -128,6 +128,15 @@ impl TierEngine {
     }
 }
 
+impl TierEngine {
+    /// The engine, whose compilations run in the background
+    /// ([`CompileStep::in_background`]).
+    pub(crate) fn for_background(mut self) -> Self {
+        self.compile = self.compile.in_background();
+        self
+    }
+}
+
 /// Work in the background, one job at a time, on a thread started with the first job. The
 /// thread ends once the host is dropped and its last job is done.
 #[derive(Default)]

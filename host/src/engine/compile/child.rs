@@ -25,13 +25,14 @@ pub(super) fn compile(
     wasm: &[u8],
     limits: &CompileLimits,
     max_artifact: u64,
+    threads_per_core: usize,
 ) -> Result<Vec<u8>, CompileError> {
     let started = Instant::now();
     // A timeout too long to add is as good as none.
     let deadline = started
         .checked_add(limits.timeout)
         .unwrap_or_else(|| started + Duration::from_secs(1 << 32));
-    let mut child = CompileProcess::spawn(program, args, limits)?;
+    let mut child = CompileProcess::spawn(program, args, limits, threads_per_core)?;
     let stdin = child.0.stdin.take().expect("piped");
     let mut stdout = child.0.stdout.take().expect("piped");
     let mut stderr = child.0.stderr.take().expect("piped");
@@ -182,6 +183,7 @@ impl CompileProcess {
         program: &Path,
         args: &ServeArgs,
         limits: &CompileLimits,
+        threads_per_core: usize,
     ) -> Result<Self, CompileError> {
         let mut command = Command::new(program);
         command
@@ -196,7 +198,7 @@ impl CompileProcess {
             .stderr(Stdio::piped())
             // Signals from the terminal go to the host, which decides.
             .process_group(0);
-        let threads = compile_threads(limits.memory);
+        let threads = compile_threads(limits.memory, threads_per_core);
         // wasmtime compiles functions in parallel on rayon's pool; every thread's stack counts
         // against the data limit, so a small limit gets fewer threads.
         command.env("RAYON_NUM_THREADS", threads.to_string());
@@ -299,12 +301,12 @@ fn cap(resource: Resource, soft: u64, hard: u64) -> std::io::Result<()> {
 /// Memory per compile thread: a thread's stack and its share of the work.
 const MEMORY_PER_THREAD: u64 = 64 << 20;
 
-/// Threads a compile process uses: one per core, and one per [`MEMORY_PER_THREAD`] of its
-/// memory limit at most.
-fn compile_threads(memory: u64) -> usize {
+/// Threads a compile process uses: `per_core` per core, and at most one per
+/// [`MEMORY_PER_THREAD`] of its memory limit.
+fn compile_threads(memory: u64, per_core: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let affordable = usize::try_from(memory / MEMORY_PER_THREAD).unwrap_or(usize::MAX);
-    cores.min(affordable).max(1)
+    cores.saturating_mul(per_core).min(affordable).max(1)
 }
 
 /// CPU seconds the compile process may use: the timeout on every thread it runs, plus one.

@@ -43,6 +43,9 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 2 << 30;
 /// The least compile memory a host accepts: the compile process itself needs some to start.
 pub const MIN_COMPILE_MEMORY: u64 = 64 << 20;
 
+/// Compile threads per core of a compilation in the background ([`CompileStep::in_background`]).
+const BACKGROUND_THREADS_PER_CORE: usize = 4;
+
 /// Set once this binary has shown that it serves [`COMPILE_MARKER`].
 static SERVES_MARKER: AtomicBool = AtomicBool::new(false);
 
@@ -142,6 +145,9 @@ pub(crate) struct CompileStep {
     /// One compilation at a time per step: together they stay within one compile memory
     /// limit, and each can use every core.
     slot: Mutex<()>,
+    /// Compile threads per core: 1 in the foreground; more in the background, where the
+    /// compilation shares the cores with running guests.
+    threads_per_core: usize,
     warned: AtomicBool,
 }
 
@@ -178,8 +184,19 @@ impl CompileStep {
                 max_input,
             },
             slot: Mutex::new(()),
+            threads_per_core: 1,
             warned: AtomicBool::new(false),
         })
+    }
+
+    /// The step of a compilation in the background: its compile process runs
+    /// [`BACKGROUND_THREADS_PER_CORE`] threads per core (as many as the thread queue's default
+    /// workers), so that against a run at its default width the scheduler gives it about half
+    /// the CPU rather than a small share, and the run's plugin moves to its optimised code
+    /// during the run.
+    pub(crate) fn in_background(mut self) -> Self {
+        self.threads_per_core = BACKGROUND_THREADS_PER_CORE;
+        self
     }
 
     /// The limits of one compilation.
@@ -200,9 +217,14 @@ impl CompileStep {
     pub(crate) fn compile(&self, engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
         let _slot = self.slot.lock();
         match &self.place {
-            Place::Process { program, .. } => {
-                child::compile(program, &self.args, wasm, &self.limits, self.limits.memory)
-            }
+            Place::Process { program, .. } => child::compile(
+                program,
+                &self.args,
+                wasm,
+                &self.limits,
+                self.limits.memory,
+                self.threads_per_core,
+            ),
             Place::InProcess { fallback } => {
                 if *fallback && !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
