@@ -480,8 +480,9 @@ impl Plugin {
             let shown = crate::text::for_display(&inner.name, 256);
             match installed {
                 Ok(code) => {
-                    inner.code.store(Arc::new(code));
+                    // Counted first: whoever sees the new code sees the count too.
                     inner.host.optimizations().done();
+                    inner.code.store(Arc::new(code));
                     tracing::info!(
                         plugin = %shown,
                         seconds = began.elapsed().as_secs_f64(),
