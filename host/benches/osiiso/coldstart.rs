@@ -148,13 +148,17 @@ fn moved_after(log: &str) -> Option<f64> {
 
 pub(crate) fn bench_b11(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
     let bin = crate::cli::host_binary()?;
-    let (cold_runs, tasks) = (scale.count(3, 1), scale.count(4000, 20));
+    let (cold_runs, warm_rounds, tasks) =
+        (scale.count(3, 1), scale.count(3, 1), scale.count(4000, 20));
     println!(
         "   cold: {} run PLUGIN stats --input TEXT --compile-tier TIER --cache-dir EMPTY \
          --output jsonl -q",
         bin.display()
     );
-    println!("   warm: the same with --inputs ({tasks} lines) on the warm cache of that tier");
+    println!(
+        "   warm: the same with --inputs ({tasks} lines) on the warm cache of that tier, \
+         {warm_rounds} interleaved rounds"
+    );
     // Long enough for Cranelift to finish on 2 cores busy with the run itself.
     let long_tasks = tasks * 3;
     println!(
@@ -186,40 +190,12 @@ pub(crate) fn bench_b11(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
             &long_inputs,
             format!("{}\n", subject.input).repeat(long_tasks),
         )?;
-        // Warm, one tier's code: each fixed tier on the cache its first cold run filled.
-        let mut rates = [0.0; 3];
-        let warm_rate = |dir: &Path, tier: &str| -> anyhow::Result<(f64, f64, f64)> {
-            // The run of one input, on the warm cache: the process's own start-up.
-            let (start_up, _) = time_run(command(&bin, &subject, tier, dir, None))?;
-            let (elapsed, ok) = time_run(command(&bin, &subject, tier, dir, Some(&inputs)))?;
-            ensure!(ok == tasks, "{tier}: {ok} of {tasks} tasks succeeded");
-            Ok((
-                start_up,
-                elapsed,
-                tasks as f64 / (elapsed - start_up).max(1e-3),
-            ))
-        };
-        for i in [OPTIMIZED, BASELINE] {
-            let tier = TIERS[i];
-            let dir = scratch.path().join(format!("{}-{tier}-0", subject.label));
-            let (start_up, elapsed, rate) = warm_rate(&dir, tier)?;
-            rates[i] = rate;
-            println!(
-                "   {tier:<9} cold {} (median {}); warm: start-up {}, {} tasks in {} -> {}",
-                list_ms(&cold[i]),
-                fmt_secs(median(&mut cold[i].clone())),
-                fmt_secs(start_up),
-                tasks,
-                fmt_secs(elapsed),
-                fmt_rate(rate)
-            );
-        }
         // Tiered: a long run from an empty cache moves to optimised code on the way and
-        // leaves it in the cache; the next run starts on it.
-        let dir = scratch
+        // leaves it in the cache; the runs after it start on it.
+        let long_dir = scratch
             .path()
             .join(format!("{}-tiered-long", subject.label));
-        let mut long = command(&bin, &subject, "tiered", &dir, Some(&long_inputs));
+        let mut long = command(&bin, &subject, "tiered", &long_dir, Some(&long_inputs));
         long.env("RUST_LOG", "osiiso_host::engine::plugin=info");
         let (long_elapsed, ok, log) = time_run_logged(long)?;
         ensure!(
@@ -227,20 +203,54 @@ pub(crate) fn bench_b11(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
             "tiered: {ok} of {long_tasks} tasks succeeded"
         );
         let moved = moved_after(&log);
-        let (start_up, elapsed, rate) = warm_rate(&dir, "tiered")?;
-        rates[TIERED] = rate;
         println!(
-            "   tiered    cold {} (median {}); long cold run: {long_tasks} tasks in {}, \
-             optimised code after {}; next run: start-up {}, {} tasks in {} -> {}",
-            list_ms(&cold[TIERED]),
-            fmt_secs(median(&mut cold[TIERED].clone())),
+            "   tiered, long cold run: {long_tasks} tasks in {}, optimised code after {}",
             fmt_secs(long_elapsed),
             moved.map_or_else(|| "never (the run ended first)".into(), fmt_secs),
-            fmt_secs(start_up),
-            tasks,
-            fmt_secs(elapsed),
-            fmt_rate(rate)
         );
+        // Warm: each fixed tier on the cache its first cold run filled, and tiered on the
+        // cache the long run left, interleaved rounds.
+        let warm_rate = |dir: &Path, tier: &str| -> anyhow::Result<(f64, f64)> {
+            // The run of one input, on the warm cache: the process's own start-up.
+            let (start_up, _) = time_run(command(&bin, &subject, tier, dir, None))?;
+            let (elapsed, ok) = time_run(command(&bin, &subject, tier, dir, Some(&inputs)))?;
+            ensure!(ok == tasks, "{tier}: {ok} of {tasks} tasks succeeded");
+            Ok((start_up, tasks as f64 / (elapsed - start_up).max(1e-3)))
+        };
+        let mut start_ups: [Vec<f64>; 3] = Default::default();
+        let mut samples: [Vec<f64>; 3] = Default::default();
+        for _ in 0..warm_rounds {
+            for (i, tier) in TIERS.iter().enumerate() {
+                let dir = match i {
+                    TIERED => long_dir.clone(),
+                    _ => scratch.path().join(format!("{}-{tier}-0", subject.label)),
+                };
+                let (start_up, rate) = warm_rate(&dir, tier)?;
+                start_ups[i].push(start_up);
+                samples[i].push(rate);
+            }
+        }
+        let mut rates = [0.0; 3];
+        for (i, tier) in TIERS.iter().enumerate() {
+            rates[i] = median(&mut samples[i].clone());
+            println!(
+                "   {tier:<9} cold {} (median {}); warm{}: start-up {}, {} tasks/s (rounds {})",
+                list_ms(&cold[i]),
+                fmt_secs(median(&mut cold[i].clone())),
+                if i == TIERED {
+                    " (after the long run)"
+                } else {
+                    ""
+                },
+                fmt_secs(median(&mut start_ups[i].clone())),
+                fmt_rate(rates[i]),
+                samples[i]
+                    .iter()
+                    .map(|rate| fmt_rate(*rate))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
         let medians = cold.map(|mut runs| median(&mut runs));
         println!(
             "   first result: optimized / baseline {}, optimized / tiered {}; warm throughput: \
