@@ -234,7 +234,7 @@ pub(crate) fn bench_b11(scale: Scale) -> anyhow::Result<Vec<Verdict>> {
         for (i, tier) in TIERS.iter().enumerate() {
             rates[i] = median(&mut samples[i].clone());
             println!(
-                "   {tier:<9} cold {} (median {}); warm{}: start-up {}, {} tasks/s (rounds {})",
+                "   {tier:<9} cold {} (median {}); warm{}: start-up {}, {} (rounds {})",
                 list_ms(&cold[i]),
                 fmt_secs(median(&mut cold[i].clone())),
                 if i == TIERED {
