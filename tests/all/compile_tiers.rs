@@ -426,3 +426,43 @@ fn an_instance_with_more_memories_than_a_pool_slot_never_runs() {
         }
     }
 }
+
+/// On the default tier, process workers under `--worker-memory` run every task. (They compile
+/// the optimised code only: `a_capped_host_does_not_tier`. A capped worker that kept two codes
+/// of the 12 MB JavaScript plugin ran out of address space once its background compilation
+/// landed; the small echo plugin here fits either way, so this checks the path, not the room.)
+#[test]
+fn capped_process_workers_run_every_task_on_the_default_tier() {
+    let cache = tempfile::tempdir().unwrap();
+    let inputs = cache.path().join("inputs.jsonl");
+    std::fs::write(
+        &inputs,
+        (0..200).map(|n| format!("{n}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let out = osiiso_in(
+        &[
+            "run",
+            artifacts::ECHO,
+            "echo",
+            "--inputs",
+            path_str(&inputs),
+            "--queue",
+            "process",
+            "--workers",
+            "2",
+            "--worker-memory",
+            "1GiB",
+            "--output",
+            "jsonl",
+        ],
+        cache.path(),
+    );
+    out.assert_code(0);
+    let rows = out.jsonl();
+    assert_eq!(rows.len(), 200, "{out:#?}");
+    assert!(
+        rows.iter().all(|row| row["status"] == json!("succeeded")),
+        "{out:#?}"
+    );
+}
