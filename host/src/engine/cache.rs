@@ -114,9 +114,7 @@ impl CompileCache {
 
     /// Where the entry for a component with this content hash lives.
     pub(crate) fn entry_path(&self, component_hash: &str) -> Option<PathBuf> {
-        self.store
-            .as_ref()
-            .map(|s| s.dir.join(format!("{component_hash}.cwasm")))
+        self.store.as_ref().map(|s| s.entry_path(component_hash))
     }
 
     /// The compiled component from the cache, when an entry for exactly these bytes and this

@@ -180,13 +180,22 @@ impl Host {
         path: impl AsRef<Path>,
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
-        let path = path.as_ref();
+        self.load_file(path.as_ref(), limits, Purpose::Run)
+    }
+
+    /// Reads a plugin file and loads it, named by its file stem.
+    fn load_file(
+        &self,
+        path: &Path,
+        limits: Limits,
+        purpose: Purpose,
+    ) -> Result<Plugin, LoadError> {
         let bytes = read_plugin_file(path, self.inner.max_plugin_bytes)?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        self.load_inner(&name, Some(path), &bytes, limits, Purpose::Run)
+        self.load_inner(&name, Some(path), &bytes, limits, purpose)
     }
 
     /// Loads a plugin from bytes; `name` is used in messages and task identities.
@@ -293,9 +302,8 @@ impl Host {
 
     /// A precompiled artifact opened by the engine it was made for.
     fn open_precompiled(&self, bytes: &[u8]) -> Result<(Arc<TierEngine>, Component), String> {
-        let mut tiers = self.inner.optimized.iter().chain([&self.inner.first]);
         let mut failure = String::new();
-        for tier in tiers.by_ref() {
+        for tier in self.inner.optimized.iter().chain([&self.inner.first]) {
             match cache::open_artifact(&tier.engine, bytes) {
                 Ok(component) => return Ok((tier.clone(), component)),
                 Err(message) => failure = message,
@@ -313,18 +321,7 @@ impl Host {
         out: Option<&Path>,
     ) -> Result<PathBuf, LoadError> {
         let wasm = wasm.as_ref();
-        let bytes = read_plugin_file(wasm, self.inner.max_plugin_bytes)?;
-        let name = wasm
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| wasm.display().to_string());
-        let plugin = self.load_inner(
-            &name,
-            Some(wasm),
-            &bytes,
-            Limits::default(),
-            Purpose::Precompile,
-        )?;
+        let plugin = self.load_file(wasm, Limits::default(), Purpose::Precompile)?;
         let Some(out) = out else {
             return plugin
                 .code()

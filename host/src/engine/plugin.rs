@@ -419,9 +419,10 @@ impl Plugin {
         &self.inner.host
     }
 
-    /// The code that attempts starting now run.
-    pub(crate) fn code(&self) -> Arc<Code> {
-        self.inner.code.load_full()
+    /// The code that attempts starting now run (a guard: looking at it costs no reference
+    /// count; `.clone()` gives an `Arc` to keep).
+    pub(crate) fn code(&self) -> arc_swap::Guard<Arc<Code>> {
+        self.inner.code.load()
     }
 
     /// Which compiler made the code that attempts starting now run:
@@ -430,7 +431,7 @@ impl Plugin {
     /// this turns to optimised once its optimised code, compiled in the background from its
     /// first attempt on, is in use.
     pub fn compile_tier(&self) -> CompileTier {
-        self.inner.code.load().tier()
+        self.code().tier()
     }
 
     /// Has `optimized` compile the plugin's code in the background once the plugin runs its
@@ -510,7 +511,8 @@ impl PluginInner {
             Some(Err(message)) => return Err(message.into()),
             None => None,
         };
-        let exports: Vec<Option<ComponentExportIndex>> = if self.code.load().exports().is_empty() {
+        let first = self.code.load();
+        let exports: Vec<Option<ComponentExportIndex>> = if first.exports().is_empty() {
             Vec::new()
         } else {
             let found = typed::discover(&component, &tier.engine);
@@ -524,7 +526,6 @@ impl PluginInner {
                 })
                 .collect()
         };
-        let first = self.code.load();
         let same_shape = invoke.is_some() == first.has_invoke()
             && exports.len() == first.exports().len()
             && exports

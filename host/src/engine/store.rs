@@ -178,7 +178,7 @@ impl AttemptStore {
             progress: None,
             budget_total: budget.total(),
         };
-        let code = plugin.code().clone();
+        let code = Arc::clone(&plugin.code());
         let mut store = Store::new(code.engine(), state);
         store.set_hostcall_fuel(MAX_CALL_OUTPUT_BYTES);
         // An async guest yields to the executor every ~100k fuel; without fuel metering, at

@@ -10,12 +10,11 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use parking_lot::Mutex;
-use std::sync::Arc;
-
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -126,9 +125,7 @@ impl TierEngine {
             pooling,
         })
     }
-}
 
-impl TierEngine {
     /// The engine, whose compilations run in the background
     /// ([`CompileStep::in_background`]).
     pub(crate) fn for_background(mut self) -> Self {

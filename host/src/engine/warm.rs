@@ -21,6 +21,7 @@ use wasmtime::Engine;
 use super::Host;
 use super::budget::{EvictIdle, MemoryBudget};
 use super::call::Bound;
+use super::code::Code;
 use super::config::CompileTier;
 use super::limits::Limits;
 use super::plugin::Plugin;
@@ -83,22 +84,22 @@ struct WarmKey {
 }
 
 impl WarmKey {
-    /// Whether an instance kept under this key may serve `plugin` (compared in place: this
-    /// runs on every attempt).
-    fn fits(&self, plugin: &Plugin, asynchronous: bool) -> bool {
+    /// Whether an instance kept under this key may serve `plugin`, whose attempts start on
+    /// `code` (compared in place: this runs on every attempt).
+    fn fits(&self, plugin: &Plugin, code: &Code, asynchronous: bool) -> bool {
         self.asynchronous == asynchronous
             && self.plugin == plugin.hash()
-            && Engine::same(&self.engine, plugin.code().engine())
+            && Engine::same(&self.engine, code.engine())
             && self.limits == *plugin.limits()
             && self.sandbox == *plugin.sandbox()
     }
 
     /// Whether the instance is of `plugin`'s baseline code, which attempts no longer start
     /// with since the plugin moved to its optimised code.
-    fn outdated(&self, plugin: &Plugin) -> bool {
+    fn outdated(&self, plugin: &Plugin, code: &Code) -> bool {
         self.plugin == plugin.hash()
-            && plugin.compile_tier() == CompileTier::Optimized
-            && !Engine::same(&self.engine, plugin.code().engine())
+            && code.tier() == CompileTier::Optimized
+            && !Engine::same(&self.engine, code.engine())
     }
 
     /// The key of an instance of `plugin` in `store`.
@@ -311,15 +312,16 @@ impl WarmPool {
     /// the idle instances of code `plugin` has moved on from (a tiered host's baseline code)
     /// are dropped first: they never fit again, and the new instance needs their room.
     fn take(&self, plugin: &Plugin, asynchronous: bool) -> Option<WarmInstance> {
+        let code = plugin.code();
         let mut idle = self.inner.idle.lock();
         if let Some(at) = idle
             .iter()
-            .rposition(|warm| warm.key.fits(plugin, asynchronous))
+            .rposition(|warm| warm.key.fits(plugin, &code, asynchronous))
         {
             return Some(idle.remove(at));
         }
         let outdated: Vec<WarmInstance> = idle
-            .extract_if(.., |warm| warm.key.outdated(plugin))
+            .extract_if(.., |warm| warm.key.outdated(plugin, &code))
             .collect();
         drop(idle);
         drop(outdated);
