@@ -343,7 +343,14 @@ fn double_command(
 
 /// Wall time of one whole CLI process, its stdout going to a null sink.
 fn time_cli(mut command: Command) -> anyhow::Result<f64> {
-    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    command.stdout(Stdio::null());
+    timed_run(command).map(|(elapsed, _)| elapsed)
+}
+
+/// Runs one whole CLI process to its end; returns its wall time and what it wrote. A run that
+/// fails is an error with its stderr.
+pub(crate) fn timed_run(mut command: Command) -> anyhow::Result<(f64, std::process::Output)> {
+    command.stderr(Stdio::piped());
     let start = Instant::now();
     let output = command.output().context("spawning osiiso-host")?;
     let elapsed = start.elapsed().as_secs_f64();
@@ -353,7 +360,7 @@ fn time_cli(mut command: Command) -> anyhow::Result<f64> {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(elapsed)
+    Ok((elapsed, output))
 }
 
 /// One untimed run that checks the exit status and that `n` succeeded lines with the right

@@ -13,9 +13,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 
 use crate::measure::{fmt_rate, fmt_secs, fmt_x, list_ms, median};
 use crate::{Scale, Verdict};
@@ -117,16 +116,8 @@ fn time_run(command: Command) -> anyhow::Result<(f64, usize)> {
 }
 
 /// [`time_run`], also returning stderr.
-fn time_run_logged(mut command: Command) -> anyhow::Result<(f64, usize, String)> {
-    let start = Instant::now();
-    let output = command.output().context("spawning osiiso-host")?;
-    let elapsed = start.elapsed().as_secs_f64();
-    ensure!(
-        output.status.success(),
-        "osiiso-host run failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+fn time_run_logged(command: Command) -> anyhow::Result<(f64, usize, String)> {
+    let (elapsed, output) = crate::cli::timed_run(command)?;
     let succeeded = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| line.contains("\"status\":\"succeeded\""))
