@@ -1,6 +1,7 @@
 //! Operators see what a node runs (issue 21): `serve --http` serves `/metrics` (checked with
 //! `promtool`) whose attempt counters equal the rows of the runs it served, and `/healthz`
-//! turns 503 while the node drains and while it has lost its broker.
+//! turns 503 while the node drains and while it has lost its broker, and its status page shows
+//! the guest progress of what it runs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -218,6 +219,37 @@ fn node_healthz_turns_503_while_it_drains_a_running_attempt() {
     assert_eq!(status(&rows[0]), "succeeded", "{:#}", rows[0]);
     fleet.nodes[0].stop();
     assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+/// A guest's progress shows on the status page of the node that runs it.
+#[test]
+fn node_status_page_shows_guest_progress() {
+    let Some(binary) = require(Version::V215, "node status page progress") else {
+        return;
+    };
+    let (fleet, addr) = fleet_with_http(&binary, 1);
+    let run = Background::start(
+        &fleet,
+        &[
+            artifacts::SCENARIO_FLAKY,
+            "steps",
+            "--input",
+            r#"{"steps": 500, "ms": 10}"#,
+        ],
+    );
+    // Before its first report the attempt shows without progress; after it, with the
+    // guest's numbers and a meter.
+    eventually("the node's page to show the guest's progress", || {
+        let (_, page) = http_get(addr, "/");
+        page.contains("/500 (") && page.contains("<meter")
+    });
+    let (rows, stderr, code) = run.finish(&fleet);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["value"], json!(500), "{:#}", rows[0]);
+    eventually("the node's page to show nothing running", || {
+        http_get(addr, "/").1.contains("Nothing is running.")
+    });
 }
 
 #[test]

@@ -12,6 +12,7 @@ use super::super::message::CancelMsg;
 use super::NodeShared;
 use super::announce::FORGED_CANCELS;
 use crate::attempt::AttemptControl;
+use crate::progress::Progress;
 
 /// Cancellations remembered for attempts this node has not seen yet.
 const REMEMBERED_CANCELS: usize = 100_000;
@@ -38,13 +39,16 @@ pub(crate) struct Held {
     pub progress: Arc<LatestProgress>,
 }
 
-/// The latest `progress(done, total)` of an attempt's guest: stored by the guest's call (three
-/// atomic stores, however often it calls), taken by the announcer when it changed.
+/// The latest `progress(done, total)` of an attempt's guest: stored by the guest's call (a few
+/// atomic stores, however often it calls), taken by the announcer when it changed and read by
+/// the node's status page.
 #[derive(Default)]
 pub(crate) struct LatestProgress {
     done: AtomicU64,
     total: AtomicU64,
     changed: AtomicBool,
+    /// The guest has reported at least once.
+    reported: AtomicBool,
 }
 
 impl LatestProgress {
@@ -53,6 +57,19 @@ impl LatestProgress {
         self.done.store(done, Ordering::Relaxed);
         self.total.store(total, Ordering::Relaxed);
         self.changed.store(true, Ordering::Release);
+        self.reported.store(true, Ordering::Release);
+    }
+
+    /// The latest report, if the guest made one (what the node's status page shows). A report
+    /// stored meanwhile may pair one report's `done` with another's `total`: both are the
+    /// guest's own numbers, shown for a glance.
+    pub(crate) fn latest(&self) -> Option<Progress> {
+        self.reported.load(Ordering::Acquire).then(|| {
+            Progress::new(
+                self.done.load(Ordering::Relaxed),
+                self.total.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// The report stored since the last call, if any.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::NodeShared;
-use super::held::Shown;
+use super::held::{LatestProgress, Shown};
 use crate::attempt::{AttemptOutcome, AttemptReport};
 use crate::backend::remote::AttemptSpec;
 use crate::metrics::{Gauges, Outcome, RecentFailure, RunningAttempt, Source};
@@ -79,22 +79,23 @@ impl Source for NodeShared {
     fn running(&self, limit: usize, out: &mut Vec<RunningAttempt>) {
         let now = Instant::now();
         let attempts = self.attempts.lock();
-        let mut running: Vec<((&String, &String), &Shown)> = attempts
+        let mut running: Vec<((&String, &String), &Shown, &LatestProgress)> = attempts
             .held
             .iter()
             .filter_map(|((submitter, token), held)| {
-                held.shown.as_ref().map(|shown| ((submitter, token), shown))
+                let shown = held.shown.as_ref()?;
+                Some(((submitter, token), shown, &*held.progress))
             })
             .collect();
-        running.sort_by_key(|(_, shown)| shown.started);
-        for ((submitter, token), shown) in running.into_iter().take(limit) {
+        running.sort_by_key(|(_, shown, _)| shown.started);
+        for ((submitter, token), shown, progress) in running.into_iter().take(limit) {
             out.push(RunningAttempt::new(
                 &format!("{submitter}-{token}"),
                 &shown.name,
                 &shown.task,
                 shown.attempt,
                 now.saturating_duration_since(shown.started),
-                None,
+                progress.latest(),
             ));
         }
     }
