@@ -218,7 +218,6 @@ impl Host {
         let hash = blake3::hash(bytes).to_hex().to_string();
         // The compile cache keeps compiled code under the hash of the bytes compiled.
         let mut cache_key = hash.clone();
-        let mut adapted = None;
         let compiled = if cache::is_precompiled(bytes) {
             if !self.inner.allow_precompiled {
                 return Err(LoadError::Precompiled { plugin: shown });
@@ -235,14 +234,12 @@ impl Host {
                 outcome: CacheOutcome::Precompiled,
             }
         } else {
-            // A WASI preview-1 program becomes a component first.
+            // A WASI preview-1 program: the compile step adapts it into a component.
             if let Wasm::CoreModule = check_component_header(&shown, bytes)? {
-                let component = command::core_module::componentize(&shown, bytes)?;
-                cache_key = blake3::hash(&component).to_hex().to_string();
-                adapted = Some(component);
+                command::core_module::check(&shown, bytes)?;
+                cache_key = command::core_module::cache_key(bytes);
             }
-            let wasm = adapted.as_deref().unwrap_or(bytes);
-            self.compile(&cache_key, wasm, purpose)
+            self.compile(&cache_key, bytes, purpose)
                 .map_err(|e| compile_failure(e, &shown))?
         };
         let (tier, outcome) = (compiled.tier.clone(), compiled.outcome);
@@ -256,8 +253,7 @@ impl Host {
             && outcome != CacheOutcome::Precompiled
             && !self.inner.optimizations.failed_before(plugin.cache_key())
         {
-            let wasm = adapted.unwrap_or_else(|| bytes.to_vec());
-            plugin.optimize_later(optimized.clone(), wasm);
+            plugin.optimize_later(optimized.clone(), bytes.to_vec());
         }
         Ok(plugin)
     }
@@ -538,7 +534,9 @@ fn check_component_header(plugin: &str, bytes: &[u8]) -> Result<Wasm, LoadError>
 fn compile_failure(error: CompileError, plugin: &str) -> LoadError {
     let plugin = plugin.to_string();
     match error {
-        CompileError::Invalid(message) => LoadError::Compile { plugin, message },
+        CompileError::Invalid(message) | CompileError::Unadaptable(message) => {
+            LoadError::Compile { plugin, message }
+        }
         CompileError::Timeout { limit } => LoadError::CompileTimeout { plugin, limit },
         CompileError::Memory { limit, detail } => LoadError::CompileMemory {
             plugin,

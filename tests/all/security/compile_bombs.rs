@@ -415,6 +415,102 @@ fn a_compile_process_that_misbehaves_fails_the_load_cleanly() {
     }
 }
 
+/// A WASI preview-1 program is adapted into a component where it is compiled, under the
+/// compile limits: the compile process receives the module itself, and a module whose
+/// adaptation needs more than the compile memory fails naming that limit (the host adapted
+/// it itself before, about 4 bytes of memory per byte of module, bounded by nothing).
+#[test]
+fn a_preview1_program_is_adapted_inside_the_compile_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let received = dir.path().join("received.wasm");
+    let program = dir.path().join("records");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\ncat > '{}'\necho 'recorded' >&2\nexit 101\n",
+            received.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = Host::builder()
+        .cache(false)
+        .compiler(Compiler::Program(program))
+        .build()
+        .unwrap();
+    let error = host.load(artifacts::WC_PROGRAM_P1).unwrap_err().to_string();
+    assert!(error.contains("recorded"), "{error}");
+    assert_eq!(
+        std::fs::read(&received).unwrap(),
+        std::fs::read(artifacts::WC_PROGRAM_P1).unwrap(),
+        "the compile process gets the module as it is"
+    );
+
+    // A program the compile process cannot adapt is not handed to the other compiler of a
+    // tiered host (as code Winch refuses is): adapting fails the same way whoever compiles.
+    let calls = dir.path().join("calls");
+    let program = dir.path().join("unadaptable");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho call >> '{}'\n\
+             printf 'osiiso-compile1\\000\\004\\003\\000\\000\\000\\000\\000\\000\\000bad'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = Host::builder()
+        .cache(false)
+        .compile_tier(CompileTier::Tiered)
+        .compiler(Compiler::Program(program))
+        .build()
+        .unwrap();
+    let error = host.load(artifacts::WC_PROGRAM_P1).unwrap_err();
+    assert!(
+        matches!(&error, LoadError::Compile { message, .. } if message == "bad"),
+        "{error:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "call\n");
+
+    // A program of a million functions with 24-byte bodies (25 MB): valid, and adapting it
+    // needs several times the 64 MiB compile memory.
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend(section(1, b"\x01\x60\x00\x00"));
+    let n = 1_000_000;
+    let mut functions = Vec::new();
+    leb128(n, &mut functions);
+    functions.resize(functions.len() + n, 0x00);
+    module.extend(section(3, &functions));
+    module.extend(section(5, b"\x01\x00\x01"));
+    module.extend(section(7, b"\x02\x06_start\x00\x00\x06memory\x02\x00"));
+    let mut body = vec![0x00];
+    body.resize(22, 0x01);
+    body.push(0x0b);
+    let mut code = Vec::with_capacity(n * 24 + 8);
+    leb128(n, &mut code);
+    for _ in 0..n {
+        leb128(body.len(), &mut code);
+        code.extend_from_slice(&body);
+    }
+    module.extend(section(10, &code));
+    drop(code);
+    let bomb = plugin(dir.path(), "huge-program.wasm", &module);
+    drop(module);
+    let listed = osiiso(&[
+        "list",
+        path_str(&bomb),
+        "--no-cache",
+        "--compile-memory",
+        MEMORY,
+    ]);
+    listed.assert_code(2);
+    assert!(
+        listed.stderr.contains("compile memory limit") && listed.stderr.contains("huge-program"),
+        "{listed:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // nodes compile what submitters send
 

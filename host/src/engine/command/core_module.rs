@@ -9,8 +9,11 @@
 //! `exit`), so the module's own `proc_exit` import is routed to the host's
 //! `osiiso:program/exit` instead, which carries the exact status.
 //!
-//! The conversion is deterministic, so the compile cache keeps the result under the module's
-//! own hash, with the usual authentication.
+//! The host checks that a module is a program ([`check`]: one pass over its imports and
+//! exports); the adaptation itself ([`adapt`]), which validates and copies the whole module,
+//! runs in the compile step, under the compile time and memory limits like compiling. It is
+//! deterministic, so the compile cache keeps the compiled program under the hash of the module
+//! and the adapter ([`cache_key`]), with the usual authentication.
 
 use std::ops::Range;
 
@@ -50,20 +53,22 @@ pub(crate) fn add_exit_to_linker(linker: &mut Linker<AttemptState>) -> wasmtime:
     )
 }
 
-/// The component of a preview-1 program, or why `module` is not one. `plugin` names it in
-/// errors.
-pub(crate) fn componentize(plugin: &str, module: &[u8]) -> Result<Vec<u8>, LoadError> {
+/// Why `module` (a core module) is not a preview-1 program, if it is not: it must export
+/// `_start` and import only from `wasi_snapshot_preview1`. `plugin` names it in errors.
+///
+/// This reads only the import and export sections, in one pass, so the host runs it on
+/// untrusted bytes itself; the adaptation ([`adapt`]) runs where compiling does, under the
+/// compile limits.
+pub(crate) fn check(plugin: &str, module: &[u8]) -> Result<(), LoadError> {
     let invalid = |error: wasmparser::BinaryReaderError| LoadError::Compile {
         plugin: plugin.to_string(),
         message: format!("invalid core module: {error}"),
     };
     let mut has_start = false;
     let mut foreign = Vec::new();
-    let mut proc_exit = None;
     for payload in wasmparser::Parser::new(0).parse_all(module) {
         match payload.map_err(invalid)? {
             wasmparser::Payload::ImportSection(imports) => {
-                proc_exit = find_proc_exit(&imports);
                 for import in imports.into_imports() {
                     let import = import.map_err(invalid)?;
                     if import.module != PREVIEW1 && foreign.len() < 10 {
@@ -81,6 +86,8 @@ pub(crate) fn componentize(plugin: &str, module: &[u8]) -> Result<Vec<u8>, LoadE
                         export.name == START && export.kind == wasmparser::ExternalKind::Func;
                 }
             }
+            // Function bodies are validated by the adaptation, not here.
+            wasmparser::Payload::CodeSectionStart { .. } => break,
             _ => {}
         }
     }
@@ -95,20 +102,53 @@ pub(crate) fn componentize(plugin: &str, module: &[u8]) -> Result<Vec<u8>, LoadE
             imports: foreign,
         });
     }
-    let adapt_failed = |e: anyhow::Error| LoadError::Compile {
-        plugin: plugin.to_string(),
-        message: format!("cannot adapt the WASI preview-1 program into a component: {e:#}"),
-    };
+    Ok(())
+}
+
+/// The component of the preview-1 program `module` (one that [`check`] accepts): its
+/// `proc_exit` routed to [`EXIT_IMPORT`], then adapted and validated.
+///
+/// Adapting validates the whole module and copies it several times, so its time and memory
+/// grow with the module (about 4 bytes of memory per byte of module): the compile step runs
+/// it, in the compile process, under the compile limits (`engine/compile`).
+pub(crate) fn adapt(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut proc_exit = None;
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        match payload? {
+            wasmparser::Payload::ImportSection(imports) => {
+                proc_exit = find_proc_exit(&imports);
+                break;
+            }
+            wasmparser::Payload::CodeSectionStart { .. } => break,
+            _ => {}
+        }
+    }
+    let routed;
     let module = match proc_exit {
-        Some(entry) => route_proc_exit(module, &entry).map_err(adapt_failed)?,
-        None => module.to_vec(),
+        Some(entry) => {
+            routed = route_proc_exit(module, &entry)?;
+            &routed
+        }
+        None => module,
     };
     wit_component::ComponentEncoder::default()
         .validate(true)
-        .module(&module)
+        .module(module)
         .and_then(|encoder| encoder.adapter(PREVIEW1, COMMAND_ADAPTER))
         .and_then(|encoder| encoder.encode())
-        .map_err(adapt_failed)
+        .map_err(|e| {
+            anyhow::anyhow!("cannot adapt the WASI preview-1 program into a component: {e:#}")
+        })
+}
+
+/// The compile-cache key of the preview-1 program `module`: the hash of the adapter and the
+/// module. The adaptation is deterministic, so the compiled component is the same whenever
+/// both are.
+pub(crate) fn cache_key(module: &[u8]) -> String {
+    let mut hasher = blake3::Hasher::new_derive_key("osiiso-host preview-1 program");
+    hasher.update(blake3::hash(COMMAND_ADAPTER).as_bytes());
+    hasher.update(module);
+    hasher.finalize().to_hex().to_string()
 }
 
 /// Where the `wasi_snapshot_preview1.proc_exit` import sits in the import section.
@@ -245,14 +285,14 @@ mod tests {
     fn modules_that_are_not_programs_are_refused() {
         let no_start = wat::parse_str("(module (func (export \"f\")))").unwrap();
         assert!(matches!(
-            componentize("lib.wasm", &no_start),
+            check("lib.wasm", &no_start),
             Err(LoadError::CoreModule { .. })
         ));
         let foreign = wat::parse_str(
             r#"(module (import "env" "f" (func)) (func (export "_start")) (memory (export "memory") 1))"#,
         )
         .unwrap();
-        let error = componentize("env.wasm", &foreign).unwrap_err();
+        let error = check("env.wasm", &foreign).unwrap_err();
         assert!(error.to_string().contains("`env.f`"), "{error}");
     }
 
@@ -266,7 +306,8 @@ mod tests {
                 (func (export "_start") (call $exit (i32.const 7))))"#,
         )
         .unwrap();
-        let component = componentize("exit.wasm", &module).unwrap();
+        check("exit.wasm", &module).unwrap();
+        let component = adapt(&module).unwrap();
         assert!(wasmparser::Parser::is_component(&component));
         let text = String::from_utf8_lossy(&component);
         assert!(

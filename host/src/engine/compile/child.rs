@@ -75,6 +75,7 @@ pub(super) fn compile(
     match (reply, status.success()) {
         (Ok(Reply::Artifact(artifact)), true) => Ok(artifact),
         (Ok(Reply::Invalid(message)), true) => Err(CompileError::Invalid(message)),
+        (Ok(Reply::Unadaptable(message)), true) => Err(CompileError::Unadaptable(message)),
         (Ok(Reply::Incompatible(message)), true) => Err(CompileError::Process(format!(
             "the compile process '{}' is another build of osiiso-host ({message}); point \
              OSIISO_HOST_BIN or HostBuilder::compiler at this build",

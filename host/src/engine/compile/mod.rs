@@ -6,7 +6,8 @@
 //! stop a compilation half-way, so by default it runs in a **compile process**: the host's
 //! own binary started with [`COMPILE_MARKER`], with no environment, no descriptors but its
 //! pipes, `RLIMIT_DATA` at the compile memory limit, `RLIMIT_CPU` as a backstop, and a
-//! wall-clock deadline after which the host kills it. It reads the component on stdin and
+//! wall-clock deadline after which the host kills it. It reads the component (or a WASI
+//! preview-1 program, which it adapts into one first) on stdin and
 //! answers with the serialized artifact, which the host writes to the compile cache (with
 //! the cache's MAC, as for any entry) and loads. A cache hit never starts one.
 //!
@@ -17,6 +18,7 @@ mod child;
 mod reply;
 mod serve;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,6 +28,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use self::serve::ServeArgs;
+use super::command::core_module;
 use super::config::CompileTier;
 
 /// The first argument that makes a binary serve as a compile process (see
@@ -120,6 +123,9 @@ pub(crate) struct CompileLimits {
 pub(crate) enum CompileError {
     /// It is not a valid component (the compiler's message).
     Invalid(String),
+    /// It is a WASI preview-1 program that cannot be adapted into a component (why): no
+    /// compiler would take it.
+    Unadaptable(String),
     /// Compiling took longer than the timeout.
     Timeout { limit: Duration },
     /// Compiling needed more memory than the limit.
@@ -212,8 +218,8 @@ impl CompileStep {
         }
     }
 
-    /// Compiles `wasm` (a component) for `engine`, returning the serialized artifact that
-    /// [`load`] turns into a component.
+    /// Compiles `wasm` (a component, or a WASI preview-1 program, which is adapted first) for
+    /// `engine`, returning the serialized artifact that [`load`] turns into a component.
     pub(crate) fn compile(&self, engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
         let _slot = self.slot.lock();
         match &self.place {
@@ -233,11 +239,25 @@ impl CompileStep {
                          or HostBuilder::compiler)"
                     );
                 }
+                let component = component_of(wasm).map_err(CompileError::Unadaptable)?;
                 engine
-                    .precompile_component(wasm)
+                    .precompile_component(&component)
                     .map_err(|e| CompileError::Invalid(format!("{e:#}")))
             }
         }
+    }
+}
+
+/// The component to compile: `wasm` itself, or, for a WASI preview-1 program (a core
+/// module), the component it is adapted into. Adapting costs time and memory that grow with
+/// the module, so it belongs to the compile step and its limits.
+fn component_of(wasm: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+    if wasmparser::Parser::is_core_wasm(wasm) {
+        core_module::adapt(wasm)
+            .map(Cow::Owned)
+            .map_err(|e| format!("{e:#}"))
+    } else {
+        Ok(Cow::Borrowed(wasm))
     }
 }
 

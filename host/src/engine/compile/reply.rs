@@ -18,6 +18,8 @@ pub(super) enum Reply {
     Artifact(Vec<u8>),
     /// The bytes are not a valid component (the compiler's message).
     Invalid(String),
+    /// The bytes are a core module that cannot be adapted into a component (why).
+    Unadaptable(String),
     /// The compile process is another build: its engine fingerprint is not the one asked for.
     Incompatible(String),
     /// The compile process could not do its job (bad arguments, no engine).
@@ -31,6 +33,7 @@ impl Reply {
             Self::Invalid(_) => 1,
             Self::Incompatible(_) => 2,
             Self::Failed(_) => 3,
+            Self::Unadaptable(_) => 4,
         }
     }
 
@@ -38,7 +41,10 @@ impl Reply {
     pub(super) fn write(&self, out: &mut impl Write) -> io::Result<()> {
         let payload = match self {
             Self::Artifact(bytes) => bytes.as_slice(),
-            Self::Invalid(text) | Self::Incompatible(text) | Self::Failed(text) => {
+            Self::Invalid(text)
+            | Self::Incompatible(text)
+            | Self::Failed(text)
+            | Self::Unadaptable(text) => {
                 let mut end = text.len().min(MAX_MESSAGE);
                 while !text.is_char_boundary(end) {
                     end -= 1;
@@ -94,6 +100,7 @@ impl Reply {
             1 => Self::Invalid(text()),
             2 => Self::Incompatible(text()),
             3 => Self::Failed(text()),
+            4 => Self::Unadaptable(text()),
             other => return Err(format!("its reply has an unknown kind {other}")),
         })
     }
@@ -127,6 +134,7 @@ mod tests {
             Reply::Invalid("bad section".into()),
             Reply::Incompatible("engine abc".into()),
             Reply::Failed("no engine".into()),
+            Reply::Unadaptable("not a program".into()),
         ] {
             assert_eq!(round_trip(&reply, 16).unwrap(), reply);
         }

@@ -95,6 +95,15 @@ fn compile(args: &ServeArgs) -> Reply {
         .take(args.max_input.saturating_add(1))
         .read_to_end(&mut wasm)
     {
+        if error.kind() == std::io::ErrorKind::OutOfMemory {
+            // What the parent reads as the compile memory limit (as an allocation that
+            // fails inside the compiler would say).
+            eprintln!(
+                "out of memory reading the component ({} bytes read)",
+                wasm.len()
+            );
+            std::process::exit(1);
+        }
         return Reply::Failed(format!("cannot read the component: {error}"));
     }
     if wasm.len() as u64 > args.max_input {
@@ -114,7 +123,11 @@ fn compile(args: &ServeArgs) -> Reply {
             args.fingerprint
         ));
     }
-    match engine.precompile_component(&wasm) {
+    let component = match super::component_of(&wasm) {
+        Ok(component) => component,
+        Err(message) => return Reply::Unadaptable(message),
+    };
+    match engine.precompile_component(&component) {
         Ok(artifact) => Reply::Artifact(artifact),
         Err(error) => Reply::Invalid(format!("{error:#}")),
     }
