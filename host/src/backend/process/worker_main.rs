@@ -47,6 +47,23 @@ const MAX_REMEMBERED_CANCELS: usize = 1024;
 /// The compiled plugins this worker has loaded, by content hash (whatever path named them).
 type Plugins = HashMap<String, Plugin>;
 
+/// Plugins a worker keeps loaded at most (as a NATS node does): a long-lived queue whose
+/// plugins change keeps a bounded set of compiled code in each worker. A plugin loaded again
+/// after it was dropped comes from the compile cache.
+const LOADED_PLUGINS: usize = 32;
+
+/// Keeps `plugin` loaded under `hash`, dropping another one first if the worker holds
+/// [`LOADED_PLUGINS`] already (its running attempts keep their code until they end).
+fn keep<P>(plugins: &mut HashMap<String, P>, hash: &str, plugin: P) {
+    if plugins.len() >= LOADED_PLUGINS
+        && !plugins.contains_key(hash)
+        && let Some(dropped) = plugins.keys().next().cloned()
+    {
+        plugins.remove(&dropped);
+    }
+    plugins.insert(hash.to_string(), plugin);
+}
+
 /// How a worker process is configured (from its command line).
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
@@ -600,7 +617,8 @@ fn initialize(
         let plugin = host
             .load(path)
             .map_err(|e| format!("cannot preload '{}': {e}", path.display()))?;
-        plugins.insert(plugin.hash().to_string(), plugin);
+        let hash = plugin.hash().to_string();
+        keep(plugins, &hash, plugin);
     }
     for (name, argument) in init.hooks() {
         hooks.call(name, argument)?;
@@ -621,7 +639,7 @@ fn run_one(
         Some(plugin) => plugin.clone(),
         None => match host.load(&request.plugin_path) {
             Ok(plugin) if plugin.hash() == spec.plugin_hash => {
-                plugins.insert(spec.plugin_hash.clone(), plugin.clone());
+                keep(plugins, &spec.plugin_hash, plugin.clone());
                 plugin
             }
             Ok(_) => {
@@ -654,6 +672,25 @@ fn run_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_keeps_a_bounded_set_of_plugins() {
+        let mut plugins = HashMap::new();
+        for i in 0..LOADED_PLUGINS * 3 {
+            keep(&mut plugins, &format!("hash-{i}"), i);
+            assert!(plugins.len() <= LOADED_PLUGINS);
+        }
+        assert_eq!(plugins.len(), LOADED_PLUGINS);
+        // The newest is always kept, and keeping a plugin again replaces nothing else.
+        assert_eq!(
+            plugins.get(&format!("hash-{}", LOADED_PLUGINS * 3 - 1)),
+            Some(&(LOADED_PLUGINS * 3 - 1))
+        );
+        let before: BTreeSet<String> = plugins.keys().cloned().collect();
+        let again = before.iter().next().unwrap().clone();
+        keep(&mut plugins, &again, 0);
+        assert_eq!(plugins.keys().cloned().collect::<BTreeSet<_>>(), before);
+    }
 
     #[test]
     fn worker_options_round_trip_with_the_compile_limits() {
