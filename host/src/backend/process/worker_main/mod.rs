@@ -10,39 +10,36 @@
 //! worker runs them in the order they came and answers each, its replies buffered and
 //! written in batches (before it waits, at most every millisecond, and at each epoch check).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, filter::LevelFilter};
 
 use super::init::{WorkerHooks, WorkerInit};
-use super::logs::{ForwardLayer, SharedWriter};
+use super::logs::ForwardLayer;
 use super::protocol::{
-    DoneReply, Frame, FrameReader, PROTOCOL_VERSION, Reply, Request, RunRequest, encode_frame_into,
-    write_frame, write_frame_buffered,
+    DoneReply, Frame, PROTOCOL_VERSION, Reply, Request, RunRequest, encode_frame_into, write_frame,
+    write_frame_buffered,
 };
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
-use crate::engine::{CompileTier, Host, Plugin, WarmPool};
-use crate::progress::{Progress, ProgressCell};
+use crate::engine::{Host, Plugin, WarmPool};
+use crate::progress::ProgressCell;
 
 use crate::failure::{FailureKind, TaskFailure};
+
+mod control;
+mod options;
+
+use self::control::{ControlChannel, progress_sender, protocol_channel, watch};
+pub use self::options::WorkerOptions;
 
 /// Idle warm instances a worker keeps (its host holds four instances at most).
 const WARM_INSTANCES: usize = 2;
 /// The longest a written reply waits in the buffer while the worker runs more attempts.
 const REPLY_BATCH_WAIT: Duration = Duration::from_millis(1);
-/// How often a running attempt's checks read the request pipe, at most.
-const CANCEL_READ_INTERVAL: Duration = Duration::from_millis(1);
-/// Cancellations of attempts not started yet that a worker remembers (the parent has a few
-/// in flight; anything past this is dropped, oldest first).
-const MAX_REMEMBERED_CANCELS: usize = 1024;
 
 /// The compiled plugins this worker has loaded, by content hash (whatever path named them).
 type Plugins = HashMap<String, Plugin>;
@@ -62,119 +59,6 @@ fn keep<P>(plugins: &mut HashMap<String, P>, hash: &str, plugin: P) {
         plugins.remove(&dropped);
     }
     plugins.insert(hash.to_string(), plugin);
-}
-
-/// How a worker process is configured (from its command line).
-#[derive(Debug, Clone, Default)]
-pub struct WorkerOptions {
-    /// The compile cache shared with the parent.
-    pub cache_dir: Option<PathBuf>,
-    /// Do not use the compile cache.
-    pub no_cache: bool,
-    /// OS address-space cap for this process (`RLIMIT_AS`), in bytes.
-    pub memory_limit: Option<u64>,
-    /// The most verbose `tracing` level to forward to the parent (none: forward nothing).
-    pub log_level: Option<Level>,
-    /// Load precompiled artifacts (the parent's host allows them).
-    pub allow_precompiled: bool,
-    /// The memory budget of this worker's live instances (its share of the parent's).
-    pub total_memory: Option<usize>,
-    /// Run guest code without fuel metering (the parent's host does not meter fuel).
-    pub no_fuel: bool,
-    /// How long compiling one plugin may take (the parent's compile timeout).
-    pub compile_timeout: Option<Duration>,
-    /// The memory compiling one plugin may use (the parent's compile memory limit).
-    pub compile_memory: Option<u64>,
-    /// The compiler of plugins (the parent's).
-    pub compile_tier: CompileTier,
-}
-
-impl WorkerOptions {
-    /// The arguments that reproduce these options after the worker subcommand or marker.
-    pub(crate) fn to_args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        if let Some(dir) = &self.cache_dir {
-            args.push("--cache-dir".into());
-            args.push(dir.display().to_string());
-        }
-        if self.no_cache {
-            args.push("--no-cache".into());
-        }
-        if let Some(limit) = self.memory_limit {
-            args.push("--memory-limit".into());
-            args.push(limit.to_string());
-        }
-        if let Some(level) = self.log_level {
-            args.push("--log-level".into());
-            args.push(level.to_string());
-        }
-        if self.allow_precompiled {
-            args.push("--allow-precompiled".into());
-        }
-        if let Some(total) = self.total_memory {
-            args.push("--total-memory".into());
-            args.push(total.to_string());
-        }
-        if self.no_fuel {
-            args.push("--no-fuel".into());
-        }
-        if let Some(timeout) = self.compile_timeout {
-            args.push("--compile-timeout-ms".into());
-            args.push(timeout.as_millis().min(u64::MAX.into()).to_string());
-        }
-        if let Some(memory) = self.compile_memory {
-            args.push("--compile-memory".into());
-            args.push(memory.to_string());
-        }
-        if self.compile_tier != CompileTier::default() {
-            args.push("--compile-tier".into());
-            args.push(self.compile_tier.name().into());
-        }
-        args
-    }
-
-    /// Parses the worker arguments the parent passes after the worker subcommand or marker.
-    pub fn from_args(args: &[String]) -> Result<Self, String> {
-        let mut options = Self::default();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            match arg.as_str() {
-                "--cache-dir" => options.cache_dir = it.next().map(PathBuf::from),
-                "--no-cache" => options.no_cache = true,
-                "--memory-limit" => {
-                    let value = it.next().ok_or("--memory-limit needs a value")?;
-                    options.memory_limit = Some(value.parse().map_err(|_| "bad --memory-limit")?);
-                }
-                "--log-level" => {
-                    let value = it.next().ok_or("--log-level needs a value")?;
-                    options.log_level = Some(value.parse().map_err(|_| "bad --log-level")?);
-                }
-                "--allow-precompiled" => options.allow_precompiled = true,
-                "--no-fuel" => options.no_fuel = true,
-                "--compile-tier" => {
-                    let value = it.next().ok_or("--compile-tier needs a value")?;
-                    options.compile_tier =
-                        CompileTier::from_name(value).ok_or("bad --compile-tier")?;
-                }
-                "--total-memory" => {
-                    let value = it.next().ok_or("--total-memory needs a value")?;
-                    options.total_memory = Some(value.parse().map_err(|_| "bad --total-memory")?);
-                }
-                "--compile-timeout-ms" => {
-                    let value = it.next().ok_or("--compile-timeout-ms needs a value")?;
-                    let millis = value.parse().map_err(|_| "bad --compile-timeout-ms")?;
-                    options.compile_timeout = Some(Duration::from_millis(millis));
-                }
-                "--compile-memory" => {
-                    let value = it.next().ok_or("--compile-memory needs a value")?;
-                    options.compile_memory =
-                        Some(value.parse().map_err(|_| "bad --compile-memory")?);
-                }
-                other => return Err(format!("unknown worker argument '{other}'")),
-            }
-        }
-        Ok(options)
-    }
 }
 
 /// The marker argument an embedding binary recognises to act as a worker
@@ -291,14 +175,7 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         return 3;
     }
 
-    let channel = Arc::new(Mutex::new(ControlChannel {
-        requests,
-        pending: VecDeque::new(),
-        cancels: BTreeSet::new(),
-        started: 0,
-        last_read: None,
-        closing: false,
-    }));
+    let channel = Arc::new(Mutex::new(ControlChannel::new(requests)));
     let mut plugins = Plugins::new();
     // Instances kept warm between attempts, for plugins whose limits ask for reuse.
     let warm = WarmPool::new(WARM_INSTANCES);
@@ -364,7 +241,11 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
                         return 3;
                     }
                 }
-                if channel.lock().unwrap_or_else(|e| e.into_inner()).closing {
+                if channel
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_closing()
+                {
                     return if flush() { 0 } else { 3 };
                 }
             }
@@ -402,183 +283,6 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
             }
         }
     }
-}
-
-/// Takes over the protocol channel: the original stdin for requests and stdout for replies,
-/// kept on close-on-exec descriptors; fd 0 then reads /dev/null and fd 1 goes to stderr, so
-/// stray prints and child processes cannot touch the stream.
-fn protocol_channel() -> Result<(FrameReader, SharedWriter), String> {
-    // SAFETY: plain libc calls on this process's own descriptors and attributes.
-    let (input, output) = unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        let input = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
-        let output = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
-        // Nothing this process starts (a hook's helper, say) may read requests or write
-        // frames: fd 0 becomes /dev/null and fd 1 stderr.
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if input < 0 || output < 0 || null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(2, 1) < 0 {
-            return Err("cannot set up the protocol channel".into());
-        }
-        libc::close(null);
-        // SAFETY: both are fresh descriptors owned by nothing else.
-        (OwnedFd::from_raw_fd(input), OwnedFd::from_raw_fd(output))
-    };
-    let requests = FrameReader::new(input).map_err(|e| format!("cannot read requests: {e}"))?;
-    let out = Arc::new(Mutex::new(BufWriter::new(File::from(output))));
-    Ok((requests, out))
-}
-
-/// The request stream, read between attempts by the main loop and during an attempt by the
-/// epoch check.
-struct ControlChannel {
-    requests: FrameReader,
-    /// Frames read during an attempt that are not for it, in order.
-    pending: VecDeque<Frame<Request>>,
-    /// Attempts the parent asked to cancel: the running one, or ones not started yet.
-    cancels: BTreeSet<u64>,
-    /// The id of the last attempt started (ids grow in the order the parent sends them).
-    started: u64,
-    /// When a running attempt's check last read the pipe.
-    last_read: Option<Instant>,
-    /// The parent asked the worker to stop, or went away.
-    closing: bool,
-}
-
-impl ControlChannel {
-    /// Whether a request can be had without waiting: one already read, or one in the pipe
-    /// now (read without waiting, and kept for [`next`](Self::next)).
-    fn has_request(&mut self) -> bool {
-        if !self.pending.is_empty() || self.requests.has_frame() {
-            return true;
-        }
-        self.last_read = Some(Instant::now());
-        match self.requests.next::<Request>(Some(Duration::ZERO)) {
-            Ok(Some(frame)) => {
-                self.pending.push_back(frame);
-                true
-            }
-            Ok(None) => false,
-            // `next` reports it again.
-            Err(_) => true,
-        }
-    }
-
-    /// The next request, waiting for it.
-    fn next(&mut self) -> std::io::Result<Frame<Request>> {
-        if let Some(frame) = self.pending.pop_front() {
-            return Ok(frame);
-        }
-        loop {
-            let frame = self.requests.next(None)?;
-            // It read the pipe (unless the frame was buffered, read no longer ago).
-            self.last_read = Some(Instant::now());
-            if let Some(frame) = frame {
-                return Ok(frame);
-            }
-        }
-    }
-
-    /// Attempt `id` starts; true if it was cancelled before it did (it is answered
-    /// `Cancelled` without running).
-    fn start(&mut self, id: u64) -> bool {
-        self.started = id;
-        // Cancellations of attempts that have ended are stale.
-        self.cancels = self.cancels.split_off(&id);
-        self.cancels.remove(&id)
-    }
-
-    /// Notes a cancellation of the running attempt or of one not started yet.
-    fn remember_cancel(&mut self, id: u64) {
-        if id < self.started {
-            return;
-        }
-        self.cancels.insert(id);
-        if self.cancels.len() > MAX_REMEMBERED_CANCELS {
-            self.cancels.pop_first();
-        }
-    }
-
-    /// Takes the requests already read, and reads what has arrived without waiting (the
-    /// pipe at most once per [`CANCEL_READ_INTERVAL`], counting the main loop's reads: a
-    /// short attempt costs no read of its own); true if `attempt_id` is to stop.
-    fn poll_cancel(&mut self, attempt_id: u64) -> bool {
-        let now = Instant::now();
-        let read = self
-            .last_read
-            .is_none_or(|last| now.duration_since(last) >= CANCEL_READ_INTERVAL);
-        if read {
-            self.last_read = Some(now);
-        }
-        while !self.closing {
-            if !read && !self.requests.has_frame() {
-                return self.cancels.contains(&attempt_id);
-            }
-            match self.requests.next::<Request>(Some(Duration::ZERO)) {
-                Ok(None) => return self.cancels.contains(&attempt_id),
-                Ok(Some(Frame::Message(Request::Cancel { attempt_id: id }))) => {
-                    self.remember_cancel(id);
-                }
-                Ok(Some(frame @ (Frame::Message(Request::Stop) | Frame::Eof))) => {
-                    self.closing = true;
-                    self.pending.push_back(frame);
-                }
-                Ok(Some(frame)) => self.pending.push_back(frame),
-                Err(error) => {
-                    tracing::error!("protocol error: {error}");
-                    self.closing = true;
-                }
-            }
-        }
-        true
-    }
-}
-
-/// The control of one attempt: its deadline, and a watch that, whenever the engine checks,
-/// reads cancellations from the channel and sends the replies waiting in the buffer.
-fn watch(
-    channel: &Arc<Mutex<ControlChannel>>,
-    out: &SharedWriter,
-    request: &RunRequest,
-) -> Arc<AttemptControl> {
-    let attempt_id = request.attempt_id;
-    let (channel, out) = (channel.clone(), out.clone());
-    let (timeout, left) = request.spec.clock();
-    AttemptControl::watched(
-        timeout,
-        left,
-        Box::new(move || {
-            // The replies of the attempts before this one wait at most one check.
-            if let Ok(mut out) = out.try_lock()
-                && !out.buffer().is_empty()
-            {
-                let _ = out.flush();
-            }
-            // Checks from another thread (an HTTP watcher) skip a read already in progress.
-            channel
-                .try_lock()
-                .is_ok_and(|mut channel| channel.poll_cancel(attempt_id))
-        }),
-    )
-}
-
-/// Where the guest's progress goes: a `Progress` frame to the parent, coalesced to at most
-/// one per `PROGRESS_INTERVAL` however often the guest reports.
-fn progress_sender(out: &SharedWriter, attempt_id: u64, cell: &Arc<ProgressCell>) -> ProgressFn {
-    let (out, cell) = (out.clone(), cell.clone());
-    Arc::new(move |done, total| {
-        if cell.report(Progress::new(done, total), true) {
-            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = write_frame(
-                &mut *out,
-                &Reply::Progress {
-                    attempt_id,
-                    done,
-                    total,
-                },
-            );
-        }
-    })
 }
 
 /// The reply to an attempt, encoded into `frame`; when its value or captured output would
@@ -671,6 +375,8 @@ fn run_one(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -690,36 +396,5 @@ mod tests {
         let again = before.iter().next().unwrap().clone();
         keep(&mut plugins, &again, 0);
         assert_eq!(plugins.keys().cloned().collect::<BTreeSet<_>>(), before);
-    }
-
-    #[test]
-    fn worker_options_round_trip_with_the_compile_limits() {
-        let options = WorkerOptions {
-            cache_dir: Some("/tmp/cache".into()),
-            memory_limit: Some(512 << 20),
-            total_memory: Some(1 << 30),
-            compile_timeout: Some(Duration::from_millis(2500)),
-            compile_memory: Some(64 << 20),
-            no_fuel: true,
-            compile_tier: CompileTier::Baseline,
-            ..WorkerOptions::default()
-        };
-        let parsed = WorkerOptions::from_args(&options.to_args()).unwrap();
-        assert!(parsed.no_fuel);
-        assert_eq!(parsed.compile_tier, CompileTier::Baseline);
-        assert_eq!(
-            WorkerOptions::from_args(&[]).unwrap().compile_tier,
-            CompileTier::Tiered
-        );
-        assert!(!WorkerOptions::from_args(&[]).unwrap().no_fuel);
-        assert_eq!(parsed.compile_timeout, options.compile_timeout);
-        assert_eq!(parsed.compile_memory, options.compile_memory);
-        assert_eq!(parsed.memory_limit, options.memory_limit);
-        // A timeout too long for milliseconds still starts the worker.
-        let forever = WorkerOptions {
-            compile_timeout: Some(Duration::MAX),
-            ..WorkerOptions::default()
-        };
-        assert!(WorkerOptions::from_args(&forever.to_args()).is_ok());
     }
 }
