@@ -476,7 +476,7 @@ impl Plugin {
             };
             let installed = match compiled {
                 Ok((component, _)) => inner.code_like(optimized, component),
-                Err(error) => Err(super::compile_failure(error, &inner.name).to_string()),
+                Err(error) => Err(super::load::compile_failure(error, &inner.name).to_string()),
             };
             let shown = crate::text::for_display(&inner.name, 256);
             match installed {
