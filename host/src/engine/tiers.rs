@@ -4,7 +4,7 @@
 //!
 //! A host of one tier has one [`TierEngine`]. A tiered host has two: Winch's, which a
 //! never-seen plugin starts on, and Cranelift's, which it moves to once its optimised code is
-//! compiled (`engine/plugin.rs`, `Plugin::optimize_in_background`). The two engines share the
+//! compiled (`engine/plugin/optimize.rs`, `Plugin::optimize_in_background`). The two engines share the
 //! epoch ticker, the instance permits and the memory budget, so every limit counts instances
 //! of both tiers together.
 

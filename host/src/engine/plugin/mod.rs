@@ -1,12 +1,12 @@
 //! Plugins: a compiled component, its pre-linked instance, and its task list: the tasks an
-//! SDK plugin lists through `osiiso:task/tasks`, or else the component's own exports (typed
-//! functions and a WASI program's `run`).
+//! SDK plugin lists through `osiiso:task/tasks` (`list.rs`), or else the component's own
+//! exports (typed functions and a WASI program's `run`). On a tiered host a plugin moves to
+//! its optimised code once it is compiled in the background (`optimize.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use arc_swap::ArcSwap;
 
@@ -15,23 +15,16 @@ use wasmtime::component::{Component, ComponentExportIndex};
 use super::cache::CacheOutcome;
 use super::code::Code;
 use super::config::CompileTier;
-use super::contract::{ListFn, TASKS_EXPORT};
+use super::contract::TASKS_EXPORT;
 use super::error::LoadError;
 use super::http::HttpGrant;
-use super::store::AttemptStore;
-use super::task::{Entry, Task, TaskInfo, TaskKind};
+use super::task::{Entry, Task, TaskInfo};
 use super::tiers::{Compiled, TierEngine};
 use super::typed;
 use super::{Host, Limits, Sandbox};
-use crate::attempt::AttemptControl;
-use crate::failure::{FailureKind, TaskFailure};
 
-/// How long a plugin may take to instantiate and answer `list` at load time.
-const LIST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most the host copies out of a plugin's `list`, all tasks together: their names,
-/// descriptions and input schemas, and about a hundred bytes a task. Strings in the guest's
-/// memory can alias each other, so the guest's memory cap does not bound the copy.
-const MAX_LIST_BYTES: usize = 4 << 20;
+mod list;
+mod optimize;
 
 struct PluginInner {
     host: Host,
@@ -206,82 +199,6 @@ impl Plugin {
         Ok(plugin)
     }
 
-    /// Calls `list` on a throwaway instance, under a deadline and the plugin's limits (the
-    /// caller's fuel and memory caps apply already at load time), copying at most
-    /// [`MAX_LIST_BYTES`] out of it.
-    fn read_task_list(
-        &self,
-        list_index: &ComponentExportIndex,
-    ) -> Result<Vec<TaskInfo>, TaskFailure> {
-        let control = AttemptControl::new(Some(LIST_TIMEOUT));
-        // The caller's memory caps hold from the start; the fuel budget is the tasks', and
-        // `list` is bounded by its deadline instead.
-        let limits = Limits {
-            fuel: None,
-            ..self.limits().clone()
-        };
-        let mut store = AttemptStore::new(self, &limits, &control, false, None)?;
-        let store_code = store.code.clone();
-        let store = &mut store.store;
-        // Every string and list lifted out of the guest spends this allowance (wasmtime's
-        // "hostcall fuel"), once for the whole result.
-        store.set_hostcall_fuel(MAX_LIST_BYTES);
-        let fail = |e: wasmtime::Error| {
-            let message = format!("{e:#}");
-            let message = if message.contains("fuel allocated for hostcalls") {
-                format!(
-                    "`list` returned more than {} of task names, descriptions and input \
-                     schemas (all tasks together)",
-                    crate::units::format_size(MAX_LIST_BYTES)
-                )
-            } else {
-                format!("calling `list` failed: {message}")
-            };
-            TaskFailure::new(FailureKind::PluginLoad, message)
-        };
-        let instance = store_code
-            .instance_pre()
-            .instantiate(&mut *store)
-            .map_err(fail)?;
-        let list: ListFn = instance
-            .get_typed_func(&mut *store, list_index)
-            .map_err(|e| {
-                TaskFailure::new(
-                    FailureKind::PluginLoad,
-                    format!("`list` has the wrong type: {e:#}"),
-                )
-            })?;
-        let (infos,) = list.call(&mut *store, ()).map_err(fail)?;
-        infos
-            .into_iter()
-            .map(|info| {
-                let input_schema = match info.input_schema {
-                    Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
-                        TaskFailure::new(
-                            FailureKind::PluginLoad,
-                            format!(
-                                "task '{}' has an input schema that is not JSON: {e}",
-                                info.name
-                            ),
-                        )
-                    })?),
-                    None => None,
-                };
-                Ok(TaskInfo {
-                    name: info.name,
-                    description: info.description,
-                    input_schema,
-                    retries: info.retries,
-                    timeout: info.timeout_ms.map(Duration::from_millis),
-                    kind: TaskKind::Sdk,
-                    signature: None,
-                    not_runnable: None,
-                    aliases: Vec::new(),
-                })
-            })
-            .collect()
-    }
-
     /// The plugin's name (its file stem).
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -432,110 +349,6 @@ impl Plugin {
     /// first attempt on, is in use.
     pub fn compile_tier(&self) -> CompileTier {
         self.code().tier()
-    }
-
-    /// Has `optimized` compile the plugin's code in the background once the plugin runs its
-    /// first attempt ([`start_optimizing`](Self::start_optimizing)).
-    pub(crate) fn optimize_later(&self, optimized: Arc<TierEngine>, wasm: Vec<u8>) {
-        *self.inner.to_optimize.lock() = Some((optimized, wasm));
-        self.inner.optimize_pending.store(true, Ordering::Release);
-    }
-
-    /// Called as an attempt starts: the first time, queues the plugin's background
-    /// compilation, if one is planned.
-    pub(crate) fn start_optimizing(&self) {
-        if self.inner.optimize_pending.load(Ordering::Relaxed)
-            && self.inner.optimize_pending.swap(false, Ordering::AcqRel)
-        {
-            self.optimize_in_background();
-        }
-    }
-
-    /// Compiles the plugin's optimised code on the host's background thread, then installs
-    /// it: attempts that start after that run it. A plugin dropped before its turn is not
-    /// compiled; a compilation that fails leaves the plugin on its code, with a warning, and
-    /// the host does not try that plugin again.
-    fn optimize_in_background(&self) {
-        let plugin = Arc::downgrade(&self.inner);
-        let key = self.inner.cache_key.clone();
-        self.host().background().run(Box::new(move || {
-            let Some((optimized, wasm)) = plugin
-                .upgrade()
-                .and_then(|inner| inner.to_optimize.lock().take())
-            else {
-                return;
-            };
-            let began = std::time::Instant::now();
-            let compiled =
-                optimized
-                    .cache
-                    .load_or_compile(&optimized.engine, &optimized.compile, &key, &wasm);
-            drop(wasm);
-            let Some(inner) = plugin.upgrade() else {
-                return;
-            };
-            let installed = match compiled {
-                Ok((component, _)) => inner.code_like(optimized, component),
-                Err(error) => Err(super::load::compile_failure(error, &inner.name).to_string()),
-            };
-            let shown = crate::text::for_display(&inner.name, 256);
-            match installed {
-                Ok(code) => {
-                    // Counted first: whoever sees the new code sees the count too.
-                    inner.host.optimizations().done();
-                    inner.code.store(Arc::new(code));
-                    tracing::info!(
-                        plugin = %shown,
-                        seconds = began.elapsed().as_secs_f64(),
-                        "optimised code in use (compiled in the background)"
-                    );
-                }
-                Err(message) => {
-                    inner.host.optimizations().failed(&key);
-                    tracing::warn!(
-                        plugin = %shown,
-                        "keeping the baseline code: the optimised compilation failed: {message}"
-                    );
-                }
-            }
-        }));
-    }
-}
-
-impl PluginInner {
-    /// Code of `component` (this plugin compiled by `tier`), with its tasks where the
-    /// plugin's list has them.
-    fn code_like(&self, tier: Arc<TierEngine>, component: Component) -> Result<Code, String> {
-        let invoke = match sdk_exports(&component) {
-            Some(Ok((invoke, _))) => Some(invoke),
-            Some(Err(message)) => return Err(message.into()),
-            None => None,
-        };
-        let first = self.code.load();
-        let exports: Vec<Option<ComponentExportIndex>> = if first.exports().is_empty() {
-            Vec::new()
-        } else {
-            let found = typed::discover(&component, &tier.engine);
-            self.tasks
-                .iter()
-                .map(|task| {
-                    found
-                        .iter()
-                        .find(|f| f.info.name == task.name)
-                        .and_then(|f| f.export)
-                })
-                .collect()
-        };
-        let same_shape = invoke.is_some() == first.has_invoke()
-            && exports.len() == first.exports().len()
-            && exports
-                .iter()
-                .zip(first.exports().iter())
-                .all(|(new, old)| new.is_some() == old.is_some());
-        if !same_shape {
-            return Err("its exports differ from the first compilation's".into());
-        }
-        Code::new(tier, component, invoke, exports).map_err(|e| format!("{e:#}"))
     }
 }
 
