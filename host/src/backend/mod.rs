@@ -13,6 +13,7 @@ use crate::engine::AttemptRequest;
 use crate::queue::backend::Attempt;
 
 mod asynchronous;
+mod loaded;
 #[cfg(feature = "nats")]
 mod nats;
 mod process;

@@ -83,7 +83,8 @@ impl Host {
             .unwrap_or_else(|| name.to_string());
         let began = std::time::Instant::now();
         let hash = blake3::hash(bytes).to_hex().to_string();
-        // The compile cache keeps compiled code under the hash of the bytes compiled.
+        // The compile cache keeps compiled code under the hash of the bytes compiled (of a
+        // preview-1 program: of the module and its adaptation, below).
         let mut cache_key = hash.clone();
         let compiled = if cache::is_precompiled(bytes) {
             if !self.inner.allow_precompiled {

@@ -416,9 +416,9 @@ fn a_compile_process_that_misbehaves_fails_the_load_cleanly() {
 }
 
 /// A WASI preview-1 program is adapted into a component where it is compiled, under the
-/// compile limits: the compile process receives the module itself, and a module whose
-/// adaptation needs more than the compile memory fails naming that limit (the host adapted
-/// it itself before, about 4 bytes of memory per byte of module, bounded by nothing).
+/// compile limits: the compile process receives the module itself (the host adapted it
+/// itself before, about 4 bytes of memory per byte of module, bounded by nothing), and a
+/// module whose adaptation needs more than the compile memory fails naming that limit.
 #[test]
 fn a_preview1_program_is_adapted_inside_the_compile_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -474,7 +474,8 @@ fn a_preview1_program_is_adapted_inside_the_compile_process() {
     assert_eq!(std::fs::read_to_string(&calls).unwrap(), "call\n");
 
     // A program of a million functions with 24-byte bodies (25 MB): valid, and adapting it
-    // needs several times the 64 MiB compile memory.
+    // needs several times the 64 MiB compile memory, so the compile process stops in the
+    // adaptation (a copy of the module fails to allocate) and the load names the limit.
     let mut module = b"\0asm\x01\0\0\0".to_vec();
     module.extend(section(1, b"\x01\x60\x00\x00"));
     let n = 1_000_000;

@@ -53,22 +53,38 @@ pub(crate) fn add_exit_to_linker(linker: &mut Linker<AttemptState>) -> wasmtime:
     )
 }
 
+/// The most sections [`check`] reads before a module's exports end (a program has a dozen).
+const MAX_LEADING_SECTIONS: usize = 1_000;
+/// The most imports or exports a module may declare (wasmparser's validation limits).
+const MAX_ITEMS: u32 = 1_000_000;
+
 /// Why `module` (a core module) is not a preview-1 program, if it is not: it must export
 /// `_start` and import only from `wasi_snapshot_preview1`. `plugin` names it in errors.
 ///
-/// This reads only the import and export sections, in one pass, so the host runs it on
-/// untrusted bytes itself; the adaptation ([`adapt`]) runs where compiling does, under the
-/// compile limits.
+/// The host runs this on untrusted bytes itself, so it is bounded: it reads section headers
+/// up to the export section and no further, at most [`MAX_LEADING_SECTIONS`] of them, and
+/// imports and exports up to the validator's limits (a few milliseconds of work at most).
+/// The adaptation ([`adapt`]), which validates and copies the whole module, runs where
+/// compiling does, under the compile limits.
 pub(crate) fn check(plugin: &str, module: &[u8]) -> Result<(), LoadError> {
-    let invalid = |error: wasmparser::BinaryReaderError| LoadError::Compile {
+    let refuse = |message: String| LoadError::Compile {
         plugin: plugin.to_string(),
-        message: format!("invalid core module: {error}"),
+        message: format!("invalid core module: {message}"),
     };
+    let invalid = |error: wasmparser::BinaryReaderError| refuse(error.to_string());
     let mut has_start = false;
     let mut foreign = Vec::new();
-    for payload in wasmparser::Parser::new(0).parse_all(module) {
+    for (read, payload) in wasmparser::Parser::new(0).parse_all(module).enumerate() {
+        if read > MAX_LEADING_SECTIONS {
+            return Err(refuse(format!(
+                "more than {MAX_LEADING_SECTIONS} sections before its exports end"
+            )));
+        }
         match payload.map_err(invalid)? {
             wasmparser::Payload::ImportSection(imports) => {
+                if imports.count() > MAX_ITEMS {
+                    return Err(refuse(format!("more than {MAX_ITEMS} imports")));
+                }
                 for import in imports.into_imports() {
                     let import = import.map_err(invalid)?;
                     if import.module != PREVIEW1 && foreign.len() < 10 {
@@ -80,14 +96,23 @@ pub(crate) fn check(plugin: &str, module: &[u8]) -> Result<(), LoadError> {
                 }
             }
             wasmparser::Payload::ExportSection(exports) => {
+                if exports.count() > MAX_ITEMS {
+                    return Err(refuse(format!("more than {MAX_ITEMS} exports")));
+                }
                 for export in exports {
                     let export = export.map_err(invalid)?;
                     has_start |=
                         export.name == START && export.kind == wasmparser::ExternalKind::Func;
                 }
+                // Imports and exports come before every other section that follows: the
+                // rest (code and data) is for the adaptation to validate.
+                break;
             }
-            // Function bodies are validated by the adaptation, not here.
-            wasmparser::Payload::CodeSectionStart { .. } => break,
+            wasmparser::Payload::StartSection { .. }
+            | wasmparser::Payload::ElementSection(_)
+            | wasmparser::Payload::DataCountSection { .. }
+            | wasmparser::Payload::CodeSectionStart { .. }
+            | wasmparser::Payload::DataSection(_) => break,
             _ => {}
         }
     }
@@ -141,11 +166,17 @@ pub(crate) fn adapt(module: &[u8]) -> anyhow::Result<Vec<u8>> {
         })
 }
 
-/// The compile-cache key of the preview-1 program `module`: the hash of the adapter and the
-/// module. The adaptation is deterministic, so the compiled component is the same whenever
-/// both are.
+/// What the adaptation is, besides the adapter's bytes: the proc_exit routing above and the
+/// component encoder (`wit-component`). Change the number when either changes what a module
+/// becomes; every entry of an adapted program is then compiled again.
+const ADAPTATION: &str = "osiiso-host preview-1 program, adaptation 1, wit-component 0.258";
+
+/// The compile-cache key of the preview-1 program `module`: the hash of the module, of the
+/// adapter and of [`ADAPTATION`]. The adaptation is deterministic, so the compiled component
+/// is the same whenever all three are (and the cache entry's engine fingerprint names the
+/// osiiso-host version).
 pub(crate) fn cache_key(module: &[u8]) -> String {
-    let mut hasher = blake3::Hasher::new_derive_key("osiiso-host preview-1 program");
+    let mut hasher = blake3::Hasher::new_derive_key(ADAPTATION);
     hasher.update(blake3::hash(COMMAND_ADAPTER).as_bytes());
     hasher.update(module);
     hasher.finalize().to_hex().to_string()
@@ -294,6 +325,29 @@ mod tests {
         .unwrap();
         let error = check("env.wasm", &foreign).unwrap_err();
         assert!(error.to_string().contains("`env.f`"), "{error}");
+    }
+
+    #[test]
+    fn check_reads_no_further_than_the_exports() {
+        let program = wat::parse_str(
+            r#"(module (import "wasi_snapshot_preview1" "sched_yield" (func (result i32)))
+                (memory (export "memory") 1) (func (export "_start")))"#,
+        )
+        .unwrap();
+        check("program.wasm", &program).unwrap();
+        // Anything after the export section is the compile process's to validate.
+        let mut trailing = program.clone();
+        trailing.extend_from_slice(&[10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0xde, 0xad]);
+        check("program.wasm", &trailing).unwrap();
+        assert!(adapt(&trailing).is_err());
+        // A flood of sections before the exports is refused, not read to its end.
+        let mut flood = b"\0asm\x01\0\0\0".to_vec();
+        for _ in 0..=MAX_LEADING_SECTIONS {
+            flood.extend_from_slice(&[0, 1, 0]);
+        }
+        flood.extend_from_slice(&program[8..]);
+        let error = check("flood.wasm", &flood).unwrap_err().to_string();
+        assert!(error.contains("sections before its exports"), "{error}");
     }
 
     #[test]

@@ -32,7 +32,12 @@ pub(super) fn compile(
     let deadline = started
         .checked_add(limits.timeout)
         .unwrap_or_else(|| started + Duration::from_secs(1 << 32));
-    let mut child = CompileProcess::spawn(program, args, limits, threads_per_core)?;
+    // The compile process reads exactly this much, reserved at once.
+    let args = ServeArgs {
+        max_input: (wasm.len() as u64).min(args.max_input),
+        ..args.clone()
+    };
+    let mut child = CompileProcess::spawn(program, &args, limits, threads_per_core)?;
     let stdin = child.0.stdin.take().expect("piped");
     let mut stdout = child.0.stdout.take().expect("piped");
     let mut stderr = child.0.stderr.take().expect("piped");

@@ -10,7 +10,7 @@ use crate::engine::config::CompileTier;
 use crate::engine::{cache, config};
 
 /// What the parent asks for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ServeArgs {
     /// The cache fingerprint the parent's engine has; another one means another build.
     pub(super) fingerprint: String,
@@ -20,7 +20,9 @@ pub(super) struct ServeArgs {
     pub(super) fuel: bool,
     /// The parent's compiler.
     pub(super) tier: CompileTier,
-    /// The most bytes read on stdin.
+    /// The most bytes read on stdin: for one compilation, the size of its input, which the
+    /// compile process reserves at once (a buffer grown while reading would need up to twice
+    /// as much memory).
     pub(super) max_input: u64,
 }
 
@@ -90,25 +92,31 @@ pub(crate) fn serve(args: &[String]) -> i32 {
 
 fn compile(args: &ServeArgs) -> Reply {
     let mut wasm = Vec::new();
-    if let Err(error) = std::io::stdin()
-        .lock()
-        .take(args.max_input.saturating_add(1))
-        .read_to_end(&mut wasm)
-    {
+    let out_of_memory = || std::io::Error::from(std::io::ErrorKind::OutOfMemory);
+    let read = usize::try_from(args.max_input)
+        .map_err(|_| out_of_memory())
+        .and_then(|len| wasm.try_reserve_exact(len).map_err(|_| out_of_memory()))
+        .and_then(|()| {
+            std::io::stdin()
+                .lock()
+                .take(args.max_input.saturating_add(1))
+                .read_to_end(&mut wasm)
+        });
+    if let Err(error) = read {
         if error.kind() == std::io::ErrorKind::OutOfMemory {
             // What the parent reads as the compile memory limit (as an allocation that
             // fails inside the compiler would say).
             eprintln!(
-                "out of memory reading the component ({} bytes read)",
-                wasm.len()
+                "out of memory reading the plugin ({} bytes)",
+                args.max_input
             );
             std::process::exit(1);
         }
-        return Reply::Failed(format!("cannot read the component: {error}"));
+        return Reply::Failed(format!("cannot read the plugin: {error}"));
     }
     if wasm.len() as u64 > args.max_input {
         return Reply::Failed(format!(
-            "the component is larger than {} bytes",
+            "the plugin is larger than the {} bytes announced",
             args.max_input
         ));
     }

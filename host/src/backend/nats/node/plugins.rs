@@ -15,10 +15,11 @@ use parking_lot::Mutex;
 use super::super::layout::{self, MAX_PLUGIN_BYTES};
 use super::super::message::CachedPlugin;
 use super::super::payload::{ObjectError, read_object};
+use crate::backend::loaded::LoadedPlugins;
 use crate::engine::{Host, Plugin};
 use crate::failure::{FailureKind, TaskFailure};
 
-/// Plugins kept loaded in memory at most.
+/// Plugins kept loaded in memory at most (the least recently used is dropped first).
 const LOADED: usize = 32;
 /// Verified components kept on disk at most.
 const KEPT: usize = 64;
@@ -46,7 +47,7 @@ pub(crate) struct NodePlugins {
     /// Verified components, `blake3-<hex>.wasm`, when the node has a cache directory.
     dir: Option<PathBuf>,
     /// Loaded plugins by hash, with the name they first came with.
-    loaded: Mutex<HashMap<String, (String, Plugin)>>,
+    loaded: Mutex<LoadedPlugins<(String, Plugin)>>,
     /// Plugins whose load failed, with when and why.
     failed: Mutex<HashMap<String, (std::time::Instant, TaskFailure)>>,
     /// One fetch per plugin at a time.
@@ -77,7 +78,7 @@ impl NodePlugins {
             host,
             store,
             dir,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(LoadedPlugins::new(LOADED)),
             failed: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
             found: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -199,13 +200,7 @@ impl NodePlugins {
                 )));
             }
         };
-        let mut loaded = self.loaded.lock();
-        if loaded.len() >= LOADED
-            && let Some(evicted) = loaded.keys().next().cloned()
-        {
-            loaded.remove(&evicted);
-        }
-        loaded.insert(hash.to_string(), (name, plugin.clone()));
+        self.loaded.lock().insert(hash, (name, plugin.clone()));
         Ok(plugin)
     }
 

@@ -10,7 +10,6 @@
 //! worker runs them in the order they came and answers each, its replies buffered and
 //! written in batches (before it waits, at most every millisecond, and at each epoch check).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use super::protocol::{
     write_frame_buffered,
 };
 use crate::attempt::{AttemptControl, AttemptOutcome, AttemptReport, ProgressFn};
+use crate::backend::loaded::LoadedPlugins;
 use crate::engine::{Host, Plugin, WarmPool};
 use crate::progress::ProgressCell;
 
@@ -42,24 +42,11 @@ const WARM_INSTANCES: usize = 2;
 const REPLY_BATCH_WAIT: Duration = Duration::from_millis(1);
 
 /// The compiled plugins this worker has loaded, by content hash (whatever path named them).
-type Plugins = HashMap<String, Plugin>;
+type Plugins = LoadedPlugins<Plugin>;
 
 /// Plugins a worker keeps loaded at most (as a NATS node does): a long-lived queue whose
-/// plugins change keeps a bounded set of compiled code in each worker. A plugin loaded again
-/// after it was dropped comes from the compile cache.
+/// plugins change keeps a bounded set of compiled code in each worker.
 const LOADED_PLUGINS: usize = 32;
-
-/// Keeps `plugin` loaded under `hash`, dropping another one first if the worker holds
-/// [`LOADED_PLUGINS`] already (its running attempts keep their code until they end).
-fn keep<P>(plugins: &mut HashMap<String, P>, hash: &str, plugin: P) {
-    if plugins.len() >= LOADED_PLUGINS
-        && !plugins.contains_key(hash)
-        && let Some(dropped) = plugins.keys().next().cloned()
-    {
-        plugins.remove(&dropped);
-    }
-    plugins.insert(hash.to_string(), plugin);
-}
 
 /// The marker argument an embedding binary recognises to act as a worker
 /// (see [`ProcessContext::CurrentExe`](crate::backend::ProcessContext::CurrentExe)).
@@ -176,7 +163,7 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
     }
 
     let channel = Arc::new(Mutex::new(ControlChannel::new(requests)));
-    let mut plugins = Plugins::new();
+    let mut plugins = Plugins::new(LOADED_PLUGINS);
     // Instances kept warm between attempts, for plugins whose limits ask for reuse.
     let warm = WarmPool::new(WARM_INSTANCES);
     // When the oldest reply still in the buffer was written.
@@ -322,7 +309,7 @@ fn initialize(
             .load(path)
             .map_err(|e| format!("cannot preload '{}': {e}", path.display()))?;
         let hash = plugin.hash().to_string();
-        keep(plugins, &hash, plugin);
+        plugins.insert(&hash, plugin);
     }
     for (name, argument) in init.hooks() {
         hooks.call(name, argument)?;
@@ -343,7 +330,7 @@ fn run_one(
         Some(plugin) => plugin.clone(),
         None => match host.load(&request.plugin_path) {
             Ok(plugin) if plugin.hash() == spec.plugin_hash => {
-                keep(plugins, &spec.plugin_hash, plugin.clone());
+                plugins.insert(&spec.plugin_hash, plugin.clone());
                 plugin
             }
             Ok(_) => {
@@ -371,30 +358,4 @@ fn run_one(
         "worker",
         Some(progress),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-
-    #[test]
-    fn a_worker_keeps_a_bounded_set_of_plugins() {
-        let mut plugins = HashMap::new();
-        for i in 0..LOADED_PLUGINS * 3 {
-            keep(&mut plugins, &format!("hash-{i}"), i);
-            assert!(plugins.len() <= LOADED_PLUGINS);
-        }
-        assert_eq!(plugins.len(), LOADED_PLUGINS);
-        // The newest is always kept, and keeping a plugin again replaces nothing else.
-        assert_eq!(
-            plugins.get(&format!("hash-{}", LOADED_PLUGINS * 3 - 1)),
-            Some(&(LOADED_PLUGINS * 3 - 1))
-        );
-        let before: BTreeSet<String> = plugins.keys().cloned().collect();
-        let again = before.iter().next().unwrap().clone();
-        keep(&mut plugins, &again, 0);
-        assert_eq!(plugins.keys().cloned().collect::<BTreeSet<_>>(), before);
-    }
 }
