@@ -137,6 +137,12 @@ pub(crate) fn check(plugin: &str, module: &[u8]) -> Result<(), LoadError> {
 /// grow with the module (about 4 bytes of memory per byte of module): the compile step runs
 /// it, in the compile process, under the compile limits (`engine/compile`).
 pub(crate) fn adapt(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    // Validated first, so that an error's offset is one in the user's file, not in the
+    // component it would become. Every feature: wasmtime (the same wasmparser) decides at
+    // compile time which ones it takes.
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(module)
+        .map_err(|e| anyhow::anyhow!("invalid core module: {e}"))?;
     let mut proc_exit = None;
     for payload in wasmparser::Parser::new(0).parse_all(module) {
         match payload? {
@@ -339,7 +345,14 @@ mod tests {
         let mut trailing = program.clone();
         trailing.extend_from_slice(&[10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0xde, 0xad]);
         check("program.wasm", &trailing).unwrap();
-        assert!(adapt(&trailing).is_err());
+        let error = adapt(&trailing).unwrap_err().to_string();
+        // Found by validating the module itself: its offset is one in the module (just
+        // past its end), not in the component the module would have become.
+        assert!(
+            error.starts_with("invalid core module: section out of order")
+                && error.contains(&format!("(at offset 0x{:x})", program.len() + 6)),
+            "{error}"
+        );
         // A flood of sections before the exports is refused, not read to its end.
         let mut flood = b"\0asm\x01\0\0\0".to_vec();
         for _ in 0..=MAX_LEADING_SECTIONS {
