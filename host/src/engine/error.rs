@@ -44,8 +44,12 @@ pub enum LoadError {
         /// Why.
         message: String,
     },
-    /// The bytes are not WebAssembly at all.
-    #[error("plugin '{plugin}' is not a WebAssembly file (it does not start with `\\0asm`)")]
+    /// The bytes are not WebAssembly that osiiso-host reads: no `\0asm` header, or one of a
+    /// version or layer other than a component's or a core module's.
+    #[error(
+        "plugin '{plugin}' is not a WebAssembly file osiiso-host reads (it must start with \
+         `\\0asm` and the version of a component or of a core module)"
+    )]
     NotWasm {
         /// The plugin's name or path.
         plugin: String,
