@@ -55,8 +55,8 @@ impl ConnectSpec {
             let these = (percent_decode(user), address.password().map(percent_decode));
             match &found {
                 Some(known) if *known != these => {
-                    return Err(NatsError::Config(
-                        "the NATS servers of one list must carry the same credentials".to_string(),
+                    return Err(NatsError::Servers(
+                        "the servers of one list must carry the same credentials".to_string(),
                     ));
                 }
                 _ => found = Some(these),
@@ -67,7 +67,7 @@ impl ConnectSpec {
 
     fn addresses(&self) -> Result<Vec<ServerAddr>, NatsError> {
         if self.servers.is_empty() {
-            return Err(NatsError::Config("no NATS server given".to_string()));
+            return Err(NatsError::Servers("none given".to_string()));
         }
         self.servers
             .iter()
@@ -237,7 +237,9 @@ impl Broker {
                     }
                     return Ok(broker);
                 }
-                Err(error @ NatsError::Config(_)) => return Err(error),
+                Err(error @ (NatsError::Servers(_) | NatsError::Refused { .. })) => {
+                    return Err(error);
+                }
                 Err(error) => {
                     let text = error.to_string();
                     tries += 1;
@@ -337,10 +339,10 @@ where
         let error = match step().await {
             Err(_) if broker.refused().is_some() => {
                 let refused = broker.refused().unwrap_or_default();
-                return Err(NatsError::Config(format!(
-                    "{what}: the NATS server refused a request ({refused}); see the broker \
-                     layout in docs/distributed.md"
-                )));
+                return Err(NatsError::Refused {
+                    action: what.to_string(),
+                    message: refused,
+                });
             }
             Ok(value) => {
                 if warned {

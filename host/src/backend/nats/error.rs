@@ -24,10 +24,27 @@ pub enum NatsError {
     /// A node's setting is invalid ([`NodeConfig::validate`](super::NodeConfig::validate)).
     #[error(transparent)]
     InvalidOption(#[from] crate::queue::InvalidOption),
-    /// A node could not be set up from its settings: the engine did not build, or a granted
-    /// directory or destination is unusable.
+    /// The list of NATS servers cannot be used: it is empty, or its servers carry
+    /// different credentials.
+    #[error("NATS servers: {0}")]
+    Servers(String),
+    /// The broker refused a request for want of a permission: the account lacks what the
+    /// broker layout needs (docs/distributed.md).
+    #[error(
+        "{action}: the NATS server refused a request ({message}); see the broker layout in docs/distributed.md"
+    )]
+    Refused {
+        /// What was being done.
+        action: String,
+        /// What the broker said.
+        message: String,
+    },
+    /// A node's host (engine, compile step, cache) could not be built.
+    #[error("cannot build the node's host: {0}")]
+    Host(#[from] crate::HostError),
+    /// A node's grants cannot be used: a granted directory or destination is unusable.
     #[error("{0}")]
-    Config(String),
+    Grants(String),
 }
 
 impl NatsError {

@@ -136,17 +136,14 @@ impl NatsNode {
         if let Some(bytes) = config.compile_memory {
             builder = builder.compile_memory(bytes);
         }
-        let host = builder
-            .compile_tier(config.compile_tier)
-            .build()
-            .map_err(|e| NatsError::Config(format!("cannot build the engine: {e}")))?;
+        let host = builder.compile_tier(config.compile_tier).build()?;
         let policy = GrantPolicy::new(
             &config.allow_dirs,
             &config.allow_http,
             config.allow_env,
             host.cache_root().as_deref(),
         )
-        .map_err(NatsError::Config)?;
+        .map_err(NatsError::Grants)?;
         let spec = ConnectSpec {
             servers: config.servers.clone(),
             connect_timeout: config.connect_timeout,
