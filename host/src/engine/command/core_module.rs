@@ -144,9 +144,16 @@ pub(crate) fn adapt(module: &[u8]) -> anyhow::Result<Vec<u8>> {
         .validate_all(module)
         .map_err(|e| anyhow::anyhow!("invalid core module: {e}"))?;
     let mut proc_exit = None;
+    let mut types = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(module) {
         match payload? {
+            wasmparser::Payload::TypeSection(reader) => {
+                for group in reader {
+                    types.extend(group?.into_types());
+                }
+            }
             wasmparser::Payload::ImportSection(imports) => {
+                check_proc_exit_type(&imports, &types)?;
                 proc_exit = find_proc_exit(&imports);
                 break;
             }
@@ -170,6 +177,39 @@ pub(crate) fn adapt(module: &[u8]) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| {
             anyhow::anyhow!("cannot adapt the WASI preview-1 program into a component: {e:#}")
         })
+}
+
+/// Refuses a `proc_exit` import of another type than preview-1's `(i32) -> ()`, naming it
+/// as the program does (routed, it would be named after the host's exit interface).
+fn check_proc_exit_type(
+    imports: &wasmparser::ImportSectionReader<'_>,
+    types: &[wasmparser::SubType],
+) -> anyhow::Result<()> {
+    for import in imports.clone().into_imports() {
+        let import = import?;
+        if import.module != PREVIEW1 || import.name != "proc_exit" {
+            continue;
+        }
+        let expected = match import.ty {
+            wasmparser::TypeRef::Func(index) => types
+                .get(index as usize)
+                .and_then(|ty| match &ty.composite_type.inner {
+                    wasmparser::CompositeInnerType::Func(f) => Some(f),
+                    _ => None,
+                })
+                .is_some_and(|f| {
+                    f.params() == [wasmparser::ValType::I32] && f.results().is_empty()
+                }),
+            _ => false,
+        };
+        if !expected {
+            anyhow::bail!(
+                "cannot adapt the WASI preview-1 program into a component: its import \
+                 `{PREVIEW1}.proc_exit` must be a function taking one i32 and returning nothing"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What the adaptation is, besides the adapter's bytes: the proc_exit routing above and the
@@ -361,6 +401,24 @@ mod tests {
         flood.extend_from_slice(&program[8..]);
         let error = check("flood.wasm", &flood).unwrap_err().to_string();
         assert!(error.contains("sections before its exports"), "{error}");
+    }
+
+    #[test]
+    fn a_proc_exit_of_another_type_is_named_as_the_program_names_it() {
+        let module = wat::parse_str(
+            r#"(module
+                (import "wasi_snapshot_preview1" "proc_exit" (func (param i64)))
+                (memory (export "memory") 1)
+                (func (export "_start")))"#,
+        )
+        .unwrap();
+        check("exit.wasm", &module).unwrap();
+        let error = adapt(&module).unwrap_err().to_string();
+        assert!(
+            error.contains("`wasi_snapshot_preview1.proc_exit` must be a function taking one i32")
+                && !error.contains(EXIT_IMPORT),
+            "{error}"
+        );
     }
 
     #[test]
