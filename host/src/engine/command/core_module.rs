@@ -164,7 +164,9 @@ pub(crate) fn adapt(module: &[u8]) -> anyhow::Result<Vec<u8>> {
     let routed;
     let module = match proc_exit {
         Some(entry) => {
-            routed = route_proc_exit(module, &entry)?;
+            routed = route_proc_exit(module, &entry).map_err(|e| {
+                anyhow::anyhow!("cannot adapt the WASI preview-1 program into a component: {e:#}")
+            })?;
             &routed
         }
         None => module,
