@@ -29,7 +29,7 @@ const TIERED: usize = 2;
 const FIRST_RESULT_GOAL: f64 = 3.0;
 /// The goal for the steady state: within 10% of the optimised code's throughput.
 const STEADY_STATE_GOAL: f64 = 0.9;
-/// What the host logs when a plugin moves to optimised code (`engine/plugin.rs`).
+/// What the host logs when a plugin moves to optimised code (`engine/plugin/optimize.rs`).
 const MOVED: &str = "optimised code in use";
 
 /// One plugin under test: its file, task and one input.

@@ -81,6 +81,13 @@ impl Host {
         let shown = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| name.to_string());
+        // Bytes handed over by an embedder are held to the plugin-file limit too.
+        if bytes.len() as u64 > self.inner.max_plugin_bytes {
+            return Err(LoadError::TooLarge {
+                path: PathBuf::from(&shown),
+                limit: self.inner.max_plugin_bytes,
+            });
+        }
         let began = std::time::Instant::now();
         let hash = blake3::hash(bytes).to_hex().to_string();
         // The compile cache keeps compiled code under the hash of the bytes compiled (of a

@@ -56,7 +56,7 @@ impl ConnectSpec {
             match &found {
                 Some(known) if *known != these => {
                     return Err(NatsError::Servers(
-                        "the servers of one list must carry the same credentials".to_string(),
+                        "the NATS servers of one list must carry the same credentials".to_string(),
                     ));
                 }
                 _ => found = Some(these),
@@ -67,7 +67,7 @@ impl ConnectSpec {
 
     fn addresses(&self) -> Result<Vec<ServerAddr>, NatsError> {
         if self.servers.is_empty() {
-            return Err(NatsError::Servers("none given".to_string()));
+            return Err(NatsError::Servers("no NATS server given".to_string()));
         }
         self.servers
             .iter()

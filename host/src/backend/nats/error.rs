@@ -26,7 +26,7 @@ pub enum NatsError {
     InvalidOption(#[from] crate::queue::InvalidOption),
     /// The list of NATS servers cannot be used: it is empty, or its servers carry
     /// different credentials.
-    #[error("NATS servers: {0}")]
+    #[error("{0}")]
     Servers(String),
     /// The broker refused a request for want of a permission: the account lacks what the
     /// broker layout needs (docs/distributed.md).
@@ -40,7 +40,7 @@ pub enum NatsError {
         message: String,
     },
     /// A node's host (engine, compile step, cache) could not be built.
-    #[error("cannot build the node's host: {0}")]
+    #[error("cannot build the engine: {0}")]
     Host(#[from] crate::HostError),
     /// A node's grants cannot be used: a granted directory or destination is unusable.
     #[error("{0}")]

@@ -43,7 +43,9 @@ impl WorkerInit {
     }
 
     /// Loads (and, on a cold cache, compiles) this component before the first task. A
-    /// relative path is taken from the parent's working directory.
+    /// relative path is taken from the parent's working directory. A worker keeps at most 32
+    /// plugins loaded, the least recently used dropped first, so of more than 32 preloads
+    /// the last 32 stay loaded.
     pub fn preload(mut self, path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         self.preload

@@ -53,17 +53,22 @@ pub(crate) fn add_exit_to_linker(linker: &mut Linker<AttemptState>) -> wasmtime:
     )
 }
 
-/// The most sections [`check`] reads before a module's exports end (a program has a dozen).
-const MAX_LEADING_SECTIONS: usize = 1_000;
-/// The most imports or exports a module may declare (wasmparser's validation limits).
-const MAX_ITEMS: u32 = 1_000_000;
+/// The most sections [`check`] reads (a program has a dozen, and a few custom ones).
+const MAX_SECTIONS: usize = 1_000;
+/// The most imports a program may declare: preview-1 has 46 functions.
+const MAX_IMPORTS: u32 = 10_000;
+/// The most exports a module may declare (wasmparser's validation limit).
+const MAX_EXPORTS: u32 = 1_000_000;
+/// The longest import name an error message shows.
+const SHOWN_NAME: usize = 64;
 
 /// Why `module` (a core module) is not a preview-1 program, if it is not: it must export
 /// `_start` and import only from `wasi_snapshot_preview1`. `plugin` names it in errors.
 ///
 /// The host runs this on untrusted bytes itself, so it is bounded: it reads section headers
-/// up to the export section and no further, at most [`MAX_LEADING_SECTIONS`] of them, and
-/// imports and exports up to the validator's limits (a few milliseconds of work at most).
+/// up to the export section and no further, at most [`MAX_SECTIONS`] of them, at most
+/// [`MAX_IMPORTS`] imports and [`MAX_EXPORTS`] exports; its time is linear in the import and
+/// export sections (about 20 ms for a 256 MiB export section, less than hashing the file).
 /// The adaptation ([`adapt`]), which validates and copies the whole module, runs where
 /// compiling does, under the compile limits.
 pub(crate) fn check(plugin: &str, module: &[u8]) -> Result<(), LoadError> {
@@ -73,31 +78,38 @@ pub(crate) fn check(plugin: &str, module: &[u8]) -> Result<(), LoadError> {
     };
     let invalid = |error: wasmparser::BinaryReaderError| refuse(error.to_string());
     let mut has_start = false;
-    let mut foreign = Vec::new();
+    let mut seen_exports = false;
+    let mut foreign: Vec<(&str, &str)> = Vec::new();
     for (read, payload) in wasmparser::Parser::new(0).parse_all(module).enumerate() {
-        if read > MAX_LEADING_SECTIONS {
+        if read > MAX_SECTIONS {
             return Err(refuse(format!(
-                "more than {MAX_LEADING_SECTIONS} sections before its exports end"
+                "more than {} sections before its exports end",
+                grouped(MAX_SECTIONS as u64)
             )));
         }
         match payload.map_err(invalid)? {
             wasmparser::Payload::ImportSection(imports) => {
-                if imports.count() > MAX_ITEMS {
-                    return Err(refuse(format!("more than {MAX_ITEMS} imports")));
+                if imports.count() > MAX_IMPORTS {
+                    return Err(refuse(format!(
+                        "more than {} imports",
+                        grouped(MAX_IMPORTS.into())
+                    )));
                 }
                 for import in imports.into_imports() {
                     let import = import.map_err(invalid)?;
-                    if import.module != PREVIEW1 && foreign.len() < 10 {
-                        let name = format!("`{}.{}`", import.module, import.name);
-                        if !foreign.contains(&name) {
-                            foreign.push(name);
-                        }
+                    let name = (import.module, import.name);
+                    if import.module != PREVIEW1 && foreign.len() < 10 && !foreign.contains(&name) {
+                        foreign.push(name);
                     }
                 }
             }
             wasmparser::Payload::ExportSection(exports) => {
-                if exports.count() > MAX_ITEMS {
-                    return Err(refuse(format!("more than {MAX_ITEMS} exports")));
+                seen_exports = true;
+                if exports.count() > MAX_EXPORTS {
+                    return Err(refuse(format!(
+                        "more than {} exports",
+                        grouped(MAX_EXPORTS.into())
+                    )));
                 }
                 for export in exports {
                     let export = export.map_err(invalid)?;
@@ -116,18 +128,65 @@ pub(crate) fn check(plugin: &str, module: &[u8]) -> Result<(), LoadError> {
             _ => {}
         }
     }
+    if !seen_exports {
+        // No export section before the code: none at all (so no `_start`), or one out of
+        // order, which only the adaptation's validation can name; let it.
+        return if has_export_section(module) {
+            Ok(())
+        } else {
+            Err(LoadError::CoreModule {
+                plugin: plugin.to_string(),
+            })
+        };
+    }
     if !has_start {
         return Err(LoadError::CoreModule {
             plugin: plugin.to_string(),
         });
     }
     if !foreign.is_empty() {
+        let shown = |name: &str| crate::text::truncate(name, SHOWN_NAME).into_owned();
         return Err(LoadError::UnsatisfiedImport {
             plugin: plugin.to_string(),
-            imports: foreign,
+            imports: foreign
+                .iter()
+                .map(|(module, name)| format!("`{}.{}`", shown(module), shown(name)))
+                .collect(),
         });
     }
     Ok(())
+}
+
+/// `n` with its thousands grouped, as the docs write it (`10,000`).
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// Whether `module` has an export section anywhere: a walk over its section headers (at most
+/// [`MAX_SECTIONS`]), skipping their contents.
+fn has_export_section(module: &[u8]) -> bool {
+    let mut at = 8;
+    for _ in 0..MAX_SECTIONS {
+        let Some(&id) = module.get(at) else {
+            return false;
+        };
+        if id == 7 {
+            return true;
+        }
+        let Ok((size, contents)) = read_u32(module, at + 1) else {
+            return false;
+        };
+        at = contents + size as usize;
+    }
+    false
 }
 
 /// The component of the preview-1 program `module` (one that [`check`] accepts): its
@@ -145,6 +204,9 @@ pub(crate) fn adapt(module: &[u8]) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| anyhow::anyhow!("invalid core module: {e}"))?;
     let mut proc_exit = None;
     let mut types = Vec::new();
+    // The type of every function, imported ones first.
+    let mut functions = Vec::new();
+    let mut start = None;
     for payload in wasmparser::Parser::new(0).parse_all(module) {
         match payload? {
             wasmparser::Payload::TypeSection(reader) => {
@@ -155,11 +217,39 @@ pub(crate) fn adapt(module: &[u8]) -> anyhow::Result<Vec<u8>> {
             wasmparser::Payload::ImportSection(imports) => {
                 check_proc_exit_type(&imports, &types)?;
                 proc_exit = find_proc_exit(&imports);
-                break;
+                for import in imports.clone().into_imports() {
+                    if let wasmparser::TypeRef::Func(ty) = import?.ty {
+                        functions.push(ty);
+                    }
+                }
+            }
+            wasmparser::Payload::FunctionSection(reader) => {
+                for ty in reader {
+                    functions.push(ty?);
+                }
+            }
+            wasmparser::Payload::ExportSection(exports) => {
+                for export in exports {
+                    let export = export?;
+                    if export.name == START && export.kind == wasmparser::ExternalKind::Func {
+                        start = Some(export.index);
+                    }
+                }
             }
             wasmparser::Payload::CodeSectionStart { .. } => break,
             _ => {}
         }
+    }
+    // Checked here so the message is in the program's terms (the encoder's names the
+    // component's internal instances).
+    let start_type = start
+        .and_then(|index| functions.get(index as usize))
+        .and_then(|&ty| func_type(&types, ty));
+    if !start_type.is_some_and(|f| f.params().is_empty() && f.results().is_empty()) {
+        anyhow::bail!(
+            "cannot adapt the WASI preview-1 program into a component: its `{START}` must be a \
+             function taking and returning nothing"
+        );
     }
     let routed;
     let module = match proc_exit {
@@ -187,21 +277,24 @@ fn check_proc_exit_type(
     imports: &wasmparser::ImportSectionReader<'_>,
     types: &[wasmparser::SubType],
 ) -> anyhow::Result<()> {
+    let mut seen = false;
     for import in imports.clone().into_imports() {
         let import = import?;
         if import.module != PREVIEW1 || import.name != "proc_exit" {
             continue;
         }
+        if seen {
+            // Only one entry is routed to the host's exit: one import, one exit status.
+            anyhow::bail!(
+                "cannot adapt the WASI preview-1 program into a component: it imports \
+                 `{PREVIEW1}.proc_exit` more than once"
+            );
+        }
+        seen = true;
         let expected = match import.ty {
-            wasmparser::TypeRef::Func(index) => types
-                .get(index as usize)
-                .and_then(|ty| match &ty.composite_type.inner {
-                    wasmparser::CompositeInnerType::Func(f) => Some(f),
-                    _ => None,
-                })
-                .is_some_and(|f| {
-                    f.params() == [wasmparser::ValType::I32] && f.results().is_empty()
-                }),
+            wasmparser::TypeRef::Func(ty) => func_type(types, ty).is_some_and(|f| {
+                f.params() == [wasmparser::ValType::I32] && f.results().is_empty()
+            }),
             _ => false,
         };
         if !expected {
@@ -214,10 +307,18 @@ fn check_proc_exit_type(
     Ok(())
 }
 
+/// The function type at `index` of the type section, if it is one.
+fn func_type(types: &[wasmparser::SubType], index: u32) -> Option<&wasmparser::FuncType> {
+    match &types.get(index as usize)?.composite_type.inner {
+        wasmparser::CompositeInnerType::Func(f) => Some(f),
+        _ => None,
+    }
+}
+
 /// What the adaptation is, besides the adapter's bytes: the proc_exit routing above and the
 /// component encoder (`wit-component`). Change the number when either changes what a module
 /// becomes; every entry of an adapted program is then compiled again.
-const ADAPTATION: &str = "osiiso-host preview-1 program, adaptation 1, wit-component 0.258";
+const ADAPTATION: &str = "osiiso-host preview-1 program, adaptation 1, wit-component 0.258.3";
 
 /// The compile-cache key of the preview-1 program `module`: the hash of the module, of the
 /// adapter and of [`ADAPTATION`]. The adaptation is deterministic, so the compiled component
@@ -397,7 +498,7 @@ mod tests {
         );
         // A flood of sections before the exports is refused, not read to its end.
         let mut flood = b"\0asm\x01\0\0\0".to_vec();
-        for _ in 0..=MAX_LEADING_SECTIONS {
+        for _ in 0..=MAX_SECTIONS {
             flood.extend_from_slice(&[0, 1, 0]);
         }
         flood.extend_from_slice(&program[8..]);
@@ -421,6 +522,93 @@ mod tests {
                 && !error.contains(EXIT_IMPORT),
             "{error}"
         );
+    }
+
+    #[test]
+    fn start_and_proc_exit_are_checked_in_the_programs_terms() {
+        let adapted = |wat: &str| adapt(&wat::parse_str(wat).unwrap()).map(|_| ());
+        let error = adapted(
+            r#"(module (memory (export "memory") 1) (func (export "_start") (param i32)))"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("its `_start` must be a function taking and returning nothing"),
+            "{error}"
+        );
+        let error = adapted(
+            r#"(module
+                (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                (memory (export "memory") 1)
+                (func (export "_start")))"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("more than once"), "{error}");
+        // Function indices count the imported functions first.
+        adapted(
+            r#"(module
+                (import "wasi_snapshot_preview1" "sched_yield" (func (result i32)))
+                (memory (export "memory") 1)
+                (func (export "_start")))"#,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn foreign_import_names_are_shown_bounded_and_out_of_order_exports_left_to_validation() {
+        let long = "x".repeat(10_000);
+        let module = wat::parse_str(format!(
+            r#"(module (import "env" "{long}" (func)) (memory (export "memory") 1)
+                (func (export "_start")))"#
+        ))
+        .unwrap();
+        let error = check("env.wasm", &module).unwrap_err().to_string();
+        assert!(error.len() < 400, "{error}");
+        // A start section before the exports: the module is invalid, not one without `_start`.
+        let mut order = b"\0asm\x01\0\0\0".to_vec();
+        order.extend_from_slice(&[1, 4, 1, 0x60, 0, 0]); // type () -> ()
+        order.extend_from_slice(&[3, 2, 1, 0]); // one function
+        order.extend_from_slice(&[8, 1, 0]); // start: function 0
+        order.extend_from_slice(&[7, 10, 1, 6]);
+        order.extend_from_slice(b"_start");
+        order.extend_from_slice(&[0, 0]); // export _start
+        order.extend_from_slice(&[10, 4, 1, 2, 0, 0x0b]); // code
+        check("order.wasm", &order).unwrap();
+        let error = adapt(&order).unwrap_err().to_string();
+        assert!(error.contains("out of order"), "{error}");
+    }
+
+    #[test]
+    fn the_adaptation_tag_names_the_locked_component_encoder() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+        // The newest wit-component in the lock is this crate's (wasmtime's own is older).
+        let version = lock
+            .split("[[package]]")
+            .filter(|entry| entry.contains("name = \"wit-component\""))
+            .filter_map(|entry| entry.split("version = \"").nth(1)?.split('"').next())
+            .max_by_key(|version| {
+                version
+                    .split('.')
+                    .map(|part| part.parse::<u32>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        assert!(
+            ADAPTATION.ends_with(&format!("wit-component {version}")),
+            "ADAPTATION ({ADAPTATION}) must name wit-component {version}: bump it with the \
+             encoder, so that programs adapted by the old one are compiled again"
+        );
+    }
+
+    #[test]
+    fn counts_are_grouped_as_the_docs_write_them() {
+        assert_eq!(grouped(1_000), "1,000");
+        assert_eq!(grouped(10_000), "10,000");
+        assert_eq!(grouped(1_000_000), "1,000,000");
+        assert_eq!(grouped(999), "999");
     }
 
     #[test]
