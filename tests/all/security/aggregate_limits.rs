@@ -35,6 +35,17 @@ fn plugin_and_inputs_files_are_bounded() {
     let file = std::fs::File::create(&big).unwrap();
     file.set_len(300 << 20).unwrap();
     osiiso(&["list", path_str(&big)]).assert_usage_error(&["big.wasm", "256 MiB"]);
+    // Bytes an embedder hands over are held to the same limit.
+    let host = osiiso_host::Host::builder()
+        .max_plugin_bytes(1 << 10)
+        .build()
+        .unwrap();
+    let bytes = std::fs::read(artifacts::ECHO).unwrap();
+    let error = host.load_bytes("echo", &bytes).unwrap_err();
+    assert!(
+        matches!(error, osiiso_host::LoadError::TooLarge { limit: 1024, .. }),
+        "{error}"
+    );
 }
 
 #[test]
