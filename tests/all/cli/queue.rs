@@ -353,3 +353,40 @@ fn attempts_per_worker_is_for_the_process_queue_and_bounded() {
     ])
     .assert_code(0);
 }
+
+/// The CLI's process workers are the CLI binary itself, whatever the file is called (the
+/// library's default looks for a file named `osiiso-host`).
+#[test]
+fn a_renamed_binary_runs_its_own_process_workers() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let renamed = dir.path().join("renamed-host");
+    if std::fs::hard_link(crate::support::cli::BIN, &renamed).is_err() {
+        std::fs::copy(crate::support::cli::BIN, &renamed).unwrap();
+    }
+    let output = std::process::Command::new(&renamed)
+        .args([
+            "run",
+            artifacts::ECHO,
+            "echo",
+            "--input",
+            "7",
+            "--queue",
+            "process",
+        ])
+        .args(["--output", "jsonl", "-q"])
+        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
+        .env("OSIISO_COMPILE_TIMEOUT", "15m")
+        .env_remove("OSIISO_HOST_BIN")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let row: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(status(&row), "succeeded", "{row:#}");
+    assert_eq!(row["value"], json!(7));
+}

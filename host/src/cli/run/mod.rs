@@ -3,6 +3,7 @@
 //! before anything loads), `plan` the work, `drive` the run and `report` its end.
 
 use anyhow::anyhow;
+use osiiso_host::backend::ProcessContext;
 use osiiso_host::queue::backend::Backend;
 use osiiso_host::queue::{QueueBuilder, Workers};
 use osiiso_host::{AsyncQueue, Plugin, ProcessQueue, ThreadQueue};
@@ -49,6 +50,15 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
                 .attempts_per_worker
                 .map_or(DEFAULT_ATTEMPTS_PER_WORKER, usize::from);
             let mut builder = ProcessQueue::builder().attempts_per_worker(attempts);
+            // The workers are this binary's `worker` subcommand, whatever the binary is
+            // called (the default looks for a file named `osiiso-host`).
+            if let Ok(program) = std::env::current_exe() {
+                builder = builder.context(ProcessContext::Command {
+                    program,
+                    args: vec!["worker".to_string()],
+                    env: Vec::new(),
+                });
+            }
             if let Some(bytes) = args.queue.worker_memory {
                 builder = builder.worker_memory(bytes as u64);
             }
