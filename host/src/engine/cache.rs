@@ -129,16 +129,18 @@ impl CompileCache {
     /// Returns the compiled component, from the cache when an entry for exactly these bytes
     /// and this engine verifies; otherwise compiled by `compile` (and the entry written).
     /// A hit never compiles. While another process of this user compiles the same entry,
-    /// this waits for it (at most one compile timeout) and reads what it wrote.
+    /// this waits for it (at most one compile timeout) and reads what it wrote. A compilation
+    /// ends early, as [`CompileError::Stopped`], once `stop` says so.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         compile: &CompileStep,
         component_hash: &str,
         wasm: &[u8],
+        stop: &dyn Fn() -> bool,
     ) -> Result<(Component, CacheOutcome), CompileError> {
         let Some(store) = &self.store else {
-            let artifact = compile.compile(engine, wasm)?;
+            let artifact = compile.compile(engine, wasm, stop)?;
             return Ok((compile::load(engine, &artifact)?, CacheOutcome::Disabled));
         };
         let mut outcome = match store.read(engine, component_hash) {
@@ -154,7 +156,7 @@ impl CompileCache {
             Entry::Invalid => outcome = CacheOutcome::Rebuilt,
         }
         let path = store.entry_path(component_hash);
-        let artifact = compile.compile(engine, wasm)?;
+        let artifact = compile.compile(engine, wasm, stop)?;
         if let Err(error) = store.write_entry(&path, component_hash, &artifact) {
             tracing::warn!(path = %path.display(), %error, "cannot write compile cache entry");
         }

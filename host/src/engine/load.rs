@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wasmtime::component::Component;
 
 use super::cache::{self, CacheOutcome};
-use super::compile::CompileError;
+use super::compile::{self, CompileError};
 use super::limits::Limits;
 use super::plugin::Plugin;
 use super::tiers::{Compiled, TierEngine};
@@ -141,7 +141,7 @@ impl Host {
     fn compile(&self, key: &str, wasm: &[u8], purpose: Purpose) -> Result<Compiled, CompileError> {
         let with = |tier: &Arc<TierEngine>| {
             tier.cache
-                .load_or_compile(&tier.engine, &tier.compile, key, wasm)
+                .load_or_compile(&tier.engine, &tier.compile, key, wasm, &compile::never)
                 .map(|(component, outcome)| Compiled {
                     tier: tier.clone(),
                     component,
@@ -263,6 +263,10 @@ pub(super) fn compile_failure(error: CompileError, plugin: &str) -> LoadError {
             detail,
         },
         CompileError::Process(message) => LoadError::Compiler { plugin, message },
+        CompileError::Stopped => LoadError::Compiler {
+            plugin,
+            message: "the compilation was stopped".to_string(),
+        },
     }
 }
 

@@ -103,6 +103,20 @@ fn br_tables(depth: usize, count: usize) -> Vec<u8> {
     echo_with(&[body])
 }
 
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// Writes `bytes` as `name` in `dir`.
 fn plugin(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -317,6 +331,55 @@ fn a_tiered_host_runs_a_time_bomb_on_baseline_code_and_stops_its_optimization() 
         crate::support::cache_entries(cache.path()).len(),
         plugins.len()
     );
+}
+
+/// A plugin dropped while Cranelift compiles it in the background stops that compilation
+/// (its compile process is killed), rather than leaving it to run until the compile timeout:
+/// here ten minutes, for a bomb that needs minutes.
+#[test]
+fn a_dropped_plugin_stops_its_background_compilation() {
+    let cache = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .cache_dir(cache.path())
+        .compile_timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let [(name, bomb), ..] = time_bombs();
+    let plugin = host.load_bytes(name, &bomb).unwrap();
+    let report = crate::support::run(&plugin, "echo", serde_json::json!(1));
+    assert!(matches!(report.outcome, AttemptOutcome::Succeeded(_)));
+    // The attempt started the optimisation; wait until Cranelift's compilation holds its
+    // cache entry's lock (the baseline's is the other lock file) and has had time to start
+    // its compile process, then drop the plugin.
+    let give_up = std::time::Instant::now() + Duration::from_secs(120);
+    let locks = || {
+        walk(cache.path())
+            .into_iter()
+            .filter(|path| path.extension().is_some_and(|e| e == "lock"))
+            .count()
+    };
+    while locks() < 2 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no optimisation started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(host.optimizations_pending(), 1);
+    drop(plugin);
+    // It ends long before its compile timeout, neither done nor failed.
+    while host.optimizations_pending() > 0 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the optimisation of a dropped plugin went on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(host.plugins_optimized(), 0);
+    assert_eq!(host.optimizations_failed(), 0);
+    // Only the baseline code reached the cache.
+    assert_eq!(crate::support::cache_entries(cache.path()).len(), 1);
 }
 
 #[test]

@@ -17,6 +17,8 @@ use super::{COMPILE_MARKER, CompileError, CompileLimits};
 const STDERR_TAIL: usize = 4 << 10;
 /// What the parent does between two looks at a process that replied but has not exited.
 const EXIT_POLL: Duration = Duration::from_millis(2);
+/// How often the parent asks whether a running compilation is to stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Compiles `wasm` in a child process of `program`; returns the serialized artifact.
 pub(super) fn compile(
@@ -26,6 +28,7 @@ pub(super) fn compile(
     limits: &CompileLimits,
     max_artifact: u64,
     threads_per_core: usize,
+    stop: &dyn Fn() -> bool,
 ) -> Result<Vec<u8>, CompileError> {
     let started = Instant::now();
     // A timeout too long to add is as good as none.
@@ -53,13 +56,17 @@ pub(super) fn compile(
         scope.spawn(move || {
             let _ = sender.send(Reply::read(&mut stdout, max_artifact));
         });
-        let outcome = match replies.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            Ok(reply) => match child.exit_by(deadline) {
-                Some(status) => Ok((reply, status)),
-                None => Err(()),
-            },
-            Err(_) => Err(()),
+        let outcome = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match replies.recv_timeout(left.min(STOP_POLL)) {
+                Ok(reply) => match child.exit_by(deadline) {
+                    Some(status) => break Ok((reply, status)),
+                    None => break Err(Ended::Deadline),
+                },
+                Err(mpsc::RecvTimeoutError::Timeout) if stop() => break Err(Ended::Stopped),
+                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
+                Err(_) => break Err(Ended::Deadline),
+            }
         };
         if outcome.is_err() {
             // Killed and reaped: every pipe closes, so the threads above end.
@@ -67,10 +74,14 @@ pub(super) fn compile(
         }
         (outcome, tail.join().unwrap_or_default())
     });
-    let Ok((reply, status)) = outcome else {
-        return Err(CompileError::Timeout {
-            limit: limits.timeout,
-        });
+    let (reply, status) = match outcome {
+        Ok(done) => done,
+        Err(Ended::Stopped) => return Err(CompileError::Stopped),
+        Err(Ended::Deadline) => {
+            return Err(CompileError::Timeout {
+                limit: limits.timeout,
+            });
+        }
     };
     tracing::debug!(
         elapsed = ?started.elapsed(),
@@ -92,6 +103,14 @@ pub(super) fn compile(
         ))),
         (reply, _) => Err(died(program, status, reply.err(), &tail, limits)),
     }
+}
+
+/// Why the parent killed a compile process.
+enum Ended {
+    /// It ran past the compile timeout.
+    Deadline,
+    /// The caller stopped it.
+    Stopped,
 }
 
 /// Why a compile process ended without a reply (or with a reply and a bad status).

@@ -132,6 +132,14 @@ pub(crate) enum CompileError {
     Memory { limit: u64, detail: String },
     /// The compile process could not do its job.
     Process(String),
+    /// The caller stopped the compilation (its plugin is gone): the compile process was
+    /// killed.
+    Stopped,
+}
+
+/// The `stop` of a compilation nobody stops.
+pub(crate) fn never() -> bool {
+    false
 }
 
 /// Where compilation happens, once resolved.
@@ -219,9 +227,20 @@ impl CompileStep {
     }
 
     /// Compiles `wasm` (a component, or a WASI preview-1 program, which is adapted first) for
-    /// `engine`, returning the serialized artifact that [`load`] turns into a component.
-    pub(crate) fn compile(&self, engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
+    /// `engine`, returning the serialized artifact that [`load`] turns into a component. A
+    /// compile process is killed as soon as `stop` says so (it is asked a few times a
+    /// second; [`never`] for a compilation someone waits for); a compilation in this process
+    /// cannot be stopped.
+    pub(crate) fn compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>, CompileError> {
         let _slot = self.slot.lock();
+        if stop() {
+            return Err(CompileError::Stopped);
+        }
         match &self.place {
             Place::Process { program, .. } => child::compile(
                 program,
@@ -230,6 +249,7 @@ impl CompileStep {
                 &self.limits,
                 self.limits.memory,
                 self.threads_per_core,
+                stop,
             ),
             Place::InProcess { fallback } => {
                 if *fallback && !self.warned.swap(true, Ordering::Relaxed) {

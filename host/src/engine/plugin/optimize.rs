@@ -32,8 +32,9 @@ impl Plugin {
 
     /// Compiles the plugin's optimised code on the host's background thread, then installs
     /// it: attempts that start after that run it. A plugin dropped before its turn is not
-    /// compiled; a compilation that fails leaves the plugin on its code, with a warning, and
-    /// the host does not try that plugin again.
+    /// compiled, and one dropped while it compiles stops its compilation; a compilation that
+    /// fails leaves the plugin on its code, with a warning, and the host does not try that
+    /// plugin again.
     fn optimize_in_background(&self) {
         let plugin = Arc::downgrade(&self.inner);
         let key = self.inner.cache_key.clone();
@@ -45,10 +46,16 @@ impl Plugin {
                 return;
             };
             let began = std::time::Instant::now();
-            let compiled =
-                optimized
-                    .cache
-                    .load_or_compile(&optimized.engine, &optimized.compile, &key, &wasm);
+            // A plugin dropped meanwhile (its host's too) needs no optimised code: its
+            // compile process is killed rather than left to run out its time.
+            let gone = || plugin.strong_count() == 0;
+            let compiled = optimized.cache.load_or_compile(
+                &optimized.engine,
+                &optimized.compile,
+                &key,
+                &wasm,
+                &gone,
+            );
             drop(wasm);
             let Some(inner) = plugin.upgrade() else {
                 return;
