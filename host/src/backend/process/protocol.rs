@@ -189,6 +189,8 @@ pub(crate) struct FrameReader {
     buffer: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last read found the pipe empty (and none has been tried since).
+    drained: bool,
 }
 
 impl FrameReader {
@@ -207,6 +209,7 @@ impl FrameReader {
             buffer: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
+            drained: false,
         })
     }
 
@@ -222,13 +225,18 @@ impl FrameReader {
             if let Some(frame) = self.take_frame()? {
                 return Ok(Some(frame));
             }
-            // Read first: when a batch has arrived this is the only system call.
-            match self.fill()? {
-                Some(0) => return self.end_of_stream(),
-                Some(_) => continue,
-                None if wait == Some(Duration::ZERO) => return Ok(None),
-                None => {}
+            // Read first: when a batch has arrived this is the only system call. A wait
+            // right after a read that found the pipe empty polls first instead (the worker
+            // checks for a request before flushing its replies, then waits for one).
+            if !self.drained || wait == Some(Duration::ZERO) {
+                match self.fill()? {
+                    Some(0) => return self.end_of_stream(),
+                    Some(_) => continue,
+                    None if wait == Some(Duration::ZERO) => return Ok(None),
+                    None => {}
+                }
             }
+            self.drained = false;
             let timeout_ms = match deadline {
                 None => -1,
                 // Rounded up, so a short wait is not a busy loop.
@@ -346,10 +354,14 @@ impl FrameReader {
             match self.file.read(&mut self.buffer[self.end..]) {
                 Ok(n) => {
                     self.end += n;
+                    self.drained = false;
                     return Ok(Some(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    return Ok(None);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -395,6 +407,53 @@ mod tests {
             }
         }
         Ok(frames)
+    }
+
+    /// A wait that polls before reading (the last read found the pipe empty) still gets
+    /// what arrives later, and the end of the stream.
+    #[test]
+    fn a_wait_after_an_empty_read_gets_later_frames_and_the_end() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fresh descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both descriptors are fresh and owned here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut reader = FrameReader::new(read).unwrap();
+        let mut write = File::from(write);
+        assert!(
+            reader
+                .next::<Request>(Some(Duration::ZERO))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            reader
+                .next::<Request>(Some(Duration::from_millis(1)))
+                .unwrap()
+                .is_none()
+        );
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            write
+                .write_all(&encode_frame(&Request::Stop).unwrap())
+                .unwrap();
+            write
+        });
+        assert!(matches!(
+            reader.next::<Request>(None).unwrap(),
+            Some(Frame::Message(Request::Stop))
+        ));
+        assert!(
+            reader
+                .next::<Request>(Some(Duration::ZERO))
+                .unwrap()
+                .is_none()
+        );
+        drop(writer.join().unwrap());
+        assert!(matches!(
+            reader.next::<Request>(None).unwrap(),
+            Some(Frame::Eof)
+        ));
     }
 
     #[test]
