@@ -148,7 +148,7 @@ impl CompileCache {
             Entry::Missing => CacheOutcome::Miss,
             Entry::Invalid => CacheOutcome::Rebuilt,
         };
-        let _lock = store.lock(component_hash, compile.limits().timeout);
+        let _lock = store.lock(component_hash, compile.limits().timeout, stop)?;
         // Another process may have written (or rebuilt) the entry while this one waited.
         match store.read_quietly(engine, component_hash) {
             Entry::Valid(component) => return Ok((component, CacheOutcome::Hit)),
@@ -226,7 +226,15 @@ impl TrustedDir {
     /// An exclusive lock on the entry for `component_hash` (a `.lock` file next to it),
     /// waited for at most `patience`; `None` when it cannot be had, and the caller compiles
     /// anyway. Released when dropped.
-    fn lock(&self, component_hash: &str, patience: std::time::Duration) -> Option<fs::File> {
+    /// The lock of the entry of `component_hash`, waited for at most `patience` (`None`: no
+    /// lock, and the caller goes on without one); [`CompileError::Stopped`] as soon as `stop`
+    /// says so while it waits.
+    fn lock(
+        &self,
+        component_hash: &str,
+        patience: std::time::Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<fs::File>, CompileError> {
         let path = self.dir.join(format!("{component_hash}.lock"));
         let file = fs::OpenOptions::new()
             .create(true)
@@ -235,16 +243,21 @@ impl TrustedDir {
             .mode(0o600)
             // Never a link, and never waits on a FIFO planted there.
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(&path)
-            .ok()?;
+            .open(&path);
+        let Ok(file) = file else {
+            return Ok(None);
+        };
         let give_up = std::time::Instant::now() + patience;
         loop {
             match file.try_lock() {
-                Ok(()) => return Some(file),
+                Ok(()) => return Ok(Some(file)),
                 Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    if stop() {
+                        return Err(CompileError::Stopped);
+                    }
                     std::thread::sleep(LOCK_POLL);
                 }
-                Err(_) => return None,
+                Err(_) => return Ok(None),
             }
         }
     }

@@ -51,8 +51,16 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
                 .map_or(DEFAULT_ATTEMPTS_PER_WORKER, usize::from);
             let mut builder = ProcessQueue::builder().attempts_per_worker(attempts);
             // The workers are this binary's `worker` subcommand, whatever the binary is
-            // called (the default looks for a file named `osiiso-host`).
-            if let Ok(program) = std::env::current_exe() {
+            // called (the default looks for a file named `osiiso-host`), and the very file
+            // this process runs, even if the one on disk is replaced or deleted during the
+            // run (as the compile process is).
+            let program = std::path::Path::new("/proc/self/exe");
+            let program = if program.exists() {
+                Some(program.to_path_buf())
+            } else {
+                std::env::current_exe().ok()
+            };
+            if let Some(program) = program {
                 builder = builder.context(ProcessContext::Command {
                     program,
                     args: vec!["worker".to_string()],

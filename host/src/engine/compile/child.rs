@@ -247,6 +247,10 @@ impl CompileProcess {
                     return Err(std::io::Error::last_os_error());
                 }
                 cap(libc::RLIMIT_CORE, 0, 0)?;
+                // An address-space cap of the host's (a process worker's `--worker-memory`)
+                // is a soft limit its compile process lifts: compiling is bounded by the
+                // data limit below, as everywhere.
+                cap(libc::RLIMIT_AS, u64::MAX, u64::MAX)?;
                 cap(libc::RLIMIT_DATA, data, data)?;
                 cap(libc::RLIMIT_CPU, cpu, cpu.saturating_add(1))
             })
@@ -298,7 +302,8 @@ type Resource = libc::__rlimit_resource_t;
 #[cfg(not(target_env = "gnu"))]
 type Resource = libc::c_int;
 
-/// Lowers a limit to `soft`/`hard`, never above what this process may have.
+/// Sets a limit to `soft`/`hard`, never above the hard limit this process has (a soft limit
+/// below it may rise up to it).
 ///
 /// Only system calls: it runs between fork and exec.
 fn cap(resource: Resource, soft: u64, hard: u64) -> std::io::Result<()> {

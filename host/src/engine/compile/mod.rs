@@ -287,8 +287,18 @@ pub(crate) fn load(engine: &Engine, artifact: &[u8]) -> Result<Component, Compil
     // engine's settings, in this process or in a compile process this host started from a
     // binary it chose, and came over a pipe only the two of them hold (or from a cache entry
     // whose MAC verified). wasmtime checks its own compatibility header as well.
-    unsafe { Component::deserialize(engine, artifact) }
-        .map_err(|e| CompileError::Process(format!("cannot load the compiled code: {e:#}")))
+    unsafe { Component::deserialize(engine, artifact) }.map_err(|e| {
+        let message = format!("{e:#}");
+        // Mapping the code needs address space: under a small cap (a process worker's
+        // `--worker-memory`) this is where it runs out.
+        let hint = if message.contains("Cannot allocate memory") {
+            "; this process's address space is too small for the plugin's code (a process \
+             worker's --worker-memory, ProcessQueue::worker_memory)"
+        } else {
+            ""
+        };
+        CompileError::Process(format!("cannot load the compiled code: {message}{hint}"))
+    })
 }
 
 fn resolve(compiler: &Compiler) -> Result<Place, String> {

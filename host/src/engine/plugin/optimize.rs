@@ -32,11 +32,13 @@ impl Plugin {
 
     /// Compiles the plugin's optimised code on the host's background thread, then installs
     /// it: attempts that start after that run it. A plugin dropped before its turn is not
-    /// compiled, and one dropped while it compiles stops its compilation; a compilation that
-    /// fails leaves the plugin on its code, with a warning, and the host does not try that
-    /// plugin again.
+    /// compiled; one dropped while it compiles has its optimised code written to the compile
+    /// cache all the same, unless its host is dropped too, which stops the compilation. A
+    /// compilation that fails leaves the plugin on its code, with a warning, and the host
+    /// does not try that plugin again.
     fn optimize_in_background(&self) {
         let plugin = Arc::downgrade(&self.inner);
+        let host = Arc::downgrade(&self.inner.host.inner);
         let key = self.inner.cache_key.clone();
         self.host().background().run(Box::new(move || {
             let Some((optimized, wasm)) = plugin
@@ -46,9 +48,12 @@ impl Plugin {
                 return;
             };
             let began = std::time::Instant::now();
-            // A plugin dropped meanwhile (its host's too) needs no optimised code: its
-            // compile process is killed rather than left to run out its time.
-            let gone = || plugin.strong_count() == 0;
+            // A plugin dropped meanwhile still gets its optimised code into the compile
+            // cache, for its next load (a node or worker that drops and reloads plugins
+            // would otherwise never keep one); once its host is gone too, nobody will load
+            // it here again, and its compile process is killed rather than left to run out
+            // its time.
+            let gone = || host.strong_count() == 0;
             let compiled = optimized.cache.load_or_compile(
                 &optimized.engine,
                 &optimized.compile,

@@ -97,12 +97,21 @@ pub fn run_worker_with(options: WorkerOptions, hooks: &WorkerHooks) -> i32 {
         // would count against the cap without holding anything.
         // SAFETY: mallopt before this process starts any thread.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-        let rlimit = libc::rlimit {
-            rlim_cur: limit,
-            rlim_max: limit,
+        // The soft limit only: it holds for this process, which runs no native code but
+        // its own, and its compile processes raise it back, so that compiling is bounded by
+        // the compile memory limit rather than by the worker's.
+        let mut rlimit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
         };
-        // SAFETY: setrlimit with a valid struct.
-        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) } != 0 {
+        // SAFETY: getrlimit and setrlimit with valid structs.
+        let set = unsafe {
+            libc::getrlimit(libc::RLIMIT_AS, &mut rlimit) == 0 && {
+                rlimit.rlim_cur = limit.min(rlimit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_AS, &rlimit) == 0
+            }
+        };
+        if !set {
             eprintln!("osiiso worker: cannot set the memory limit");
         }
     }
