@@ -154,3 +154,33 @@ fn worker_memory_leaves_room_for_a_big_honest_task() {
     out.assert_code(1);
     assert_eq!(error_kind(&out.single()), "memory_limit", "{out:#?}");
 }
+
+/// A small `--worker-memory` caps the worker, not its compile process (held to the compile
+/// memory limit instead): with an empty cache, a worker capped at 128 MiB compiles and runs
+/// its plugin. Under a hard cap, which the compile process inherited, nothing below about
+/// 256 MiB compiled, and the error blamed the compile memory limit.
+#[test]
+fn a_small_worker_memory_caps_the_worker_not_its_compiler() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = crate::support::cli::osiiso_in(
+        &[
+            "run",
+            artifacts::ECHO,
+            "echo",
+            "--input",
+            "9",
+            "--queue",
+            "process",
+            "--worker-memory",
+            "128MiB",
+            "--output",
+            "jsonl",
+            "-q",
+        ],
+        cache.path(),
+    );
+    out.assert_code(0);
+    let row = out.single();
+    assert_eq!(status(&row), "succeeded", "{row:#}");
+    assert_eq!(row["value"], serde_json::json!(9));
+}
