@@ -363,7 +363,8 @@ fn a_renamed_binary_runs_its_own_process_workers() {
     if std::fs::hard_link(crate::support::cli::BIN, &renamed).is_err() {
         std::fs::copy(crate::support::cli::BIN, &renamed).unwrap();
     }
-    let output = std::process::Command::new(&renamed)
+    let mut command = crate::support::cli::command_of(&renamed, &crate::support::cache_dir());
+    command
         .args([
             "run",
             artifacts::ECHO,
@@ -374,19 +375,11 @@ fn a_renamed_binary_runs_its_own_process_workers() {
             "process",
         ])
         .args(["--output", "jsonl", "-q"])
-        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
-        .env("OSIISO_COMPILE_TIMEOUT", "15m")
         .env_remove("OSIISO_HOST_BIN")
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let row: Value = serde_json::from_str(stdout.trim()).unwrap();
+        .env("PATH", "/usr/bin:/bin");
+    let out = crate::support::cli::outcome_of(command);
+    out.assert_code(0);
+    let row = out.single();
     assert_eq!(status(&row), "succeeded", "{row:#}");
     assert_eq!(row["value"], json!(7));
 }

@@ -112,26 +112,32 @@ pub(crate) fn osiiso_in(args: &[&str], cache: &Path) -> Outcome {
 /// compile timeout, no inherited `RUST_LOG` and no colours: the start of a CLI invocation
 /// that needs more than [`osiiso`] (its own stdio, a process to signal).
 pub(crate) fn command() -> Command {
-    let mut command = Command::new(BIN);
+    command_of(Path::new(BIN), &crate::support::cache_dir())
+}
+
+/// [`command`] for `program` (the binary, or a copy of it) and the compile cache `cache`.
+pub(crate) fn command_of(program: &Path, cache: &Path) -> Command {
+    let mut command = Command::new(program);
     command
         .env("OSIISO_COMPILE_TIMEOUT", "15m")
-        .env("OSIISO_CACHE_DIR", crate::support::cache_dir())
+        .env("OSIISO_CACHE_DIR", cache)
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1");
     command
 }
 
 fn osiiso_with(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Outcome {
+    let mut command = command_of(Path::new(BIN), cache);
+    command.args(args).envs(env.iter().copied());
+    outcome_of(command)
+}
+
+/// Runs `command` to its end: its exit code, output and time.
+pub(crate) fn outcome_of(mut command: Command) -> Outcome {
     let start = Instant::now();
-    let output = Command::new(BIN)
-        .args(args)
-        .env("OSIISO_COMPILE_TIMEOUT", "15m")
-        .envs(env.iter().copied())
-        .env("OSIISO_CACHE_DIR", cache)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
+    let output = command
         .output()
-        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()));
     Outcome {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
